@@ -1,0 +1,170 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::params::{ParamError, Params};
+use super::{
+    Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges,
+    builtin_metrics, builtin_parsers, builtin_reducers,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind {
+    Generator,
+    Reducer,
+    Parser,
+    Metric,
+    Judge,
+}
+
+impl fmt::Display for ComponentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ComponentKind::Generator => "generator",
+            ComponentKind::Reducer => "reducer",
+            ComponentKind::Parser => "parser",
+            ComponentKind::Metric => "metric",
+            ComponentKind::Judge => "judge",
+        })
+    }
+}
+
+/// Why a component reference could not be turned into a component.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolveError {
+    Unknown { kind: ComponentKind, known: Vec<String> },
+    Params(Vec<ParamError>),
+}
+
+/// A resolved component with the version that feeds the run id.
+pub struct Resolved<T: ?Sized> {
+    pub component: Arc<T>,
+    pub version: &'static str,
+}
+
+type Factory<T> = Arc<dyn Fn(&mut Params<'_>) -> Arc<T> + Send + Sync>;
+
+struct Entry<T: ?Sized> {
+    version: &'static str,
+    factory: Factory<T>,
+}
+
+struct Table<T: ?Sized> {
+    kind: ComponentKind,
+    entries: BTreeMap<String, Entry<T>>,
+}
+
+impl<T: ?Sized> Table<T> {
+    fn new(kind: ComponentKind) -> Self {
+        Table {
+            kind,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    fn resolve(&self, name: &str, params: &Map<String, Value>) -> Result<Resolved<T>, ResolveError> {
+        let entry = self.entries.get(name).ok_or_else(|| ResolveError::Unknown {
+            kind: self.kind,
+            known: self.entries.keys().cloned().collect(),
+        })?;
+        let mut reader = Params::new(params);
+        let component = (entry.factory)(&mut reader);
+        let component = reader.finish(component).map_err(ResolveError::Params)?;
+        Ok(Resolved {
+            component,
+            version: entry.version,
+        })
+    }
+}
+
+/// Every component the service knows, by kind and name.
+///
+/// A factory reads its params through [`Params`] (which records problems and unknown
+/// keys) and always returns a component; the component is discarded when any param was
+/// wrong, so factories never need an error path of their own.
+pub struct Registry {
+    generators: Table<dyn Generator>,
+    reducers: Table<dyn Reducer>,
+    parsers: Table<dyn Parser>,
+    metrics: Table<dyn Metric>,
+    judges: Table<dyn Judge>,
+}
+
+macro_rules! kind_methods {
+    ($register:ident, $resolve:ident, $field:ident, $trait:ident) => {
+        pub fn $register(
+            &mut self,
+            name: &str,
+            version: &'static str,
+            factory: impl Fn(&mut Params<'_>) -> Arc<dyn $trait> + Send + Sync + 'static,
+        ) {
+            self.$field.entries.insert(
+                name.to_owned(),
+                Entry {
+                    version,
+                    factory: Arc::new(factory),
+                },
+            );
+        }
+
+        pub fn $resolve(
+            &self,
+            name: &str,
+            params: &Map<String, Value>,
+        ) -> Result<Resolved<dyn $trait>, ResolveError> {
+            self.$field.resolve(name, params)
+        }
+    };
+}
+
+impl Registry {
+    /// An empty registry (tests and embedders add their own components).
+    pub fn empty() -> Self {
+        Registry {
+            generators: Table::new(ComponentKind::Generator),
+            reducers: Table::new(ComponentKind::Reducer),
+            parsers: Table::new(ComponentKind::Parser),
+            metrics: Table::new(ComponentKind::Metric),
+            judges: Table::new(ComponentKind::Judge),
+        }
+    }
+
+    /// All `builtin/...` components.
+    pub fn builtin() -> Self {
+        let mut registry = Self::empty();
+        builtin_generators::register(&mut registry);
+        builtin_reducers::register(&mut registry);
+        builtin_parsers::register(&mut registry);
+        builtin_metrics::register(&mut registry);
+        builtin_judges::register(&mut registry);
+        registry
+    }
+
+    kind_methods!(register_generator, generator, generators, Generator);
+    kind_methods!(register_reducer, reducer, reducers, Reducer);
+    kind_methods!(register_parser, parser, parsers, Parser);
+    kind_methods!(register_metric, metric, metrics, Metric);
+    kind_methods!(register_judge, judge, judges, Judge);
+
+    /// Names of every registered component of a kind, sorted.
+    pub fn names(&self, kind: ComponentKind) -> Vec<String> {
+        fn keys<T: ?Sized>(table: &Table<T>) -> Vec<String> {
+            table.entries.keys().cloned().collect()
+        }
+        match kind {
+            ComponentKind::Generator => keys(&self.generators),
+            ComponentKind::Reducer => keys(&self.reducers),
+            ComponentKind::Parser => keys(&self.parsers),
+            ComponentKind::Metric => keys(&self.metrics),
+            ComponentKind::Judge => keys(&self.judges),
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}

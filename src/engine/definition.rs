@@ -1,0 +1,608 @@
+//! The experiment definition: parsing JSON into types at the boundary, collecting every
+//! problem with its JSON path, resolving components, and the canonical form the run id
+//! is derived from.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::components::{
+    Generator, Judge, Metric, Parser, Reducer, Registry, ResolveError, Resolved,
+};
+use crate::model::Case;
+
+/// Most samples a candidate policy may ask for per case.
+pub const MAX_NUM_SAMPLES: u64 = 1_000;
+/// Most work items (cases × seeds) in one run.
+pub const MAX_WORK_ITEMS: u64 = 10_000_000;
+/// Highest per-run case concurrency.
+pub const MAX_CONCURRENCY: u64 = 4_096;
+
+/// One problem in a definition: where (`datasets[0].cases[2].case_id`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A component reference, normalised: `"builtin/x"` becomes
+/// `{"id": "builtin/x", "name": "builtin/x", "params": {}, "version": "1"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentRef {
+    /// How results name this component (metric ids, judge ids); defaults to `name`.
+    pub id: String,
+    pub name: String,
+    pub params: Map<String, Value>,
+    /// The implementation version from the registry; part of the run id.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidatePolicy {
+    pub num_samples: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationConfig {
+    pub generator: ComponentRef,
+    pub candidate_policy: CandidatePolicy,
+    pub reducer: ComponentRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluationConfig {
+    pub parsers: Vec<ComponentRef>,
+    pub metrics: Vec<ComponentRef>,
+    pub judges: Vec<ComponentRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Dataset {
+    pub dataset_id: String,
+    pub cases: Vec<Case>,
+}
+
+/// The logical run definition: everything that determines results, nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experiment {
+    pub generation: GenerationConfig,
+    pub evaluation: EvaluationConfig,
+    pub datasets: Vec<Dataset>,
+    pub seeds: Vec<u64>,
+}
+
+impl Experiment {
+    /// Number of work items: every case once per seed.
+    pub fn work_items(&self) -> u64 {
+        let cases: u64 = self.datasets.iter().map(|d| d.cases.len() as u64).sum();
+        cases * self.seeds.len() as u64
+    }
+
+    /// The canonical JSON value stored with the run and hashed into its id.
+    pub fn canonical(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Runtime-only options: they change what is observed and how fast, never results.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RuntimeOptions {
+    /// Cases executed at once for this run (default: the engine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribers: Vec<Value>,
+    /// Where the CLI keeps the run (`{"store": "memory" | "sqlite", "path": ...}`); the
+    /// service ignores it: its operator chooses the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TracingConfig {
+    pub provider: TracingProviderKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TracingProviderKind {
+    None,
+    Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StorageConfig {
+    pub store: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// An experiment with its components resolved, ready to execute.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub generator: Arc<dyn Generator>,
+    pub reducer: Arc<dyn Reducer>,
+    pub evaluators: Evaluators,
+}
+
+/// The evaluation half of a pipeline (what a rejudge replaces).
+#[derive(Clone)]
+pub struct Evaluators {
+    pub parsers: Vec<(String, Arc<dyn Parser>)>,
+    pub metrics: Vec<(String, Arc<dyn Metric>)>,
+    pub judges: Vec<(String, Arc<dyn Judge>)>,
+}
+
+/// A parsed and validated request to run an experiment.
+pub struct ExperimentRequest {
+    pub experiment: Experiment,
+    pub pipeline: Pipeline,
+    pub runtime: RuntimeOptions,
+}
+
+/// Collects problems while walking a JSON document.
+struct Checker<'r> {
+    registry: &'r Registry,
+    errors: Vec<FieldError>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<'r> Checker<'r> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The object at `path`, with unknown keys reported.
+    fn object<'v>(&mut self, value: &'v Value, path: &str, known: &[&str]) -> Option<&'v Map<String, Value>> {
+        let Some(map) = value.as_object() else {
+            self.error(path, format!("must be an object, got {}", type_name(value)));
+            return None;
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.error(join(path, key), format!("unknown field; expected one of: {}", known.join(", ")));
+            }
+        }
+        Some(map)
+    }
+
+    fn required<'v>(&mut self, map: &'v Map<String, Value>, path: &str, key: &str) -> Option<&'v Value> {
+        let value = map.get(key);
+        if value.is_none_or(Value::is_null) {
+            self.error(join(path, key), "is required");
+            return None;
+        }
+        value
+    }
+
+    fn non_empty_string(&mut self, value: &Value, path: &str) -> Option<String> {
+        match value.as_str() {
+            Some(s) if !s.trim().is_empty() => Some(s.to_owned()),
+            Some(_) => {
+                self.error(path, "must not be empty");
+                None
+            }
+            None => {
+                self.error(path, format!("must be a string, got {}", type_name(value)));
+                None
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
+        let items = value.as_array();
+        if items.is_none() {
+            self.error(path, format!("must be an array, got {}", type_name(value)));
+        }
+        items
+    }
+
+    fn component<T: ?Sized>(
+        &mut self,
+        value: &Value,
+        path: &str,
+        resolve: impl Fn(&Registry, &str, &Map<String, Value>) -> Result<Resolved<T>, ResolveError>,
+    ) -> Option<(ComponentRef, Arc<T>)> {
+        let empty = Map::new();
+        let (name, params, id, version) = match value {
+            Value::String(name) => (name.clone(), &empty, None, None),
+            Value::Object(_) => {
+                let map = self.object(value, path, &["name", "params", "id", "version"])?;
+                let name = self
+                    .required(map, path, "name")
+                    .and_then(|v| self.non_empty_string(v, &join(path, "name")));
+                let params = match map.get("params") {
+                    None | Some(Value::Null) => Some(&empty),
+                    Some(Value::Object(p)) => Some(p),
+                    Some(other) => {
+                        self.error(join(path, "params"), format!("must be an object, got {}", type_name(other)));
+                        None
+                    }
+                };
+                let id = map.get("id").and_then(|v| self.non_empty_string(v, &join(path, "id")));
+                let version = map
+                    .get("version")
+                    .and_then(|v| self.non_empty_string(v, &join(path, "version")));
+                (name?, params?, id, version)
+            }
+            other => {
+                self.error(path, format!("must be a component name or {{\"name\", \"params\"}}, got {}", type_name(other)));
+                return None;
+            }
+        };
+        match resolve(self.registry, &name, params) {
+            Ok(resolved) => {
+                if let Some(wanted) = &version
+                    && wanted != resolved.version
+                {
+                    self.error(
+                        join(path, "version"),
+                        format!("{name} version {wanted} is not available (this service has {})", resolved.version),
+                    );
+                    return None;
+                }
+                let reference = ComponentRef {
+                    id: id.unwrap_or_else(|| name.clone()),
+                    name,
+                    params: params.clone(),
+                    version: resolved.version.to_owned(),
+                };
+                Some((reference, resolved.component))
+            }
+            Err(ResolveError::Unknown { kind, known }) => {
+                let at = if value.is_string() { path.to_owned() } else { join(path, "name") };
+                self.error(at, format!("unknown {kind} `{name}`; available: {}", known.join(", ")));
+                None
+            }
+            Err(ResolveError::Params(errors)) => {
+                for e in errors {
+                    self.error(join(&join(path, "params"), &e.path), e.message);
+                }
+                None
+            }
+        }
+    }
+
+    /// A list of components with unique ids.
+    fn components<T: ?Sized>(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        resolve: impl Fn(&Registry, &str, &Map<String, Value>) -> Result<Resolved<T>, ResolveError> + Copy,
+    ) -> Option<Vec<(ComponentRef, Arc<T>)>> {
+        let list_path = join(path, key);
+        let Some(value) = map.get(key).filter(|v| !v.is_null()) else {
+            return Some(Vec::new());
+        };
+        let items = self.array(value, &list_path)?;
+        let mut resolved = Vec::new();
+        let mut ok = true;
+        let mut ids = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{list_path}[{i}]");
+            match self.component(item, &item_path, resolve) {
+                Some((reference, component)) => {
+                    if !ids.insert(reference.id.clone()) {
+                        self.error(
+                            item_path,
+                            format!("duplicate id `{}`; give each an \"id\" to tell them apart", reference.id),
+                        );
+                        ok = false;
+                    }
+                    resolved.push((reference, component));
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(resolved)
+    }
+
+    fn generation(&mut self, value: &Value) -> Option<(GenerationConfig, Arc<dyn Generator>, Arc<dyn Reducer>)> {
+        let path = "generation";
+        let map = self.object(value, path, &["generator", "candidate_policy", "reducer"])?;
+        let generator = self
+            .required(map, path, "generator")
+            .and_then(|v| self.component(v, "generation.generator", Registry::generator));
+        let num_samples = match map.get("candidate_policy").filter(|v| !v.is_null()) {
+            None => Some(1),
+            Some(policy) => {
+                let policy_path = "generation.candidate_policy";
+                self.object(policy, policy_path, &["num_samples"]).and_then(|policy| {
+                    match policy.get("num_samples").filter(|v| !v.is_null()) {
+                        None => Some(1),
+                        Some(n) => match n.as_u64() {
+                            Some(n) if (1..=MAX_NUM_SAMPLES).contains(&n) => Some(n as u32),
+                            _ => {
+                                self.error(
+                                    "generation.candidate_policy.num_samples",
+                                    format!("must be an integer from 1 to {MAX_NUM_SAMPLES}"),
+                                );
+                                None
+                            }
+                        },
+                    }
+                })
+            }
+        };
+        let default_reducer = Value::String("builtin/majority_vote".to_owned());
+        let reducer_value = map.get("reducer").filter(|v| !v.is_null()).unwrap_or(&default_reducer);
+        let reducer = self.component(reducer_value, "generation.reducer", Registry::reducer);
+        let ((generator_ref, generator), num_samples, (reducer_ref, reducer)) = (generator?, num_samples?, reducer?);
+        Some((
+            GenerationConfig {
+                generator: generator_ref,
+                candidate_policy: CandidatePolicy { num_samples },
+                reducer: reducer_ref,
+            },
+            generator,
+            reducer,
+        ))
+    }
+
+    fn evaluation(&mut self, value: &Value, path: &str) -> Option<(EvaluationConfig, Evaluators)> {
+        let map = self.object(value, path, &["parsers", "metrics", "judges"])?;
+        let parsers = self.components(map, path, "parsers", Registry::parser);
+        let metrics = self.components(map, path, "metrics", Registry::metric);
+        let judges = self.components(map, path, "judges", Registry::judge);
+        let (parsers, metrics, judges) = (parsers?, metrics?, judges?);
+        let metric_ids: HashSet<&str> = metrics.iter().map(|(r, _)| r.id.as_str()).collect();
+        for (i, (judge, _)) in judges.iter().enumerate() {
+            if metric_ids.contains(judge.id.as_str()) {
+                self.error(
+                    format!("{path}.judges[{i}]"),
+                    format!("id `{}` is already a metric's; results are keyed by id", judge.id),
+                );
+            }
+        }
+        fn split<T: ?Sized>(items: Vec<(ComponentRef, Arc<T>)>) -> (Vec<ComponentRef>, Vec<(String, Arc<T>)>) {
+            items
+                .into_iter()
+                .map(|(r, c)| {
+                    let id = r.id.clone();
+                    (r, (id, c))
+                })
+                .unzip()
+        }
+        let (parser_refs, parsers) = split(parsers);
+        let (metric_refs, metrics) = split(metrics);
+        let (judge_refs, judges) = split(judges);
+        Some((
+            EvaluationConfig {
+                parsers: parser_refs,
+                metrics: metric_refs,
+                judges: judge_refs,
+            },
+            Evaluators { parsers, metrics, judges },
+        ))
+    }
+
+    fn case(&mut self, value: &Value, path: &str) -> Option<Case> {
+        let map = self.object(value, path, &["case_id", "input", "expected_output", "metadata"])?;
+        let case_id = self
+            .required(map, path, "case_id")
+            .and_then(|v| self.non_empty_string(v, &join(path, "case_id")));
+        let input = self.required(map, path, "input").cloned();
+        Some(Case {
+            case_id: case_id?,
+            input: input?,
+            expected_output: map.get("expected_output").cloned().unwrap_or(Value::Null),
+            metadata: map.get("metadata").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    fn datasets(&mut self, value: &Value) -> Option<Vec<Dataset>> {
+        let items = self.array(value, "datasets")?;
+        if items.is_empty() {
+            self.error("datasets", "must contain at least one dataset");
+            return None;
+        }
+        let mut datasets = Vec::with_capacity(items.len());
+        let mut dataset_ids = HashSet::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("datasets[{i}]");
+            let Some(map) = self.object(item, &path, &["dataset_id", "cases"]) else {
+                ok = false;
+                continue;
+            };
+            let dataset_id = self
+                .required(map, &path, "dataset_id")
+                .and_then(|v| self.non_empty_string(v, &join(&path, "dataset_id")));
+            if let Some(id) = &dataset_id
+                && !dataset_ids.insert(id.clone())
+            {
+                self.error(join(&path, "dataset_id"), format!("duplicate dataset_id `{id}`"));
+                ok = false;
+            }
+            let cases_path = join(&path, "cases");
+            let cases = self.required(map, &path, "cases").and_then(|v| self.array(v, &cases_path));
+            let mut parsed_cases = Vec::new();
+            if let Some(cases) = cases {
+                if cases.is_empty() {
+                    self.error(&cases_path, "must contain at least one case");
+                    ok = false;
+                }
+                let mut case_ids = HashSet::with_capacity(cases.len());
+                for (j, case) in cases.iter().enumerate() {
+                    let case_path = format!("{cases_path}[{j}]");
+                    match self.case(case, &case_path) {
+                        Some(case) => {
+                            if !case_ids.insert(case.case_id.clone()) {
+                                self.error(
+                                    join(&case_path, "case_id"),
+                                    format!("duplicate case_id `{}` in dataset", case.case_id),
+                                );
+                                ok = false;
+                            }
+                            parsed_cases.push(case);
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+            match (dataset_id, cases) {
+                (Some(dataset_id), Some(_)) => datasets.push(Dataset {
+                    dataset_id,
+                    cases: parsed_cases,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(datasets)
+    }
+
+    fn seeds(&mut self, value: &Value) -> Option<Vec<u64>> {
+        let items = self.array(value, "seeds")?;
+        if items.is_empty() {
+            self.error("seeds", "must contain at least one seed");
+            return None;
+        }
+        let mut seeds = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match item.as_u64() {
+                Some(seed) if seen.insert(seed) => seeds.push(seed),
+                Some(seed) => {
+                    self.error(format!("seeds[{i}]"), format!("duplicate seed {seed}"));
+                    ok = false;
+                }
+                None => {
+                    self.error(format!("seeds[{i}]"), "must be an integer from 0 to 2^64-1");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(seeds)
+    }
+
+    fn runtime(&mut self, map: &Map<String, Value>) -> RuntimeOptions {
+        let mut runtime = RuntimeOptions::default();
+        if let Some(value) = map.get("concurrency").filter(|v| !v.is_null()) {
+            match value.as_u64() {
+                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => runtime.concurrency = Some(n as usize),
+                _ => self.error("concurrency", format!("must be an integer from 1 to {MAX_CONCURRENCY}")),
+            }
+        }
+        if let Some(value) = map.get("tracing").filter(|v| !v.is_null())
+            && let Some(tracing) = self.object(value, "tracing", &["provider"])
+        {
+            match tracing.get("provider").and_then(Value::as_str) {
+                None | Some("none") => {
+                    runtime.tracing = Some(TracingConfig { provider: TracingProviderKind::None })
+                }
+                Some("log") => runtime.tracing = Some(TracingConfig { provider: TracingProviderKind::Log }),
+                Some(other) => self.error("tracing.provider", format!("unknown provider `{other}`; expected none or log")),
+            }
+        }
+        if let Some(value) = map.get("subscribers").filter(|v| !v.is_null())
+            && let Some(items) = self.array(value, "subscribers")
+            && !items.is_empty()
+        {
+            self.error("subscribers", "no subscriber kinds can be configured over JSON yet; attach subscribers in code");
+        }
+        if let Some(value) = map.get("storage").filter(|v| !v.is_null())
+            && let Some(storage) = self.object(value, "storage", &["store", "path"])
+        {
+            let store = storage.get("store").and_then(Value::as_str).unwrap_or("memory");
+            if !["memory", "sqlite"].contains(&store) {
+                self.error("storage.store", format!("unknown store `{store}`; expected memory or sqlite"));
+            }
+            let path = storage.get("path").and_then(Value::as_str).map(str::to_owned);
+            runtime.storage = Some(StorageConfig { store: store.to_owned(), path });
+        }
+        runtime
+    }
+}
+
+/// Fields of the logical definition; everything else at the top level is runtime-only.
+const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seeds"];
+const RUNTIME_FIELDS: [&str; 4] = ["storage", "subscribers", "tracing", "concurrency"];
+
+/// Parses and validates an experiment request: every problem is reported at once.
+pub fn parse_experiment(value: &Value, registry: &Registry) -> Result<ExperimentRequest, Vec<FieldError>> {
+    let mut checker = Checker { registry, errors: Vec::new() };
+    let known: Vec<&str> = LOGICAL_FIELDS.iter().chain(RUNTIME_FIELDS.iter()).copied().collect();
+    let Some(map) = checker.object(value, "", &known) else {
+        return Err(checker.errors);
+    };
+    let generation = checker.required(map, "", "generation").and_then(|v| checker.generation(v));
+    let evaluation = checker
+        .required(map, "", "evaluation")
+        .and_then(|v| checker.evaluation(v, "evaluation"));
+    let datasets = checker.required(map, "", "datasets").and_then(|v| checker.datasets(v));
+    let seeds = checker.required(map, "", "seeds").and_then(|v| checker.seeds(v));
+    let runtime = checker.runtime(map);
+    if let (Some(datasets), Some(seeds)) = (&datasets, &seeds) {
+        let cases: u64 = datasets.iter().map(|d| d.cases.len() as u64).sum();
+        if cases.saturating_mul(seeds.len() as u64) > MAX_WORK_ITEMS {
+            checker.error("datasets", format!("cases × seeds must not exceed {MAX_WORK_ITEMS}"));
+        }
+    }
+    match (generation, evaluation, datasets, seeds) {
+        (Some((generation, generator, reducer)), Some((evaluation, evaluators)), Some(datasets), Some(seeds))
+            if checker.errors.is_empty() =>
+        {
+            Ok(ExperimentRequest {
+                experiment: Experiment { generation, evaluation, datasets, seeds },
+                pipeline: Pipeline {
+                    generator,
+                    reducer,
+                    evaluators,
+                },
+                runtime,
+            })
+        }
+        _ => Err(checker.errors),
+    }
+}
+
+/// Parses a rejudge request body: an evaluation config, alone or under `evaluation`,
+/// plus runtime-only fields.
+pub fn parse_evaluation(value: &Value, registry: &Registry) -> Result<(EvaluationConfig, Evaluators, RuntimeOptions), Vec<FieldError>> {
+    let mut checker = Checker { registry, errors: Vec::new() };
+    let nested = value.get("evaluation").is_some();
+    let mut known: Vec<&str> = RUNTIME_FIELDS.to_vec();
+    known.extend(if nested { &["evaluation"][..] } else { &["parsers", "metrics", "judges"][..] });
+    let Some(map) = checker.object(value, "", &known) else {
+        return Err(checker.errors);
+    };
+    let runtime = checker.runtime(map);
+    let evaluation = if nested {
+        checker.required(map, "", "evaluation").and_then(|v| checker.evaluation(v, "evaluation"))
+    } else {
+        let mut only_evaluation = map.clone();
+        only_evaluation.retain(|k, _| !RUNTIME_FIELDS.contains(&k.as_str()));
+        checker.evaluation(&Value::Object(only_evaluation), "")
+    };
+    match evaluation {
+        Some((config, evaluators)) if checker.errors.is_empty() => Ok((config, evaluators, runtime)),
+        _ => Err(checker.errors),
+    }
+}

@@ -1,0 +1,205 @@
+//! The evaluation engine: experiment definitions, run ids, the five-stage pipeline,
+//! lifecycle events and execution. No HTTP here; the API and the CLI both drive it.
+
+mod definition;
+mod executor;
+mod hub;
+mod observe;
+mod pipeline;
+mod run_id;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use definition::{
+    CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
+    ExperimentRequest, FieldError, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
+    MAX_WORK_ITEMS, Pipeline, RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind,
+    parse_evaluation, parse_experiment,
+};
+pub use hub::EventHub;
+pub use observe::{LifecycleSubscriber, Observers, StageContext};
+pub use pipeline::candidate_seed;
+pub use run_id::{canonical_json, rejudge_definition, rejudge_id, run_id};
+pub use executor::RunControl;
+pub use scheduler::Scheduler;
+
+use crate::components::Registry;
+use crate::model::{RunId, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::store::{CreateOutcome, NewRun, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error("invalid definition")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tuning of execution; none of it changes results.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Cases of one run executed at once unless the request says otherwise.
+    pub default_concurrency: usize,
+    /// Most case records written in one store transaction.
+    pub max_batch: usize,
+    /// Least time between two `progress` events of a run.
+    pub progress_interval: Duration,
+    /// How often an executing run checks the store for a cancel request made elsewhere.
+    pub cancel_poll_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_concurrency: 16,
+            max_batch: 512,
+            progress_interval: Duration::from_millis(500),
+            cancel_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Creates and executes runs against one store.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    hub: Arc<EventHub>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, config: EngineConfig) -> Self {
+        Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                registry,
+                hub: Arc::new(EventHub::new()),
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.inner.hub
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Parses and validates an experiment request (every problem at once).
+    pub fn parse(&self, body: &serde_json::Value) -> Result<ExperimentRequest, EngineError> {
+        parse_experiment(body, &self.inner.registry).map_err(EngineError::Invalid)
+    }
+
+    /// Stores a queued run for the experiment, or finds the existing run of the same
+    /// definition (same id).
+    pub async fn submit(&self, request: &ExperimentRequest) -> Result<CreateOutcome, EngineError> {
+        let run = NewRun {
+            run_id: run_id(&request.experiment),
+            kind: RunKind::Experiment,
+            parent_run_id: None,
+            definition: request.experiment.canonical(),
+            runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
+            total_cases: request.experiment.work_items(),
+            created_at: Timestamp::now(),
+        };
+        Ok(self.inner.store.create_run(run).await?)
+    }
+
+    /// Stores a queued rejudge of `source`: the new evaluation over its stored
+    /// generations. The source must have finished.
+    pub async fn submit_rejudge(
+        &self,
+        source: &RunId,
+        evaluation: &EvaluationConfig,
+        runtime: &RuntimeOptions,
+    ) -> Result<CreateOutcome, EngineError> {
+        let parent = self
+            .inner
+            .store
+            .get_run(source)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(source.clone()))?;
+        if !parent.status.is_terminal() {
+            return Err(EngineError::Conflict(format!(
+                "run {source} is {}; rejudge needs a finished run",
+                parent.status.as_str()
+            )));
+        }
+        // Generations live in the experiment run a rejudge chain started from.
+        let generations = match parent.kind {
+            RunKind::Experiment => parent.run_id.clone(),
+            RunKind::Rejudge => generation_source(&parent).ok_or_else(|| {
+                EngineError::Store(StoreError::Corrupt(format!("rejudge {source} has no source_run_id")))
+            })?,
+        };
+        let run = NewRun {
+            run_id: rejudge_id(&generations, evaluation),
+            kind: RunKind::Rejudge,
+            parent_run_id: Some(generations.clone()),
+            definition: rejudge_definition(&generations, evaluation),
+            runtime: serde_json::to_value(runtime).unwrap_or_default(),
+            total_cases: parent.progress.finished(),
+            created_at: Timestamp::now(),
+        };
+        Ok(self.inner.store.create_run(run).await?)
+    }
+
+    /// Asks a run to stop: a queued run is cancelled at once, an executing one by its
+    /// executor (which polls the flag and is also signalled directly by the scheduler).
+    pub async fn request_cancel(&self, run_id: &RunId) -> Result<crate::store::CancelOutcome, EngineError> {
+        let outcome = self.inner.store.request_cancel(run_id).await?;
+        if let crate::store::CancelOutcome::Cancelled(_, events) = &outcome {
+            self.inner.hub.publish(run_id, events);
+        }
+        Ok(outcome)
+    }
+
+    /// Runs left queued or running (after a restart), oldest first.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunId>, EngineError> {
+        Ok(self
+            .inner
+            .store
+            .run_ids_with_status(&[RunStatus::Queued, RunStatus::Running])
+            .await?)
+    }
+
+    /// The observers a run's stored runtime options ask for (for runs resumed without a
+    /// caller to attach them).
+    pub fn observers_for(record: &RunRecord) -> Observers {
+        let runtime: RuntimeOptions = serde_json::from_value(record.runtime.clone()).unwrap_or_default();
+        Observers::new(Vec::new(), crate::telemetry::provider_for(runtime.tracing.as_ref()))
+    }
+}
+
+/// The experiment run whose generations a rejudge evaluates.
+pub fn generation_source(record: &RunRecord) -> Option<RunId> {
+    match record.kind {
+        RunKind::Experiment => Some(record.run_id.clone()),
+        RunKind::Rejudge => record
+            .definition
+            .get("source_run_id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok()),
+    }
+}

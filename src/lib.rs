@@ -1,0 +1,11 @@
+//! Themis: an async evaluation service for LLM and model outputs.
+//!
+//! Layers: [`model`] (domain types), [`components`] (generators, reducers, parsers,
+//! metrics, judges), [`engine`] (definitions, run ids, pipeline, execution),
+//! [`store`] (persistence), [`telemetry`] (tracing providers).
+
+pub mod components;
+pub mod engine;
+pub mod model;
+pub mod store;
+pub mod telemetry;

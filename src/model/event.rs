@@ -1,0 +1,226 @@
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{CaseKey, JudgmentRecord, Progress, RunId, Stage, Timestamp};
+
+/// Version of the event payload shape; bumped on incompatible changes.
+pub const EVENT_SCHEMA_VERSION: &str = "1";
+
+/// A lifecycle event as persisted and streamed: `seq` is per run, starts at 1 and has
+/// no gaps; the store assigns it when the event is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub schema_version: String,
+    pub run_id: RunId,
+    pub seq: u64,
+    pub occurred_at: Timestamp,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl RunEvent {
+    pub fn event_type(&self) -> &'static str {
+        self.kind.event_type()
+    }
+}
+
+/// An event before the store sequenced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub occurred_at: Timestamp,
+    pub kind: EventKind,
+}
+
+impl NewEvent {
+    pub fn now(kind: EventKind) -> Self {
+        NewEvent {
+            occurred_at: Timestamp::now(),
+            kind,
+        }
+    }
+
+    pub fn sequenced(self, run_id: &RunId, seq: u64) -> RunEvent {
+        RunEvent {
+            schema_version: EVENT_SCHEMA_VERSION.to_owned(),
+            run_id: run_id.clone(),
+            seq,
+            occurred_at: self.occurred_at,
+            kind: self.kind,
+        }
+    }
+}
+
+/// Typed event payloads; `event_type` names follow the framework (`run_started`,
+/// `generation_completed`, `score_completed`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        total_cases: u64,
+        /// True when the run continues after a restart or a lost lease.
+        resumed: bool,
+    },
+    RunCompleted {
+        progress: Progress,
+    },
+    RunFailed {
+        error_message: String,
+        progress: Progress,
+    },
+    RunCancelled {
+        progress: Progress,
+    },
+    CaseStarted {
+        #[serde(flatten)]
+        case: CaseKey,
+    },
+    CaseCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        duration_ms: u64,
+    },
+    CaseFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        stage: Stage,
+        error_message: String,
+    },
+    GenerationCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        candidate_index: u32,
+        candidate_seed: u64,
+        provider_key: String,
+        result: Value,
+    },
+    GenerationFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        error_message: String,
+    },
+    ReductionCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        source_candidate_ids: Vec<String>,
+        result: Value,
+    },
+    ReductionFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        error_message: String,
+    },
+    ParseCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        parser_id: String,
+        result: Value,
+    },
+    ParseFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        parser_id: String,
+        error_message: String,
+    },
+    ScoreCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        metric_id: String,
+        score: f64,
+    },
+    ScoreFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        metric_id: String,
+        error: String,
+    },
+    /// A judge finished (the framework's name for judge workflows).
+    EvaluationCompleted {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        metric_id: String,
+        execution: JudgmentRecord,
+    },
+    EvaluationFailed {
+        #[serde(flatten)]
+        case: CaseKey,
+        candidate_id: String,
+        metric_id: String,
+        error_message: String,
+    },
+    /// Periodic progress of the run (at most a few per second).
+    Progress {
+        progress: Progress,
+    },
+}
+
+impl EventKind {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::RunCompleted { .. } => "run_completed",
+            EventKind::RunFailed { .. } => "run_failed",
+            EventKind::RunCancelled { .. } => "run_cancelled",
+            EventKind::CaseStarted { .. } => "case_started",
+            EventKind::CaseCompleted { .. } => "case_completed",
+            EventKind::CaseFailed { .. } => "case_failed",
+            EventKind::GenerationCompleted { .. } => "generation_completed",
+            EventKind::GenerationFailed { .. } => "generation_failed",
+            EventKind::ReductionCompleted { .. } => "reduction_completed",
+            EventKind::ReductionFailed { .. } => "reduction_failed",
+            EventKind::ParseCompleted { .. } => "parse_completed",
+            EventKind::ParseFailed { .. } => "parse_failed",
+            EventKind::ScoreCompleted { .. } => "score_completed",
+            EventKind::ScoreFailed { .. } => "score_failed",
+            EventKind::EvaluationCompleted { .. } => "evaluation_completed",
+            EventKind::EvaluationFailed { .. } => "evaluation_failed",
+            EventKind::Progress { .. } => "progress",
+        }
+    }
+
+    /// Run-level terminal events: a stream of the run ends after one of these.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::RunCompleted { .. } | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_with_flat_case_fields() {
+        let event = NewEvent {
+            occurred_at: Timestamp::from_millis(0),
+            kind: EventKind::ScoreCompleted {
+                case: CaseKey {
+                    case_index: 3,
+                    dataset_id: "d".into(),
+                    case_id: "c".into(),
+                    seed: 7,
+                },
+                candidate_id: "x".into(),
+                metric_id: "builtin/exact_match".into(),
+                score: 1.0,
+            },
+        }
+        .sequenced(&RunId::from_digest(&[1; 32]), 5);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event_type"], "score_completed");
+        assert_eq!(json["case_id"], "c");
+        assert_eq!(json["seq"], 5);
+        let back: RunEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.event_type(), "score_completed");
+    }
+}

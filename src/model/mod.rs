@@ -1,0 +1,16 @@
+//! Domain types shared by every layer: ids, timestamps, run and case records, events.
+//!
+//! The store persists these; the engine produces them; the API serialises them. Nothing
+//! here knows about HTTP, SQL or how a run is executed.
+
+mod case;
+mod event;
+mod ids;
+mod run;
+mod stats;
+
+pub use case::*;
+pub use event::*;
+pub use ids::*;
+pub use run::*;
+pub use stats::*;

@@ -1,0 +1,296 @@
+//! Aggregate statistics that are exact and independent of the order cases finish in.
+//!
+//! Sums use Shewchuk's exact floating-point summation (as Python's `math.fsum`): the
+//! result is the correctly rounded sum whatever the order of the additions, so runs with
+//! different concurrency report bit-identical aggregates.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Token and request accounting for provider calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// Exact running sum of f64 values (Shewchuk's algorithm, partials without overlap).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExactSum {
+    partials: Vec<f64>,
+}
+
+impl ExactSum {
+    pub fn add(&mut self, mut x: f64) {
+        let mut kept = 0;
+        for i in 0..self.partials.len() {
+            let mut y = self.partials[i];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                self.partials[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.partials.truncate(kept);
+        self.partials.push(x);
+    }
+
+    /// The correctly rounded value of the sum.
+    pub fn value(&self) -> f64 {
+        let mut partials = self.partials.clone();
+        let Some(mut hi) = partials.pop() else {
+            return 0.0;
+        };
+        let mut lo = 0.0;
+        while let Some(y) = partials.pop() {
+            let x = hi;
+            hi = x + y;
+            let yr = hi - x;
+            lo = y - yr;
+            if lo != 0.0 {
+                break;
+            }
+        }
+        // Half-way correction, as in CPython's fsum.
+        if let Some(&next) = partials.last()
+            && ((lo < 0.0 && next < 0.0) || (lo > 0.0 && next > 0.0))
+        {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+        hi
+    }
+}
+
+/// Streaming accumulator for one metric (overall or within one dataset).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Accumulator {
+    pub n: u64,
+    pub failures: u64,
+    sum: ExactSum,
+    sum_sq: ExactSum,
+}
+
+impl Accumulator {
+    pub fn observe(&mut self, value: f64) {
+        self.n += 1;
+        self.sum.add(value);
+        self.sum_sq.add(value * value);
+    }
+
+    pub fn fail(&mut self) {
+        self.failures += 1;
+    }
+
+    pub fn summary(&self) -> MetricSummary {
+        let n = self.n;
+        if n == 0 {
+            return MetricSummary {
+                n,
+                failures: self.failures,
+                mean: None,
+                stderr: None,
+                ci95: None,
+            };
+        }
+        let nf = n as f64;
+        let mean = self.sum.value() / nf;
+        let (stderr, ci95) = if n >= 2 {
+            let variance = ((self.sum_sq.value() - self.sum.value() * mean) / (nf - 1.0)).max(0.0);
+            let stderr = (variance / nf).sqrt();
+            let half = student_t_975(n - 1) * stderr;
+            (Some(stderr), Some([mean - half, mean + half]))
+        } else {
+            (None, None)
+        };
+        MetricSummary {
+            n,
+            failures: self.failures,
+            mean: Some(mean),
+            stderr,
+            ci95,
+        }
+    }
+}
+
+/// What dashboards show for a metric: mean, standard error of the mean and a 95%
+/// Student-t confidence interval. `mean` is absent when nothing was scored; `stderr`
+/// and `ci95` need at least two scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    pub n: u64,
+    pub failures: u64,
+    pub mean: Option<f64>,
+    pub stderr: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+}
+
+/// Per metric (and judge): the overall summary and one per dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregates {
+    pub metrics: BTreeMap<String, MetricAggregate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricAggregate {
+    #[serde(flatten)]
+    pub overall: MetricSummary,
+    pub by_dataset: BTreeMap<String, MetricSummary>,
+}
+
+/// Mergeable accumulator state of a run, kept by the store beside the run and updated
+/// in the same transaction as the case records it counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregateState {
+    metrics: BTreeMap<String, MetricState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct MetricState {
+    overall: Accumulator,
+    by_dataset: BTreeMap<String, Accumulator>,
+}
+
+impl AggregateState {
+    /// Counts one finished case: each metric score and judge score it holds is an
+    /// observation, each missing one (errored or skipped) a failure.
+    pub fn observe(&mut self, record: &crate::model::CaseRecord) {
+        let scores = record.scores.iter().map(|s| (&s.metric_id, s.score));
+        let judgments = record.judgments.iter().map(|j| (&j.judge_id, j.score));
+        for (id, score) in scores.chain(judgments) {
+            let state = self.metrics.entry(id.clone()).or_default();
+            let dataset = state
+                .by_dataset
+                .entry(record.key.dataset_id.clone())
+                .or_default();
+            match score {
+                Some(value) if value.is_finite() => {
+                    state.overall.observe(value);
+                    dataset.observe(value);
+                }
+                _ => {
+                    state.overall.fail();
+                    dataset.fail();
+                }
+            }
+        }
+    }
+
+    pub fn summary(&self) -> Aggregates {
+        Aggregates {
+            metrics: self
+                .metrics
+                .iter()
+                .map(|(id, state)| {
+                    let aggregate = MetricAggregate {
+                        overall: state.overall.summary(),
+                        by_dataset: state
+                            .by_dataset
+                            .iter()
+                            .map(|(dataset, acc)| (dataset.clone(), acc.summary()))
+                            .collect(),
+                    };
+                    (id.clone(), aggregate)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
+///
+/// Exact table values up to 30 degrees of freedom, then the Cornish-Fisher expansion
+/// around the normal quantile (error below 1e-4 from there on).
+pub fn student_t_975(df: u64) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+        2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
+        2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
+        2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
+    ];
+    if df == 0 {
+        return f64::NAN;
+    }
+    if let Some(&t) = TABLE.get((df - 1) as usize) {
+        return t;
+    }
+    let z: f64 = 1.959_963_984_540_054;
+    let d = df as f64;
+    let z3 = z.powi(3);
+    let z5 = z.powi(5);
+    let z7 = z.powi(7);
+    let z9 = z.powi(9);
+    z + (z3 + z) / (4.0 * d)
+        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * d * d)
+        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * d.powi(3))
+        + (79.0 * z9 + 776.0 * z7 + 1482.0 * z5 - 1920.0 * z3 - 945.0 * z) / (92160.0 * d.powi(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_sum_is_order_independent() {
+        let values = [1e16, 1.0, -1e16, 0.1, 0.2, 0.3, 1e-10, 3.0];
+        let mut forward = ExactSum::default();
+        values.iter().for_each(|v| forward.add(*v));
+        let mut backward = ExactSum::default();
+        values.iter().rev().for_each(|v| backward.add(*v));
+        assert_eq!(forward.value(), backward.value());
+        assert_eq!(forward.value(), 4.6000000001);
+    }
+
+    #[test]
+    fn summary_matches_hand_computation() {
+        let mut acc = Accumulator::default();
+        for v in [1.0, 0.0, 1.0, 1.0] {
+            acc.observe(v);
+        }
+        acc.fail();
+        let s = acc.summary();
+        assert_eq!(s.n, 4);
+        assert_eq!(s.failures, 1);
+        assert_eq!(s.mean, Some(0.75));
+        // sample sd = 0.5, stderr = 0.25, t(3) = 3.182446
+        assert!((s.stderr.unwrap() - 0.25).abs() < 1e-12);
+        let [lo, hi] = s.ci95.unwrap();
+        assert!((lo - (0.75 - 3.182446 * 0.25)).abs() < 1e-9);
+        assert!((hi - (0.75 + 3.182446 * 0.25)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn single_observation_has_no_interval() {
+        let mut acc = Accumulator::default();
+        acc.observe(1.0);
+        let s = acc.summary();
+        assert_eq!(s.mean, Some(1.0));
+        assert_eq!(s.stderr, None);
+        assert_eq!(s.ci95, None);
+    }
+
+    #[test]
+    fn t_quantile_is_continuous_past_the_table() {
+        assert!((student_t_975(31) - 2.039513).abs() < 1e-4);
+        assert!((student_t_975(100) - 1.983972).abs() < 1e-4);
+        assert!((student_t_975(1_000_000) - 1.959966).abs() < 1e-4);
+    }
+}

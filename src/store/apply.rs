@@ -1,0 +1,132 @@
+//! The bookkeeping every store does inside its commit transaction, written once.
+//!
+//! A store loads the run's row (locked), lets [`RunState`] apply the batch to it, writes
+//! the inserted case records and sequenced events, and saves the row back.
+
+use crate::model::{
+    AggregateState, CaseRecord, CaseStatus, EventKind, NewEvent, RunEvent, RunRecord, RunStatus,
+    Timestamp,
+};
+
+use super::{CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult};
+
+pub(crate) struct RunState {
+    pub record: RunRecord,
+    pub aggregates: AggregateState,
+}
+
+impl RunState {
+    pub fn ensure_open(&self) -> StoreResult<()> {
+        if self.record.status.is_terminal() {
+            return Err(StoreError::RunFinished {
+                run_id: self.record.run_id.clone(),
+                status: self.record.status,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a newly inserted case in progress, usage and aggregates.
+    pub fn count_case(&mut self, case: &CaseRecord) {
+        match case.status {
+            CaseStatus::Completed => self.record.progress.completed += 1,
+            CaseStatus::Failed => self.record.progress.failed += 1,
+        }
+        self.record.usage.add(&case.usage);
+        self.aggregates.observe(case);
+    }
+
+    /// Gives events the next sequence numbers of the run.
+    pub fn sequence(&mut self, events: Vec<NewEvent>) -> Vec<RunEvent> {
+        events
+            .into_iter()
+            .map(|event| {
+                self.record.last_seq += 1;
+                event.sequenced(&self.record.run_id, self.record.last_seq)
+            })
+            .collect()
+    }
+
+    pub fn apply_status(&mut self, change: &StatusChange) {
+        let record = &mut self.record;
+        record.status = change.status;
+        if change.error.is_some() {
+            record.error.clone_from(&change.error);
+        }
+        if change.status == RunStatus::Running && record.started_at.is_none() {
+            record.started_at = Some(change.at);
+        }
+        if change.status.is_terminal() {
+            record.finished_at = Some(change.at);
+        }
+    }
+
+    /// After the batch's cases were counted: appends its run-level and progress events,
+    /// applies the status change and sequences everything, in that order.
+    pub fn finish_commit(&mut self, mut events: Vec<NewEvent>, batch: &CommitBatch) -> Vec<RunEvent> {
+        events.extend(batch.events.iter().cloned());
+        if batch.progress_event {
+            events.push(NewEvent::now(EventKind::Progress {
+                progress: self.record.progress,
+            }));
+        }
+        if let Some(change) = &batch.status {
+            self.apply_status(change);
+        }
+        let events = self.sequence(events);
+        self.touch();
+        events
+    }
+
+    pub fn outcome(&self, events: Vec<RunEvent>, duplicates: usize) -> CommitOutcome {
+        CommitOutcome {
+            events,
+            progress: self.record.progress,
+            duplicates,
+            cancel_requested: self.record.cancel_requested,
+        }
+    }
+
+    /// Marks the row changed: a new version (the ETag) and the aggregate snapshot.
+    pub fn touch(&mut self) {
+        self.record.version += 1;
+        self.record.updated_at = Timestamp::now();
+        self.record.aggregates = self.aggregates.summary();
+    }
+}
+
+/// What a cancel request does to a run's row.
+pub(crate) enum CancelStep {
+    AlreadyFinished,
+    /// A queued run is cancelled at once; these events must be written.
+    Cancelled(Vec<RunEvent>),
+    /// A running run gets the flag; its executor stops it.
+    Requested,
+}
+
+impl RunState {
+    pub fn request_cancel(&mut self) -> CancelStep {
+        match self.record.status {
+            status if status.is_terminal() => return CancelStep::AlreadyFinished,
+            RunStatus::Queued => {
+                let now = Timestamp::now();
+                self.apply_status(&StatusChange {
+                    status: RunStatus::Cancelled,
+                    error: None,
+                    at: now,
+                });
+                let progress = self.record.progress;
+                let events = self.sequence(vec![NewEvent {
+                    occurred_at: now,
+                    kind: EventKind::RunCancelled { progress },
+                }]);
+                self.touch();
+                return CancelStep::Cancelled(events);
+            }
+            _ => {}
+        }
+        self.record.cancel_requested = true;
+        self.touch();
+        CancelStep::Requested
+    }
+}

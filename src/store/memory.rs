@@ -1,0 +1,182 @@
+//! In-process store: for tests, the CLI's one-call evaluation and embedding.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::model::{AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus};
+
+use super::apply::{CancelStep, RunState};
+use super::{
+    CancelOutcome, CaseQuery, CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store,
+    StoreError, StoreResult,
+};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    runs: Mutex<HashMap<RunId, MemoryRun>>,
+}
+
+struct MemoryRun {
+    state: RunState,
+    cases: BTreeMap<u64, CaseRecord>,
+    events: Vec<RunEvent>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn summary_of(record: &RunRecord) -> RunRecord {
+    RunRecord {
+        definition: serde_json::Value::Null,
+        runtime: serde_json::Value::Null,
+        ..record.clone()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome> {
+        let mut runs = self.runs.lock().await;
+        if let Some(existing) = runs.get(&run.run_id) {
+            return Ok(CreateOutcome::Existing(existing.state.record.clone()));
+        }
+        let record = run.into_record();
+        runs.insert(
+            record.run_id.clone(),
+            MemoryRun {
+                state: RunState {
+                    record: record.clone(),
+                    aggregates: AggregateState::default(),
+                },
+                cases: BTreeMap::new(),
+                events: Vec::new(),
+            },
+        );
+        Ok(CreateOutcome::Created(record))
+    }
+
+    async fn get_run(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>> {
+        let runs = self.runs.lock().await;
+        Ok(runs.get(run_id).map(|run| run.state.record.clone()))
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
+        let runs = self.runs.lock().await;
+        let mut matching: Vec<&RunRecord> = runs
+            .values()
+            .map(|run| &run.state.record)
+            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .filter(|r| {
+                query
+                    .parent_run_id
+                    .as_ref()
+                    .is_none_or(|p| r.parent_run_id.as_ref() == Some(p))
+            })
+            .filter(|r| {
+                query.before.as_ref().is_none_or(|c| {
+                    (r.created_at, &r.run_id) < (c.created_at, &c.run_id)
+                })
+            })
+            .collect();
+        matching.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
+        Ok(matching
+            .into_iter()
+            .take(query.limit as usize)
+            .map(summary_of)
+            .collect())
+    }
+
+    async fn run_ids_with_status(&self, statuses: &[RunStatus]) -> StoreResult<Vec<RunId>> {
+        let runs = self.runs.lock().await;
+        let mut matching: Vec<&RunRecord> = runs
+            .values()
+            .map(|run| &run.state.record)
+            .filter(|r| statuses.contains(&r.status))
+            .collect();
+        matching.sort_by(|a, b| (a.created_at, &a.run_id).cmp(&(b.created_at, &b.run_id)));
+        Ok(matching.into_iter().map(|r| r.run_id.clone()).collect())
+    }
+
+    async fn commit(&self, mut batch: CommitBatch) -> StoreResult<CommitOutcome> {
+        let mut runs = self.runs.lock().await;
+        let run = runs
+            .get_mut(&batch.run_id)
+            .ok_or_else(|| StoreError::RunNotFound(batch.run_id.clone()))?;
+        run.state.ensure_open()?;
+        let mut new_events = Vec::new();
+        let mut duplicates = 0;
+        for case in std::mem::take(&mut batch.cases) {
+            let index = case.record.key.case_index;
+            if run.cases.contains_key(&index) {
+                duplicates += 1;
+                continue;
+            }
+            run.state.count_case(&case.record);
+            run.cases.insert(index, case.record);
+            new_events.extend(case.events);
+        }
+        let events = run.state.finish_commit(new_events, &batch);
+        run.events.extend(events.iter().cloned());
+        Ok(run.state.outcome(events, duplicates))
+    }
+
+    async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
+        let mut runs = self.runs.lock().await;
+        let run = runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        let outcome = match run.state.request_cancel() {
+            CancelStep::AlreadyFinished => CancelOutcome::AlreadyFinished(run.state.record.clone()),
+            CancelStep::Requested => CancelOutcome::Requested(run.state.record.clone()),
+            CancelStep::Cancelled(events) => {
+                run.events.extend(events.iter().cloned());
+                CancelOutcome::Cancelled(run.state.record.clone(), events)
+            }
+        };
+        Ok(outcome)
+    }
+
+    async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>> {
+        let runs = self.runs.lock().await;
+        Ok(runs
+            .get(run_id)
+            .map(|run| run.cases.keys().copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn case_records(&self, run_id: &RunId, query: &CaseQuery) -> StoreResult<Vec<CaseRecord>> {
+        let runs = self.runs.lock().await;
+        let Some(run) = runs.get(run_id) else {
+            return Ok(Vec::new());
+        };
+        let start = query.after_index.map_or(0, |i| i + 1);
+        Ok(run
+            .cases
+            .range(start..)
+            .map(|(_, record)| record)
+            .filter(|r| query.dataset_id.as_ref().is_none_or(|d| &r.key.dataset_id == d))
+            .filter(|r| !query.failed_only || r.status == CaseStatus::Failed)
+            .take(query.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn events_after(&self, run_id: &RunId, after: u64, limit: u32) -> StoreResult<Vec<RunEvent>> {
+        let runs = self.runs.lock().await;
+        let Some(run) = runs.get(run_id) else {
+            return Ok(Vec::new());
+        };
+        // Sequence numbers start at 1 without gaps, so seq n sits at index n - 1.
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(run.events.len());
+        Ok(run.events[start..].iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Persistence behind one [`Store`] trait: in-memory, SQLite (embedded default) and Postgres.
+//!
+//! The store owns the consistency rules that must hold whoever writes: event sequence
+//! numbers are assigned inside the commit transaction, a case is recorded at most once
+//! (a second commit of the same case is ignored together with its events), and progress,
+//! usage and aggregates are updated in the same transaction as the records they count.
+
+mod apply;
+mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{
+    CaseRecord, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord, RunStatus, Timestamp,
+};
+
+pub use memory::MemoryStore;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error("run {run_id} is already {status:?}")]
+    RunFinished { run_id: RunId, status: RunStatus },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// What `create_run` needs to insert a queued run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    pub parent_run_id: Option<RunId>,
+    pub definition: Value,
+    pub runtime: Value,
+    pub total_cases: u64,
+    pub created_at: Timestamp,
+}
+
+impl NewRun {
+    pub(crate) fn into_record(self) -> RunRecord {
+        RunRecord {
+            run_id: self.run_id,
+            kind: self.kind,
+            parent_run_id: self.parent_run_id,
+            status: RunStatus::Queued,
+            definition: self.definition,
+            runtime: self.runtime,
+            progress: Progress {
+                total: self.total_cases,
+                ..Progress::default()
+            },
+            usage: Default::default(),
+            aggregates: Default::default(),
+            error: None,
+            cancel_requested: false,
+            last_seq: 0,
+            version: 1,
+            created_at: self.created_at,
+            started_at: None,
+            finished_at: None,
+            updated_at: self.created_at,
+        }
+    }
+}
+
+/// Result of `create_run`: the run id is unique, so a second create returns the first run.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    Created(RunRecord),
+    Existing(RunRecord),
+}
+
+impl CreateOutcome {
+    pub fn record(&self) -> &RunRecord {
+        match self {
+            CreateOutcome::Created(record) | CreateOutcome::Existing(record) => record,
+        }
+    }
+
+    pub fn into_record(self) -> RunRecord {
+        match self {
+            CreateOutcome::Created(record) | CreateOutcome::Existing(record) => record,
+        }
+    }
+
+    pub fn was_created(&self) -> bool {
+        matches!(self, CreateOutcome::Created(_))
+    }
+}
+
+/// A run status transition. `started_at` is set on the first move to `running`,
+/// `finished_at` on a move to a terminal status.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub at: Timestamp,
+}
+
+/// A finished case and the events it produced, recorded together or not at all.
+#[derive(Debug, Clone)]
+pub struct CaseCommit {
+    pub record: CaseRecord,
+    pub events: Vec<NewEvent>,
+}
+
+/// One atomic write to a run: case commits first (in order), then run-level events, then
+/// the optional status change. Rejected with [`StoreError::RunFinished`] when the run is
+/// already terminal.
+#[derive(Debug, Clone)]
+pub struct CommitBatch {
+    pub run_id: RunId,
+    pub cases: Vec<CaseCommit>,
+    pub events: Vec<NewEvent>,
+    /// Append a `progress` event carrying the counts after this commit.
+    pub progress_event: bool,
+    pub status: Option<StatusChange>,
+}
+
+impl CommitBatch {
+    pub fn new(run_id: RunId) -> Self {
+        CommitBatch {
+            run_id,
+            cases: Vec::new(),
+            events: Vec::new(),
+            progress_event: false,
+            status: None,
+        }
+    }
+}
+
+/// What a commit did: the sequenced events it wrote and the run's progress after it.
+#[derive(Debug, Clone)]
+pub struct CommitOutcome {
+    pub events: Vec<RunEvent>,
+    pub progress: Progress,
+    /// Case commits skipped because the case was already recorded.
+    pub duplicates: usize,
+    /// Someone asked to cancel the run: its executor should stop.
+    pub cancel_requested: bool,
+}
+
+/// Newest-first listing of runs, with a keyset cursor.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    pub parent_run_id: Option<RunId>,
+    /// Only runs strictly older than this position in the newest-first order.
+    pub before: Option<RunCursor>,
+    pub limit: u32,
+}
+
+/// Position in the newest-first order of runs: `(created_at, run_id)` descending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCursor {
+    pub created_at: Timestamp,
+    pub run_id: RunId,
+}
+
+/// Case records in `case_index` order, with a keyset cursor.
+#[derive(Debug, Clone, Default)]
+pub struct CaseQuery {
+    pub after_index: Option<u64>,
+    pub dataset_id: Option<String>,
+    pub failed_only: bool,
+    pub limit: u32,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// The run was queued: it is now cancelled, with its `run_cancelled` event.
+    Cancelled(RunRecord, Vec<RunEvent>),
+    /// The run is executing: the flag is set and the executor stops it.
+    Requested(RunRecord),
+    /// The run had already finished.
+    AlreadyFinished(RunRecord),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a queued run unless one with the same id exists (the id decides, atomically).
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome>;
+
+    async fn get_run(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>>;
+
+    /// Runs newest first. Listed records carry empty `definition` and `runtime` to keep
+    /// listings small.
+    async fn list_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>>;
+
+    /// Ids of runs in any of `statuses`, oldest first (used to resume after a restart).
+    async fn run_ids_with_status(&self, statuses: &[RunStatus]) -> StoreResult<Vec<RunId>>;
+
+    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome>;
+
+    async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
+
+    /// `case_index` of every recorded case of the run, ascending.
+    async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>>;
+
+    async fn case_records(&self, run_id: &RunId, query: &CaseQuery) -> StoreResult<Vec<CaseRecord>>;
+
+    /// Events with `seq > after`, ascending, at most `limit`.
+    async fn events_after(&self, run_id: &RunId, after: u64, limit: u32) -> StoreResult<Vec<RunEvent>>;
+
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> StoreResult<()>;
+}
