@@ -9,3 +9,4 @@ pub mod engine;
 pub mod model;
 pub mod store;
 pub mod telemetry;
+pub mod cli;
