@@ -26,6 +26,68 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment in-process and print a summary.
     Run(RunArgs),
+    /// Start the HTTP service.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "THEMIS_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Database: a SQLite file (`sqlite://themis.db`, created and migrated on start) or `memory`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
+    pub database: String,
+    /// Comma-separated bearer keys; when set, every endpoint but health needs one.
+    #[arg(long, env = "THEMIS_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Runs executing at once on this instance; more wait in the queue.
+    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4)]
+    pub max_running_runs: usize,
+    /// Cases of one run executed at once unless the run sets `concurrency`.
+    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = 16)]
+    pub default_concurrency: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> crate::server::ServerConfig {
+        crate::server::ServerConfig {
+            database_url: self.database.clone(),
+            api: crate::api::ApiConfig {
+                api_keys: self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
+                max_body_bytes: self.max_body_bytes,
+            },
+            max_running_runs: self.max_running_runs.max(1),
+            engine: EngineConfig {
+                default_concurrency: self.default_concurrency.clamp(1, crate::engine::MAX_CONCURRENCY as usize),
+                ..EngineConfig::default()
+            },
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    init_logging(&args.log_format);
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    crate::server::launch(args.config(), listener, crate::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -46,15 +108,14 @@ pub struct RunArgs {
 /// Runs the CLI; returns the process exit code (0 completed, 1 run failed or
 /// cancelled, 2 invalid input).
 pub async fn main(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Run(args) => match run(args).await {
-            Ok(code) => code,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::from(2)
-            }
-        },
-    }
+    let outcome = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Serve(args) => serve(args).await,
+    };
+    outcome.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    })
 }
 
 /// Counts events for the progress bar and keeps them for `--trace`.

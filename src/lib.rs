@@ -10,3 +10,5 @@ pub mod model;
 pub mod store;
 pub mod telemetry;
 pub mod cli;
+pub mod api;
+pub mod server;

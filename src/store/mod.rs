@@ -6,7 +6,9 @@
 //! usage and aggregates are updated in the same transaction as the records they count.
 
 mod apply;
+mod connect;
 mod memory;
+mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -16,9 +18,23 @@ use crate::model::{
     CaseRecord, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord, RunStatus, Timestamp,
 };
 
+pub use connect::connect;
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Database(format!("migrating: {error}"))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -191,6 +207,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome>;
 
     async fn get_run(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>>;
+
+    /// The run without its (possibly large) `definition` and `runtime`, which are
+    /// `Value::Null`: what status polling needs. Stores override it to skip those columns.
+    async fn get_run_summary(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>> {
+        Ok(self.get_run(run_id).await?.map(|mut record| {
+            record.definition = Value::Null;
+            record.runtime = Value::Null;
+            record
+        }))
+    }
 
     /// Runs newest first. Listed records carry empty `definition` and `runtime` to keep
     /// listings small.

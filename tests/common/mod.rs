@@ -86,3 +86,130 @@ pub fn counting_experiment(n: usize, delay_ms: u64) -> Value {
         "seeds": [1]
     })
 }
+
+/// A server started in-process on an ephemeral port.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(database_url: &str, registry: Registry) -> TestServer {
+        Self::start_with(database_url, registry, Vec::new()).await
+    }
+
+    pub async fn start_with(database_url: &str, registry: Registry, api_keys: Vec<String>) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = themis::server::ServerConfig {
+            database_url: database_url.to_owned(),
+            ..Default::default()
+        };
+        config.api.api_keys = api_keys;
+        config.api.max_body_bytes = 1024 * 1024;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            themis::server::launch_with_registry(config, Arc::new(registry), listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a run until it reaches a terminal status.
+    pub async fn wait_finished(&self, run_id: &str) -> Value {
+        wait_finished(&self.client, &self.base, run_id).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+}
+
+pub async fn wait_finished(client: &reqwest::Client, base: &str, run_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let run: Value = client
+            .get(format!("{base}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or("")) {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "run {run_id} did not finish: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One server-sent event as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: u64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads an SSE stream to its end (or until `max` events), parsing `id`, `event`, `data`.
+pub async fn read_sse(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                events.push(SseEvent { id, event, data });
+                if events.len() >= max {
+                    return events;
+                }
+            }
+        }
+    }
+    events
+}

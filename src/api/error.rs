@@ -1,0 +1,179 @@
+//! The API's one error shape and the extractors that produce it.
+//!
+//! Every failure answers `{"error": {"code", "message", "details"}}`; `details` lists
+//! `{path, message}` for each problem in the request. Server-side failures are logged
+//! with their cause and answered with a generic message.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::engine::{EngineError, FieldError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String, details: Vec<FieldError> },
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body exceeds the size limit")]
+    TooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("a valid `Authorization: Bearer <key>` header is required")]
+    Unauthorized,
+    #[error("internal error")]
+    Internal(String),
+    #[error("the database is unavailable")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::BadRequest {
+            code,
+            details: vec![FieldError {
+                path: path.to_owned(),
+                message: message.clone(),
+            }],
+            message,
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    details: &'a [FieldError],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        match &self {
+            ApiError::Internal(cause) | ApiError::Unavailable(cause) => {
+                tracing::error!(%status, cause = %cause, "request failed");
+            }
+            _ => {}
+        }
+        let details: &[FieldError] = match &self {
+            ApiError::BadRequest { details, .. } | ApiError::Invalid(details) => details,
+            _ => &[],
+        };
+        let body = json!({"error": ErrorBody { code, message: self.to_string(), details }});
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::RunNotFound(id) => ApiError::NotFound(format!("no run {id}")),
+            StoreError::RunFinished { run_id, status } => {
+                ApiError::Conflict(format!("run {run_id} is already {}", status.as_str()))
+            }
+            StoreError::Database(cause) => ApiError::Unavailable(cause),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::RunNotFound(id) => ApiError::NotFound(format!("no run {id}")),
+            EngineError::Invalid(details) => ApiError::Invalid(details),
+            EngineError::Conflict(message) => ApiError::Conflict(message),
+            EngineError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `axum::Json` with our error shape for malformed bodies.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", "", e.body_text()),
+        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", "", e.body_text()),
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::bad_request("unreadable_body", "", e.body_text())
+            }
+        }
+        other => ApiError::bad_request("invalid_body", "", other.body_text()),
+    }
+}
+
+/// `axum::extract::Query` with our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::bad_request("invalid_query", "query", e.body_text()))
+            }
+            Err(other) => Err(ApiError::bad_request("invalid_query", "query", other.body_text())),
+        }
+    }
+}

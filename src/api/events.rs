@@ -1,0 +1,144 @@
+//! `GET /runs/{id}/events`: the run's lifecycle events as server-sent events.
+//!
+//! History is replayed from the store, then live events follow. The store is the source
+//! of truth: live events only wake the stream; whenever the stream is unsure (a gap, a
+//! lagged channel, a quiet period) it reads the store again, so a slow client never
+//! misses an event and never slows the run. The stream ends after the run's terminal
+//! event.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::error::{ApiError, ApiQuery};
+use super::runs::parse_run_id;
+use super::AppState;
+use crate::model::{RunEvent, RunId};
+use crate::store::Store;
+
+/// Events read from the store per query.
+const PAGE: u32 = 1_000;
+/// Longest wait for a live event before the store is checked anyway (events written by
+/// another instance, or a wake-up that was missed).
+const POLL: Duration = Duration::from_secs(1);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/runs/{run_id}/events", get(stream_events))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Resume after this sequence number (as `Last-Event-ID`).
+    after: Option<u64>,
+}
+
+async fn stream_events(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", "must be an event sequence number")
+                })?,
+        ),
+    };
+    let engine = state.scheduler.engine();
+    // Subscribe before reading the store so nothing falls between the two.
+    let live = engine.hub().subscribe(&run_id);
+    let store = engine.store().clone();
+    let run = store
+        .get_run_summary(&run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
+    let after = last_event_id.or(query.after).unwrap_or(0);
+    let cursor = EventCursor {
+        store,
+        run_id,
+        after,
+        live,
+        pending: VecDeque::new(),
+        finished: run.status.is_terminal() && after >= run.last_seq,
+    };
+    let stream = futures::stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        Some((Ok(to_sse(&event)), cursor))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive")))
+}
+
+fn to_sse(event: &RunEvent) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
+    Event::default().id(event.seq.to_string()).event(event.event_type()).data(data)
+}
+
+struct EventCursor {
+    store: Arc<dyn Store>,
+    run_id: RunId,
+    after: u64,
+    live: broadcast::Receiver<Arc<RunEvent>>,
+    pending: VecDeque<RunEvent>,
+    finished: bool,
+}
+
+impl EventCursor {
+    /// The next event after `self.after`, or `None` once the terminal event was sent
+    /// (or the store failed, which ends the stream; the client reconnects with its
+    /// `Last-Event-ID`).
+    async fn next(&mut self) -> Option<RunEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.after = event.seq;
+                if event.kind.is_terminal() {
+                    self.finished = true;
+                    self.pending.clear();
+                }
+                return Some(event);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.store.events_after(&self.run_id, self.after, PAGE).await {
+                Ok(events) if !events.is_empty() => {
+                    self.pending.extend(events);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %self.run_id, error = %e, "event stream stopped: store read failed");
+                    return None;
+                }
+            }
+            // Caught up with the store: wait for the next live event.
+            match tokio::time::timeout(POLL, self.live.recv()).await {
+                Ok(Ok(event)) if event.seq == self.after + 1 => self.pending.push_back((*event).clone()),
+                // Old news, a gap or a lagged channel: the store has the truth.
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    // The hub dropped the channel (the run finished): the store has the rest.
+                    self.live = broadcast::channel(1).1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The HTTP API: one module per resource, each exposing `router()`. Handlers parse,
+//! call the engine or store, and map; the error shape lives in [`error`].
+
+pub mod error;
+mod events;
+mod health;
+pub mod openapi;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use runs::RunView;
+
+use crate::engine::Scheduler;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: Arc<Scheduler>,
+    /// Accepted bearer keys; empty means no authentication.
+    pub api_keys: Arc<Vec<String>>,
+}
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub api_keys: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API with its middleware: request ids, request logs, body limit, auth.
+pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
+    let state = AppState {
+        scheduler,
+        api_keys: Arc::new(config.api_keys.clone()),
+    };
+    let protected = Router::new()
+        .merge(runs::router())
+        .merge(events::router())
+        .merge(openapi::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .merge(health::router())
+        .merge(protected)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorized = presented.is_some_and(|key| {
+        state
+            .api_keys
+            .iter()
+            .any(|known| constant_time_eq(known.as_bytes(), key.as_bytes()))
+    });
+    if authorized {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}

@@ -1,0 +1,313 @@
+//! `/runs`: create (idempotent), list, status, results, cancel, rejudge.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::AppState;
+use crate::engine::parse_evaluation;
+use crate::model::{CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage};
+use crate::store::{CancelOutcome, CaseQuery, CreateOutcome, RunCursor, RunQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/runs", post(create_run).get(list_runs))
+        .route("/runs/{run_id}", get(get_run))
+        .route("/runs/{run_id}/results", get(list_results))
+        .route("/runs/{run_id}/cancel", post(cancel_run))
+        .route("/runs/{run_id}/rejudge", post(rejudge_run))
+}
+
+/// Parses a run id from the path; a malformed one can never exist.
+pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    raw.parse()
+        .map_err(|e: crate::model::InvalidRunId| ApiError::bad_request("invalid_run_id", "run_id", e.to_string()))
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<RunId>,
+    pub status: RunStatus,
+    pub progress: Progress,
+    pub usage: Usage,
+    pub aggregates: BTreeMap<String, MetricAggregate>,
+    pub error: Option<String>,
+    pub cancel_requested: bool,
+    pub last_event_seq: u64,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub definition: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub runtime: Value,
+    pub links: Links,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub results: String,
+    pub events: String,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(record: RunRecord) -> Self {
+        let base = format!("/runs/{}", record.run_id);
+        let duration_ms = match (record.started_at, record.finished_at) {
+            (Some(start), Some(end)) => Some(end.millis_since(start)),
+            (Some(start), None) => Some(Timestamp::now().millis_since(start)),
+            _ => None,
+        };
+        RunView {
+            links: Links {
+                results: format!("{base}/results"),
+                events: format!("{base}/events"),
+                this: base,
+            },
+            run_id: record.run_id,
+            kind: record.kind,
+            parent_run_id: record.parent_run_id,
+            status: record.status,
+            progress: record.progress,
+            usage: record.usage,
+            aggregates: record.aggregates.metrics,
+            error: record.error,
+            cancel_requested: record.cancel_requested,
+            last_event_seq: record.last_seq,
+            created_at: record.created_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            updated_at: record.updated_at,
+            duration_ms,
+            definition: record.definition,
+            runtime: record.runtime,
+        }
+    }
+}
+
+/// 202 + `Location` for a new run, 200 for an existing one.
+fn created_response(outcome: CreateOutcome) -> Response {
+    let status = if outcome.was_created() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let mut record = outcome.into_record();
+    record.definition = Value::Null;
+    let location = format!("/runs/{}", record.run_id);
+    let mut response = (status, Json(RunView::from(record))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+async fn create_run(State(state): State<AppState>, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
+    let engine = state.scheduler.engine();
+    let request = engine.parse(&body)?;
+    let outcome = engine.submit(&request).await?;
+    if !outcome.record().status.is_terminal() {
+        // New, or interrupted and not executing here: (re)start it. No-op if running here.
+        state.scheduler.enqueue(outcome.record().run_id.clone(), None);
+    }
+    Ok(created_response(outcome))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRunsQuery {
+    status: Option<String>,
+    parent_run_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunPage {
+    runs: Vec<RunView>,
+    next_cursor: Option<String>,
+}
+
+/// Cursors are `{created_at millis}.{run_id}`: the last run of the previous page.
+fn encode_run_cursor(record: &RunRecord) -> String {
+    format!("{}.{}", record.created_at.as_millis(), record.run_id)
+}
+
+fn decode_run_cursor(raw: &str) -> Result<RunCursor, ApiError> {
+    let invalid = || ApiError::bad_request("invalid_cursor", "cursor", "not a cursor returned by this API");
+    let (millis, run_id) = raw.split_once('.').ok_or_else(invalid)?;
+    Ok(RunCursor {
+        created_at: Timestamp::from_millis(millis.parse().map_err(|_| invalid())?),
+        run_id: run_id.parse().map_err(|_| invalid())?,
+    })
+}
+
+fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request("invalid_query", "limit", format!("must be from 1 to {max}"))),
+    }
+}
+
+async fn list_runs(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListRunsQuery>) -> Result<Json<RunPage>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(|s| {
+            RunStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "status",
+                    "must be one of queued, running, completed, failed, cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    let parent_run_id = query.parent_run_id.as_deref().map(parse_run_id).transpose()?;
+    let limit = page_limit(query.limit, 50, 200)?;
+    let store_query = RunQuery {
+        status,
+        parent_run_id,
+        before: query.cursor.as_deref().map(decode_run_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut runs = state.scheduler.engine().store().list_runs(&store_query).await?;
+    let more = runs.len() > limit as usize;
+    runs.truncate(limit as usize);
+    let next_cursor = if more { runs.last().map(encode_run_cursor) } else { None };
+    Ok(Json(RunPage {
+        runs: runs.into_iter().map(RunView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetRunQuery {
+    /// `definition` adds the stored definition and runtime options.
+    include: Option<String>,
+}
+
+/// Weak ETag from the row version: every change to a run bumps it.
+fn etag(record: &RunRecord, with_definition: bool) -> String {
+    let variant = if with_definition { "-d" } else { "" };
+    format!("W/\"{}-{}{variant}\"", record.run_id, record.version)
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiQuery(query): ApiQuery<GetRunQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let with_definition = match query.include.as_deref() {
+        None => false,
+        Some("definition") => true,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "include", "the only value is `definition`")),
+    };
+    let store = state.scheduler.engine().store();
+    let record = if with_definition {
+        store.get_run(&run_id).await?
+    } else {
+        store.get_run_summary(&run_id).await?
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
+    let tag = etag(&record, with_definition);
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|candidate| candidate.trim() == tag || candidate.trim() == "*"));
+    let tag_value = HeaderValue::from_str(&tag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let no_cache = HeaderValue::from_static("no-cache");
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)]).into_response());
+    }
+    Ok(([(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)], Json(RunView::from(record))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultsQuery {
+    dataset_id: Option<String>,
+    failed_only: Option<bool>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct ResultsPage {
+    results: Vec<CaseRecord>,
+    next_cursor: Option<String>,
+}
+
+async fn list_results(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiQuery(query): ApiQuery<ResultsQuery>,
+) -> Result<Json<ResultsPage>, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let store = state.scheduler.engine().store();
+    if store.get_run_summary(&run_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no run {run_id}")));
+    }
+    let limit = page_limit(query.limit, 100, 1_000)?;
+    let after_index = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor", "not a cursor returned by this API"))
+        })
+        .transpose()?;
+    let case_query = CaseQuery {
+        after_index,
+        dataset_id: query.dataset_id,
+        failed_only: query.failed_only.unwrap_or(false),
+        limit: limit + 1,
+    };
+    let mut results = store.case_records(&run_id, &case_query).await?;
+    let more = results.len() > limit as usize;
+    results.truncate(limit as usize);
+    let next_cursor = if more { results.last().map(|r| r.key.case_index.to_string()) } else { None };
+    Ok(Json(ResultsPage { results, next_cursor }))
+}
+
+async fn cancel_run(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let (status, record) = match state.scheduler.cancel(&run_id).await? {
+        CancelOutcome::Cancelled(record, _) | CancelOutcome::AlreadyFinished(record) => (StatusCode::OK, record),
+        CancelOutcome::Requested(record) => (StatusCode::ACCEPTED, record),
+    };
+    let mut record = record;
+    record.definition = Value::Null;
+    record.runtime = Value::Null;
+    Ok((status, Json(RunView::from(record))).into_response())
+}
+
+async fn rejudge_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let engine = state.scheduler.engine();
+    let (evaluation, _, runtime) = parse_evaluation(&body, engine.registry()).map_err(ApiError::Invalid)?;
+    let outcome = engine.submit_rejudge(&run_id, &evaluation, &runtime).await?;
+    if !outcome.record().status.is_terminal() {
+        state.scheduler.enqueue(outcome.record().run_id.clone(), None);
+    }
+    Ok(created_response(outcome))
+}

@@ -1,0 +1,128 @@
+//! Service startup: configuration, store, engine, scheduler, HTTP server.
+//!
+//! [`launch`] takes an already-bound listener and a shutdown future so tests can bind
+//! port 0 and stop the server when they like.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiConfig};
+use crate::components::Registry;
+use crate::engine::{Engine, EngineConfig, Scheduler};
+use crate::store::{self, Store};
+
+/// Everything `themis serve` can be told (flags and environment, see the CLI).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `sqlite://themis.db` (default), `sqlite::memory:`, `memory`, or a file path.
+    pub database_url: String,
+    pub api: ApiConfig,
+    /// Runs executing at once on this instance; more wait in the queue.
+    pub max_running_runs: usize,
+    pub engine: EngineConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: "sqlite://themis.db".to_owned(),
+            api: ApiConfig {
+                api_keys: Vec::new(),
+                max_body_bytes: 64 * 1024 * 1024,
+            },
+            max_running_runs: 4,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("opening the database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("resuming runs: {0}")]
+    Resume(#[from] crate::engine::EngineError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, resumes unfinished runs and serves the API on `listener` until
+/// `shutdown` resolves; then stops taking requests, lets runs in flight persist what
+/// finished (they resume on the next start) and returns.
+pub async fn launch(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    launch_with_registry(config, Arc::new(Registry::builtin()), listener, shutdown).await
+}
+
+/// [`launch`] with a component registry of the caller's (embedders, tests).
+pub async fn launch_with_registry(
+    config: ServerConfig,
+    registry: Arc<Registry>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
+    let engine = Engine::new(store, registry, config.engine.clone());
+    let scheduler = Scheduler::new(engine, config.max_running_runs);
+    let resumed = scheduler.resume_unfinished().await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resuming unfinished runs");
+    }
+    let router = api::router(scheduler.clone(), &config.api);
+    tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("HTTP server stopped; stopping runs in flight");
+    scheduler.shutdown().await;
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite://themis.db"), "sqlite://themis.db");
+    }
+}
