@@ -10,13 +10,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::components::Registry;
-use crate::engine::{Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl};
+use crate::engine::{
+    Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl,
+};
 use crate::model::{EventKind, RunEvent, RunRecord, RunStatus};
 use crate::store::{CaseQuery, Store};
 use crate::telemetry::{RecordingTracer, TracingProvider};
 
 #[derive(Debug, Parser)]
-#[command(name = "themis", version, about = "Evaluation service for LLM and model outputs")]
+#[command(
+    name = "themis",
+    version,
+    about = "Evaluation service for LLM and model outputs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,7 +45,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
     pub database: String,
     /// Comma-separated bearer keys; when set, every endpoint but health needs one.
-    #[arg(long, env = "THEMIS_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "THEMIS_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
     /// Runs executing at once on this instance; more wait in the queue.
     #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4)]
@@ -60,12 +71,19 @@ impl ServeArgs {
         crate::server::ServerConfig {
             database_url: self.database.clone(),
             api: crate::api::ApiConfig {
-                api_keys: self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
+                api_keys: self
+                    .api_keys
+                    .iter()
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
                 max_body_bytes: self.max_body_bytes,
             },
             max_running_runs: self.max_running_runs.max(1),
             engine: EngineConfig {
-                default_concurrency: self.default_concurrency.clamp(1, crate::engine::MAX_CONCURRENCY as usize),
+                default_concurrency: self
+                    .default_concurrency
+                    .clamp(1, crate::engine::MAX_CONCURRENCY as usize),
                 ..EngineConfig::default()
             },
         }
@@ -75,8 +93,14 @@ impl ServeArgs {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
@@ -135,7 +159,9 @@ impl LifecycleSubscriber for CliSubscriber {
             EventKind::CaseCompleted { .. } | EventKind::CaseFailed { .. } => self.bar.inc(1),
             _ => {}
         }
-        if self.keep && let Ok(mut events) = self.events.lock() {
+        if self.keep
+            && let Ok(mut events) = self.events.lock()
+        {
             events.push(event.clone());
         }
     }
@@ -143,7 +169,8 @@ impl LifecycleSubscriber for CliSubscriber {
 
 fn read_definition(file: &PathBuf) -> Result<Value, String> {
     let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading standard input: {e}"))?
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("reading standard input: {e}"))?
     } else {
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
     };
@@ -156,16 +183,28 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         map.insert("concurrency".into(), json!(n));
     }
     let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
-    let engine = Engine::new(store.clone(), Arc::new(Registry::builtin()), EngineConfig::default());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Registry::builtin()),
+        EngineConfig::default(),
+    );
     let request = match engine.parse(&body) {
         Ok(request) => request,
         Err(EngineError::Invalid(errors)) => {
-            let lines: Vec<String> = errors.iter().map(|e| format!("  {}: {}", display_path(&e.path), e.message)).collect();
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
+                .collect();
             return Err(format!("invalid experiment:\n{}", lines.join("\n")));
         }
         Err(e) => return Err(e.to_string()),
     };
-    let run_id = engine.submit(&request).await.map_err(|e| e.to_string())?.into_record().run_id;
+    let run_id = engine
+        .submit(&request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_record()
+        .run_id;
 
     let bar = if std::io::stderr().is_terminal() && !args.json {
         ProgressBar::new(request.experiment.work_items())
@@ -173,8 +212,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let subscriber = Arc::new(CliSubscriber {
         bar: bar.clone(),
@@ -196,11 +237,18 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             cancel.cancel();
         }
     });
-    let record = engine.execute(&run_id, observers, control).await.map_err(|e| e.to_string())?;
+    let record = engine
+        .execute(&run_id, observers, control)
+        .await
+        .map_err(|e| e.to_string())?;
     ctrl_c.abort();
     bar.finish_and_clear();
 
-    let events = subscriber.events.lock().map(|e| e.clone()).unwrap_or_default();
+    let events = subscriber
+        .events
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
     if args.json {
         let mut cases = Vec::new();
         let mut query = CaseQuery {
@@ -208,7 +256,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             ..CaseQuery::default()
         };
         loop {
-            let page = store.case_records(&run_id, &query).await.map_err(|e| e.to_string())?;
+            let page = store
+                .case_records(&run_id, &query)
+                .await
+                .map_err(|e| e.to_string())?;
             let Some(last) = page.last() else { break };
             query.after_index = Some(last.key.case_index);
             cases.extend(page);
@@ -231,14 +282,21 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                 .collect::<Vec<_>>());
             output["events"] = json!(events);
         }
-        println!("{}", serde_json::to_string_pretty(&output).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output).unwrap_or_default()
+        );
     } else {
         print!("{}", summary(&record));
         if args.trace {
             println!("\nSpans:");
             for span in recording.spans() {
                 let status = span.status.map_or("open", |s| s.as_str());
-                println!("  {:<10} {status}{}", span.name, span.error.map(|e| format!(" ({e})")).unwrap_or_default());
+                println!(
+                    "  {:<10} {status}{}",
+                    span.name,
+                    span.error.map(|e| format!(" ({e})")).unwrap_or_default()
+                );
             }
             println!("\nEvents:");
             for event in &events {
@@ -264,9 +322,16 @@ fn duration_ms(record: &RunRecord) -> Option<u64> {
 pub fn summary(record: &RunRecord) -> String {
     let mut out = String::new();
     let seconds = duration_ms(record).map_or(0.0, |ms| ms as f64 / 1e3);
-    out.push_str(&format!("Run {}: {} in {seconds:.2}s\n", record.run_id, record.status.as_str()));
+    out.push_str(&format!(
+        "Run {}: {} in {seconds:.2}s\n",
+        record.run_id,
+        record.status.as_str()
+    ));
     let p = record.progress;
-    out.push_str(&format!("Cases: {} total, {} completed, {} failed\n", p.total, p.completed, p.failed));
+    out.push_str(&format!(
+        "Cases: {} total, {} completed, {} failed\n",
+        p.total, p.completed, p.failed
+    ));
     if let Some(error) = &record.error {
         out.push_str(&format!("Error: {error}\n"));
     }
@@ -279,13 +344,28 @@ pub fn summary(record: &RunRecord) -> String {
     if record.aggregates.metrics.is_empty() {
         return out;
     }
-    let width = record.aggregates.metrics.keys().map(String::len).max().unwrap_or(6).max(6);
-    out.push_str(&format!("\n{:<width$}  {:>7}  {:<19} {:>6}  {:>8}\n", "metric", "mean", "95% CI", "n", "failures"));
+    let width = record
+        .aggregates
+        .metrics
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "\n{:<width$}  {:>7}  {:<19} {:>6}  {:>8}\n",
+        "metric", "mean", "95% CI", "n", "failures"
+    ));
     for (metric, aggregate) in &record.aggregates.metrics {
         let s = &aggregate.overall;
         let mean = s.mean.map_or("-".to_owned(), |m| format!("{m:.3}"));
-        let ci = s.ci95.map_or("-".to_owned(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));
-        out.push_str(&format!("{metric:<width$}  {mean:>7}  {ci:<19} {:>6}  {:>8}\n", s.n, s.failures));
+        let ci = s
+            .ci95
+            .map_or("-".to_owned(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));
+        out.push_str(&format!(
+            "{metric:<width$}  {mean:>7}  {ci:<19} {:>6}  {:>8}\n",
+            s.n, s.failures
+        ));
     }
     out
 }

@@ -4,11 +4,11 @@
 //! metrics, judges), [`engine`] (definitions, run ids, pipeline, execution),
 //! [`store`] (persistence), [`telemetry`] (tracing providers).
 
+pub mod api;
+pub mod cli;
 pub mod components;
 pub mod engine;
 pub mod model;
+pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod cli;
-pub mod api;
-pub mod server;

@@ -75,7 +75,9 @@ pub async fn launch_with_registry(
     }
     let router = api::router(scheduler.clone(), &config.api);
     tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("HTTP server stopped; stopping runs in flight");
     scheduler.shutdown().await;
     Ok(())
@@ -122,7 +124,10 @@ pub async fn shutdown_signal() {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("sqlite://themis.db"), "sqlite://themis.db");
     }
 }

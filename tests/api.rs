@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use themis::components::Registry;
 
-use common::{CallCounter, TestServer, counting_experiment, read_sse, registry_with_counter, seed_example};
+use common::{
+    CallCounter, TestServer, counting_experiment, read_sse, registry_with_counter, seed_example,
+};
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("themis.db").display())
@@ -18,7 +20,13 @@ async fn seed_example_end_to_end_and_idempotent_post() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
 
-    let response = server.client.post(server.url("/runs")).json(&seed_example()).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/runs"))
+        .json(&seed_example())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
@@ -28,7 +36,10 @@ async fn seed_example_end_to_end_and_idempotent_post() {
 
     let run = server.wait_finished(&run_id).await;
     assert_eq!(run["status"], "completed");
-    assert_eq!(run["progress"], json!({"total": 1, "completed": 1, "failed": 0}));
+    assert_eq!(
+        run["progress"],
+        json!({"total": 1, "completed": 1, "failed": 0})
+    );
     assert_eq!(run["aggregates"]["builtin/exact_match"]["mean"], 1.0);
     assert_eq!(run["aggregates"]["builtin/exact_match"]["n"], 1);
     assert!(run.get("definition").is_none(), "polling stays small");
@@ -41,9 +52,14 @@ async fn seed_example_end_to_end_and_idempotent_post() {
     assert_eq!(existing["run_id"], run_id.as_str());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (_, after) = server.get(&format!("/runs/{run_id}")).await;
-    assert_eq!(after["last_event_seq"], run["last_event_seq"], "a completed run is not executed again");
+    assert_eq!(
+        after["last_event_seq"], run["last_event_seq"],
+        "a completed run is not executed again"
+    );
 
-    let (status, with_definition) = server.get(&format!("/runs/{run_id}?include=definition")).await;
+    let (status, with_definition) = server
+        .get(&format!("/runs/{run_id}?include=definition"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(with_definition["definition"]["seeds"], json!([7]));
 
@@ -71,9 +87,21 @@ async fn unchanged_run_answers_304() {
     let url = server.url(&format!("/runs/{run_id}"));
     let first = server.client.get(&url).send().await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
-    let second = server.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let second = server
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status().as_u16(), 304);
-    let other = server.client.get(&url).header("if-none-match", "W/\"other\"").send().await.unwrap();
+    let other = server
+        .client
+        .get(&url)
+        .header("if-none-match", "W/\"other\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status().as_u16(), 200);
     server.stop().await;
 }
@@ -83,7 +111,8 @@ async fn sse_replays_history_then_resumes_exactly_after_last_event_id() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
     let mut body = counting_experiment(1, 0);
-    body["generation"] = json!({"generator": {"name": "builtin/demo_generator", "params": {"delay_ms": 5}}});
+    body["generation"] =
+        json!({"generator": {"name": "builtin/demo_generator", "params": {"delay_ms": 5}}});
     body["datasets"][0]["cases"] = json!((0..40).map(|i| json!({"case_id": format!("c{i}"), "input": {"question": format!("{i}+1")}, "expected_output": {"answer": (i + 1).to_string()}})).collect::<Vec<_>>());
     let (_, created) = server.post("/runs", &body).await;
     let run_id = created["run_id"].as_str().unwrap().to_owned();
@@ -98,21 +127,57 @@ async fn sse_replays_history_then_resumes_exactly_after_last_event_id() {
     let (a, b) = tokio::join!(read_sse(a, usize::MAX), read_sse(b.unwrap(), usize::MAX));
     assert_eq!(a, b, "two clients see the same sequence");
     let ids: Vec<u64> = a.iter().map(|e| e.id).collect();
-    assert_eq!(ids, (1..=a.len() as u64).collect::<Vec<_>>(), "gapless from 1");
+    assert_eq!(
+        ids,
+        (1..=a.len() as u64).collect::<Vec<_>>(),
+        "gapless from 1"
+    );
     assert_eq!(a.first().unwrap().event, "run_started");
-    assert_eq!(a.last().unwrap().event, "run_completed", "the stream ends after the terminal event");
-    assert!(a.iter().all(|e| e.data["seq"] == e.id && e.data["event_type"] == e.event.as_str()));
+    assert_eq!(
+        a.last().unwrap().event,
+        "run_completed",
+        "the stream ends after the terminal event"
+    );
+    assert!(
+        a.iter()
+            .all(|e| e.data["seq"] == e.id && e.data["event_type"] == e.event.as_str())
+    );
     assert_eq!(a.iter().filter(|e| e.event == "case_completed").count(), 40);
 
     // Reconnect after event 17: exactly the rest, nothing twice.
-    let resumed = server.client.get(&events_url).header("last-event-id", "17").send().await.unwrap();
+    let resumed = server
+        .client
+        .get(&events_url)
+        .header("last-event-id", "17")
+        .send()
+        .await
+        .unwrap();
     let rest = read_sse(resumed, usize::MAX).await;
     assert_eq!(rest, a[17..].to_vec());
-    let by_query = read_sse(server.client.get(format!("{events_url}?after=30")).send().await.unwrap(), usize::MAX).await;
+    let by_query = read_sse(
+        server
+            .client
+            .get(format!("{events_url}?after=30"))
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
     assert_eq!(by_query, a[30..].to_vec());
     // After the end: nothing, and the stream closes.
     let last = a.last().unwrap().id.to_string();
-    let none = read_sse(server.client.get(&events_url).header("last-event-id", last).send().await.unwrap(), usize::MAX).await;
+    let none = read_sse(
+        server
+            .client
+            .get(&events_url)
+            .header("last-event-id", last)
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
     assert!(none.is_empty());
     server.stop().await;
 }
@@ -128,7 +193,13 @@ async fn rejudge_over_http_makes_no_generator_calls() {
     assert_eq!(calls.total(), 25);
 
     let evaluation = json!({"metrics": ["builtin/token_f1"], "parsers": ["builtin/text"]});
-    let response = server.client.post(server.url(&format!("/runs/{run_id}/rejudge"))).json(&evaluation).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url(&format!("/runs/{run_id}/rejudge")))
+        .json(&evaluation)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let rejudge: Value = response.json().await.unwrap();
@@ -140,8 +211,13 @@ async fn rejudge_over_http_makes_no_generator_calls() {
     assert_eq!(done["status"], "completed");
     assert_eq!(calls.total(), 25, "zero generator calls");
     assert!(done["aggregates"]["builtin/token_f1"]["mean"].is_number());
-    let (status, again) = server.post(&format!("/runs/{run_id}/rejudge"), &evaluation).await;
-    assert_eq!((status, again["run_id"].as_str()), (200, Some(rejudge_id.as_str())));
+    let (status, again) = server
+        .post(&format!("/runs/{run_id}/rejudge"), &evaluation)
+        .await;
+    assert_eq!(
+        (status, again["run_id"].as_str()),
+        (200, Some(rejudge_id.as_str()))
+    );
 
     // The original evaluation stays readable, and the rejudges are listed by parent.
     let (_, source) = server.get(&format!("/runs/{run_id}")).await;
@@ -162,14 +238,19 @@ async fn cancel_over_http_stops_the_run() {
     let (_, created) = server.post("/runs", &body).await;
     let run_id = created["run_id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = server.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    let (status, _) = server
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await;
     assert!(status == 200 || status == 202, "{status}");
     let run = server.wait_finished(&run_id).await;
     assert_eq!(run["status"], "cancelled");
-    let finished = run["progress"]["completed"].as_u64().unwrap() + run["progress"]["failed"].as_u64().unwrap();
+    let finished = run["progress"]["completed"].as_u64().unwrap()
+        + run["progress"]["failed"].as_u64().unwrap();
     assert!(finished < 500);
     // Cancelling again is harmless.
-    let (status, again) = server.post(&format!("/runs/{run_id}/cancel"), &json!({})).await;
+    let (status, again) = server
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await;
     assert_eq!((status, again["status"].as_str()), (200, Some("cancelled")));
     server.stop().await;
 }
@@ -179,39 +260,77 @@ async fn bad_requests_get_4xx_with_the_error_shape() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
     let post_raw = |body: Vec<u8>, content_type: &'static str| {
-        server.client.post(server.url("/runs")).header("content-type", content_type).body(body).send()
+        server
+            .client
+            .post(server.url("/runs"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
     };
     let check = |status: u16, body: &Value, expected: u16, code: &str| {
         assert_eq!(status, expected, "{body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert!(body["error"]["details"].is_array());
     };
 
-    let response = post_raw(b"{\"generation\": ".to_vec(), "application/json").await.unwrap();
+    let response = post_raw(b"{\"generation\": ".to_vec(), "application/json")
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    check(status, &response.json().await.unwrap(), 400, "malformed_json");
+    check(
+        status,
+        &response.json().await.unwrap(),
+        400,
+        "malformed_json",
+    );
 
-    let response = post_raw(serde_json::to_vec(&seed_example()).unwrap(), "text/plain").await.unwrap();
+    let response = post_raw(serde_json::to_vec(&seed_example()).unwrap(), "text/plain")
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    check(status, &response.json().await.unwrap(), 415, "unsupported_media_type");
+    check(
+        status,
+        &response.json().await.unwrap(),
+        415,
+        "unsupported_media_type",
+    );
 
     let mut wrong_types = seed_example();
     wrong_types["seeds"] = json!("seven");
     wrong_types["generation"]["generator"] = json!("builtin/oracle");
     let (status, body) = server.post("/runs", &wrong_types).await;
     check(status, &body, 422, "invalid_definition");
-    let paths: Vec<&str> = body["error"]["details"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
-    assert!(paths.contains(&"seeds") && paths.contains(&"generation.generator"), "{paths:?}");
+    let paths: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"seeds") && paths.contains(&"generation.generator"),
+        "{paths:?}"
+    );
 
     let huge = vec![b' '; 2 * 1024 * 1024];
     let response = post_raw(huge, "application/json").await.unwrap();
     let status = response.status().as_u16();
-    check(status, &response.json().await.unwrap(), 413, "body_too_large");
+    check(
+        status,
+        &response.json().await.unwrap(),
+        413,
+        "body_too_large",
+    );
 
     let (status, body) = server.get("/runs/not-a-run").await;
     check(status, &body, 400, "invalid_run_id");
-    let (status, body) = server.get("/runs/run_00000000000000000000000000000000").await;
+    let (status, body) = server
+        .get("/runs/run_00000000000000000000000000000000")
+        .await;
     check(status, &body, 404, "not_found");
     let (status, body) = server.get("/runs?limit=0").await;
     check(status, &body, 400, "invalid_query");
@@ -219,9 +338,19 @@ async fn bad_requests_get_4xx_with_the_error_shape() {
     check(status, &body, 400, "invalid_query");
     let (status, body) = server.get("/nowhere").await;
     check(status, &body, 404, "not_found");
-    let (status, body) = server.post("/runs/run_00000000000000000000000000000000/rejudge", &json!({"metrics": []})).await;
+    let (status, body) = server
+        .post(
+            "/runs/run_00000000000000000000000000000000/rejudge",
+            &json!({"metrics": []}),
+        )
+        .await;
     check(status, &body, 404, "not_found");
-    let (status, body) = server.post("/runs/run_00000000000000000000000000000000/rejudge", &json!({"metrics": ["nope"]})).await;
+    let (status, body) = server
+        .post(
+            "/runs/run_00000000000000000000000000000000/rejudge",
+            &json!({"metrics": ["nope"]}),
+        )
+        .await;
     check(status, &body, 422, "invalid_definition");
 
     // Nothing stored was harmed: the service still works.
@@ -236,9 +365,21 @@ async fn api_keys_guard_everything_but_health() {
     let (status, body) = server.get("/runs").await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    let wrong = server.client.get(server.url("/runs")).bearer_auth("nope").send().await.unwrap();
+    let wrong = server
+        .client
+        .get(server.url("/runs"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
-    let right = server.client.get(server.url("/runs")).bearer_auth("s3cret").send().await.unwrap();
+    let right = server
+        .client
+        .get(server.url("/runs"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(right.status().as_u16(), 200);
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
@@ -263,11 +404,31 @@ async fn a_restart_resumes_unfinished_runs() {
     let server = TestServer::start(&url, registry_with_counter(&calls)).await;
     let run = server.wait_finished(&run_id).await;
     assert_eq!(run["status"], "completed");
-    assert_eq!(run["progress"]["completed"].as_u64().unwrap() + run["progress"]["failed"].as_u64().unwrap(), 300);
-    assert!(calls.total() <= 300 + 4, "finished cases were not redone ({} calls)", calls.total());
-    let events = read_sse(server.client.get(server.url(&format!("/runs/{run_id}/events"))).send().await.unwrap(), usize::MAX).await;
+    assert_eq!(
+        run["progress"]["completed"].as_u64().unwrap()
+            + run["progress"]["failed"].as_u64().unwrap(),
+        300
+    );
+    assert!(
+        calls.total() <= 300 + 4,
+        "finished cases were not redone ({} calls)",
+        calls.total()
+    );
+    let events = read_sse(
+        server
+            .client
+            .get(server.url(&format!("/runs/{run_id}/events")))
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=events.len() as u64).collect::<Vec<_>>());
-    assert_eq!(events.iter().filter(|e| e.event == "case_started").count(), 300);
+    assert_eq!(
+        events.iter().filter(|e| e.event == "case_started").count(),
+        300
+    );
     server.stop().await;
 }

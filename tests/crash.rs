@@ -14,7 +14,15 @@ use common::{read_sse, wait_finished};
 /// Starts `themis serve` on an ephemeral port and returns it with its base URL.
 fn start_server(database_url: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_themis"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--database", database_url, "--log-format", "json"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--database",
+            database_url,
+            "--log-format",
+            "json",
+        ])
         .env_remove("THEMIS_API_KEYS")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -52,18 +60,36 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     let client = reqwest::Client::new();
 
     let (mut first, base) = start_server(&database);
-    let created: Value = client.post(format!("{base}/runs")).json(&body).send().await.unwrap().json().await.unwrap();
+    let created: Value = client
+        .post(format!("{base}/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let run_id = created["run_id"].as_str().unwrap().to_owned();
     // Let part of the run finish, then kill without any chance to clean up.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let run: Value = client.get(format!("{base}/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+        let run: Value = client
+            .get(format!("{base}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let done = run["progress"]["completed"].as_u64().unwrap_or(0);
         if done >= 60 {
             assert_eq!(run["status"], "running");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "run made no progress: {run}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run made no progress: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill().unwrap(); // SIGKILL
@@ -72,20 +98,41 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     let (mut second, base) = start_server(&database);
     let run = wait_finished(&client, &base, &run_id).await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["progress"], json!({"total": 400, "completed": 400, "failed": 0}));
+    assert_eq!(
+        run["progress"],
+        json!({"total": 400, "completed": 400, "failed": 0})
+    );
     assert_eq!(run["aggregates"]["builtin/exact_match"]["mean"], 1.0);
     assert_eq!(run["aggregates"]["builtin/exact_match"]["n"], 400);
 
-    let events = read_sse(client.get(format!("{base}/runs/{run_id}/events")).send().await.unwrap(), usize::MAX).await;
+    let events = read_sse(
+        client
+            .get(format!("{base}/runs/{run_id}/events"))
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids, (1..=events.len() as u64).collect::<Vec<_>>(), "gapless, no repeats");
+    assert_eq!(
+        ids,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "gapless, no repeats"
+    );
     let mut generated = std::collections::HashMap::<String, usize>::new();
     for event in events.iter().filter(|e| e.event == "generation_completed") {
-        *generated.entry(event.data["case_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *generated
+            .entry(event.data["case_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(generated.len(), 400);
-    assert!(generated.values().all(|n| *n == 1), "a case was generated twice in the record");
-    let started: Vec<&common::SseEvent> = events.iter().filter(|e| e.event == "run_started").collect();
+    assert!(
+        generated.values().all(|n| *n == 1),
+        "a case was generated twice in the record"
+    );
+    let started: Vec<&common::SseEvent> =
+        events.iter().filter(|e| e.event == "run_started").collect();
     assert_eq!(started.len(), 2);
     assert_eq!(started[1].data["resumed"], true);
 

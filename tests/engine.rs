@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl, StageContext};
+use themis::engine::{
+    Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl, StageContext,
+};
 use themis::model::{Case, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Stage};
 use themis::store::{CaseQuery, MemoryStore};
 use themis::telemetry::{NoopTracer, RecordingTracer, SpanStatus};
@@ -17,13 +19,20 @@ use themis::telemetry::{NoopTracer, RecordingTracer, SpanStatus};
 use common::{CallCounter, counting_experiment, registry_with_counter, seed_example};
 
 fn engine_with(registry: Registry) -> Engine {
-    Engine::new(Arc::new(MemoryStore::new()), Arc::new(registry), EngineConfig::default())
+    Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(registry),
+        EngineConfig::default(),
+    )
 }
 
 async fn submit_and_run(engine: &Engine, body: &Value, observers: Observers) -> RunRecord {
     let request = engine.parse(body).expect("valid definition");
     let run_id = engine.submit(&request).await.unwrap().into_record().run_id;
-    engine.execute(&run_id, observers, RunControl::default()).await.unwrap()
+    engine
+        .execute(&run_id, observers, RunControl::default())
+        .await
+        .unwrap()
 }
 
 async fn records(engine: &Engine, run_id: &RunId) -> Vec<CaseRecord> {
@@ -35,7 +44,11 @@ async fn records(engine: &Engine, run_id: &RunId) -> Vec<CaseRecord> {
 }
 
 async fn events(engine: &Engine, run_id: &RunId) -> Vec<RunEvent> {
-    engine.store().events_after(run_id, 0, 1_000_000).await.unwrap()
+    engine
+        .store()
+        .events_after(run_id, 0, 1_000_000)
+        .await
+        .unwrap()
 }
 
 /// Like the framework documentation's `RecordingSubscriber`.
@@ -46,11 +59,17 @@ struct RecordingSubscriber {
 
 impl LifecycleSubscriber for RecordingSubscriber {
     fn before_generate(&self, case: &Case, _ctx: StageContext<'_>) {
-        self.calls.lock().unwrap().push(format!("before_generate:{}", case.case_id));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("before_generate:{}", case.case_id));
     }
 
     fn on_event(&self, event: &RunEvent) {
-        self.calls.lock().unwrap().push(event.event_type().to_owned());
+        self.calls
+            .lock()
+            .unwrap()
+            .push(event.event_type().to_owned());
     }
 }
 
@@ -67,7 +86,12 @@ async fn seed_scenario_is_observed_and_instrumentation_never_changes_the_run() {
     .await;
 
     assert_eq!(observed.status, RunStatus::Completed);
-    assert_eq!(observed.aggregates.metrics["builtin/exact_match"].overall.mean, Some(1.0));
+    assert_eq!(
+        observed.aggregates.metrics["builtin/exact_match"]
+            .overall
+            .mean,
+        Some(1.0)
+    );
     let calls = subscriber.calls.lock().unwrap().clone();
     assert_eq!(
         calls,
@@ -86,14 +110,31 @@ async fn seed_scenario_is_observed_and_instrumentation_never_changes_the_run() {
     );
     let spans = tracer.spans();
     let names: Vec<&str> = spans.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["run", "case", "generation", "reduction", "parsing", "scoring", "judging"]);
-    assert!(spans.iter().all(|s| s.status == Some(SpanStatus::Ok)), "{spans:?}");
+    assert_eq!(
+        names,
+        [
+            "run",
+            "case",
+            "generation",
+            "reduction",
+            "parsing",
+            "scoring",
+            "judging"
+        ]
+    );
+    assert!(
+        spans.iter().all(|s| s.status == Some(SpanStatus::Ok)),
+        "{spans:?}"
+    );
     // Stage spans are children of the case span, which is a child of the run span.
     assert_eq!(spans[1].parent, Some(spans[0].id));
     assert!(spans[2..].iter().all(|s| s.parent == Some(spans[1].id)));
     let generation = &spans[2];
     for attribute in ["run_id", "case_id", "dataset_id", "seed", "component"] {
-        assert!(generation.attributes.iter().any(|(k, _)| *k == attribute), "missing {attribute}");
+        assert!(
+            generation.attributes.iter().any(|(k, _)| *k == attribute),
+            "missing {attribute}"
+        );
     }
 
     // Same definition, other instrumentation (and a runtime-only field): same run id,
@@ -102,7 +143,12 @@ async fn seed_scenario_is_observed_and_instrumentation_never_changes_the_run() {
     body["tracing"] = json!({"provider": "log"});
     body["concurrency"] = json!(3);
     let other = engine_with(Registry::builtin());
-    let plain = submit_and_run(&other, &body, Observers::new(Vec::new(), Arc::new(NoopTracer))).await;
+    let plain = submit_and_run(
+        &other,
+        &body,
+        Observers::new(Vec::new(), Arc::new(NoopTracer)),
+    )
+    .await;
     assert_eq!(plain.run_id, observed.run_id);
     assert_eq!(plain.aggregates, observed.aggregates);
     let strip = |mut rs: Vec<CaseRecord>| {
@@ -151,7 +197,8 @@ fn run_id_depends_on_the_logical_definition_only() {
     assert_eq!(id(&reordered), base_id);
     // A plain name and the object form with empty params are the same component.
     let mut object_form = base.clone();
-    object_form["generation"]["generator"] = json!({"name": "builtin/demo_generator", "params": {}});
+    object_form["generation"]["generator"] =
+        json!({"name": "builtin/demo_generator", "params": {}});
     assert_eq!(id(&object_form), base_id);
     // Runtime-only fields never count.
     let mut runtime = base.clone();
@@ -162,12 +209,16 @@ fn run_id_depends_on_the_logical_definition_only() {
     assert_eq!(id(&runtime), base_id);
 
     // Any logical change does.
-    let changes: Vec<Box<dyn Fn(&mut Value)>> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let changes: Vec<Change> = vec![
         Box::new(|v| v["seeds"] = json!([8])),
         Box::new(|v| v["datasets"][0]["cases"][0]["input"]["question"] = json!("2+3")),
         Box::new(|v| v["datasets"][0]["cases"][0]["expected_output"] = json!({"answer": "5"})),
         Box::new(|v| v["datasets"][0]["dataset_id"] = json!("other")),
-        Box::new(|v| v["generation"]["generator"] = json!({"name": "builtin/demo_generator", "params": {"delay_ms": 1}})),
+        Box::new(|v| {
+            v["generation"]["generator"] =
+                json!({"name": "builtin/demo_generator", "params": {"delay_ms": 1}})
+        }),
         Box::new(|v| v["generation"]["candidate_policy"]["num_samples"] = json!(3)),
         Box::new(|v| v["generation"]["reducer"] = json!("builtin/first")),
         Box::new(|v| v["evaluation"]["metrics"] = json!(["builtin/token_f1"])),
@@ -177,7 +228,10 @@ fn run_id_depends_on_the_logical_definition_only() {
     for change in changes {
         let mut changed = base.clone();
         change(&mut changed);
-        assert!(seen.insert(id(&changed)), "change did not alter the run id: {changed}");
+        assert!(
+            seen.insert(id(&changed)),
+            "change did not alter the run id: {changed}"
+        );
     }
 }
 
@@ -212,17 +266,35 @@ fn invalid_definitions_report_every_problem_with_its_path() {
         "datasets[1].cases",
         "seeds",
     ] {
-        assert!(paths.contains(expected), "no error at {expected}: {errors:?}");
+        assert!(
+            paths.contains(expected),
+            "no error at {expected}: {errors:?}"
+        );
     }
-    let unknown = errors.iter().find(|e| e.path == "evaluation.metrics[0]").unwrap();
-    assert!(unknown.message.contains("builtin/exact_match"), "should list what exists: {}", unknown.message);
+    let unknown = errors
+        .iter()
+        .find(|e| e.path == "evaluation.metrics[0]")
+        .unwrap();
+    assert!(
+        unknown.message.contains("builtin/exact_match"),
+        "should list what exists: {}",
+        unknown.message
+    );
 
     for (body, path) in [
         (json!([]), ""),
-        (json!({"generation": {"generator": "builtin/demo_generator", "candidate_policy": {"num_samples": 1_000_000}}, "evaluation": {}, "datasets": [{"dataset_id": "a", "cases": [{"case_id": "x", "input": 1}]}], "seeds": [1]}), "generation.candidate_policy.num_samples"),
-        (json!({"generation": {"generator": 5}, "evaluation": {}, "datasets": [], "seeds": [1.5]}), "seeds[0]"),
+        (
+            json!({"generation": {"generator": "builtin/demo_generator", "candidate_policy": {"num_samples": 1_000_000}}, "evaluation": {}, "datasets": [{"dataset_id": "a", "cases": [{"case_id": "x", "input": 1}]}], "seeds": [1]}),
+            "generation.candidate_policy.num_samples",
+        ),
+        (
+            json!({"generation": {"generator": 5}, "evaluation": {}, "datasets": [], "seeds": [1.5]}),
+            "seeds[0]",
+        ),
     ] {
-        let errors = themis::engine::parse_experiment(&body, &registry).err().expect("rejected");
+        let errors = themis::engine::parse_experiment(&body, &registry)
+            .err()
+            .expect("rejected");
         assert!(errors.iter().any(|e| e.path == path), "{path}: {errors:?}");
     }
 }
@@ -238,7 +310,12 @@ async fn results_are_identical_whatever_the_concurrency() {
         let record = submit_and_run(&engine, &body, Observers::default()).await;
         let mut cases = records(&engine, &record.run_id).await;
         cases.iter_mut().for_each(normalize_timing);
-        outcomes.push((record.run_id.clone(), record.aggregates.clone(), record.progress, cases));
+        outcomes.push((
+            record.run_id.clone(),
+            record.aggregates.clone(),
+            record.progress,
+            cases,
+        ));
     }
     assert!(outcomes.windows(2).all(|w| w[0] == w[1]));
     let (_, aggregates, progress, cases) = &outcomes[0];
@@ -246,14 +323,25 @@ async fn results_are_identical_whatever_the_concurrency() {
     assert_eq!(cases.len(), 15);
     // Some generations fail by seed (error_rate), and they are counted, not fatal.
     assert!(progress.failed > 0 && progress.completed > 0);
-    let failed = cases.iter().find(|c| c.status == CaseStatus::Failed).unwrap();
+    let failed = cases
+        .iter()
+        .find(|c| c.status == CaseStatus::Failed)
+        .unwrap();
     assert_eq!(failed.error.as_ref().unwrap().stage, Stage::Generation);
-    assert!(failed.scores.iter().all(|s| s.score.is_none() && s.error.is_some()));
+    assert!(
+        failed
+            .scores
+            .iter()
+            .all(|s| s.score.is_none() && s.error.is_some())
+    );
     let exact = &aggregates.metrics["exact"];
     assert_eq!(exact.overall.failures, progress.failed);
     assert_eq!(exact.overall.n, progress.completed);
     assert_eq!(exact.by_dataset.len(), 2);
-    assert_eq!(exact.by_dataset.values().map(|d| d.n).sum::<u64>(), exact.overall.n);
+    assert_eq!(
+        exact.by_dataset.values().map(|d| d.n).sum::<u64>(),
+        exact.overall.n
+    );
 }
 
 #[tokio::test]
@@ -273,10 +361,18 @@ async fn cancel_stops_promptly_and_keeps_finished_cases() {
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
     cancel.cancel();
-    let record = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, RunStatus::Cancelled);
     let kept = records(&engine, &run_id).await;
-    assert!(!kept.is_empty() && (kept.len() as u64) < 400, "kept {}", kept.len());
+    assert!(
+        !kept.is_empty() && (kept.len() as u64) < 400,
+        "kept {}",
+        kept.len()
+    );
     assert_eq!(record.progress.finished(), kept.len() as u64);
     let all = events(&engine, &run_id).await;
     assert_eq!(all.last().unwrap().event_type(), "run_cancelled");
@@ -302,10 +398,17 @@ async fn an_interrupted_run_resumes_without_redoing_finished_cases() {
     interrupt.cancel();
     let halfway = first.await.unwrap().unwrap();
     assert_eq!(halfway.status, RunStatus::Running);
-    let done_before: HashSet<String> = records(&engine, &run_id).await.into_iter().map(|r| r.key.case_id).collect();
+    let done_before: HashSet<String> = records(&engine, &run_id)
+        .await
+        .into_iter()
+        .map(|r| r.key.case_id)
+        .collect();
     assert!(!done_before.is_empty() && done_before.len() < 300);
 
-    let finished = engine.execute(&run_id, Observers::default(), RunControl::default()).await.unwrap();
+    let finished = engine
+        .execute(&run_id, Observers::default(), RunControl::default())
+        .await
+        .unwrap();
     assert_eq!(finished.status, RunStatus::Completed);
     let all = records(&engine, &run_id).await;
     assert_eq!(all.len(), 300);
@@ -319,11 +422,23 @@ async fn an_interrupted_run_resumes_without_redoing_finished_cases() {
     let all_events = events(&engine, &run_id).await;
     let seqs: Vec<u64> = all_events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=all_events.len() as u64).collect::<Vec<_>>());
-    let started = all_events.iter().filter(|e| e.event_type() == "case_started").count();
-    assert_eq!(started, 300, "every case starts exactly once in the event log");
-    let run_started: Vec<&RunEvent> = all_events.iter().filter(|e| e.event_type() == "run_started").collect();
+    let started = all_events
+        .iter()
+        .filter(|e| e.event_type() == "case_started")
+        .count();
+    assert_eq!(
+        started, 300,
+        "every case starts exactly once in the event log"
+    );
+    let run_started: Vec<&RunEvent> = all_events
+        .iter()
+        .filter(|e| e.event_type() == "run_started")
+        .collect();
     assert_eq!(run_started.len(), 2);
-    assert_eq!(serde_json::to_value(run_started[1]).unwrap()["resumed"], true);
+    assert_eq!(
+        serde_json::to_value(run_started[1]).unwrap()["resumed"],
+        true
+    );
 }
 
 #[tokio::test]
@@ -332,31 +447,65 @@ async fn rejudge_reevaluates_stored_generations_without_generating() {
     let engine = engine_with(registry_with_counter(&calls));
     let original = submit_and_run(&engine, &counting_experiment(30, 0), Observers::default()).await;
     assert_eq!(calls.total(), 30);
-    let before = original.aggregates.metrics["builtin/exact_match"].overall.mean;
+    let before = original.aggregates.metrics["builtin/exact_match"]
+        .overall
+        .mean;
 
-    let body = json!({"metrics": [{"name": "builtin/numeric_match", "params": {"tolerance": 2.0}}]});
-    let (evaluation, _, runtime) = themis::engine::parse_evaluation(&body, engine.registry()).unwrap();
-    let rejudge = engine.submit_rejudge(&original.run_id, &evaluation, &runtime).await.unwrap();
+    let body =
+        json!({"metrics": [{"name": "builtin/numeric_match", "params": {"tolerance": 2.0}}]});
+    let (evaluation, _, runtime) =
+        themis::engine::parse_evaluation(&body, engine.registry()).unwrap();
+    let rejudge = engine
+        .submit_rejudge(&original.run_id, &evaluation, &runtime)
+        .await
+        .unwrap();
     assert!(rejudge.was_created());
     let rejudge_id = rejudge.record().run_id.clone();
     assert_ne!(rejudge_id, original.run_id);
-    assert_eq!(rejudge.record().parent_run_id.as_ref(), Some(&original.run_id));
-    let again = engine.submit_rejudge(&original.run_id, &evaluation, &runtime).await.unwrap();
+    assert_eq!(
+        rejudge.record().parent_run_id.as_ref(),
+        Some(&original.run_id)
+    );
+    let again = engine
+        .submit_rejudge(&original.run_id, &evaluation, &runtime)
+        .await
+        .unwrap();
     assert!(!again.was_created(), "the same rejudge is the same run");
 
-    let done = engine.execute(&rejudge_id, Observers::default(), RunControl::default()).await.unwrap();
+    let done = engine
+        .execute(&rejudge_id, Observers::default(), RunControl::default())
+        .await
+        .unwrap();
     assert_eq!(done.status, RunStatus::Completed);
     assert_eq!(calls.total(), 30, "rejudge must not call the generator");
     // answers are i % 3, expected i % 2: |diff| <= 2 always
     let numeric = &done.aggregates.metrics["builtin/numeric_match"].overall;
     assert_eq!((numeric.n, numeric.mean), (30, Some(1.0)));
     assert!(!done.aggregates.metrics.contains_key("builtin/exact_match"));
-    let source = engine.store().get_run(&original.run_id).await.unwrap().unwrap();
-    assert_eq!(source.aggregates.metrics["builtin/exact_match"].overall.mean, before);
+    let source = engine
+        .store()
+        .get_run(&original.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        source.aggregates.metrics["builtin/exact_match"]
+            .overall
+            .mean,
+        before
+    );
     let rejudged = records(&engine, &rejudge_id).await;
     assert_eq!(rejudged.len(), 30);
-    assert!(rejudged.iter().all(|r| r.candidates.len() == 1 && r.reduced.is_some()));
-    let types: HashSet<String> = events(&engine, &rejudge_id).await.iter().map(|e| e.event_type().to_owned()).collect();
+    assert!(
+        rejudged
+            .iter()
+            .all(|r| r.candidates.len() == 1 && r.reduced.is_some())
+    );
+    let types: HashSet<String> = events(&engine, &rejudge_id)
+        .await
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
     assert!(types.contains("score_completed") && !types.contains("generation_completed"));
 }
 
@@ -365,12 +514,21 @@ async fn rejudge_needs_a_finished_run() {
     let engine = engine_with(Registry::builtin());
     let request = engine.parse(&seed_example()).unwrap();
     let run_id = engine.submit(&request).await.unwrap().into_record().run_id;
-    let (evaluation, _, runtime) =
-        themis::engine::parse_evaluation(&json!({"metrics": ["builtin/token_f1"]}), engine.registry()).unwrap();
-    let err = engine.submit_rejudge(&run_id, &evaluation, &runtime).await.unwrap_err();
+    let (evaluation, _, runtime) = themis::engine::parse_evaluation(
+        &json!({"metrics": ["builtin/token_f1"]}),
+        engine.registry(),
+    )
+    .unwrap();
+    let err = engine
+        .submit_rejudge(&run_id, &evaluation, &runtime)
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err:?}");
     let missing: RunId = "run_00000000000000000000000000000000".parse().unwrap();
-    let err = engine.submit_rejudge(&missing, &evaluation, &runtime).await.unwrap_err();
+    let err = engine
+        .submit_rejudge(&missing, &evaluation, &runtime)
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::RunNotFound(_)));
 }
 
@@ -386,23 +544,44 @@ async fn a_panicking_subscriber_never_affects_the_run() {
         }
     }
     let engine = engine_with(Registry::builtin());
-    let record = submit_and_run(&engine, &seed_example(), Observers::new(vec![Arc::new(Panics)], Arc::new(NoopTracer))).await;
+    let record = submit_and_run(
+        &engine,
+        &seed_example(),
+        Observers::new(vec![Arc::new(Panics)], Arc::new(NoopTracer)),
+    )
+    .await;
     assert_eq!(record.status, RunStatus::Completed);
-    assert_eq!(record.aggregates.metrics["builtin/exact_match"].overall.mean, Some(1.0));
+    assert_eq!(
+        record.aggregates.metrics["builtin/exact_match"]
+            .overall
+            .mean,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn majority_vote_over_samples_uses_derived_seeds() {
     let engine = engine_with(Registry::builtin());
     let mut body = seed_example();
-    body["generation"]["generator"] = json!({"name": "builtin/demo_generator", "params": {"wrong_rate": 0.3}});
+    body["generation"]["generator"] =
+        json!({"name": "builtin/demo_generator", "params": {"wrong_rate": 0.3}});
     body["generation"]["candidate_policy"]["num_samples"] = json!(9);
     let record = submit_and_run(&engine, &body, Observers::default()).await;
     let case = &records(&engine, &record.run_id).await[0];
     let seeds: HashSet<u64> = case.candidates.iter().map(|c| c.seed).collect();
     assert_eq!(seeds.len(), 9, "each candidate has its own seed");
-    let outputs: HashSet<String> = case.candidates.iter().map(|c| c.output.to_string()).collect();
-    assert!(outputs.len() > 1, "wrong_rate should make some candidates differ");
-    assert_eq!(case.reduced.as_ref().unwrap().output, json!({"answer": "4"}));
+    let outputs: HashSet<String> = case
+        .candidates
+        .iter()
+        .map(|c| c.output.to_string())
+        .collect();
+    assert!(
+        outputs.len() > 1,
+        "wrong_rate should make some candidates differ"
+    );
+    assert_eq!(
+        case.reduced.as_ref().unwrap().output,
+        json!({"answer": "4"})
+    );
     assert_eq!(case.reduced.as_ref().unwrap().source_candidate_ids.len(), 9);
 }

@@ -19,7 +19,11 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String, details: Vec<FieldError> },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Vec<FieldError>,
+    },
     #[error("the request is invalid")]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
@@ -58,7 +62,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -141,10 +147,12 @@ where
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "send the body as JSON with `Content-Type: application/json`".into(),
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request("malformed_json", "", e.body_text())
         }
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", "", e.body_text()),
         JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", "", e.body_text()),
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -170,10 +178,16 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request("invalid_query", "query", e.body_text()))
-            }
-            Err(other) => Err(ApiError::bad_request("invalid_query", "query", other.body_text())),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
+                "invalid_query",
+                "query",
+                e.body_text(),
+            )),
+            Err(other) => Err(ApiError::bad_request(
+                "invalid_query",
+                "query",
+                other.body_text(),
+            )),
         }
     }
 }

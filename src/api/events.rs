@@ -11,18 +11,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use axum::Router;
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
+use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
-use super::AppState;
 use crate::model::{RunEvent, RunId};
 use crate::store::Store;
 
@@ -58,7 +58,11 @@ async fn stream_events(
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", "must be an event sequence number")
+                    ApiError::bad_request(
+                        "invalid_last_event_id",
+                        "Last-Event-ID",
+                        "must be an event sequence number",
+                    )
                 })?,
         ),
     };
@@ -83,12 +87,19 @@ async fn stream_events(
         let event = cursor.next().await?;
         Some((Ok(to_sse(&event)), cursor))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive")))
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
 }
 
 fn to_sse(event: &RunEvent) -> Event {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
-    Event::default().id(event.seq.to_string()).event(event.event_type()).data(data)
+    Event::default()
+        .id(event.seq.to_string())
+        .event(event.event_type())
+        .data(data)
 }
 
 struct EventCursor {
@@ -117,7 +128,11 @@ impl EventCursor {
             if self.finished {
                 return None;
             }
-            match self.store.events_after(&self.run_id, self.after, PAGE).await {
+            match self
+                .store
+                .events_after(&self.run_id, self.after, PAGE)
+                .await
+            {
                 Ok(events) if !events.is_empty() => {
                     self.pending.extend(events);
                     continue;
@@ -130,7 +145,9 @@ impl EventCursor {
             }
             // Caught up with the store: wait for the next live event.
             match tokio::time::timeout(POLL, self.live.recv()).await {
-                Ok(Ok(event)) if event.seq == self.after + 1 => self.pending.push_back((*event).clone()),
+                Ok(Ok(event)) if event.seq == self.after + 1 => {
+                    self.pending.push_back((*event).clone())
+                }
                 // Old news, a gap or a lagged channel: the store has the truth.
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => {

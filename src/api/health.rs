@@ -5,11 +5,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 /// The process is up.
@@ -26,5 +28,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         .ping()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(json!({"status": "ready", "active_runs": state.scheduler.active_count()})))
+    Ok(Json(
+        json!({"status": "ready", "active_runs": state.scheduler.active_count()}),
+    ))
 }

@@ -49,7 +49,10 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
         .merge(runs::router())
         .merge(events::router())
         .merge(openapi::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .merge(health::router())
         .merge(protected)

@@ -10,10 +10,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiError, ApiJson, ApiQuery};
 use super::AppState;
+use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::engine::parse_evaluation;
-use crate::model::{CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage};
+use crate::model::{
+    CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
+};
 use crate::store::{CancelOutcome, CaseQuery, CreateOutcome, RunCursor, RunQuery};
 
 pub fn router() -> Router<AppState> {
@@ -27,8 +29,9 @@ pub fn router() -> Router<AppState> {
 
 /// Parses a run id from the path; a malformed one can never exist.
 pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
-    raw.parse()
-        .map_err(|e: crate::model::InvalidRunId| ApiError::bad_request("invalid_run_id", "run_id", e.to_string()))
+    raw.parse().map_err(|e: crate::model::InvalidRunId| {
+        ApiError::bad_request("invalid_run_id", "run_id", e.to_string())
+    })
 }
 
 /// A run as the API shows it.
@@ -102,7 +105,11 @@ impl From<RunRecord> for RunView {
 
 /// 202 + `Location` for a new run, 200 for an existing one.
 fn created_response(outcome: CreateOutcome) -> Response {
-    let status = if outcome.was_created() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if outcome.was_created() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     let mut record = outcome.into_record();
     record.definition = Value::Null;
     let location = format!("/runs/{}", record.run_id);
@@ -113,13 +120,18 @@ fn created_response(outcome: CreateOutcome) -> Response {
     response
 }
 
-async fn create_run(State(state): State<AppState>, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
+async fn create_run(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
     let engine = state.scheduler.engine();
     let request = engine.parse(&body)?;
     let outcome = engine.submit(&request).await?;
     if !outcome.record().status.is_terminal() {
         // New, or interrupted and not executing here: (re)start it. No-op if running here.
-        state.scheduler.enqueue(outcome.record().run_id.clone(), None);
+        state
+            .scheduler
+            .enqueue(outcome.record().run_id.clone(), None);
     }
     Ok(created_response(outcome))
 }
@@ -145,7 +157,13 @@ fn encode_run_cursor(record: &RunRecord) -> String {
 }
 
 fn decode_run_cursor(raw: &str) -> Result<RunCursor, ApiError> {
-    let invalid = || ApiError::bad_request("invalid_cursor", "cursor", "not a cursor returned by this API");
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            "cursor",
+            "not a cursor returned by this API",
+        )
+    };
     let (millis, run_id) = raw.split_once('.').ok_or_else(invalid)?;
     Ok(RunCursor {
         created_at: Timestamp::from_millis(millis.parse().map_err(|_| invalid())?),
@@ -157,11 +175,18 @@ fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiErro
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("invalid_query", "limit", format!("must be from 1 to {max}"))),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "limit",
+            format!("must be from 1 to {max}"),
+        )),
     }
 }
 
-async fn list_runs(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListRunsQuery>) -> Result<Json<RunPage>, ApiError> {
+async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListRunsQuery>,
+) -> Result<Json<RunPage>, ApiError> {
     let status = query
         .status
         .as_deref()
@@ -175,7 +200,11 @@ async fn list_runs(State(state): State<AppState>, ApiQuery(query): ApiQuery<List
             })
         })
         .transpose()?;
-    let parent_run_id = query.parent_run_id.as_deref().map(parse_run_id).transpose()?;
+    let parent_run_id = query
+        .parent_run_id
+        .as_deref()
+        .map(parse_run_id)
+        .transpose()?;
     let limit = page_limit(query.limit, 50, 200)?;
     let store_query = RunQuery {
         status,
@@ -183,10 +212,19 @@ async fn list_runs(State(state): State<AppState>, ApiQuery(query): ApiQuery<List
         before: query.cursor.as_deref().map(decode_run_cursor).transpose()?,
         limit: limit + 1,
     };
-    let mut runs = state.scheduler.engine().store().list_runs(&store_query).await?;
+    let mut runs = state
+        .scheduler
+        .engine()
+        .store()
+        .list_runs(&store_query)
+        .await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
-    let next_cursor = if more { runs.last().map(encode_run_cursor) } else { None };
+    let next_cursor = if more {
+        runs.last().map(encode_run_cursor)
+    } else {
+        None
+    };
     Ok(Json(RunPage {
         runs: runs.into_iter().map(RunView::from).collect(),
         next_cursor,
@@ -216,7 +254,13 @@ async fn get_run(
     let with_definition = match query.include.as_deref() {
         None => false,
         Some("definition") => true,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "include", "the only value is `definition`")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "include",
+                "the only value is `definition`",
+            ));
+        }
     };
     let store = state.scheduler.engine().store();
     let record = if with_definition {
@@ -229,13 +273,24 @@ async fn get_run(
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|candidate| candidate.trim() == tag || candidate.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|candidate| candidate.trim() == tag || candidate.trim() == "*")
+        });
     let tag_value = HeaderValue::from_str(&tag).map_err(|e| ApiError::Internal(e.to_string()))?;
     let no_cache = HeaderValue::from_static("no-cache");
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)],
+        )
+            .into_response());
     }
-    Ok(([(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)], Json(RunView::from(record))).into_response())
+    Ok((
+        [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)],
+        Json(RunView::from(record)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,8 +323,13 @@ async fn list_results(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor", "not a cursor returned by this API"))
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor",
+                    "not a cursor returned by this API",
+                )
+            })
         })
         .transpose()?;
     let case_query = CaseQuery {
@@ -281,14 +341,26 @@ async fn list_results(
     let mut results = store.case_records(&run_id, &case_query).await?;
     let more = results.len() > limit as usize;
     results.truncate(limit as usize);
-    let next_cursor = if more { results.last().map(|r| r.key.case_index.to_string()) } else { None };
-    Ok(Json(ResultsPage { results, next_cursor }))
+    let next_cursor = if more {
+        results.last().map(|r| r.key.case_index.to_string())
+    } else {
+        None
+    };
+    Ok(Json(ResultsPage {
+        results,
+        next_cursor,
+    }))
 }
 
-async fn cancel_run(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let (status, record) = match state.scheduler.cancel(&run_id).await? {
-        CancelOutcome::Cancelled(record, _) | CancelOutcome::AlreadyFinished(record) => (StatusCode::OK, record),
+        CancelOutcome::Cancelled(record, _) | CancelOutcome::AlreadyFinished(record) => {
+            (StatusCode::OK, record)
+        }
         CancelOutcome::Requested(record) => (StatusCode::ACCEPTED, record),
     };
     let mut record = record;
@@ -304,10 +376,15 @@ async fn rejudge_run(
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let engine = state.scheduler.engine();
-    let (evaluation, _, runtime) = parse_evaluation(&body, engine.registry()).map_err(ApiError::Invalid)?;
-    let outcome = engine.submit_rejudge(&run_id, &evaluation, &runtime).await?;
+    let (evaluation, _, runtime) =
+        parse_evaluation(&body, engine.registry()).map_err(ApiError::Invalid)?;
+    let outcome = engine
+        .submit_rejudge(&run_id, &evaluation, &runtime)
+        .await?;
     if !outcome.record().status.is_terminal() {
-        state.scheduler.enqueue(outcome.record().run_id.clone(), None);
+        state
+            .scheduler
+            .enqueue(outcome.record().run_id.clone(), None);
     }
     Ok(created_response(outcome))
 }

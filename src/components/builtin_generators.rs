@@ -106,7 +106,8 @@ struct Echo {
 #[async_trait]
 impl Generator for Echo {
     async fn generate(&self, request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
-        let output = field(&request.case.input, self.field.as_deref()).map_err(ComponentError::new)?;
+        let output =
+            field(&request.case.input, self.field.as_deref()).map_err(ComponentError::new)?;
         Ok(Generation {
             output: output.clone(),
             raw_text: Some(as_text(output)),
@@ -124,12 +125,16 @@ mod arithmetic {
         let allowed = |c: char| c.is_ascii_digit() || "+-*/(). ".contains(c);
         let mut best = "";
         let mut start = None;
-        for (i, c) in text.char_indices().chain(std::iter::once((text.len(), '#'))) {
+        for (i, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), '#')))
+        {
             match (allowed(c), start) {
                 (true, None) => start = Some(i),
                 (false, Some(s)) => {
                     let candidate = text[s..i].trim().trim_end_matches('.');
-                    if candidate.chars().any(|c| c.is_ascii_digit()) && candidate.len() > best.len() {
+                    if candidate.chars().any(|c| c.is_ascii_digit()) && candidate.len() > best.len()
+                    {
                         best = candidate;
                     }
                     start = None;

@@ -13,7 +13,10 @@ pub(super) fn register(registry: &mut Registry) {
         let keywords = p.string_list("keywords");
         let from_expected = p.bool("from_expected", false);
         if keywords.as_ref().is_none_or(Vec::is_empty) && !from_expected {
-            p.error("keywords", "is required (a non-empty list) unless from_expected is true");
+            p.error(
+                "keywords",
+                "is required (a non-empty list) unless from_expected is true",
+            );
         }
         Arc::new(RubricKeywords {
             keywords: keywords.unwrap_or_default(),
@@ -37,7 +40,13 @@ struct RubricKeywords {
 #[async_trait]
 impl Judge for RubricKeywords {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
-        let fold = |s: &str| if self.case_sensitive { s.to_owned() } else { s.to_lowercase() };
+        let fold = |s: &str| {
+            if self.case_sensitive {
+                s.to_owned()
+            } else {
+                s.to_lowercase()
+            }
+        };
         let mut keywords = self.keywords.clone();
         if self.from_expected {
             keywords.extend(
@@ -63,7 +72,14 @@ impl Judge for RubricKeywords {
                 if missing.is_empty() {
                     String::new()
                 } else {
-                    format!("; missing: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "; missing: {}",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             )),
             details: json!({"found": found, "missing": missing}),
@@ -86,10 +102,20 @@ mod tests {
             case_sensitive: false,
             pass_threshold: 1.0,
         };
-        let case = Case { case_id: "c".into(), input: Value::Null, expected_output: Value::Null, metadata: Value::Null };
+        let case = Case {
+            case_id: "c".into(),
+            input: Value::Null,
+            expected_output: Value::Null,
+            metadata: Value::Null,
+        };
         let parsed = json!("paris is lovely");
         let j = judge
-            .judge(JudgeRequest { dataset_id: "d", case: &case, parsed: &parsed, seed: 0 })
+            .judge(JudgeRequest {
+                dataset_id: "d",
+                case: &case,
+                parsed: &parsed,
+                seed: 0,
+            })
             .await
             .unwrap();
         assert_eq!(j.score, 0.5);

@@ -96,7 +96,9 @@ impl Metric for ExactMatch {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
         let (actual, expected) = sides(parsed, case, self.field.as_deref())?;
         let equal = match (actual, expected) {
-            (Value::String(a), Value::String(e)) => self.normalize.apply(a) == self.normalize.apply(e),
+            (Value::String(a), Value::String(e)) => {
+                self.normalize.apply(a) == self.normalize.apply(e)
+            }
             (a, e) => a == e,
         };
         Ok(MetricScore::of(if equal { 1.0 } else { 0.0 }))
@@ -117,7 +119,10 @@ impl Metric for Contains {
             None => as_text(sides(parsed, case, self.field.as_deref())?.1),
         };
         let actual = as_text(field(parsed, self.field.as_deref()).unwrap_or(&Value::Null));
-        let found = self.normalize.apply(&actual).contains(&self.normalize.apply(&needle));
+        let found = self
+            .normalize
+            .apply(&actual)
+            .contains(&self.normalize.apply(&needle));
         Ok(MetricScore::of(if found { 1.0 } else { 0.0 }))
     }
 }
@@ -131,7 +136,11 @@ struct RegexMatch {
 impl Metric for RegexMatch {
     fn score(&self, parsed: &Value, _case: &Case) -> Result<MetricScore, ComponentError> {
         let actual = as_text(field(parsed, self.field.as_deref()).unwrap_or(&Value::Null));
-        Ok(MetricScore::of(if self.pattern.is_match(&actual) { 1.0 } else { 0.0 }))
+        Ok(MetricScore::of(if self.pattern.is_match(&actual) {
+            1.0
+        } else {
+            0.0
+        }))
     }
 }
 
@@ -164,8 +173,9 @@ fn as_number(value: &Value) -> Option<f64> {
 impl Metric for NumericMatch {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
         let (actual, expected) = sides(parsed, case, self.field.as_deref())?;
-        let expected = as_number(expected)
-            .ok_or_else(|| ComponentError::new(format!("expected_output {expected} is not a number")))?;
+        let expected = as_number(expected).ok_or_else(|| {
+            ComponentError::new(format!("expected_output {expected} is not a number"))
+        })?;
         let Some(actual) = as_number(actual) else {
             return Ok(MetricScore {
                 score: 0.0,
@@ -173,7 +183,8 @@ impl Metric for NumericMatch {
             });
         };
         let difference = (actual - expected).abs();
-        let within = difference <= self.tolerance || difference <= self.relative_tolerance * expected.abs();
+        let within =
+            difference <= self.tolerance || difference <= self.relative_tolerance * expected.abs();
         Ok(MetricScore {
             score: if within { 1.0 } else { 0.0 },
             details: json!({"difference": difference}),
@@ -191,7 +202,13 @@ pub(crate) fn normalized_tokens(text: &str) -> Vec<String> {
     let cleaned: String = text
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
         .collect();
     cleaned
         .split_whitespace()
@@ -204,7 +221,11 @@ fn token_f1(actual: &str, expected: &str) -> f64 {
     let actual = normalized_tokens(actual);
     let expected = normalized_tokens(expected);
     if actual.is_empty() || expected.is_empty() {
-        return if actual.is_empty() && expected.is_empty() { 1.0 } else { 0.0 };
+        return if actual.is_empty() && expected.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for token in &expected {
@@ -230,7 +251,10 @@ fn token_f1(actual: &str, expected: &str) -> f64 {
 impl Metric for TokenF1 {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
         let (actual, expected) = sides(parsed, case, self.field.as_deref())?;
-        Ok(MetricScore::of(token_f1(&as_text(actual), &as_text(expected))))
+        Ok(MetricScore::of(token_f1(
+            &as_text(actual),
+            &as_text(expected),
+        )))
     }
 }
 
@@ -251,29 +275,57 @@ mod tests {
     fn exact_match_compares_json_and_normalised_text() {
         let m = ExactMatch {
             field: None,
-            normalize: TextNormalization { case_sensitive: true, trim: true },
+            normalize: TextNormalization {
+                case_sensitive: true,
+                trim: true,
+            },
         };
         let c = case(json!({"answer": "4"}));
         assert_eq!(m.score(&json!({"answer": "4"}), &c).unwrap().score, 1.0);
         assert_eq!(m.score(&json!({"answer": "5"}), &c).unwrap().score, 0.0);
         let by_field = ExactMatch {
             field: Some("answer".into()),
-            normalize: TextNormalization { case_sensitive: false, trim: true },
+            normalize: TextNormalization {
+                case_sensitive: false,
+                trim: true,
+            },
         };
-        assert_eq!(by_field.score(&json!({"answer": " 4 "}), &c).unwrap().score, 1.0);
+        assert_eq!(
+            by_field.score(&json!({"answer": " 4 "}), &c).unwrap().score,
+            1.0
+        );
         assert_eq!(by_field.score(&json!({}), &c).unwrap().score, 0.0);
         assert!(by_field.score(&json!({}), &case(json!("4"))).is_err());
     }
 
     #[test]
     fn numeric_match_honours_tolerances() {
-        let m = NumericMatch { field: None, tolerance: 0.01, relative_tolerance: 0.0 };
-        assert_eq!(m.score(&json!("1,000.005"), &case(json!(1000))).unwrap().score, 1.0);
-        assert_eq!(m.score(&json!(1000.5), &case(json!(1000))).unwrap().score, 0.0);
+        let m = NumericMatch {
+            field: None,
+            tolerance: 0.01,
+            relative_tolerance: 0.0,
+        };
+        assert_eq!(
+            m.score(&json!("1,000.005"), &case(json!(1000)))
+                .unwrap()
+                .score,
+            1.0
+        );
+        assert_eq!(
+            m.score(&json!(1000.5), &case(json!(1000))).unwrap().score,
+            0.0
+        );
         assert_eq!(m.score(&json!("n/a"), &case(json!(1))).unwrap().score, 0.0);
         assert!(m.score(&json!(1), &case(json!("x"))).is_err());
-        let rel = NumericMatch { field: None, tolerance: 0.0, relative_tolerance: 0.01 };
-        assert_eq!(rel.score(&json!(1005), &case(json!(1000))).unwrap().score, 1.0);
+        let rel = NumericMatch {
+            field: None,
+            tolerance: 0.0,
+            relative_tolerance: 0.01,
+        };
+        assert_eq!(
+            rel.score(&json!(1005), &case(json!(1000))).unwrap().score,
+            1.0
+        );
     }
 
     #[test]
@@ -289,11 +341,29 @@ mod tests {
         let contains = Contains {
             field: None,
             substring: None,
-            normalize: TextNormalization { case_sensitive: false, trim: true },
+            normalize: TextNormalization {
+                case_sensitive: false,
+                trim: true,
+            },
         };
-        assert_eq!(contains.score(&json!("It is PARIS."), &case(json!("paris"))).unwrap().score, 1.0);
-        let re = RegexMatch { field: None, pattern: regex::Regex::new(r"^\d+$").unwrap() };
-        assert_eq!(re.score(&json!("42"), &case(Value::Null)).unwrap().score, 1.0);
-        assert_eq!(re.score(&json!("42a"), &case(Value::Null)).unwrap().score, 0.0);
+        assert_eq!(
+            contains
+                .score(&json!("It is PARIS."), &case(json!("paris")))
+                .unwrap()
+                .score,
+            1.0
+        );
+        let re = RegexMatch {
+            field: None,
+            pattern: regex::Regex::new(r"^\d+$").unwrap(),
+        };
+        assert_eq!(
+            re.score(&json!("42"), &case(Value::Null)).unwrap().score,
+            1.0
+        );
+        assert_eq!(
+            re.score(&json!("42a"), &case(Value::Null)).unwrap().score,
+            0.0
+        );
     }
 }

@@ -23,7 +23,10 @@ pub(super) fn register(registry: &mut Registry) {
         if let Some(re) = &pattern
             && group >= re.captures_len()
         {
-            p.error("group", format!("the pattern has only {} group(s)", re.captures_len() - 1));
+            p.error(
+                "group",
+                format!("the pattern has only {} group(s)", re.captures_len() - 1),
+            );
         }
         Arc::new(RegexExtract {
             pattern: pattern.unwrap_or_else(|| regex::Regex::new("").expect("empty regex")),
@@ -107,9 +110,8 @@ fn embedded_json(text: &str) -> Option<Value> {
 impl Parser for JsonExtract {
     fn parse(&self, value: &Value) -> Result<Value, ComponentError> {
         let document = match value {
-            Value::String(text) => {
-                embedded_json(text).ok_or_else(|| ComponentError::new("no JSON found in the output"))?
-            }
+            Value::String(text) => embedded_json(text)
+                .ok_or_else(|| ComponentError::new("no JSON found in the output"))?,
             other => other.clone(),
         };
         select(&document, &self.path)
@@ -125,10 +127,20 @@ mod tests {
 
     #[test]
     fn parsers_extract_what_they_promise() {
-        assert_eq!(JsonIdentity.parse(&json!("{\"a\":1}")).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            JsonIdentity.parse(&json!("{\"a\":1}")).unwrap(),
+            json!({"a": 1})
+        );
         assert!(JsonIdentity.parse(&json!("nope")).is_err());
-        let text = Text { field: Some("answer".into()), trim: true, lowercase: true };
-        assert_eq!(text.parse(&json!({"answer": " Paris "})).unwrap(), json!("paris"));
+        let text = Text {
+            field: Some("answer".into()),
+            trim: true,
+            lowercase: true,
+        };
+        assert_eq!(
+            text.parse(&json!({"answer": " Paris "})).unwrap(),
+            json!("paris")
+        );
         let re = RegexExtract {
             pattern: regex::Regex::new(r"Answer:\s*(\d+)").unwrap(),
             group: 1,
@@ -136,9 +148,13 @@ mod tests {
         };
         assert_eq!(re.parse(&json!("so... Answer: 42.")).unwrap(), json!("42"));
         assert!(re.parse(&json!("no idea")).is_err());
-        let extract = JsonExtract { path: "answer".into() };
+        let extract = JsonExtract {
+            path: "answer".into(),
+        };
         assert_eq!(
-            extract.parse(&json!("Sure:\n```json\n{\"answer\": \"4\"}\n```")).unwrap(),
+            extract
+                .parse(&json!("Sure:\n```json\n{\"answer\": \"4\"}\n```"))
+                .unwrap(),
             json!("4")
         );
     }

@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 
 use super::params::{ParamError, Params};
 use super::{
-    Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges,
-    builtin_metrics, builtin_parsers, builtin_reducers,
+    Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges, builtin_metrics,
+    builtin_parsers, builtin_reducers,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,10 @@ impl fmt::Display for ComponentKind {
 /// Why a component reference could not be turned into a component.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolveError {
-    Unknown { kind: ComponentKind, known: Vec<String> },
+    Unknown {
+        kind: ComponentKind,
+        known: Vec<String>,
+    },
     Params(Vec<ParamError>),
 }
 
@@ -64,11 +67,18 @@ impl<T: ?Sized> Table<T> {
         }
     }
 
-    fn resolve(&self, name: &str, params: &Map<String, Value>) -> Result<Resolved<T>, ResolveError> {
-        let entry = self.entries.get(name).ok_or_else(|| ResolveError::Unknown {
-            kind: self.kind,
-            known: self.entries.keys().cloned().collect(),
-        })?;
+    fn resolve(
+        &self,
+        name: &str,
+        params: &Map<String, Value>,
+    ) -> Result<Resolved<T>, ResolveError> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ResolveError::Unknown {
+                kind: self.kind,
+                known: self.entries.keys().cloned().collect(),
+            })?;
         let mut reader = Params::new(params);
         let component = (entry.factory)(&mut reader);
         let component = reader.finish(component).map_err(ResolveError::Params)?;

@@ -11,11 +11,12 @@ pub fn select<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
     if path.starts_with('/') {
         return value.pointer(path);
     }
-    path.split('.').try_fold(value, |current, segment| match current {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+    path.split('.')
+        .try_fold(value, |current, segment| match current {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
 }
 
 /// The text a value stands for: strings as they are, `null` as empty, anything else as

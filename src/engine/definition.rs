@@ -144,6 +144,9 @@ pub struct ExperimentRequest {
     pub runtime: RuntimeOptions,
 }
 
+/// The generation config with its resolved generator and reducer.
+type ResolvedGeneration = (GenerationConfig, Arc<dyn Generator>, Arc<dyn Reducer>);
+
 /// Collects problems while walking a JSON document.
 struct Checker<'r> {
     registry: &'r Registry,
@@ -178,20 +181,33 @@ impl<'r> Checker<'r> {
     }
 
     /// The object at `path`, with unknown keys reported.
-    fn object<'v>(&mut self, value: &'v Value, path: &str, known: &[&str]) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
         let Some(map) = value.as_object() else {
             self.error(path, format!("must be an object, got {}", type_name(value)));
             return None;
         };
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
-                self.error(join(path, key), format!("unknown field; expected one of: {}", known.join(", ")));
+                self.error(
+                    join(path, key),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                );
             }
         }
         Some(map)
     }
 
-    fn required<'v>(&mut self, map: &'v Map<String, Value>, path: &str, key: &str) -> Option<&'v Value> {
+    fn required<'v>(
+        &mut self,
+        map: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+    ) -> Option<&'v Value> {
         let value = map.get(key);
         if value.is_none_or(Value::is_null) {
             self.error(join(path, key), "is required");
@@ -240,18 +256,29 @@ impl<'r> Checker<'r> {
                     None | Some(Value::Null) => Some(&empty),
                     Some(Value::Object(p)) => Some(p),
                     Some(other) => {
-                        self.error(join(path, "params"), format!("must be an object, got {}", type_name(other)));
+                        self.error(
+                            join(path, "params"),
+                            format!("must be an object, got {}", type_name(other)),
+                        );
                         None
                     }
                 };
-                let id = map.get("id").and_then(|v| self.non_empty_string(v, &join(path, "id")));
+                let id = map
+                    .get("id")
+                    .and_then(|v| self.non_empty_string(v, &join(path, "id")));
                 let version = map
                     .get("version")
                     .and_then(|v| self.non_empty_string(v, &join(path, "version")));
                 (name?, params?, id, version)
             }
             other => {
-                self.error(path, format!("must be a component name or {{\"name\", \"params\"}}, got {}", type_name(other)));
+                self.error(
+                    path,
+                    format!(
+                        "must be a component name or {{\"name\", \"params\"}}, got {}",
+                        type_name(other)
+                    ),
+                );
                 return None;
             }
         };
@@ -262,7 +289,10 @@ impl<'r> Checker<'r> {
                 {
                     self.error(
                         join(path, "version"),
-                        format!("{name} version {wanted} is not available (this service has {})", resolved.version),
+                        format!(
+                            "{name} version {wanted} is not available (this service has {})",
+                            resolved.version
+                        ),
                     );
                     return None;
                 }
@@ -275,8 +305,15 @@ impl<'r> Checker<'r> {
                 Some((reference, resolved.component))
             }
             Err(ResolveError::Unknown { kind, known }) => {
-                let at = if value.is_string() { path.to_owned() } else { join(path, "name") };
-                self.error(at, format!("unknown {kind} `{name}`; available: {}", known.join(", ")));
+                let at = if value.is_string() {
+                    path.to_owned()
+                } else {
+                    join(path, "name")
+                };
+                self.error(
+                    at,
+                    format!("unknown {kind} `{name}`; available: {}", known.join(", ")),
+                );
                 None
             }
             Err(ResolveError::Params(errors)) => {
@@ -294,7 +331,8 @@ impl<'r> Checker<'r> {
         map: &Map<String, Value>,
         path: &str,
         key: &str,
-        resolve: impl Fn(&Registry, &str, &Map<String, Value>) -> Result<Resolved<T>, ResolveError> + Copy,
+        resolve: impl Fn(&Registry, &str, &Map<String, Value>) -> Result<Resolved<T>, ResolveError>
+        + Copy,
     ) -> Option<Vec<(ComponentRef, Arc<T>)>> {
         let list_path = join(path, key);
         let Some(value) = map.get(key).filter(|v| !v.is_null()) else {
@@ -311,7 +349,10 @@ impl<'r> Checker<'r> {
                     if !ids.insert(reference.id.clone()) {
                         self.error(
                             item_path,
-                            format!("duplicate id `{}`; give each an \"id\" to tell them apart", reference.id),
+                            format!(
+                                "duplicate id `{}`; give each an \"id\" to tell them apart",
+                                reference.id
+                            ),
                         );
                         ok = false;
                     }
@@ -323,7 +364,10 @@ impl<'r> Checker<'r> {
         ok.then_some(resolved)
     }
 
-    fn generation(&mut self, value: &Value) -> Option<(GenerationConfig, Arc<dyn Generator>, Arc<dyn Reducer>)> {
+    fn generation(
+        &mut self,
+        value: &Value,
+    ) -> Option<ResolvedGeneration> {
         let path = "generation";
         let map = self.object(value, path, &["generator", "candidate_policy", "reducer"])?;
         let generator = self
@@ -333,27 +377,32 @@ impl<'r> Checker<'r> {
             None => Some(1),
             Some(policy) => {
                 let policy_path = "generation.candidate_policy";
-                self.object(policy, policy_path, &["num_samples"]).and_then(|policy| {
-                    match policy.get("num_samples").filter(|v| !v.is_null()) {
-                        None => Some(1),
-                        Some(n) => match n.as_u64() {
-                            Some(n) if (1..=MAX_NUM_SAMPLES).contains(&n) => Some(n as u32),
-                            _ => {
-                                self.error(
-                                    "generation.candidate_policy.num_samples",
-                                    format!("must be an integer from 1 to {MAX_NUM_SAMPLES}"),
-                                );
-                                None
-                            }
+                self.object(policy, policy_path, &["num_samples"])
+                    .and_then(
+                        |policy| match policy.get("num_samples").filter(|v| !v.is_null()) {
+                            None => Some(1),
+                            Some(n) => match n.as_u64() {
+                                Some(n) if (1..=MAX_NUM_SAMPLES).contains(&n) => Some(n as u32),
+                                _ => {
+                                    self.error(
+                                        "generation.candidate_policy.num_samples",
+                                        format!("must be an integer from 1 to {MAX_NUM_SAMPLES}"),
+                                    );
+                                    None
+                                }
+                            },
                         },
-                    }
-                })
+                    )
             }
         };
         let default_reducer = Value::String("builtin/majority_vote".to_owned());
-        let reducer_value = map.get("reducer").filter(|v| !v.is_null()).unwrap_or(&default_reducer);
+        let reducer_value = map
+            .get("reducer")
+            .filter(|v| !v.is_null())
+            .unwrap_or(&default_reducer);
         let reducer = self.component(reducer_value, "generation.reducer", Registry::reducer);
-        let ((generator_ref, generator), num_samples, (reducer_ref, reducer)) = (generator?, num_samples?, reducer?);
+        let ((generator_ref, generator), num_samples, (reducer_ref, reducer)) =
+            (generator?, num_samples?, reducer?);
         Some((
             GenerationConfig {
                 generator: generator_ref,
@@ -376,11 +425,16 @@ impl<'r> Checker<'r> {
             if metric_ids.contains(judge.id.as_str()) {
                 self.error(
                     format!("{path}.judges[{i}]"),
-                    format!("id `{}` is already a metric's; results are keyed by id", judge.id),
+                    format!(
+                        "id `{}` is already a metric's; results are keyed by id",
+                        judge.id
+                    ),
                 );
             }
         }
-        fn split<T: ?Sized>(items: Vec<(ComponentRef, Arc<T>)>) -> (Vec<ComponentRef>, Vec<(String, Arc<T>)>) {
+        fn split<T: ?Sized>(
+            items: Vec<(ComponentRef, Arc<T>)>,
+        ) -> (Vec<ComponentRef>, Vec<(String, Arc<T>)>) {
             items
                 .into_iter()
                 .map(|(r, c)| {
@@ -398,12 +452,20 @@ impl<'r> Checker<'r> {
                 metrics: metric_refs,
                 judges: judge_refs,
             },
-            Evaluators { parsers, metrics, judges },
+            Evaluators {
+                parsers,
+                metrics,
+                judges,
+            },
         ))
     }
 
     fn case(&mut self, value: &Value, path: &str) -> Option<Case> {
-        let map = self.object(value, path, &["case_id", "input", "expected_output", "metadata"])?;
+        let map = self.object(
+            value,
+            path,
+            &["case_id", "input", "expected_output", "metadata"],
+        )?;
         let case_id = self
             .required(map, path, "case_id")
             .and_then(|v| self.non_empty_string(v, &join(path, "case_id")));
@@ -437,11 +499,16 @@ impl<'r> Checker<'r> {
             if let Some(id) = &dataset_id
                 && !dataset_ids.insert(id.clone())
             {
-                self.error(join(&path, "dataset_id"), format!("duplicate dataset_id `{id}`"));
+                self.error(
+                    join(&path, "dataset_id"),
+                    format!("duplicate dataset_id `{id}`"),
+                );
                 ok = false;
             }
             let cases_path = join(&path, "cases");
-            let cases = self.required(map, &path, "cases").and_then(|v| self.array(v, &cases_path));
+            let cases = self
+                .required(map, &path, "cases")
+                .and_then(|v| self.array(v, &cases_path));
             let mut parsed_cases = Vec::new();
             if let Some(cases) = cases {
                 if cases.is_empty() {
@@ -506,8 +573,13 @@ impl<'r> Checker<'r> {
         let mut runtime = RuntimeOptions::default();
         if let Some(value) = map.get("concurrency").filter(|v| !v.is_null()) {
             match value.as_u64() {
-                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => runtime.concurrency = Some(n as usize),
-                _ => self.error("concurrency", format!("must be an integer from 1 to {MAX_CONCURRENCY}")),
+                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => {
+                    runtime.concurrency = Some(n as usize)
+                }
+                _ => self.error(
+                    "concurrency",
+                    format!("must be an integer from 1 to {MAX_CONCURRENCY}"),
+                ),
             }
         }
         if let Some(value) = map.get("tracing").filter(|v| !v.is_null())
@@ -515,27 +587,51 @@ impl<'r> Checker<'r> {
         {
             match tracing.get("provider").and_then(Value::as_str) {
                 None | Some("none") => {
-                    runtime.tracing = Some(TracingConfig { provider: TracingProviderKind::None })
+                    runtime.tracing = Some(TracingConfig {
+                        provider: TracingProviderKind::None,
+                    })
                 }
-                Some("log") => runtime.tracing = Some(TracingConfig { provider: TracingProviderKind::Log }),
-                Some(other) => self.error("tracing.provider", format!("unknown provider `{other}`; expected none or log")),
+                Some("log") => {
+                    runtime.tracing = Some(TracingConfig {
+                        provider: TracingProviderKind::Log,
+                    })
+                }
+                Some(other) => self.error(
+                    "tracing.provider",
+                    format!("unknown provider `{other}`; expected none or log"),
+                ),
             }
         }
         if let Some(value) = map.get("subscribers").filter(|v| !v.is_null())
             && let Some(items) = self.array(value, "subscribers")
             && !items.is_empty()
         {
-            self.error("subscribers", "no subscriber kinds can be configured over JSON yet; attach subscribers in code");
+            self.error(
+                "subscribers",
+                "no subscriber kinds can be configured over JSON yet; attach subscribers in code",
+            );
         }
         if let Some(value) = map.get("storage").filter(|v| !v.is_null())
             && let Some(storage) = self.object(value, "storage", &["store", "path"])
         {
-            let store = storage.get("store").and_then(Value::as_str).unwrap_or("memory");
+            let store = storage
+                .get("store")
+                .and_then(Value::as_str)
+                .unwrap_or("memory");
             if !["memory", "sqlite"].contains(&store) {
-                self.error("storage.store", format!("unknown store `{store}`; expected memory or sqlite"));
+                self.error(
+                    "storage.store",
+                    format!("unknown store `{store}`; expected memory or sqlite"),
+                );
             }
-            let path = storage.get("path").and_then(Value::as_str).map(str::to_owned);
-            runtime.storage = Some(StorageConfig { store: store.to_owned(), path });
+            let path = storage
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            runtime.storage = Some(StorageConfig {
+                store: store.to_owned(),
+                path,
+            });
         }
         runtime
     }
@@ -546,63 +642,102 @@ const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seed
 const RUNTIME_FIELDS: [&str; 4] = ["storage", "subscribers", "tracing", "concurrency"];
 
 /// Parses and validates an experiment request: every problem is reported at once.
-pub fn parse_experiment(value: &Value, registry: &Registry) -> Result<ExperimentRequest, Vec<FieldError>> {
-    let mut checker = Checker { registry, errors: Vec::new() };
-    let known: Vec<&str> = LOGICAL_FIELDS.iter().chain(RUNTIME_FIELDS.iter()).copied().collect();
+pub fn parse_experiment(
+    value: &Value,
+    registry: &Registry,
+) -> Result<ExperimentRequest, Vec<FieldError>> {
+    let mut checker = Checker {
+        registry,
+        errors: Vec::new(),
+    };
+    let known: Vec<&str> = LOGICAL_FIELDS
+        .iter()
+        .chain(RUNTIME_FIELDS.iter())
+        .copied()
+        .collect();
     let Some(map) = checker.object(value, "", &known) else {
         return Err(checker.errors);
     };
-    let generation = checker.required(map, "", "generation").and_then(|v| checker.generation(v));
+    let generation = checker
+        .required(map, "", "generation")
+        .and_then(|v| checker.generation(v));
     let evaluation = checker
         .required(map, "", "evaluation")
         .and_then(|v| checker.evaluation(v, "evaluation"));
-    let datasets = checker.required(map, "", "datasets").and_then(|v| checker.datasets(v));
-    let seeds = checker.required(map, "", "seeds").and_then(|v| checker.seeds(v));
+    let datasets = checker
+        .required(map, "", "datasets")
+        .and_then(|v| checker.datasets(v));
+    let seeds = checker
+        .required(map, "", "seeds")
+        .and_then(|v| checker.seeds(v));
     let runtime = checker.runtime(map);
     if let (Some(datasets), Some(seeds)) = (&datasets, &seeds) {
         let cases: u64 = datasets.iter().map(|d| d.cases.len() as u64).sum();
         if cases.saturating_mul(seeds.len() as u64) > MAX_WORK_ITEMS {
-            checker.error("datasets", format!("cases × seeds must not exceed {MAX_WORK_ITEMS}"));
+            checker.error(
+                "datasets",
+                format!("cases × seeds must not exceed {MAX_WORK_ITEMS}"),
+            );
         }
     }
     match (generation, evaluation, datasets, seeds) {
-        (Some((generation, generator, reducer)), Some((evaluation, evaluators)), Some(datasets), Some(seeds))
-            if checker.errors.is_empty() =>
-        {
-            Ok(ExperimentRequest {
-                experiment: Experiment { generation, evaluation, datasets, seeds },
-                pipeline: Pipeline {
-                    generator,
-                    reducer,
-                    evaluators,
-                },
-                runtime,
-            })
-        }
+        (
+            Some((generation, generator, reducer)),
+            Some((evaluation, evaluators)),
+            Some(datasets),
+            Some(seeds),
+        ) if checker.errors.is_empty() => Ok(ExperimentRequest {
+            experiment: Experiment {
+                generation,
+                evaluation,
+                datasets,
+                seeds,
+            },
+            pipeline: Pipeline {
+                generator,
+                reducer,
+                evaluators,
+            },
+            runtime,
+        }),
         _ => Err(checker.errors),
     }
 }
 
 /// Parses a rejudge request body: an evaluation config, alone or under `evaluation`,
 /// plus runtime-only fields.
-pub fn parse_evaluation(value: &Value, registry: &Registry) -> Result<(EvaluationConfig, Evaluators, RuntimeOptions), Vec<FieldError>> {
-    let mut checker = Checker { registry, errors: Vec::new() };
+pub fn parse_evaluation(
+    value: &Value,
+    registry: &Registry,
+) -> Result<(EvaluationConfig, Evaluators, RuntimeOptions), Vec<FieldError>> {
+    let mut checker = Checker {
+        registry,
+        errors: Vec::new(),
+    };
     let nested = value.get("evaluation").is_some();
     let mut known: Vec<&str> = RUNTIME_FIELDS.to_vec();
-    known.extend(if nested { &["evaluation"][..] } else { &["parsers", "metrics", "judges"][..] });
+    known.extend(if nested {
+        &["evaluation"][..]
+    } else {
+        &["parsers", "metrics", "judges"][..]
+    });
     let Some(map) = checker.object(value, "", &known) else {
         return Err(checker.errors);
     };
     let runtime = checker.runtime(map);
     let evaluation = if nested {
-        checker.required(map, "", "evaluation").and_then(|v| checker.evaluation(v, "evaluation"))
+        checker
+            .required(map, "", "evaluation")
+            .and_then(|v| checker.evaluation(v, "evaluation"))
     } else {
         let mut only_evaluation = map.clone();
         only_evaluation.retain(|k, _| !RUNTIME_FIELDS.contains(&k.as_str()));
         checker.evaluation(&Value::Object(only_evaluation), "")
     };
     match evaluation {
-        Some((config, evaluators)) if checker.errors.is_empty() => Ok((config, evaluators, runtime)),
+        Some((config, evaluators)) if checker.errors.is_empty() => {
+            Ok((config, evaluators, runtime))
+        }
         _ => Err(checker.errors),
     }
 }

@@ -10,7 +10,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::definition::{Dataset, Evaluators, Experiment, Pipeline, RuntimeOptions, parse_evaluation, parse_experiment};
+use super::definition::{
+    Dataset, Evaluators, Experiment, Pipeline, RuntimeOptions, parse_evaluation, parse_experiment,
+};
 use super::observe::Observers;
 use super::pipeline::{CaseInput, rejudge_case, run_case};
 use super::{Engine, EngineError, generation_source};
@@ -24,7 +26,7 @@ use crate::telemetry::{AttributeValue, Span, SpanStatus};
 /// What a run executes, rebuilt from its stored definition.
 enum Plan {
     Experiment {
-        experiment: Experiment,
+        experiment: Box<Experiment>,
         pipeline: Pipeline,
     },
     Rejudge {
@@ -72,13 +74,17 @@ impl Engine {
                 let request = parse_experiment(&record.definition, self.registry())
                     .map_err(|e| format!("stored definition no longer valid: {}", describe(e)))?;
                 Ok(Plan::Experiment {
-                    experiment: request.experiment,
+                    experiment: Box::new(request.experiment),
                     pipeline: request.pipeline,
                 })
             }
             RunKind::Rejudge => {
                 let source = generation_source(record).ok_or("rejudge without a source run")?;
-                let evaluation = record.definition.get("evaluation").cloned().unwrap_or(Value::Null);
+                let evaluation = record
+                    .definition
+                    .get("evaluation")
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 let (_, evaluators, _) = parse_evaluation(&evaluation, self.registry())
                     .map_err(|e| format!("stored evaluation no longer valid: {}", describe(e)))?;
                 Ok(Plan::Rejudge {
@@ -93,7 +99,13 @@ impl Engine {
 
     /// Loads the cases of a rejudge's source experiment, in enumeration order.
     async fn load_source_cases(&self, plan: &mut Plan) -> Result<(), String> {
-        let Plan::Rejudge { source, cases, seeds, .. } = plan else {
+        let Plan::Rejudge {
+            source,
+            cases,
+            seeds,
+            ..
+        } = plan
+        else {
             return Ok(());
         };
         let record = self
@@ -110,7 +122,11 @@ impl Engine {
             .transpose()
             .map_err(|e| format!("source definition unreadable: {e}"))?
             .unwrap_or_default();
-        *seeds = record.definition.get("seeds").and_then(Value::as_array).map_or(1, Vec::len);
+        *seeds = record
+            .definition
+            .get("seeds")
+            .and_then(Value::as_array)
+            .map_or(1, Vec::len);
         *cases = datasets.into_iter().flat_map(|d| d.cases).collect();
         Ok(())
     }
@@ -171,8 +187,12 @@ impl Engine {
             Ok(mut plan) => match self.load_source_cases(&mut plan).await {
                 Err(message) => Stop::Failed(message),
                 Ok(()) => {
-                    let runtime: RuntimeOptions = serde_json::from_value(record.runtime.clone()).unwrap_or_default();
-                    let concurrency = runtime.concurrency.unwrap_or(self.config().default_concurrency).max(1);
+                    let runtime: RuntimeOptions =
+                        serde_json::from_value(record.runtime.clone()).unwrap_or_default();
+                    let concurrency = runtime
+                        .concurrency
+                        .unwrap_or(self.config().default_concurrency)
+                        .max(1);
                     let (stop, last) = self
                         .run_cases(run_id, &plan, concurrency, &observers, &run_span, &control)
                         .await;
@@ -187,8 +207,16 @@ impl Engine {
                 tracer.end_span(run_span, SpanStatus::Error, Some("interrupted by shutdown"));
                 return self.current(run_id).await;
             }
-            Stop::Finished => (RunStatus::Completed, EventKind::RunCompleted { progress }, None),
-            Stop::Cancelled => (RunStatus::Cancelled, EventKind::RunCancelled { progress }, None),
+            Stop::Finished => (
+                RunStatus::Completed,
+                EventKind::RunCompleted { progress },
+                None,
+            ),
+            Stop::Cancelled => (
+                RunStatus::Cancelled,
+                EventKind::RunCancelled { progress },
+                None,
+            ),
             Stop::Failed(message) => (
                 RunStatus::Failed,
                 EventKind::RunFailed {
@@ -205,7 +233,11 @@ impl Engine {
             error: error.clone(),
             at: Timestamp::now(),
         });
-        let span_status = if error.is_some() { SpanStatus::Error } else { SpanStatus::Ok };
+        let span_status = if error.is_some() {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        };
         let finished = self.commit_and_publish(finish, &observers).await;
         tracer.end_span(run_span, span_status, error.as_deref());
         match finished {
@@ -222,7 +254,11 @@ impl Engine {
     }
 
     /// Commits a batch, then hands its events to live listeners and subscribers.
-    async fn commit_and_publish(&self, batch: CommitBatch, observers: &Observers) -> Result<Progress, StoreError> {
+    async fn commit_and_publish(
+        &self,
+        batch: CommitBatch,
+        observers: &Observers,
+    ) -> Result<Progress, StoreError> {
         let run_id = batch.run_id.clone();
         let outcome = self.store().commit(batch).await?;
         publish(self, &run_id, &outcome.events, observers);
@@ -286,7 +322,10 @@ impl Engine {
         drop(tx);
         match recorder.await {
             Ok(Ok(progress)) => (stop, progress),
-            Ok(Err(e)) => (Stop::Failed(format!("persisting results failed: {e}")), None),
+            Ok(Err(e)) => (
+                Stop::Failed(format!("persisting results failed: {e}")),
+                None,
+            ),
             Err(e) => (Stop::Failed(format!("the recorder crashed: {e}")), None),
         }
     }
@@ -301,7 +340,10 @@ impl Engine {
         concurrency: usize,
     ) -> CaseStream<'a> {
         match plan {
-            Plan::Experiment { experiment, pipeline } => {
+            Plan::Experiment {
+                experiment,
+                pipeline,
+            } => {
                 let generator_id = experiment.generation.generator.id.as_str();
                 let reducer_id = experiment.generation.reducer.id.as_str();
                 let num_samples = experiment.generation.candidate_policy.num_samples;
@@ -331,7 +373,12 @@ impl Engine {
                     .buffer_unordered(concurrency)
                     .boxed()
             }
-            Plan::Rejudge { source, cases, seeds, evaluators } => {
+            Plan::Rejudge {
+                source,
+                cases,
+                seeds,
+                evaluators,
+            } => {
                 let store = self.store().clone();
                 let pages = futures::stream::unfold(Some(None::<u64>), move |after| {
                     let store = store.clone();
@@ -361,14 +408,20 @@ impl Engine {
                         futures::stream::iter(items)
                     })
                     .filter(move |item| {
-                        let keep = item.as_ref().map_or(true, |r| !recorded.contains(&r.key.case_index));
+                        let keep = item
+                            .as_ref()
+                            .map_or(true, |r| !recorded.contains(&r.key.case_index));
                         futures::future::ready(keep)
                     })
                     .map(move |item| async move {
                         let source_record = item?;
-                        let position = (source_record.key.case_index / (*seeds).max(1) as u64) as usize;
+                        let position =
+                            (source_record.key.case_index / (*seeds).max(1) as u64) as usize;
                         let case = cases.get(position).ok_or_else(|| {
-                            StoreError::Corrupt(format!("source case {} is not in its definition", source_record.key.case_index))
+                            StoreError::Corrupt(format!(
+                                "source case {} is not in its definition",
+                                source_record.key.case_index
+                            ))
                         })?;
                         let input = CaseInput {
                             run_id,
@@ -409,7 +462,8 @@ async fn record_cases(
     while rx.recv_many(&mut buffer, config.max_batch).await > 0 {
         let mut batch = CommitBatch::new(run_id.clone());
         batch.cases = std::mem::take(&mut buffer);
-        batch.progress_event = last_progress_event.is_none_or(|t| t.elapsed() >= config.progress_interval);
+        batch.progress_event =
+            last_progress_event.is_none_or(|t| t.elapsed() >= config.progress_interval);
         if batch.progress_event {
             last_progress_event = Some(Instant::now());
         }

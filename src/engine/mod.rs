@@ -18,11 +18,11 @@ pub use definition::{
     MAX_WORK_ITEMS, Pipeline, RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind,
     parse_evaluation, parse_experiment,
 };
+pub use executor::RunControl;
 pub use hub::EventHub;
 pub use observe::{LifecycleSubscriber, Observers, StageContext};
 pub use pipeline::candidate_seed;
 pub use run_id::{canonical_json, rejudge_definition, rejudge_id, run_id};
-pub use executor::RunControl;
 pub use scheduler::Scheduler;
 
 use crate::components::Registry;
@@ -150,7 +150,9 @@ impl Engine {
         let generations = match parent.kind {
             RunKind::Experiment => parent.run_id.clone(),
             RunKind::Rejudge => generation_source(&parent).ok_or_else(|| {
-                EngineError::Store(StoreError::Corrupt(format!("rejudge {source} has no source_run_id")))
+                EngineError::Store(StoreError::Corrupt(format!(
+                    "rejudge {source} has no source_run_id"
+                )))
             })?,
         };
         let run = NewRun {
@@ -167,7 +169,10 @@ impl Engine {
 
     /// Asks a run to stop: a queued run is cancelled at once, an executing one by its
     /// executor (which polls the flag and is also signalled directly by the scheduler).
-    pub async fn request_cancel(&self, run_id: &RunId) -> Result<crate::store::CancelOutcome, EngineError> {
+    pub async fn request_cancel(
+        &self,
+        run_id: &RunId,
+    ) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.inner.store.request_cancel(run_id).await?;
         if let crate::store::CancelOutcome::Cancelled(_, events) = &outcome {
             self.inner.hub.publish(run_id, events);
@@ -187,8 +192,12 @@ impl Engine {
     /// The observers a run's stored runtime options ask for (for runs resumed without a
     /// caller to attach them).
     pub fn observers_for(record: &RunRecord) -> Observers {
-        let runtime: RuntimeOptions = serde_json::from_value(record.runtime.clone()).unwrap_or_default();
-        Observers::new(Vec::new(), crate::telemetry::provider_for(runtime.tracing.as_ref()))
+        let runtime: RuntimeOptions =
+            serde_json::from_value(record.runtime.clone()).unwrap_or_default();
+        Observers::new(
+            Vec::new(),
+            crate::telemetry::provider_for(runtime.tracing.as_ref()),
+        )
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::model::{Candidate, Case, CaseKey, JudgmentRecord, Reduced, RunEvent, RunId, ScoreRecord};
+use crate::model::{
+    Candidate, Case, CaseKey, JudgmentRecord, Reduced, RunEvent, RunId, ScoreRecord,
+};
 use crate::telemetry::{NoopTracer, TracingProvider};
 
 /// Where a hook is called from.
@@ -52,8 +54,14 @@ impl Default for Observers {
 }
 
 impl Observers {
-    pub fn new(subscribers: Vec<Arc<dyn LifecycleSubscriber>>, tracer: Arc<dyn TracingProvider>) -> Self {
-        Observers { subscribers, tracer }
+    pub fn new(
+        subscribers: Vec<Arc<dyn LifecycleSubscriber>>,
+        tracer: Arc<dyn TracingProvider>,
+    ) -> Self {
+        Observers {
+            subscribers,
+            tracer,
+        }
     }
 
     /// Calls a hook on every subscriber, containing panics.

@@ -57,7 +57,11 @@ struct CaseRun<'a> {
 impl<'a> CaseRun<'a> {
     fn start(input: &'a CaseInput<'a>) -> Self {
         let started_at = Timestamp::now();
-        let case_span = input.observers.tracer.start_span("case", input.attributes(None), Some(input.run_span));
+        let case_span =
+            input
+                .observers
+                .tracer
+                .start_span("case", input.attributes(None), Some(input.run_span));
         CaseRun {
             input,
             record: CaseRecord {
@@ -76,7 +80,9 @@ impl<'a> CaseRun<'a> {
                 started_at,
                 finished_at: started_at,
             },
-            events: vec![NewEvent::now(EventKind::CaseStarted { case: input.key.clone() })],
+            events: vec![NewEvent::now(EventKind::CaseStarted {
+                case: input.key.clone(),
+            })],
             case_span: Some(case_span),
         }
     }
@@ -102,13 +108,28 @@ impl<'a> CaseRun<'a> {
     }
 
     /// Closes a stage; the first error of a case marks it failed at that stage.
-    fn close_stage(&mut self, stage: Stage, (span, started): (Span, Instant), error: Option<String>) {
-        let status = if error.is_some() { SpanStatus::Error } else { SpanStatus::Ok };
-        self.input.observers.tracer.end_span(span, status, error.as_deref());
+    fn close_stage(
+        &mut self,
+        stage: Stage,
+        (span, started): (Span, Instant),
+        error: Option<String>,
+    ) {
+        let status = if error.is_some() {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        };
+        self.input
+            .observers
+            .tracer
+            .end_span(span, status, error.as_deref());
         if let Some(message) = &error
             && self.record.error.is_none()
         {
-            self.record.error = Some(CaseError { stage, message: message.clone() });
+            self.record.error = Some(CaseError {
+                stage,
+                message: message.clone(),
+            });
         }
         self.record.stages.push(StageRecord {
             stage,
@@ -136,7 +157,12 @@ impl<'a> CaseRun<'a> {
                 }
             }
             for (judge_id, _) in &evaluators.judges {
-                if !self.record.judgments.iter().any(|j| &j.judge_id == judge_id) {
+                if !self
+                    .record
+                    .judgments
+                    .iter()
+                    .any(|j| &j.judge_id == judge_id)
+                {
                     self.record.judgments.push(JudgmentRecord {
                         judge_id: judge_id.clone(),
                         score: None,
@@ -163,12 +189,22 @@ impl<'a> CaseRun<'a> {
             }
             None => {
                 let duration_ms = self.record.finished_at.millis_since(self.record.started_at);
-                self.event(EventKind::CaseCompleted { case: key, duration_ms });
+                self.event(EventKind::CaseCompleted {
+                    case: key,
+                    duration_ms,
+                });
             }
         }
         if let Some(span) = self.case_span.take() {
-            let status = if span_error.is_some() { SpanStatus::Error } else { SpanStatus::Ok };
-            self.input.observers.tracer.end_span(span, status, span_error.as_deref());
+            let status = if span_error.is_some() {
+                SpanStatus::Error
+            } else {
+                SpanStatus::Ok
+            };
+            self.input
+                .observers
+                .tracer
+                .end_span(span, status, span_error.as_deref());
         }
         CaseCommit {
             record: self.record,
@@ -254,25 +290,29 @@ impl<'a> CaseRun<'a> {
         let stage = self.open_stage(Stage::Reduction, reducer_id);
         observers.notify(|s| s.before_reduce(&self.record.candidates, self.ctx()));
         let candidates = &self.record.candidates;
-        let outcome = pipeline.reducer.reduce(candidates).await.and_then(|reduction| {
-            let chosen = candidates.get(reduction.chosen).ok_or_else(|| {
-                crate::components::ComponentError::new(format!(
-                    "reducer chose candidate {} of {}",
-                    reduction.chosen,
-                    candidates.len()
-                ))
-            })?;
-            Ok(Reduced {
-                candidate_id: chosen.candidate_id.clone(),
-                output: chosen.output.clone(),
-                source_candidate_ids: reduction
-                    .sources
-                    .iter()
-                    .filter_map(|i| candidates.get(*i))
-                    .map(|c| c.candidate_id.clone())
-                    .collect(),
-            })
-        });
+        let outcome = pipeline
+            .reducer
+            .reduce(candidates)
+            .await
+            .and_then(|reduction| {
+                let chosen = candidates.get(reduction.chosen).ok_or_else(|| {
+                    crate::components::ComponentError::new(format!(
+                        "reducer chose candidate {} of {}",
+                        reduction.chosen,
+                        candidates.len()
+                    ))
+                })?;
+                Ok(Reduced {
+                    candidate_id: chosen.candidate_id.clone(),
+                    output: chosen.output.clone(),
+                    source_candidate_ids: reduction
+                        .sources
+                        .iter()
+                        .filter_map(|i| candidates.get(*i))
+                        .map(|c| c.candidate_id.clone())
+                        .collect(),
+                })
+            });
         let key = self.input.key.clone();
         match outcome {
             Ok(reduced) => {
@@ -497,7 +537,11 @@ pub(crate) async fn run_case(
 
 /// Re-evaluates a stored case: its candidates and reduced output are kept, parsing,
 /// scoring and judging run again with `evaluators`. The generator is never called.
-pub(crate) async fn rejudge_case(input: &CaseInput<'_>, source: &CaseRecord, evaluators: &Evaluators) -> CaseCommit {
+pub(crate) async fn rejudge_case(
+    input: &CaseInput<'_>,
+    source: &CaseRecord,
+    evaluators: &Evaluators,
+) -> CaseCommit {
     let mut run = CaseRun::start(input);
     run.record.candidates = source.candidates.clone();
     run.record.reduced = source.reduced.clone();

@@ -99,8 +99,12 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_and_normalises_numbers() {
         let a = json!({"b": 1, "a": [1.0, 2.5, {"z": null, "y": "é\n"}]});
-        assert_eq!(canonical_json(&a), r#"{"a":[1,2.5,{"y":"é\n","z":null}],"b":1}"#);
-        let reordered: Value = serde_json::from_str(r#"{ "a" : [1, 2.5, {"y":"é\n","z":null}], "b":1.0 }"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":[1,2.5,{"y":"é\n","z":null}],"b":1}"#
+        );
+        let reordered: Value =
+            serde_json::from_str(r#"{ "a" : [1, 2.5, {"y":"é\n","z":null}], "b":1.0 }"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&reordered));
     }
 }

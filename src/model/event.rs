@@ -189,7 +189,9 @@ impl EventKind {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            EventKind::RunCompleted { .. } | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. }
+            EventKind::RunCompleted { .. }
+                | EventKind::RunFailed { .. }
+                | EventKind::RunCancelled { .. }
         )
     }
 }

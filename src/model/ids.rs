@@ -117,7 +117,13 @@ mod tests {
         let id = RunId::from_digest(&[0xab; 32]);
         assert_eq!(id.as_str().len(), 4 + 32);
         assert_eq!(id.as_str().parse::<RunId>().unwrap(), id);
-        for bad in ["", "run_", "abc", "run_ABABABABABABABABABABABABABABABAB", "run_00"] {
+        for bad in [
+            "",
+            "run_",
+            "abc",
+            "run_ABABABABABABABABABABABABABABABAB",
+            "run_00",
+        ] {
             assert!(bad.parse::<RunId>().is_err(), "{bad}");
         }
     }

@@ -63,7 +63,11 @@ impl RunState {
 
     /// After the batch's cases were counted: appends its run-level and progress events,
     /// applies the status change and sequences everything, in that order.
-    pub fn finish_commit(&mut self, mut events: Vec<NewEvent>, batch: &CommitBatch) -> Vec<RunEvent> {
+    pub fn finish_commit(
+        &mut self,
+        mut events: Vec<NewEvent>,
+        batch: &CommitBatch,
+    ) -> Vec<RunEvent> {
         events.extend(batch.events.iter().cloned());
         if batch.progress_event {
             events.push(NewEvent::now(EventKind::Progress {

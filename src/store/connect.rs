@@ -25,5 +25,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             "unsupported database URL `{url}`; use sqlite://FILE or memory"
         )));
     }
-    Ok(Arc::new(SqliteStore::connect(&format!("sqlite://{url}")).await?))
+    Ok(Arc::new(
+        SqliteStore::connect(&format!("sqlite://{url}")).await?,
+    ))
 }

@@ -78,9 +78,10 @@ impl Store for MemoryStore {
                     .is_none_or(|p| r.parent_run_id.as_ref() == Some(p))
             })
             .filter(|r| {
-                query.before.as_ref().is_none_or(|c| {
-                    (r.created_at, &r.run_id) < (c.created_at, &c.run_id)
-                })
+                query
+                    .before
+                    .as_ref()
+                    .is_none_or(|c| (r.created_at, &r.run_id) < (c.created_at, &c.run_id))
             })
             .collect();
         matching.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
@@ -149,7 +150,11 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn case_records(&self, run_id: &RunId, query: &CaseQuery) -> StoreResult<Vec<CaseRecord>> {
+    async fn case_records(
+        &self,
+        run_id: &RunId,
+        query: &CaseQuery,
+    ) -> StoreResult<Vec<CaseRecord>> {
         let runs = self.runs.lock().await;
         let Some(run) = runs.get(run_id) else {
             return Ok(Vec::new());
@@ -159,21 +164,37 @@ impl Store for MemoryStore {
             .cases
             .range(start..)
             .map(|(_, record)| record)
-            .filter(|r| query.dataset_id.as_ref().is_none_or(|d| &r.key.dataset_id == d))
+            .filter(|r| {
+                query
+                    .dataset_id
+                    .as_ref()
+                    .is_none_or(|d| &r.key.dataset_id == d)
+            })
             .filter(|r| !query.failed_only || r.status == CaseStatus::Failed)
             .take(query.limit as usize)
             .cloned()
             .collect())
     }
 
-    async fn events_after(&self, run_id: &RunId, after: u64, limit: u32) -> StoreResult<Vec<RunEvent>> {
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>> {
         let runs = self.runs.lock().await;
         let Some(run) = runs.get(run_id) else {
             return Ok(Vec::new());
         };
         // Sequence numbers start at 1 without gaps, so seq n sits at index n - 1.
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(run.events.len());
-        Ok(run.events[start..].iter().take(limit as usize).cloned().collect())
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(run.events.len());
+        Ok(run.events[start..]
+            .iter()
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

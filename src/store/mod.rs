@@ -232,10 +232,16 @@ pub trait Store: Send + Sync + 'static {
     /// `case_index` of every recorded case of the run, ascending.
     async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>>;
 
-    async fn case_records(&self, run_id: &RunId, query: &CaseQuery) -> StoreResult<Vec<CaseRecord>>;
+    async fn case_records(&self, run_id: &RunId, query: &CaseQuery)
+    -> StoreResult<Vec<CaseRecord>>;
 
     /// Events with `seq > after`, ascending, at most `limit`.
-    async fn events_after(&self, run_id: &RunId, after: u64, limit: u32) -> StoreResult<Vec<RunEvent>>;
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>>;
 
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;

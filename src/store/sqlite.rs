@@ -10,17 +10,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
 use super::apply::{CancelStep, RunState};
 use super::{
-    CancelOutcome, CaseQuery, CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store, StoreError,
-    StoreResult,
+    CancelOutcome, CaseQuery, CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store,
+    StoreError, StoreResult,
 };
 use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, Progress, RunEvent, RunId, RunKind, RunRecord, RunStatus, Timestamp,
+    AggregateState, CaseRecord, CaseStatus, Progress, RunEvent, RunId, RunKind, RunRecord,
+    RunStatus, Timestamp,
 };
 
 /// SQLite's bound-parameter limit is 32766; stay well below it per statement.
@@ -38,7 +41,11 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
-            .journal_mode(if in_memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .journal_mode(if in_memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
@@ -46,8 +53,16 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
             .min_connections(1)
-            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-            .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -62,7 +77,12 @@ impl SqliteStore {
         Self::connect(&format!("sqlite://{}", path.display())).await
     }
 
-    async fn begin_write(&self) -> StoreResult<(tokio::sync::MutexGuard<'_, ()>, Transaction<'static, Sqlite>)> {
+    async fn begin_write(
+        &self,
+    ) -> StoreResult<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
         let guard = self.write.lock().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok((guard, tx))
@@ -70,7 +90,8 @@ impl SqliteStore {
 }
 
 fn to_i64(value: u64) -> StoreResult<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{value} does not fit the database")))
+    i64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{value} does not fit the database")))
 }
 
 fn to_u64(value: i64) -> StoreResult<u64> {
@@ -93,20 +114,37 @@ fn run_from_row(row: &SqliteRow, full: bool) -> StoreResult<RunRecord> {
     let text = |name: &str| -> StoreResult<String> { Ok(row.try_get::<String, _>(name)?) };
     let int = |name: &str| -> StoreResult<i64> { Ok(row.try_get::<i64, _>(name)?) };
     let opt_time = |name: &str| -> StoreResult<Option<Timestamp>> {
-        Ok(row.try_get::<Option<i64>, _>(name)?.map(Timestamp::from_millis))
+        Ok(row
+            .try_get::<Option<i64>, _>(name)?
+            .map(Timestamp::from_millis))
     };
     let kind = text("kind")?;
     let status = text("status")?;
     Ok(RunRecord {
-        run_id: text("run_id")?.parse().map_err(|_| StoreError::Corrupt("bad run id".into()))?,
-        kind: RunKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("unknown kind {kind}")))?,
+        run_id: text("run_id")?
+            .parse()
+            .map_err(|_| StoreError::Corrupt("bad run id".into()))?,
+        kind: RunKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown kind {kind}")))?,
         parent_run_id: row
             .try_get::<Option<String>, _>("parent_run_id")?
-            .map(|p| p.parse().map_err(|_| StoreError::Corrupt("bad parent run id".into())))
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| StoreError::Corrupt("bad parent run id".into()))
+            })
             .transpose()?,
-        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("unknown status {status}")))?,
-        definition: if full { from_json(&text("definition")?)? } else { Value::Null },
-        runtime: if full { from_json(&text("runtime")?)? } else { Value::Null },
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status}")))?,
+        definition: if full {
+            from_json(&text("definition")?)?
+        } else {
+            Value::Null
+        },
+        runtime: if full {
+            from_json(&text("runtime")?)?
+        } else {
+            Value::Null
+        },
         progress: Progress {
             total: to_u64(int("total")?)?,
             completed: to_u64(int("completed")?)?,
@@ -126,7 +164,10 @@ fn run_from_row(row: &SqliteRow, full: bool) -> StoreResult<RunRecord> {
 }
 
 /// Loads a run's row with its aggregate state inside a write transaction.
-async fn load_state(tx: &mut Transaction<'static, Sqlite>, run_id: &RunId) -> StoreResult<RunState> {
+async fn load_state(
+    tx: &mut Transaction<'static, Sqlite>,
+    run_id: &RunId,
+) -> StoreResult<RunState> {
     let sql = format!("SELECT {SUMMARY_COLUMNS}, aggregate_state FROM runs WHERE run_id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run_id.as_str())
@@ -167,14 +208,19 @@ async fn save_state(tx: &mut Transaction<'static, Sqlite>, state: &RunState) -> 
     Ok(())
 }
 
-async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[RunEvent]) -> StoreResult<()> {
+async fn insert_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[RunEvent],
+) -> StoreResult<()> {
     const PER_ROW: usize = 5;
     for chunk in events.chunks(MAX_PARAMS / PER_ROW) {
         let rows = chunk
             .iter()
             .map(|e| Ok((e, json_text(e)?, to_i64(e.seq)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut builder = QueryBuilder::<Sqlite>::new("INSERT INTO events (run_id, seq, event_type, occurred_at, payload) ");
+        let mut builder = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (run_id, seq, event_type, occurred_at, payload) ",
+        );
         builder.push_values(rows, |mut b, (event, payload, seq)| {
             b.push_bind(event.run_id.as_str().to_owned())
                 .push_bind(seq)
@@ -225,7 +271,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>> {
-        let sql = format!("SELECT {SUMMARY_COLUMNS}, definition, runtime FROM runs WHERE run_id = ?");
+        let sql =
+            format!("SELECT {SUMMARY_COLUMNS}, definition, runtime FROM runs WHERE run_id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(run_id.as_str())
             .fetch_optional(&self.pool)
@@ -243,12 +290,15 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
-        let mut builder = QueryBuilder::<Sqlite>::new(format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE 1 = 1"));
+        let mut builder =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE 1 = 1"));
         if let Some(status) = query.status {
             builder.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(parent) = &query.parent_run_id {
-            builder.push(" AND parent_run_id = ").push_bind(parent.as_str().to_owned());
+            builder
+                .push(" AND parent_run_id = ")
+                .push_bind(parent.as_str().to_owned());
         }
         if let Some(cursor) = &query.before {
             builder
@@ -291,7 +341,10 @@ impl Store for SqliteStore {
         // Serialise outside the write lock: it is the expensive part.
         let mut prepared = Vec::with_capacity(batch.cases.len());
         for case in &batch.cases {
-            prepared.push((to_i64(case.record.key.case_index)?, json_text(&case.record)?));
+            prepared.push((
+                to_i64(case.record.key.case_index)?,
+                json_text(&case.record)?,
+            ));
         }
         let (_guard, mut tx) = self.begin_write().await?;
         let mut state = load_state(&mut tx, &batch.run_id).await?;
@@ -349,21 +402,31 @@ impl Store for SqliteStore {
     }
 
     async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>> {
-        let rows = sqlx::query("SELECT case_index FROM case_records WHERE run_id = ? ORDER BY case_index")
-            .bind(run_id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| to_u64(row.try_get::<i64, _>(0)?)).collect()
+        let rows =
+            sqlx::query("SELECT case_index FROM case_records WHERE run_id = ? ORDER BY case_index")
+                .bind(run_id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| to_u64(row.try_get::<i64, _>(0)?))
+            .collect()
     }
 
-    async fn case_records(&self, run_id: &RunId, query: &CaseQuery) -> StoreResult<Vec<CaseRecord>> {
-        let mut builder = QueryBuilder::<Sqlite>::new("SELECT record FROM case_records WHERE run_id = ");
+    async fn case_records(
+        &self,
+        run_id: &RunId,
+        query: &CaseQuery,
+    ) -> StoreResult<Vec<CaseRecord>> {
+        let mut builder =
+            QueryBuilder::<Sqlite>::new("SELECT record FROM case_records WHERE run_id = ");
         builder.push_bind(run_id.as_str().to_owned());
         if let Some(after) = query.after_index {
             builder.push(" AND case_index > ").push_bind(to_i64(after)?);
         }
         if let Some(dataset) = &query.dataset_id {
-            builder.push(" AND dataset_id = ").push_bind(dataset.clone());
+            builder
+                .push(" AND dataset_id = ")
+                .push_bind(dataset.clone());
         }
         if query.failed_only {
             builder.push(" AND failed = 1");
@@ -372,17 +435,28 @@ impl Store for SqliteStore {
             .push(" ORDER BY case_index LIMIT ")
             .push_bind(i64::from(query.limit));
         let rows = builder.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| from_json(&row.try_get::<String, _>(0)?)).collect()
+        rows.iter()
+            .map(|row| from_json(&row.try_get::<String, _>(0)?))
+            .collect()
     }
 
-    async fn events_after(&self, run_id: &RunId, after: u64, limit: u32) -> StoreResult<Vec<RunEvent>> {
-        let rows = sqlx::query("SELECT payload FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(run_id.as_str())
-            .bind(to_i64(after)?)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| from_json(&row.try_get::<String, _>(0)?)).collect()
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let rows = sqlx::query(
+            "SELECT payload FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(run_id.as_str())
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| from_json(&row.try_get::<String, _>(0)?))
+            .collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -12,7 +12,12 @@ struct LogSpan {
 }
 
 impl TracingProvider for LogTracer {
-    fn start_span(&self, name: &'static str, attributes: Attributes, _parent: Option<&Span>) -> Span {
+    fn start_span(
+        &self,
+        name: &'static str,
+        attributes: Attributes,
+        _parent: Option<&Span>,
+    ) -> Span {
         let attributes = attributes
             .iter()
             .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
@@ -30,7 +35,12 @@ impl TracingProvider for LogTracer {
     fn end_span(&self, span: Span, status: SpanStatus, error: Option<&str>) {
         let (attributes, elapsed_ms) = span
             .data::<LogSpan>()
-            .map(|s| (s.attributes.as_str(), s.started.elapsed().as_secs_f64() * 1e3))
+            .map(|s| {
+                (
+                    s.attributes.as_str(),
+                    s.started.elapsed().as_secs_f64() * 1e3,
+                )
+            })
             .unwrap_or_default();
         tracing::info!(
             target: "themis::spans",

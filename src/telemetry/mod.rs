@@ -42,7 +42,10 @@ impl From<String> for AttributeValue {
 impl From<u64> for AttributeValue {
     fn from(value: u64) -> Self {
         // Seeds use the whole u64 range; beyond i64 they are kept as text.
-        i64::try_from(value).map_or_else(|_| AttributeValue::String(value.to_string()), AttributeValue::Int)
+        i64::try_from(value).map_or_else(
+            |_| AttributeValue::String(value.to_string()),
+            AttributeValue::Int,
+        )
     }
 }
 
@@ -92,7 +95,8 @@ impl Span {
 
 pub trait TracingProvider: Send + Sync {
     /// Opens a span; `parent` is the enclosing span (the run for a case, the case for a stage).
-    fn start_span(&self, name: &'static str, attributes: Attributes, parent: Option<&Span>) -> Span;
+    fn start_span(&self, name: &'static str, attributes: Attributes, parent: Option<&Span>)
+    -> Span;
 
     /// Closes a span; `error` carries the message when `status` is `Error`.
     fn end_span(&self, span: Span, status: SpanStatus, error: Option<&str>);
@@ -102,7 +106,12 @@ pub trait TracingProvider: Send + Sync {
 pub struct NoopTracer;
 
 impl TracingProvider for NoopTracer {
-    fn start_span(&self, name: &'static str, _attributes: Attributes, _parent: Option<&Span>) -> Span {
+    fn start_span(
+        &self,
+        name: &'static str,
+        _attributes: Attributes,
+        _parent: Option<&Span>,
+    ) -> Span {
         Span::new(name, ())
     }
 

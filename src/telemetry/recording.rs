@@ -33,7 +33,12 @@ impl RecordingTracer {
 }
 
 impl TracingProvider for RecordingTracer {
-    fn start_span(&self, name: &'static str, attributes: Attributes, parent: Option<&Span>) -> Span {
+    fn start_span(
+        &self,
+        name: &'static str,
+        attributes: Attributes,
+        parent: Option<&Span>,
+    ) -> Span {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let parent = parent.and_then(|p| p.data::<u64>().copied());
         if let Ok(mut spans) = self.spans.lock() {

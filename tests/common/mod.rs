@@ -44,7 +44,12 @@ impl Generator for CountingGenerator {
             tokio::time::sleep(self.delay).await;
         }
         Ok(Generation {
-            output: request.case.input.get("answer").cloned().unwrap_or(Value::Null),
+            output: request
+                .case
+                .input
+                .get("answer")
+                .cloned()
+                .unwrap_or(Value::Null),
             raw_text: None,
             finish_reason: None,
             usage: Usage {
@@ -100,7 +105,11 @@ impl TestServer {
         Self::start_with(database_url, registry, Vec::new()).await
     }
 
-    pub async fn start_with(database_url: &str, registry: Registry, api_keys: Vec<String>) -> TestServer {
+    pub async fn start_with(
+        database_url: &str,
+        registry: Registry,
+        api_keys: Vec<String>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = themis::server::ServerConfig {
@@ -130,7 +139,13 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -170,7 +185,10 @@ pub async fn wait_finished(client: &reqwest::Client, base: &str, run_id: &str) -
         if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or("")) {
             return run;
         }
-        assert!(std::time::Instant::now() < deadline, "run {run_id} did not finish: {run}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run_id} did not finish: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
