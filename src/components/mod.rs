@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::model::{Candidate, Case, Usage};
+use crate::telemetry::{NoopTracer, Span, TracingProvider};
 
 pub use params::{ParamError, Params};
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
@@ -47,6 +48,74 @@ impl ComponentError {
     }
 }
 
+/// A note from a provider call that explains slowness: shown to users as run events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallNote {
+    /// A request failed and will be tried again after `delay_ms`.
+    Retry {
+        provider: String,
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// A request waited `wait_ms` for the endpoint's rate limit.
+    RateLimited { provider: String, wait_ms: u64 },
+}
+
+/// Receives [`CallNote`]s; the engine turns them into run events.
+pub trait CallObserver: Send + Sync {
+    fn note(&self, note: CallNote);
+}
+
+/// Ignores every note.
+pub struct IgnoreNotes;
+
+impl CallObserver for IgnoreNotes {
+    fn note(&self, _note: CallNote) {}
+}
+
+/// A durable cache of provider responses, keyed by a hash of the request, so re-running,
+/// resuming or rejudging never pays twice for the same request.
+#[async_trait]
+pub trait ResponseCache: Send + Sync {
+    async fn get(&self, key: &str) -> Option<Value>;
+    async fn put(&self, key: &str, value: &Value);
+}
+
+/// What a component call can reach besides its input: the response cache (absent when
+/// the run turned caching off), a sink for notes, and the tracer with the stage span to
+/// parent provider-call spans on.
+#[derive(Clone, Copy)]
+pub struct CallContext<'a> {
+    pub run_id: &'a str,
+    pub cache: Option<&'a dyn ResponseCache>,
+    pub observer: &'a dyn CallObserver,
+    pub tracer: &'a dyn TracingProvider,
+    pub parent_span: Option<&'a Span>,
+}
+
+impl CallContext<'static> {
+    /// No cache, no notes, no spans: for tests and standalone use.
+    pub fn detached() -> Self {
+        CallContext {
+            run_id: "",
+            cache: None,
+            observer: &IgnoreNotes,
+            tracer: &NoopTracer,
+            parent_span: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CallContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("run_id", &self.run_id)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a generator is asked for: one sample of one case.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerateRequest<'a> {
@@ -55,6 +124,7 @@ pub struct GenerateRequest<'a> {
     /// The candidate's own seed, derived from the case seed and the candidate index.
     pub seed: u64,
     pub candidate_index: u32,
+    pub ctx: CallContext<'a>,
 }
 
 /// One generated sample.
@@ -124,6 +194,7 @@ pub struct JudgeRequest<'a> {
     pub case: &'a Case,
     pub parsed: &'a Value,
     pub seed: u64,
+    pub ctx: CallContext<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -100,6 +100,9 @@ pub struct RuntimeOptions {
     /// service ignores it: its operator chooses the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageConfig>,
+    /// Reuse stored provider responses for identical requests (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -364,10 +367,7 @@ impl<'r> Checker<'r> {
         ok.then_some(resolved)
     }
 
-    fn generation(
-        &mut self,
-        value: &Value,
-    ) -> Option<ResolvedGeneration> {
+    fn generation(&mut self, value: &Value) -> Option<ResolvedGeneration> {
         let path = "generation";
         let map = self.object(value, path, &["generator", "candidate_policy", "reducer"])?;
         let generator = self
@@ -582,6 +582,12 @@ impl<'r> Checker<'r> {
                 ),
             }
         }
+        if let Some(value) = map.get("cache").filter(|v| !v.is_null()) {
+            match value.as_bool() {
+                Some(cache) => runtime.cache = Some(cache),
+                None => self.error("cache", "must be true or false"),
+            }
+        }
         if let Some(value) = map.get("tracing").filter(|v| !v.is_null())
             && let Some(tracing) = self.object(value, "tracing", &["provider"])
         {
@@ -639,7 +645,7 @@ impl<'r> Checker<'r> {
 
 /// Fields of the logical definition; everything else at the top level is runtime-only.
 const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seeds"];
-const RUNTIME_FIELDS: [&str; 4] = ["storage", "subscribers", "tracing", "concurrency"];
+const RUNTIME_FIELDS: [&str; 5] = ["storage", "subscribers", "tracing", "concurrency", "cache"];
 
 /// Parses and validates an experiment request: every problem is reported at once.
 pub fn parse_experiment(

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
@@ -16,11 +17,12 @@ use super::definition::{
 use super::observe::Observers;
 use super::pipeline::{CaseInput, rejudge_case, run_case};
 use super::{Engine, EngineError, generation_source};
+use crate::components::{CallNote, CallObserver, ResponseCache};
 use crate::model::{
     Case, CaseKey, CaseRecord, EventKind, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord,
     RunStatus, Timestamp,
 };
-use crate::store::{CaseCommit, CaseQuery, CommitBatch, StatusChange, StoreError};
+use crate::store::{CaseCommit, CaseQuery, CommitBatch, StatusChange, Store, StoreError};
 use crate::telemetry::{AttributeValue, Span, SpanStatus};
 
 /// What a run executes, rebuilt from its stored definition.
@@ -35,6 +37,17 @@ enum Plan {
         seeds: usize,
         evaluators: Evaluators,
     },
+}
+
+/// What every case of one execution shares.
+#[derive(Clone, Copy)]
+struct StreamContext<'a> {
+    run_id: &'a RunId,
+    recorded: &'a HashSet<u64>,
+    observers: &'a Observers,
+    run_span: &'a Span,
+    cache: Option<&'a dyn ResponseCache>,
+    tx: &'a mpsc::Sender<RecorderMsg>,
 }
 
 /// Why the case loop ended.
@@ -53,6 +66,67 @@ pub struct RunControl {
     pub cancel: CancellationToken,
     /// Stop without finishing the run: it stays `running` and resumes later.
     pub interrupt: CancellationToken,
+}
+
+/// What the recorder persists: finished cases, and loose events (provider notes).
+enum RecorderMsg {
+    Case(CaseCommit),
+    Event(NewEvent),
+}
+
+/// Turns a case's provider notes into run events. Notes are best effort: when the
+/// recorder is saturated they are dropped rather than slowing the case.
+struct CaseNotes {
+    key: CaseKey,
+    tx: mpsc::Sender<RecorderMsg>,
+}
+
+impl CallObserver for CaseNotes {
+    fn note(&self, note: CallNote) {
+        let case = self.key.clone();
+        let kind = match note {
+            CallNote::Retry {
+                provider,
+                attempt,
+                delay_ms,
+                reason,
+            } => EventKind::ProviderRetry {
+                case,
+                provider,
+                attempt,
+                delay_ms,
+                reason,
+            },
+            CallNote::RateLimited { provider, wait_ms } => EventKind::ProviderRateLimited {
+                case,
+                provider,
+                wait_ms,
+            },
+        };
+        let _ = self.tx.try_send(RecorderMsg::Event(NewEvent::now(kind)));
+    }
+}
+
+/// The response cache backed by the run's store; a cache failure is a miss, never an error.
+struct StoreCache(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl ResponseCache for StoreCache {
+    async fn get(&self, key: &str) -> Option<Value> {
+        match self.0.cache_get(key).await {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(error = %e, "response cache read failed");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, value: &Value) {
+        if let Err(e) = self.0.cache_put(key, value).await {
+            tracing::warn!(error = %e, "response cache write failed");
+        }
+    }
 }
 
 type CaseStream<'a> = Pin<Box<dyn Stream<Item = Result<CaseCommit, StoreError>> + Send + 'a>>;
@@ -193,8 +267,20 @@ impl Engine {
                         .concurrency
                         .unwrap_or(self.config().default_concurrency)
                         .max(1);
+                    let cache = runtime
+                        .cache
+                        .unwrap_or(true)
+                        .then(|| StoreCache(self.store().clone()));
                     let (stop, last) = self
-                        .run_cases(run_id, &plan, concurrency, &observers, &run_span, &control)
+                        .run_cases(
+                            run_id,
+                            &plan,
+                            concurrency,
+                            &observers,
+                            &run_span,
+                            &control,
+                            cache.as_ref(),
+                        )
                         .await;
                     progress = last.unwrap_or(progress);
                     stop
@@ -275,6 +361,7 @@ impl Engine {
         observers: &Observers,
         run_span: &Span,
         control: &RunControl,
+        cache: Option<&StoreCache>,
     ) -> (Stop, Option<Progress>) {
         let cancel = &control.cancel;
         let store = self.store().clone();
@@ -283,7 +370,7 @@ impl Engine {
             Err(e) => return (Stop::Failed(e.to_string()), None),
         };
         let config = self.config().clone();
-        let (tx, rx) = mpsc::channel::<CaseCommit>(config.max_batch * 2);
+        let (tx, rx) = mpsc::channel::<RecorderMsg>(config.max_batch * 2);
         let recorder = tokio::spawn(record_cases(
             self.clone(),
             run_id.clone(),
@@ -292,7 +379,15 @@ impl Engine {
             cancel.clone(),
         ));
 
-        let mut cases = self.case_stream(run_id, plan, &recorded, observers, run_span, concurrency);
+        let context = StreamContext {
+            run_id,
+            recorded: &recorded,
+            observers,
+            run_span,
+            cache: cache.map(|c| c as &dyn ResponseCache),
+            tx: &tx,
+        };
+        let mut cases = self.case_stream(&context, plan, concurrency);
         let mut cancel_poll = tokio::time::interval(config.cancel_poll_interval);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
@@ -309,7 +404,7 @@ impl Engine {
                     None => break Stop::Finished,
                     Some(Err(e)) => break Stop::Failed(e.to_string()),
                     Some(Ok(commit)) => {
-                        if tx.send(commit).await.is_err() {
+                        if tx.send(RecorderMsg::Case(commit)).await.is_err() {
                             break Stop::Failed("the recorder stopped".to_owned());
                         }
                     }
@@ -332,13 +427,18 @@ impl Engine {
 
     fn case_stream<'a>(
         &'a self,
-        run_id: &'a RunId,
+        context: &'a StreamContext<'a>,
         plan: &'a Plan,
-        recorded: &'a HashSet<u64>,
-        observers: &'a Observers,
-        run_span: &'a Span,
         concurrency: usize,
     ) -> CaseStream<'a> {
+        let StreamContext {
+            run_id,
+            recorded,
+            observers,
+            run_span,
+            cache,
+            tx,
+        } = *context;
         match plan {
             Plan::Experiment {
                 experiment,
@@ -356,17 +456,24 @@ impl Engine {
                     .filter(|(index, _)| !recorded.contains(&(*index as u64)));
                 futures::stream::iter(items)
                     .map(move |(index, (dataset, case, seed))| async move {
+                        let key = CaseKey {
+                            case_index: index as u64,
+                            dataset_id: dataset.dataset_id.clone(),
+                            case_id: case.case_id.clone(),
+                            seed,
+                        };
+                        let notes = CaseNotes {
+                            key: key.clone(),
+                            tx: tx.clone(),
+                        };
                         let input = CaseInput {
                             run_id,
-                            key: CaseKey {
-                                case_index: index as u64,
-                                dataset_id: dataset.dataset_id.clone(),
-                                case_id: case.case_id.clone(),
-                                seed,
-                            },
+                            key,
                             case,
                             observers,
                             run_span,
+                            cache,
+                            notes: &notes,
                         };
                         Ok(run_case(&input, pipeline, generator_id, reducer_id, num_samples).await)
                     })
@@ -423,12 +530,18 @@ impl Engine {
                                 source_record.key.case_index
                             ))
                         })?;
+                        let notes = CaseNotes {
+                            key: source_record.key.clone(),
+                            tx: tx.clone(),
+                        };
                         let input = CaseInput {
                             run_id,
                             key: source_record.key.clone(),
                             case,
                             observers,
                             run_span,
+                            cache,
+                            notes: &notes,
                         };
                         Ok(rejudge_case(&input, &source_record, evaluators).await)
                     })
@@ -451,7 +564,7 @@ fn publish(engine: &Engine, run_id: &RunId, events: &[RunEvent], observers: &Obs
 async fn record_cases(
     engine: Engine,
     run_id: RunId,
-    mut rx: mpsc::Receiver<CaseCommit>,
+    mut rx: mpsc::Receiver<RecorderMsg>,
     observers: Observers,
     cancel: CancellationToken,
 ) -> Result<Option<Progress>, StoreError> {
@@ -461,7 +574,12 @@ async fn record_cases(
     let mut progress = None;
     while rx.recv_many(&mut buffer, config.max_batch).await > 0 {
         let mut batch = CommitBatch::new(run_id.clone());
-        batch.cases = std::mem::take(&mut buffer);
+        for message in buffer.drain(..) {
+            match message {
+                RecorderMsg::Case(commit) => batch.cases.push(commit),
+                RecorderMsg::Event(event) => batch.events.push(event),
+            }
+        }
         batch.progress_event =
             last_progress_event.is_none_or(|t| t.elapsed() >= config.progress_interval);
         if batch.progress_event {
@@ -473,7 +591,6 @@ async fn record_cases(
         }
         publish(&engine, &run_id, &outcome.events, &observers);
         progress = Some(outcome.progress);
-        buffer.reserve(config.max_batch);
     }
     Ok(progress)
 }

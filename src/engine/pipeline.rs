@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::definition::{Evaluators, Pipeline};
 use super::observe::{Observers, StageContext};
-use crate::components::{GenerateRequest, JudgeRequest};
+use crate::components::{CallContext, CallObserver, GenerateRequest, JudgeRequest, ResponseCache};
 use crate::model::{
     Candidate, Case, CaseError, CaseKey, CaseRecord, CaseStatus, EventKind, JudgmentRecord,
     NewEvent, ParseStep, Reduced, RunId, ScoreRecord, Stage, StageRecord, Timestamp, Usage,
@@ -44,6 +44,22 @@ pub(crate) struct CaseInput<'a> {
     pub case: &'a Case,
     pub observers: &'a Observers,
     pub run_span: &'a Span,
+    /// The response cache, unless the run turned it off.
+    pub cache: Option<&'a dyn ResponseCache>,
+    /// Where provider calls report retries and rate-limit waits.
+    pub notes: &'a dyn CallObserver,
+}
+
+impl<'a> CaseInput<'a> {
+    fn call_context(&'a self, stage_span: &'a Span) -> CallContext<'a> {
+        CallContext {
+            run_id: self.run_id.as_str(),
+            cache: self.cache,
+            observer: self.notes,
+            tracer: self.observers.tracer.as_ref(),
+            parent_span: Some(stage_span),
+        }
+    }
 }
 
 /// Accumulates a case's record and events as its stages run.
@@ -227,6 +243,7 @@ impl<'a> CaseRun<'a> {
                 case,
                 seed: *seed,
                 candidate_index: i as u32,
+                ctx: self.input.call_context(&stage.0),
             })
             .collect();
         let started = Instant::now();
@@ -448,6 +465,7 @@ impl<'a> CaseRun<'a> {
                 case,
                 parsed: &parsed,
                 seed: key.seed,
+                ctx: self.input.call_context(&stage.0),
             };
             let record = match judge.judge(request).await {
                 Ok(judgment) => {

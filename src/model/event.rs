@@ -159,6 +159,22 @@ pub enum EventKind {
     Progress {
         progress: Progress,
     },
+    /// A provider request failed and is retried after `delay_ms`.
+    ProviderRetry {
+        #[serde(flatten)]
+        case: CaseKey,
+        provider: String,
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// A provider request waited for the endpoint's rate limit.
+    ProviderRateLimited {
+        #[serde(flatten)]
+        case: CaseKey,
+        provider: String,
+        wait_ms: u64,
+    },
 }
 
 impl EventKind {
@@ -182,6 +198,8 @@ impl EventKind {
             EventKind::EvaluationCompleted { .. } => "evaluation_completed",
             EventKind::EvaluationFailed { .. } => "evaluation_failed",
             EventKind::Progress { .. } => "progress",
+            EventKind::ProviderRetry { .. } => "provider_retry",
+            EventKind::ProviderRateLimited { .. } => "provider_rate_limited",
         }
     }
 

@@ -16,6 +16,7 @@ use super::{
 #[derive(Default)]
 pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, MemoryRun>>,
+    cache: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 struct MemoryRun {
@@ -195,6 +196,19 @@ impl Store for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        Ok(self.cache.lock().await.get(key).cloned())
+    }
+
+    async fn cache_put(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
+        self.cache
+            .lock()
+            .await
+            .entry(key.to_owned())
+            .or_insert_with(|| value.clone());
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -243,6 +243,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<RunEvent>>;
 
+    /// A cached provider response, if one was stored under `key`.
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<Value>>;
+
+    /// Stores a provider response under `key` (the first one stored wins).
+    async fn cache_put(&self, key: &str, value: &Value) -> StoreResult<()>;
+
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;
 }

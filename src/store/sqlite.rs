@@ -459,6 +459,30 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<Value>> {
+        let row = sqlx::query("SELECT value FROM response_cache WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| from_json(&row.try_get::<String, _>(0)?))
+            .transpose()
+    }
+
+    async fn cache_put(&self, key: &str, value: &Value) -> StoreResult<()> {
+        let text = json_text(value)?;
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO response_cache (key, value, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(text)
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
