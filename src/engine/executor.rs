@@ -1,7 +1,7 @@
 //! Executing a run: resume-aware, bounded concurrency, cancellable, with a recorder task
 //! that persists finished cases in batches and publishes their events.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +22,7 @@ use crate::model::{
     Case, CaseKey, CaseRecord, EventKind, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord,
     RunStatus, Timestamp,
 };
-use crate::store::{CaseCommit, CaseQuery, CommitBatch, StatusChange, Store, StoreError};
+use crate::store::{CaseCommit, CaseQuery, Chunk, CommitBatch, StatusChange, Store, StoreError};
 use crate::telemetry::{AttributeValue, Span, SpanStatus};
 
 /// What a run executes, rebuilt from its stored definition.
@@ -30,6 +30,8 @@ enum Plan {
     Experiment {
         experiment: Box<Experiment>,
         pipeline: Pipeline,
+        /// (dataset, case) positions of every case in enumeration order.
+        positions: Vec<(usize, usize)>,
     },
     Rejudge {
         source: RunId,
@@ -40,14 +42,12 @@ enum Plan {
 }
 
 /// What every case of one execution shares.
-#[derive(Clone, Copy)]
-struct StreamContext<'a> {
+struct Shared<'a> {
     run_id: &'a RunId,
-    recorded: &'a HashSet<u64>,
     observers: &'a Observers,
     run_span: &'a Span,
     cache: Option<&'a dyn ResponseCache>,
-    tx: &'a mpsc::Sender<RecorderMsg>,
+    concurrency: usize,
 }
 
 /// Why the case loop ended.
@@ -68,10 +68,22 @@ pub struct RunControl {
     pub interrupt: CancellationToken,
 }
 
-/// What the recorder persists: finished cases, and loose events (provider notes).
+/// What the recorder persists: finished cases, loose events (provider notes), and
+/// which chunk each case completes.
 enum RecorderMsg {
-    Case(CaseCommit),
+    /// A chunk was claimed; `pending` cases will complete it.
+    ChunkClaimed {
+        chunk_index: u64,
+        pending: usize,
+    },
+    Case(ChunkCommit),
     Event(NewEvent),
+}
+
+/// A finished case and the chunk it belongs to.
+struct ChunkCommit {
+    chunk_index: u64,
+    commit: CaseCommit,
 }
 
 /// Turns a case's provider notes into run events. Notes are best effort: when the
@@ -129,10 +141,7 @@ impl ResponseCache for StoreCache {
     }
 }
 
-type CaseStream<'a> = Pin<Box<dyn Stream<Item = Result<CaseCommit, StoreError>> + Send + 'a>>;
-
-/// Source records are read in pages this large when rejudging.
-const REJUDGE_PAGE: u32 = 500;
+type CaseStream<'a> = Pin<Box<dyn Stream<Item = Result<ChunkCommit, StoreError>> + Send + 'a>>;
 
 impl Engine {
     fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
@@ -147,9 +156,17 @@ impl Engine {
             RunKind::Experiment => {
                 let request = parse_experiment(&record.definition, self.registry())
                     .map_err(|e| format!("stored definition no longer valid: {}", describe(e)))?;
+                let positions = request
+                    .experiment
+                    .datasets
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(d, dataset)| (0..dataset.cases.len()).map(move |c| (d, c)))
+                    .collect();
                 Ok(Plan::Experiment {
                     experiment: Box::new(request.experiment),
                     pipeline: request.pipeline,
+                    positions,
                 })
             }
             RunKind::Rejudge => {
@@ -205,8 +222,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Executes a run until it is completed, failed or cancelled, resuming after the
-    /// cases already recorded. Returns the run as stored at the end.
+    /// Executes a run until it is completed, failed or cancelled. Cases are claimed in
+    /// chunks under leases, so several instances can execute one run together and a
+    /// run resumes after the cases already recorded. Returns the run as stored at the end.
     pub async fn execute(
         &self,
         run_id: &RunId,
@@ -215,6 +233,7 @@ impl Engine {
     ) -> Result<RunRecord, EngineError> {
         let cancel = &control.cancel;
         let store = self.store().clone();
+        let config = self.config().clone();
         let record = store
             .get_run(run_id)
             .await?
@@ -225,7 +244,6 @@ impl Engine {
         if record.cancel_requested {
             cancel.cancel();
         }
-        let resumed = record.status == RunStatus::Running || record.last_seq > 0;
         let tracer = observers.tracer.clone();
         let run_span = tracer.start_span(
             "run",
@@ -237,24 +255,58 @@ impl Engine {
             None,
         );
 
+        // Start the run, or join / resume it. The status check in the store decides
+        // which instance writes `run_started`.
         let mut start = CommitBatch::new(run_id.clone());
-        start.status = Some(StatusChange {
-            status: RunStatus::Running,
-            error: None,
-            at: Timestamp::now(),
-        });
-        start.events.push(NewEvent::now(EventKind::RunStarted {
-            total_cases: record.progress.total,
-            resumed,
-        }));
-        let mut progress = match self.commit_and_publish(start, &observers).await {
-            Ok(progress) => progress,
-            Err(StoreError::RunFinished { .. }) => {
-                tracer.end_span(run_span, SpanStatus::Ok, None);
-                return self.current(run_id).await;
-            }
-            Err(e) => return Err(e.into()),
+        let resumed = record.status == RunStatus::Running;
+        let announce = if resumed {
+            // Resuming only if nobody else is working on it right now.
+            store
+                .chunk_status(run_id, &config.instance_id)
+                .await?
+                .held_by_others
+                == 0
+        } else {
+            true
         };
+        let mut progress = record.progress;
+        if announce {
+            start.expect_status = Some(record.status);
+            start.status = Some(StatusChange {
+                status: RunStatus::Running,
+                error: None,
+                at: Timestamp::now(),
+            });
+            start.events.push(NewEvent::now(EventKind::RunStarted {
+                total_cases: record.progress.total,
+                resumed,
+            }));
+            match self.commit_and_publish(start, &observers).await {
+                Ok(p) => progress = p,
+                Err(StoreError::RunFinished { .. }) => {
+                    tracer.end_span(run_span, SpanStatus::Ok, None);
+                    return self.current(run_id).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Keep our chunk leases alive while we work.
+        let heartbeat = tokio::spawn({
+            let store = store.clone();
+            let owner = config.instance_id.clone();
+            let lease = config.lease;
+            async move {
+                let mut tick = tokio::time::interval(lease / 3);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.renew_leases(&owner, lease).await {
+                        tracing::warn!(error = %e, "renewing chunk leases failed");
+                    }
+                }
+            }
+        });
 
         let stop = match self.plan(&record) {
             Err(message) => Stop::Failed(message),
@@ -265,28 +317,31 @@ impl Engine {
                         serde_json::from_value(record.runtime.clone()).unwrap_or_default();
                     let concurrency = runtime
                         .concurrency
-                        .unwrap_or(self.config().default_concurrency)
+                        .unwrap_or(config.default_concurrency)
                         .max(1);
                     let cache = runtime
                         .cache
                         .unwrap_or(true)
-                        .then(|| StoreCache(self.store().clone()));
-                    let (stop, last) = self
-                        .run_cases(
-                            run_id,
-                            &plan,
-                            concurrency,
-                            &observers,
-                            &run_span,
-                            &control,
-                            cache.as_ref(),
-                        )
-                        .await;
+                        .then(|| StoreCache(store.clone()));
+                    let shared = Shared {
+                        run_id,
+                        observers: &observers,
+                        run_span: &run_span,
+                        cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
+                        concurrency,
+                    };
+                    let (stop, last) = self.run_cases(&shared, &plan, &control).await;
                     progress = last.unwrap_or(progress);
                     stop
                 }
             },
         };
+        heartbeat.abort();
+        if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::Failed(_))
+            && let Err(e) = store.release_leases(&config.instance_id).await
+        {
+            tracing::warn!(error = %e, "releasing chunk leases failed");
+        }
 
         let (status, kind, error) = match stop {
             Stop::Interrupted => {
@@ -313,6 +368,7 @@ impl Engine {
             ),
         };
         let mut finish = CommitBatch::new(run_id.clone());
+        finish.expect_status = Some(RunStatus::Running);
         finish.events.push(NewEvent::now(kind));
         finish.status = Some(StatusChange {
             status,
@@ -351,43 +407,67 @@ impl Engine {
         Ok(outcome.progress)
     }
 
-    /// Drives the pending cases of a run through the pipeline with bounded concurrency;
-    /// a recorder task persists them as they finish.
+    /// Claims and executes chunks until none is left, then waits for chunks other
+    /// instances hold (taking over those whose lease expires) until every chunk is done.
     async fn run_cases(
         &self,
-        run_id: &RunId,
+        shared: &Shared<'_>,
         plan: &Plan,
-        concurrency: usize,
-        observers: &Observers,
-        run_span: &Span,
         control: &RunControl,
-        cache: Option<&StoreCache>,
     ) -> (Stop, Option<Progress>) {
-        let cancel = &control.cancel;
         let store = self.store().clone();
-        let recorded: HashSet<u64> = match store.recorded_case_indices(run_id).await {
-            Ok(indices) => indices.into_iter().collect(),
-            Err(e) => return (Stop::Failed(e.to_string()), None),
-        };
         let config = self.config().clone();
+        let mut progress = None;
+        loop {
+            let (stop, last) = self.run_claimed_chunks(shared, plan, control).await;
+            progress = last.or(progress);
+            if !matches!(stop, Stop::Finished) {
+                return (stop, progress);
+            }
+            // Nothing left to claim: done, or others still hold chunks.
+            let status = match store.chunk_status(shared.run_id, &config.instance_id).await {
+                Ok(status) => status,
+                Err(e) => return (Stop::Failed(e.to_string()), progress),
+            };
+            if status.unfinished == 0 {
+                return (Stop::Finished, progress);
+            }
+            match store.get_run_summary(shared.run_id).await {
+                Ok(Some(run)) if run.status.is_terminal() => return (Stop::Interrupted, progress),
+                Ok(Some(run)) if run.cancel_requested => return (Stop::Cancelled, progress),
+                Ok(_) => {}
+                Err(e) => return (Stop::Failed(e.to_string()), progress),
+            }
+            if status.held_by_others > 0 {
+                tokio::select! {
+                    () = control.interrupt.cancelled() => return (Stop::Interrupted, progress),
+                    () = control.cancel.cancelled() => return (Stop::Cancelled, progress),
+                    () = tokio::time::sleep(config.lease / 3) => {}
+                }
+            }
+        }
+    }
+
+    /// One pass: claims chunks one after another and runs their pending cases with
+    /// bounded concurrency; a recorder task persists them as they finish.
+    async fn run_claimed_chunks(
+        &self,
+        shared: &Shared<'_>,
+        plan: &Plan,
+        control: &RunControl,
+    ) -> (Stop, Option<Progress>) {
+        let store = self.store().clone();
+        let config = self.config().clone();
+        let cancel = &control.cancel;
         let (tx, rx) = mpsc::channel::<RecorderMsg>(config.max_batch * 2);
         let recorder = tokio::spawn(record_cases(
             self.clone(),
-            run_id.clone(),
+            shared.run_id.clone(),
             rx,
-            observers.clone(),
+            shared.observers.clone(),
             cancel.clone(),
         ));
-
-        let context = StreamContext {
-            run_id,
-            recorded: &recorded,
-            observers,
-            run_span,
-            cache: cache.map(|c| c as &dyn ResponseCache),
-            tx: &tx,
-        };
-        let mut cases = self.case_stream(&context, plan, concurrency);
+        let mut cases = self.case_stream(shared, plan, &tx);
         let mut cancel_poll = tokio::time::interval(config.cancel_poll_interval);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
@@ -396,7 +476,7 @@ impl Engine {
                 () = control.interrupt.cancelled() => break Stop::Interrupted,
                 () = cancel.cancelled() => break Stop::Cancelled,
                 _ = cancel_poll.tick() => {
-                    if let Ok(Some(run)) = store.get_run(run_id).await && run.cancel_requested {
+                    if let Ok(Some(run)) = store.get_run_summary(shared.run_id).await && run.cancel_requested {
                         cancel.cancel();
                     }
                 }
@@ -425,128 +505,200 @@ impl Engine {
         }
     }
 
+    /// The pending work of the next chunk this instance can claim, or `None` when no
+    /// chunk is claimable. Tells the recorder how many cases complete the chunk.
+    async fn claim_work<'p>(
+        &self,
+        shared: &Shared<'_>,
+        plan: &'p Plan,
+        tx: &mpsc::Sender<RecorderMsg>,
+    ) -> Option<Result<Vec<WorkItem<'p>>, StoreError>> {
+        let store = self.store();
+        let config = self.config();
+        let claim = async {
+            let Some(chunk) = store
+                .claim_chunk(shared.run_id, &config.instance_id, config.lease)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let recorded: HashSet<u64> = store
+                .recorded_case_indices(shared.run_id, chunk.start..chunk.end)
+                .await?
+                .into_iter()
+                .collect();
+            let items = plan.work_in(store.as_ref(), &chunk, &recorded).await?;
+            Ok(Some((chunk.chunk_index, items)))
+        };
+        match claim.await {
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+            Ok(Some((chunk_index, items))) => {
+                let claimed = RecorderMsg::ChunkClaimed {
+                    chunk_index,
+                    pending: items.len(),
+                };
+                if tx.send(claimed).await.is_err() {
+                    return None;
+                }
+                Some(Ok(items))
+            }
+        }
+    }
+
     fn case_stream<'a>(
         &'a self,
-        context: &'a StreamContext<'a>,
+        shared: &'a Shared<'a>,
         plan: &'a Plan,
-        concurrency: usize,
+        tx: &'a mpsc::Sender<RecorderMsg>,
     ) -> CaseStream<'a> {
-        let StreamContext {
-            run_id,
-            recorded,
-            observers,
-            run_span,
-            cache,
-            tx,
-        } = *context;
-        match plan {
+        let chunks = futures::stream::unfold(false, move |exhausted| async move {
+            if exhausted {
+                return None;
+            }
+            match self.claim_work(shared, plan, tx).await {
+                None => None,
+                Some(Ok(items)) => Some((Ok(items), false)),
+                Some(Err(e)) => Some((Err(e), true)),
+            }
+        });
+        chunks
+            .flat_map(|claimed: Result<Vec<WorkItem<'a>>, StoreError>| {
+                let items: Vec<Result<WorkItem<'a>, StoreError>> = match claimed {
+                    Ok(items) => items.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(items)
+            })
+            .map(move |item| async move {
+                let item = item?;
+                let notes = CaseNotes {
+                    key: item.key.clone(),
+                    tx: tx.clone(),
+                };
+                let input = CaseInput {
+                    run_id: shared.run_id,
+                    key: item.key,
+                    case: item.case,
+                    observers: shared.observers,
+                    run_span: shared.run_span,
+                    cache: shared.cache,
+                    notes: &notes,
+                };
+                let commit = match (&item.source, plan) {
+                    (Some(source), Plan::Rejudge { evaluators, .. }) => {
+                        rejudge_case(&input, source, evaluators).await
+                    }
+                    (
+                        _,
+                        Plan::Experiment {
+                            experiment,
+                            pipeline,
+                            ..
+                        },
+                    ) => {
+                        let generation = &experiment.generation;
+                        run_case(
+                            &input,
+                            pipeline,
+                            &generation.generator.id,
+                            &generation.reducer.id,
+                            generation.candidate_policy.num_samples,
+                        )
+                        .await
+                    }
+                    (None, Plan::Rejudge { .. }) => {
+                        return Err(StoreError::Corrupt(
+                            "rejudge item without its source record".into(),
+                        ));
+                    }
+                };
+                Ok(ChunkCommit {
+                    chunk_index: item.chunk_index,
+                    commit,
+                })
+            })
+            .buffer_unordered(shared.concurrency)
+            .boxed()
+    }
+}
+
+/// One case to execute, from a claimed chunk.
+struct WorkItem<'p> {
+    chunk_index: u64,
+    key: CaseKey,
+    case: &'p Case,
+    /// For a rejudge: the source run's record of the case.
+    source: Option<CaseRecord>,
+}
+
+impl Plan {
+    /// The cases of `chunk` not recorded yet.
+    async fn work_in<'p>(
+        &'p self,
+        store: &dyn Store,
+        chunk: &Chunk,
+        recorded: &HashSet<u64>,
+    ) -> Result<Vec<WorkItem<'p>>, StoreError> {
+        match self {
             Plan::Experiment {
                 experiment,
-                pipeline,
+                positions,
+                ..
             } => {
-                let generator_id = experiment.generation.generator.id.as_str();
-                let reducer_id = experiment.generation.reducer.id.as_str();
-                let num_samples = experiment.generation.candidate_policy.num_samples;
-                let items = experiment
-                    .datasets
-                    .iter()
-                    .flat_map(|d| d.cases.iter().map(move |c| (d, c)))
-                    .flat_map(|(d, c)| experiment.seeds.iter().map(move |seed| (d, c, *seed)))
-                    .enumerate()
-                    .filter(|(index, _)| !recorded.contains(&(*index as u64)));
-                futures::stream::iter(items)
-                    .map(move |(index, (dataset, case, seed))| async move {
-                        let key = CaseKey {
-                            case_index: index as u64,
+                let seeds = experiment.seeds.len() as u64;
+                let mut items = Vec::new();
+                for index in (chunk.start..chunk.end).filter(|i| !recorded.contains(i)) {
+                    let &(d, c) = positions.get((index / seeds) as usize).ok_or_else(|| {
+                        StoreError::Corrupt(format!("case index {index} is out of range"))
+                    })?;
+                    let dataset = &experiment.datasets[d];
+                    let case = &dataset.cases[c];
+                    items.push(WorkItem {
+                        chunk_index: chunk.chunk_index,
+                        key: CaseKey {
+                            case_index: index,
                             dataset_id: dataset.dataset_id.clone(),
                             case_id: case.case_id.clone(),
-                            seed,
-                        };
-                        let notes = CaseNotes {
-                            key: key.clone(),
-                            tx: tx.clone(),
-                        };
-                        let input = CaseInput {
-                            run_id,
-                            key,
-                            case,
-                            observers,
-                            run_span,
-                            cache,
-                            notes: &notes,
-                        };
-                        Ok(run_case(&input, pipeline, generator_id, reducer_id, num_samples).await)
-                    })
-                    .buffer_unordered(concurrency)
-                    .boxed()
+                            seed: experiment.seeds[(index % seeds) as usize],
+                        },
+                        case,
+                        source: None,
+                    });
+                }
+                Ok(items)
             }
             Plan::Rejudge {
                 source,
                 cases,
                 seeds,
-                evaluators,
+                ..
             } => {
-                let store = self.store().clone();
-                let pages = futures::stream::unfold(Some(None::<u64>), move |after| {
-                    let store = store.clone();
-                    async move {
-                        let after = after?;
-                        let query = CaseQuery {
-                            after_index: after,
-                            limit: REJUDGE_PAGE,
-                            ..CaseQuery::default()
-                        };
-                        match store.case_records(source, &query).await {
-                            Ok(page) if page.is_empty() => None,
-                            Ok(page) => {
-                                let next = page.last().map(|r| r.key.case_index);
-                                Some((Ok(page), Some(next)))
-                            }
-                            Err(e) => Some((Err(e), None)),
-                        }
-                    }
-                });
-                pages
-                    .flat_map(|page: Result<Vec<CaseRecord>, StoreError>| {
-                        let items: Vec<Result<CaseRecord, StoreError>> = match page {
-                            Ok(records) => records.into_iter().map(Ok).collect(),
-                            Err(e) => vec![Err(e)],
-                        };
-                        futures::stream::iter(items)
-                    })
-                    .filter(move |item| {
-                        let keep = item
-                            .as_ref()
-                            .map_or(true, |r| !recorded.contains(&r.key.case_index));
-                        futures::future::ready(keep)
-                    })
-                    .map(move |item| async move {
-                        let source_record = item?;
-                        let position =
-                            (source_record.key.case_index / (*seeds).max(1) as u64) as usize;
-                        let case = cases.get(position).ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "source case {} is not in its definition",
-                                source_record.key.case_index
-                            ))
-                        })?;
-                        let notes = CaseNotes {
-                            key: source_record.key.clone(),
-                            tx: tx.clone(),
-                        };
-                        let input = CaseInput {
-                            run_id,
-                            key: source_record.key.clone(),
-                            case,
-                            observers,
-                            run_span,
-                            cache,
-                            notes: &notes,
-                        };
-                        Ok(rejudge_case(&input, &source_record, evaluators).await)
-                    })
-                    .buffer_unordered(concurrency)
-                    .boxed()
+                let query = CaseQuery {
+                    after_index: chunk.start.checked_sub(1),
+                    limit: (chunk.end - chunk.start) as u32,
+                    ..CaseQuery::default()
+                };
+                let records = store.case_records(source, &query).await?;
+                let mut items = Vec::new();
+                for record in records.into_iter().filter(|r| {
+                    r.key.case_index < chunk.end && !recorded.contains(&r.key.case_index)
+                }) {
+                    let position = (record.key.case_index / (*seeds).max(1) as u64) as usize;
+                    let case = cases.get(position).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "source case {} is not in its definition",
+                            record.key.case_index
+                        ))
+                    })?;
+                    items.push(WorkItem {
+                        chunk_index: chunk.chunk_index,
+                        key: record.key.clone(),
+                        case,
+                        source: Some(record),
+                    });
+                }
+                Ok(items)
             }
         }
     }
@@ -560,7 +712,8 @@ fn publish(engine: &Engine, run_id: &RunId, events: &[RunEvent], observers: &Obs
 }
 
 /// Persists finished cases in batches (whatever has arrived, up to `max_batch`) and
-/// publishes their events; emits a progress event at most every `progress_interval`.
+/// publishes their events; marks a chunk done in the commit that records its last case;
+/// emits a progress event at most every `progress_interval`.
 async fn record_cases(
     engine: Engine,
     run_id: RunId,
@@ -572,16 +725,40 @@ async fn record_cases(
     let mut buffer = Vec::with_capacity(config.max_batch);
     let mut last_progress_event: Option<Instant> = None;
     let mut progress = None;
+    // Cases still to record per claimed chunk.
+    let mut remaining: HashMap<u64, usize> = HashMap::new();
     while rx.recv_many(&mut buffer, config.max_batch).await > 0 {
         let mut batch = CommitBatch::new(run_id.clone());
         for message in buffer.drain(..) {
             match message {
-                RecorderMsg::Case(commit) => batch.cases.push(commit),
+                RecorderMsg::ChunkClaimed {
+                    chunk_index,
+                    pending: 0,
+                } => batch.completed_chunks.push(chunk_index),
+                RecorderMsg::ChunkClaimed {
+                    chunk_index,
+                    pending,
+                } => {
+                    remaining.insert(chunk_index, pending);
+                }
+                RecorderMsg::Case(ChunkCommit {
+                    chunk_index,
+                    commit,
+                }) => {
+                    batch.cases.push(commit);
+                    if let Some(left) = remaining.get_mut(&chunk_index) {
+                        *left -= 1;
+                        if *left == 0 {
+                            remaining.remove(&chunk_index);
+                            batch.completed_chunks.push(chunk_index);
+                        }
+                    }
+                }
                 RecorderMsg::Event(event) => batch.events.push(event),
             }
         }
-        batch.progress_event =
-            last_progress_event.is_none_or(|t| t.elapsed() >= config.progress_interval);
+        batch.progress_event = !batch.cases.is_empty()
+            && last_progress_event.is_none_or(|t| t.elapsed() >= config.progress_interval);
         if batch.progress_event {
             last_progress_event = Some(Instant::now());
         }

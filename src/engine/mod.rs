@@ -52,6 +52,11 @@ pub struct EngineConfig {
     pub progress_interval: Duration,
     /// How often an executing run checks the store for a cancel request made elsewhere.
     pub cancel_poll_interval: Duration,
+    /// This instance's name on the chunk leases it holds (unique per process).
+    pub instance_id: String,
+    /// How long a claimed chunk stays ours without a heartbeat; heartbeats run every
+    /// third of it. After an instance dies, others take its chunks over this late.
+    pub lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +66,8 @@ impl Default for EngineConfig {
             max_batch: 512,
             progress_interval: Duration::from_millis(500),
             cancel_poll_interval: Duration::from_secs(1),
+            instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -121,6 +128,7 @@ impl Engine {
             definition: request.experiment.canonical(),
             runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
             total_cases: request.experiment.work_items(),
+            index_space: request.experiment.work_items(),
             created_at: Timestamp::now(),
         };
         Ok(self.inner.store.create_run(run).await?)
@@ -155,13 +163,24 @@ impl Engine {
                 )))
             })?,
         };
+        let source_record = if generations == parent.run_id {
+            parent
+        } else {
+            self.inner
+                .store
+                .get_run_summary(&generations)
+                .await?
+                .ok_or_else(|| EngineError::RunNotFound(generations.clone()))?
+        };
         let run = NewRun {
             run_id: rejudge_id(&generations, evaluation),
             kind: RunKind::Rejudge,
             parent_run_id: Some(generations.clone()),
             definition: rejudge_definition(&generations, evaluation),
             runtime: serde_json::to_value(runtime).unwrap_or_default(),
-            total_cases: parent.progress.finished(),
+            // Every recorded case of the source, under the source's case indices.
+            total_cases: source_record.progress.finished(),
+            index_space: source_record.progress.total,
             created_at: Timestamp::now(),
         };
         Ok(self.inner.store.create_run(run).await?)

@@ -88,7 +88,22 @@ impl RunState {
             progress: self.record.progress,
             duplicates,
             cancel_requested: self.record.cancel_requested,
+            skipped: false,
         }
+    }
+
+    /// Checks a batch against the run before anything is written: `Ok(Some(outcome))`
+    /// means skip it (its `expect_status` does not hold), an error means reject it.
+    pub fn precheck(&self, batch: &CommitBatch) -> StoreResult<Option<CommitOutcome>> {
+        if let Some(expected) = batch.expect_status
+            && self.record.status != expected
+        {
+            let mut outcome = self.outcome(Vec::new(), 0);
+            outcome.skipped = true;
+            return Ok(Some(outcome));
+        }
+        self.ensure_open()?;
+        Ok(None)
     }
 
     /// Marks the row changed: a new version (the ETag) and the aggregate snapshot.

@@ -1,6 +1,8 @@
 //! In-process store: for tests, the CLI's one-call evaluation and embedding.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -9,8 +11,8 @@ use crate::model::{AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunR
 
 use super::apply::{CancelStep, RunState};
 use super::{
-    CancelOutcome, CaseQuery, CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store,
-    StoreError, StoreResult,
+    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
+    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
 };
 
 #[derive(Default)]
@@ -23,6 +25,21 @@ struct MemoryRun {
     state: RunState,
     cases: BTreeMap<u64, CaseRecord>,
     events: Vec<RunEvent>,
+    chunks: Vec<ChunkLease>,
+    index_space: u64,
+}
+
+#[derive(Default)]
+struct ChunkLease {
+    owner: Option<String>,
+    expires_at: Option<Instant>,
+    done: bool,
+}
+
+impl ChunkLease {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t > now)
+    }
 }
 
 impl MemoryStore {
@@ -46,6 +63,10 @@ impl Store for MemoryStore {
         if let Some(existing) = runs.get(&run.run_id) {
             return Ok(CreateOutcome::Existing(existing.state.record.clone()));
         }
+        let index_space = run.index_space;
+        let chunks = (0..chunk_count(index_space))
+            .map(|_| ChunkLease::default())
+            .collect();
         let record = run.into_record();
         runs.insert(
             record.run_id.clone(),
@@ -56,6 +77,8 @@ impl Store for MemoryStore {
                 },
                 cases: BTreeMap::new(),
                 events: Vec::new(),
+                chunks,
+                index_space,
             },
         );
         Ok(CreateOutcome::Created(record))
@@ -109,7 +132,9 @@ impl Store for MemoryStore {
         let run = runs
             .get_mut(&batch.run_id)
             .ok_or_else(|| StoreError::RunNotFound(batch.run_id.clone()))?;
-        run.state.ensure_open()?;
+        if let Some(skipped) = run.state.precheck(&batch)? {
+            return Ok(skipped);
+        }
         let mut new_events = Vec::new();
         let mut duplicates = 0;
         for case in std::mem::take(&mut batch.cases) {
@@ -121,6 +146,11 @@ impl Store for MemoryStore {
             run.state.count_case(&case.record);
             run.cases.insert(index, case.record);
             new_events.extend(case.events);
+        }
+        for chunk in &batch.completed_chunks {
+            if let Some(lease) = run.chunks.get_mut(*chunk as usize) {
+                lease.done = true;
+            }
         }
         let events = run.state.finish_commit(new_events, &batch);
         run.events.extend(events.iter().cloned());
@@ -143,12 +173,83 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>> {
+    async fn recorded_case_indices(
+        &self,
+        run_id: &RunId,
+        range: Range<u64>,
+    ) -> StoreResult<Vec<u64>> {
         let runs = self.runs.lock().await;
         Ok(runs
             .get(run_id)
-            .map(|run| run.cases.keys().copied().collect())
+            .map(|run| run.cases.range(range).map(|(index, _)| *index).collect())
             .unwrap_or_default())
+    }
+
+    async fn claim_chunk(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Chunk>> {
+        let mut runs = self.runs.lock().await;
+        let Some(run) = runs.get_mut(run_id) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let space = run.index_space;
+        let Some((chunk_index, chunk)) = run
+            .chunks
+            .iter_mut()
+            .enumerate()
+            .find(|(_, c)| !c.done && !c.is_live(now))
+        else {
+            return Ok(None);
+        };
+        chunk.owner = Some(owner.to_owned());
+        chunk.expires_at = Some(now + lease);
+        let range = chunk_range(chunk_index as u64, space);
+        Ok(Some(Chunk {
+            chunk_index: chunk_index as u64,
+            start: range.start,
+            end: range.end,
+        }))
+    }
+
+    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+        let mut runs = self.runs.lock().await;
+        let until = Instant::now() + lease;
+        for chunk in runs.values_mut().flat_map(|run| run.chunks.iter_mut()) {
+            if !chunk.done && chunk.owner.as_deref() == Some(owner) {
+                chunk.expires_at = Some(until);
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let mut runs = self.runs.lock().await;
+        for chunk in runs.values_mut().flat_map(|run| run.chunks.iter_mut()) {
+            if chunk.owner.as_deref() == Some(owner) {
+                chunk.owner = None;
+                chunk.expires_at = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus> {
+        let runs = self.runs.lock().await;
+        let now = Instant::now();
+        Ok(runs
+            .get(run_id)
+            .map_or_else(ChunkStatus::default, |run| ChunkStatus {
+                unfinished: run.chunks.iter().filter(|c| !c.done).count() as u64,
+                held_by_others: run
+                    .chunks
+                    .iter()
+                    .filter(|c| !c.done && c.is_live(now) && c.owner.as_deref() != Some(owner))
+                    .count() as u64,
+            }))
     }
 
     async fn case_records(

@@ -10,6 +10,9 @@ mod connect;
 mod memory;
 mod sqlite;
 
+use std::ops::Range;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -48,6 +51,37 @@ pub enum StoreError {
     Database(String),
 }
 
+/// Cases are claimed for execution in chunks of this many consecutive case indices.
+pub const CHUNK_SIZE: u64 = 64;
+
+/// A claimed range of case indices `[start, end)` of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub chunk_index: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// How far the chunks of a run are from done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkStatus {
+    /// Chunks not marked done.
+    pub unfinished: u64,
+    /// Unfinished chunks under a live lease of another owner.
+    pub held_by_others: u64,
+}
+
+/// Number of chunks covering `index_space` case indices.
+pub fn chunk_count(index_space: u64) -> u64 {
+    index_space.div_ceil(CHUNK_SIZE)
+}
+
+/// The case-index range of a chunk.
+pub fn chunk_range(chunk_index: u64, index_space: u64) -> Range<u64> {
+    let start = chunk_index * CHUNK_SIZE;
+    start..(start + CHUNK_SIZE).min(index_space)
+}
+
 /// What `create_run` needs to insert a queued run.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -57,6 +91,9 @@ pub struct NewRun {
     pub definition: Value,
     pub runtime: Value,
     pub total_cases: u64,
+    /// Size of the case-index space the run's chunks cover (an experiment: its total;
+    /// a rejudge: its source's total, as it keeps the source's indices).
+    pub index_space: u64,
     pub created_at: Timestamp,
 }
 
@@ -139,6 +176,11 @@ pub struct CommitBatch {
     /// Append a `progress` event carrying the counts after this commit.
     pub progress_event: bool,
     pub status: Option<StatusChange>,
+    /// Apply the batch only if the run is in this status (else nothing is written and
+    /// the outcome says `skipped`): how instances agree on who starts or ends a run.
+    pub expect_status: Option<RunStatus>,
+    /// Chunks whose every case is now recorded.
+    pub completed_chunks: Vec<u64>,
 }
 
 impl CommitBatch {
@@ -149,6 +191,8 @@ impl CommitBatch {
             events: Vec::new(),
             progress_event: false,
             status: None,
+            expect_status: None,
+            completed_chunks: Vec::new(),
         }
     }
 }
@@ -162,6 +206,8 @@ pub struct CommitOutcome {
     pub duplicates: usize,
     /// Someone asked to cancel the run: its executor should stop.
     pub cancel_requested: bool,
+    /// `expect_status` did not match: nothing was written.
+    pub skipped: bool,
 }
 
 /// Newest-first listing of runs, with a keyset cursor.
@@ -229,8 +275,30 @@ pub trait Store: Send + Sync + 'static {
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
 
-    /// `case_index` of every recorded case of the run, ascending.
-    async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>>;
+    /// `case_index` of the recorded cases of the run within `range`, ascending.
+    async fn recorded_case_indices(
+        &self,
+        run_id: &RunId,
+        range: Range<u64>,
+    ) -> StoreResult<Vec<u64>>;
+
+    /// Claims the lowest unfinished chunk of the run that no live lease holds, for
+    /// `owner` until `lease` from now (by the store's clock). Concurrent claimers never
+    /// get the same chunk.
+    async fn claim_chunk(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Chunk>>;
+
+    /// Extends every lease `owner` holds to `lease` from now (the heartbeat).
+    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()>;
+
+    /// Gives up every lease `owner` holds (on shutdown), so others take over at once.
+    async fn release_leases(&self, owner: &str) -> StoreResult<()>;
+
+    async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus>;
 
     async fn case_records(&self, run_id: &RunId, query: &CaseQuery)
     -> StoreResult<Vec<CaseRecord>>;

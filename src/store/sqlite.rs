@@ -4,6 +4,7 @@
 //! IMMEDIATE`, so two writers never deadlock upgrading read locks; reads go through the
 //! pool concurrently (WAL lets them run beside the writer).
 
+use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use tokio::sync::Mutex;
 
 use super::apply::{CancelStep, RunState};
 use super::{
-    CancelOutcome, CaseQuery, CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store,
-    StoreError, StoreResult,
+    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
+    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
 };
 use crate::model::{
     AggregateState, CaseRecord, CaseStatus, Progress, RunEvent, RunId, RunKind, RunRecord,
@@ -66,6 +67,13 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // SQLite serves one process: any lease left in the file belongs to a process that
+        // is gone, so its chunks are free at once.
+        sqlx::query(
+            "UPDATE run_chunks SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
+        )
+        .execute(&pool)
+        .await?;
         Ok(SqliteStore {
             pool,
             write: Mutex::new(()),
@@ -236,12 +244,14 @@ async fn insert_events(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome> {
+        let index_space = to_i64(run.index_space)?;
+        let chunks = to_i64(chunk_count(run.index_space))?;
         let record = run.into_record();
         let (_guard, mut tx) = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO runs (run_id, kind, parent_run_id, status, definition, runtime, total, usage, aggregates, \
-             aggregate_state, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (run_id) DO NOTHING",
+             aggregate_state, version, created_at, updated_at, index_space) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
         )
         .bind(record.run_id.as_str())
         .bind(record.kind.as_str())
@@ -256,9 +266,20 @@ impl Store for SqliteStore {
         .bind(to_i64(record.version)?)
         .bind(record.created_at.as_millis())
         .bind(record.updated_at.as_millis())
+        .bind(index_space)
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if inserted == 1 && chunks > 0 {
+            sqlx::query(
+                "INSERT INTO run_chunks (run_id, chunk_index) \
+                 WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < ?) SELECT ?, i FROM c",
+            )
+            .bind(chunks)
+            .bind(record.run_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         if inserted == 1 {
             return Ok(CreateOutcome::Created(record));
@@ -348,7 +369,9 @@ impl Store for SqliteStore {
         }
         let (_guard, mut tx) = self.begin_write().await?;
         let mut state = load_state(&mut tx, &batch.run_id).await?;
-        state.ensure_open()?;
+        if let Some(skipped) = state.precheck(&batch)? {
+            return Ok(skipped);
+        }
         let mut kept_events = Vec::new();
         let mut duplicates = 0;
         for (case, (index, json)) in batch.cases.iter().zip(prepared) {
@@ -370,6 +393,13 @@ impl Store for SqliteStore {
             }
             state.count_case(&case.record);
             kept_events.extend(case.events.iter().cloned());
+        }
+        for chunk in &batch.completed_chunks {
+            sqlx::query("UPDATE run_chunks SET done = 1, owner = NULL, lease_expires_at = NULL WHERE run_id = ? AND chunk_index = ?")
+                .bind(batch.run_id.as_str())
+                .bind(to_i64(*chunk)?)
+                .execute(&mut *tx)
+                .await?;
         }
         let events = state.finish_commit(kept_events, &batch);
         insert_events(&mut tx, &events).await?;
@@ -401,15 +431,95 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn recorded_case_indices(&self, run_id: &RunId) -> StoreResult<Vec<u64>> {
-        let rows =
-            sqlx::query("SELECT case_index FROM case_records WHERE run_id = ? ORDER BY case_index")
-                .bind(run_id.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+    async fn recorded_case_indices(
+        &self,
+        run_id: &RunId,
+        range: Range<u64>,
+    ) -> StoreResult<Vec<u64>> {
+        let rows = sqlx::query(
+            "SELECT case_index FROM case_records WHERE run_id = ? AND case_index >= ? AND case_index < ? \
+             ORDER BY case_index",
+        )
+        .bind(run_id.as_str())
+        .bind(to_i64(range.start)?)
+        .bind(to_i64(range.end)?)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| to_u64(row.try_get::<i64, _>(0)?))
             .collect()
+    }
+
+    async fn claim_chunk(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Chunk>> {
+        let now = Timestamp::now().as_millis();
+        let until = now + lease.as_millis() as i64;
+        let (_guard, mut tx) = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE run_chunks SET owner = ?, lease_expires_at = ? WHERE run_id = ? AND chunk_index = ( \
+               SELECT chunk_index FROM run_chunks WHERE run_id = ? AND done = 0 \
+               AND (lease_expires_at IS NULL OR lease_expires_at <= ?) ORDER BY chunk_index LIMIT 1) \
+             RETURNING chunk_index, (SELECT index_space FROM runs WHERE run_id = ?) AS index_space",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(run_id.as_str())
+        .bind(run_id.as_str())
+        .bind(now)
+        .bind(run_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else { return Ok(None) };
+        let chunk_index = to_u64(row.try_get::<i64, _>(0)?)?;
+        let range = chunk_range(chunk_index, to_u64(row.try_get::<i64, _>(1)?)?);
+        Ok(Some(Chunk {
+            chunk_index,
+            start: range.start,
+            end: range.end,
+        }))
+    }
+
+    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+        let until = Timestamp::now().as_millis() + lease.as_millis() as i64;
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE run_chunks SET lease_expires_at = ? WHERE owner = ? AND done = 0")
+            .bind(until)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE run_chunks SET owner = NULL, lease_expires_at = NULL WHERE owner = ?")
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN lease_expires_at > ? AND owner <> ? THEN 1 ELSE 0 END), 0) \
+             FROM run_chunks WHERE run_id = ? AND done = 0",
+        )
+        .bind(Timestamp::now().as_millis())
+        .bind(owner)
+        .bind(run_id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ChunkStatus {
+            unfinished: to_u64(row.try_get::<i64, _>(0)?)?,
+            held_by_others: to_u64(row.try_get::<i64, _>(1)?)?,
+        })
     }
 
     async fn case_records(
