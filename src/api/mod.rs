@@ -57,6 +57,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
         .merge(health::router())
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

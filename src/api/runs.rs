@@ -112,6 +112,7 @@ fn created_response(outcome: CreateOutcome) -> Response {
     };
     let mut record = outcome.into_record();
     record.definition = Value::Null;
+    record.runtime = Value::Null;
     let location = format!("/runs/{}", record.run_id);
     let mut response = (status, Json(RunView::from(record))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {

@@ -591,18 +591,23 @@ impl<'r> Checker<'r> {
         if let Some(value) = map.get("tracing").filter(|v| !v.is_null())
             && let Some(tracing) = self.object(value, "tracing", &["provider"])
         {
-            match tracing.get("provider").and_then(Value::as_str) {
-                None | Some("none") => {
+            match tracing
+                .get("provider")
+                .filter(|v| !v.is_null())
+                .map(|v| v.as_str().ok_or(v))
+            {
+                Some(Err(_)) => self.error("tracing.provider", "must be a string"),
+                None | Some(Ok("none")) => {
                     runtime.tracing = Some(TracingConfig {
                         provider: TracingProviderKind::None,
                     })
                 }
-                Some("log") => {
+                Some(Ok("log")) => {
                     runtime.tracing = Some(TracingConfig {
                         provider: TracingProviderKind::Log,
                     })
                 }
-                Some(other) => self.error(
+                Some(Ok(other)) => self.error(
                     "tracing.provider",
                     format!("unknown provider `{other}`; expected none or log"),
                 ),
@@ -620,10 +625,14 @@ impl<'r> Checker<'r> {
         if let Some(value) = map.get("storage").filter(|v| !v.is_null())
             && let Some(storage) = self.object(value, "storage", &["store", "path"])
         {
-            let store = storage
-                .get("store")
-                .and_then(Value::as_str)
-                .unwrap_or("memory");
+            let store = match storage.get("store").filter(|v| !v.is_null()) {
+                None => "memory",
+                Some(Value::String(store)) => store.as_str(),
+                Some(_) => {
+                    self.error("storage.store", "must be a string");
+                    "memory"
+                }
+            };
             if !["memory", "sqlite"].contains(&store) {
                 self.error(
                     "storage.store",

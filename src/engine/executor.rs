@@ -468,18 +468,30 @@ impl Engine {
             cancel.clone(),
         ));
         let mut cases = self.case_stream(shared, plan, &tx);
-        let mut cancel_poll = tokio::time::interval(config.cancel_poll_interval);
-        cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Watch for cancel requests made elsewhere on a task of its own: awaiting the store
+        // here would stall the case stream, which may hold the store's last connection.
+        let watcher = tokio::spawn({
+            let store = store.clone();
+            let run_id = shared.run_id.clone();
+            let cancel = cancel.clone();
+            let interval = config.cancel_poll_interval;
+            async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    if let Ok(Some(run)) = store.get_run_summary(&run_id).await
+                        && run.cancel_requested
+                    {
+                        cancel.cancel();
+                        return;
+                    }
+                }
+            }
+        });
         let stop = loop {
             tokio::select! {
                 biased;
                 () = control.interrupt.cancelled() => break Stop::Interrupted,
                 () = cancel.cancelled() => break Stop::Cancelled,
-                _ = cancel_poll.tick() => {
-                    if let Ok(Some(run)) = store.get_run_summary(shared.run_id).await && run.cancel_requested {
-                        cancel.cancel();
-                    }
-                }
                 next = cases.next() => match next {
                     None => break Stop::Finished,
                     Some(Err(e)) => break Stop::Failed(e.to_string()),
@@ -493,6 +505,7 @@ impl Engine {
         };
         // Dropping the stream abandons cases in flight; finished ones are still queued
         // for the recorder, which drains the channel before it returns.
+        watcher.abort();
         drop(cases);
         drop(tx);
         match recorder.await {

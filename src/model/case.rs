@@ -70,7 +70,7 @@ pub enum CaseStatus {
 /// A generated candidate output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    /// `{case_index}-{dataset_id}/{case_id}@{seed}#{index}`-style stable id (see engine).
+    /// `cand-{case_index}-{candidate_index}`: unique within the run.
     pub candidate_id: String,
     pub candidate_index: u32,
     /// The seed this candidate was generated with (derived from the case seed).
