@@ -41,7 +41,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "THEMIS_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// Database: a SQLite file (`sqlite://themis.db`, created and migrated on start) or `memory`.
+    /// Database: a SQLite file (`sqlite://themis.db`, created and migrated on start), a
+    /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
     pub database: String,
     /// Comma-separated bearer keys; when set, every endpoint but health needs one.
@@ -64,6 +65,15 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// How often to look for queued runs and runs left by dead instances, in ms.
+    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = 2_000)]
+    pub poll_interval_ms: u64,
+    /// Lease on claimed work, in ms: a dead instance's cases are taken over this late.
+    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = 15_000)]
+    pub lease_ms: u64,
+    /// This instance's name on its leases (default: random per process).
+    #[arg(long, env = "THEMIS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -80,11 +90,20 @@ impl ServeArgs {
                 max_body_bytes: self.max_body_bytes,
             },
             max_running_runs: self.max_running_runs.max(1),
-            engine: EngineConfig {
-                default_concurrency: self
-                    .default_concurrency
-                    .clamp(1, crate::engine::MAX_CONCURRENCY as usize),
-                ..EngineConfig::default()
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(50)),
+            engine: {
+                let defaults = EngineConfig::default();
+                EngineConfig {
+                    default_concurrency: self
+                        .default_concurrency
+                        .clamp(1, crate::engine::MAX_CONCURRENCY as usize),
+                    lease: std::time::Duration::from_millis(self.lease_ms.max(300)),
+                    instance_id: self
+                        .instance_id
+                        .clone()
+                        .unwrap_or(defaults.instance_id.clone()),
+                    ..defaults
+                }
             },
         }
     }

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     /// Runs executing at once on this instance; more wait in the queue.
     pub max_running_runs: usize,
+    /// How often the instance looks for queued runs and runs left by dead instances.
+    pub poll_interval: std::time::Duration,
     pub engine: EngineConfig,
 }
 
@@ -33,6 +35,7 @@ impl Default for ServerConfig {
                 max_body_bytes: 64 * 1024 * 1024,
             },
             max_running_runs: 4,
+            poll_interval: std::time::Duration::from_secs(2),
             engine: EngineConfig::default(),
         }
     }
@@ -73,12 +76,50 @@ pub async fn launch_with_registry(
     if resumed > 0 {
         tracing::info!(resumed, "resuming unfinished runs");
     }
+    // Work other instances queue, and runs whose instance died, are picked up by polling;
+    // commits made elsewhere wake this instance's event streams.
+    let background = tokio_util::task::TaskTracker::new();
+    let stop_background = tokio_util::sync::CancellationToken::new();
+    background.spawn({
+        let scheduler = scheduler.clone();
+        let stop = stop_background.clone();
+        let interval = config.poll_interval;
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                if let Err(e) = scheduler.resume_unfinished().await {
+                    tracing::warn!(error = %e, "polling for runs failed");
+                }
+            }
+        }
+    });
+    if let Some(mut commits) = scheduler.engine().store().watch_commits().await? {
+        let hub = scheduler.engine().hub().clone();
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    run_id = commits.recv() => match run_id {
+                        Some(run_id) => hub.wake(&run_id),
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
     let router = api::router(scheduler.clone(), &config.api);
     tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("HTTP server stopped; stopping runs in flight");
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
     scheduler.shutdown().await;
     Ok(())
 }

@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
+use crate::engine::LiveMessage;
 use crate::model::{RunEvent, RunId};
 use crate::store::Store;
 
@@ -106,7 +107,7 @@ struct EventCursor {
     store: Arc<dyn Store>,
     run_id: RunId,
     after: u64,
-    live: broadcast::Receiver<Arc<RunEvent>>,
+    live: broadcast::Receiver<LiveMessage>,
     pending: VecDeque<RunEvent>,
     finished: bool,
 }
@@ -145,7 +146,7 @@ impl EventCursor {
             }
             // Caught up with the store: wait for the next live event.
             match tokio::time::timeout(POLL, self.live.recv()).await {
-                Ok(Ok(event)) if event.seq == self.after + 1 => {
+                Ok(Ok(LiveMessage::Event(event))) if event.seq == self.after + 1 => {
                     self.pending.push_back((*event).clone())
                 }
                 // Old news, a gap or a lagged channel: the store has the truth.

@@ -13,9 +13,18 @@ use crate::model::{RunEvent, RunId};
 /// Events buffered per run for live listeners before a slow one must catch up from the store.
 const LIVE_BUFFER: usize = 4_096;
 
+/// What live listeners receive.
+#[derive(Debug, Clone)]
+pub enum LiveMessage {
+    /// An event committed by this process.
+    Event(Arc<RunEvent>),
+    /// Something was committed elsewhere (another instance): read the store.
+    Wake,
+}
+
 #[derive(Default)]
 pub struct EventHub {
-    channels: Mutex<HashMap<RunId, broadcast::Sender<Arc<RunEvent>>>>,
+    channels: Mutex<HashMap<RunId, broadcast::Sender<LiveMessage>>>,
 }
 
 impl EventHub {
@@ -24,12 +33,20 @@ impl EventHub {
     }
 
     /// Live events of a run committed from now on.
-    pub fn subscribe(&self, run_id: &RunId) -> broadcast::Receiver<Arc<RunEvent>> {
+    pub fn subscribe(&self, run_id: &RunId) -> broadcast::Receiver<LiveMessage> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels
             .entry(run_id.clone())
             .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
             .subscribe()
+    }
+
+    /// Tells a run's listeners that another process committed to it.
+    pub fn wake(&self, run_id: &RunId) {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = channels.get(run_id) {
+            let _ = sender.send(LiveMessage::Wake);
+        }
     }
 
     /// Hands committed events (in sequence order) to the run's listeners.
@@ -40,7 +57,7 @@ impl EventHub {
         };
         for event in events {
             // An error only means nobody listens right now.
-            let _ = sender.send(Arc::new(event.clone()));
+            let _ = sender.send(LiveMessage::Event(Arc::new(event.clone())));
         }
         let finished = events.last().is_some_and(|e| e.kind.is_terminal());
         if finished || sender.receiver_count() == 0 {

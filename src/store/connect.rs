@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use super::{MemoryStore, SqliteStore, Store, StoreError};
+use super::{MemoryStore, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Opens the store a URL names:
 /// - `sqlite://path/file.db`, `sqlite:file.db`, `sqlite::memory:`, or a bare file path
 ///   (`themis.db`): the embedded SQLite store, created and migrated on open;
+/// - `postgres://user:pass@host/db`: the shared store for several instances;
 /// - `memory`: the in-process store (nothing survives a restart).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url == "memory" || url == "memory:" {
@@ -16,13 +17,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(SqliteStore::connect(url).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Database(
-            "Postgres URLs are not supported by this build; use a SQLite file".to_owned(),
-        ));
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
     }
     if url.contains("://") {
         return Err(StoreError::Database(format!(
-            "unsupported database URL `{url}`; use sqlite://FILE or memory"
+            "unsupported database URL `{url}`; use sqlite://FILE, postgres://... or memory"
         )));
     }
     Ok(Arc::new(

@@ -8,6 +8,7 @@
 mod apply;
 mod connect;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::ops::Range;
@@ -23,6 +24,7 @@ use crate::model::{
 
 pub use connect::connect;
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -316,6 +318,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a provider response under `key` (the first one stored wins).
     async fn cache_put(&self, key: &str, value: &Value) -> StoreResult<()>;
+
+    /// Run ids of commits made by other processes on the same database, as they happen
+    /// (`None` when nobody else can write to this store). Wakes event streams at once.
+    async fn watch_commits(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<RunId>>> {
+        Ok(None)
+    }
 
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;

@@ -231,3 +231,53 @@ pub async fn read_sse(response: reqwest::Response, max: usize) -> Vec<SseEvent> 
     }
     events
 }
+
+/// The Postgres server tests use (`THEMIS_TEST_POSTGRES_URL`, default the local one).
+pub fn postgres_base_url() -> String {
+    std::env::var("THEMIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh database for one test, dropped by [`TestDatabase::drop_database`].
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates `themis_test_<random>` on the test server. Fails loudly when Postgres is
+    /// unreachable: Postgres tests never skip silently.
+    pub async fn create() -> TestDatabase {
+        use sqlx::Connection;
+        let base = postgres_base_url();
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres at {base} is required for this test: {e}"));
+        let name = format!("themis_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = match base.rfind('/') {
+            Some(slash)
+                if base[..slash].contains("://") && slash > base.find("://").unwrap() + 2 =>
+            {
+                format!("{}/{name}", &base[..slash])
+            }
+            _ => format!("{base}/{name}"),
+        };
+        TestDatabase { url, name }
+    }
+
+    pub async fn drop_database(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_base_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}

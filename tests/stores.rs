@@ -1,0 +1,708 @@
+//! The store contract: one suite, run against every store (memory, SQLite, Postgres).
+//! What a store must guarantee is written here once; dialects stay inside the stores.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use themis::model::{
+    CaseKey, CaseRecord, CaseStatus, EventKind, NewEvent, RunId, RunKind, RunStatus, ScoreRecord,
+    Timestamp, Usage,
+};
+use themis::store::{
+    CancelOutcome, CaseCommit, CaseQuery, CommitBatch, CreateOutcome, NewRun, RunCursor, RunQuery,
+    StatusChange, Store, StoreError,
+};
+
+fn run_id(n: u8) -> RunId {
+    RunId::from_digest(&[n; 32])
+}
+
+fn new_run(n: u8, created_at: i64, total: u64) -> NewRun {
+    NewRun {
+        run_id: run_id(n),
+        kind: RunKind::Experiment,
+        parent_run_id: None,
+        definition: json!({"seeds": [n]}),
+        runtime: json!({"concurrency": 2}),
+        total_cases: total,
+        index_space: total,
+        created_at: Timestamp::from_millis(created_at),
+    }
+}
+
+fn record(run: &RunId, index: u64, dataset: &str, score: Option<f64>) -> CaseRecord {
+    CaseRecord {
+        run_id: run.clone(),
+        key: CaseKey {
+            case_index: index,
+            dataset_id: dataset.to_owned(),
+            case_id: format!("c{index}"),
+            seed: 1,
+        },
+        status: if score.is_some() {
+            CaseStatus::Completed
+        } else {
+            CaseStatus::Failed
+        },
+        candidates: Vec::new(),
+        reduced: None,
+        parsed: None,
+        parse_steps: Vec::new(),
+        scores: vec![ScoreRecord {
+            metric_id: "m".into(),
+            score,
+            details: Value::Null,
+            error: score.is_none().then(|| "boom".to_owned()),
+        }],
+        judgments: Vec::new(),
+        error: None,
+        stages: Vec::new(),
+        usage: Usage {
+            requests: 1,
+            prompt_tokens: 10,
+            completion_tokens: 2,
+        },
+        started_at: Timestamp::from_millis(1),
+        finished_at: Timestamp::from_millis(2),
+    }
+}
+
+fn case_commit(run: &RunId, index: u64, dataset: &str, score: Option<f64>) -> CaseCommit {
+    let record = record(run, index, dataset, score);
+    CaseCommit {
+        events: vec![
+            NewEvent::now(EventKind::CaseStarted {
+                case: record.key.clone(),
+            }),
+            NewEvent::now(EventKind::CaseCompleted {
+                case: record.key.clone(),
+                duration_ms: 1,
+            }),
+        ],
+        record,
+    }
+}
+
+fn status(status: RunStatus) -> Option<StatusChange> {
+    Some(StatusChange {
+        status,
+        error: None,
+        at: Timestamp::now(),
+    })
+}
+
+async fn start(store: &dyn Store, run: &RunId) {
+    let mut batch = CommitBatch::new(run.clone());
+    batch.status = status(RunStatus::Running);
+    batch.events.push(NewEvent::now(EventKind::RunStarted {
+        total_cases: 0,
+        resumed: false,
+    }));
+    store.commit(batch).await.unwrap();
+}
+
+async fn create_is_idempotent(store: Arc<dyn Store>) {
+    let first = store.create_run(new_run(1, 1_000, 3)).await.unwrap();
+    assert!(first.was_created());
+    let CreateOutcome::Existing(existing) = store.create_run(new_run(1, 9_999, 3)).await.unwrap()
+    else {
+        panic!("second create must find the first run");
+    };
+    assert_eq!(&existing, first.record());
+    assert_eq!(existing.status, RunStatus::Queued);
+    assert_eq!(existing.definition, json!({"seeds": [1]}));
+    assert_eq!(existing.runtime, json!({"concurrency": 2}));
+    assert_eq!(existing.created_at, Timestamp::from_millis(1_000));
+    assert_eq!(
+        store.get_run(&run_id(1)).await.unwrap(),
+        Some(existing.clone())
+    );
+    let summary = store.get_run_summary(&run_id(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.definition, summary.runtime),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(summary.version, existing.version);
+    assert_eq!(store.get_run(&run_id(2)).await.unwrap(), None);
+}
+
+async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
+    let run = run_id(3);
+    store.create_run(new_run(3, 1, 4)).await.unwrap();
+    start(store.as_ref(), &run).await;
+    let running = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(running.status, RunStatus::Running);
+    assert!(running.started_at.is_some() && running.finished_at.is_none());
+
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = vec![
+        case_commit(&run, 0, "a", Some(1.0)),
+        case_commit(&run, 1, "b", Some(0.0)),
+    ];
+    batch.progress_event = true;
+    let outcome = store.commit(batch).await.unwrap();
+    let seqs: Vec<u64> = outcome.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 5, 6], "gapless after run_started");
+    let last = outcome.events.last().unwrap();
+    assert_eq!(last.event_type(), "progress");
+    assert_eq!(
+        serde_json::to_value(last).unwrap()["progress"]["completed"],
+        2
+    );
+    assert_eq!((outcome.progress.completed, outcome.duplicates), (2, 0));
+
+    // The same case again (another instance finished it too): ignored with its events.
+    let mut again = CommitBatch::new(run.clone());
+    again.cases = vec![
+        case_commit(&run, 1, "b", Some(1.0)),
+        case_commit(&run, 2, "a", None),
+    ];
+    let outcome = store.commit(again).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    assert_eq!(
+        outcome.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [7, 8]
+    );
+
+    let run_now = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            run_now.progress.total,
+            run_now.progress.completed,
+            run_now.progress.failed
+        ),
+        (4, 2, 1)
+    );
+    assert_eq!(run_now.last_seq, 8);
+    assert_eq!(
+        run_now.usage,
+        Usage {
+            requests: 3,
+            prompt_tokens: 30,
+            completion_tokens: 6
+        }
+    );
+    let m = &run_now.aggregates.metrics["m"];
+    assert_eq!(
+        (m.overall.n, m.overall.failures, m.overall.mean),
+        (2, 1, Some(0.5))
+    );
+    assert_eq!(m.by_dataset["a"].n, 1);
+    assert_eq!(m.by_dataset["a"].failures, 1);
+    assert_eq!(m.by_dataset["b"].mean, Some(0.0));
+    // The stored record is the one first committed.
+    let stored = store
+        .case_records(
+            &run,
+            &CaseQuery {
+                after_index: Some(0),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored[0].scores[0].score, Some(0.0));
+
+    let events = store.events_after(&run, 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert_eq!(store.events_after(&run, 6, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .events_after(&run, 2, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert!(store.events_after(&run, 8, 100).await.unwrap().is_empty());
+}
+
+async fn terminal_runs_reject_writes_and_versions_grow(store: Arc<dyn Store>) {
+    let run = run_id(4);
+    let created = store
+        .create_run(new_run(4, 1, 1))
+        .await
+        .unwrap()
+        .into_record();
+    start(store.as_ref(), &run).await;
+    let mut finish = CommitBatch::new(run.clone());
+    finish.status = Some(StatusChange {
+        status: RunStatus::Failed,
+        error: Some("disk on fire".into()),
+        at: Timestamp::now(),
+    });
+    store.commit(finish).await.unwrap();
+    let failed = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("disk on fire"));
+    assert!(failed.finished_at.is_some());
+    assert!(failed.version >= created.version + 2);
+
+    let mut late = CommitBatch::new(run.clone());
+    late.cases = vec![case_commit(&run, 0, "a", Some(1.0))];
+    let err = store.commit(late).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::RunFinished {
+                status: RunStatus::Failed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let missing = store
+        .commit(CommitBatch::new(run_id(99)))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::RunNotFound(_)));
+}
+
+async fn expect_status_decides_between_instances(store: Arc<dyn Store>) {
+    let run = run_id(5);
+    store.create_run(new_run(5, 1, 1)).await.unwrap();
+    let starter = || {
+        let mut batch = CommitBatch::new(run.clone());
+        batch.expect_status = Some(RunStatus::Queued);
+        batch.status = status(RunStatus::Running);
+        batch.events.push(NewEvent::now(EventKind::RunStarted {
+            total_cases: 1,
+            resumed: false,
+        }));
+        batch
+    };
+    let first = store.commit(starter()).await.unwrap();
+    let second = store.commit(starter()).await.unwrap();
+    assert!(!first.skipped && second.skipped);
+    assert!(second.events.is_empty());
+    let run_now = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(run_now.last_seq, 1);
+    // A finish expecting `running` after the run ended elsewhere is skipped, not an error.
+    let mut finish = CommitBatch::new(run.clone());
+    finish.status = status(RunStatus::Completed);
+    store.commit(finish).await.unwrap();
+    let mut late = CommitBatch::new(run.clone());
+    late.expect_status = Some(RunStatus::Running);
+    late.status = status(RunStatus::Cancelled);
+    assert!(store.commit(late).await.unwrap().skipped);
+}
+
+async fn listing_is_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) {
+    for (n, at) in [(10u8, 100), (11, 300), (12, 200), (13, 300)] {
+        store.create_run(new_run(n, at, 1)).await.unwrap();
+    }
+    let mut child = new_run(14, 50, 1);
+    child.kind = RunKind::Rejudge;
+    child.parent_run_id = Some(run_id(10));
+    store.create_run(child).await.unwrap();
+    start(store.as_ref(), &run_id(12)).await;
+
+    let all = store
+        .list_runs(&RunQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<RunId> = all.iter().map(|r| r.run_id.clone()).collect();
+    assert_eq!(
+        ids,
+        [run_id(13), run_id(11), run_id(12), run_id(10), run_id(14)]
+    );
+    assert!(
+        all.iter()
+            .all(|r| r.definition.is_null() && r.runtime.is_null())
+    );
+
+    let page = store
+        .list_runs(&RunQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let last = page.last().unwrap();
+    let cursor = RunCursor {
+        created_at: last.created_at,
+        run_id: last.run_id.clone(),
+    };
+    let next = store
+        .list_runs(&RunQuery {
+            limit: 2,
+            before: Some(cursor),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
+        [run_id(12), run_id(10)]
+    );
+
+    let running = store
+        .list_runs(&RunQuery {
+            status: Some(RunStatus::Running),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].run_id, run_id(12));
+    let children = store
+        .list_runs(&RunQuery {
+            parent_run_id: Some(run_id(10)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        children
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect::<Vec<_>>(),
+        [run_id(14)]
+    );
+
+    let unfinished = store
+        .run_ids_with_status(&[RunStatus::Queued, RunStatus::Running])
+        .await
+        .unwrap();
+    assert_eq!(
+        unfinished,
+        [run_id(14), run_id(10), run_id(12), run_id(11), run_id(13)]
+    );
+}
+
+async fn cancel_depends_on_status(store: Arc<dyn Store>) {
+    store.create_run(new_run(20, 1, 1)).await.unwrap();
+    let CancelOutcome::Cancelled(record, events) = store.request_cancel(&run_id(20)).await.unwrap()
+    else {
+        panic!("a queued run is cancelled at once");
+    };
+    assert_eq!(record.status, RunStatus::Cancelled);
+    assert_eq!(
+        (events.len(), events[0].seq, events[0].event_type()),
+        (1, 1, "run_cancelled")
+    );
+    assert!(matches!(
+        store.request_cancel(&run_id(20)).await.unwrap(),
+        CancelOutcome::AlreadyFinished(_)
+    ));
+
+    store.create_run(new_run(21, 1, 1)).await.unwrap();
+    start(store.as_ref(), &run_id(21)).await;
+    let CancelOutcome::Requested(record) = store.request_cancel(&run_id(21)).await.unwrap() else {
+        panic!("a running run is asked to stop");
+    };
+    assert!(record.cancel_requested);
+    assert_eq!(record.status, RunStatus::Running);
+    let outcome = store.commit(CommitBatch::new(run_id(21))).await.unwrap();
+    assert!(outcome.cancel_requested);
+    assert!(matches!(
+        store.request_cancel(&run_id(22)).await,
+        Err(StoreError::RunNotFound(_))
+    ));
+}
+
+async fn case_records_page_and_filter(store: Arc<dyn Store>) {
+    let run = run_id(30);
+    store.create_run(new_run(30, 1, 10)).await.unwrap();
+    start(store.as_ref(), &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    for i in (0..10).rev() {
+        let dataset = if i % 2 == 0 { "even" } else { "odd" };
+        batch
+            .cases
+            .push(case_commit(&run, i, dataset, (i % 3 != 0).then_some(1.0)));
+    }
+    store.commit(batch).await.unwrap();
+    let page = |query: CaseQuery| {
+        let store = store.clone();
+        let run = run.clone();
+        async move {
+            store
+                .case_records(&run, &query)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.key.case_index)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(CaseQuery {
+            limit: 4,
+            ..Default::default()
+        })
+        .await,
+        [0, 1, 2, 3]
+    );
+    assert_eq!(
+        page(CaseQuery {
+            limit: 4,
+            after_index: Some(3),
+            ..Default::default()
+        })
+        .await,
+        [4, 5, 6, 7]
+    );
+    assert_eq!(
+        page(CaseQuery {
+            limit: 10,
+            dataset_id: Some("odd".into()),
+            ..Default::default()
+        })
+        .await,
+        [1, 3, 5, 7, 9]
+    );
+    assert_eq!(
+        page(CaseQuery {
+            limit: 10,
+            failed_only: true,
+            ..Default::default()
+        })
+        .await,
+        [0, 3, 6, 9]
+    );
+    assert_eq!(
+        page(CaseQuery {
+            limit: 10,
+            failed_only: true,
+            dataset_id: Some("even".into()),
+            after_index: Some(0)
+        })
+        .await,
+        [6]
+    );
+    assert_eq!(
+        store.recorded_case_indices(&run, 3..7).await.unwrap(),
+        [3, 4, 5, 6]
+    );
+    let first = &store
+        .case_records(
+            &run,
+            &CaseQuery {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()[0];
+    assert_eq!(first, &record(&run, 0, "even", None));
+}
+
+async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store>) {
+    let run = run_id(40);
+    store.create_run(new_run(40, 1, 150)).await.unwrap(); // 3 chunks: 64 + 64 + 22
+    let lease = Duration::from_secs(60);
+    let a = store.claim_chunk(&run, "a", lease).await.unwrap().unwrap();
+    let b = store.claim_chunk(&run, "b", lease).await.unwrap().unwrap();
+    let c = store.claim_chunk(&run, "a", lease).await.unwrap().unwrap();
+    assert_eq!(
+        (a.start, a.end, b.start, b.end, c.start, c.end),
+        (0, 64, 64, 128, 128, 150)
+    );
+    assert_eq!(
+        store.claim_chunk(&run, "c", lease).await.unwrap(),
+        None,
+        "all chunks are held"
+    );
+    let status = store.chunk_status(&run, "a").await.unwrap();
+    assert_eq!((status.unfinished, status.held_by_others), (3, 1));
+
+    // "b" dies: once its lease is gone, its chunk is claimable again.
+    store.release_leases("b").await.unwrap();
+    let taken = store.claim_chunk(&run, "c", lease).await.unwrap().unwrap();
+    assert_eq!(taken.chunk_index, b.chunk_index);
+
+    // A short lease expires by itself; renewing keeps it.
+    store.release_leases("c").await.unwrap();
+    let short = store
+        .claim_chunk(&run, "d", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .renew_leases("d", Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store.claim_chunk(&run, "e", lease).await.unwrap(),
+        None,
+        "renewed"
+    );
+    store.release_leases("d").await.unwrap();
+    let again = store
+        .claim_chunk(&run, "d", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.chunk_index, short.chunk_index);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = store.claim_chunk(&run, "e", lease).await.unwrap().unwrap();
+    assert_eq!(
+        expired.chunk_index, short.chunk_index,
+        "an expired lease frees the chunk"
+    );
+
+    // Done chunks are never claimed again.
+    start(store.as_ref(), &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    batch.completed_chunks = vec![0, 1, 2];
+    store.commit(batch).await.unwrap();
+    store.release_leases("a").await.unwrap();
+    store.release_leases("e").await.unwrap();
+    assert_eq!(store.claim_chunk(&run, "f", lease).await.unwrap(), None);
+    assert_eq!(store.chunk_status(&run, "f").await.unwrap().unfinished, 0);
+}
+
+async fn concurrent_claims_never_share_a_chunk(store: Arc<dyn Store>) {
+    let run = run_id(41);
+    store.create_run(new_run(41, 1, 64 * 20)).await.unwrap();
+    let claimers = (0..8).map(|i| {
+        let store = store.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(chunk) = store
+                .claim_chunk(&run, &format!("w{i}"), Duration::from_secs(60))
+                .await
+                .unwrap()
+            {
+                mine.push(chunk.chunk_index);
+            }
+            mine
+        })
+    });
+    let mut all: Vec<u64> = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+async fn response_cache_keeps_the_first_value(store: Arc<dyn Store>) {
+    assert_eq!(store.cache_get("k").await.unwrap(), None);
+    store
+        .cache_put("k", &json!({"choices": [1]}))
+        .await
+        .unwrap();
+    store
+        .cache_put("k", &json!({"choices": [2]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cache_get("k").await.unwrap(),
+        Some(json!({"choices": [1]}))
+    );
+    store.ping().await.unwrap();
+}
+
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(std::sync::Arc::new(themis::store::MemoryStore::new())).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = themis::store::SqliteStore::open(&dir.path().join("contract.db")).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let database = crate::common::TestDatabase::create().await;
+                    let store = themis::store::PostgresStore::connect(&database.url).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                    database.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    create_is_idempotent,
+    commits_sequence_events_and_count_cases,
+    terminal_runs_reject_writes_and_versions_grow,
+    expect_status_decides_between_instances,
+    listing_is_newest_first_with_filters_and_cursor,
+    cancel_depends_on_status,
+    case_records_page_and_filter,
+    chunks_are_claimed_once_and_taken_over_after_lease,
+    concurrent_claims_never_share_a_chunk,
+    response_cache_keeps_the_first_value,
+);
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reopen.db");
+    let run = run_id(50);
+    {
+        let store = themis::store::SqliteStore::open(&path).await.unwrap();
+        store.create_run(new_run(50, 1, 2)).await.unwrap();
+        start(&store, &run).await;
+        let mut batch = CommitBatch::new(run.clone());
+        batch.cases = vec![case_commit(&run, 0, "a", Some(1.0))];
+        store.commit(batch).await.unwrap();
+        store
+            .claim_chunk(&run, "gone", Duration::from_secs(600))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    let reopened = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            reopened.status,
+            reopened.progress.completed,
+            reopened.last_seq
+        ),
+        (RunStatus::Running, 1, 3)
+    );
+    assert_eq!(store.events_after(&run, 0, 10).await.unwrap().len(), 3);
+    // One process owns a SQLite file: leases of a previous process are void on open.
+    assert!(
+        store
+            .claim_chunk(&run, "new", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = themis::store::SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    create_is_idempotent(Arc::new(store)).await;
+}
