@@ -3,45 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{read_sse, wait_finished};
-
-/// Starts `themis serve` on an ephemeral port and returns it with its base URL.
-fn start_server(database_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_themis"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--database",
-            database_url,
-            "--log-format",
-            "json",
-        ])
-        .env_remove("THEMIS_API_KEYS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start themis serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        if let Ok(log) = serde_json::from_str::<Value>(&line)
-            && log["fields"]["message"] == "themis is serving"
-        {
-            break log["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the server's logs so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
-}
+use common::{read_sse, spawn_server, wait_finished};
 
 #[tokio::test]
 async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
@@ -59,7 +25,7 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     });
     let client = reqwest::Client::new();
 
-    let (mut first, base) = start_server(&database);
+    let (mut first, base) = spawn_server(&database, &[]);
     let created: Value = client
         .post(format!("{base}/runs"))
         .json(&body)
@@ -95,7 +61,7 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
-    let (mut second, base) = start_server(&database);
+    let (mut second, base) = spawn_server(&database, &[]);
     let run = wait_finished(&client, &base, &run_id).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(
