@@ -1,0 +1,29 @@
+//! `cargo bench`: the full benchmark, printed as a markdown table.
+//!
+//! `cargo bench -- --quick` runs the tiny configuration; `--postgres URL` (or
+//! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config = if args.iter().any(|a| a == "--quick") {
+        themis::bench::BenchConfig::tiny()
+    } else {
+        themis::bench::BenchConfig::full()
+    };
+    config.postgres_url = args
+        .iter()
+        .position(|a| a == "--postgres")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var("THEMIS_BENCH_POSTGRES_URL").ok());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(themis::bench::run(&config)) {
+        Ok(report) => print!("{}", report.markdown()),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! Benchmarks: `cargo bench` (or `themis bench`) starts what it needs — the service on a
+//! fresh SQLite or Postgres database, a fake OpenAI-compatible provider with a fixed
+//! latency on loopback — drives it over HTTP and prints a markdown table.
+//!
+//! These are measurements, not tests: targets are reported as met or missed, never
+//! asserted. A tiny configuration runs in CI so the harness never rots.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::routing::post;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::components::Registry;
+use crate::engine::EngineConfig;
+use crate::server::{ServerConfig, launch_with_registry};
+
+/// What to measure and how big.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Fake provider latency for the latency-bound scenario.
+    pub latency: Duration,
+    pub latency_cases: usize,
+    pub concurrencies: Vec<usize>,
+    /// Cases of the engine-overhead run (demo generator, no delay).
+    pub overhead_cases: usize,
+    /// Concurrent `GET /runs/{id}` pollers while an overhead-sized run executes.
+    pub pollers: usize,
+    pub sse_clients: usize,
+    pub sse_cases: usize,
+    /// Cases of the SQLite vs Postgres (1 and 2 instances) comparison.
+    pub multinode_cases: usize,
+    /// A Postgres server to create scratch databases on; Postgres rows are skipped without it.
+    pub postgres_url: Option<String>,
+}
+
+impl BenchConfig {
+    /// The full benchmark (minutes on a laptop).
+    pub fn full() -> Self {
+        BenchConfig {
+            latency: Duration::from_millis(50),
+            latency_cases: 5_000,
+            concurrencies: vec![16, 64, 256],
+            overhead_cases: 100_000,
+            pollers: 64,
+            sse_clients: 1_000,
+            sse_cases: 2_000,
+            multinode_cases: 20_000,
+            postgres_url: None,
+        }
+    }
+
+    /// Seconds: exercises every scenario at toy sizes.
+    pub fn tiny() -> Self {
+        BenchConfig {
+            latency: Duration::from_millis(5),
+            latency_cases: 60,
+            concurrencies: vec![4, 16],
+            overhead_cases: 300,
+            pollers: 4,
+            sse_clients: 8,
+            sse_cases: 20,
+            multinode_cases: 200,
+            postgres_url: None,
+        }
+    }
+}
+
+/// One measured line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub setup: String,
+    pub result: String,
+    pub target: String,
+    /// `None` when the row has no target.
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut out = format!("Machine: {cores} cores, {}\n\n", std::env::consts::ARCH);
+        out.push_str("| scenario | setup | result | target | met |\n|---|---|---|---|---|\n");
+        for row in &self.rows {
+            let met = match row.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {met} |\n",
+                row.scenario, row.setup, row.result, row.target
+            ));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\n- {note}"));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// A service started in-process on a scratch database.
+struct Service {
+    base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(database_url: &str, instance: &str) -> Result<Service, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let config = ServerConfig {
+            database_url: database_url.to_owned(),
+            max_running_runs: 4,
+            poll_interval: Duration::from_millis(200),
+            engine: EngineConfig {
+                instance_id: instance.to_owned(),
+                ..EngineConfig::default()
+            },
+            ..ServerConfig::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) =
+                launch_with_registry(config, Arc::new(Registry::builtin()), listener, shutdown)
+                    .await
+            {
+                eprintln!("bench service failed: {e}");
+            }
+        });
+        let base = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return Ok(Service {
+                    base,
+                    shutdown: Some(tx),
+                    task,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the service did not start".to_owned())
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+}
+
+/// A fake OpenAI-compatible chat endpoint answering after a fixed latency.
+async fn fake_provider(latency: Duration) -> Result<SocketAddr, String> {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |Json(body): Json<Value>| async move {
+            tokio::time::sleep(latency).await;
+            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+            let choices: Vec<Value> = (0..n)
+                .map(|i| json!({"index": i, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}))
+                .collect();
+            Json(json!({
+                "id": "chatcmpl-bench", "object": "chat.completion", "model": body.get("model").cloned().unwrap_or_default(),
+                "choices": choices,
+                "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+fn cases(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"case_id": format!("c{i}"), "input": {"question": format!("{} + {}", i % 97, i % 13)},
+                   "expected_output": {"answer": (i % 97 + i % 13).to_string()}})
+        })
+        .collect()
+}
+
+fn demo_experiment(n: usize, delay_ms: u64, concurrency: usize, salt: &str) -> Value {
+    json!({
+        "generation": {"generator": {"name": "builtin/demo_generator", "params": {"delay_ms": delay_ms}}},
+        "evaluation": {"metrics": ["builtin/exact_match", {"name": "builtin/token_f1", "params": {"field": "answer"}}]},
+        "datasets": [{"dataset_id": salt, "cases": cases(n)}],
+        "seeds": [1],
+        "concurrency": concurrency
+    })
+}
+
+fn provider_experiment(n: usize, provider: SocketAddr, concurrency: usize) -> Value {
+    json!({
+        "generation": {"generator": {"name": "openai/chat", "params": {
+            "base_url": format!("http://{provider}/v1"), "model": "bench", "prompt": "{{ input.question }}"}}},
+        "evaluation": {"metrics": ["builtin/contains"]},
+        "datasets": [{"dataset_id": format!("latency-{concurrency}"), "cases": cases(n)}],
+        "seeds": [1],
+        "concurrency": concurrency,
+        "cache": false
+    })
+}
+
+async fn post_run(client: &reqwest::Client, base: &str, body: &Value) -> Result<String, String> {
+    let response = client
+        .post(format!("{base}/runs"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let run: Value = response.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("POST /runs answered {status}: {run}"));
+    }
+    run["run_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no run_id".to_owned())
+}
+
+/// Waits for the run to finish; returns the final run object.
+async fn finish(client: &reqwest::Client, base: &str, run_id: &str) -> Result<Value, String> {
+    loop {
+        let run: Value = client
+            .get(format!("{base}/runs/{run_id}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match run["status"].as_str() {
+            Some("completed") => return Ok(run),
+            Some("failed" | "cancelled") => {
+                return Err(format!("run ended {}: {}", run["status"], run["error"]));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Cases per second between the run's start and finish (server clock).
+fn throughput(run: &Value) -> f64 {
+    let total = run["progress"]["total"].as_f64().unwrap_or(0.0);
+    let ms = run["duration_ms"].as_f64().unwrap_or(0.0).max(1.0);
+    total / (ms / 1e3)
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn current_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Creates and drops scratch Postgres databases for the run.
+struct Scratch {
+    base: String,
+    created: Vec<String>,
+}
+
+impl Scratch {
+    async fn database(&mut self) -> Result<String, String> {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.base)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = format!("themis_bench_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.created.push(name.clone());
+        let (prefix, _) = self
+            .base
+            .rsplit_once('/')
+            .ok_or("postgres URL needs a database")?;
+        Ok(format!("{prefix}/{name}"))
+    }
+
+    async fn drop_all(&mut self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.base).await {
+            for name in self.created.drain(..) {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        }
+    }
+}
+
+/// Lets this process hold a thousand SSE sockets on each side.
+fn raise_open_file_limit() {
+    // SAFETY: plain libc calls with a valid, initialised struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Runs every scenario and returns the table. A scenario that fails is reported as a
+/// failed row; the others still run.
+pub async fn run(config: &BenchConfig) -> Result<Report, String> {
+    raise_open_file_limit();
+    let mut report = Report::default();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(2_048)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let sqlite = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+
+    let scenarios: [(&str, Result<Vec<Row>, String>); 3] = [
+        (
+            "latency-bound",
+            latency_bound(config, &client, &sqlite("latency.db")).await,
+        ),
+        (
+            "engine overhead",
+            overhead(config, &client, &sqlite("overhead.db")).await,
+        ),
+        (
+            "store comparison",
+            compare_stores(config, &client, &sqlite("compare.db")).await,
+        ),
+    ];
+    for (scenario, outcome) in scenarios {
+        match outcome {
+            Ok(rows) => report.rows.extend(rows),
+            Err(e) => report.rows.push(Row {
+                scenario: scenario.into(),
+                setup: "-".into(),
+                result: format!("failed: {e}"),
+                target: "-".into(),
+                met: Some(false),
+            }),
+        }
+    }
+    if config.postgres_url.is_none() {
+        report
+            .notes
+            .push("Postgres rows skipped: pass --postgres URL.".into());
+    }
+    report.notes.push(
+        "Two instances run in one process here, sharing its cores: that row shows coordination cost, not scale-out."
+            .into(),
+    );
+    Ok(report)
+}
+
+/// Provider latency L, concurrency C: the ceiling is C/L cases per second.
+async fn latency_bound(
+    config: &BenchConfig,
+    client: &reqwest::Client,
+    database: &str,
+) -> Result<Vec<Row>, String> {
+    let provider = fake_provider(config.latency).await?;
+    let service = Service::start(database, "bench-latency").await?;
+    let mut rows = Vec::new();
+    for &c in &config.concurrencies {
+        let measured = async {
+            let run_id = post_run(
+                client,
+                &service.base,
+                &provider_experiment(config.latency_cases, provider, c),
+            )
+            .await?;
+            finish(client, &service.base, &run_id).await
+        }
+        .await;
+        let run = match measured {
+            Ok(run) => run,
+            Err(e) => {
+                service.stop().await;
+                return Err(e);
+            }
+        };
+        let measured = throughput(&run);
+        let limit = c as f64 / config.latency.as_secs_f64();
+        let fraction = measured / limit;
+        rows.push(Row {
+            scenario: "latency-bound".into(),
+            setup: format!(
+                "L={}ms, {} cases, C={c}, SQLite",
+                config.latency.as_millis(),
+                config.latency_cases
+            ),
+            result: format!("{measured:.0} cases/s = {fraction:.3} of C/L ({limit:.0}/s)"),
+            target: "≥ 0.95 of C/L".into(),
+            met: Some(fraction >= 0.95),
+        });
+    }
+    service.stop().await;
+    Ok(rows)
+}
+
+/// Demo generator without delay into SQLite, pollers meanwhile, then SSE fan-out.
+async fn overhead(
+    config: &BenchConfig,
+    client: &reqwest::Client,
+    database: &str,
+) -> Result<Vec<Row>, String> {
+    let service = Service::start(database, "bench-overhead").await?;
+    let rss_before = current_rss_mib();
+    let result = async {
+        let run_id = post_run(
+            client,
+            &service.base,
+            &demo_experiment(config.overhead_cases, 0, 64, "overhead"),
+        )
+        .await?;
+        let polling = poll_while_running(client, &service.base, &run_id, config.pollers).await?;
+        let run = finish(client, &service.base, &run_id).await?;
+        let rss_after = current_rss_mib();
+        let fanout =
+            sse_fanout(client, &service.base, config.sse_clients, config.sse_cases).await?;
+        Ok::<_, String>((run, polling, rss_after, fanout))
+    }
+    .await;
+    service.stop().await;
+    let (run, polling, rss_after, fanout) = result?;
+    let per_minute = throughput(&run) * 60.0;
+    Ok(vec![
+        Row {
+            scenario: "engine overhead".into(),
+            setup: format!(
+                "demo generator, {} cases, exact_match + token_f1, SQLite",
+                config.overhead_cases
+            ),
+            result: format!("{:.0} cases/s ({per_minute:.0}/min)", throughput(&run)),
+            target: "≥ 100,000 cases/min".into(),
+            met: Some(per_minute >= 100_000.0),
+        },
+        Row {
+            scenario: "memory".into(),
+            setup: format!("same run, {} cases", config.overhead_cases),
+            result: format!(
+                "RSS {:.0} MiB before, {:.0} MiB after, peak {:.0} MiB",
+                rss_before.unwrap_or(f64::NAN),
+                rss_after.unwrap_or(f64::NAN),
+                peak_rss_mib().unwrap_or(f64::NAN)
+            ),
+            target: "flat in the number of cases".into(),
+            met: None,
+        },
+        Row {
+            scenario: "polling".into(),
+            setup: format!(
+                "{} pollers on GET /runs/{{id}} during that run",
+                config.pollers
+            ),
+            result: format!(
+                "p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s",
+                polling.p50_ms, polling.p99_ms, polling.per_second
+            ),
+            target: "p99 < 5 ms".into(),
+            met: Some(polling.p99_ms < 5.0),
+        },
+        Row {
+            scenario: "SSE fan-out".into(),
+            setup: format!("{} clients, {} events", config.sse_clients, fanout.events),
+            result: format!(
+                "all in order: {}; event → last client p50 {:.0} ms, p99 {:.0} ms",
+                fanout.complete, fanout.p50_ms, fanout.p99_ms
+            ),
+            target: "every client gets every event, in order".into(),
+            met: Some(fanout.complete && fanout.events > 0),
+        },
+    ])
+}
+
+/// The same run on SQLite, and on Postgres with one and with two instances.
+async fn compare_stores(
+    config: &BenchConfig,
+    client: &reqwest::Client,
+    database: &str,
+) -> Result<Vec<Row>, String> {
+    let service = Service::start(database, "bench-compare").await?;
+    let outcome = async {
+        let run_id = post_run(
+            client,
+            &service.base,
+            &demo_experiment(config.multinode_cases, 0, 64, "compare"),
+        )
+        .await?;
+        finish(client, &service.base, &run_id).await
+    }
+    .await;
+    service.stop().await;
+    let mut rows = vec![store_row(
+        "SQLite, 1 instance",
+        config.multinode_cases,
+        &outcome?,
+    )];
+    if let Some(url) = &config.postgres_url {
+        let mut scratch = Scratch {
+            base: url.clone(),
+            created: Vec::new(),
+        };
+        let outcome = compare_postgres(client, &mut scratch, config.multinode_cases).await;
+        scratch.drop_all().await;
+        rows.extend(outcome?);
+    }
+    Ok(rows)
+}
+
+fn store_row(setup: &str, cases: usize, run: &Value) -> Row {
+    Row {
+        scenario: "store comparison".into(),
+        setup: format!("demo generator, {cases} cases, {setup}"),
+        result: format!("{:.0} cases/s", throughput(run)),
+        target: "-".into(),
+        met: None,
+    }
+}
+
+async fn compare_postgres(
+    client: &reqwest::Client,
+    scratch: &mut Scratch,
+    cases: usize,
+) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let url = scratch.database().await?;
+    let one = Service::start(&url, "bench-pg-1").await?;
+    let run_id = post_run(client, &one.base, &demo_experiment(cases, 0, 64, "pg1")).await?;
+    rows.push(store_row(
+        "Postgres, 1 instance",
+        cases,
+        &finish(client, &one.base, &run_id).await?,
+    ));
+    one.stop().await;
+
+    let url = scratch.database().await?;
+    let a = Service::start(&url, "bench-pg-a").await?;
+    let b = Service::start(&url, "bench-pg-b").await?;
+    let run_id = post_run(client, &a.base, &demo_experiment(cases, 0, 64, "pg2")).await?;
+    rows.push(store_row(
+        "Postgres, 2 instances",
+        cases,
+        &finish(client, &b.base, &run_id).await?,
+    ));
+    a.stop().await;
+    b.stop().await;
+    Ok(rows)
+}
+
+struct Polling {
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+}
+
+/// `pollers` clients GET the run as fast as they can until it finishes.
+async fn poll_while_running(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    pollers: usize,
+) -> Result<Polling, String> {
+    let started = Instant::now();
+    let url = format!("{base}/runs/{run_id}");
+    let tasks: Vec<_> = (0..pollers)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let sent = Instant::now();
+                    let Ok(response) = client.get(&url).send().await else {
+                        break;
+                    };
+                    let Ok(run) = response.json::<Value>().await else {
+                        break;
+                    };
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                    if matches!(
+                        run["status"].as_str(),
+                        Some("completed" | "failed" | "cancelled")
+                    ) {
+                        break;
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok(Polling {
+        p50_ms: percentile(&all, 50.0),
+        p99_ms: percentile(&all, 99.0),
+        per_second: all.len() as f64 / elapsed.max(1e-9),
+    })
+}
+
+struct Fanout {
+    events: usize,
+    complete: bool,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Opens `clients` SSE streams on a new run and checks each gets every event in order.
+async fn sse_fanout(
+    client: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    cases: usize,
+) -> Result<Fanout, String> {
+    let run_id = post_run(client, base, &demo_experiment(cases, 2, 4, "fanout")).await?;
+    let url = format!("{base}/runs/{run_id}/events");
+    let readers: Vec<_> = (0..clients)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                // seq -> (received at, occurred_at ms)
+                let mut seen: Vec<(u64, f64)> = Vec::new();
+                let Ok(response) = client.get(&url).send().await else {
+                    return seen;
+                };
+                let mut stream = response.bytes_stream();
+                let mut buffer = String::new();
+                while let Some(Ok(chunk)) = stream.next().await {
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                            continue;
+                        };
+                        let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+                            continue;
+                        };
+                        let now = chrono::Utc::now().timestamp_millis() as f64;
+                        let occurred = event["occurred_at"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map_or(now, |t| t.timestamp_millis() as f64);
+                        seen.push((event["seq"].as_u64().unwrap_or(0), now - occurred));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut per_client = Vec::new();
+    for reader in readers {
+        per_client.push(reader.await.map_err(|e| e.to_string())?);
+    }
+    finish(client, base, &run_id).await?;
+    let events = per_client.iter().map(Vec::len).max().unwrap_or(0);
+    let complete = per_client.iter().all(|seen| {
+        seen.len() == events
+            && seen
+                .iter()
+                .enumerate()
+                .all(|(i, (seq, _))| *seq == i as u64 + 1)
+    });
+    // For each event, the delay until the last client had it.
+    let mut worst: BTreeMap<u64, f64> = BTreeMap::new();
+    for seen in &per_client {
+        for (seq, delay) in seen {
+            let entry = worst.entry(*seq).or_insert(f64::MIN);
+            *entry = entry.max(*delay);
+        }
+    }
+    let mut delays: Vec<f64> = worst.into_values().collect();
+    delays.sort_by(f64::total_cmp);
+    Ok(Fanout {
+        events,
+        complete,
+        p50_ms: percentile(&delays, 50.0),
+        p99_ms: percentile(&delays, 99.0),
+    })
+}
