@@ -585,3 +585,34 @@ async fn majority_vote_over_samples_uses_derived_seeds() {
     );
     assert_eq!(case.reduced.as_ref().unwrap().source_candidate_ids.len(), 9);
 }
+
+#[tokio::test]
+async fn a_failure_policy_stops_a_run_that_keeps_failing() {
+    let engine = engine_with(Registry::builtin());
+    let body = json!({
+        "generation": {"generator": {"name": "builtin/demo_generator", "params": {"error_rate": 1.0, "delay_ms": 2}}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": (0..400).map(|i| json!({"case_id": format!("c{i}"), "input": "1+1"})).collect::<Vec<_>>()}],
+        "seeds": [1],
+        "concurrency": 2,
+        "failure_policy": {"max_ratio": 0.5, "min_cases": 10}
+    });
+    let record = submit_and_run(&engine, &body, Observers::default()).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert!(
+        record.error.as_deref().unwrap_or("").contains("max_ratio"),
+        "{:?}",
+        record.error
+    );
+    assert!(
+        record.progress.failed >= 10 && record.progress.finished() < 400,
+        "{:?}",
+        record.progress
+    );
+
+    // The same definition without the policy has the same id: it is runtime-only.
+    let mut plain = body.clone();
+    plain.as_object_mut().unwrap().remove("failure_policy");
+    let request = engine.parse(&plain).unwrap();
+    assert_eq!(themis::engine::run_id(&request.experiment), record.run_id);
+}

@@ -103,6 +103,17 @@ pub struct RuntimeOptions {
     /// Reuse stored provider responses for identical requests (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// Stop the run (as `failed`) when too many cases fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Fails a run early once `failed / finished > max_ratio` with at least `min_cases`
+/// finished: a broken provider or prompt should not burn through a whole dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct FailurePolicy {
+    pub max_ratio: f64,
+    pub min_cases: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -582,6 +593,36 @@ impl<'r> Checker<'r> {
                 ),
             }
         }
+        if let Some(value) = map.get("failure_policy").filter(|v| !v.is_null())
+            && let Some(policy) = self.object(value, "failure_policy", &["max_ratio", "min_cases"])
+        {
+            let max_ratio = match policy.get("max_ratio").and_then(Value::as_f64) {
+                Some(ratio) if (0.0..=1.0).contains(&ratio) => Some(ratio),
+                _ => {
+                    self.error(
+                        "failure_policy.max_ratio",
+                        "is required: a number from 0 to 1",
+                    );
+                    None
+                }
+            };
+            let min_cases = match policy.get("min_cases").filter(|v| !v.is_null()) {
+                None => Some(20),
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => Some(n),
+                    _ => {
+                        self.error("failure_policy.min_cases", "must be a positive integer");
+                        None
+                    }
+                },
+            };
+            if let (Some(max_ratio), Some(min_cases)) = (max_ratio, min_cases) {
+                runtime.failure_policy = Some(FailurePolicy {
+                    max_ratio,
+                    min_cases,
+                });
+            }
+        }
         if let Some(value) = map.get("cache").filter(|v| !v.is_null()) {
             match value.as_bool() {
                 Some(cache) => runtime.cache = Some(cache),
@@ -654,7 +695,14 @@ impl<'r> Checker<'r> {
 
 /// Fields of the logical definition; everything else at the top level is runtime-only.
 const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seeds"];
-const RUNTIME_FIELDS: [&str; 5] = ["storage", "subscribers", "tracing", "concurrency", "cache"];
+const RUNTIME_FIELDS: [&str; 6] = [
+    "storage",
+    "subscribers",
+    "tracing",
+    "concurrency",
+    "cache",
+    "failure_policy",
+];
 
 /// Parses and validates an experiment request: every problem is reported at once.
 pub fn parse_experiment(

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::{
-    Dataset, Evaluators, Experiment, Pipeline, RuntimeOptions, parse_evaluation, parse_experiment,
+    Dataset, Evaluators, Experiment, FailurePolicy, Pipeline, RuntimeOptions, parse_evaluation,
+    parse_experiment,
 };
 use super::observe::Observers;
 use super::pipeline::{CaseInput, rejudge_case, run_case};
@@ -46,8 +47,40 @@ struct Shared<'a> {
     run_id: &'a RunId,
     observers: &'a Observers,
     run_span: &'a Span,
+    failures: &'a FailureGuard,
     cache: Option<&'a dyn ResponseCache>,
     concurrency: usize,
+}
+
+/// Trips when the run's failure policy is exceeded (checked on every commit).
+#[derive(Clone, Default)]
+struct FailureGuard {
+    policy: Option<FailurePolicy>,
+    tripped: CancellationToken,
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl FailureGuard {
+    fn check(&self, progress: &Progress) {
+        let Some(policy) = self.policy else { return };
+        let finished = progress.finished();
+        if finished >= policy.min_cases
+            && progress.failed as f64 > policy.max_ratio * finished as f64
+        {
+            let _ = self.reason.set(format!(
+                "stopped: {} of {finished} finished cases failed, more than the failure policy's max_ratio {}",
+                progress.failed, policy.max_ratio
+            ));
+            self.tripped.cancel();
+        }
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "failure policy exceeded".to_owned())
+    }
 }
 
 /// Why the case loop ended.
@@ -323,10 +356,15 @@ impl Engine {
                         .cache
                         .unwrap_or(true)
                         .then(|| StoreCache(store.clone()));
+                    let failures = FailureGuard {
+                        policy: runtime.failure_policy,
+                        ..FailureGuard::default()
+                    };
                     let shared = Shared {
                         run_id,
                         observers: &observers,
                         run_span: &run_span,
+                        failures: &failures,
                         cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
                         concurrency,
                     };
@@ -421,6 +459,9 @@ impl Engine {
         loop {
             let (stop, last) = self.run_claimed_chunks(shared, plan, control).await;
             progress = last.or(progress);
+            if shared.failures.tripped.is_cancelled() {
+                return (Stop::Failed(shared.failures.reason()), progress);
+            }
             if !matches!(stop, Stop::Finished) {
                 return (stop, progress);
             }
@@ -466,6 +507,7 @@ impl Engine {
             rx,
             shared.observers.clone(),
             cancel.clone(),
+            shared.failures.clone(),
         ));
         let mut cases = self.case_stream(shared, plan, &tx);
         // Watch for cancel requests made elsewhere on a task of its own: awaiting the store
@@ -492,6 +534,7 @@ impl Engine {
                 biased;
                 () = control.interrupt.cancelled() => break Stop::Interrupted,
                 () = cancel.cancelled() => break Stop::Cancelled,
+                () = shared.failures.tripped.cancelled() => break Stop::Failed(shared.failures.reason()),
                 next = cases.next() => match next {
                     None => break Stop::Finished,
                     Some(Err(e)) => break Stop::Failed(e.to_string()),
@@ -733,6 +776,7 @@ async fn record_cases(
     mut rx: mpsc::Receiver<RecorderMsg>,
     observers: Observers,
     cancel: CancellationToken,
+    failures: FailureGuard,
 ) -> Result<Option<Progress>, StoreError> {
     let config = engine.config().clone();
     let mut buffer = Vec::with_capacity(config.max_batch);
@@ -779,6 +823,7 @@ async fn record_cases(
         if outcome.cancel_requested {
             cancel.cancel();
         }
+        failures.check(&outcome.progress);
         publish(&engine, &run_id, &outcome.events, &observers);
         progress = Some(outcome.progress);
     }
