@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{read_sse, spawn_server, wait_finished};
+use common::{all_results, read_sse, spawn_server, wait_finished};
 
 #[tokio::test]
 async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
@@ -102,20 +102,7 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     assert_eq!(started.len(), 2);
     assert_eq!(started[1].data["resumed"], true);
 
-    let mut results = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{base}/runs/{run_id}/results?limit=1000&cursor={c}"),
-            None => format!("{base}/runs/{run_id}/results?limit=1000"),
-        };
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        results.extend(page["results"].as_array().unwrap().clone());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let results = all_results(&client, &base, &run_id).await;
     assert_eq!(results.len(), 400, "exactly one stored result per case");
     second.kill().unwrap();
     second.wait().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{TestDatabase, read_sse, spawn_server, wait_finished};
+use common::{TestDatabase, all_results, read_sse, spawn_server, wait_finished};
 
 const FAST_TAKEOVER: &[&str] = &["--lease-ms", "1500", "--poll-interval-ms", "200"];
 
@@ -22,23 +22,6 @@ fn experiment(cases: usize, delay_ms: u64, concurrency: u64) -> Value {
         "seeds": [11],
         "concurrency": concurrency
     })
-}
-
-async fn all_results(client: &reqwest::Client, base: &str, run_id: &str) -> Vec<Value> {
-    let mut results = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{base}/runs/{run_id}/results?limit=1000&cursor={c}"),
-            None => format!("{base}/runs/{run_id}/results?limit=1000"),
-        };
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        results.extend(page["results"].as_array().unwrap().clone());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return results,
-        }
-    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod apply;
 mod connect;
 mod memory;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::ops::Range;

@@ -18,6 +18,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
 use super::apply::{CancelStep, RunState};
+use super::sql::{SUMMARY_COLUMNS, from_json, json_text, to_i64, to_u64};
 use super::{
     CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
     NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
@@ -96,26 +97,6 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 }
-
-fn to_i64(value: u64) -> StoreResult<i64> {
-    i64::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("{value} does not fit the database")))
-}
-
-fn to_u64(value: i64) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative count {value}")))
-}
-
-fn json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-const SUMMARY_COLUMNS: &str = "run_id, kind, parent_run_id, status, total, completed, failed, usage, aggregates, \
-     error, cancel_requested, last_seq, version, created_at, started_at, finished_at, updated_at";
 
 /// Builds a record from a row; `definition`/`runtime` only when selected.
 fn run_from_row(row: &SqliteRow, full: bool) -> StoreResult<RunRecord> {

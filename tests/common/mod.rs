@@ -318,3 +318,21 @@ pub fn spawn_server(database_url: &str, extra: &[&str]) -> (std::process::Child,
     std::thread::spawn(move || for _ in lines {});
     (child, format!("http://{addr}"))
 }
+
+/// Every case record of a run, following `next_cursor` through the pages.
+pub async fn all_results(client: &reqwest::Client, base: &str, run_id: &str) -> Vec<Value> {
+    let mut results = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{base}/runs/{run_id}/results?limit=1000&cursor={c}"),
+            None => format!("{base}/runs/{run_id}/results?limit=1000"),
+        };
+        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        results.extend(page["results"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return results,
+        }
+    }
+}
