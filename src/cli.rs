@@ -10,9 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::components::Registry;
-use crate::engine::{
-    Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl,
-};
+use crate::engine::{Engine, EngineConfig, LifecycleSubscriber, Observers, RunControl};
 use crate::model::{EventKind, RunEvent, RunRecord, RunStatus};
 use crate::store::{CaseQuery, Store};
 use crate::telemetry::{RecordingTracer, TracingProvider};
@@ -146,6 +144,11 @@ pub struct RunArgs {
     /// Cases executed at once (overrides the definition's `concurrency`).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Keep the run in this database (`sqlite://file.db`, `postgres://...`) instead of
+    /// the definition's `storage` (default: in memory). With a database, running the
+    /// same file again finds the finished run, and an interrupted one resumes.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 /// Runs the CLI; returns the process exit code (0 completed, 1 run failed or
@@ -201,23 +204,37 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
         map.insert("concurrency".into(), json!(n));
     }
-    let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(Registry::builtin()),
-        EngineConfig::default(),
-    );
-    let request = match engine.parse(&body) {
+    let registry = Arc::new(Registry::builtin());
+    let request = match crate::engine::parse_experiment(&body, &registry) {
         Ok(request) => request,
-        Err(EngineError::Invalid(errors)) => {
+        Err(errors) => {
             let lines: Vec<String> = errors
                 .iter()
                 .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
                 .collect();
             return Err(format!("invalid experiment:\n{}", lines.join("\n")));
         }
-        Err(e) => return Err(e.to_string()),
     };
+    let database = args.database.clone().or_else(|| {
+        request
+            .runtime
+            .storage
+            .as_ref()
+            .and_then(|storage| match storage.store.as_str() {
+                "sqlite" => Some(format!(
+                    "sqlite://{}",
+                    storage.path.as_deref().unwrap_or("themis.db")
+                )),
+                _ => None,
+            })
+    });
+    let store: Arc<dyn Store> = match &database {
+        Some(url) => crate::store::connect(url)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => Arc::new(crate::store::MemoryStore::new()),
+    };
+    let engine = Engine::new(store.clone(), registry, EngineConfig::default());
     let run_id = engine
         .submit(&request)
         .await
