@@ -64,6 +64,7 @@ fn record(run: &RunId, index: u64, dataset: &str, score: Option<f64>) -> CaseRec
             requests: 1,
             prompt_tokens: 10,
             completion_tokens: 2,
+            ..Usage::default()
         },
         started_at: Timestamp::from_millis(1),
         finished_at: Timestamp::from_millis(2),
@@ -182,7 +183,8 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
         Usage {
             requests: 3,
             prompt_tokens: 30,
-            completion_tokens: 6
+            completion_tokens: 6,
+            ..Usage::default()
         }
     );
     let m = &run_now.aggregates.metrics["m"];

@@ -92,6 +92,7 @@ impl Generator for DemoGenerator {
                 requests: 1,
                 prompt_tokens,
                 completion_tokens: 1,
+                ..Usage::default()
             },
         })
     }

@@ -10,6 +10,7 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod openai;
 mod params;
 mod registry;
 mod text;

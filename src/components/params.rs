@@ -39,6 +39,12 @@ impl<'a> Params<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// The raw value of a param (`None` when absent or null), for structured params the
+    /// typed readers don't cover; the caller validates it and reports through [`Params::error`].
+    pub fn value(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.get(key)
+    }
+
     pub fn f64_in(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
         match self.get(key) {
             None => default,

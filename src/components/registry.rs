@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::params::{ParamError, Params};
 use super::{
     Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges, builtin_metrics,
-    builtin_parsers, builtin_reducers,
+    builtin_parsers, builtin_reducers, openai,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +141,7 @@ impl Registry {
         }
     }
 
-    /// All `builtin/...` components.
+    /// All `builtin/...` components and the `openai/...` providers.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         builtin_generators::register(&mut registry);
@@ -149,6 +149,7 @@ impl Registry {
         builtin_parsers::register(&mut registry);
         builtin_metrics::register(&mut registry);
         builtin_judges::register(&mut registry);
+        openai::register(&mut registry);
         registry
     }
 

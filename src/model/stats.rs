@@ -9,11 +9,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Token and request accounting for provider calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Spend in USD for providers with a configured price, in whole nano-dollars (absent
+    /// when zero).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_usd: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Usage {
@@ -21,6 +29,9 @@ impl Usage {
         self.requests += other.requests;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
+        // Costs are whole nano-dollars: rounding each sum back to that grid makes the
+        // total independent of the order cases finish in.
+        self.cost_usd = ((self.cost_usd + other.cost_usd) * 1e9).round() / 1e9;
     }
 }
 

@@ -56,6 +56,7 @@ impl Generator for CountingGenerator {
                 requests: 1,
                 prompt_tokens: 2,
                 completion_tokens: 1,
+                ..Usage::default()
             },
         })
     }

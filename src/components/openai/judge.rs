@@ -1,0 +1,492 @@
+//! `openai/judge`: LLM-as-judge over an OpenAI-compatible chat-completions endpoint.
+//!
+//! The judge model gets a system prompt asking for a JSON verdict and the rendered
+//! rubric. Verdicts are read from JSON (`{"score": 4, "rationale": "..."}` or
+//! `{"verdict": "PASS", ...}`), else a `Score: N` line, else a PASS/FAIL word; anything
+//! else is a judge error quoting the answer.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use regex::Regex;
+use serde_json::{Map, Value, json};
+
+use super::client::{ClientConfig, Message};
+use super::template::{Templates, context};
+use super::{read_client, read_template, truncate};
+use crate::components::builtin_generators::mix;
+use crate::components::{ComponentError, Judge, JudgeRequest, Judgment, Params};
+use crate::model::Usage;
+
+/// Variables the rubric and system templates can use.
+const VARIABLES: [&str; 6] = [
+    "input",
+    "expected_output",
+    "output",
+    "case_id",
+    "dataset_id",
+    "metadata",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// A number from `min` (worst) to `max` (best), normalised to 0..1.
+    Scale { min: f64, max: f64 },
+    /// PASS (1) or FAIL (0).
+    PassFail,
+}
+
+enum System {
+    /// The built-in instructions for the mode.
+    Default(String),
+    /// A `system` template.
+    Template(usize),
+}
+
+pub(super) struct LlmJudge {
+    client: ClientConfig,
+    templates: Templates,
+    system: System,
+    rubric: usize,
+    mode: Mode,
+    samples: u32,
+    /// In scale mode, a sample passes when its normalised score reaches this.
+    pass_threshold: f64,
+}
+
+impl LlmJudge {
+    pub fn from_params(p: &mut Params<'_>) -> Self {
+        let client = read_client(p, "openai/judge");
+        let mut templates = Templates::new();
+        let rubric_source = p.required_string("rubric");
+        let rubric = if rubric_source.is_empty() {
+            usize::MAX
+        } else {
+            read_template(p, &mut templates, "rubric", &rubric_source, &VARIABLES)
+        };
+        let pass_fail = p.bool("pass_fail", false);
+        let scale_given = p.value("scale").is_some();
+        let scale = read_scale(p);
+        if pass_fail && scale_given {
+            p.error("pass_fail", "give either pass_fail or scale, not both");
+        }
+        let mode = if pass_fail {
+            Mode::PassFail
+        } else {
+            let (min, max) = scale.unwrap_or((1.0, 5.0));
+            Mode::Scale { min, max }
+        };
+        let threshold_given = p.value("pass_threshold").is_some();
+        let pass_threshold = p.f64_in("pass_threshold", 0.5, 0.0, 1.0);
+        if threshold_given && pass_fail {
+            p.error("pass_threshold", "applies to scale judges only");
+        }
+        let system = match p.string("system") {
+            Some(source) => System::Template(read_template(
+                p,
+                &mut templates,
+                "system",
+                &source,
+                &VARIABLES,
+            )),
+            None => System::Default(default_system(mode)),
+        };
+        LlmJudge {
+            client,
+            templates,
+            system,
+            rubric,
+            mode,
+            samples: p.u64_in("samples", 1, 1, 20) as u32,
+            pass_threshold,
+        }
+    }
+
+    fn messages(&self, request: &JudgeRequest<'_>) -> Result<Vec<Message>, ComponentError> {
+        let case = request.case;
+        let case_id = Value::String(case.case_id.clone());
+        let dataset = Value::String(request.dataset_id.to_owned());
+        let vars = context(&[
+            ("input", &case.input),
+            ("expected_output", &case.expected_output),
+            ("output", request.parsed),
+            ("case_id", &case_id),
+            ("dataset_id", &dataset),
+            ("metadata", &case.metadata),
+        ]);
+        let render = |index: usize, what: &str| {
+            self.templates.render(index, &vars).map_err(|e| {
+                ComponentError::new(format!("openai/judge: rendering {what} failed: {e}"))
+            })
+        };
+        let system = match &self.system {
+            System::Default(text) => text.clone(),
+            System::Template(index) => render(*index, "system")?,
+        };
+        Ok(vec![
+            Message {
+                role: "system".into(),
+                content: system,
+            },
+            Message {
+                role: "user".into(),
+                content: render(self.rubric, "rubric")?,
+            },
+        ])
+    }
+
+    /// One sample's verdict as (normalised score, passed, raw score, rationale).
+    fn score(&self, text: &str) -> Result<Sample, ComponentError> {
+        let unparseable = |why: &str| {
+            ComponentError::new(format!(
+                "openai/judge: unparseable verdict ({why}); the judge answered: {}",
+                truncate(text.trim(), 300)
+            ))
+        };
+        let verdict = parse_verdict(text).ok_or_else(|| {
+            unparseable(match self.mode {
+                Mode::Scale { .. } => "expected JSON with a score, a `Score: N` line or PASS/FAIL",
+                Mode::PassFail => "expected JSON with a verdict, PASS or FAIL",
+            })
+        })?;
+        match self.mode {
+            Mode::Scale { min, max } => {
+                let raw = match (verdict.score, verdict.passed) {
+                    (Some(score), _) => score,
+                    (None, Some(true)) => max,
+                    (None, Some(false)) => min,
+                    (None, None) => return Err(unparseable("no score")),
+                };
+                if !(min..=max).contains(&raw) {
+                    return Err(unparseable(&format!(
+                        "score {raw} is outside the scale {min}..{max}"
+                    )));
+                }
+                let score = (raw - min) / (max - min);
+                Ok(Sample {
+                    score,
+                    passed: score >= self.pass_threshold,
+                    raw: json!(raw),
+                    rationale: verdict.rationale,
+                })
+            }
+            Mode::PassFail => {
+                let passed = match (verdict.passed, verdict.score) {
+                    (Some(passed), _) => passed,
+                    (None, Some(1.0)) => true,
+                    (None, Some(0.0)) => false,
+                    _ => return Err(unparseable("a pass/fail judge needs PASS or FAIL")),
+                };
+                Ok(Sample {
+                    score: if passed { 1.0 } else { 0.0 },
+                    passed,
+                    raw: json!(if passed { "PASS" } else { "FAIL" }),
+                    rationale: verdict.rationale,
+                })
+            }
+        }
+    }
+}
+
+struct Sample {
+    score: f64,
+    passed: bool,
+    raw: Value,
+    rationale: Option<String>,
+}
+
+/// `scale`: `{"min": a, "max": b}` with a < b.
+fn read_scale(p: &mut Params<'_>) -> Option<(f64, f64)> {
+    let value = p.value("scale")?;
+    let bounds = value.as_object().and_then(|map| {
+        let known = map.keys().all(|k| k == "min" || k == "max");
+        let min = map.get("min")?.as_f64()?;
+        let max = map.get("max")?.as_f64()?;
+        (known && min.is_finite() && max.is_finite() && min < max).then_some((min, max))
+    });
+    if bounds.is_none() {
+        p.error(
+            "scale",
+            "must be {\"min\": a, \"max\": b} with numbers a < b",
+        );
+    }
+    bounds
+}
+
+fn default_system(mode: Mode) -> String {
+    let format = match mode {
+        Mode::Scale { min, max } => format!(
+            "{{\"score\": <a number from {min} (worst) to {max} (best)>, \"rationale\": \"<one or two sentences>\"}}"
+        ),
+        Mode::PassFail => {
+            "{\"verdict\": \"PASS\" or \"FAIL\", \"rationale\": \"<one or two sentences>\"}"
+                .to_owned()
+        }
+    };
+    format!(
+        "You are an impartial evaluator. Judge the response the user describes strictly by \
+         the rubric. Answer with only a JSON object of the form {format} and nothing else."
+    )
+}
+
+/// What a judge model said.
+#[derive(Debug, Clone, PartialEq)]
+struct Verdict {
+    score: Option<f64>,
+    passed: Option<bool>,
+    rationale: Option<String>,
+}
+
+fn parse_verdict(text: &str) -> Option<Verdict> {
+    json_verdict(text)
+        .or_else(|| score_line(text))
+        .or_else(|| pass_fail_word(text))
+}
+
+/// A JSON object: the whole answer, a fenced block, or the outermost `{...}`.
+fn json_verdict(text: &str) -> Option<Verdict> {
+    let text = text.trim();
+    let fenced = text
+        .find("```")
+        .and_then(|start| {
+            let rest = &text[start + 3..];
+            let end = rest.find("```")?;
+            Some(rest[..end].trim_start_matches("json").trim())
+        })
+        .unwrap_or("");
+    let braces = match (text.find('{'), text.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &text[start..=end],
+        _ => "",
+    };
+    [text, fenced, braces]
+        .into_iter()
+        .filter(|candidate| !candidate.is_empty())
+        .find_map(|candidate| match serde_json::from_str::<Value>(candidate) {
+            Ok(Value::Object(map)) => verdict_from_object(&map),
+            _ => None,
+        })
+}
+
+fn verdict_from_object(map: &Map<String, Value>) -> Option<Verdict> {
+    let field = |names: &[&str]| names.iter().find_map(|name| map.get(*name));
+    let score = field(&["score", "rating", "grade"]).and_then(|v| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    });
+    let passed = field(&["passed", "pass", "verdict", "result"]).and_then(|v| match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => pass_word(s.trim()),
+        _ => None,
+    });
+    let rationale = field(&["rationale", "reason", "reasoning", "explanation"])
+        .and_then(Value::as_str)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    (score.is_some() || passed.is_some()).then_some(Verdict {
+        score: score.filter(|s| s.is_finite()),
+        passed,
+        rationale,
+    })
+}
+
+fn pass_word(word: &str) -> Option<bool> {
+    match word.to_ascii_lowercase().as_str() {
+        "pass" | "passed" | "yes" | "true" | "correct" => Some(true),
+        "fail" | "failed" | "no" | "false" | "incorrect" => Some(false),
+        _ => None,
+    }
+}
+
+/// A `Score: N` (or `Score: N/M`) line; a `Rationale:`/`Reason:` line, else the rest of
+/// the answer, is the rationale.
+fn score_line(text: &str) -> Option<Verdict> {
+    static SCORE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?im)^[\s*#>_-]*score[\s*_]*[:=][\s*_]*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?[\s*_.]*$")
+            .unwrap_or_else(|e| unreachable!("valid regex: {e}"))
+    });
+    let found = SCORE.captures_iter(text).last()?;
+    let score = found.get(1)?.as_str().parse::<f64>().ok()?;
+    let line = found.get(0)?;
+    let rest = format!("{}{}", &text[..line.start()], &text[line.end()..]);
+    Some(Verdict {
+        score: Some(score),
+        passed: None,
+        rationale: rationale_of(&rest),
+    })
+}
+
+/// The last upper-case PASS/FAIL (PASSED/FAILED) word, or an answer that is just
+/// "pass"/"fail" in any case.
+fn pass_fail_word(text: &str) -> Option<Verdict> {
+    static WORD: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\b(PASS|FAIL)(?:ED)?\b").unwrap_or_else(|e| unreachable!("valid regex: {e}"))
+    });
+    let trimmed = text.trim().trim_matches(|c: char| !c.is_alphanumeric());
+    let passed = pass_word(trimmed)
+        .filter(|_| !trimmed.contains(char::is_whitespace))
+        .or_else(|| {
+            let last = WORD.captures_iter(text).last()?;
+            Some(last.get(1)?.as_str() == "PASS")
+        })?;
+    Some(Verdict {
+        score: None,
+        passed: Some(passed),
+        rationale: rationale_of(text),
+    })
+}
+
+/// A `Rationale:` (or `Reason:`, `Explanation:`) line's text, else the whole text.
+fn rationale_of(text: &str) -> Option<String> {
+    static LABELLED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?im)^[\s*#>_-]*(?:rationale|reason|reasoning|explanation)[\s*_]*:[\s*_]*(.+)$",
+        )
+        .unwrap_or_else(|e| unreachable!("valid regex: {e}"))
+    });
+    let text = LABELLED
+        .captures(text)
+        .and_then(|c| c.get(1))
+        .map_or(text, |m| m.as_str());
+    let text = text.trim();
+    (!text.is_empty()).then(|| truncate(text, 2000))
+}
+
+#[async_trait]
+impl Judge for LlmJudge {
+    async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
+        let messages = self.messages(&request)?;
+        let endpoint = self.client.endpoint();
+        // Sample 0 uses the case seed, so one sample and the first of several share a
+        // cache entry; the others derive theirs from it.
+        let seeds: Vec<u64> = (0..self.samples)
+            .map(|i| {
+                if i == 0 {
+                    request.seed
+                } else {
+                    mix(request.seed, u64::from(i))
+                }
+            })
+            .collect();
+        let answers = futures::future::join_all(seeds.iter().map(|seed| {
+            self.client
+                .complete(request.ctx, &endpoint, &messages, *seed, 1)
+        }))
+        .await;
+
+        let mut usage = Usage::default();
+        let mut samples = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let completion = answer?;
+            usage.add(&completion.usage);
+            let text = completion
+                .choices
+                .first()
+                .map(|c| c.content.as_str())
+                .unwrap_or_default();
+            samples.push(self.score(text)?);
+        }
+
+        let n = samples.len() as f64;
+        let score = samples.iter().map(|s| s.score).sum::<f64>() / n;
+        let passes = samples.iter().filter(|s| s.passed).count();
+        let rationale = if samples.len() == 1 {
+            samples[0].rationale.clone()
+        } else {
+            let parts: Vec<String> = samples
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some(format!("[{}] {}", i + 1, s.rationale.as_deref()?)))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("\n"))
+        };
+        let mut details = json!({
+            "model": self.client.model,
+            "samples": samples.iter().map(|s| json!({
+                "raw": s.raw, "score": s.score, "passed": s.passed, "rationale": s.rationale,
+            })).collect::<Vec<_>>(),
+        });
+        match self.mode {
+            Mode::Scale { min, max } => {
+                let raw: Vec<f64> = samples.iter().filter_map(|s| s.raw.as_f64()).collect();
+                details["mode"] = json!("scale");
+                details["scale"] = json!({"min": min, "max": max});
+                details["raw_score"] = json!(raw.iter().sum::<f64>() / raw.len().max(1) as f64);
+                details["raw_scores"] = json!(raw);
+            }
+            Mode::PassFail => {
+                details["mode"] = json!("pass_fail");
+            }
+        }
+        Ok(Judgment {
+            score,
+            // A strict majority of the samples.
+            passed: Some(passes * 2 > samples.len()),
+            rationale,
+            details,
+            usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(text: &str) -> Option<(Option<f64>, Option<bool>, Option<String>)> {
+        parse_verdict(text).map(|v| (v.score, v.passed, v.rationale))
+    }
+
+    #[test]
+    fn parses_json_verdicts() {
+        assert_eq!(
+            verdict(r#"{"score": 4, "rationale": "mostly right"}"#),
+            Some((Some(4.0), None, Some("mostly right".into())))
+        );
+        assert_eq!(
+            verdict("Here you go:\n```json\n{\"score\": \"3\", \"reason\": \"ok\"}\n```"),
+            Some((Some(3.0), None, Some("ok".into())))
+        );
+        assert_eq!(
+            verdict(r#"Verdict follows {"verdict": "FAIL", "explanation": "wrong sum"} done"#),
+            Some((None, Some(false), Some("wrong sum".into())))
+        );
+        assert_eq!(
+            verdict(r#"{"passed": true}"#),
+            Some((None, Some(true), None))
+        );
+    }
+
+    #[test]
+    fn parses_score_lines() {
+        assert_eq!(
+            verdict("The answer is close.\nScore: 4"),
+            Some((Some(4.0), None, Some("The answer is close.".into())))
+        );
+        assert_eq!(
+            verdict("**Score:** 2/5\nRationale: misses the point"),
+            Some((Some(2.0), None, Some("misses the point".into())))
+        );
+    }
+
+    #[test]
+    fn parses_pass_fail_words() {
+        assert_eq!(
+            verdict("PASS"),
+            Some((None, Some(true), Some("PASS".into())))
+        );
+        assert_eq!(
+            verdict("fail."),
+            Some((None, Some(false), Some("fail.".into())))
+        );
+        let (_, passed, _) = verdict("I considered PASS but the sum is wrong, so: FAIL").unwrap();
+        assert_eq!(passed, Some(false));
+    }
+
+    #[test]
+    fn garbage_is_no_verdict() {
+        assert_eq!(verdict("I think it is quite good overall"), None);
+        assert_eq!(verdict(r#"{"comment": "nice"}"#), None);
+        assert_eq!(verdict(""), None);
+    }
+}

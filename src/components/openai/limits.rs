@@ -1,0 +1,444 @@
+//! Per-endpoint protection shared by every run of the process: token-bucket rate limits,
+//! a circuit breaker and an (optionally adaptive) concurrency limit.
+//!
+//! All three are plain state machines behind a `std::sync::Mutex` (never held across an
+//! `.await`); waiting is done by the caller with `tokio::time::sleep` or a `Notify`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every update
+/// below leaves the state consistent, so the data is still good).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A token bucket that hands out reservations: a caller takes what it needs at once (the
+/// level may go negative) and waits until the debt is refilled. Waits are therefore FIFO
+/// and exact, with no polling. The burst is one second's worth of the rate (at least 1).
+#[derive(Default)]
+pub(super) struct RateLimiter {
+    bucket: Mutex<Option<Bucket>>,
+}
+
+struct Bucket {
+    per_second: f64,
+    capacity: f64,
+    level: f64,
+    refilled_at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.level = (self.level + elapsed * self.per_second).min(self.capacity);
+        self.refilled_at = now;
+    }
+}
+
+impl RateLimiter {
+    /// Sets the limit to `per_minute` (`None`: unlimited). The latest configuration of an
+    /// endpoint wins; the current level is kept when only the rate changes.
+    pub fn configure(&self, per_minute: Option<f64>) {
+        let mut bucket = lock(&self.bucket);
+        match (per_minute, bucket.as_mut()) {
+            (None, _) => *bucket = None,
+            (Some(rate), Some(b)) if (b.per_second * 60.0 - rate).abs() < 1e-9 => {}
+            (Some(rate), existing) => {
+                let now = Instant::now();
+                let per_second = rate / 60.0;
+                let capacity = per_second.max(1.0);
+                let level = match existing {
+                    Some(b) => {
+                        b.refill(now);
+                        b.level.min(capacity)
+                    }
+                    None => capacity,
+                };
+                *bucket = Some(Bucket {
+                    per_second,
+                    capacity,
+                    level,
+                    refilled_at: now,
+                });
+            }
+        }
+    }
+
+    /// Takes `amount` and returns how long to wait before using it (zero when unlimited).
+    pub fn reserve(&self, amount: f64) -> Duration {
+        let mut bucket = lock(&self.bucket);
+        let Some(b) = bucket.as_mut() else {
+            return Duration::ZERO;
+        };
+        b.refill(Instant::now());
+        b.level -= amount;
+        if b.level >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-b.level / b.per_second)
+        }
+    }
+
+    /// Gives back (positive) or charges (negative) tokens once the real cost is known.
+    pub fn adjust(&self, delta: f64) {
+        if let Some(b) = lock(&self.bucket).as_mut() {
+            b.refill(Instant::now());
+            b.level = (b.level + delta).min(b.capacity);
+        }
+    }
+}
+
+/// How a request went, as far as the endpoint's health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Health {
+    /// The endpoint answered (2xx, or a 4xx about the request itself).
+    Alive,
+    /// Connection error, timeout, 408 or 5xx, or an unreadable success response.
+    Failed,
+}
+
+/// A consecutive-failure circuit breaker: after `threshold` failures in a row the endpoint
+/// is open (calls fail fast) for `cooldown`; then one probe is let through (half-open),
+/// whose success closes it and whose failure opens it again.
+#[derive(Default)]
+pub(super) struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    threshold: u32,
+    cooldown: Duration,
+    consecutive: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+    last_failure: String,
+}
+
+/// A call the breaker let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Normal,
+    /// The single half-open probe.
+    Probe,
+}
+
+/// Why the breaker refused a call.
+#[derive(Debug, Clone)]
+pub(super) struct Open {
+    pub failures: u32,
+    /// Until the next probe is allowed (zero while a probe is in flight).
+    pub retry_in: Duration,
+    pub last_failure: String,
+}
+
+impl Breaker {
+    /// Sets the threshold (0 disables the breaker) and the cool-down; latest wins.
+    pub fn configure(&self, threshold: u32, cooldown: Duration) {
+        let mut state = lock(&self.state);
+        state.threshold = threshold;
+        state.cooldown = cooldown;
+        if threshold == 0 {
+            state.open_until = None;
+            state.probing = false;
+        }
+    }
+
+    pub fn admit(&self) -> Result<Admission, Open> {
+        let mut state = lock(&self.state);
+        let Some(until) = state.open_until.filter(|_| state.threshold > 0) else {
+            return Ok(Admission::Normal);
+        };
+        let now = Instant::now();
+        if now < until || state.probing {
+            return Err(Open {
+                failures: state.consecutive,
+                retry_in: until.saturating_duration_since(now),
+                last_failure: state.last_failure.clone(),
+            });
+        }
+        state.probing = true;
+        Ok(Admission::Probe)
+    }
+
+    pub fn record(&self, admission: Admission, health: Health, failure: impl FnOnce() -> String) {
+        let mut state = lock(&self.state);
+        if admission == Admission::Probe {
+            state.probing = false;
+        }
+        match health {
+            Health::Alive => {
+                state.consecutive = 0;
+                state.open_until = None;
+            }
+            Health::Failed => {
+                state.consecutive = state.consecutive.saturating_add(1);
+                state.last_failure = failure();
+                let trips = admission == Admission::Probe
+                    || (state.open_until.is_none() && state.consecutive >= state.threshold);
+                if state.threshold > 0 && trips {
+                    state.open_until = Some(Instant::now() + state.cooldown);
+                }
+            }
+        }
+    }
+
+    /// Lets a probe that ended without an answer either way (cancelled) be retried.
+    pub fn abandon(&self, admission: Admission) {
+        if admission == Admission::Probe {
+            lock(&self.state).probing = false;
+        }
+    }
+}
+
+/// Bounds the requests in flight to an endpoint. Static (`max` at once) or adaptive
+/// (AIMD): starts at min(8, max), grows by one per window of successes (1/limit per
+/// success) and halves on a 429, at most once per window (a window ends at the first
+/// decrease; permits taken before it do not decrease again).
+pub(super) struct ConcurrencyLimiter {
+    state: Mutex<Concurrency>,
+    released: Notify,
+}
+
+struct Concurrency {
+    enabled: bool,
+    adaptive: bool,
+    max: usize,
+    limit: f64,
+    in_flight: usize,
+    epoch: u64,
+}
+
+/// What a finished request tells the adaptive limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Signal {
+    Success,
+    Overloaded,
+    Neutral,
+}
+
+/// A slot in the limiter, given back on drop.
+pub(super) struct Permit<'a> {
+    limiter: &'a ConcurrencyLimiter,
+    epoch: u64,
+    signal: Signal,
+    counted: bool,
+}
+
+impl Permit<'_> {
+    pub fn signal(&mut self, signal: Signal) {
+        self.signal = signal;
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.limiter.release(self);
+    }
+}
+
+impl Default for ConcurrencyLimiter {
+    fn default() -> Self {
+        ConcurrencyLimiter {
+            state: Mutex::new(Concurrency {
+                enabled: false,
+                adaptive: false,
+                max: usize::MAX,
+                limit: f64::MAX,
+                in_flight: 0,
+                epoch: 0,
+            }),
+            released: Notify::new(),
+        }
+    }
+}
+
+/// The adaptive limit's default ceiling.
+pub(super) const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+impl ConcurrencyLimiter {
+    /// `max: None` and not adaptive: unlimited. Latest configuration wins.
+    pub fn configure(&self, adaptive: bool, max: Option<usize>) {
+        let mut state = lock(&self.state);
+        let enabled = adaptive || max.is_some();
+        let max = max.unwrap_or(DEFAULT_MAX_CONCURRENCY).max(1);
+        let changed = if !enabled {
+            std::mem::replace(&mut state.enabled, false)
+        } else if !state.enabled || state.adaptive != adaptive || state.max != max {
+            state.limit = if adaptive {
+                max.min(8) as f64
+            } else {
+                max as f64
+            };
+            state.enabled = true;
+            state.adaptive = adaptive;
+            state.max = max;
+            true
+        } else {
+            false
+        };
+        drop(state);
+        if changed {
+            // Waiters re-check against the new limit.
+            self.released.notify_waiters();
+        }
+    }
+
+    /// The current limit (for tests and diagnostics).
+    #[cfg(test)]
+    pub fn limit(&self) -> f64 {
+        lock(&self.state).limit
+    }
+
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            // Created before checking, so a release in between is not missed.
+            let released = self.released.notified();
+            {
+                let mut state = lock(&self.state);
+                let allowed = (state.limit.floor() as usize).max(1);
+                if !state.enabled || state.in_flight < allowed {
+                    state.in_flight += 1;
+                    return Permit {
+                        limiter: self,
+                        epoch: state.epoch,
+                        signal: Signal::Neutral,
+                        counted: true,
+                    };
+                }
+            }
+            released.await;
+        }
+    }
+
+    fn release(&self, permit: &mut Permit<'_>) {
+        if !std::mem::take(&mut permit.counted) {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.enabled && state.adaptive {
+            match permit.signal {
+                Signal::Success => {
+                    state.limit = (state.limit + 1.0 / state.limit.max(1.0)).min(state.max as f64);
+                }
+                Signal::Overloaded if permit.epoch == state.epoch => {
+                    state.limit = (state.limit / 2.0).max(1.0);
+                    state.epoch += 1;
+                }
+                Signal::Overloaded | Signal::Neutral => {}
+            }
+        }
+        drop(state);
+        self.released.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_paces() {
+        let limiter = RateLimiter::default();
+        limiter.configure(Some(600.0)); // 10/s, burst 10
+        for _ in 0..10 {
+            assert_eq!(limiter.reserve(1.0), Duration::ZERO);
+        }
+        let wait = limiter.reserve(1.0);
+        assert!(
+            wait > Duration::from_millis(80) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        let wait = limiter.reserve(1.0);
+        assert!(wait > Duration::from_millis(180), "{wait:?}");
+        limiter.configure(None);
+        assert_eq!(limiter.reserve(1000.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn bucket_refunds_overestimates() {
+        let limiter = RateLimiter::default();
+        limiter.configure(Some(60.0)); // 1/s, burst 1
+        assert_eq!(limiter.reserve(1.0), Duration::ZERO);
+        limiter.adjust(1.0);
+        assert_eq!(limiter.reserve(1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn breaker_opens_probes_and_closes() {
+        let breaker = Breaker::default();
+        breaker.configure(3, Duration::from_millis(30));
+        for _ in 0..3 {
+            let admission = breaker.admit().unwrap();
+            breaker.record(admission, Health::Failed, || "HTTP 500".into());
+        }
+        let open = breaker.admit().unwrap_err();
+        assert_eq!(open.failures, 3);
+        assert_eq!(open.last_failure, "HTTP 500");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = breaker.admit().unwrap();
+        assert_eq!(probe, Admission::Probe);
+        // Only one probe at a time.
+        assert!(breaker.admit().is_err());
+        breaker.record(probe, Health::Failed, || "HTTP 502".into());
+        assert!(breaker.admit().is_err(), "a failed probe opens again");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = breaker.admit().unwrap();
+        breaker.record(probe, Health::Alive, String::new);
+        assert_eq!(breaker.admit().unwrap(), Admission::Normal);
+    }
+
+    #[tokio::test]
+    async fn aimd_grows_per_window_and_halves_once_per_window() {
+        let limiter = ConcurrencyLimiter::default();
+        limiter.configure(true, Some(12));
+        assert_eq!(limiter.limit(), 8.0);
+        for _ in 0..8 {
+            let mut permit = limiter.acquire().await;
+            permit.signal(Signal::Success);
+        }
+        assert!((limiter.limit() - 9.0).abs() < 0.1, "{}", limiter.limit());
+        // Two 429s from the same window halve once.
+        let mut a = limiter.acquire().await;
+        let mut b = limiter.acquire().await;
+        a.signal(Signal::Overloaded);
+        b.signal(Signal::Overloaded);
+        drop(a);
+        drop(b);
+        assert!((limiter.limit() - 4.5).abs() < 0.1, "{}", limiter.limit());
+        for _ in 0..1000 {
+            let mut permit = limiter.acquire().await;
+            permit.signal(Signal::Success);
+        }
+        assert_eq!(limiter.limit(), 12.0, "never above max_concurrency");
+    }
+
+    #[tokio::test]
+    async fn limiter_blocks_at_the_limit() {
+        let limiter = std::sync::Arc::new(ConcurrencyLimiter::default());
+        limiter.configure(false, Some(2));
+        let a = limiter.acquire().await;
+        let _b = limiter.acquire().await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _c = limiter.acquire().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

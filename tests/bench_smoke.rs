@@ -1,0 +1,44 @@
+//! The benchmark harness in a tiny configuration, so it never rots (the full run is
+//! `cargo bench`). Nothing here is timed: only that every scenario runs end to end.
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
+    let mut config = themis::bench::BenchConfig::tiny();
+    config.postgres_url = Some(common::postgres_base_url());
+    let report = themis::bench::run(&config).await.unwrap();
+    let table = report.markdown();
+    println!("{table}");
+    for scenario in [
+        "latency-bound",
+        "engine overhead",
+        "memory",
+        "polling",
+        "SSE fan-out",
+        "store comparison",
+    ] {
+        assert!(
+            table.contains(&format!("| {scenario} |")),
+            "no {scenario} row:\n{table}"
+        );
+    }
+    assert!(
+        report
+            .rows
+            .iter()
+            .all(|row| !row.result.starts_with("failed")),
+        "a scenario failed:\n{table}"
+    );
+    assert!(table.contains("Postgres, 2 instances"), "{table}");
+    let fanout = report
+        .rows
+        .iter()
+        .find(|r| r.scenario == "SSE fan-out")
+        .unwrap();
+    assert_eq!(
+        fanout.met,
+        Some(true),
+        "every SSE client gets every event in order"
+    );
+}
