@@ -5,6 +5,7 @@
 //! [`store`] (persistence), [`telemetry`] (tracing providers).
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod components;
 pub mod engine;
@@ -12,4 +13,3 @@ pub mod model;
 pub mod server;
 pub mod store;
 pub mod telemetry;
-pub mod bench;
