@@ -1,7 +1,8 @@
 //! `cargo bench`: the full benchmark, printed as a markdown table.
 //!
 //! `cargo bench -- --quick` runs the tiny configuration; `--postgres URL` (or
-//! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows.
+//! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows; `--only NAME` (repeatable) runs
+//! the scenarios whose name contains NAME (`latency`, `overhead`, `polling`, `store`).
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +16,12 @@ fn main() {
         .position(|a| a == "--postgres")
         .and_then(|i| args.get(i + 1).cloned())
         .or_else(|| std::env::var("THEMIS_BENCH_POSTGRES_URL").ok());
+    config.only = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--only")
+        .filter_map(|(i, _)| args.get(i + 1).cloned())
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -523,10 +523,15 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
     let status = store.chunk_status(&run, "a").await.unwrap();
     assert_eq!((status.unfinished, status.held_by_others), (3, 1));
 
-    // "b" dies: once its lease is gone, its chunk is claimable again.
+    assert_eq!(status.abandoned, 0);
+
+    // "b" dies: once its lease is gone, its chunk is abandoned and claimable again.
     store.release_leases("b").await.unwrap();
+    let status = store.chunk_status(&run, "a").await.unwrap();
+    assert_eq!((status.held_by_others, status.abandoned), (0, 1));
     let taken = store.claim_chunk(&run, "c", lease).await.unwrap().unwrap();
     assert_eq!(taken.chunk_index, b.chunk_index);
+    assert_eq!(store.chunk_status(&run, "a").await.unwrap().abandoned, 0);
 
     // A short lease expires by itself; renewing keeps it.
     store.release_leases("c").await.unwrap();

@@ -267,7 +267,7 @@ impl Engine {
         let cancel = &control.cancel;
         let store = self.store().clone();
         let config = self.config().clone();
-        let record = store
+        let mut record = store
             .get_run(run_id)
             .await?
             .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))?;
@@ -293,12 +293,10 @@ impl Engine {
         let mut start = CommitBatch::new(run_id.clone());
         let resumed = record.status == RunStatus::Running;
         let announce = if resumed {
-            // Resuming only if nobody else is working on it right now.
-            store
-                .chunk_status(run_id, &config.instance_id)
-                .await?
-                .held_by_others
-                == 0
+            // Resuming work an instance left behind, while nobody else works on it; an
+            // instance joining a run others execute stays quiet.
+            let chunks = store.chunk_status(run_id, &config.instance_id).await?;
+            chunks.abandoned > 0 && chunks.held_by_others == 0
         } else {
             true
         };
@@ -341,7 +339,11 @@ impl Engine {
             }
         });
 
-        let stop = match self.plan(&record) {
+        let plan = self.plan(&record);
+        // The plan holds what it needs; the stored definition (as large as the datasets)
+        // is not kept for the whole run.
+        record.definition = Value::Null;
+        let stop = match plan {
             Err(message) => Stop::Failed(message),
             Ok(mut plan) => match self.load_source_cases(&mut plan).await {
                 Err(message) => Stop::Failed(message),
@@ -368,6 +370,7 @@ impl Engine {
                         cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
                         concurrency,
                     };
+                    let plan = Arc::new(plan);
                     let (stop, last) = self.run_cases(&shared, &plan, &control).await;
                     progress = last.unwrap_or(progress);
                     stop
@@ -450,7 +453,7 @@ impl Engine {
     async fn run_cases(
         &self,
         shared: &Shared<'_>,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         control: &RunControl,
     ) -> (Stop, Option<Progress>) {
         let store = self.store().clone();
@@ -494,7 +497,7 @@ impl Engine {
     async fn run_claimed_chunks(
         &self,
         shared: &Shared<'_>,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         control: &RunControl,
     ) -> (Stop, Option<Progress>) {
         let store = self.store().clone();
@@ -509,7 +512,13 @@ impl Engine {
             cancel.clone(),
             shared.failures.clone(),
         ));
-        let mut cases = self.case_stream(shared, plan, &tx);
+        let (items, claimer) = self.spawn_claimer(
+            shared.run_id.clone(),
+            plan.clone(),
+            tx.clone(),
+            shared.concurrency,
+        );
+        let mut cases = self.case_stream(shared, plan, items, &tx);
         // Watch for cancel requests made elsewhere on a task of its own: awaiting the store
         // here would stall the case stream, which may hold the store's last connection.
         let watcher = tokio::spawn({
@@ -549,6 +558,7 @@ impl Engine {
         // Dropping the stream abandons cases in flight; finished ones are still queued
         // for the recorder, which drains the channel before it returns.
         watcher.abort();
+        claimer.abort();
         drop(cases);
         drop(tx);
         match recorder.await {
@@ -563,23 +573,23 @@ impl Engine {
 
     /// The pending work of the next chunk this instance can claim, or `None` when no
     /// chunk is claimable. Tells the recorder how many cases complete the chunk.
-    async fn claim_work<'p>(
+    async fn claim_work(
         &self,
-        shared: &Shared<'_>,
-        plan: &'p Plan,
+        run_id: &RunId,
+        plan: &Plan,
         tx: &mpsc::Sender<RecorderMsg>,
-    ) -> Option<Result<Vec<WorkItem<'p>>, StoreError>> {
+    ) -> Option<Result<Vec<WorkItem>, StoreError>> {
         let store = self.store();
         let config = self.config();
         let claim = async {
             let Some(chunk) = store
-                .claim_chunk(shared.run_id, &config.instance_id, config.lease)
+                .claim_chunk(run_id, &config.instance_id, config.lease)
                 .await?
             else {
                 return Ok(None);
             };
             let recorded: HashSet<u64> = store
-                .recorded_case_indices(shared.run_id, chunk.start..chunk.end)
+                .recorded_case_indices(run_id, chunk.start..chunk.end)
                 .await?
                 .into_iter()
                 .collect();
@@ -602,100 +612,144 @@ impl Engine {
         }
     }
 
+    /// Claims chunks ahead of execution on a task of its own, so a claim (a write that
+    /// may wait behind a commit) never leaves execution slots idle. Items arrive on the
+    /// returned channel; it closes when no chunk is left to claim.
+    fn spawn_claimer(
+        &self,
+        run_id: RunId,
+        plan: Arc<Plan>,
+        recorder: mpsc::Sender<RecorderMsg>,
+        lookahead: usize,
+    ) -> (
+        mpsc::Receiver<Result<WorkItem, StoreError>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (items, received) = mpsc::channel(lookahead.max(1));
+        let engine = self.clone();
+        let handle = tokio::spawn(async move {
+            loop {
+                match engine.claim_work(&run_id, &plan, &recorder).await {
+                    None => return,
+                    Some(Err(e)) => {
+                        let _ = items.send(Err(e)).await;
+                        return;
+                    }
+                    Some(Ok(claimed)) => {
+                        for item in claimed {
+                            if items.send(Ok(item)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (received, handle)
+    }
+
     fn case_stream<'a>(
         &'a self,
         shared: &'a Shared<'a>,
         plan: &'a Plan,
+        items: mpsc::Receiver<Result<WorkItem, StoreError>>,
         tx: &'a mpsc::Sender<RecorderMsg>,
     ) -> CaseStream<'a> {
-        let chunks = futures::stream::unfold(false, move |exhausted| async move {
-            if exhausted {
-                return None;
-            }
-            match self.claim_work(shared, plan, tx).await {
-                None => None,
-                Some(Ok(items)) => Some((Ok(items), false)),
-                Some(Err(e)) => Some((Err(e), true)),
-            }
-        });
-        chunks
-            .flat_map(|claimed: Result<Vec<WorkItem<'a>>, StoreError>| {
-                let items: Vec<Result<WorkItem<'a>, StoreError>> = match claimed {
-                    Ok(items) => items.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                futures::stream::iter(items)
+        futures::stream::unfold(items, |mut items| async move {
+            items.recv().await.map(|item| (item, items))
+        })
+        .map(move |item| async move {
+            let item = item?;
+            let case = plan.case(item.position).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "case index {} is out of range",
+                    item.key.case_index
+                ))
+            })?;
+            let notes = CaseNotes {
+                key: item.key.clone(),
+                tx: tx.clone(),
+            };
+            let input = CaseInput {
+                run_id: shared.run_id,
+                key: item.key,
+                case,
+                observers: shared.observers,
+                run_span: shared.run_span,
+                cache: shared.cache,
+                notes: &notes,
+            };
+            let commit = match (&item.source, plan) {
+                (Some(source), Plan::Rejudge { evaluators, .. }) => {
+                    rejudge_case(&input, source, evaluators).await
+                }
+                (
+                    _,
+                    Plan::Experiment {
+                        experiment,
+                        pipeline,
+                        ..
+                    },
+                ) => {
+                    let generation = &experiment.generation;
+                    run_case(
+                        &input,
+                        pipeline,
+                        &generation.generator.id,
+                        &generation.reducer.id,
+                        generation.candidate_policy.num_samples,
+                    )
+                    .await
+                }
+                (None, Plan::Rejudge { .. }) => {
+                    return Err(StoreError::Corrupt(
+                        "rejudge item without its source record".into(),
+                    ));
+                }
+            };
+            Ok(ChunkCommit {
+                chunk_index: item.chunk_index,
+                commit,
             })
-            .map(move |item| async move {
-                let item = item?;
-                let notes = CaseNotes {
-                    key: item.key.clone(),
-                    tx: tx.clone(),
-                };
-                let input = CaseInput {
-                    run_id: shared.run_id,
-                    key: item.key,
-                    case: item.case,
-                    observers: shared.observers,
-                    run_span: shared.run_span,
-                    cache: shared.cache,
-                    notes: &notes,
-                };
-                let commit = match (&item.source, plan) {
-                    (Some(source), Plan::Rejudge { evaluators, .. }) => {
-                        rejudge_case(&input, source, evaluators).await
-                    }
-                    (
-                        _,
-                        Plan::Experiment {
-                            experiment,
-                            pipeline,
-                            ..
-                        },
-                    ) => {
-                        let generation = &experiment.generation;
-                        run_case(
-                            &input,
-                            pipeline,
-                            &generation.generator.id,
-                            &generation.reducer.id,
-                            generation.candidate_policy.num_samples,
-                        )
-                        .await
-                    }
-                    (None, Plan::Rejudge { .. }) => {
-                        return Err(StoreError::Corrupt(
-                            "rejudge item without its source record".into(),
-                        ));
-                    }
-                };
-                Ok(ChunkCommit {
-                    chunk_index: item.chunk_index,
-                    commit,
-                })
-            })
-            .buffer_unordered(shared.concurrency)
-            .boxed()
+        })
+        .buffer_unordered(shared.concurrency)
+        .boxed()
     }
 }
 
 /// One case to execute, from a claimed chunk.
-struct WorkItem<'p> {
+struct WorkItem {
     chunk_index: u64,
     key: CaseKey,
-    case: &'p Case,
+    /// Where the case sits in the plan (see [`Plan::case`]).
+    position: usize,
     /// For a rejudge: the source run's record of the case.
     source: Option<CaseRecord>,
 }
 
 impl Plan {
+    /// The case at a work item's position.
+    fn case(&self, position: usize) -> Option<&Case> {
+        match self {
+            Plan::Experiment {
+                experiment,
+                positions,
+                ..
+            } => {
+                let &(d, c) = positions.get(position)?;
+                experiment.datasets.get(d)?.cases.get(c)
+            }
+            Plan::Rejudge { cases, .. } => cases.get(position),
+        }
+    }
+
     /// The cases of `chunk` not recorded yet.
-    async fn work_in<'p>(
-        &'p self,
+    async fn work_in(
+        &self,
         store: &dyn Store,
         chunk: &Chunk,
         recorded: &HashSet<u64>,
-    ) -> Result<Vec<WorkItem<'p>>, StoreError> {
+    ) -> Result<Vec<WorkItem>, StoreError> {
         match self {
             Plan::Experiment {
                 experiment,
@@ -705,20 +759,20 @@ impl Plan {
                 let seeds = experiment.seeds.len() as u64;
                 let mut items = Vec::new();
                 for index in (chunk.start..chunk.end).filter(|i| !recorded.contains(i)) {
-                    let &(d, c) = positions.get((index / seeds) as usize).ok_or_else(|| {
+                    let position = (index / seeds) as usize;
+                    let &(d, c) = positions.get(position).ok_or_else(|| {
                         StoreError::Corrupt(format!("case index {index} is out of range"))
                     })?;
                     let dataset = &experiment.datasets[d];
-                    let case = &dataset.cases[c];
                     items.push(WorkItem {
                         chunk_index: chunk.chunk_index,
                         key: CaseKey {
                             case_index: index,
                             dataset_id: dataset.dataset_id.clone(),
-                            case_id: case.case_id.clone(),
+                            case_id: dataset.cases[c].case_id.clone(),
                             seed: experiment.seeds[(index % seeds) as usize],
                         },
-                        case,
+                        position,
                         source: None,
                     });
                 }
@@ -741,16 +795,16 @@ impl Plan {
                     r.key.case_index < chunk.end && !recorded.contains(&r.key.case_index)
                 }) {
                     let position = (record.key.case_index / (*seeds).max(1) as u64) as usize;
-                    let case = cases.get(position).ok_or_else(|| {
-                        StoreError::Corrupt(format!(
+                    if position >= cases.len() {
+                        return Err(StoreError::Corrupt(format!(
                             "source case {} is not in its definition",
                             record.key.case_index
-                        ))
-                    })?;
+                        )));
+                    }
                     items.push(WorkItem {
                         chunk_index: chunk.chunk_index,
                         key: record.key.clone(),
-                        case,
+                        position,
                         source: Some(record),
                     });
                 }

@@ -230,8 +230,7 @@ impl Store for MemoryStore {
         let mut runs = self.runs.lock().await;
         for chunk in runs.values_mut().flat_map(|run| run.chunks.iter_mut()) {
             if chunk.owner.as_deref() == Some(owner) {
-                chunk.owner = None;
-                chunk.expires_at = None;
+                chunk.expires_at = Some(Instant::now());
             }
         }
         Ok(())
@@ -248,6 +247,11 @@ impl Store for MemoryStore {
                     .chunks
                     .iter()
                     .filter(|c| !c.done && c.is_live(now) && c.owner.as_deref() != Some(owner))
+                    .count() as u64,
+                abandoned: run
+                    .chunks
+                    .iter()
+                    .filter(|c| !c.done && c.owner.is_some() && !c.is_live(now))
                     .count() as u64,
             }))
     }

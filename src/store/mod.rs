@@ -72,6 +72,9 @@ pub struct ChunkStatus {
     pub unfinished: u64,
     /// Unfinished chunks under a live lease of another owner.
     pub held_by_others: u64,
+    /// Unfinished chunks that were claimed once and whose lease ran out or was released:
+    /// work an instance left behind (it died or shut down).
+    pub abandoned: u64,
 }
 
 /// Number of chunks covering `index_space` case indices.
@@ -299,6 +302,7 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()>;
 
     /// Gives up every lease `owner` holds (on shutdown), so others take over at once.
+    /// The chunks keep their owner's name: they count as abandoned until claimed again.
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
 
     async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus>;

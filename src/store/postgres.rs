@@ -440,7 +440,7 @@ impl Store for PostgresStore {
     }
 
     async fn release_leases(&self, owner: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE run_chunks SET owner = NULL, lease_expires_at = NULL WHERE owner = $1")
+        sqlx::query("UPDATE run_chunks SET lease_expires_at = to_timestamp(0) WHERE owner = $1 AND NOT done")
             .bind(owner)
             .execute(&self.pool)
             .await?;
@@ -449,7 +449,8 @@ impl Store for PostgresStore {
 
     async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus> {
         let row = sqlx::query(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE lease_expires_at > clock_timestamp() AND owner <> $2) \
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE lease_expires_at > clock_timestamp() AND owner <> $2), \
+             COUNT(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at <= clock_timestamp()) \
              FROM run_chunks WHERE run_id = $1 AND NOT done",
         )
         .bind(run_id.as_str())
@@ -459,6 +460,7 @@ impl Store for PostgresStore {
         Ok(ChunkStatus {
             unfinished: to_u64(row.try_get::<i64, _>(0)?)?,
             held_by_others: to_u64(row.try_get::<i64, _>(1)?)?,
+            abandoned: to_u64(row.try_get::<i64, _>(2)?)?,
         })
     }
 

@@ -71,7 +71,7 @@ impl SqliteStore {
         // SQLite serves one process: any lease left in the file belongs to a process that
         // is gone, so its chunks are free at once.
         sqlx::query(
-            "UPDATE run_chunks SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
+            "UPDATE run_chunks SET lease_expires_at = 0 WHERE owner IS NOT NULL AND done = 0",
         )
         .execute(&pool)
         .await?;
@@ -479,7 +479,7 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self, owner: &str) -> StoreResult<()> {
         let (_guard, mut tx) = self.begin_write().await?;
-        sqlx::query("UPDATE run_chunks SET owner = NULL, lease_expires_at = NULL WHERE owner = ?")
+        sqlx::query("UPDATE run_chunks SET lease_expires_at = 0 WHERE owner = ? AND done = 0")
             .bind(owner)
             .execute(&mut *tx)
             .await?;
@@ -489,8 +489,9 @@ impl Store for SqliteStore {
 
     async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus> {
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN lease_expires_at > ? AND owner <> ? THEN 1 ELSE 0 END), 0) \
-             FROM run_chunks WHERE run_id = ? AND done = 0",
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN lease_expires_at > ?1 AND owner <> ?2 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN owner IS NOT NULL AND lease_expires_at <= ?1 THEN 1 ELSE 0 END), 0) \
+             FROM run_chunks WHERE run_id = ?3 AND done = 0",
         )
         .bind(Timestamp::now().as_millis())
         .bind(owner)
@@ -500,6 +501,7 @@ impl Store for SqliteStore {
         Ok(ChunkStatus {
             unfinished: to_u64(row.try_get::<i64, _>(0)?)?,
             held_by_others: to_u64(row.try_get::<i64, _>(1)?)?,
+            abandoned: to_u64(row.try_get::<i64, _>(2)?)?,
         })
     }
 
