@@ -4,6 +4,10 @@
 //! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows; `--only NAME` (repeatable) runs
 //! the scenarios whose name contains NAME (`latency`, `overhead`, `polling`, `store`).
 
+/// The same allocator as the `themis` binary, so numbers match the service's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut config = if args.iter().any(|a| a == "--quick") {
