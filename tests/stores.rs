@@ -228,6 +228,37 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
     assert!(store.events_after(&run, 8, 100).await.unwrap().is_empty());
 }
 
+async fn a_case_twice_in_one_batch_counts_once(store: Arc<dyn Store>) {
+    let run = run_id(6);
+    store.create_run(new_run(6, 1, 2)).await.unwrap();
+    start(store.as_ref(), &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = vec![
+        case_commit(&run, 0, "a", Some(1.0)),
+        case_commit(&run, 0, "a", Some(0.0)),
+    ];
+    let outcome = store.commit(batch).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    assert_eq!(outcome.events.len(), 2, "only the first copy's events");
+    assert_eq!(outcome.progress.completed, 1);
+    let stored = store
+        .case_records(
+            &run,
+            &CaseQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].scores[0].score,
+        Some(1.0),
+        "the first copy is the one stored"
+    );
+}
+
 async fn terminal_runs_reject_writes_and_versions_grow(store: Arc<dyn Store>) {
     let run = run_id(4);
     let created = store
@@ -657,6 +688,7 @@ macro_rules! contract {
 contract!(
     create_is_idempotent,
     commits_sequence_events_and_count_cases,
+    a_case_twice_in_one_batch_counts_once,
     terminal_runs_reject_writes_and_versions_grow,
     expect_status_decides_between_instances,
     listing_is_newest_first_with_filters_and_cursor,

@@ -23,8 +23,8 @@ use tokio::sync::broadcast;
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
-use crate::engine::LiveMessage;
-use crate::model::{RunEvent, RunId};
+use crate::engine::{LiveMessage, SharedEvent};
+use crate::model::RunId;
 use crate::store::Store;
 
 /// Events read from the store per query.
@@ -95,12 +95,12 @@ async fn stream_events(
     ))
 }
 
-fn to_sse(event: &RunEvent) -> Event {
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
+fn to_sse(shared: &SharedEvent) -> Event {
+    let event = &shared.event;
     Event::default()
         .id(event.seq.to_string())
         .event(event.event_type())
-        .data(data)
+        .data(&shared.json)
 }
 
 struct EventCursor {
@@ -108,7 +108,8 @@ struct EventCursor {
     run_id: RunId,
     after: u64,
     live: broadcast::Receiver<LiveMessage>,
-    pending: VecDeque<RunEvent>,
+    /// Events to send, with their JSON (shared with other streams when live).
+    pending: VecDeque<Arc<SharedEvent>>,
     finished: bool,
 }
 
@@ -116,15 +117,15 @@ impl EventCursor {
     /// The next event after `self.after`, or `None` once the terminal event was sent
     /// (or the store failed, which ends the stream; the client reconnects with its
     /// `Last-Event-ID`).
-    async fn next(&mut self) -> Option<RunEvent> {
+    async fn next(&mut self) -> Option<Arc<SharedEvent>> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                self.after = event.seq;
-                if event.kind.is_terminal() {
+            if let Some(shared) = self.pending.pop_front() {
+                self.after = shared.event.seq;
+                if shared.event.kind.is_terminal() {
                     self.finished = true;
                     self.pending.clear();
                 }
-                return Some(event);
+                return Some(shared);
             }
             if self.finished {
                 return None;
@@ -135,7 +136,8 @@ impl EventCursor {
                 .await
             {
                 Ok(events) if !events.is_empty() => {
-                    self.pending.extend(events);
+                    self.pending
+                        .extend(events.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
                     continue;
                 }
                 Ok(_) => {}
@@ -146,8 +148,8 @@ impl EventCursor {
             }
             // Caught up with the store: wait for the next live event.
             match tokio::time::timeout(POLL, self.live.recv()).await {
-                Ok(Ok(LiveMessage::Event(event))) if event.seq == self.after + 1 => {
-                    self.pending.push_back((*event).clone())
+                Ok(Ok(LiveMessage::Event(shared))) if shared.event.seq == self.after + 1 => {
+                    self.pending.push_back(shared)
                 }
                 // Old news, a gap or a lagged channel: the store has the truth.
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}

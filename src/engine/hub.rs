@@ -13,11 +13,25 @@ use crate::model::{RunEvent, RunId};
 /// Events buffered per run for live listeners before a slow one must catch up from the store.
 const LIVE_BUFFER: usize = 4_096;
 
+/// A committed event with its JSON, serialised once for every listener.
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub event: RunEvent,
+    pub json: String,
+}
+
+impl SharedEvent {
+    pub fn new(event: RunEvent) -> Self {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+        SharedEvent { event, json }
+    }
+}
+
 /// What live listeners receive.
 #[derive(Debug, Clone)]
 pub enum LiveMessage {
     /// An event committed by this process.
-    Event(Arc<RunEvent>),
+    Event(Arc<SharedEvent>),
     /// Something was committed elsewhere (another instance): read the store.
     Wake,
 }
@@ -57,7 +71,9 @@ impl EventHub {
         };
         for event in events {
             // An error only means nobody listens right now.
-            let _ = sender.send(LiveMessage::Event(Arc::new(event.clone())));
+            let _ = sender.send(LiveMessage::Event(Arc::new(SharedEvent::new(
+                event.clone(),
+            ))));
         }
         let finished = events.last().is_some_and(|e| e.kind.is_terminal());
         if finished || sender.receiver_count() == 0 {

@@ -328,7 +328,7 @@ impl Store for PostgresStore {
         let mut kept_events = Vec::new();
         let mut duplicates = 0;
         for (case, (index, ..)) in batch.cases.iter().zip(&prepared) {
-            if inserted.contains(index) {
+            if inserted.remove(index) {
                 state.count_case(&case.record);
                 kept_events.extend(case.events.iter().cloned());
             } else {
