@@ -371,23 +371,37 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let sqlite = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
 
-    let wanted = |name: &str| config.only.is_empty() || config.only.iter().any(|o| name.contains(o.as_str()));
+    let wanted = |name: &str| {
+        config.only.is_empty() || config.only.iter().any(|o| name.contains(o.as_str()))
+    };
     let mut scenarios: Vec<(&str, Result<Vec<Row>, String>)> = Vec::new();
     if wanted("latency-bound") {
         eprintln!("bench: latency-bound ...");
-        scenarios.push(("latency-bound", latency_bound(config, &client, &sqlite("latency.db")).await));
+        scenarios.push((
+            "latency-bound",
+            latency_bound(config, &client, &sqlite("latency.db")).await,
+        ));
     }
     if wanted("engine overhead") {
         eprintln!("bench: engine overhead ...");
-        scenarios.push(("engine overhead", overhead(config, &client, &sqlite("overhead.db")).await));
+        scenarios.push((
+            "engine overhead",
+            overhead(config, &client, &sqlite("overhead.db")).await,
+        ));
     }
     if wanted("polling") {
         eprintln!("bench: polling and SSE fan-out ...");
-        scenarios.push(("polling", polling_and_fanout(config, &client, &sqlite("polling.db")).await));
+        scenarios.push((
+            "polling",
+            polling_and_fanout(config, &client, &sqlite("polling.db")).await,
+        ));
     }
     if wanted("store comparison") {
         eprintln!("bench: store comparison ...");
-        scenarios.push(("store comparison", compare_stores(config, &client, &sqlite("compare.db")).await));
+        scenarios.push((
+            "store comparison",
+            compare_stores(config, &client, &sqlite("compare.db")).await,
+        ));
     }
     for (scenario, outcome) in scenarios {
         match outcome {
@@ -460,11 +474,20 @@ async fn latency_bound(
 }
 
 /// Demo generator without delay into SQLite: the engine's own cost per case.
-async fn overhead(config: &BenchConfig, client: &reqwest::Client, database: &str) -> Result<Vec<Row>, String> {
+async fn overhead(
+    config: &BenchConfig,
+    client: &reqwest::Client,
+    database: &str,
+) -> Result<Vec<Row>, String> {
     let service = Service::start(database, "bench-overhead").await?;
     let rss_before = current_rss_mib();
     let result = async {
-        let run_id = post_run(client, &service.base, &demo_experiment(config.overhead_cases, 0, 64, "overhead")).await?;
+        let run_id = post_run(
+            client,
+            &service.base,
+            &demo_experiment(config.overhead_cases, 0, 64, "overhead"),
+        )
+        .await?;
         finish(client, &service.base, &run_id).await
     }
     .await;
@@ -475,7 +498,10 @@ async fn overhead(config: &BenchConfig, client: &reqwest::Client, database: &str
     Ok(vec![
         Row {
             scenario: "engine overhead".into(),
-            setup: format!("demo generator, {} cases, exact_match + token_f1, SQLite", config.overhead_cases),
+            setup: format!(
+                "demo generator, {} cases, exact_match + token_f1, SQLite",
+                config.overhead_cases
+            ),
             result: format!("{:.0} cases/s ({per_minute:.0}/min)", throughput(&run)),
             target: "≥ 100,000 cases/min".into(),
             met: Some(per_minute >= 100_000.0),
@@ -496,13 +522,30 @@ async fn overhead(config: &BenchConfig, client: &reqwest::Client, database: &str
 }
 
 /// Pollers on `GET /runs/{id}` while an overhead-sized run executes, then SSE fan-out.
-async fn polling_and_fanout(config: &BenchConfig, client: &reqwest::Client, database: &str) -> Result<Vec<Row>, String> {
+async fn polling_and_fanout(
+    config: &BenchConfig,
+    client: &reqwest::Client,
+    database: &str,
+) -> Result<Vec<Row>, String> {
     let service = Service::start(database, "bench-polling").await?;
     let result = async {
-        let run_id = post_run(client, &service.base, &demo_experiment(config.overhead_cases, 0, 64, "polling")).await?;
-        let polling = poll_while_running(client, &service.base, &run_id, config.pollers, config.poll_pause).await?;
+        let run_id = post_run(
+            client,
+            &service.base,
+            &demo_experiment(config.overhead_cases, 0, 64, "polling"),
+        )
+        .await?;
+        let polling = poll_while_running(
+            client,
+            &service.base,
+            &run_id,
+            config.pollers,
+            config.poll_pause,
+        )
+        .await?;
         let run = finish(client, &service.base, &run_id).await?;
-        let fanout = sse_fanout(client, &service.base, config.sse_clients, config.sse_cases).await?;
+        let fanout =
+            sse_fanout(client, &service.base, config.sse_clients, config.sse_cases).await?;
         Ok::<_, String>((run, polling, fanout))
     }
     .await;
@@ -683,42 +726,57 @@ async fn sse_fanout(
     clients: usize,
     cases: usize,
 ) -> Result<Fanout, String> {
-    let run_id = post_run(client, base, &demo_experiment(cases, 2, 4, "fanout")).await?;
+    let run_id = post_run(client, base, &demo_experiment(cases, 2, 2, "fanout")).await?;
     let url = format!("{base}/runs/{run_id}/events");
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let readers: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|reader| {
             let client = client.clone();
             let url = url.clone();
+            let connected = connected.clone();
             tokio::spawn(async move {
-                // seq -> (received at, occurred_at ms)
-                let mut seen: Vec<(u64, f64)> = Vec::new();
+                // (seq, received at ms, occurred at ms — parsed by reader 0 only, to keep
+                // the measuring client's own cost low)
+                let mut seen: Vec<(u64, f64, Option<f64>)> = Vec::new();
                 let Ok(response) = client.get(&url).send().await else {
                     return seen;
                 };
+                connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut stream = response.bytes_stream();
                 let mut buffer = String::new();
                 while let Some(Ok(chunk)) = stream.next().await {
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
                     while let Some(end) = buffer.find("\n\n") {
                         let block: String = buffer.drain(..end + 2).collect();
-                        let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
-                            continue;
-                        };
-                        let Ok(event) = serde_json::from_str::<Value>(data.trim()) else {
+                        let Some(seq) = block
+                            .lines()
+                            .find_map(|l| l.strip_prefix("id:"))
+                            .and_then(|id| id.trim().parse::<u64>().ok())
+                        else {
                             continue;
                         };
                         let now = chrono::Utc::now().timestamp_millis() as f64;
-                        let occurred = event["occurred_at"]
-                            .as_str()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map_or(now, |t| t.timestamp_millis() as f64);
-                        seen.push((event["seq"].as_u64().unwrap_or(0), now - occurred));
+                        let occurred = (reader == 0)
+                            .then(|| block.lines().find_map(|l| l.strip_prefix("data:")))
+                            .flatten()
+                            .and_then(|data| serde_json::from_str::<Value>(data.trim()).ok())
+                            .and_then(|event| {
+                                let at = event["occurred_at"].as_str()?.to_owned();
+                                chrono::DateTime::parse_from_rfc3339(&at).ok()
+                            })
+                            .map(|t| t.timestamp_millis() as f64);
+                        seen.push((seq, now, occurred));
                     }
                 }
                 seen
             })
         })
         .collect();
+    // Latency counts only events that happened once every client was listening.
+    while connected.load(std::sync::atomic::Ordering::SeqCst) < clients {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all_connected = chrono::Utc::now().timestamp_millis() as f64;
     let mut per_client = Vec::new();
     for reader in readers {
         per_client.push(reader.await.map_err(|e| e.to_string())?);
@@ -730,14 +788,28 @@ async fn sse_fanout(
             && seen
                 .iter()
                 .enumerate()
-                .all(|(i, (seq, _))| *seq == i as u64 + 1)
+                .all(|(i, (seq, ..))| *seq == i as u64 + 1)
     });
-    // For each event, the delay until the last client had it.
+    let occurred: BTreeMap<u64, f64> = per_client
+        .first()
+        .map(|seen| {
+            seen.iter()
+                .filter_map(|(seq, _, at)| Some((*seq, (*at)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    // For each live event, the delay until the last client had it.
     let mut worst: BTreeMap<u64, f64> = BTreeMap::new();
     for seen in &per_client {
-        for (seq, delay) in seen {
+        for (seq, received, _) in seen {
+            let Some(&at) = occurred.get(seq) else {
+                continue;
+            };
+            if at < all_connected {
+                continue;
+            }
             let entry = worst.entry(*seq).or_insert(f64::MIN);
-            *entry = entry.max(*delay);
+            *entry = entry.max(received - at);
         }
     }
     let mut delays: Vec<f64> = worst.into_values().collect();
