@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{all_results, read_sse, spawn_server, wait_finished};
+use common::{all_results, read_sse, spawn_server, wait_finished, wait_until};
 
 #[tokio::test]
 async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
@@ -37,27 +37,11 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
         .unwrap();
     let run_id = created["run_id"].as_str().unwrap().to_owned();
     // Let part of the run finish, then kill without any chance to clean up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let run: Value = client
-            .get(format!("{base}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done = run["progress"]["completed"].as_u64().unwrap_or(0);
-        if done >= 60 {
-            assert_eq!(run["status"], "running");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run made no progress: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 60
+    })
+    .await;
+    assert_eq!(run["status"], "running");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{TestDatabase, all_results, read_sse, spawn_server, wait_finished};
+use common::{TestDatabase, all_results, read_sse, spawn_server, wait_finished, wait_until};
 
 const FAST_TAKEOVER: &[&str] = &["--lease-ms", "1500", "--poll-interval-ms", "200"];
 
@@ -51,22 +51,10 @@ async fn two_instances_share_a_run_and_survive_one_being_killed() {
     let reader = tokio::spawn(read_sse(stream, usize::MAX));
 
     // Wait until both instances are working on it, and part of it is done.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let run: Value = client
-            .get(format!("{base_b}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["progress"]["completed"].as_u64().unwrap_or(0) >= 400 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no progress: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&client, &base_b, &run_id, Duration::from_secs(60), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 400
+    })
+    .await;
     a.kill().unwrap(); // SIGKILL: A's chunks are taken over when their leases expire
     a.wait().unwrap();
 

@@ -173,7 +173,21 @@ impl TestServer {
 }
 
 pub async fn wait_finished(client: &reqwest::Client, base: &str, run_id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    wait_until(client, base, run_id, Duration::from_secs(120), |run| {
+        ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))
+    })
+    .await
+}
+
+/// Polls `GET /runs/{id}` until `done` holds for the run, failing the test after `limit`.
+pub async fn wait_until(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + limit;
     loop {
         let run: Value = client
             .get(format!("{base}/runs/{run_id}"))
@@ -183,12 +197,12 @@ pub async fn wait_finished(client: &reqwest::Client, base: &str, run_id: &str) -
             .json()
             .await
             .unwrap();
-        if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or("")) {
+        if done(&run) {
             return run;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "run {run_id} did not finish: {run}"
+            "run {run_id} did not get there: {run}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
