@@ -123,6 +123,16 @@ impl<'a> CaseRun<'a> {
         (span, Instant::now())
     }
 
+    /// Ends a span: `error` when a message is given, else `ok`.
+    fn end_span(&self, span: Span, error: Option<&str>) {
+        let status = if error.is_some() {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        };
+        self.input.observers.tracer.end_span(span, status, error);
+    }
+
     /// Closes a stage; the first error of a case marks it failed at that stage.
     fn close_stage(
         &mut self,
@@ -130,15 +140,7 @@ impl<'a> CaseRun<'a> {
         (span, started): (Span, Instant),
         error: Option<String>,
     ) {
-        let status = if error.is_some() {
-            SpanStatus::Error
-        } else {
-            SpanStatus::Ok
-        };
-        self.input
-            .observers
-            .tracer
-            .end_span(span, status, error.as_deref());
+        self.end_span(span, error.as_deref());
         if let Some(message) = &error
             && self.record.error.is_none()
         {
@@ -212,15 +214,7 @@ impl<'a> CaseRun<'a> {
             }
         }
         if let Some(span) = self.case_span.take() {
-            let status = if span_error.is_some() {
-                SpanStatus::Error
-            } else {
-                SpanStatus::Ok
-            };
-            self.input
-                .observers
-                .tracer
-                .end_span(span, status, span_error.as_deref());
+            self.end_span(span, span_error.as_deref());
         }
         CaseCommit {
             record: self.record,
