@@ -72,6 +72,23 @@ pub struct ServeArgs {
     /// This instance's name on its leases (default: random per process).
     #[arg(long, env = "THEMIS_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// OTLP/HTTP collector (`http://collector:4318`) for the spans of every run that
+    /// configures no `tracing`; a run turns it off with `{"provider": "none"}`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Encoding for that collector: `http/protobuf` (default) or `http/json`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// Headers for that collector, `name=value,name2=value2` (sent only to it, never to
+    /// an endpoint a run names itself).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true)]
+    pub otlp_headers: Option<String>,
+    /// `service.name` of exported spans (default `themis`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// Share of traces kept, 0 to 1 (default 1), unless a run sets `sample_ratio`.
+    #[arg(long, env = "THEMIS_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 impl ServeArgs {
@@ -105,6 +122,51 @@ impl ServeArgs {
             },
         }
     }
+
+    /// The default tracing config from the OTLP flags: `None` without `--otlp-endpoint`.
+    pub fn default_tracing(&self) -> Result<Option<crate::engine::TracingConfig>, String> {
+        let Some(endpoint) = self
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut config = serde_json::Map::new();
+        config.insert("provider".into(), json!("otlp"));
+        config.insert("endpoint".into(), json!(endpoint));
+        if let Some(protocol) = &self.otlp_protocol {
+            config.insert("protocol".into(), json!(protocol));
+        }
+        if let Some(headers) = &self.otlp_headers {
+            let mut parsed = serde_json::Map::new();
+            for pair in headers.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, value) = pair
+                    .split_once('=')
+                    .ok_or("--otlp-headers: expected name=value pairs separated by commas")?;
+                parsed.insert(name.trim().to_owned(), json!(value.trim()));
+            }
+            config.insert("headers".into(), Value::Object(parsed));
+        }
+        if let Some(name) = &self.otel_service_name {
+            config.insert("service_name".into(), json!(name));
+        }
+        if let Some(ratio) = self.trace_sample_ratio {
+            config.insert("sample_ratio".into(), json!(ratio));
+        }
+        let mut errors = Vec::new();
+        match crate::telemetry::parse_tracing(&Value::Object(config), "otlp", &mut errors) {
+            Some(config) if errors.is_empty() => Ok(Some(config)),
+            _ => Err(format!(
+                "invalid OTLP settings: {}",
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+        }
+    }
 }
 
 fn init_logging(format: &str) {
@@ -125,7 +187,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    crate::server::launch(args.config(), listener, crate::server::shutdown_signal())
+    let mut config = args.config();
+    config.engine.default_tracing = args.default_tracing()?;
+    crate::server::launch(config, listener, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
@@ -262,9 +326,12 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let tracer: Arc<dyn TracingProvider> = if args.trace {
         recording.clone()
     } else {
-        crate::telemetry::provider_for(request.runtime.tracing.as_ref())
+        crate::telemetry::tracer_for_run(request.runtime.tracing.as_ref(), Some(&run_id), None)
     };
-    let observers = Observers::new(vec![subscriber.clone()], tracer);
+    let mut subscribers =
+        crate::telemetry::subscribers_for_run(&run_id, &request.runtime.subscribers);
+    subscribers.push(subscriber.clone());
+    let observers = Observers::new(subscribers, tracer);
 
     let control = RunControl::default();
     let cancel = control.cancel.clone();
@@ -278,6 +345,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     ctrl_c.abort();
+    // Spans and webhook events of the run reach their destinations before we exit.
+    crate::telemetry::wait_for_exports(std::time::Duration::from_secs(20)).await;
     bar.finish_and_clear();
 
     let events = subscriber

@@ -121,6 +121,8 @@ pub async fn launch_with_registry(
     background.close();
     background.wait().await;
     scheduler.shutdown().await;
+    // Runs that stopped flush their spans and deliver their queued webhooks meanwhile.
+    crate::telemetry::wait_for_exports(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
 

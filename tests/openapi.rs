@@ -592,7 +592,11 @@ fn document_enums_match_the_source() {
         with(&runtime, &["parsers", "metrics", "judges"])
     );
     assert_eq!(keys(&forms[1]), with(&runtime, &["evaluation"]));
-    assert_eq!(keys(&schemas["StoredRuntimeOptions"]), runtime);
+    // Plus `traceparent`, which comes from the request header, never the body.
+    assert_eq!(
+        keys(&schemas["StoredRuntimeOptions"]),
+        with(&runtime, &["traceparent"])
+    );
 
     // Run statuses.
     let statuses: BTreeSet<String> = ["queued", "running", "completed", "failed", "cancelled"]
@@ -1334,4 +1338,65 @@ async fn richer_run_responses(h: Harness) {
     );
     assert_eq!(page["runs"].as_array().unwrap().len(), 1);
     assert!(page["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn instrumented_run_responses_match_the_schemas() {
+    let h = Harness::new();
+    // Nothing listens on this port: span export and webhook deliveries fail, and the
+    // run's telemetry says so.
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut definition = example("observe.json");
+    definition["seeds"] = json!([31]);
+    definition["tracing"] = json!({
+        "provider": "otlp",
+        "endpoint": format!("http://127.0.0.1:{port}"),
+        "protocol": "http/json",
+        "headers": {"authorization": "Bearer secret"},
+        "service_name": "themis-openapi",
+        "sample_ratio": 1.0
+    });
+    definition["subscribers"] = json!([{
+        "kind": "webhook",
+        "url": format!("http://127.0.0.1:{port}/hook"),
+        "events": ["run.completed"]
+    }]);
+    let (run_id, _) = h.run(definition).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let view = h.check(
+            Method::GET,
+            "/runs/{run_id}",
+            &h.get(&format!("/runs/{run_id}?include=definition")).await,
+            StatusCode::OK,
+        );
+        if view["telemetry"].get("spans_dropped").is_some()
+            && view["telemetry"]["webhooks"][0]["failed"] == 1
+        {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "no telemetry: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        view["runtime"]["tracing"]["headers"]["authorization"],
+        "<redacted>"
+    );
+    assert_eq!(
+        view["runtime"]["subscribers"][0]["events"],
+        json!(["run_completed"])
+    );
+    // The summary form carries the telemetry too.
+    let summary = h.check(
+        Method::GET,
+        "/runs/{run_id}",
+        &h.get(&format!("/runs/{run_id}")).await,
+        StatusCode::OK,
+    );
+    assert!(summary["telemetry"]["export_errors"].as_u64().unwrap() >= 1);
 }

@@ -57,6 +57,9 @@ pub struct RunView {
     pub definition: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
     pub runtime: Value,
+    /// Span export and webhook delivery counters, when this instance knows any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::telemetry::TelemetryView>,
     pub links: Links,
 }
 
@@ -76,6 +79,7 @@ impl From<RunRecord> for RunView {
             (Some(start), None) => Some(Timestamp::now().millis_since(start)),
             _ => None,
         };
+        let telemetry = crate::telemetry::RunTelemetry::snapshot(&record.run_id);
         RunView {
             links: Links {
                 results: format!("{base}/results"),
@@ -98,7 +102,12 @@ impl From<RunRecord> for RunView {
             updated_at: record.updated_at,
             duration_ms,
             definition: record.definition,
-            runtime: record.runtime,
+            runtime: {
+                let mut runtime = record.runtime;
+                crate::telemetry::redact_runtime(&mut runtime);
+                runtime
+            },
+            telemetry,
         }
     }
 }
@@ -121,12 +130,20 @@ fn created_response(outcome: CreateOutcome) -> Response {
     response
 }
 
+/// A valid W3C `traceparent` header (an invalid one is ignored, as the spec asks).
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("traceparent")?.to_str().ok()?.trim();
+    crate::telemetry::parse_traceparent(raw).map(|_| raw.to_owned())
+}
+
 async fn create_run(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let engine = state.scheduler.engine();
-    let request = engine.parse(&body)?;
+    let mut request = engine.parse(&body)?;
+    request.runtime.traceparent = traceparent(&headers);
     let outcome = engine.submit(&request).await?;
     if !outcome.record().status.is_terminal() {
         // New, or interrupted and not executing here: (re)start it. No-op if running here.
@@ -373,12 +390,14 @@ async fn cancel_run(
 async fn rejudge_run(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let engine = state.scheduler.engine();
-    let (evaluation, _, runtime) =
+    let (evaluation, _, mut runtime) =
         parse_evaluation(&body, engine.registry()).map_err(ApiError::Invalid)?;
+    runtime.traceparent = traceparent(&headers);
     let outcome = engine
         .submit_rejudge(&run_id, &evaluation, &runtime)
         .await?;

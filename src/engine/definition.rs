@@ -94,8 +94,13 @@ pub struct RuntimeOptions {
     pub concurrency: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// Lifecycle subscribers configured over JSON (webhooks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub subscribers: Vec<Value>,
+    pub subscribers: Vec<SubscriberConfig>,
+    /// The W3C `traceparent` of the request that created the run: its `run` span joins
+    /// that trace. Set by the API from the header, never from the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Where the CLI keeps the run (`{"store": "memory" | "sqlite", "path": ...}`); the
     /// service ignores it: its operator chooses the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,17 +121,7 @@ pub struct FailurePolicy {
     pub min_cases: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct TracingConfig {
-    pub provider: TracingProviderKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TracingProviderKind {
-    None,
-    Log,
-}
+pub use crate::telemetry::{SubscriberConfig, TracingConfig, TracingProviderKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StorageConfig {
@@ -629,39 +624,12 @@ impl<'r> Checker<'r> {
                 None => self.error("cache", "must be true or false"),
             }
         }
-        if let Some(value) = map.get("tracing").filter(|v| !v.is_null())
-            && let Some(tracing) = self.object(value, "tracing", &["provider"])
-        {
-            match tracing
-                .get("provider")
-                .filter(|v| !v.is_null())
-                .map(|v| v.as_str().ok_or(v))
-            {
-                Some(Err(_)) => self.error("tracing.provider", "must be a string"),
-                None | Some(Ok("none")) => {
-                    runtime.tracing = Some(TracingConfig {
-                        provider: TracingProviderKind::None,
-                    })
-                }
-                Some(Ok("log")) => {
-                    runtime.tracing = Some(TracingConfig {
-                        provider: TracingProviderKind::Log,
-                    })
-                }
-                Some(Ok(other)) => self.error(
-                    "tracing.provider",
-                    format!("unknown provider `{other}`; expected none or log"),
-                ),
-            }
+        if let Some(value) = map.get("tracing").filter(|v| !v.is_null()) {
+            runtime.tracing = crate::telemetry::parse_tracing(value, "tracing", &mut self.errors);
         }
-        if let Some(value) = map.get("subscribers").filter(|v| !v.is_null())
-            && let Some(items) = self.array(value, "subscribers")
-            && !items.is_empty()
-        {
-            self.error(
-                "subscribers",
-                "no subscriber kinds can be configured over JSON yet; attach subscribers in code",
-            );
+        if let Some(value) = map.get("subscribers").filter(|v| !v.is_null()) {
+            runtime.subscribers =
+                crate::telemetry::parse_subscribers(value, "subscribers", &mut self.errors);
         }
         if let Some(value) = map.get("storage").filter(|v| !v.is_null())
             && let Some(storage) = self.object(value, "storage", &["store", "path"])

@@ -316,6 +316,7 @@ impl Engine {
                 Ok(p) => progress = p,
                 Err(StoreError::RunFinished { .. }) => {
                     tracer.end_span(run_span, SpanStatus::Ok, None);
+                    tracer.shutdown();
                     return self.current(run_id).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -387,6 +388,7 @@ impl Engine {
         let (status, kind, error) = match stop {
             Stop::Interrupted => {
                 tracer.end_span(run_span, SpanStatus::Error, Some("interrupted by shutdown"));
+                tracer.shutdown();
                 return self.current(run_id).await;
             }
             Stop::Finished => (
@@ -423,6 +425,7 @@ impl Engine {
         };
         let finished = self.commit_and_publish(finish, &observers).await;
         tracer.end_span(run_span, span_status, error.as_deref());
+        tracer.shutdown();
         match finished {
             Ok(_) | Err(StoreError::RunFinished { .. }) => self.current(run_id).await,
             Err(e) => Err(e.into()),

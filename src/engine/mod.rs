@@ -57,6 +57,9 @@ pub struct EngineConfig {
     /// How long a claimed chunk stays ours without a heartbeat; heartbeats run every
     /// third of it. After an instance dies, others take its chunks over this late.
     pub lease: Duration,
+    /// Where spans of runs that configure no `tracing` go (`--otlp-endpoint`); a run
+    /// turns it off with `{"provider": "none"}`.
+    pub default_tracing: Option<TracingConfig>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             cancel_poll_interval: Duration::from_secs(1),
             instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
             lease: Duration::from_secs(15),
+            default_tracing: None,
         }
     }
 }
@@ -209,13 +213,21 @@ impl Engine {
     }
 
     /// The observers a run's stored runtime options ask for (for runs resumed without a
-    /// caller to attach them).
-    pub fn observers_for(record: &RunRecord) -> Observers {
+    /// caller to attach them): its tracing (else the engine's default) and webhooks.
+    pub fn observers_for(&self, record: &RunRecord) -> Observers {
         let runtime: RuntimeOptions =
             serde_json::from_value(record.runtime.clone()).unwrap_or_default();
+        let tracing = crate::telemetry::effective_tracing(
+            runtime.tracing.as_ref(),
+            self.inner.config.default_tracing.as_ref(),
+        );
         Observers::new(
-            Vec::new(),
-            crate::telemetry::provider_for(runtime.tracing.as_ref()),
+            crate::telemetry::subscribers_for_run(&record.run_id, &runtime.subscribers),
+            crate::telemetry::tracer_for_run(
+                tracing.as_ref(),
+                Some(&record.run_id),
+                runtime.traceparent.as_deref(),
+            ),
         )
     }
 }

@@ -441,6 +441,10 @@ impl<'a> CaseRun<'a> {
                     }
                 }
             };
+            if let Some(score) = record.score {
+                let key = format!("score.{metric_id}");
+                observers.tracer.set_attribute(&stage.0, &key, score.into());
+            }
             observers.notify(|s| s.after_score(&record, self.ctx()));
             self.record.scores.push(record);
         }

@@ -66,7 +66,7 @@ impl Scheduler {
                 let observers = match observers {
                     Some(observers) => Some(observers),
                     None => match scheduler.engine.store().get_run(&run_id).await {
-                        Ok(Some(record)) => Some(Engine::observers_for(&record)),
+                        Ok(Some(record)) => Some(scheduler.engine.observers_for(&record)),
                         Ok(None) => None,
                         Err(e) => {
                             tracing::error!(run_id = %run_id, error = %e, "cannot load run to execute");

@@ -1,21 +1,42 @@
-//! Tracing providers: where a run's spans go.
+//! Tracing providers: where a run's spans go; webhook subscribers: where its events go.
 //!
 //! The engine calls [`TracingProvider::start_span`] / [`TracingProvider::end_span`] around
 //! the run and every stage of every case. Providers are chosen per request and are
-//! runtime-only: they observe, they never change ids or results.
+//! runtime-only: they observe, they never change ids or results. [`RunTelemetry`] keeps
+//! what this process knows about each run's span export and webhook deliveries.
 
+mod config;
 mod log;
+mod otlp;
 mod recording;
+mod registry;
+mod webhook;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::task::TaskTracker;
 
+pub use config::{
+    DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, MAX_SUBSCRIBERS, OtlpProtocol, SubscriberConfig,
+    TracingConfig, TracingProviderKind, WebhookConfig, display_url, effective_tracing,
+    parse_subscribers, parse_tracing, redact_runtime, traces_url,
+};
 pub use log::LogTracer;
+pub use otlp::{OtlpTracer, parse_traceparent};
 pub use recording::{RecordedSpan, RecordingTracer};
+pub use registry::{
+    MAX_RUNS, RunTelemetry, SpanCounters, TelemetryView, WebhookCounters, WebhookView,
+};
+pub use webhook::{
+    EVENT_TYPES, MAX_ATTEMPTS, SECRET_ENV_PREFIX, SIGNATURE_HEADER, WebhookSubscriber, signature,
+    webhook_subscriber,
+};
 
-use crate::engine::{TracingConfig, TracingProviderKind};
+use crate::engine::LifecycleSubscriber;
+use crate::model::RunId;
 
 /// A span attribute value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +67,12 @@ impl From<u64> for AttributeValue {
             |_| AttributeValue::String(value.to_string()),
             AttributeValue::Int,
         )
+    }
+}
+
+impl From<bool> for AttributeValue {
+    fn from(value: bool) -> Self {
+        AttributeValue::Bool(value)
     }
 }
 
@@ -100,6 +127,14 @@ pub trait TracingProvider: Send + Sync {
 
     /// Closes a span; `error` carries the message when `status` is `Error`.
     fn end_span(&self, span: Span, status: SpanStatus, error: Option<&str>);
+
+    /// Adds an attribute to an open span (results known only once the stage ran, such
+    /// as scores). Providers that cannot ignore it.
+    fn set_attribute(&self, _span: &Span, _key: &str, _value: AttributeValue) {}
+
+    /// Called once the execution's last span ended: providers that buffer flush and
+    /// release what they hold here. Must not block the caller for long.
+    fn shutdown(&self) {}
 }
 
 /// The default: spans cost nothing and go nowhere.
@@ -118,10 +153,90 @@ impl TracingProvider for NoopTracer {
     fn end_span(&self, _span: Span, _status: SpanStatus, _error: Option<&str>) {}
 }
 
-/// Builds the provider a request configured.
+/// Builds the provider a tracing config asks for (no run: OTLP counters are not kept
+/// in [`RunTelemetry`] and no `traceparent` is joined).
 pub fn provider_for(config: Option<&TracingConfig>) -> Arc<dyn TracingProvider> {
-    match config.map(|c| c.provider) {
-        Some(TracingProviderKind::Log) => Arc::new(LogTracer),
-        Some(TracingProviderKind::None) | None => Arc::new(NoopTracer),
+    tracer_for_run(config, None, None)
+}
+
+/// Builds the provider of one run's execution. An OTLP provider that cannot be built
+/// is logged and replaced by the no-op one: instrumentation never fails a run.
+pub fn tracer_for_run(
+    config: Option<&TracingConfig>,
+    run_id: Option<&RunId>,
+    traceparent: Option<&str>,
+) -> Arc<dyn TracingProvider> {
+    match config {
+        Some(config) if config.provider == TracingProviderKind::Log => Arc::new(LogTracer),
+        Some(config) if config.provider == TracingProviderKind::Otlp => {
+            match otlp::otlp_tracer(config, run_id, traceparent) {
+                Ok(tracer) => Arc::new(tracer),
+                Err(message) => {
+                    tracing::warn!(error = %message, "OTLP tracing is off for this run");
+                    Arc::new(NoopTracer)
+                }
+            }
+        }
+        _ => Arc::new(NoopTracer),
     }
+}
+
+/// Builds a run's configured subscribers; one that cannot be built is logged and left out.
+pub fn subscribers_for_run(
+    run_id: &RunId,
+    configs: &[SubscriberConfig],
+) -> Vec<Arc<dyn LifecycleSubscriber>> {
+    let mut subscribers: Vec<Arc<dyn LifecycleSubscriber>> = Vec::with_capacity(configs.len());
+    for (index, config) in configs.iter().enumerate() {
+        match config {
+            SubscriberConfig::Webhook(webhook) => {
+                match webhook_subscriber(run_id, index, webhook) {
+                    Ok(subscriber) => subscribers.push(Arc::new(subscriber)),
+                    Err(message) => tracing::warn!(
+                        run_id = %run_id,
+                        error = %message,
+                        "a webhook subscriber is off for this run"
+                    ),
+                }
+            }
+        }
+    }
+    subscribers
+}
+
+/// The HTTP client of span export and webhooks: no redirects (a signed delivery or a
+/// collector's credentials must not follow one elsewhere), bounded connect time.
+pub(crate) fn http_client() -> Option<&'static reqwest::Client> {
+    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!("themis/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| tracing::error!(error = %e, "cannot build the telemetry HTTP client"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Span flushes and webhook deliveries still under way.
+pub(crate) fn background() -> &'static TaskTracker {
+    static TASKS: OnceLock<TaskTracker> = OnceLock::new();
+    TASKS.get_or_init(TaskTracker::new)
+}
+
+/// Waits (at most `limit`) for span flushes and webhook deliveries under way: called at
+/// shutdown, after the last run stopped, so their spans and events are not lost.
+pub async fn wait_for_exports(limit: Duration) {
+    let tasks = background();
+    tasks.close();
+    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            tasks = tasks.len(),
+            "span export or webhook delivery still under way at shutdown; abandoning it"
+        );
+    }
+    tasks.reopen();
 }

@@ -10,6 +10,8 @@ pub struct RecordedSpan {
     pub parent: Option<u64>,
     pub name: &'static str,
     pub attributes: Vec<(&'static str, AttributeValue)>,
+    /// Attributes set while the span was open ([`TracingProvider::set_attribute`]).
+    pub added: Vec<(String, AttributeValue)>,
     pub status: Option<SpanStatus>,
     pub error: Option<String>,
 }
@@ -47,11 +49,23 @@ impl TracingProvider for RecordingTracer {
                 parent,
                 name,
                 attributes,
+                added: Vec::new(),
                 status: None,
                 error: None,
             });
         }
         Span::new(name, id)
+    }
+
+    fn set_attribute(&self, span: &Span, key: &str, value: AttributeValue) {
+        let Some(id) = span.data::<u64>().copied() else {
+            return;
+        };
+        if let Ok(mut spans) = self.spans.lock()
+            && let Some(recorded) = spans.iter_mut().find(|s| s.id == id)
+        {
+            recorded.added.push((key.to_owned(), value));
+        }
     }
 
     fn end_span(&self, span: Span, status: SpanStatus, error: Option<&str>) {

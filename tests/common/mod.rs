@@ -351,3 +351,51 @@ pub async fn all_results(client: &reqwest::Client, base: &str, run_id: &str) -> 
         }
     }
 }
+
+/// [`spawn_server`] with extra environment variables for the child, and without the
+/// `OTEL_*` settings of the test's own environment (so only the flags given count).
+pub fn spawn_server_with_env(
+    database_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_themis"));
+    command
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--database",
+            database_url,
+            "--log-format",
+            "json",
+        ])
+        .args(extra)
+        .env_remove("THEMIS_API_KEYS")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start themis serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited before serving").unwrap();
+        if let Ok(log) = serde_json::from_str::<Value>(&line)
+            && log["fields"]["message"] == "themis is serving"
+        {
+            break log["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}

@@ -1,0 +1,743 @@
+//! Observability end to end: OTLP/HTTP span export to a real receiver (decoding the
+//! protobuf payloads), `traceparent` propagation, a collector that is down or hangs,
+//! webhooks (order, filter, HMAC signature, retries), and instrumentation that never
+//! changes run ids or results.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+use prost::Message;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use themis::components::Registry;
+
+use common::{TestServer, all_results, read_sse, spawn_server_with_env, wait_until};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+const STATUS_OK: i32 = 1;
+const STATUS_ERROR: i32 = 2;
+
+/// A span as the receiver decoded it, with its resource's `service.name`.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    span: ProtoSpan,
+}
+
+impl Received {
+    fn attr(&self, key: &str) -> Option<Value> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+            .map(|v| match v {
+                any_value::Value::StringValue(s) => json!(s),
+                any_value::Value::IntValue(i) => json!(i),
+                any_value::Value::DoubleValue(f) => json!(f),
+                any_value::Value::BoolValue(b) => json!(b),
+                other => json!(format!("{other:?}")),
+            })
+    }
+
+    fn run_id(&self) -> Option<String> {
+        self.attr("run_id")
+            .and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    fn status(&self) -> (i32, String) {
+        self.span
+            .status
+            .as_ref()
+            .map(|s| (s.code, s.message.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1:0: decodes `/v1/traces` payloads (protobuf, or
+/// JSON kept as is) and keeps every span.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+    json: Arc<Mutex<Vec<Value>>>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+async fn receive_traces(
+    State(collector): State<Collector>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    collector.headers.lock().unwrap().push(headers);
+    if content_type == "application/json" {
+        match serde_json::from_slice(&body) {
+            Ok(value) => collector.json.lock().unwrap().push(value),
+            Err(_) => return StatusCode::BAD_REQUEST,
+        }
+        return StatusCode::OK;
+    }
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut spans = collector.spans.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                spans.push(Received {
+                    service: service.clone(),
+                    span,
+                });
+            }
+        }
+    }
+    StatusCode::OK
+}
+
+impl Collector {
+    async fn start() -> (String, Collector) {
+        let collector = Collector::default();
+        let app = Router::new()
+            .route("/v1/traces", post(receive_traces))
+            .with_state(collector.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), collector)
+    }
+
+    fn spans_of(&self, run_id: &str) -> Vec<Received> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.run_id().as_deref() == Some(run_id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Polls until the run's telemetry says its spans are flushed (`spans_dropped` is only
+/// known then), returning the run.
+async fn wait_flushed(client: &reqwest::Client, base: &str, run_id: &str) -> Value {
+    wait_until(client, base, run_id, Duration::from_secs(60), |run| {
+        run["telemetry"].get("spans_dropped").is_some()
+    })
+    .await
+}
+
+/// A TCP port nothing listens on.
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A collector that accepts connections and never answers.
+async fn hanging_collector() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Arithmetic cases for the demo generator: every answer is right.
+fn arithmetic(cases: usize, generator: Value, seed: u64) -> Value {
+    let cases: Vec<Value> = (0..cases)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": format!("{i}+1")}, "expected_output": {"answer": (i + 1).to_string()}}))
+        .collect();
+    json!({
+        "generation": {"generator": generator},
+        "evaluation": {"parsers": ["builtin/json_identity"], "metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [seed]
+    })
+}
+
+/// Results with timings zeroed, to compare two executions.
+fn normalized(mut results: Vec<Value>) -> Vec<Value> {
+    fn zero(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if ["duration_ms", "started_at", "finished_at"].contains(&key.as_str()) {
+                        *v = json!(0);
+                    } else {
+                        zero(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(zero),
+            _ => {}
+        }
+    }
+    results.iter_mut().for_each(zero);
+    results
+}
+
+async fn post_run(server: &TestServer, body: &Value, traceparent: Option<&str>) -> String {
+    let mut request = server.client.post(server.url("/runs")).json(body);
+    if let Some(header) = traceparent {
+        request = request.header("traceparent", header);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let created: Value = response.json().await.unwrap();
+    assert!([200, 202].contains(&status), "{created}");
+    created["run_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn otlp_spans_form_the_run_tree_with_attributes_statuses_and_the_callers_trace() {
+    let (endpoint, collector) = Collector::start().await;
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let tracing = json!({"provider": "otlp", "endpoint": endpoint, "service_name": "themis-test",
+                         "headers": {"authorization": "Bearer s3cret"}});
+
+    // Two cases through every stage, joining the caller's trace.
+    let mut ok = arithmetic(2, json!("builtin/demo_generator"), 1);
+    ok["tracing"] = tracing.clone();
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+    let ok_run = post_run(&server, &ok, Some(&traceparent)).await;
+    // Every generation fails.
+    let mut failing = arithmetic(
+        1,
+        json!({"name": "builtin/demo_generator", "params": {"error_rate": 1.0}}),
+        1,
+    );
+    failing["tracing"] = tracing;
+    let failing_run = post_run(&server, &failing, None).await;
+
+    let run = wait_flushed(&server.client, &server.base, &ok_run).await;
+    assert_eq!(run["status"], "completed");
+    let spans = collector.spans_of(&ok_run);
+    // run + 2 × (case + generation, reduction, parsing, scoring, judging).
+    assert_eq!(spans.len(), 13, "{spans:#?}");
+    assert_eq!(run["telemetry"]["spans_exported"], 13, "{run}");
+    assert_eq!(run["telemetry"]["export_errors"], 0);
+    assert_eq!(run["telemetry"]["spans_dropped"], 0);
+    assert!(spans.iter().all(|s| s.service == "themis-test"));
+    let headers = collector.headers.lock().unwrap().clone();
+    assert!(
+        headers.iter().all(|h| h["authorization"] == "Bearer s3cret"
+            && h["content-type"] == "application/x-protobuf")
+    );
+
+    let named =
+        |name: &str| -> Vec<&Received> { spans.iter().filter(|s| s.span.name == name).collect() };
+    let root = named("run");
+    assert_eq!(root.len(), 1);
+    let root = root[0];
+    assert_eq!(hex::encode(&root.span.trace_id), TRACE_ID);
+    assert_eq!(hex::encode(&root.span.parent_span_id), PARENT_SPAN_ID);
+    assert_eq!(root.status().0, STATUS_OK);
+    assert!(
+        spans
+            .iter()
+            .all(|s| hex::encode(&s.span.trace_id) == TRACE_ID)
+    );
+    let cases = named("case");
+    assert_eq!(cases.len(), 2);
+    for case in &cases {
+        assert_eq!(case.span.parent_span_id, root.span.span_id);
+        assert_eq!(case.status().0, STATUS_OK);
+        for key in ["run_id", "dataset_id", "case_id", "seed"] {
+            assert!(case.attr(key).is_some(), "case span without {key}");
+        }
+        assert_eq!(case.attr("seed"), Some(json!(1)));
+    }
+    let mut case_ids: Vec<Value> = cases.iter().filter_map(|c| c.attr("case_id")).collect();
+    case_ids.sort_by_key(|v| v.to_string());
+    assert_eq!(case_ids, [json!("c0"), json!("c1")]);
+    for stage in ["generation", "reduction", "parsing", "scoring", "judging"] {
+        let stage_spans = named(stage);
+        assert_eq!(stage_spans.len(), 2, "{stage}");
+        for span in stage_spans {
+            let parent = cases
+                .iter()
+                .find(|c| c.span.span_id == span.span.parent_span_id)
+                .unwrap_or_else(|| panic!("{stage} span is not under a case span"));
+            assert_eq!(span.attr("case_id"), parent.attr("case_id"));
+            assert_eq!(span.status().0, STATUS_OK, "{stage}");
+            assert!(span.attr("component").is_some());
+        }
+    }
+    assert_eq!(
+        named("generation")[0].attr("component"),
+        Some(json!("builtin/demo_generator"))
+    );
+    for scoring in named("scoring") {
+        assert_eq!(scoring.attr("score.builtin/exact_match"), Some(json!(1.0)));
+    }
+
+    // The failing run: error status with the message on the generation and its case.
+    let run = wait_flushed(&server.client, &server.base, &failing_run).await;
+    assert_eq!(run["progress"]["failed"], 1);
+    let spans = collector.spans_of(&failing_run);
+    let generation = spans.iter().find(|s| s.span.name == "generation").unwrap();
+    let (code, message) = generation.status();
+    assert_eq!(code, STATUS_ERROR);
+    assert!(!message.is_empty());
+    let case = spans.iter().find(|s| s.span.name == "case").unwrap();
+    assert_eq!(case.status(), (STATUS_ERROR, message));
+    assert!(
+        spans
+            .iter()
+            .all(|s| !["reduction", "parsing", "scoring"].contains(&s.span.name.as_str())),
+        "stages after a failure are skipped"
+    );
+    let root = spans.iter().find(|s| s.span.name == "run").unwrap();
+    assert!(
+        root.span.parent_span_id.is_empty(),
+        "no traceparent: a root"
+    );
+    assert_ne!(hex::encode(&root.span.trace_id), TRACE_ID);
+
+    // Header values never come back.
+    let (_, with_definition) = server
+        .get(&format!("/runs/{ok_run}?include=definition"))
+        .await;
+    assert_eq!(
+        with_definition["runtime"]["tracing"]["headers"]["authorization"],
+        "<redacted>"
+    );
+    assert_eq!(with_definition["runtime"]["traceparent"], traceparent);
+    assert!(!with_definition.to_string().contains("s3cret"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn otlp_http_json_is_supported() {
+    let (endpoint, collector) = Collector::start().await;
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let mut body = arithmetic(1, json!("builtin/demo_generator"), 5);
+    body["tracing"] = json!({"endpoint": format!("{endpoint}/v1/traces"), "protocol": "http/json"});
+    let run_id = post_run(&server, &body, None).await;
+    let run = wait_flushed(&server.client, &server.base, &run_id).await;
+    assert_eq!(run["telemetry"]["spans_exported"], 7, "{run}");
+    let bodies = collector.json.lock().unwrap().clone();
+    let names: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| b["resourceSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.contains(&"run".to_owned()), "{bodies:?}");
+    assert_eq!(names.len(), 7);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_or_hangs_never_slows_or_changes_a_run() {
+    let plain = TestServer::start("memory", Registry::builtin()).await;
+    let generator = json!({"name": "builtin/demo_generator", "params": {"delay_ms": 2}});
+    let down = format!("http://127.0.0.1:{}", closed_port().await);
+    let hanging = hanging_collector().await;
+    for (seed, endpoint) in [(11, down), (12, hanging)] {
+        let body = arithmetic(40, generator.clone(), seed);
+        let baseline = post_run(&plain, &body, None).await;
+        let expected = plain.wait_finished(&baseline).await;
+
+        let traced = TestServer::start("memory", Registry::builtin()).await;
+        let mut instrumented = body.clone();
+        instrumented["tracing"] = json!({"provider": "otlp", "endpoint": endpoint});
+        // A webhook receiver that is down too.
+        instrumented["subscribers"] = json!([{"kind": "webhook", "url": format!("http://127.0.0.1:{}/hook", closed_port().await), "events": ["run_completed"]}]);
+        let started = Instant::now();
+        let run_id = post_run(&traced, &instrumented, None).await;
+        assert_eq!(run_id, baseline, "instrumentation is runtime-only");
+        let run = traced.wait_finished(&run_id).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(run["status"], "completed");
+        assert_eq!(run["aggregates"], expected["aggregates"]);
+        assert_eq!(
+            normalized(all_results(&traced.client, &traced.base, &run_id).await),
+            normalized(all_results(&plain.client, &plain.base, &baseline).await)
+        );
+        if seed == 11 {
+            // Refused connections: every span counted as failed, errors counted, and the
+            // webhook's failure visible.
+            let run = wait_until(
+                &traced.client,
+                &traced.base,
+                &run_id,
+                Duration::from_secs(60),
+                |run| {
+                    run["telemetry"].get("spans_dropped").is_some()
+                        && run["telemetry"]["webhooks"][0]["failed"] == 1
+                },
+            )
+            .await;
+            let telemetry = &run["telemetry"];
+            assert_eq!(telemetry["spans_exported"], 0, "{telemetry}");
+            assert!(telemetry["export_errors"].as_u64().unwrap() >= 1);
+            assert_eq!(telemetry["spans_failed"], 40 * 6 + 1);
+            let hook = &telemetry["webhooks"][0];
+            assert_eq!(hook["delivered"], 0);
+            assert_eq!(hook["pending"], 0);
+            let error = hook["last_error"].as_str().unwrap();
+            assert!(error.contains("after 5 attempts"), "{error}");
+        }
+        traced.stop().await;
+    }
+    plain.stop().await;
+}
+
+#[tokio::test]
+async fn same_definition_with_other_instrumentation_has_the_same_id_and_results() {
+    let (endpoint, _collector) = Collector::start().await;
+    let (hook_url, _hooks) = Hooks::start(0).await;
+    let body = arithmetic(
+        12,
+        json!({"name": "builtin/demo_generator", "params": {"wrong_rate": 0.3}}),
+        3,
+    );
+    let mut variants = vec![body.clone()];
+    let mut log = body.clone();
+    log["tracing"] = json!({"provider": "log"});
+    variants.push(log);
+    let mut otlp = body.clone();
+    otlp["tracing"] = json!({"provider": "otlp", "endpoint": endpoint, "sample_ratio": 0.5});
+    otlp["subscribers"] = json!([{"kind": "webhook", "url": hook_url}]);
+    variants.push(otlp);
+
+    let mut seen: Vec<(String, Value, Vec<Value>)> = Vec::new();
+    for variant in &variants {
+        let server = TestServer::start("memory", Registry::builtin()).await;
+        let run_id = post_run(&server, variant, None).await;
+        let run = server.wait_finished(&run_id).await;
+        let results = normalized(all_results(&server.client, &server.base, &run_id).await);
+        seen.push((run_id, run["aggregates"].clone(), results));
+        server.stop().await;
+    }
+    for other in &seen[1..] {
+        assert_eq!(other.0, seen[0].0, "same run id");
+        assert_eq!(other.1, seen[0].1, "same aggregates");
+        assert_eq!(other.2, seen[0].2, "same results");
+    }
+}
+
+/// A webhook receiver: answers 500 to its first `failures` requests, then 200.
+#[derive(Clone)]
+struct Hooks {
+    attempts: Arc<AtomicUsize>,
+    failures: usize,
+    delivered: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+async fn receive_hook(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if hooks.attempts.fetch_add(1, Ordering::SeqCst) < hooks.failures {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    hooks.delivered.lock().unwrap().push((headers, body));
+    StatusCode::OK
+}
+
+impl Hooks {
+    async fn start(failures: usize) -> (String, Hooks) {
+        let hooks = Hooks {
+            attempts: Arc::new(AtomicUsize::new(0)),
+            failures,
+            delivered: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/hook", post(receive_hook))
+            .with_state(hooks.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/hook"), hooks)
+    }
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_filtered_in_order_and_retried() {
+    const SECRET: &str = "webhook-test-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("hooks.db").display());
+    // The real binary, so the secret lives in its environment only.
+    let (mut child, base) =
+        spawn_server_with_env(&database, &[], &[("THEMIS_WEBHOOK_TEST_SECRET", SECRET)]);
+    let client = reqwest::Client::new();
+    let (url, hooks) = Hooks::start(2).await;
+    let mut body = arithmetic(5, json!("builtin/demo_generator"), 9);
+    body["subscribers"] = json!([{
+        "kind": "webhook",
+        "url": url,
+        "events": ["run.started", "case_completed", "run.completed"],
+        "secret_env": "THEMIS_WEBHOOK_TEST_SECRET"
+    }]);
+    let created: Value = client
+        .post(format!("{base}/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    let run = wait_until(&client, &base, &run_id, Duration::from_secs(60), |run| {
+        run["status"] == "completed" && run["telemetry"]["webhooks"][0]["pending"] == 0
+    })
+    .await;
+    let hook = &run["telemetry"]["webhooks"][0];
+    assert_eq!(hook["delivered"], 7, "{run}");
+    assert_eq!(hook["failed"], 0);
+    assert_eq!(hook["dropped"], 0);
+    assert_eq!(hook["last_error"], Value::Null);
+    assert_eq!(hook["url"], url);
+
+    let delivered = hooks.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 7, "each event once");
+    assert_eq!(hooks.attempts.load(Ordering::SeqCst), 9, "two retries");
+    let mut last_seq = 0;
+    let mut types = Vec::new();
+    for (headers, raw) in &delivered {
+        let signature = headers["x-themis-signature"].to_str().unwrap();
+        assert_eq!(signature, format!("sha256={}", hmac_hex(SECRET, raw)));
+        let event: Value = serde_json::from_slice(raw).unwrap();
+        let seq = event["seq"].as_u64().unwrap();
+        assert!(seq > last_seq, "in sequence order");
+        last_seq = seq;
+        assert_eq!(event["run_id"], run_id.as_str());
+        assert_eq!(
+            headers["x-themis-event"],
+            event["event_type"].as_str().unwrap()
+        );
+        assert_eq!(
+            headers["x-themis-delivery"],
+            format!("{run_id}:{seq}").as_str()
+        );
+        types.push(event["event_type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(types.first().map(String::as_str), Some("run_started"));
+    assert_eq!(types.last().map(String::as_str), Some("run_completed"));
+    assert_eq!(types.iter().filter(|t| *t == "case_completed").count(), 5);
+
+    // Exactly the run's matching events, as the event stream has them.
+    let events = read_sse(
+        client
+            .get(format!("{base}/runs/{run_id}/events"))
+            .send()
+            .await
+            .unwrap(),
+        usize::MAX,
+    )
+    .await;
+    let expected: Vec<u64> = events
+        .iter()
+        .filter(|e| ["run_started", "case_completed", "run_completed"].contains(&e.event.as_str()))
+        .map(|e| e.id)
+        .collect();
+    let got: Vec<u64> = delivered
+        .iter()
+        .map(|(_, raw)| {
+            serde_json::from_slice::<Value>(raw).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // The secret's name is kept, its value never shown.
+    let with_definition: Value = client
+        .get(format!("{base}/runs/{run_id}?include=definition"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_definition["runtime"]["subscribers"][0]["secret_env"],
+        "THEMIS_WEBHOOK_TEST_SECRET"
+    );
+    assert!(!with_definition.to_string().contains(SECRET));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn instrumentation_is_validated_with_json_paths() {
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let mut body = arithmetic(1, json!("builtin/demo_generator"), 1);
+    body["tracing"] = json!({"provider": "otlp", "endpoint": "collector:4318", "protocol": "grpc",
+                             "headers": {"x-api-key": 1}, "sample_ratio": 1.5});
+    body["subscribers"] = json!([
+        {"kind": "webhook", "url": "http://h/hook", "events": ["run.finished"]},
+        {"kind": "webhook", "url": "http://h/hook", "secret_env": "THEMIS_WEBHOOK_NOT_SET_ANYWHERE"},
+        {"kind": "webhook", "url": "http://h/hook", "secret_env": "PATH"},
+        {"kind": "slack"}
+    ]);
+    let (status, error) = server.post("/runs", &body).await;
+    assert_eq!(status, 422, "{error}");
+    let mut paths: Vec<&str> = error["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "subscribers[0].events[0]",
+            "subscribers[1].secret_env",
+            "subscribers[2].secret_env",
+            "subscribers[3].kind",
+            "tracing.endpoint",
+            "tracing.headers.x-api-key",
+            "tracing.protocol",
+            "tracing.sample_ratio",
+        ],
+        "{error}"
+    );
+    // Rejudges take the same runtime fields.
+    let run_id = post_run(
+        &server,
+        &arithmetic(1, json!("builtin/demo_generator"), 2),
+        None,
+    )
+    .await;
+    server.wait_finished(&run_id).await;
+    let (status, error) = server
+        .post(
+            &format!("/runs/{run_id}/rejudge"),
+            &json!({"metrics": ["builtin/exact_match"], "tracing": {"provider": "jaeger"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["details"][0]["path"], "tracing.provider");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_default_traces_runs_unless_they_opt_out_and_resumed_runs_keep_tracing() {
+    let (endpoint, collector) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("resume.db").display());
+    let client = reqwest::Client::new();
+    let (mut first, base) = spawn_server_with_env(
+        &database,
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_SERVICE_NAME", "themis-default")],
+    );
+    let post = |body: Value, traceparent: Option<String>| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let mut request = client.post(format!("{base}/runs")).json(&body);
+            if let Some(header) = traceparent {
+                request = request.header("traceparent", header);
+            }
+            let created: Value = request.send().await.unwrap().json().await.unwrap();
+            created["run_id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Opted out: nothing exported, no telemetry.
+    let mut off = arithmetic(2, json!("builtin/demo_generator"), 21);
+    off["tracing"] = json!({"provider": "none"});
+    let off_run = post(off, None).await;
+    let run = common::wait_finished(&client, &base, &off_run).await;
+    assert!(run.get("telemetry").is_none(), "{run}");
+
+    // No tracing config: the server default.
+    let plain = post(arithmetic(2, json!("builtin/demo_generator"), 22), None).await;
+    let run = wait_flushed(&client, &base, &plain).await;
+    assert_eq!(run["telemetry"]["spans_exported"], 13, "{run}");
+    assert!(collector.spans_of(&off_run).is_empty());
+    assert!(
+        collector
+            .spans_of(&plain)
+            .iter()
+            .all(|s| s.service == "themis-default")
+    );
+
+    // A slow run, killed mid-way: after the restart it resumes with its tracing (and
+    // the caller's trace, which is stored with the run).
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+    let slow = arithmetic(
+        200,
+        json!({"name": "builtin/demo_generator", "params": {"delay_ms": 20}}),
+        23,
+    );
+    let slow_run = post(slow, Some(traceparent)).await;
+    wait_until(&client, &base, &slow_run, Duration::from_secs(30), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before_restart = collector.spans_of(&slow_run).len();
+
+    let (mut second, base) = spawn_server_with_env(
+        &database,
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_SERVICE_NAME", "themis-default")],
+    );
+    let run = wait_until(&client, &base, &slow_run, Duration::from_secs(60), |run| {
+        run["status"] == "completed" && run["telemetry"].get("spans_dropped").is_some()
+    })
+    .await;
+    assert!(run["telemetry"]["spans_exported"].as_u64().unwrap() > 0);
+    let spans = collector.spans_of(&slow_run);
+    assert!(spans.len() > before_restart);
+    let roots: Vec<&Received> = spans.iter().filter(|s| s.span.name == "run").collect();
+    assert!(!roots.is_empty(), "the resumed execution has its run span");
+    for root in roots {
+        assert_eq!(hex::encode(&root.span.trace_id), TRACE_ID);
+        assert_eq!(hex::encode(&root.span.parent_span_id), PARENT_SPAN_ID);
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
