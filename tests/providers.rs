@@ -456,7 +456,34 @@ async fn requests_carry_rendered_messages_seed_and_sampling_and_usage_adds_up() 
             attribute("gen_ai.request.temperature"),
             Some(AttributeValue::Float(0.25))
         );
+        // Token usage is known only after the call: set on the open span.
+        let added = |name: &str| {
+            call.added
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert!(
+            matches!(added("gen_ai.usage.input_tokens"), Some(AttributeValue::Int(n)) if n > 0)
+        );
+        assert!(
+            matches!(added("gen_ai.usage.output_tokens"), Some(AttributeValue::Int(n)) if n > 0)
+        );
     }
+    let total_input: i64 = spans
+        .iter()
+        .filter(|s| s.name == "provider_call")
+        .filter_map(|s| {
+            s.added
+                .iter()
+                .find(|(k, _)| k == "gen_ai.usage.input_tokens")
+        })
+        .map(|(_, v)| match v {
+            AttributeValue::Int(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total_input as u64, prompt);
 }
 
 #[tokio::test]

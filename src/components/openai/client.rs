@@ -380,7 +380,11 @@ impl ClientConfig {
             permit.signal(outcome.signal);
             drop(permit);
             match &outcome.result {
-                Ok(_) => span.end(SpanStatus::Ok, None),
+                Ok((_, parsed)) => {
+                    span.set("gen_ai.usage.input_tokens", parsed.prompt_tokens);
+                    span.set("gen_ai.usage.output_tokens", parsed.completion_tokens);
+                    span.end(SpanStatus::Ok, None)
+                }
                 Err(_) => span.end(SpanStatus::Error, Some(&outcome.reason)),
             }
 
@@ -551,6 +555,14 @@ struct SpanGuard<'a> {
 }
 
 impl SpanGuard<'_> {
+    /// Adds an attribute known only after the call (token usage).
+    fn set(&self, key: &str, value: u64) {
+        if let Some(span) = &self.span {
+            self.tracer
+                .set_attribute(span, key, AttributeValue::from(value));
+        }
+    }
+
     fn end(mut self, status: SpanStatus, error: Option<&str>) {
         if let Some(span) = self.span.take() {
             self.tracer.end_span(span, status, error);
