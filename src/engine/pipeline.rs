@@ -441,7 +441,9 @@ impl<'a> CaseRun<'a> {
                     }
                 }
             };
-            if let Some(score) = record.score {
+            if let Some(score) = record.score
+                && observers.tracer.is_recording()
+            {
                 let key = format!("score.{metric_id}");
                 observers.tracer.set_attribute(&stage.0, &key, score.into());
             }

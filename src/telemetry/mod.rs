@@ -132,6 +132,11 @@ pub trait TracingProvider: Send + Sync {
     /// as scores). Providers that cannot ignore it.
     fn set_attribute(&self, _span: &Span, _key: &str, _value: AttributeValue) {}
 
+    /// Whether spans go anywhere: callers skip building attributes when they do not.
+    fn is_recording(&self) -> bool {
+        true
+    }
+
     /// Called once the execution's last span ended: providers that buffer flush and
     /// release what they hold here. Must not block the caller for long.
     fn shutdown(&self) {}
@@ -151,6 +156,10 @@ impl TracingProvider for NoopTracer {
     }
 
     fn end_span(&self, _span: Span, _status: SpanStatus, _error: Option<&str>) {}
+
+    fn is_recording(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the provider a tracing config asks for (no run: OTLP counters are not kept
