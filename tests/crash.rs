@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{all_results, read_sse, spawn_server, wait_finished, wait_until};
+use common::{all_results, events_of, post_run, spawn_server, wait_finished, wait_until};
 
 #[tokio::test]
 async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
@@ -26,16 +26,7 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     let client = reqwest::Client::new();
 
     let (mut first, base) = spawn_server(&database, &[]);
-    let created: Value = client
-        .post(format!("{base}/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    let run_id = post_run(&client, &base, &body).await;
     // Let part of the run finish, then kill without any chance to clean up.
     let run = wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
         run["progress"]["completed"].as_u64().unwrap_or(0) >= 60
@@ -55,15 +46,7 @@ async fn kill_9_mid_run_then_restart_completes_every_case_exactly_once() {
     assert_eq!(run["aggregates"]["builtin/exact_match"]["mean"], 1.0);
     assert_eq!(run["aggregates"]["builtin/exact_match"]["n"], 400);
 
-    let events = read_sse(
-        client
-            .get(format!("{base}/runs/{run_id}/events"))
-            .send()
-            .await
-            .unwrap(),
-        usize::MAX,
-    )
-    .await;
+    let events = events_of(&client, &base, &run_id).await;
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
     assert_eq!(
         ids,

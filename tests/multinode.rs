@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{TestDatabase, all_results, read_sse, spawn_server, wait_finished, wait_until};
+use common::{
+    TestDatabase, all_results, events_of, post_run, read_sse, spawn_server, wait_finished,
+    wait_until,
+};
 
 const FAST_TAKEOVER: &[&str] = &["--lease-ms", "1500", "--poll-interval-ms", "200"];
 
@@ -31,16 +34,7 @@ async fn two_instances_share_a_run_and_survive_one_being_killed() {
     let (mut b, base_b) = spawn_server(&database.url, FAST_TAKEOVER);
     let client = reqwest::Client::new();
 
-    let created: Value = client
-        .post(format!("{base_a}/runs"))
-        .json(&experiment(2_000, 40, 8))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    let run_id = post_run(&client, &base_a, &experiment(2_000, 40, 8)).await;
 
     // Follow the run live from B while it executes.
     let stream = client
@@ -159,15 +153,7 @@ async fn concurrent_identical_posts_on_two_instances_create_one_run() {
         .await
         .unwrap();
     assert_eq!(listing["runs"].as_array().unwrap().len(), 1);
-    let events = read_sse(
-        client
-            .get(format!("{base_b}/runs/{run_id}/events"))
-            .send()
-            .await
-            .unwrap(),
-        usize::MAX,
-    )
-    .await;
+    let events = events_of(&client, &base_b, &run_id).await;
     assert_eq!(
         events.iter().filter(|e| e.event == "run_started").count(),
         1

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use themis::components::Registry;
 
-use common::{TestServer, all_results, read_sse, spawn_server_with_env, wait_until};
+use common::{TestServer, all_results, events_of, spawn_server_with_env, wait_until};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -515,16 +515,7 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
         "events": ["run.started", "case_completed", "run.completed"],
         "secret_env": "THEMIS_WEBHOOK_TEST_SECRET"
     }]);
-    let created: Value = client
-        .post(format!("{base}/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    let run_id = common::post_run(&client, &base, &body).await;
     let run = wait_until(&client, &base, &run_id, Duration::from_secs(60), |run| {
         run["status"] == "completed" && run["telemetry"]["webhooks"][0]["pending"] == 0
     })
@@ -564,15 +555,7 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
     assert_eq!(types.iter().filter(|t| *t == "case_completed").count(), 5);
 
     // Exactly the run's matching events, as the event stream has them.
-    let events = read_sse(
-        client
-            .get(format!("{base}/runs/{run_id}/events"))
-            .send()
-            .await
-            .unwrap(),
-        usize::MAX,
-    )
-    .await;
+    let events = events_of(&client, &base, &run_id).await;
     let expected: Vec<u64> = events
         .iter()
         .filter(|e| ["run_started", "case_completed", "run_completed"].contains(&e.event.as_str()))

@@ -300,38 +300,31 @@ impl TestDatabase {
 /// Starts the real `themis serve` binary on an ephemeral port with `extra` flags and
 /// returns the process and its base URL (read from its first JSON log lines).
 pub fn spawn_server(database_url: &str, extra: &[&str]) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_themis"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--database",
-            database_url,
-            "--log-format",
-            "json",
-        ])
-        .args(extra)
-        .env_remove("THEMIS_API_KEYS")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start themis serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        if let Ok(log) = serde_json::from_str::<Value>(&line)
-            && log["fields"]["message"] == "themis is serving"
-        {
-            break log["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the server's logs so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    spawn_server_with_env(database_url, extra, &[])
+}
+
+/// `POST {base}/runs` with `body`; returns the run id.
+pub async fn post_run(client: &reqwest::Client, base: &str, body: &Value) -> String {
+    let created: Value = client
+        .post(format!("{base}/runs"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["run_id"].as_str().unwrap().to_owned()
+}
+
+/// Every event of a finished run, read from its SSE stream to the end.
+pub async fn events_of(client: &reqwest::Client, base: &str, run_id: &str) -> Vec<SseEvent> {
+    let response = client
+        .get(format!("{base}/runs/{run_id}/events"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(response, usize::MAX).await
 }
 
 /// Every case record of a run, following `next_cursor` through the pages.
