@@ -89,6 +89,40 @@ pub struct ServeArgs {
     /// Share of traces kept, 0 to 1 (default 1), unless a run sets `sample_ratio`.
     #[arg(long, env = "THEMIS_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+    /// Networks (CIDRs or addresses, comma-separated) that provider, webhook and OTLP
+    /// requests may reach although they are loopback or private and the server listens
+    /// on a non-loopback address. Link-local and cloud metadata addresses stay refused.
+    #[arg(long, env = "THEMIS_ALLOW_EGRESS", value_delimiter = ',')]
+    pub allow_egress: Vec<String>,
+    /// Provider requests in flight at once, across all runs of this instance.
+    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", default_value_t = crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS)]
+    pub max_outbound_requests: usize,
+}
+
+/// The model providers the operator declares (`themis serve` and `themis run`).
+#[derive(Debug, Args)]
+pub struct OutboundArgs {
+    /// A model provider runs may call, repeatable:
+    /// `name=openai,base_url=https://api.openai.com/v1,key_env=OPENAI_API_KEY` plus
+    /// optional shared limits `requests_per_minute`, `tokens_per_minute`,
+    /// `max_concurrency`, `breaker_failures`, `breaker_cooldown_ms`. The key is read
+    /// from `key_env` at startup and sent only to that base URL. In the environment,
+    /// separate entries with `;`.
+    #[arg(long = "provider", env = "THEMIS_PROVIDERS", value_delimiter = ';')]
+    pub providers: Vec<String>,
+}
+
+impl OutboundArgs {
+    /// The declared providers, keys read from their variables.
+    pub fn providers(&self) -> Result<Vec<crate::components::ProviderSpec>, String> {
+        self.providers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| crate::components::ProviderSpec::parse(p))
+            .collect()
+    }
 }
 
 impl ServeArgs {
@@ -105,6 +139,10 @@ impl ServeArgs {
                 max_body_bytes: self.max_body_bytes,
             },
             max_running_runs: self.max_running_runs.max(1),
+            // Parsed by `serve` (reading keys and CIDRs can fail).
+            providers: Vec::new(),
+            allow_egress: Vec::new(),
+            max_outbound_requests: self.max_outbound_requests.max(1),
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(50)),
             engine: {
                 let defaults = EngineConfig::default();
@@ -189,6 +227,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let mut config = args.config();
     config.engine.default_tracing = args.default_tracing()?;
+    config.providers = args.outbound.providers()?;
+    config.allow_egress =
+        crate::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
     crate::server::launch(config, listener, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
@@ -213,6 +254,10 @@ pub struct RunArgs {
     /// same file again finds the finished run, and an interrupted one resumes.
     #[arg(long)]
     pub database: Option<String>,
+    /// Without declared providers, `openai` (with `OPENAI_API_KEY`, when set) and a
+    /// keyless `ollama` at http://localhost:11434/v1 are available.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }
 
 /// Runs the CLI; returns the process exit code (0 completed, 1 run failed or
@@ -268,7 +313,20 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
         map.insert("concurrency".into(), json!(n));
     }
-    let registry = Arc::new(Registry::builtin());
+    // The CLI runs on the user's machine: the local egress policy, and the implicit
+    // providers unless some are declared.
+    let declared = args.outbound.providers()?;
+    let outbound = crate::components::Outbound {
+        providers: if declared.is_empty() {
+            crate::components::implicit_providers()
+        } else {
+            declared
+        },
+        ..crate::components::Outbound::local()
+    };
+    outbound.validate()?;
+    let egress = outbound.egress.clone();
+    let registry = Arc::new(Registry::builtin_with(outbound));
     let request = match crate::engine::parse_experiment(&body, &registry) {
         Ok(request) => request,
         Err(errors) => {
@@ -298,7 +356,14 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?,
         None => Arc::new(crate::store::MemoryStore::new()),
     };
-    let engine = Engine::new(store.clone(), registry, EngineConfig::default());
+    let engine = Engine::new(
+        store.clone(),
+        registry,
+        EngineConfig {
+            egress: egress.clone(),
+            ..EngineConfig::default()
+        },
+    );
     let run_id = engine
         .submit(&request)
         .await
@@ -326,10 +391,16 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let tracer: Arc<dyn TracingProvider> = if args.trace {
         recording.clone()
     } else {
-        crate::telemetry::tracer_for_run(request.runtime.tracing.as_ref(), Some(&run_id), None)
+        crate::telemetry::tracer_for_run(
+            request.runtime.tracing.as_ref(),
+            Some(&run_id),
+            None,
+            &egress,
+            false,
+        )
     };
     let mut subscribers =
-        crate::telemetry::subscribers_for_run(&run_id, &request.runtime.subscribers);
+        crate::telemetry::subscribers_for_run(&run_id, &request.runtime.subscribers, &egress);
     subscribers.push(subscriber.clone());
     let observers = Observers::new(subscribers, tracer);
 

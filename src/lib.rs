@@ -2,12 +2,14 @@
 //!
 //! Layers: [`model`] (domain types), [`components`] (generators, reducers, parsers,
 //! metrics, judges), [`engine`] (definitions, run ids, pipeline, execution),
-//! [`store`] (persistence), [`telemetry`] (tracing providers).
+//! [`store`] (persistence), [`telemetry`] (tracing providers), [`egress`] (where
+//! outbound requests may go).
 
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod components;
+pub mod egress;
 pub mod engine;
 pub mod model;
 pub mod server;

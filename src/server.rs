@@ -9,7 +9,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig};
-use crate::components::Registry;
+use crate::components::{Outbound, ProviderSpec, Registry};
+use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::store::{self, Store};
 
@@ -24,6 +25,24 @@ pub struct ServerConfig {
     /// How often the instance looks for queued runs and runs left by dead instances.
     pub poll_interval: std::time::Duration,
     pub engine: EngineConfig,
+    /// Providers the operator declared (`--provider`); with none, a loopback-bound
+    /// server uses the implicit ones ([`crate::components::implicit_providers`]).
+    pub providers: Vec<ProviderSpec>,
+    /// Networks outbound requests may reach beyond the default policy (`--allow-egress`).
+    pub allow_egress: Vec<ipnet::IpNet>,
+    /// Provider requests in flight at once, across all runs.
+    pub max_outbound_requests: usize,
+}
+
+impl ServerConfig {
+    /// The egress policy of a server listening on `listener`.
+    fn egress(&self, listener: &TcpListener) -> std::io::Result<Arc<Egress>> {
+        let listen = listener.local_addr()?.ip();
+        Ok(Arc::new(Egress::new(EgressPolicy::for_listener(
+            listen,
+            self.allow_egress.clone(),
+        ))))
+    }
 }
 
 impl Default for ServerConfig {
@@ -37,6 +56,9 @@ impl Default for ServerConfig {
             max_running_runs: 4,
             poll_interval: std::time::Duration::from_secs(2),
             engine: EngineConfig::default(),
+            providers: Vec::new(),
+            allow_egress: Vec::new(),
+            max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
         }
     }
 }
@@ -49,6 +71,8 @@ pub enum LaunchError {
     Resume(#[from] crate::engine::EngineError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Opens the store, resumes unfinished runs and serves the API on `listener` until
@@ -59,16 +83,44 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
-    launch_with_registry(config, Arc::new(Registry::builtin()), listener, shutdown).await
+    let egress = config.egress(&listener)?;
+    let loopback = egress.policy().internal_allowed;
+    let providers = if config.providers.is_empty() && loopback {
+        crate::components::implicit_providers()
+    } else {
+        config.providers.clone()
+    };
+    let outbound = Outbound {
+        providers,
+        egress: egress.clone(),
+        max_requests: config.max_outbound_requests,
+    };
+    outbound.validate().map_err(LaunchError::Config)?;
+    tracing::info!(providers = %outbound.listing(), "model providers");
+    let registry = Arc::new(Registry::builtin_with(outbound));
+    serve(config, registry, egress, listener, shutdown).await
 }
 
-/// [`launch`] with a component registry of the caller's (embedders, tests).
+/// [`launch`] with a component registry of the caller's (embedders, tests); webhooks
+/// and span export still follow the egress policy of `config` and the listener.
 pub async fn launch_with_registry(
     config: ServerConfig,
     registry: Arc<Registry>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
+    let egress = config.egress(&listener)?;
+    serve(config, registry, egress, listener, shutdown).await
+}
+
+async fn serve(
+    mut config: ServerConfig,
+    registry: Arc<Registry>,
+    egress: Arc<Egress>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    config.engine.egress = egress;
     let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
     let engine = Engine::new(store, registry, config.engine.clone());
     let scheduler = Scheduler::new(engine, config.max_running_runs);

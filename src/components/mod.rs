@@ -21,6 +21,10 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::telemetry::{NoopTracer, Span, TracingProvider};
 
+pub use openai::{
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
+    implicit_providers, normalize_base_url,
+};
 pub use params::{ParamError, Params};
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
 

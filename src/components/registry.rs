@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::openai::Outbound;
 use super::params::{ParamError, Params};
 use super::{
     Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges, builtin_metrics,
@@ -141,15 +142,23 @@ impl Registry {
         }
     }
 
-    /// All `builtin/...` components and the `openai/...` providers.
+    /// All `builtin/...` components and the `openai/...` providers, with the
+    /// zero-configuration outbound setup of local development ([`Outbound::local`]:
+    /// implicit providers, loopback and private destinations allowed).
     pub fn builtin() -> Self {
+        Self::builtin_with(Outbound::local())
+    }
+
+    /// [`Registry::builtin`] with the operator's providers, egress policy and outbound
+    /// cap: the only keys provider components can send, and where.
+    pub fn builtin_with(outbound: Outbound) -> Self {
         let mut registry = Self::empty();
         builtin_generators::register(&mut registry);
         builtin_reducers::register(&mut registry);
         builtin_parsers::register(&mut registry);
         builtin_metrics::register(&mut registry);
         builtin_judges::register(&mut registry);
-        openai::register(&mut registry);
+        openai::register(&mut registry, outbound);
         registry
     }
 

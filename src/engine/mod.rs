@@ -60,6 +60,8 @@ pub struct EngineConfig {
     /// Where spans of runs that configure no `tracing` go (`--otlp-endpoint`); a run
     /// turns it off with `{"provider": "none"}`.
     pub default_tracing: Option<TracingConfig>,
+    /// The operator's egress policy and clients, for webhooks and span export.
+    pub egress: Arc<crate::egress::Egress>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
             lease: Duration::from_secs(15),
             default_tracing: None,
+            egress: Arc::new(crate::egress::Egress::local()),
         }
     }
 }
@@ -221,12 +224,21 @@ impl Engine {
             runtime.tracing.as_ref(),
             self.inner.config.default_tracing.as_ref(),
         );
+        // The operator's own collector may sit on an internal address; one a run names
+        // itself is held to the full policy.
+        let declared = tracing.as_ref().is_some_and(|t| {
+            let default = self.inner.config.default_tracing.as_ref();
+            t.endpoint.is_some() && default.is_some_and(|d| d.endpoint == t.endpoint)
+        });
+        let egress = &self.inner.config.egress;
         Observers::new(
-            crate::telemetry::subscribers_for_run(&record.run_id, &runtime.subscribers),
+            crate::telemetry::subscribers_for_run(&record.run_id, &runtime.subscribers, egress),
             crate::telemetry::tracer_for_run(
                 tracing.as_ref(),
                 Some(&record.run_id),
                 runtime.traceparent.as_deref(),
+                egress,
+                declared,
             ),
         )
     }

@@ -253,6 +253,12 @@ fn http_url(raw: &str, path: &str, errors: &mut Vec<FieldError>) -> Option<Url> 
         );
         return None;
     }
+    // Literal addresses no egress policy allows are refused now; host names (and the
+    // rest of the policy) are checked when a request is made.
+    if let Some(reason) = crate::egress::forbidden_literal(&url) {
+        error(errors, path, reason);
+        return None;
+    }
     Some(url)
 }
 

@@ -35,6 +35,7 @@ pub use webhook::{
     webhook_subscriber,
 };
 
+use crate::egress::Egress;
 use crate::engine::LifecycleSubscriber;
 use crate::model::RunId;
 
@@ -164,21 +165,25 @@ impl TracingProvider for NoopTracer {
 
 /// Builds the provider a tracing config asks for (no run: OTLP counters are not kept
 /// in [`RunTelemetry`] and no `traceparent` is joined).
-pub fn provider_for(config: Option<&TracingConfig>) -> Arc<dyn TracingProvider> {
-    tracer_for_run(config, None, None)
+pub fn provider_for(config: Option<&TracingConfig>, egress: &Egress) -> Arc<dyn TracingProvider> {
+    tracer_for_run(config, None, None, egress, false)
 }
 
 /// Builds the provider of one run's execution. An OTLP provider that cannot be built
 /// is logged and replaced by the no-op one: instrumentation never fails a run.
+/// Spans go out through `egress`; `declared`: the collector is the operator's default
+/// one (internal addresses allowed), not one the run named.
 pub fn tracer_for_run(
     config: Option<&TracingConfig>,
     run_id: Option<&RunId>,
     traceparent: Option<&str>,
+    egress: &Egress,
+    declared: bool,
 ) -> Arc<dyn TracingProvider> {
     match config {
         Some(config) if config.provider == TracingProviderKind::Log => Arc::new(LogTracer),
         Some(config) if config.provider == TracingProviderKind::Otlp => {
-            match otlp::otlp_tracer(config, run_id, traceparent) {
+            match otlp::otlp_tracer(config, run_id, traceparent, egress, declared) {
                 Ok(tracer) => Arc::new(tracer),
                 Err(message) => {
                     tracing::warn!(error = %message, "OTLP tracing is off for this run");
@@ -191,15 +196,17 @@ pub fn tracer_for_run(
 }
 
 /// Builds a run's configured subscribers; one that cannot be built is logged and left out.
+/// Deliveries go out through `egress` (webhook URLs are the run's choice).
 pub fn subscribers_for_run(
     run_id: &RunId,
     configs: &[SubscriberConfig],
+    egress: &Egress,
 ) -> Vec<Arc<dyn LifecycleSubscriber>> {
     let mut subscribers: Vec<Arc<dyn LifecycleSubscriber>> = Vec::with_capacity(configs.len());
     for (index, config) in configs.iter().enumerate() {
         match config {
             SubscriberConfig::Webhook(webhook) => {
-                match webhook_subscriber(run_id, index, webhook) {
+                match webhook_subscriber(run_id, index, webhook, egress) {
                     Ok(subscriber) => subscribers.push(Arc::new(subscriber)),
                     Err(message) => tracing::warn!(
                         run_id = %run_id,
@@ -211,23 +218,6 @@ pub fn subscribers_for_run(
         }
     }
     subscribers
-}
-
-/// The HTTP client of span export and webhooks: no redirects (a signed delivery or a
-/// collector's credentials must not follow one elsewhere), bounded connect time.
-pub(crate) fn http_client() -> Option<&'static reqwest::Client> {
-    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(5))
-                .user_agent(concat!("themis/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| tracing::error!(error = %e, "cannot build the telemetry HTTP client"))
-                .ok()
-        })
-        .as_ref()
 }
 
 /// Span flushes and webhook deliveries still under way.

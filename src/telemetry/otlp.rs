@@ -31,6 +31,7 @@ use super::registry::{RunTelemetry, SpanCounters};
 use super::{
     AttributeValue, Attributes, OtlpProtocol, Span, SpanStatus, TracingConfig, TracingProvider,
 };
+use crate::egress::Egress;
 use crate::model::RunId;
 
 /// Spans waiting for export per run; more are dropped (and counted).
@@ -82,11 +83,20 @@ pub fn otlp_tracer(
     config: &TracingConfig,
     run_id: Option<&RunId>,
     traceparent: Option<&str>,
+    egress: &Egress,
+    declared: bool,
 ) -> Result<OtlpTracer, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "OTLP export needs a tokio runtime".to_owned())?;
-    let client = super::http_client().ok_or("no HTTP client could be built")?;
+    let client = egress.client(declared).map_err(|e| e.to_string())?;
     let endpoint = traces_url(config.endpoint.as_deref().unwrap_or(DEFAULT_OTLP_ENDPOINT));
+    // Literal IP hosts are never resolved, so the resolver cannot check them; the URL
+    // never changes (no redirects), so one check covers every export.
+    if let Ok(url) = reqwest::Url::parse(&endpoint) {
+        egress
+            .check_url(&url, declared)
+            .map_err(|e| format!("{}: {e}", display_url(&endpoint)))?;
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         reqwest::header::USER_AGENT,

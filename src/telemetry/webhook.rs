@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::config::{WebhookConfig, display_url};
 use super::registry::{RunTelemetry, WebhookCounters};
+use crate::egress::Egress;
 use crate::engine::LifecycleSubscriber;
 use crate::model::{RunEvent, RunId};
 
@@ -102,10 +103,13 @@ pub fn webhook_subscriber(
     run_id: &RunId,
     index: usize,
     config: &WebhookConfig,
+    egress: &Egress,
 ) -> Result<WebhookSubscriber, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
-    let client = super::http_client().ok_or("no HTTP client could be built")?;
+    // A webhook URL is the run's choice: never a declared destination.
+    let client = egress.client(false).map_err(|e| e.to_string())?;
+    let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
     let counters = RunTelemetry::webhook(run_id, index, &display_url(&config.url));
     // A secret that went missing since the run was accepted fails deliveries rather
     // than sending them unsigned.
@@ -119,9 +123,13 @@ pub fn webhook_subscriber(
         },
     };
     let (queue, received) = mpsc::channel(QUEUE);
+    // Literal IP hosts are never resolved, so the resolver cannot check them: the URL
+    // never changes (no redirects), so checking it once covers every delivery.
+    let refused = egress.check_url(&url, false).err().map(|e| e.to_string());
     let delivery = Delivery {
         client: client.clone(),
-        url: config.url.clone(),
+        url,
+        refused,
         secret,
         counters: counters.clone(),
         run_id: run_id.clone(),
@@ -137,7 +145,9 @@ pub fn webhook_subscriber(
 /// One subscriber's delivery task.
 struct Delivery {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
+    /// Why the egress policy refuses the URL's address, if it does.
+    refused: Option<String>,
     secret: Result<Option<Vec<u8>>, String>,
     counters: Arc<WebhookCounters>,
     run_id: RunId,
@@ -186,6 +196,9 @@ impl Delivery {
     }
 
     async fn deliver(&self, event: &RunEvent) -> Result<(), String> {
+        if let Some(refused) = &self.refused {
+            return Err(refused.clone());
+        }
         let secret = self.secret.as_ref().map_err(Clone::clone)?;
         let body = serde_json::to_vec(event).map_err(|e| format!("serialising: {e}"))?;
         let signature = secret.as_ref().map(|s| signature(s, &body));
@@ -195,7 +208,7 @@ impl Delivery {
         loop {
             let mut request = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .timeout(ATTEMPT_TIMEOUT)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header("x-themis-event", event.event_type())

@@ -2,14 +2,21 @@
 //! limit and circuit breaker, retries with backoff, and a `provider_call` span per HTTP
 //! request.
 //!
-//! Endpoint state (keyed by base URL and model) lives in a process-wide registry, so
-//! every run on the instance shares one rate budget and one breaker per endpoint.
-//! Limits are configured by each call; when runs configure an endpoint differently, the
-//! latest call's configuration wins.
+//! Limits are layered: the endpoint state every run shares (keyed by base URL and model,
+//! held by [`Shared`]) is configured once from the operator's limits of the declared
+//! provider (defaults for undeclared endpoints); a run's own `requests_per_minute`,
+//! `max_concurrency`, breaker settings, ... configure a second set of limiters that only
+//! that run's calls pass through. A call waits for both, so a run can only tighten the
+//! limits, never loosen them or change them for other runs. On top, every request holds
+//! a permit of the server-wide cap on provider requests in flight.
+//!
+//! Requests go through the operator's egress clients (no redirects; destinations checked
+//! after DNS resolution). A failed answer is reported by status, plus the
+//! `error.message` of an OpenAI-shaped body (truncated, control characters removed) only
+//! when the endpoint is a declared provider: bodies from elsewhere are never quoted.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -17,7 +24,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::limits::{Admission, Breaker, ConcurrencyLimiter, Health, RateLimiter, Signal};
-use super::truncate;
+use super::providers::{OperatorLimits, ProviderSpec};
+use super::{Shared, truncate};
 use crate::components::builtin_generators::mix;
 use crate::components::{CallContext, CallNote, ComponentError};
 use crate::model::Usage;
@@ -25,8 +33,13 @@ use crate::telemetry::{AttributeValue, Attributes, Span, SpanStatus, TracingProv
 
 /// Rate-limit waits longer than this are reported as notes.
 const NOTE_WAIT: Duration = Duration::from_millis(50);
-/// Error bodies are quoted up to this many characters.
+/// Error messages of declared providers are quoted up to this many characters.
+const REASON_CHARS: usize = 200;
+/// Kept (internally, for recognising a rejected `n`) from an error body.
 const BODY_CHARS: usize = 500;
+/// A run's own timeout shorter than this does not count a timed-out request against
+/// the endpoint's shared breaker (a run cannot open it for everyone with `timeout_ms: 1`).
+const SHARED_TIMEOUT_FLOOR: Duration = Duration::from_secs(10);
 /// The largest response body read.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -38,15 +51,20 @@ pub(super) struct Price {
 }
 
 /// Everything a component needs to call its endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct ClientConfig {
     /// The component name, for messages.
     pub component: &'static str,
     /// Without a trailing slash; requests go to `{base_url}/chat/completions`.
     pub base_url: String,
     pub model: String,
-    /// The name of the environment variable holding the API key (read per call).
-    pub api_key_env: Option<String>,
+    /// The declared provider at `base_url`: its key is sent, its errors quoted.
+    pub provider: Option<Arc<ProviderSpec>>,
+    pub shared: Arc<Shared>,
+    /// The shared endpoint state, looked up on first use.
+    pub endpoint: Arc<OnceLock<Arc<Endpoint>>>,
+    /// This run's own limits (this component instance serves one run execution).
+    pub own: Arc<Endpoint>,
     pub timeout: Duration,
     pub max_attempts: u32,
     pub retry_budget: Duration,
@@ -54,13 +72,6 @@ pub(super) struct ClientConfig {
     pub max_backoff: Duration,
     /// The same failure (status and body) this many times in a row ends the retries.
     pub max_identical_failures: u32,
-    pub requests_per_minute: Option<f64>,
-    pub tokens_per_minute: Option<f64>,
-    pub adaptive_concurrency: bool,
-    pub max_concurrency: Option<usize>,
-    /// 0 disables the breaker.
-    pub breaker_failures: u32,
-    pub breaker_cooldown: Duration,
     pub price: Option<Price>,
     /// Sampling params and `extra_body`, sent with every request.
     pub body: Map<String, Value>,
@@ -109,7 +120,20 @@ impl From<CallError> for ComponentError {
     }
 }
 
-/// Per-endpoint state shared by all runs of the process.
+/// A run's own limits (its params); they only add to the operator's.
+#[derive(Debug, Clone)]
+pub(super) struct RunLimits {
+    pub requests_per_minute: Option<f64>,
+    pub tokens_per_minute: Option<f64>,
+    pub adaptive_concurrency: bool,
+    pub max_concurrency: Option<usize>,
+    /// 0 disables the run's breaker.
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+/// Rate limits, breaker and concurrency of an endpoint: either shared by all runs
+/// ([`Endpoint::operator`]) or one run's own ([`Endpoint::for_run`]). Configured once.
 #[derive(Default)]
 pub(super) struct Endpoint {
     requests: RateLimiter,
@@ -121,6 +145,32 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
+    pub fn operator(limits: &OperatorLimits) -> Self {
+        let endpoint = Endpoint::default();
+        endpoint.requests.configure(limits.requests_per_minute);
+        endpoint.tokens.configure(limits.tokens_per_minute);
+        endpoint
+            .breaker
+            .configure(limits.breaker_failures, limits.breaker_cooldown);
+        endpoint
+            .concurrency
+            .configure(false, limits.max_concurrency);
+        endpoint
+    }
+
+    pub fn for_run(limits: &RunLimits) -> Self {
+        let endpoint = Endpoint::default();
+        endpoint.requests.configure(limits.requests_per_minute);
+        endpoint.tokens.configure(limits.tokens_per_minute);
+        endpoint
+            .breaker
+            .configure(limits.breaker_failures, limits.breaker_cooldown);
+        endpoint
+            .concurrency
+            .configure(limits.adaptive_concurrency, limits.max_concurrency);
+        endpoint
+    }
+
     pub fn supports_n(&self) -> bool {
         !self.n_unsupported.load(Ordering::Relaxed)
     }
@@ -131,21 +181,6 @@ impl Endpoint {
         }
     }
 }
-
-/// Endpoints by (base URL, model).
-type Endpoints = HashMap<(String, String), Arc<Endpoint>>;
-
-static ENDPOINTS: LazyLock<Mutex<Endpoints>> = LazyLock::new(Default::default);
-
-/// One HTTP client (and connection pool) for the process.
-static HTTP: LazyLock<Result<reqwest::Client, String>> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .user_agent(concat!("themis/", env!("CARGO_PKG_VERSION")))
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| format!("could not build the HTTP client: {}", error_chain(&e)))
-});
 
 /// Source of jitter: distinct per call, no shared RNG state beyond a counter.
 static JITTER: AtomicU64 = AtomicU64::new(0);
@@ -178,26 +213,14 @@ impl ClientConfig {
         format!("{} @ {}", self.model, self.base_url)
     }
 
-    /// This endpoint's shared state, configured with this component's limits.
+    /// This endpoint's state shared by all runs (the operator's limits).
     pub fn endpoint(&self) -> Arc<Endpoint> {
-        let endpoint = {
-            let mut endpoints = ENDPOINTS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            endpoints
-                .entry((self.base_url.clone(), self.model.clone()))
-                .or_default()
-                .clone()
-        };
-        endpoint.requests.configure(self.requests_per_minute);
-        endpoint.tokens.configure(self.tokens_per_minute);
-        endpoint
-            .breaker
-            .configure(self.breaker_failures, self.breaker_cooldown);
-        endpoint
-            .concurrency
-            .configure(self.adaptive_concurrency, self.max_concurrency);
-        endpoint
+        self.endpoint
+            .get_or_init(|| {
+                self.shared
+                    .endpoint(&self.base_url, &self.model, self.provider.as_deref())
+            })
+            .clone()
     }
 
     /// The request body for `messages`, with the wire seed and `n` (sent when above 1).
@@ -237,23 +260,13 @@ impl ClientConfig {
         }
     }
 
-    /// The API key from the server's environment, if the component names a variable.
-    fn api_key(&self) -> Result<Option<String>, CallError> {
-        let Some(name) = &self.api_key_env else {
-            return Ok(None);
-        };
-        match std::env::var(name) {
-            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
-            Ok(_) => Err(self.fail(format_args!(
-                "environment variable `{name}` (api_key_env) is empty on the server"
-            ))),
-            Err(std::env::VarError::NotPresent) => Err(self.fail(format_args!(
-                "environment variable `{name}` (api_key_env) is not set on the server"
-            ))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(self.fail(format_args!(
-                "environment variable `{name}` (api_key_env) is not valid UTF-8"
-            ))),
-        }
+    /// The key the operator bound to this endpoint's provider, if any.
+    fn api_key(&self) -> Option<&str> {
+        self.provider
+            .as_ref()
+            .and_then(|p| p.key.as_ref())
+            .map(|k| k.expose())
+            .filter(|k| !k.is_empty())
     }
 
     /// Asks for `n` choices for `messages` with `seed`: from the cache when it has the
@@ -288,9 +301,8 @@ impl ClientConfig {
                 _ => tracing::warn!(key, "ignoring an unusable cached provider response"),
             }
         }
-        let api_key = self.api_key()?;
         let (raw, parsed, requests) = self
-            .send(ctx, endpoint, &body, api_key.as_deref(), seed, n)
+            .send(ctx, endpoint, &body, self.api_key(), seed, n)
             .await?;
         let usage = self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens);
         if parsed.choices.len() < n as usize {
@@ -322,8 +334,22 @@ impl ClientConfig {
         seed: u64,
         n: u32,
     ) -> Result<(Value, Parsed, u64), CallError> {
-        let client = HTTP.as_ref().map_err(|e| self.fail(e))?;
+        let declared = self.provider.is_some();
+        let client = self
+            .shared
+            .outbound
+            .egress
+            .client(declared)
+            .map_err(|e| self.fail(e))?;
         let url = format!("{}/chat/completions", self.base_url);
+        // Literal IP hosts are not resolved, so the resolver cannot check them.
+        let parsed_url = reqwest::Url::parse(&url).map_err(|e| self.fail(e))?;
+        self.shared
+            .outbound
+            .egress
+            .check_url(&parsed_url, declared)
+            .map_err(|e| self.fail(e))?;
+        let own = &*self.own;
         let provider = self.provider();
         let started = Instant::now();
         let estimate = estimate_tokens(body, self.completion_estimate * u64::from(n));
@@ -332,11 +358,14 @@ impl ClientConfig {
         let redact = |text: &str| redact(text, api_key);
 
         for attempt in 1..=self.max_attempts {
-            // Rate limits: both budgets are reserved now and refill in parallel.
+            // Rate limits: every budget (shared and the run's own) is reserved now and
+            // refills in parallel.
             let wait = endpoint
                 .requests
                 .reserve(1.0)
-                .max(endpoint.tokens.reserve(estimate));
+                .max(endpoint.tokens.reserve(estimate))
+                .max(own.requests.reserve(1.0))
+                .max(own.tokens.reserve(estimate));
             if wait > NOTE_WAIT {
                 ctx.observer.note(CallNote::RateLimited {
                     provider: provider.clone(),
@@ -346,11 +375,23 @@ impl ClientConfig {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
+            let mut own_permit = own.concurrency.acquire().await;
             let mut permit = endpoint.concurrency.acquire().await;
-            let admission = match endpoint.breaker.admit() {
-                Ok(admission) => BreakerGuard::new(&endpoint.breaker, admission),
+            let breakers = own
+                .breaker
+                .admit()
+                .map(|a| BreakerGuard::new(&own.breaker, a))
+                .and_then(|own_admission| {
+                    endpoint
+                        .breaker
+                        .admit()
+                        .map(|a| (own_admission, BreakerGuard::new(&endpoint.breaker, a)))
+                });
+            let (own_admission, admission) = match breakers {
+                Ok(admissions) => admissions,
                 Err(open) => {
                     endpoint.tokens.adjust(estimate);
+                    own.tokens.adjust(estimate);
                     let mut error = self.fail(format_args!(
                         "circuit breaker open after {} consecutive failures (last: {}); \
                          failing fast, next probe in {} ms",
@@ -374,11 +415,29 @@ impl ClientConfig {
                 }),
             };
             requests += 1;
-            let outcome = self.attempt(client, &url, body, api_key).await;
-            let outcome = outcome.classify(&redact);
-            admission.record(outcome.health, || outcome.reason.clone());
+            let outcome = {
+                // The server-wide cap; closed never (the semaphore lives as long as we do).
+                let _slot = self.shared.in_flight.acquire().await.ok();
+                self.attempt(client, &url, body, api_key).await
+            };
+            let timed_out = matches!(
+                outcome,
+                Attempt::Transport {
+                    timed_out: true,
+                    ..
+                }
+            );
+            let outcome = outcome.classify(&redact, declared);
+            own_admission.record(outcome.health, || outcome.reason.clone());
+            if timed_out && self.timeout < SHARED_TIMEOUT_FLOOR {
+                drop(admission);
+            } else {
+                admission.record(outcome.health, || outcome.reason.clone());
+            }
             permit.signal(outcome.signal);
+            own_permit.signal(outcome.signal);
             drop(permit);
+            drop(own_permit);
             match &outcome.result {
                 Ok((_, parsed)) => {
                     span.set("gen_ai.usage.input_tokens", parsed.prompt_tokens);
@@ -393,6 +452,7 @@ impl ClientConfig {
                     let actual = (parsed.prompt_tokens + parsed.completion_tokens) as f64;
                     if actual > 0.0 {
                         endpoint.tokens.adjust(estimate - actual);
+                        own.tokens.adjust(estimate - actual);
                     }
                     return Ok((raw, parsed, requests));
                 }
@@ -400,6 +460,7 @@ impl ClientConfig {
             };
             // The provider does not count failed requests against the token budget.
             endpoint.tokens.adjust(estimate);
+            own.tokens.adjust(estimate);
             let give_up = |detail: String| {
                 let mut error = self.fail(detail);
                 error.status = failure.status;
@@ -528,7 +589,7 @@ impl ClientConfig {
             },
             Err(Unread::TooLarge) => Attempt::Answered {
                 status,
-                body: format!("(response body larger than {MAX_BODY_BYTES} bytes)"),
+                body: String::new(),
                 retry_after,
             },
             Err(Unread::Transport(e)) => self.transport(&e),
@@ -537,12 +598,18 @@ impl ClientConfig {
 
     fn transport(&self, error: &reqwest::Error) -> Attempt {
         if error.is_timeout() {
-            Attempt::Transport(format!(
-                "request timed out after {} ms (timeout_ms)",
-                self.timeout.as_millis()
-            ))
+            Attempt::Transport {
+                message: format!(
+                    "request timed out after {} ms (timeout_ms)",
+                    self.timeout.as_millis()
+                ),
+                timed_out: true,
+            }
         } else {
-            Attempt::Transport(error_chain(error))
+            Attempt::Transport {
+                message: error_chain(error),
+                timed_out: false,
+            }
         }
     }
 }
@@ -618,7 +685,7 @@ enum Attempt {
         retry_after: Option<Duration>,
     },
     /// No answer: connection error or timeout.
-    Transport(String),
+    Transport { message: String, timed_out: bool },
 }
 
 /// An attempt judged: its result and what it tells the breaker and the limiter.
@@ -641,9 +708,11 @@ struct Failure {
 }
 
 impl Attempt {
-    fn classify(self, redact: &dyn Fn(&str) -> String) -> Outcome {
+    /// Judges an attempt. `declared`: the endpoint is a declared provider, whose error
+    /// messages may be quoted (sanitised); nothing else's body ever is.
+    fn classify(self, redact: &dyn Fn(&str) -> String, declared: bool) -> Outcome {
         let (status, body, retry_after) = match self {
-            Attempt::Transport(message) => {
+            Attempt::Transport { message, .. } => {
                 let reason = redact(&message);
                 return Outcome {
                     result: Err(Failure {
@@ -664,10 +733,16 @@ impl Attempt {
                 retry_after,
             } => (status, body, retry_after),
         };
-        let quoted = truncate(&redact(&body), BODY_CHARS);
+        // Kept for recognising a rejected `n`, never shown.
+        let kept = truncate(&redact(&body), BODY_CHARS);
+        let quoted = if declared {
+            provider_message(&body).map(|m| sanitize(&redact(&m), REASON_CHARS))
+        } else {
+            None
+        };
         if (200..300).contains(&status) {
             let parsed = serde_json::from_str::<Value>(&body)
-                .map_err(|e| format!("is not JSON ({e})"))
+                .map_err(|_| "is not JSON".to_owned())
                 .and_then(|raw| parse_response(&raw).map(|parsed| (raw, parsed)));
             return match parsed {
                 Ok(ok) => Outcome {
@@ -677,18 +752,16 @@ impl Attempt {
                     signal: Signal::Success,
                 },
                 Err(problem) => Outcome {
-                    reason: format!(
-                        "HTTP {status} but the response {problem}; body: {}",
-                        if quoted.is_empty() {
-                            "(empty)"
-                        } else {
-                            &quoted
+                    reason: match &quoted {
+                        Some(message) => {
+                            format!("HTTP {status} but the response {problem}: {message}")
                         }
-                    ),
+                        None => format!("HTTP {status} but the response {problem}"),
+                    },
                     result: Err(Failure {
                         retryable: false,
                         status: Some(status),
-                        body: quoted,
+                        body: kept,
                         retry_after: None,
                         signature: None,
                     }),
@@ -704,17 +777,13 @@ impl Attempt {
             Health::Alive
         };
         let reason = format!(
-            "HTTP {status}{}: {}",
+            "HTTP {status}{}{}",
             reqwest::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .map(|r| format!(" {r}"))
                 .unwrap_or_default(),
-            if quoted.is_empty() {
-                "(empty body)"
-            } else {
-                &quoted
-            }
+            quoted.map(|m| format!(": {m}")).unwrap_or_default()
         );
         Outcome {
             reason,
@@ -722,7 +791,7 @@ impl Attempt {
                 retryable,
                 status: Some(status),
                 signature: (status != 429).then(|| format!("{status}\n{body}")),
-                body: quoted,
+                body: kept,
                 retry_after,
             }),
             health,
@@ -733,6 +802,28 @@ impl Attempt {
             },
         }
     }
+}
+
+/// The message of an OpenAI-shaped error body: `{"error": {"message": ...}}` or
+/// `{"error": "..."}`.
+fn provider_message(body: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let error = value.get("error")?;
+    error
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| error.as_str())
+        .map(str::to_owned)
+}
+
+/// At most `max_chars` characters, control characters (newlines, escapes) replaced by
+/// spaces, so a quoted message cannot forge log lines or terminal output.
+fn sanitize(text: &str, max_chars: usize) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(cleaned.trim(), max_chars)
 }
 
 /// The parts of a chat-completions response the components use.
@@ -746,11 +837,8 @@ pub(super) struct Parsed {
 /// Reads `choices[].message.content` (or a legacy `choices[].text`), ordered by `index`,
 /// and `usage`. Anything else is a description of what is wrong.
 pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
-    if let Some(error) = raw.get("error").filter(|e| !e.is_null()) {
-        return Err(format!(
-            "is an error: {}",
-            truncate(&error.to_string(), 300)
-        ));
+    if raw.get("error").is_some_and(|e| !e.is_null()) {
+        return Err("is an error".to_owned());
     }
     let choices = raw
         .get("choices")

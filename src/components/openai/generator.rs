@@ -5,6 +5,9 @@ use regex::Regex;
 use serde_json::Value;
 use std::sync::LazyLock;
 
+use std::sync::Arc;
+
+use super::Shared;
 use super::client::{CallError, ClientConfig, Message};
 use super::template::{Templates, context};
 use super::{read_client, read_template, truncate};
@@ -40,8 +43,8 @@ pub(super) struct ChatGenerator {
 }
 
 impl ChatGenerator {
-    pub fn from_params(p: &mut Params<'_>) -> Self {
-        let client = read_client(p, "openai/chat");
+    pub fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+        let client = read_client(p, "openai/chat", shared);
         let mut templates = Templates::new();
         let mut messages = Vec::new();
         let prompt = p.string("prompt");

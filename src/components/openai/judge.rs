@@ -11,6 +11,9 @@ use async_trait::async_trait;
 use regex::Regex;
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+
+use super::Shared;
 use super::client::{ClientConfig, Message};
 use super::template::{Templates, context};
 use super::{read_client, read_template, truncate};
@@ -55,8 +58,8 @@ pub(super) struct LlmJudge {
 }
 
 impl LlmJudge {
-    pub fn from_params(p: &mut Params<'_>) -> Self {
-        let client = read_client(p, "openai/judge");
+    pub fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+        let client = read_client(p, "openai/judge", shared);
         let mut templates = Templates::new();
         let rubric_source = p.required_string("rubric");
         let rubric = if rubric_source.is_empty() {

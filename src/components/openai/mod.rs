@@ -6,6 +6,9 @@
 //!   limits, circuit breaker and concurrency limit ([`limits`]), retries and spans.
 //! - [`template`]: prompts rendered from the case with MiniJinja.
 //! - [`generator`], [`judge`]: the components.
+//! - [`providers`]: the providers the operator declares (the only place keys come
+//!   from) and [`Outbound`], what the server or CLI hands the registry.
+//! - [`shared`]: endpoint state and the outbound cap shared by all runs.
 //!
 //! Both components share the endpoint and sampling params read by [`read_client`].
 
@@ -13,6 +16,8 @@ mod client;
 mod generator;
 mod judge;
 mod limits;
+mod providers;
+mod shared;
 mod template;
 
 use std::sync::Arc;
@@ -21,14 +26,21 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{Params, Registry};
-use client::{ClientConfig, Price};
+use client::{ClientConfig, Endpoint, Price, RunLimits};
+pub use providers::{
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
+    implicit_providers, normalize_base_url,
+};
+use shared::Shared;
 
-pub(super) fn register(registry: &mut Registry) {
-    registry.register_generator("openai/chat", "1", |p| {
-        Arc::new(generator::ChatGenerator::from_params(p))
+pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
+    let shared = Arc::new(Shared::new(outbound));
+    let for_judge = shared.clone();
+    registry.register_generator("openai/chat", "1", move |p| {
+        Arc::new(generator::ChatGenerator::from_params(p, &shared))
     });
-    registry.register_judge("openai/judge", "1", |p| {
-        Arc::new(judge::LlmJudge::from_params(p))
+    registry.register_judge("openai/judge", "1", move |p| {
+        Arc::new(judge::LlmJudge::from_params(p, &for_judge))
     });
 }
 
@@ -72,24 +84,36 @@ fn is_env_name(name: &str) -> bool {
 
 /// Reads the endpoint, robustness and sampling params shared by both components.
 /// `component` names the component in error messages.
-fn read_client(p: &mut Params<'_>, component: &'static str) -> ClientConfig {
-    let base_url = read_base_url(p);
+fn read_client(p: &mut Params<'_>, component: &'static str, shared: &Arc<Shared>) -> ClientConfig {
+    let (base_url, provider) = read_destination(p, shared);
     let model = p.required_string("model");
     if p.value("api_key").is_some() {
         p.error(
             "api_key",
-            "secrets are not accepted in definitions (they are stored); put the key in an \
-             environment variable on the server and name it with api_key_env",
+            "secrets are not accepted in definitions (they are stored); the operator binds \
+             keys to providers, and a run uses the key of the provider it calls",
         );
     }
-    let api_key_env = p.string("api_key_env");
-    if let Some(name) = &api_key_env
-        && !is_env_name(name)
-    {
-        p.error(
-            "api_key_env",
-            "must be the name of an environment variable (letters, digits, _), not the key itself",
-        );
+    if let Some(name) = p.string("api_key_env") {
+        if !is_env_name(&name) {
+            p.error(
+                "api_key_env",
+                "must be the name of an environment variable (letters, digits, _), not the key itself",
+            );
+        } else if provider
+            .as_ref()
+            .is_none_or(|spec| spec.key_env.as_deref() != Some(name.as_str()))
+        {
+            p.error(
+                "api_key_env",
+                format!(
+                    "`{name}` is not a key the operator bound to this base_url; keys are \
+                     bound to providers and sent only to their base URL. Name a provider \
+                     (`provider`) or its base_url instead. Declared providers: {}",
+                    shared.outbound.listing()
+                ),
+            );
+        }
     }
 
     let mut body = Map::new();
@@ -130,28 +154,86 @@ fn read_client(p: &mut Params<'_>, component: &'static str) -> ClientConfig {
     if max_backoff < initial_backoff {
         p.error("max_backoff_ms", "must be at least initial_backoff_ms");
     }
-    let max_concurrency = opt_u64(p, "max_concurrency", 1, 4096).map(|m| m as usize);
+    let own = RunLimits {
+        requests_per_minute: opt_f64(p, "requests_per_minute", 0.001, 1e9),
+        tokens_per_minute: opt_f64(p, "tokens_per_minute", 1.0, 1e12),
+        adaptive_concurrency: p.bool("adaptive_concurrency", false),
+        max_concurrency: opt_u64(p, "max_concurrency", 1, 4096).map(|m| m as usize),
+        breaker_failures: p.u64_in("breaker_failures", 10, 0, 1_000_000) as u32,
+        breaker_cooldown: millis(p, "breaker_cooldown_ms", 30_000, 1, 86_400_000),
+    };
     ClientConfig {
         component,
         base_url,
         model,
-        api_key_env,
+        provider,
+        shared: shared.clone(),
+        endpoint: Arc::default(),
+        own: Arc::new(Endpoint::for_run(&own)),
         timeout: millis(p, "timeout_ms", 60_000, 1, 3_600_000),
         max_attempts: max_retries + 1,
         retry_budget: millis(p, "retry_budget_ms", 120_000, 0, 86_400_000),
         initial_backoff,
         max_backoff,
         max_identical_failures: p.u64_in("max_identical_failures", 3, 1, 100) as u32,
-        requests_per_minute: opt_f64(p, "requests_per_minute", 0.001, 1e9),
-        tokens_per_minute: opt_f64(p, "tokens_per_minute", 1.0, 1e12),
-        adaptive_concurrency: p.bool("adaptive_concurrency", false),
-        max_concurrency,
-        breaker_failures: p.u64_in("breaker_failures", 10, 0, 1_000_000) as u32,
-        breaker_cooldown: millis(p, "breaker_cooldown_ms", 30_000, 1, 86_400_000),
         price: read_price(p),
         body,
         completion_estimate: max_tokens.unwrap_or(256),
     }
+}
+
+/// The endpoint a run calls: a declared `provider` by name, or a `base_url` (which is
+/// that of a declared provider, or a keyless endpoint of the run's choosing). Literal
+/// addresses the egress policy refuses are reported here, at submit time.
+fn read_destination(
+    p: &mut Params<'_>,
+    shared: &Arc<Shared>,
+) -> (String, Option<Arc<providers::ProviderSpec>>) {
+    let named = p.string("provider");
+    let given = p.value("base_url").is_some() || named.is_none();
+    let mut base_url = if given {
+        read_base_url(p)
+    } else {
+        String::new()
+    };
+    let mut provider = None;
+    match named {
+        Some(name) => match shared.named(&name) {
+            Some(spec) => {
+                if given && normalize_base_url(&base_url).as_deref() != Some(&spec.base_url) {
+                    p.error(
+                        "base_url",
+                        format!(
+                            "differs from provider {name}'s base URL {}; give one or the other",
+                            spec.base_url
+                        ),
+                    );
+                }
+                base_url = spec.base_url.clone();
+                provider = Some(spec.clone());
+            }
+            None => p.error(
+                "provider",
+                format!(
+                    "unknown provider `{name}`; declared providers: {}",
+                    shared.outbound.listing()
+                ),
+            ),
+        },
+        None => {
+            provider = normalize_base_url(&base_url).and_then(|url| shared.at(&url).cloned());
+        }
+    }
+    if let Some(spec) = &provider {
+        // Requests go to the declared spelling of the URL.
+        base_url = spec.base_url.clone();
+    }
+    if let Ok(url) = reqwest::Url::parse(&base_url)
+        && let Err(e) = shared.outbound.egress.check_url(&url, provider.is_some())
+    {
+        p.error(if given { "base_url" } else { "provider" }, e.to_string());
+    }
+    (base_url, provider)
 }
 
 fn read_base_url(p: &mut Params<'_>) -> String {
@@ -169,13 +251,8 @@ fn read_base_url(p: &mut Params<'_>) -> String {
         Ok(url) if !url.username().is_empty() || url.password().is_some() => {
             p.error(
                 "base_url",
-                "must not contain credentials (definitions are stored); use api_key_env",
-            );
-        }
-        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-            p.error(
-                "base_url",
-                "must not contain credentials (definitions are stored); use api_key_env",
+                "must not contain credentials (definitions are stored); the operator declares \
+                 providers with their keys",
             );
         }
         Ok(_) => {}

@@ -1,0 +1,69 @@
+//! What every `openai/...` component of one registry shares: the operator's providers
+//! and egress ([`Outbound`]), the endpoint state every run shares (configured from the
+//! operator's limits only, never from a run's params), and the server-wide cap on
+//! provider requests in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use super::client::Endpoint;
+use super::providers::{OperatorLimits, Outbound, ProviderSpec};
+
+/// Undeclared endpoints beyond this many are forgotten once no component uses them, so
+/// runs naming ever new base URLs or models cannot grow the table without bound.
+const MAX_IDLE_ENDPOINTS: usize = 1024;
+
+pub(super) struct Shared {
+    pub outbound: Outbound,
+    providers: Vec<Arc<ProviderSpec>>,
+    endpoints: Mutex<HashMap<(String, String), Arc<Endpoint>>>,
+    /// One permit per provider request in flight, across all runs.
+    pub in_flight: Semaphore,
+}
+
+impl Shared {
+    pub fn new(outbound: Outbound) -> Self {
+        Shared {
+            providers: outbound.providers.iter().cloned().map(Arc::new).collect(),
+            in_flight: Semaphore::new(outbound.max_requests.clamp(1, Semaphore::MAX_PERMITS)),
+            outbound,
+            endpoints: Mutex::default(),
+        }
+    }
+
+    pub fn named(&self, name: &str) -> Option<&Arc<ProviderSpec>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The provider declared at exactly this (normalised) base URL.
+    pub fn at(&self, base_url: &str) -> Option<&Arc<ProviderSpec>> {
+        self.providers.iter().find(|p| p.base_url == base_url)
+    }
+
+    /// The shared state of (base URL, model), created with the provider's limits (the
+    /// defaults for undeclared endpoints) on first use.
+    pub fn endpoint(
+        &self,
+        base_url: &str,
+        model: &str,
+        provider: Option<&ProviderSpec>,
+    ) -> Arc<Endpoint> {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (base_url.to_owned(), model.to_owned());
+        if let Some(endpoint) = endpoints.get(&key) {
+            return endpoint.clone();
+        }
+        if endpoints.len() >= MAX_IDLE_ENDPOINTS {
+            endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+        }
+        let limits = provider.map_or_else(OperatorLimits::default, |p| p.limits.clone());
+        let endpoint = Arc::new(Endpoint::operator(&limits));
+        endpoints.insert(key, endpoint.clone());
+        endpoint
+    }
+}
