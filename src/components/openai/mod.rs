@@ -383,10 +383,71 @@ mod tests {
             json!({"base_url": "http://localhost:11434/v1/", "model": "llama3.2:1b",
                    "prompt": "{{ input.question }}", "temperature": 0.7, "stop": ["\n"],
                    "extra_body": {"response_format": {"type": "json_object"}},
-                   "price": {"prompt_per_1k": 0.1}, "api_key_env": "OPENAI_API_KEY"}),
+                   "price": {"prompt_per_1k": 0.1}}),
             false,
         );
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    fn declared() -> Registry {
+        let provider = ProviderSpec::new("corp", "https://llm.corp.example/v1")
+            .unwrap()
+            .with_key("sk-corp");
+        let provider = ProviderSpec {
+            key_env: Some("CORP_KEY".into()),
+            ..provider
+        };
+        Registry::builtin_with(Outbound {
+            providers: vec![provider],
+            ..Outbound::local()
+        })
+    }
+
+    fn declared_errors(params: Value) -> Vec<ParamError> {
+        let params = params.as_object().unwrap().clone();
+        match declared().generator("openai/chat", &params) {
+            Ok(_) => Vec::new(),
+            Err(ResolveError::Params(errors)) => errors,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_are_bound_to_declared_providers() {
+        // By name, by base URL (any spelling), with or without naming its variable.
+        for ok in [
+            json!({"provider": "corp", "model": "m", "prompt": "x"}),
+            json!({"base_url": "HTTPS://llm.corp.example/v1/", "model": "m", "prompt": "x"}),
+            json!({"provider": "corp", "api_key_env": "CORP_KEY", "model": "m", "prompt": "x"}),
+        ] {
+            assert!(declared_errors(ok.clone()).is_empty(), "{ok}");
+        }
+        // Any other variable, or the provider's variable with another host: 422 listing
+        // the declared providers.
+        for (bad, path) in [
+            (json!({"base_url": "http://evil.example/v1", "api_key_env": "CORP_KEY"}), "api_key_env"),
+            (json!({"provider": "corp", "api_key_env": "DATABASE_URL"}), "api_key_env"),
+            (json!({"provider": "nope"}), "provider"),
+            (json!({"provider": "corp", "base_url": "http://evil.example/v1"}), "base_url"),
+        ] {
+            let mut params = bad.clone();
+            params["model"] = json!("m");
+            params["prompt"] = json!("x");
+            let e = declared_errors(params);
+            assert_eq!(paths(&e), [path], "{bad}: {e:?}");
+            if path != "base_url" {
+                assert!(e[0].message.contains("corp (https://llm.corp.example/v1, key CORP_KEY)"), "{e:?}");
+            }
+            assert!(!e[0].message.contains("sk-corp"));
+        }
+        // A literal address no policy allows is refused at submit time.
+        let e = errors(
+            "openai/chat",
+            json!({"base_url": "http://169.254.169.254/v1", "model": "m", "prompt": "x"}),
+            false,
+        );
+        assert_eq!(paths(&e), ["base_url"], "{e:?}");
+        assert!(e[0].message.contains("link-local"), "{e:?}");
     }
 
     #[test]
