@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use themis::components::Registry;
+use themis::components::{Outbound, ProviderSpec, Registry};
 use themis::engine::{Engine, EngineConfig, Observers, RunControl, candidate_seed};
 use themis::model::{
     CaseKey, CaseRecord, CaseStatus, RunEvent, RunRecord, RunStatus, Stage, Usage,
@@ -217,6 +217,23 @@ fn engine() -> Engine {
     Engine::new(
         Arc::new(MemoryStore::new()),
         Arc::new(Registry::builtin()),
+        EngineConfig::default(),
+    )
+}
+
+/// An engine on which `fake` is a declared provider (named `fake`) with `key`: its key
+/// is sent to it and its error messages are quoted (an undeclared host's never are).
+fn engine_for(fake: &Fake, key: Option<&str>) -> Engine {
+    let mut provider = ProviderSpec::new("fake", &fake.base_url).unwrap();
+    if let Some(key) = key {
+        provider = provider.with_key(key);
+    }
+    Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(Registry::builtin_with(Outbound {
+            providers: vec![provider],
+            ..Outbound::local()
+        })),
         EngineConfig::default(),
     )
 }
@@ -574,7 +591,11 @@ async fn client_errors_fail_the_case_without_retries_and_the_run_goes_on() {
         }
     })
     .await;
-    let outcome = run(&engine(), &experiment(&fake, json!({}), cases(3))).await;
+    let outcome = run(
+        &engine_for(&fake, None),
+        &experiment(&fake, json!({}), cases(3)),
+    )
+    .await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
     assert_eq!(fake.requests(), 3, "a 401 is not retried");
     assert_eq!(outcome.failed().len(), 1);
@@ -635,8 +656,9 @@ async fn malformed_answers_are_case_errors() {
     assert_eq!(outcome.run.status, RunStatus::Completed);
     assert_eq!(fake.requests(), 2, "malformed answers are not retried");
     let message = outcome.error_of("c0");
+    // An arbitrary body is never quoted.
     assert!(
-        message.contains("not JSON") && message.contains("definitely not json"),
+        message.contains("not JSON") && !message.contains("definitely not json"),
         "{message}"
     );
     let message = outcome.error_of("c1");
@@ -750,7 +772,7 @@ async fn an_unexplained_400_on_n_is_tried_without_n() {
     let mut body = experiment(&fake, json!({}), cases(2));
     body["generation"]["candidate_policy"] = json!({"num_samples": 2});
     body["concurrency"] = json!(1);
-    let outcome = run(&engine(), &body).await;
+    let outcome = run(&engine_for(&fake, None), &body).await;
     assert_eq!(outcome.failed().len(), 2);
     assert!(outcome.error_of("c0").contains("context too long"));
     let with_n = fake
@@ -846,7 +868,7 @@ async fn identical_failures_stop_retrying_early() {
         Fake::start(|_, _| Reply::Status(503, "{\"error\": \"model is loading\"}".into(), None))
             .await;
     let outcome = run(
-        &engine(),
+        &engine_for(&fake, None),
         &experiment(&fake, json!({"max_retries": 10}), cases(1)),
     )
     .await;
@@ -1078,7 +1100,7 @@ async fn judge_samples_are_averaged_with_a_majority_verdict() {
 }
 
 #[tokio::test]
-async fn api_keys_come_from_the_environment_and_never_leak() {
+async fn declared_keys_are_sent_to_their_provider_and_never_leak() {
     let fake = Fake::start(|body, _| {
         if user_text(body).contains("1 + 1") {
             Reply::Status(
@@ -1091,16 +1113,10 @@ async fn api_keys_come_from_the_environment_and_never_leak() {
         }
     })
     .await;
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let var = format!("THEMIS_TEST_PROVIDER_KEY_{unique}");
-    let secret = format!("sk-themis-test-{unique}");
-    // SAFETY: the variable name is unique to this test, and no other thread reads the
-    // environment through libc while it is set (Rust's env access is synchronised).
-    unsafe { std::env::set_var(&var, &secret) };
-
+    let secret = format!("sk-themis-test-{}", uuid::Uuid::new_v4().simple());
     let outcome = run(
-        &engine(),
-        &experiment(&fake, json!({"api_key_env": var}), cases(2)),
+        &engine_for(&fake, Some(&secret)),
+        &experiment(&fake, json!({}), cases(2)),
     )
     .await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
@@ -1115,41 +1131,29 @@ async fn api_keys_come_from_the_environment_and_never_leak() {
     assert_eq!(outcome.failed().len(), 1);
     assert!(outcome.error_of("c1").contains("HTTP 401"));
 
-    // A missing variable is a clear case error naming it, and nothing is sent.
-    let missing = format!("THEMIS_TEST_MISSING_KEY_{unique}");
+    // A provider declared without a key gets no Authorization header.
     let before = fake.requests();
-    let outcome_missing = run(
-        &engine(),
-        &experiment(&fake, json!({"api_key_env": missing}), cases(1)),
+    let keyless = run(
+        &engine_for(&fake, None),
+        &experiment(&fake, json!({"model": "other"}), cases(1)),
     )
     .await;
-    assert_eq!(fake.requests(), before);
-    let message = outcome_missing.error_of("c0");
-    assert!(
-        message.contains(&missing) && message.contains("not set"),
-        "{message}"
-    );
+    assert_eq!(keyless.run.status, RunStatus::Completed);
+    assert_eq!(fake.authorizations()[before..], [None]);
 
     // The key is nowhere in what was stored.
     for stored in [
         serde_json::to_string(&outcome.run).unwrap(),
         serde_json::to_string(&outcome.records).unwrap(),
         serde_json::to_string(&outcome.events).unwrap(),
-        serde_json::to_string(&outcome_missing.records).unwrap(),
     ] {
         assert!(!stored.contains(&secret), "secret leaked: {stored}");
     }
-    // SAFETY: as above.
-    unsafe { std::env::remove_var(&var) };
 }
 
 #[tokio::test]
 async fn echoed_keys_are_redacted_from_errors() {
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let var = format!("THEMIS_TEST_ECHO_KEY_{unique}");
-    let secret = format!("sk-echo-{unique}");
-    // SAFETY: unique variable name, see above.
-    unsafe { std::env::set_var(&var, &secret) };
+    let secret = format!("sk-echo-{}", uuid::Uuid::new_v4().simple());
     // A provider that quotes the rejected key back in its error body.
     let fake = {
         let secret = secret.clone();
@@ -1163,8 +1167,8 @@ async fn echoed_keys_are_redacted_from_errors() {
         .await
     };
     let outcome = run(
-        &engine(),
-        &experiment(&fake, json!({"api_key_env": var}), cases(1)),
+        &engine_for(&fake, Some(&secret)),
+        &experiment(&fake, json!({}), cases(1)),
     )
     .await;
     let message = outcome.error_of("c0");
@@ -1178,8 +1182,6 @@ async fn echoed_keys_are_redacted_from_errors() {
     ] {
         assert!(!stored.contains(&secret), "secret leaked: {stored}");
     }
-    // SAFETY: as above.
-    unsafe { std::env::remove_var(&var) };
 }
 
 #[tokio::test]

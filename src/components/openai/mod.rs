@@ -425,10 +425,19 @@ mod tests {
         // Any other variable, or the provider's variable with another host: 422 listing
         // the declared providers.
         for (bad, path) in [
-            (json!({"base_url": "http://evil.example/v1", "api_key_env": "CORP_KEY"}), "api_key_env"),
-            (json!({"provider": "corp", "api_key_env": "DATABASE_URL"}), "api_key_env"),
+            (
+                json!({"base_url": "http://evil.example/v1", "api_key_env": "CORP_KEY"}),
+                "api_key_env",
+            ),
+            (
+                json!({"provider": "corp", "api_key_env": "DATABASE_URL"}),
+                "api_key_env",
+            ),
             (json!({"provider": "nope"}), "provider"),
-            (json!({"provider": "corp", "base_url": "http://evil.example/v1"}), "base_url"),
+            (
+                json!({"provider": "corp", "base_url": "http://evil.example/v1"}),
+                "base_url",
+            ),
         ] {
             let mut params = bad.clone();
             params["model"] = json!("m");
@@ -436,7 +445,11 @@ mod tests {
             let e = declared_errors(params);
             assert_eq!(paths(&e), [path], "{bad}: {e:?}");
             if path != "base_url" {
-                assert!(e[0].message.contains("corp (https://llm.corp.example/v1, key CORP_KEY)"), "{e:?}");
+                assert!(
+                    e[0].message
+                        .contains("corp (https://llm.corp.example/v1, key CORP_KEY)"),
+                    "{e:?}"
+                );
             }
             assert!(!e[0].message.contains("sk-corp"));
         }
