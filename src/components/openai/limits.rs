@@ -1,5 +1,6 @@
-//! Per-endpoint protection shared by every run of the process: token-bucket rate limits,
-//! a circuit breaker and an (optionally adaptive) concurrency limit.
+//! Endpoint protection: token-bucket rate limits, a circuit breaker and an (optionally
+//! adaptive) concurrency limit. Each set is configured once, either from the operator's
+//! limits (shared by every run) or from one run's params (that run only).
 //!
 //! All three are plain state machines behind a `std::sync::Mutex` (never held across an
 //! `.await`); waiting is done by the caller with `tokio::time::sleep` or a `Notify`.
@@ -43,8 +44,8 @@ impl Bucket {
 }
 
 impl RateLimiter {
-    /// Sets the limit to `per_minute` (`None`: unlimited). The latest configuration of an
-    /// endpoint wins; the current level is kept when only the rate changes.
+    /// Sets the limit to `per_minute` (`None`: unlimited); the current level is kept
+    /// when only the rate changes.
     pub fn configure(&self, per_minute: Option<f64>) {
         let mut bucket = lock(&self.bucket);
         match (per_minute, bucket.as_mut()) {
@@ -140,7 +141,7 @@ pub(super) struct Open {
 }
 
 impl Breaker {
-    /// Sets the threshold (0 disables the breaker) and the cool-down; latest wins.
+    /// Sets the threshold (0 disables the breaker) and the cool-down.
     pub fn configure(&self, threshold: u32, cooldown: Duration) {
         let mut state = lock(&self.state);
         state.threshold = threshold;
@@ -264,7 +265,7 @@ impl Default for ConcurrencyLimiter {
 pub(super) const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 impl ConcurrencyLimiter {
-    /// `max: None` and not adaptive: unlimited. Latest configuration wins.
+    /// `max: None` and not adaptive: unlimited.
     pub fn configure(&self, adaptive: bool, max: Option<usize>) {
         let mut state = lock(&self.state);
         let enabled = adaptive || max.is_some();
