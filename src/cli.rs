@@ -31,7 +31,7 @@ pub enum Command {
     /// Run an experiment in-process and print a summary.
     Run(RunArgs),
     /// Start the HTTP service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +265,7 @@ pub struct RunArgs {
 pub async fn main(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("error: {message}");
