@@ -630,3 +630,64 @@ async fn the_outbound_cap_bounds_requests_in_flight() {
     assert_eq!(record.progress.completed, 12, "{:?}", errors(&cases));
     assert_eq!(host.state.max_in_flight.load(Ordering::SeqCst), 2);
 }
+
+/// Kills a spawned server on every path.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary: `--provider` (keys read from the server's environment at startup) and
+/// `THEMIS_PROVIDERS` (entries separated by `;`).
+#[tokio::test]
+async fn providers_are_declared_by_flag_or_environment_of_the_real_binary() {
+    let a = Host::provider(Duration::ZERO).await;
+    let b = Host::provider(Duration::ZERO).await;
+    let client = reqwest::Client::new();
+    let flag = format!("name=a,base_url={},key_env=EGRESS_TEST_KEY_A", a.base_url);
+    let env = format!(
+        "name=a,base_url={},key_env=EGRESS_TEST_KEY_A; name=b,base_url={},max_concurrency=2",
+        a.base_url, b.base_url
+    );
+    let key = ("EGRESS_TEST_KEY_A", "sk-from-env-a");
+    for (extra, environment) in [
+        (vec!["--provider", flag.as_str()], vec![key]),
+        (vec![], vec![key, ("THEMIS_PROVIDERS", env.as_str())]),
+    ] {
+        let (child, base) = common::spawn_server_with_env("memory", &extra, &environment);
+        let _child = KillOnDrop(child);
+        let before = a.hits();
+        let run_id = common::post_run(
+            &client,
+            &base,
+            &experiment(json!({"provider": "a"}), &format!("bin{}", extra.len()), 1),
+        )
+        .await;
+        wait_for("the provider call", || a.hits() == before + 1).await;
+        assert_eq!(
+            a.authorizations().last().cloned().flatten().as_deref(),
+            Some("Bearer sk-from-env-a"),
+            "{run_id}"
+        );
+        // The variable stays unusable from a run under any other destination.
+        let answer: Value = client
+            .post(format!("{base}/runs"))
+            .json(&experiment(
+                json!({"base_url": b.base_url, "api_key_env": "EGRESS_TEST_KEY_A"}),
+                "steal",
+                1,
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["error"]["code"], "invalid_definition", "{answer}");
+    }
+    assert_eq!(b.hits(), 0);
+}

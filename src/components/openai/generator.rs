@@ -173,7 +173,7 @@ impl ChatGenerator {
                 .collect()),
             // The endpoint ignored `n`, or said it does not take it.
             Err(error) if error.fewer_choices || rejects_n(&error) => {
-                endpoint.mark_n_unsupported();
+                self.client.own.mark_n_unsupported();
                 Err(Fallback {
                     spent: error.usage,
                     decided: true,
@@ -294,9 +294,11 @@ impl Generator for ChatGenerator {
                 .iter()
                 .all(|r| r.dataset_id == first.dataset_id && r.case.case_id == first.case.case_id)
         });
-        let endpoint = self.client.endpoint();
+        // What this run learnt about `n` (a run's requests never change how other runs
+        // call the endpoint).
+        let learnt = &self.client.own;
         let mut fallback = None;
-        if requests.len() > 1 && one_case && self.supports_n && endpoint.supports_n() {
+        if requests.len() > 1 && one_case && self.supports_n && learnt.supports_n() {
             match self.generate_with_n(requests).await {
                 Ok(results) => return results,
                 Err(f) => fallback = Some(f),
@@ -307,7 +309,7 @@ impl Generator for ChatGenerator {
         if let Some(fallback) = fallback {
             // The same request without `n` worked: `n` was what the endpoint refused.
             if !fallback.decided && results.iter().any(Result::is_ok) {
-                endpoint.mark_n_unsupported();
+                learnt.mark_n_unsupported();
             }
             // What the refused request cost is counted on the first candidate.
             if let Some(Ok(first)) = results.first_mut() {
