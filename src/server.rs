@@ -101,8 +101,10 @@ pub async fn launch(
     serve(config, registry, egress, listener, shutdown).await
 }
 
-/// [`launch`] with a component registry of the caller's (embedders, tests); webhooks
-/// and span export still follow the egress policy of `config` and the listener.
+/// [`launch`] with a component registry of the caller's (embedders, tests). Provider
+/// components use the [`Outbound`] the registry was built with (`config.providers` and
+/// `config.allow_egress` do not apply to them); webhooks and span export follow the
+/// egress policy of `config` and the listener.
 pub async fn launch_with_registry(
     config: ServerConfig,
     registry: Arc<Registry>,

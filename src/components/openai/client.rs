@@ -432,7 +432,9 @@ impl ClientConfig {
             if timed_out && self.timeout < SHARED_TIMEOUT_FLOOR {
                 drop(admission);
             } else {
-                admission.record(outcome.health, || outcome.reason.clone());
+                // Other runs see the shared breaker's last failure: the status only, never
+                // a message that may quote this run's request.
+                admission.record(outcome.health, || outcome.summary.clone());
             }
             permit.signal(outcome.signal);
             own_permit.signal(outcome.signal);
@@ -693,6 +695,8 @@ struct Outcome {
     result: Result<(Value, Parsed), Failure>,
     /// A one-line description for notes, spans and messages (secrets redacted).
     reason: String,
+    /// `reason` without any quoted provider message.
+    summary: String,
     health: Health,
     signal: Signal,
 }
@@ -715,6 +719,7 @@ impl Attempt {
             Attempt::Transport { message, .. } => {
                 let reason = redact(&message);
                 return Outcome {
+                    summary: reason.clone(),
                     result: Err(Failure {
                         retryable: true,
                         status: None,
@@ -748,10 +753,12 @@ impl Attempt {
                 Ok(ok) => Outcome {
                     result: Ok(ok),
                     reason: format!("HTTP {status}"),
+                    summary: format!("HTTP {status}"),
                     health: Health::Alive,
                     signal: Signal::Success,
                 },
                 Err(problem) => Outcome {
+                    summary: format!("HTTP {status} but the response {problem}"),
                     reason: match &quoted {
                         Some(message) => {
                             format!("HTTP {status} but the response {problem}: {message}")
@@ -776,17 +783,21 @@ impl Attempt {
         } else {
             Health::Alive
         };
-        let reason = format!(
-            "HTTP {status}{}{}",
+        let summary = format!(
+            "HTTP {status}{}",
             reqwest::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .map(|r| format!(" {r}"))
                 .unwrap_or_default(),
-            quoted.map(|m| format!(": {m}")).unwrap_or_default()
         );
+        let reason = match quoted {
+            Some(message) => format!("{summary}: {message}"),
+            None => summary.clone(),
+        };
         Outcome {
             reason,
+            summary,
             result: Err(Failure {
                 retryable,
                 status: Some(status),
