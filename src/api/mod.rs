@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each exposing `router()`. Handlers parse,
 //! call the engine or store, and map; the error shape lives in [`error`].
 
+mod auth;
 pub mod error;
 mod events;
 mod health;
@@ -27,7 +28,7 @@ use crate::engine::Scheduler;
 pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Accepted bearer keys; empty means no authentication.
-    pub api_keys: Arc<Vec<String>>,
+    pub api_keys: Arc<auth::ApiKeys>,
 }
 
 /// Settings of the HTTP layer.
@@ -43,7 +44,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let state = AppState {
         scheduler,
-        api_keys: Arc::new(config.api_keys.clone()),
+        api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
     };
     let protected = Router::new()
         .merge(runs::router())
@@ -72,11 +73,6 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
         .with_state(state)
 }
 
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.api_keys.is_empty() {
         return next.run(request).await;
@@ -84,16 +80,8 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let authorized = presented.is_some_and(|key| {
-        state
-            .api_keys
-            .iter()
-            .any(|known| constant_time_eq(known.as_bytes(), key.as_bytes()))
-    });
-    if authorized {
+        .and_then(|v| v.to_str().ok());
+    if state.api_keys.authorizes(presented) {
         next.run(request).await
     } else {
         ApiError::Unauthorized.into_response()

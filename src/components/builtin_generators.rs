@@ -74,7 +74,8 @@ impl Generator for DemoGenerator {
             )));
         }
         let question = question_text(&request.case.input);
-        let answer = match arithmetic::evaluate_in(&question) {
+        let evaluated = arithmetic::evaluate_in(&question).map_err(ComponentError::new)?;
+        let answer = match evaluated {
             Some(mut value) => {
                 if self.wrong_rate > 0.0 && unit(request.seed, 2) < self.wrong_rate {
                     value += 1.0 + (mix(request.seed, 3) % 3) as f64;
@@ -121,7 +122,14 @@ impl Generator for Echo {
 /// A small recursive-descent evaluator for `+ - * /`, parentheses, unary minus and
 /// decimals, used to find and answer the arithmetic inside a question.
 mod arithmetic {
-    pub fn evaluate_in(text: &str) -> Option<f64> {
+    /// Deepest nesting of parentheses and unary minus signs evaluated. The parser
+    /// recurses once per level, so without a bound a question of a million `-` signs
+    /// overflows the worker's stack and aborts the whole process.
+    pub const MAX_DEPTH: usize = 256;
+
+    /// The value of the arithmetic in `text`: `Ok(None)` when there is none (or it does
+    /// not evaluate), an error when it nests deeper than [`MAX_DEPTH`].
+    pub fn evaluate_in(text: &str) -> Result<Option<f64>, String> {
         // The longest run of characters that can belong to an expression.
         let allowed = |c: char| c.is_ascii_digit() || "+-*/(). ".contains(c);
         let mut best = "";
@@ -144,12 +152,22 @@ mod arithmetic {
             }
         }
         if !best.chars().any(|c| "+-*/".contains(c)) {
-            return None;
+            return Ok(None);
         }
         let tokens: Vec<char> = best.chars().filter(|c| !c.is_whitespace()).collect();
-        let mut parser = Parser { tokens, pos: 0 };
-        let value = parser.expr()?;
-        (parser.pos == parser.tokens.len() && value.is_finite()).then_some(value)
+        let mut parser = Parser {
+            tokens,
+            pos: 0,
+            depth: 0,
+            too_deep: false,
+        };
+        let value = parser.expr();
+        if parser.too_deep {
+            return Err(format!(
+                "the arithmetic in the question nests deeper than {MAX_DEPTH} levels"
+            ));
+        }
+        Ok(value.filter(|v| parser.pos == parser.tokens.len() && v.is_finite()))
     }
 
     pub fn format_number(value: f64) -> String {
@@ -164,6 +182,10 @@ mod arithmetic {
     struct Parser {
         tokens: Vec<char>,
         pos: usize,
+        /// Current nesting of `factor` calls.
+        depth: usize,
+        /// Set when `depth` exceeded [`MAX_DEPTH`]; parsing then unwinds with `None`.
+        too_deep: bool,
     }
 
     impl Parser {
@@ -192,6 +214,17 @@ mod arithmetic {
         }
 
         fn factor(&mut self) -> Option<f64> {
+            if self.depth >= MAX_DEPTH {
+                self.too_deep = true;
+                return None;
+            }
+            self.depth += 1;
+            let value = self.factor_inner();
+            self.depth -= 1;
+            value
+        }
+
+        fn factor_inner(&mut self) -> Option<f64> {
             match self.peek()? {
                 '-' => {
                     self.pos += 1;
@@ -221,15 +254,28 @@ mod arithmetic {
 
         #[test]
         fn evaluates_questions() {
-            assert_eq!(evaluate_in("2+2"), Some(4.0));
-            assert_eq!(evaluate_in("What is 3 * (4 - 1)?"), Some(9.0));
-            assert_eq!(evaluate_in("-2 + 10 / 4"), Some(0.5));
-            assert_eq!(evaluate_in("What is the capital of France?"), None);
-            assert_eq!(evaluate_in("in 2024"), None);
-            assert_eq!(evaluate_in("1/0"), None);
+            assert_eq!(evaluate_in("2+2"), Ok(Some(4.0)));
+            assert_eq!(evaluate_in("What is 3 * (4 - 1)?"), Ok(Some(9.0)));
+            assert_eq!(evaluate_in("-2 + 10 / 4"), Ok(Some(0.5)));
+            assert_eq!(evaluate_in("What is the capital of France?"), Ok(None));
+            assert_eq!(evaluate_in("in 2024"), Ok(None));
+            assert_eq!(evaluate_in("1/0"), Ok(None));
             assert_eq!(format_number(4.0), "4");
             assert_eq!(format_number(0.5), "0.5");
             assert_eq!(format_number(1.0 / 3.0), "0.333333");
+        }
+
+        #[test]
+        fn deep_nesting_is_an_error_not_a_stack_overflow() {
+            let minus = format!("{}1", "-".repeat(1_000_000));
+            let e = evaluate_in(&minus).unwrap_err();
+            assert!(e.contains("deeper than 256"), "{e}");
+            let parens = format!("{}1+1{}", "(".repeat(100_000), ")".repeat(100_000));
+            assert!(evaluate_in(&parens).is_err());
+            // Nesting up to the bound still evaluates.
+            let ok = format!("{}1+1{}", "(".repeat(200), ")".repeat(200));
+            assert_eq!(evaluate_in(&ok), Ok(Some(2.0)));
+            assert_eq!(evaluate_in(&format!("{}2", "-".repeat(200))), Ok(Some(2.0)));
         }
     }
 }
