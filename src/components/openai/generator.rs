@@ -85,7 +85,7 @@ impl ChatGenerator {
     }
 
     /// The messages for a case.
-    fn render(&self, dataset_id: &str, case: &Case) -> Result<Vec<Message>, ComponentError> {
+    async fn render(&self, dataset_id: &str, case: &Case) -> Result<Vec<Message>, ComponentError> {
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(dataset_id.to_owned());
         let vars = context(&[
@@ -95,24 +95,22 @@ impl ChatGenerator {
             ("dataset_id", &dataset),
             ("metadata", &case.metadata),
         ]);
-        self.messages
-            .iter()
-            .enumerate()
-            .map(|(i, (role, template))| {
-                let content = self.templates.render(*template, &vars).map_err(|e| {
-                    let which = if self.messages.len() == 1 && role == "user" {
-                        "prompt".to_owned()
-                    } else {
-                        format!("messages[{i}].content")
-                    };
-                    ComponentError::new(format!("openai/chat: rendering {which} failed: {e}"))
-                })?;
-                Ok(Message {
-                    role: role.clone(),
-                    content,
-                })
-            })
-            .collect()
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, (role, template)) in self.messages.iter().enumerate() {
+            let content = self.templates.render(*template, &vars).await.map_err(|e| {
+                let which = if self.messages.len() == 1 && role == "user" {
+                    "prompt".to_owned()
+                } else {
+                    format!("messages[{i}].content")
+                };
+                ComponentError::new(format!("openai/chat: rendering {which} failed: {e}"))
+            })?;
+            messages.push(Message {
+                role: role.clone(),
+                content,
+            });
+        }
+        Ok(messages)
     }
 
     fn generation(
@@ -145,7 +143,7 @@ impl ChatGenerator {
         requests: &[GenerateRequest<'_>],
     ) -> Result<Vec<Result<Generation, ComponentError>>, Fallback> {
         let first = requests[0];
-        let messages = match self.render(first.dataset_id, first.case) {
+        let messages = match self.render(first.dataset_id, first.case).await {
             Ok(messages) => messages,
             Err(e) => return Ok(vec![Err(e); requests.len()]),
         };
@@ -268,7 +266,7 @@ fn parse_json_output(content: &str) -> Option<Value> {
 #[async_trait]
 impl Generator for ChatGenerator {
     async fn generate(&self, request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
-        let messages = self.render(request.dataset_id, request.case)?;
+        let messages = self.render(request.dataset_id, request.case).await?;
         let endpoint = self.client.endpoint();
         let completion = self
             .client

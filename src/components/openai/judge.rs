@@ -105,7 +105,7 @@ impl LlmJudge {
         }
     }
 
-    fn messages(&self, request: &JudgeRequest<'_>) -> Result<Vec<Message>, ComponentError> {
+    async fn messages(&self, request: &JudgeRequest<'_>) -> Result<Vec<Message>, ComponentError> {
         let case = request.case;
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(request.dataset_id.to_owned());
@@ -117,14 +117,14 @@ impl LlmJudge {
             ("dataset_id", &dataset),
             ("metadata", &case.metadata),
         ]);
-        let render = |index: usize, what: &str| {
-            self.templates.render(index, &vars).map_err(|e| {
+        let render = async |index: usize, what: &str| {
+            self.templates.render(index, &vars).await.map_err(|e| {
                 ComponentError::new(format!("openai/judge: rendering {what} failed: {e}"))
             })
         };
         let system = match &self.system {
             System::Default(text) => text.clone(),
-            System::Template(index) => render(*index, "system")?,
+            System::Template(index) => render(*index, "system").await?,
         };
         Ok(vec![
             Message {
@@ -133,7 +133,7 @@ impl LlmJudge {
             },
             Message {
                 role: "user".into(),
-                content: render(self.rubric, "rubric")?,
+                content: render(self.rubric, "rubric").await?,
             },
         ])
     }
@@ -358,7 +358,7 @@ fn rationale_of(text: &str) -> Option<String> {
 #[async_trait]
 impl Judge for LlmJudge {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
-        let messages = self.messages(&request)?;
+        let messages = self.messages(&request).await?;
         let endpoint = self.client.endpoint();
         // Sample 0 uses the case seed, so one sample and the first of several share a
         // cache entry; the others derive theirs from it.

@@ -4,14 +4,31 @@
 //! that is not one of the allowed names is reported then, so a typo is a definition
 //! error instead of a failure per case. At render time an undefined value (a missing
 //! field of the input, say) is an error too; `is defined` tests work as usual.
+//!
+//! Templates come from clients, so a render is bounded: it gets [`FUEL`] (MiniJinja
+//! charges about one unit per instruction and per 64 bytes of data it creates) and may
+//! write at most [`MAX_OUTPUT_BYTES`]. A template with statements (`{% ... %}`: loops,
+//! macros) or operators that multiply work can still take milliseconds, so those render
+//! on tokio's blocking pool instead of an async worker; plain substitutions render in
+//! place (a thread hop would cost more than the render).
 
-use minijinja::{Environment, UndefinedBehavior, Value as Template};
+use std::sync::Arc;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as Template};
 use serde_json::Value;
+
+/// Fuel per render: enough for any realistic prompt (a loop over a few thousand items),
+/// small enough that a runaway template fails within a fraction of a second.
+pub const FUEL: u64 = 1_000_000;
+/// Largest rendered template, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// Compiled templates of one component, addressed by the index [`Templates::add`] gave.
 pub(super) struct Templates {
-    env: Environment<'static>,
-    count: usize,
+    env: Arc<Environment<'static>>,
+    /// Per template: whether it can do more than substitute values (renders off the
+    /// async workers).
+    heavy: Vec<bool>,
 }
 
 impl Templates {
@@ -20,13 +37,17 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Prompts are plain text: never HTML-escape.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        Templates { env, count: 0 }
+        env.set_fuel(Some(FUEL));
+        Templates {
+            env: Arc::new(env),
+            heavy: Vec::new(),
+        }
     }
 
     /// Compiles `source`; the error names the problem (syntax, or a variable outside
     /// `allowed`).
     pub fn add(&mut self, source: &str, allowed: &[&str]) -> Result<usize, String> {
-        let name = format!("t{}", self.count);
+        let name = format!("t{}", self.heavy.len());
         let template = self
             .env
             .template_from_str(source)
@@ -47,19 +68,77 @@ impl Templates {
                 allowed.join(", ")
             ));
         }
-        self.env
+        // Templates are added while params are read, before the environment is shared.
+        Arc::make_mut(&mut self.env)
             .add_template_owned(name, source.to_owned())
             .map_err(|e| describe(&e))?;
-        self.count += 1;
-        Ok(self.count - 1)
+        self.heavy.push(is_heavy(source));
+        Ok(self.heavy.len() - 1)
     }
 
-    pub fn render(&self, index: usize, context: &Template) -> Result<String, String> {
-        let template = self
-            .env
-            .get_template(&format!("t{index}"))
-            .map_err(|e| describe(&e))?;
-        template.render(context).map_err(|e| describe(&e))
+    /// Renders template `index`, off the async workers when it may be slow. Dropping the
+    /// future abandons the render; its fuel bounds how long the blocking thread goes on.
+    pub async fn render(&self, index: usize, context: &Template) -> Result<String, String> {
+        if !self.heavy.get(index).copied().unwrap_or(false) {
+            return render_bounded(&self.env, index, context);
+        }
+        let env = Arc::clone(&self.env);
+        let context = context.clone();
+        tokio::task::spawn_blocking(move || render_bounded(&env, index, &context))
+            .await
+            .unwrap_or_else(|e| Err(format!("template render did not finish: {e}")))
+    }
+}
+
+/// Whether a template can do more than substitute values: statements (loops, macros,
+/// `set` blocks), repetition (`"x" * n`), ranges.
+fn is_heavy(source: &str) -> bool {
+    source.contains("{%") || source.contains('*') || source.contains("range")
+}
+
+/// Renders with the environment's fuel and at most [`MAX_OUTPUT_BYTES`] of output.
+fn render_bounded(
+    env: &Environment<'static>,
+    index: usize,
+    context: &Template,
+) -> Result<String, String> {
+    let template = env
+        .get_template(&format!("t{index}"))
+        .map_err(|e| describe(&e))?;
+    let mut out = Capped {
+        buffer: Vec::new(),
+        overflowed: false,
+    };
+    match template.render_captured_to(context.clone(), &mut out) {
+        Ok(_) => String::from_utf8(out.buffer).map_err(|e| e.to_string()),
+        Err(_) if out.overflowed => {
+            Err(format!("template output exceeds {MAX_OUTPUT_BYTES} bytes"))
+        }
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+            "template ran out of fuel (more than {FUEL} units of work: loops or data too large)"
+        )),
+        Err(e) => Err(describe(&e)),
+    }
+}
+
+/// A writer that refuses to grow past [`MAX_OUTPUT_BYTES`] (the render then stops).
+struct Capped {
+    buffer: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buffer.len() + bytes.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -92,8 +171,8 @@ mod tests {
 
     const VARS: &[&str] = &["input", "case_id"];
 
-    #[test]
-    fn renders_json_values() {
+    #[tokio::test]
+    async fn renders_json_values() {
         let mut t = Templates::new();
         let i = t
             .add(
@@ -105,6 +184,7 @@ mod tests {
         let case_id = json!("c1");
         let out = t
             .render(i, &context(&[("input", &input), ("case_id", &case_id)]))
+            .await
             .unwrap();
         assert_eq!(
             out,
@@ -130,12 +210,15 @@ mod tests {
         assert!(t.add("{% set x = 1 %}{{ x }}{{ input }}", VARS).is_ok());
     }
 
-    #[test]
-    fn undefined_values_fail_at_render_time() {
+    #[tokio::test]
+    async fn undefined_values_fail_at_render_time() {
         let mut t = Templates::new();
         let i = t.add("{{ input.missing }}", VARS).unwrap();
         let input = json!({"question": "q"});
-        let e = t.render(i, &context(&[("input", &input)])).unwrap_err();
+        let e = t
+            .render(i, &context(&[("input", &input)]))
+            .await
+            .unwrap_err();
         assert!(e.contains("undefined"), "{e}");
         let j = t
             .add(
@@ -143,6 +226,54 @@ mod tests {
                 VARS,
             )
             .unwrap();
-        assert_eq!(t.render(j, &context(&[("input", &input)])).unwrap(), "y");
+        assert_eq!(
+            t.render(j, &context(&[("input", &input)])).await.unwrap(),
+            "y"
+        );
+    }
+
+    #[tokio::test]
+    async fn runaway_templates_run_out_of_fuel_quickly() {
+        let mut t = Templates::new();
+        let loops = t
+            .add(
+                "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+                VARS,
+            )
+            .unwrap();
+        let repeat = t.add("{{ 'x' * 1000000000 }}", VARS).unwrap();
+        let input = json!(null);
+        for i in [loops, repeat] {
+            let started = std::time::Instant::now();
+            let e = t
+                .render(i, &context(&[("input", &input)]))
+                .await
+                .unwrap_err();
+            assert!(e.contains("ran out of fuel"), "{e}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_capped() {
+        let mut t = Templates::new();
+        // Within the fuel, beyond the output cap: 2 MiB of a 1 KiB string.
+        let i = t
+            .add("{% for i in range(2048) %}{{ input }}{% endfor %}", VARS)
+            .unwrap();
+        let input = json!("y".repeat(1024));
+        let e = t
+            .render(i, &context(&[("input", &input)]))
+            .await
+            .unwrap_err();
+        assert!(e.contains("exceeds 1048576 bytes"), "{e}");
+        let light = t.add("{{ input }}", VARS).unwrap();
+        assert!(!t.heavy[light] && t.heavy[i]);
+        assert_eq!(
+            t.render(light, &context(&[("input", &input)]))
+                .await
+                .unwrap(),
+            "y".repeat(1024)
+        );
     }
 }
