@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most `GET /runs/{id}/events` streams open at once; more are answered `503`.
+    #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = crate::api::DEFAULT_MAX_EVENT_STREAMS)]
+    pub max_event_streams: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -137,6 +140,7 @@ impl ServeArgs {
                     .filter(|k| !k.is_empty())
                     .collect(),
                 max_body_bytes: self.max_body_bytes,
+                max_event_streams: self.max_event_streams,
             },
             max_running_runs: self.max_running_runs.max(1),
             // Parsed by `serve` (reading keys and CIDRs can fail).

@@ -49,10 +49,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             database_url: "sqlite://themis.db".to_owned(),
-            api: ApiConfig {
-                api_keys: Vec::new(),
-                max_body_bytes: 64 * 1024 * 1024,
-            },
+            api: ApiConfig::default(),
             max_running_runs: 4,
             poll_interval: std::time::Duration::from_secs(2),
             engine: EngineConfig::default(),

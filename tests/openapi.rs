@@ -123,6 +123,7 @@ fn app_on(store: Arc<dyn Store>, api_keys: Vec<String>) -> Router {
         &ApiConfig {
             api_keys,
             max_body_bytes: 1 << 20,
+            ..Default::default()
         },
     )
 }

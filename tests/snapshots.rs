@@ -23,6 +23,7 @@ fn router() -> axum::Router {
         &ApiConfig {
             api_keys: Vec::new(),
             max_body_bytes: 1 << 20,
+            ..Default::default()
         },
     )
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     Internal(String),
     #[error("the database is unavailable")]
     Unavailable(String),
+    /// The server is at a capacity limit (open event streams): retry later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 }
@@ -101,6 +105,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::Busy(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }

@@ -18,12 +18,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
-use crate::engine::{LiveMessage, SharedEvent};
+use crate::engine::{LiveMessage, SharedEvent, Subscription};
 use crate::model::RunId;
 use crate::store::Store;
 
@@ -67,14 +67,22 @@ async fn stream_events(
                 })?,
         ),
     };
+    // Each open stream holds a permit; beyond the server's cap, clients retry later.
+    let permit = Arc::clone(&state.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Busy("too many open event streams on this server; retry later".into())
+        })?;
     let engine = state.scheduler.engine();
-    // Subscribe before reading the store so nothing falls between the two.
-    let live = engine.hub().subscribe(&run_id);
     let store = engine.store().clone();
+    // Only runs that exist get a live channel (an unknown id must not allocate one).
     let run = store
         .get_run_summary(&run_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
+    // The cursor reads the store before it waits on the channel, so events committed
+    // between the summary and the subscription are not missed.
+    let live = engine.hub().subscribe(&run_id);
     let after = last_event_id.or(query.after).unwrap_or(0);
     let cursor = EventCursor {
         store,
@@ -83,6 +91,7 @@ async fn stream_events(
         live,
         pending: VecDeque::new(),
         finished: run.status.is_terminal() && after >= run.last_seq,
+        _permit: permit,
     };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
         let event = cursor.next().await?;
@@ -107,10 +116,12 @@ struct EventCursor {
     store: Arc<dyn Store>,
     run_id: RunId,
     after: u64,
-    live: broadcast::Receiver<LiveMessage>,
+    live: Subscription,
     /// Events to send, with their JSON (shared with other streams when live).
     pending: VecDeque<Arc<SharedEvent>>,
     finished: bool,
+    /// This stream's place under the server's cap, given back when the stream ends.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl EventCursor {
@@ -155,7 +166,7 @@ impl EventCursor {
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => {
                     // The hub dropped the channel (the run finished): the store has the rest.
-                    self.live = broadcast::channel(1).1;
+                    self.live.detach();
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Accepted bearer keys; empty means no authentication.
     pub api_keys: Arc<auth::ApiKeys>,
+    /// One permit per open `GET /runs/{id}/events` stream.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Settings of the HTTP layer.
@@ -36,6 +38,21 @@ pub struct AppState {
 pub struct ApiConfig {
     pub api_keys: Vec<String>,
     pub max_body_bytes: usize,
+    /// Most event streams open at once on this server; more get `503`.
+    pub max_event_streams: usize,
+}
+
+/// Default of [`ApiConfig::max_event_streams`].
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1_024;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            api_keys: Vec::new(),
+            max_body_bytes: 64 * 1024 * 1024,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +62,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let state = AppState {
         scheduler,
         api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
     };
     let protected = Router::new()
         .merge(runs::router())

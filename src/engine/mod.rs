@@ -19,7 +19,7 @@ pub use definition::{
     TracingProviderKind, parse_evaluation, parse_experiment,
 };
 pub use executor::RunControl;
-pub use hub::{EventHub, LiveMessage, SharedEvent};
+pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use observe::{LifecycleSubscriber, Observers, StageContext};
 pub use pipeline::candidate_seed;
 pub use run_id::{canonical_json, rejudge_definition, rejudge_id, run_id};
