@@ -4,7 +4,7 @@
 //! `{path, message}` for each problem in the request. Server-side failures are logged
 //! with their cause and answered with a generic message.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, JsonSyntaxError, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -162,9 +162,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request("malformed_json", "", e.body_text())
-        }
+        JsonRejection::JsonSyntaxError(e) => out_of_range(&e)
+            .unwrap_or_else(|| ApiError::bad_request("malformed_json", "", e.body_text())),
         JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", "", e.body_text()),
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -175,6 +174,25 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         }
         other => ApiError::bad_request("invalid_body", "", other.body_text()),
     }
+}
+
+/// A number JSON can write but a 64-bit float cannot hold (`1e400`): serde_json refuses
+/// it as a syntax error; answer it like any other out-of-range value, a 422 naming the
+/// field (axum parses through `serde_path_to_error`, which knows where it was).
+fn out_of_range(rejection: &JsonSyntaxError) -> Option<ApiError> {
+    use std::error::Error;
+    let error = rejection
+        .source()?
+        .source()?
+        .downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()?;
+    if !error.inner().to_string().starts_with("number out of range") {
+        return None;
+    }
+    let path = error.path().to_string();
+    Some(ApiError::Invalid(vec![FieldError {
+        path: if path == "." { String::new() } else { path },
+        message: "is out of range: numbers must be finite 64-bit floats (|x| < 1.8e308)".to_owned(),
+    }]))
 }
 
 /// `axum::extract::Query` with our error shape.

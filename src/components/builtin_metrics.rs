@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::text::{as_text, field};
-use super::{ComponentError, Metric, MetricScore, Registry};
+use super::{ComponentError, MAX_FLOAT, Metric, MetricScore, Registry};
 use crate::model::Case;
 
 pub(super) fn register(registry: &mut Registry) {
@@ -45,8 +45,8 @@ pub(super) fn register(registry: &mut Registry) {
     registry.register_metric("builtin/numeric_match", "1", |p| {
         Arc::new(NumericMatch {
             field: p.string("field"),
-            tolerance: p.f64_in("tolerance", 1e-9, 0.0, f64::MAX),
-            relative_tolerance: p.f64_in("relative_tolerance", 0.0, 0.0, f64::MAX),
+            tolerance: p.f64_in("tolerance", 1e-9, 0.0, MAX_FLOAT),
+            relative_tolerance: p.f64_in("relative_tolerance", 0.0, 0.0, MAX_FLOAT),
         })
     });
     registry.register_metric("builtin/token_f1", "1", |p| {

@@ -11,11 +11,22 @@ pub struct ParamError {
     pub message: String,
 }
 
+/// Most problems listed for one component's params; more are counted in one last entry
+/// (path `""`) so a params object with a million unknown keys costs no million messages.
+pub const MAX_PARAM_ERRORS: usize = 50;
+/// Largest compiled regular expression a param may ask for (`regex` size limit), bytes.
+pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+/// Largest magnitude a float param may take unless its reader says otherwise: JSON
+/// carries numbers up to 1.8e308, whose arithmetic overflows to infinity.
+pub const MAX_FLOAT: f64 = 1e15;
+
 /// Reads params by key; every read key is marked known, [`Params::finish`] reports the rest.
 pub struct Params<'a> {
     map: &'a Map<String, Value>,
     known: BTreeSet<&'static str>,
     errors: Vec<ParamError>,
+    /// Problems found after `errors` was full.
+    omitted: usize,
 }
 
 impl<'a> Params<'a> {
@@ -24,10 +35,15 @@ impl<'a> Params<'a> {
             map,
             known: BTreeSet::new(),
             errors: Vec::new(),
+            omitted: 0,
         }
     }
 
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        if self.errors.len() >= MAX_PARAM_ERRORS {
+            self.omitted += 1;
+            return;
+        }
         self.errors.push(ParamError {
             path: key.to_owned(),
             message: message.into(),
@@ -45,11 +61,13 @@ impl<'a> Params<'a> {
         self.get(key)
     }
 
+    /// A number in `min..=max`; the bounds should be finite (keep them within
+    /// ±[`MAX_FLOAT`]), so nothing computed from the value overflows.
     pub fn f64_in(&mut self, key: &'static str, default: f64, min: f64, max: f64) -> f64 {
         match self.get(key) {
             None => default,
             Some(v) => match v.as_f64() {
-                Some(x) if (min..=max).contains(&x) => x,
+                Some(x) if x.is_finite() && (min..=max).contains(&x) => x,
                 Some(_) => {
                     self.error(key, format!("must be between {min} and {max}"));
                     default
@@ -132,8 +150,21 @@ impl<'a> Params<'a> {
         } else {
             self.string(key)
         }?;
-        match regex::Regex::new(&pattern) {
+        // The size limit bounds the memory and compile time a pattern can ask for
+        // (`a{1000}{1000}` would otherwise compile to gigabytes).
+        match regex::RegexBuilder::new(&pattern)
+            .size_limit(MAX_REGEX_BYTES)
+            .dfa_size_limit(MAX_REGEX_BYTES)
+            .build()
+        {
             Ok(re) => Some(re),
+            Err(regex::Error::CompiledTooBig(_)) => {
+                self.error(
+                    key,
+                    format!("is too complex: it compiles to more than {MAX_REGEX_BYTES} bytes"),
+                );
+                None
+            }
             Err(e) => {
                 self.error(key, format!("is not a valid regular expression: {e}"));
                 None
@@ -145,22 +176,77 @@ impl<'a> Params<'a> {
     pub fn finish<T>(mut self, value: T) -> Result<T, Vec<ParamError>> {
         for key in self.map.keys() {
             if !self.known.contains(key.as_str()) {
+                if self.errors.len() >= MAX_PARAM_ERRORS {
+                    self.omitted += 1;
+                    continue;
+                }
                 let expected = if self.known.is_empty() {
                     "this component takes no params".to_owned()
                 } else {
                     let names: Vec<&str> = self.known.iter().copied().collect();
                     format!("unknown param; expected one of: {}", names.join(", "))
                 };
-                self.errors.push(ParamError {
-                    path: key.clone(),
-                    message: expected,
-                });
+                self.error(key, expected);
             }
+        }
+        if self.omitted > 0 {
+            self.errors.push(ParamError {
+                path: String::new(),
+                message: format!(
+                    "and {} more problems in these params not listed",
+                    self.omitted
+                ),
+            });
         }
         if self.errors.is_empty() {
             Ok(value)
         } else {
             Err(self.errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn floats_must_be_finite_and_in_range() {
+        let map = params(json!({"a": 1e300, "b": 0.5, "c": "x"}));
+        let mut p = Params::new(&map);
+        assert_eq!(p.f64_in("a", 1.0, 0.0, MAX_FLOAT), 1.0);
+        assert_eq!(p.f64_in("b", 1.0, 0.0, 1.0), 0.5);
+        p.f64_in("c", 1.0, 0.0, 1.0);
+        let errors = p.finish(()).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].path, "a");
+        assert_eq!(errors[1].path, "c");
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_up_to_the_cap() {
+        let map: Map<String, Value> = (0..10_000).map(|i| (format!("k{i}"), json!(1))).collect();
+        let mut p = Params::new(&map);
+        p.bool("flag", false);
+        let errors = p.finish(()).unwrap_err();
+        assert_eq!(errors.len(), MAX_PARAM_ERRORS + 1);
+        let last = errors.last().unwrap();
+        assert_eq!(last.path, "");
+        assert!(last.message.contains("9950 more"), "{}", last.message);
+    }
+
+    #[test]
+    fn oversized_regexes_are_rejected() {
+        let map = params(json!({"pattern": "(?:a{1000}){1000}", "ok": "^a+$"}));
+        let mut p = Params::new(&map);
+        assert!(p.regex("pattern", true).is_none());
+        assert!(p.regex("ok", true).is_some());
+        let errors = p.finish(()).unwrap_err();
+        assert!(errors[0].message.contains("too complex"), "{errors:?}");
     }
 }

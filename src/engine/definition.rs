@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::problems::Problems;
 use crate::components::{
     Generator, Judge, Metric, Parser, Reducer, Registry, ResolveError, Resolved,
 };
@@ -19,6 +20,14 @@ pub const MAX_NUM_SAMPLES: u64 = 1_000;
 pub const MAX_WORK_ITEMS: u64 = 10_000_000;
 /// Highest per-run case concurrency.
 pub const MAX_CONCURRENCY: u64 = 4_096;
+/// Most datasets in one run.
+pub const MAX_DATASETS: usize = 1_000;
+/// Most seeds in one run.
+pub const MAX_SEEDS: usize = 10_000;
+/// Most parsers, metrics or judges (each) in one evaluation.
+pub const MAX_COMPONENTS: usize = 64;
+/// Longest `case_id`, `dataset_id` or component `name`/`id`/`version`, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
 
 /// One problem in a definition: where (`datasets[0].cases[2].case_id`) and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,7 +168,7 @@ type ResolvedGeneration = (GenerationConfig, Arc<dyn Generator>, Arc<dyn Reducer
 /// Collects problems while walking a JSON document.
 struct Checker<'r> {
     registry: &'r Registry,
-    errors: Vec<FieldError>,
+    errors: Problems,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -182,11 +191,15 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 impl<'r> Checker<'r> {
+    fn new(registry: &'r Registry) -> Self {
+        Checker {
+            registry,
+            errors: Problems::default(),
+        }
+    }
+
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(path, message);
     }
 
     /// The object at `path`, with unknown keys reported.
@@ -202,10 +215,12 @@ impl<'r> Checker<'r> {
         };
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
-                self.error(
-                    join(path, key),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
-                );
+                self.errors.report(|| {
+                    (
+                        join(path, key),
+                        format!("unknown field; expected one of: {}", known.join(", ")),
+                    )
+                });
             }
         }
         Some(map)
@@ -227,6 +242,10 @@ impl<'r> Checker<'r> {
 
     fn non_empty_string(&mut self, value: &Value, path: &str) -> Option<String> {
         match value.as_str() {
+            Some(s) if s.len() > MAX_ID_BYTES => {
+                self.error(path, format!("must be at most {MAX_ID_BYTES} bytes"));
+                None
+            }
             Some(s) if !s.trim().is_empty() => Some(s.to_owned()),
             Some(_) => {
                 self.error(path, "must not be empty");
@@ -326,8 +345,15 @@ impl<'r> Checker<'r> {
                 None
             }
             Err(ResolveError::Params(errors)) => {
+                let params_path = join(path, "params");
                 for e in errors {
-                    self.error(join(&join(path, "params"), &e.path), e.message);
+                    // An empty path is the params object itself (a summary of more problems).
+                    let at = if e.path.is_empty() {
+                        params_path.clone()
+                    } else {
+                        join(&params_path, &e.path)
+                    };
+                    self.error(at, e.message);
                 }
                 None
             }
@@ -348,6 +374,13 @@ impl<'r> Checker<'r> {
             return Some(Vec::new());
         };
         let items = self.array(value, &list_path)?;
+        if items.len() > MAX_COMPONENTS {
+            self.error(
+                list_path,
+                format!("must have at most {MAX_COMPONENTS} entries"),
+            );
+            return None;
+        }
         let mut resolved = Vec::new();
         let mut ok = true;
         let mut ids = HashSet::new();
@@ -466,16 +499,67 @@ impl<'r> Checker<'r> {
         ))
     }
 
-    fn case(&mut self, value: &Value, path: &str) -> Option<Case> {
-        let map = self.object(
-            value,
-            path,
-            &["case_id", "input", "expected_output", "metadata"],
-        )?;
-        let case_id = self
-            .required(map, path, "case_id")
-            .and_then(|v| self.non_empty_string(v, &join(path, "case_id")));
-        let input = self.required(map, path, "input").cloned();
+    /// Case `index` of the list at `cases_path`. Runs once per case, so its path is only
+    /// formatted for a problem that gets listed.
+    fn case(&mut self, value: &Value, cases_path: &str, index: usize) -> Option<Case> {
+        const FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
+        let at = |key: &str| {
+            if key.is_empty() {
+                format!("{cases_path}[{index}]")
+            } else {
+                format!("{cases_path}[{index}].{key}")
+            }
+        };
+        let Some(map) = value.as_object() else {
+            self.errors.report(|| {
+                (
+                    at(""),
+                    format!("must be an object, got {}", type_name(value)),
+                )
+            });
+            return None;
+        };
+        for key in map.keys() {
+            if !FIELDS.contains(&key.as_str()) {
+                self.errors.report(|| {
+                    (
+                        at(key),
+                        format!("unknown field; expected one of: {}", FIELDS.join(", ")),
+                    )
+                });
+            }
+        }
+        let case_id = match map.get("case_id") {
+            None | Some(Value::Null) => {
+                self.errors
+                    .report(|| (at("case_id"), "is required".to_owned()));
+                None
+            }
+            Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_ID_BYTES => {
+                Some(id.clone())
+            }
+            Some(other) => {
+                self.errors.report(|| {
+                    let message = match other.as_str() {
+                        Some(id) if id.len() > MAX_ID_BYTES => {
+                            format!("must be at most {MAX_ID_BYTES} bytes")
+                        }
+                        Some(_) => "must not be empty".to_owned(),
+                        None => format!("must be a string, got {}", type_name(other)),
+                    };
+                    (at("case_id"), message)
+                });
+                None
+            }
+        };
+        let input = match map.get("input") {
+            None | Some(Value::Null) => {
+                self.errors
+                    .report(|| (at("input"), "is required".to_owned()));
+                None
+            }
+            Some(input) => Some(input.clone()),
+        };
         Some(Case {
             case_id: case_id?,
             input: input?,
@@ -488,6 +572,13 @@ impl<'r> Checker<'r> {
         let items = self.array(value, "datasets")?;
         if items.is_empty() {
             self.error("datasets", "must contain at least one dataset");
+            return None;
+        }
+        if items.len() > MAX_DATASETS {
+            self.error(
+                "datasets",
+                format!("must contain at most {MAX_DATASETS} datasets"),
+            );
             return None;
         }
         let mut datasets = Vec::with_capacity(items.len());
@@ -523,14 +614,15 @@ impl<'r> Checker<'r> {
                 }
                 let mut case_ids = HashSet::with_capacity(cases.len());
                 for (j, case) in cases.iter().enumerate() {
-                    let case_path = format!("{cases_path}[{j}]");
-                    match self.case(case, &case_path) {
+                    match self.case(case, &cases_path, j) {
                         Some(case) => {
                             if !case_ids.insert(case.case_id.clone()) {
-                                self.error(
-                                    join(&case_path, "case_id"),
-                                    format!("duplicate case_id `{}` in dataset", case.case_id),
-                                );
+                                self.errors.report(|| {
+                                    (
+                                        format!("{cases_path}[{j}].case_id"),
+                                        format!("duplicate case_id `{}` in dataset", case.case_id),
+                                    )
+                                });
                                 ok = false;
                             }
                             parsed_cases.push(case);
@@ -556,6 +648,10 @@ impl<'r> Checker<'r> {
             self.error("seeds", "must contain at least one seed");
             return None;
         }
+        if items.len() > MAX_SEEDS {
+            self.error("seeds", format!("must contain at most {MAX_SEEDS} seeds"));
+            return None;
+        }
         let mut seeds = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
         let mut ok = true;
@@ -563,11 +659,17 @@ impl<'r> Checker<'r> {
             match item.as_u64() {
                 Some(seed) if seen.insert(seed) => seeds.push(seed),
                 Some(seed) => {
-                    self.error(format!("seeds[{i}]"), format!("duplicate seed {seed}"));
+                    self.errors
+                        .report(|| (format!("seeds[{i}]"), format!("duplicate seed {seed}")));
                     ok = false;
                 }
                 None => {
-                    self.error(format!("seeds[{i}]"), "must be an integer from 0 to 2^64-1");
+                    self.errors.report(|| {
+                        (
+                            format!("seeds[{i}]"),
+                            "must be an integer from 0 to 2^64-1".to_owned(),
+                        )
+                    });
                     ok = false;
                 }
             }
@@ -625,11 +727,15 @@ impl<'r> Checker<'r> {
             }
         }
         if let Some(value) = map.get("tracing").filter(|v| !v.is_null()) {
-            runtime.tracing = crate::telemetry::parse_tracing(value, "tracing", &mut self.errors);
+            let mut errors = Vec::new();
+            runtime.tracing = crate::telemetry::parse_tracing(value, "tracing", &mut errors);
+            self.errors.extend(errors);
         }
         if let Some(value) = map.get("subscribers").filter(|v| !v.is_null()) {
+            let mut errors = Vec::new();
             runtime.subscribers =
-                crate::telemetry::parse_subscribers(value, "subscribers", &mut self.errors);
+                crate::telemetry::parse_subscribers(value, "subscribers", &mut errors);
+            self.errors.extend(errors);
         }
         if let Some(value) = map.get("storage").filter(|v| !v.is_null())
             && let Some(storage) = self.object(value, "storage", &["store", "path"])
@@ -677,17 +783,14 @@ pub fn parse_experiment(
     value: &Value,
     registry: &Registry,
 ) -> Result<ExperimentRequest, Vec<FieldError>> {
-    let mut checker = Checker {
-        registry,
-        errors: Vec::new(),
-    };
+    let mut checker = Checker::new(registry);
     let known: Vec<&str> = LOGICAL_FIELDS
         .iter()
         .chain(RUNTIME_FIELDS.iter())
         .copied()
         .collect();
     let Some(map) = checker.object(value, "", &known) else {
-        return Err(checker.errors);
+        return Err(checker.errors.into_details());
     };
     let generation = checker
         .required(map, "", "generation")
@@ -731,7 +834,7 @@ pub fn parse_experiment(
             },
             runtime,
         }),
-        _ => Err(checker.errors),
+        _ => Err(checker.errors.into_details()),
     }
 }
 
@@ -741,10 +844,7 @@ pub fn parse_evaluation(
     value: &Value,
     registry: &Registry,
 ) -> Result<(EvaluationConfig, Evaluators, RuntimeOptions), Vec<FieldError>> {
-    let mut checker = Checker {
-        registry,
-        errors: Vec::new(),
-    };
+    let mut checker = Checker::new(registry);
     let nested = value.get("evaluation").is_some();
     let mut known: Vec<&str> = RUNTIME_FIELDS.to_vec();
     known.extend(if nested {
@@ -753,7 +853,7 @@ pub fn parse_evaluation(
         &["parsers", "metrics", "judges"][..]
     });
     let Some(map) = checker.object(value, "", &known) else {
-        return Err(checker.errors);
+        return Err(checker.errors.into_details());
     };
     let runtime = checker.runtime(map);
     let evaluation = if nested {
@@ -769,6 +869,6 @@ pub fn parse_evaluation(
         Some((config, evaluators)) if checker.errors.is_empty() => {
             Ok((config, evaluators, runtime))
         }
-        _ => Err(checker.errors),
+        _ => Err(checker.errors.into_details()),
     }
 }

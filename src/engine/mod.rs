@@ -6,6 +6,7 @@ mod executor;
 mod hub;
 mod observe;
 mod pipeline;
+mod problems;
 mod run_id;
 mod scheduler;
 

@@ -13,6 +13,12 @@ use crate::engine::FieldError;
 
 /// Most webhook subscribers one run may have.
 pub const MAX_SUBSCRIBERS: usize = 16;
+/// Most `tracing.headers` entries.
+pub const MAX_TRACING_HEADERS: usize = 32;
+/// Most entries in a subscriber's `events` list.
+pub const MAX_SUBSCRIBER_EVENTS: usize = 64;
+/// Unknown fields reported one by one per object; more are counted in one entry.
+const MAX_UNKNOWN_FIELDS: usize = 20;
 /// The service name spans carry unless configured.
 pub const DEFAULT_SERVICE_NAME: &str = "themis";
 /// Where an OTLP/HTTP collector listens unless configured (the OTLP default).
@@ -193,14 +199,17 @@ fn object<'v>(
         );
         return None;
     };
-    for key in map.keys() {
-        if !known.contains(&key.as_str()) {
-            error(
-                errors,
-                join(path, key),
-                format!("unknown field; expected one of: {}", known.join(", ")),
-            );
-        }
+    let mut unknown = map.keys().filter(|key| !known.contains(&key.as_str()));
+    for key in unknown.by_ref().take(MAX_UNKNOWN_FIELDS) {
+        error(
+            errors,
+            join(path, key),
+            format!("unknown field; expected one of: {}", known.join(", ")),
+        );
+    }
+    let more = unknown.count();
+    if more > 0 {
+        error(errors, path, format!("and {more} more unknown fields"));
     }
     Some(map)
 }
@@ -378,6 +387,11 @@ pub fn parse_tracing(
                 &at,
                 format!("must be an object, got {}", kind_of(value)),
             ),
+            Some(headers) if headers.len() > MAX_TRACING_HEADERS => error(
+                errors,
+                &at,
+                format!("must have at most {MAX_TRACING_HEADERS} headers"),
+            ),
             Some(headers) => {
                 for (name, value) in headers {
                     let header_path = join(&at, name);
@@ -519,6 +533,11 @@ fn parse_subscriber(
                 errors,
                 &events_path,
                 format!("must be an array, got {}", kind_of(value)),
+            ),
+            Some(items) if items.len() > MAX_SUBSCRIBER_EVENTS => error(
+                errors,
+                &events_path,
+                format!("must have at most {MAX_SUBSCRIBER_EVENTS} entries"),
             ),
             Some(items) => {
                 for (j, item) in items.iter().enumerate() {

@@ -205,12 +205,14 @@ fn read_scale(p: &mut Params<'_>) -> Option<(f64, f64)> {
         let known = map.keys().all(|k| k == "min" || k == "max");
         let min = map.get("min")?.as_f64()?;
         let max = map.get("max")?.as_f64()?;
-        (known && min.is_finite() && max.is_finite() && min < max).then_some((min, max))
+        // Bounded so `max - min` and normalised scores stay finite.
+        let finite = |x: f64| x.abs() <= crate::components::MAX_FLOAT;
+        (known && finite(min) && finite(max) && min < max).then_some((min, max))
     });
     if bounds.is_none() {
         p.error(
             "scale",
-            "must be {\"min\": a, \"max\": b} with numbers a < b",
+            "must be {\"min\": a, \"max\": b} with numbers a < b within ±1e15",
         );
     }
     bounds

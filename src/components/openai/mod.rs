@@ -288,6 +288,10 @@ fn read_stop(p: &mut Params<'_>) -> Option<Value> {
     }
 }
 
+/// Highest price per 1,000 tokens, in USD: far above any model's, low enough that cost
+/// sums over millions of tokens stay finite.
+const MAX_PRICE: f64 = 1e6;
+
 /// `price`: `{"prompt_per_1k": x, "completion_per_1k": y}` in USD.
 fn read_price(p: &mut Params<'_>) -> Option<Price> {
     let value = p.value("price")?;
@@ -300,11 +304,11 @@ fn read_price(p: &mut Params<'_>) -> Option<Price> {
     };
     let mut field = |name: &str| match map.get(name).map(Value::as_f64) {
         None => Some(0.0),
-        Some(Some(x)) if x.is_finite() && x >= 0.0 => Some(x),
+        Some(Some(x)) if (0.0..=MAX_PRICE).contains(&x) => Some(x),
         Some(_) => {
             p.error(
                 &format!("price.{name}"),
-                "must be a non-negative number (USD per 1,000 tokens)",
+                format!("must be a number from 0 to {MAX_PRICE} (USD per 1,000 tokens)"),
             );
             None
         }
