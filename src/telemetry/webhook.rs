@@ -1,7 +1,7 @@
 //! Webhook subscribers: a run's lifecycle events POSTed as JSON to a URL.
 //!
-//! `on_event` only queues (a bounded queue; when it is full the event is dropped and
-//! counted), so a slow or broken receiver never slows the run. One delivery task per
+//! `on_event` only queues (a queue bounded by count and by bytes; when it is full the
+//! event is dropped and counted), so a slow or broken receiver never slows the run. One delivery task per
 //! subscriber sends the queued events one after another, in sequence order, each
 //! retried with exponential backoff up to [`MAX_ATTEMPTS`] times; an event that still
 //! fails is counted and skipped. Delivery is at least once within those attempts (a
@@ -12,7 +12,7 @@
 //! HMAC-SHA256 of the raw body under the secret read from that environment variable.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -57,6 +57,9 @@ pub const SIGNATURE_HEADER: &str = "x-themis-signature";
 
 /// Events waiting per subscriber; more are dropped (and counted).
 const QUEUE: usize = 10_000;
+/// Bytes of serialised events waiting per subscriber; more are dropped (and counted).
+/// Events carry case inputs and errors, so a count alone does not bound memory.
+pub const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Attempts per event, the first included.
 pub const MAX_ATTEMPTS: u32 = 5;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -79,8 +82,17 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// Queues a run's matching events for its delivery task.
 pub struct WebhookSubscriber {
     events: Vec<String>,
-    queue: mpsc::Sender<RunEvent>,
+    queue: mpsc::Sender<Queued>,
+    /// Bytes in `queue` and in delivery, shared with the delivery task.
+    queued_bytes: Arc<AtomicUsize>,
     counters: Arc<WebhookCounters>,
+}
+
+/// An event serialised once at enqueue time: its size is what the queue holds.
+struct Queued {
+    body: Vec<u8>,
+    seq: u64,
+    event_type: &'static str,
 }
 
 impl LifecycleSubscriber for WebhookSubscriber {
@@ -89,10 +101,27 @@ impl LifecycleSubscriber for WebhookSubscriber {
         if !self.events.is_empty() && !self.events.iter().any(|e| e == event_type) {
             return;
         }
-        self.counters.pending.fetch_add(1, Ordering::AcqRel);
-        if self.queue.try_send(event.clone()).is_err() {
-            self.counters.pending.fetch_sub(1, Ordering::AcqRel);
+        let drop_event = || {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        };
+        let Ok(body) = serde_json::to_vec(event) else {
+            return drop_event();
+        };
+        let size = body.len();
+        if self.queued_bytes.fetch_add(size, Ordering::AcqRel) + size > MAX_QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return drop_event();
+        }
+        self.counters.pending.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued {
+            body,
+            seq: event.seq,
+            event_type,
+        };
+        if self.queue.try_send(queued).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.counters.pending.fetch_sub(1, Ordering::AcqRel);
+            drop_event();
         }
     }
 }
@@ -126,6 +155,7 @@ pub fn webhook_subscriber(
     // Literal IP hosts are never resolved, so the resolver cannot check them: the URL
     // never changes (no redirects), so checking it once covers every delivery.
     let refused = egress.check_url(&url, false).err().map(|e| e.to_string());
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     let delivery = Delivery {
         client: client.clone(),
         url,
@@ -133,11 +163,13 @@ pub fn webhook_subscriber(
         secret,
         counters: counters.clone(),
         run_id: run_id.clone(),
+        queued_bytes: queued_bytes.clone(),
     };
     super::background().spawn_on(delivery.run(received), &runtime);
     Ok(WebhookSubscriber {
         events: config.events.clone(),
         queue,
+        queued_bytes,
         counters,
     })
 }
@@ -151,6 +183,7 @@ struct Delivery {
     secret: Result<Option<Vec<u8>>, String>,
     counters: Arc<WebhookCounters>,
     run_id: RunId,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// Whether an HTTP status is worth another attempt.
@@ -172,9 +205,11 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 impl Delivery {
-    async fn run(self, mut queue: mpsc::Receiver<RunEvent>) {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
         while let Some(event) = queue.recv().await {
             let outcome = self.deliver(&event).await;
+            self.queued_bytes
+                .fetch_sub(event.body.len(), Ordering::AcqRel);
             self.counters.pending.fetch_sub(1, Ordering::AcqRel);
             match outcome {
                 Ok(()) => {
@@ -195,14 +230,14 @@ impl Delivery {
         }
     }
 
-    async fn deliver(&self, event: &RunEvent) -> Result<(), String> {
+    async fn deliver(&self, event: &Queued) -> Result<(), String> {
         if let Some(refused) = &self.refused {
             return Err(refused.clone());
         }
         let secret = self.secret.as_ref().map_err(Clone::clone)?;
-        let body = serde_json::to_vec(event).map_err(|e| format!("serialising: {e}"))?;
-        let signature = secret.as_ref().map(|s| signature(s, &body));
-        let delivery_id = format!("{}:{}", event.run_id, event.seq);
+        let body = &event.body;
+        let signature = secret.as_ref().map(|s| signature(s, body));
+        let delivery_id = format!("{}:{}", self.run_id, event.seq);
         let mut backoff = INITIAL_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -211,7 +246,7 @@ impl Delivery {
                 .post(self.url.clone())
                 .timeout(ATTEMPT_TIMEOUT)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header("x-themis-event", event.event_type())
+                .header("x-themis-event", event.event_type)
                 .header("x-themis-delivery", &delivery_id)
                 .body(body.clone());
             if let Some(signature) = &signature {
