@@ -21,6 +21,9 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
+// Recursive, one frame per nesting level: bounded because every definition reaches
+// here parsed by serde_json (request bodies, CLI files, stored definitions), which
+// refuses documents nested deeper than 128 levels.
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Null | Value::Bool(_) | Value::String(_) => out.push_str(&value.to_string()),
