@@ -27,8 +27,6 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-// Parsed once at startup: the size of `ServeArgs` does not matter.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run an experiment in-process and print a summary.
     Run(RunArgs),
