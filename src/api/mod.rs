@@ -62,7 +62,12 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let state = AppState {
         scheduler,
         api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
-        event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
+        // `Semaphore::new` panics above MAX_PERMITS: a huge flag means "no cap" in effect.
+        event_streams: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .max_event_streams
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     };
     let protected = Router::new()
         .merge(runs::router())
