@@ -102,7 +102,7 @@ async fn start(store: &dyn Store, run: &RunId) {
         total_cases: 0,
         resumed: false,
     }));
-    store.commit(batch).await.unwrap();
+    store.commit(&batch).await.unwrap();
 }
 
 async fn create_is_idempotent(store: Arc<dyn Store>) {
@@ -144,7 +144,7 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
         case_commit(&run, 1, "b", Some(0.0)),
     ];
     batch.progress_event = true;
-    let outcome = store.commit(batch).await.unwrap();
+    let outcome = store.commit(&batch).await.unwrap();
     let seqs: Vec<u64> = outcome.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [2, 3, 4, 5, 6], "gapless after run_started");
     let last = outcome.events.last().unwrap();
@@ -161,7 +161,7 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
         case_commit(&run, 1, "b", Some(1.0)),
         case_commit(&run, 2, "a", None),
     ];
-    let outcome = store.commit(again).await.unwrap();
+    let outcome = store.commit(&again).await.unwrap();
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(
         outcome.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -237,7 +237,7 @@ async fn a_case_twice_in_one_batch_counts_once(store: Arc<dyn Store>) {
         case_commit(&run, 0, "a", Some(1.0)),
         case_commit(&run, 0, "a", Some(0.0)),
     ];
-    let outcome = store.commit(batch).await.unwrap();
+    let outcome = store.commit(&batch).await.unwrap();
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(outcome.events.len(), 2, "only the first copy's events");
     assert_eq!(outcome.progress.completed, 1);
@@ -273,7 +273,7 @@ async fn terminal_runs_reject_writes_and_versions_grow(store: Arc<dyn Store>) {
         error: Some("disk on fire".into()),
         at: Timestamp::now(),
     });
-    store.commit(finish).await.unwrap();
+    store.commit(&finish).await.unwrap();
     let failed = store.get_run(&run).await.unwrap().unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("disk on fire"));
@@ -282,7 +282,7 @@ async fn terminal_runs_reject_writes_and_versions_grow(store: Arc<dyn Store>) {
 
     let mut late = CommitBatch::new(run.clone());
     late.cases = vec![case_commit(&run, 0, "a", Some(1.0))];
-    let err = store.commit(late).await.unwrap_err();
+    let err = store.commit(&late).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -294,7 +294,7 @@ async fn terminal_runs_reject_writes_and_versions_grow(store: Arc<dyn Store>) {
         "{err:?}"
     );
     let missing = store
-        .commit(CommitBatch::new(run_id(99)))
+        .commit(&CommitBatch::new(run_id(99)))
         .await
         .unwrap_err();
     assert!(matches!(missing, StoreError::RunNotFound(_)));
@@ -313,8 +313,8 @@ async fn expect_status_decides_between_instances(store: Arc<dyn Store>) {
         }));
         batch
     };
-    let first = store.commit(starter()).await.unwrap();
-    let second = store.commit(starter()).await.unwrap();
+    let first = store.commit(&starter()).await.unwrap();
+    let second = store.commit(&starter()).await.unwrap();
     assert!(!first.skipped && second.skipped);
     assert!(second.events.is_empty());
     let run_now = store.get_run(&run).await.unwrap().unwrap();
@@ -322,11 +322,11 @@ async fn expect_status_decides_between_instances(store: Arc<dyn Store>) {
     // A finish expecting `running` after the run ended elsewhere is skipped, not an error.
     let mut finish = CommitBatch::new(run.clone());
     finish.status = status(RunStatus::Completed);
-    store.commit(finish).await.unwrap();
+    store.commit(&finish).await.unwrap();
     let mut late = CommitBatch::new(run.clone());
     late.expect_status = Some(RunStatus::Running);
     late.status = status(RunStatus::Cancelled);
-    assert!(store.commit(late).await.unwrap().skipped);
+    assert!(store.commit(&late).await.unwrap().skipped);
 }
 
 async fn listing_is_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) {
@@ -440,7 +440,7 @@ async fn cancel_depends_on_status(store: Arc<dyn Store>) {
     };
     assert!(record.cancel_requested);
     assert_eq!(record.status, RunStatus::Running);
-    let outcome = store.commit(CommitBatch::new(run_id(21))).await.unwrap();
+    let outcome = store.commit(&CommitBatch::new(run_id(21))).await.unwrap();
     assert!(outcome.cancel_requested);
     assert!(matches!(
         store.request_cancel(&run_id(22)).await,
@@ -459,7 +459,7 @@ async fn case_records_page_and_filter(store: Arc<dyn Store>) {
             .cases
             .push(case_commit(&run, i, dataset, (i % 3 != 0).then_some(1.0)));
     }
-    store.commit(batch).await.unwrap();
+    store.commit(&batch).await.unwrap();
     let page = |query: CaseQuery| {
         let store = store.clone();
         let run = run.clone();
@@ -557,7 +557,7 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
     assert_eq!(status.abandoned, 0);
 
     // "b" dies: once its lease is gone, its chunk is abandoned and claimable again.
-    store.release_leases("b").await.unwrap();
+    store.release_leases(&run, "b").await.unwrap();
     let status = store.chunk_status(&run, "a").await.unwrap();
     assert_eq!((status.held_by_others, status.abandoned), (0, 1));
     let taken = store.claim_chunk(&run, "c", lease).await.unwrap().unwrap();
@@ -565,14 +565,14 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
     assert_eq!(store.chunk_status(&run, "a").await.unwrap().abandoned, 0);
 
     // A short lease expires by itself; renewing keeps it.
-    store.release_leases("c").await.unwrap();
+    store.release_leases(&run, "c").await.unwrap();
     let short = store
         .claim_chunk(&run, "d", Duration::from_millis(300))
         .await
         .unwrap()
         .unwrap();
     store
-        .renew_leases("d", Duration::from_secs(60))
+        .renew_leases(&run, "d", &[short.chunk_index], Duration::from_secs(60))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -581,7 +581,7 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
         None,
         "renewed"
     );
-    store.release_leases("d").await.unwrap();
+    store.release_leases(&run, "d").await.unwrap();
     let again = store
         .claim_chunk(&run, "d", Duration::from_millis(200))
         .await
@@ -599,9 +599,9 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
     start(store.as_ref(), &run).await;
     let mut batch = CommitBatch::new(run.clone());
     batch.completed_chunks = vec![0, 1, 2];
-    store.commit(batch).await.unwrap();
-    store.release_leases("a").await.unwrap();
-    store.release_leases("e").await.unwrap();
+    store.commit(&batch).await.unwrap();
+    store.release_leases(&run, "a").await.unwrap();
+    store.release_leases(&run, "e").await.unwrap();
     assert_eq!(store.claim_chunk(&run, "f", lease).await.unwrap(), None);
     assert_eq!(store.chunk_status(&run, "f").await.unwrap().unfinished, 0);
 }
@@ -710,7 +710,7 @@ async fn sqlite_keeps_everything_across_reopening() {
         start(&store, &run).await;
         let mut batch = CommitBatch::new(run.clone());
         batch.cases = vec![case_commit(&run, 0, "a", Some(1.0))];
-        store.commit(batch).await.unwrap();
+        store.commit(&batch).await.unwrap();
         store
             .claim_chunk(&run, "gone", Duration::from_secs(600))
             .await

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +15,15 @@ use super::definition::{
     Dataset, Evaluators, Experiment, FailurePolicy, Pipeline, RuntimeOptions, parse_evaluation,
     parse_experiment,
 };
+use super::leases::{LeaseSet, heartbeat};
 use super::observe::Observers;
-use super::pipeline::{CaseInput, rejudge_case, run_case};
+use super::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
+use super::retry::retry;
 use super::{Engine, EngineError, generation_source};
 use crate::components::{CallNote, CallObserver, ResponseCache};
 use crate::model::{
     Case, CaseKey, CaseRecord, EventKind, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord,
-    RunStatus, Timestamp,
+    RunStatus, Stage, Timestamp,
 };
 use crate::store::{CaseCommit, CaseQuery, Chunk, CommitBatch, StatusChange, Store, StoreError};
 use crate::telemetry::{AttributeValue, Span, SpanStatus};
@@ -50,6 +52,8 @@ struct Shared<'a> {
     failures: &'a FailureGuard,
     cache: Option<&'a dyn ResponseCache>,
     concurrency: usize,
+    /// The chunks this execution holds, renewed by its heartbeat.
+    leases: &'a Arc<LeaseSet>,
 }
 
 /// Trips when the run's failure policy is exceeded (checked on every commit).
@@ -90,6 +94,18 @@ enum Stop {
     /// The service is shutting down: the run stays `running` and resumes on next start.
     Interrupted,
     Failed(String),
+}
+
+/// How an execution stops on a store error it could not ride out: a transient one (the
+/// store stayed unreachable for the whole retry patience) leaves the run `running`, to
+/// resume once the store is back; any other fails the run.
+fn stop_on_store_error(error: StoreError) -> Stop {
+    if error.is_transient() {
+        tracing::error!(%error, "the store stayed unavailable; the run stops here and resumes later");
+        Stop::Interrupted
+    } else {
+        Stop::Failed(error.to_string())
+    }
 }
 
 /// How a caller can stop an execution.
@@ -174,7 +190,9 @@ impl ResponseCache for StoreCache {
     }
 }
 
-type CaseStream<'a> = Pin<Box<dyn Stream<Item = Result<ChunkCommit, StoreError>> + Send + 'a>>;
+/// Finished cases; `None` for a case abandoned because its chunk's lease was lost.
+type CaseStream<'a> =
+    Pin<Box<dyn Stream<Item = Result<Option<ChunkCommit>, StoreError>> + Send + 'a>>;
 
 impl Engine {
     fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
@@ -232,12 +250,15 @@ impl Engine {
         else {
             return Ok(());
         };
-        let record = self
-            .store()
-            .get_run(source)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("source run {source} not found"))?;
+        let store = self.store();
+        let record = retry(
+            self.config().store_patience,
+            "loading the source run",
+            || store.get_run(source),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("source run {source} not found"))?;
         let datasets: Vec<Dataset> = record
             .definition
             .get("datasets")
@@ -258,22 +279,55 @@ impl Engine {
     /// Executes a run until it is completed, failed or cancelled. Cases are claimed in
     /// chunks under leases, so several instances can execute one run together and a
     /// run resumes after the cases already recorded. Returns the run as stored at the end.
+    ///
+    /// Every execution is counted in the store while it lasts: one that never ends (the
+    /// process died in it) stays counted, and a run with `max_attempts` such executions
+    /// is quarantined instead of executed again.
     pub async fn execute(
         &self,
         run_id: &RunId,
         observers: Observers,
         control: RunControl,
     ) -> Result<RunRecord, EngineError> {
-        let cancel = &control.cancel;
-        let store = self.store().clone();
-        let config = self.config().clone();
-        let mut record = store
-            .get_run(run_id)
+        let store = self.store();
+        let patience = self.config().store_patience;
+        let record = retry(patience, "loading the run", || store.get_run(run_id))
             .await?
             .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))?;
         if record.status.is_terminal() {
             return Ok(record);
         }
+        let interrupted = retry(patience, "counting the execution", || {
+            store.begin_attempt(run_id)
+        })
+        .await?;
+        let result = self
+            .execute_attempt(record, interrupted, observers, control)
+            .await;
+        // Ended without taking the process down (finished, stopped for shutdown, or
+        // failed): this execution does not count towards quarantine.
+        if let Err(e) = retry(patience, "ending the execution", || {
+            store.end_attempt(run_id)
+        })
+        .await
+        {
+            tracing::warn!(run_id = %run_id, error = %e, "could not record the end of an execution");
+        }
+        result
+    }
+
+    async fn execute_attempt(
+        &self,
+        mut record: RunRecord,
+        interrupted: u64,
+        observers: Observers,
+        control: RunControl,
+    ) -> Result<RunRecord, EngineError> {
+        let run_id = &record.run_id.clone();
+        let cancel = &control.cancel;
+        let store = self.store().clone();
+        let config = self.config().clone();
+        let patience = config.store_patience;
         if record.cancel_requested {
             cancel.cancel();
         }
@@ -288,20 +342,31 @@ impl Engine {
             None,
         );
 
+        let chunks = retry(patience, "reading chunk status", || {
+            store.chunk_status(run_id, &config.instance_id)
+        })
+        .await?;
+        // Executions that never ended while nobody else works on the run: each one took
+        // its process down (or was killed) while running it.
+        let quarantine = (interrupted >= config.max_attempts.max(1) && chunks.held_by_others == 0)
+            .then(|| {
+                format!(
+                    "quarantined: execution was interrupted {interrupted} times (the process \
+                     crashed or was killed while running it); it is not executed again"
+                )
+            });
+
         // Start the run, or join / resume it. The status check in the store decides
         // which instance writes `run_started`.
         let mut start = CommitBatch::new(run_id.clone());
         let resumed = record.status == RunStatus::Running;
-        let announce = if resumed {
-            // Resuming work an instance left behind, while nobody else works on it; an
-            // instance joining a run others execute stays quiet.
-            let chunks = store.chunk_status(run_id, &config.instance_id).await?;
-            chunks.abandoned > 0 && chunks.held_by_others == 0
-        } else {
-            true
-        };
+        // Resuming work an instance left behind, while nobody else works on it; an
+        // instance joining a run others execute stays quiet.
+        let announce = !resumed || (chunks.abandoned > 0 && chunks.held_by_others == 0);
         let mut progress = record.progress;
-        if announce {
+        // What the run's row says now: a quarantined run may still be `queued`.
+        let mut status_now = record.status;
+        if announce && quarantine.is_none() {
             start.expect_status = Some(record.status);
             start.status = Some(StatusChange {
                 status: RunStatus::Running,
@@ -313,7 +378,10 @@ impl Engine {
                 resumed,
             }));
             match self.commit_and_publish(start, &observers).await {
-                Ok(p) => progress = p,
+                Ok(p) => {
+                    progress = p;
+                    status_now = RunStatus::Running;
+                }
                 Err(StoreError::RunFinished { .. }) => {
                     tracer.end_span(run_span, SpanStatus::Ok, None);
                     tracer.shutdown();
@@ -323,30 +391,28 @@ impl Engine {
             }
         }
 
-        // Keep our chunk leases alive while we work.
-        let heartbeat = tokio::spawn({
-            let store = store.clone();
-            let owner = config.instance_id.clone();
-            let lease = config.lease;
-            async move {
-                let mut tick = tokio::time::interval(lease / 3);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store.renew_leases(&owner, lease).await {
-                        tracing::warn!(error = %e, "renewing chunk leases failed");
-                    }
-                }
-            }
-        });
+        // Keep the leases of chunks in progress alive while we work; the guard stops
+        // the heartbeat however this function ends.
+        let leases = Arc::new(LeaseSet::default());
+        let heartbeat = heartbeat(
+            store.clone(),
+            run_id.clone(),
+            config.instance_id.clone(),
+            config.lease,
+            leases.clone(),
+        );
 
         let plan = self.plan(&record);
         // The plan holds what it needs; the stored definition (as large as the datasets)
         // is not kept for the whole run.
         record.definition = Value::Null;
-        let stop = match plan {
-            Err(message) => Stop::Failed(message),
-            Ok(mut plan) => match self.load_source_cases(&mut plan).await {
+        let stop = match (quarantine, plan) {
+            (Some(reason), _) => {
+                tracing::error!(run_id = %run_id, interrupted, "quarantining a run that keeps taking its process down");
+                Stop::Failed(reason)
+            }
+            (None, Err(message)) => Stop::Failed(message),
+            (None, Ok(mut plan)) => match self.load_source_cases(&mut plan).await {
                 Err(message) => Stop::Failed(message),
                 Ok(()) => {
                     let runtime: RuntimeOptions =
@@ -370,6 +436,7 @@ impl Engine {
                         failures: &failures,
                         cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
                         concurrency,
+                        leases: &leases,
                     };
                     let plan = Arc::new(plan);
                     let (stop, last) = self.run_cases(&shared, &plan, &control).await;
@@ -378,9 +445,13 @@ impl Engine {
                 }
             },
         };
-        heartbeat.abort();
+        drop(heartbeat);
+        // Only this run's leases: other runs of this instance keep theirs.
         if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::Failed(_))
-            && let Err(e) = store.release_leases(&config.instance_id).await
+            && let Err(e) = retry(patience, "releasing leases", || {
+                store.release_leases(run_id, &config.instance_id)
+            })
+            .await
         {
             tracing::warn!(error = %e, "releasing chunk leases failed");
         }
@@ -411,7 +482,7 @@ impl Engine {
             ),
         };
         let mut finish = CommitBatch::new(run_id.clone());
-        finish.expect_status = Some(RunStatus::Running);
+        finish.expect_status = Some(status_now);
         finish.events.push(NewEvent::now(kind));
         finish.status = Some(StatusChange {
             status,
@@ -433,10 +504,12 @@ impl Engine {
     }
 
     async fn current(&self, run_id: &RunId) -> Result<RunRecord, EngineError> {
-        self.store()
-            .get_run(run_id)
-            .await?
-            .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))
+        let store = self.store();
+        retry(self.config().store_patience, "loading the run", || {
+            store.get_run(run_id)
+        })
+        .await?
+        .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))
     }
 
     /// Commits a batch, then hands its events to live listeners and subscribers.
@@ -445,9 +518,12 @@ impl Engine {
         batch: CommitBatch,
         observers: &Observers,
     ) -> Result<Progress, StoreError> {
-        let run_id = batch.run_id.clone();
-        let outcome = self.store().commit(batch).await?;
-        publish(self, &run_id, &outcome.events, observers);
+        let store = self.store();
+        let outcome = retry(self.config().store_patience, "committing", || {
+            store.commit(&batch)
+        })
+        .await?;
+        publish(self, &batch.run_id, &outcome.events, observers);
         Ok(outcome.progress)
     }
 
@@ -472,20 +548,32 @@ impl Engine {
                 return (stop, progress);
             }
             // Nothing left to claim: done, or others still hold chunks.
-            let status = match store.chunk_status(shared.run_id, &config.instance_id).await {
+            let patience = config.store_patience;
+            let status = match retry(patience, "reading chunk status", || {
+                store.chunk_status(shared.run_id, &config.instance_id)
+            })
+            .await
+            {
                 Ok(status) => status,
-                Err(e) => return (Stop::Failed(e.to_string()), progress),
+                Err(e) => return (stop_on_store_error(e), progress),
             };
             if status.unfinished == 0 {
                 return (Stop::Finished, progress);
             }
-            match store.get_run_summary(shared.run_id).await {
+            match retry(patience, "reading the run", || {
+                store.get_run_summary(shared.run_id)
+            })
+            .await
+            {
                 Ok(Some(run)) if run.status.is_terminal() => return (Stop::Interrupted, progress),
                 Ok(Some(run)) if run.cancel_requested => return (Stop::Cancelled, progress),
                 Ok(_) => {}
-                Err(e) => return (Stop::Failed(e.to_string()), progress),
+                Err(e) => return (stop_on_store_error(e), progress),
             }
-            if status.held_by_others > 0 {
+            // Abandoned chunks can be claimed at once; otherwise wait for the leases
+            // others hold (or a chunk of ours whose claim got lost in a store outage)
+            // to end.
+            if status.held_by_others > 0 || status.abandoned == 0 {
                 tokio::select! {
                     () = control.interrupt.cancelled() => return (Stop::Interrupted, progress),
                     () = control.cancel.cancelled() => return (Stop::Cancelled, progress),
@@ -514,12 +602,14 @@ impl Engine {
             shared.observers.clone(),
             cancel.clone(),
             shared.failures.clone(),
+            shared.leases.clone(),
         ));
         let (items, claimer) = self.spawn_claimer(
             shared.run_id.clone(),
             plan.clone(),
             tx.clone(),
             shared.concurrency,
+            shared.leases.clone(),
         );
         let mut cases = self.case_stream(shared, plan, items, &tx);
         // Watch for cancel requests made elsewhere on a task of its own: awaiting the store
@@ -549,8 +639,10 @@ impl Engine {
                 () = shared.failures.tripped.cancelled() => break Stop::Failed(shared.failures.reason()),
                 next = cases.next() => match next {
                     None => break Stop::Finished,
-                    Some(Err(e)) => break Stop::Failed(e.to_string()),
-                    Some(Ok(commit)) => {
+                    Some(Err(e)) => break stop_on_store_error(e),
+                    // The chunk's lease was lost: its work belongs to another instance.
+                    Some(Ok(None)) => {}
+                    Some(Ok(Some(commit))) => {
                         if tx.send(RecorderMsg::Case(commit)).await.is_err() {
                             break Stop::Failed("the recorder stopped".to_owned());
                         }
@@ -566,6 +658,7 @@ impl Engine {
         drop(tx);
         match recorder.await {
             Ok(Ok(progress)) => (stop, progress),
+            Ok(Err(e)) if e.is_transient() => (stop_on_store_error(e), None),
             Ok(Err(e)) => (
                 Stop::Failed(format!("persisting results failed: {e}")),
                 None,
@@ -581,10 +674,13 @@ impl Engine {
         run_id: &RunId,
         plan: &Plan,
         tx: &mpsc::Sender<RecorderMsg>,
+        leases: &LeaseSet,
     ) -> Option<Result<Vec<WorkItem>, StoreError>> {
         let store = self.store();
         let config = self.config();
-        let claim = async {
+        // A claim whose answer is lost in an outage leaves a chunk leased to us that we
+        // never work on: the heartbeat does not renew it, so it frees itself in time.
+        let claim = retry(config.store_patience, "claiming work", || async {
             let Some(chunk) = store
                 .claim_chunk(run_id, &config.instance_id, config.lease)
                 .await?
@@ -596,9 +692,12 @@ impl Engine {
                 .await?
                 .into_iter()
                 .collect();
-            let items = plan.work_in(store.as_ref(), &chunk, &recorded).await?;
+            let lost = leases.hold(chunk.chunk_index);
+            let items = plan
+                .work_in(store.as_ref(), &chunk, &recorded, &lost)
+                .await?;
             Ok(Some((chunk.chunk_index, items)))
-        };
+        });
         match claim.await {
             Ok(None) => None,
             Err(e) => Some(Err(e)),
@@ -624,6 +723,7 @@ impl Engine {
         plan: Arc<Plan>,
         recorder: mpsc::Sender<RecorderMsg>,
         lookahead: usize,
+        leases: Arc<LeaseSet>,
     ) -> (
         mpsc::Receiver<Result<WorkItem, StoreError>>,
         tokio::task::JoinHandle<()>,
@@ -632,7 +732,7 @@ impl Engine {
         let engine = self.clone();
         let handle = tokio::spawn(async move {
             loop {
-                match engine.claim_work(&run_id, &plan, &recorder).await {
+                match engine.claim_work(&run_id, &plan, &recorder, &leases).await {
                     None => return,
                     Some(Err(e)) => {
                         let _ = items.send(Err(e)).await;
@@ -682,38 +782,57 @@ impl Engine {
                 cache: shared.cache,
                 notes: &notes,
             };
-            let commit = match (&item.source, plan) {
-                (Some(source), Plan::Rejudge { evaluators, .. }) => {
-                    rejudge_case(&input, source, evaluators).await
-                }
-                (
-                    _,
-                    Plan::Experiment {
-                        experiment,
-                        pipeline,
-                        ..
-                    },
-                ) => {
-                    let generation = &experiment.generation;
-                    run_case(
-                        &input,
-                        pipeline,
-                        &generation.generator.id,
-                        &generation.reducer.id,
-                        generation.candidate_policy.num_samples,
-                    )
-                    .await
-                }
-                (None, Plan::Rejudge { .. }) => {
-                    return Err(StoreError::Corrupt(
+            let (evaluators, first_stage) = match plan {
+                Plan::Experiment { pipeline, .. } => (&pipeline.evaluators, Stage::Generation),
+                Plan::Rejudge { evaluators, .. } => (evaluators, Stage::Parsing),
+            };
+            let work = async {
+                match (&item.source, plan) {
+                    (Some(source), Plan::Rejudge { evaluators, .. }) => {
+                        Ok(rejudge_case(&input, source, evaluators).await)
+                    }
+                    (
+                        _,
+                        Plan::Experiment {
+                            experiment,
+                            pipeline,
+                            ..
+                        },
+                    ) => {
+                        let generation = &experiment.generation;
+                        Ok(run_case(
+                            &input,
+                            pipeline,
+                            &generation.generator.id,
+                            &generation.reducer.id,
+                            generation.candidate_policy.num_samples,
+                        )
+                        .await)
+                    }
+                    (None, Plan::Rejudge { .. }) => Err(StoreError::Corrupt(
                         "rejudge item without its source record".into(),
-                    ));
+                    )),
                 }
             };
-            Ok(ChunkCommit {
+            // The pipeline contains panics of components per stage; this catches any
+            // other, so one case can never take the run (or the process) down.
+            let commit = tokio::select! {
+                biased;
+                () = item.lost.cancelled() => return Ok(None),
+                outcome = std::panic::AssertUnwindSafe(work).catch_unwind() => match outcome {
+                    Ok(commit) => commit?,
+                    Err(payload) => panicked_case(
+                        &input,
+                        evaluators,
+                        first_stage,
+                        panic_message(payload.as_ref()),
+                    ),
+                },
+            };
+            Ok(Some(ChunkCommit {
                 chunk_index: item.chunk_index,
                 commit,
-            })
+            }))
         })
         .buffer_unordered(shared.concurrency)
         .boxed()
@@ -728,6 +847,8 @@ struct WorkItem {
     position: usize,
     /// For a rejudge: the source run's record of the case.
     source: Option<CaseRecord>,
+    /// Cancelled when this instance loses the chunk's lease.
+    lost: CancellationToken,
 }
 
 impl Plan {
@@ -752,6 +873,7 @@ impl Plan {
         store: &dyn Store,
         chunk: &Chunk,
         recorded: &HashSet<u64>,
+        lost: &CancellationToken,
     ) -> Result<Vec<WorkItem>, StoreError> {
         match self {
             Plan::Experiment {
@@ -777,6 +899,7 @@ impl Plan {
                         },
                         position,
                         source: None,
+                        lost: lost.clone(),
                     });
                 }
                 Ok(items)
@@ -809,6 +932,7 @@ impl Plan {
                         key: record.key.clone(),
                         position,
                         source: Some(record),
+                        lost: lost.clone(),
                     });
                 }
                 Ok(items)
@@ -834,8 +958,10 @@ async fn record_cases(
     observers: Observers,
     cancel: CancellationToken,
     failures: FailureGuard,
+    leases: Arc<LeaseSet>,
 ) -> Result<Option<Progress>, StoreError> {
     let config = engine.config().clone();
+    let store = engine.store().clone();
     let mut buffer = Vec::with_capacity(config.max_batch);
     let mut last_progress_event: Option<Instant> = None;
     let mut progress = None;
@@ -876,7 +1002,20 @@ async fn record_cases(
         if batch.progress_event {
             last_progress_event = Some(Instant::now());
         }
-        let outcome = engine.store().commit(batch).await?;
+        // Fenced: cases of a chunk whose lease another instance took are discarded.
+        batch.lease_owner = Some(config.instance_id.clone());
+        // Finished cases wait here, in order, while the store is unreachable; execution
+        // pauses behind them (the channel is bounded) instead of failing the run.
+        let outcome = retry(config.store_patience, "recording cases", || {
+            store.commit(&batch)
+        })
+        .await?;
+        for chunk in &batch.completed_chunks {
+            leases.done(*chunk);
+        }
+        if outcome.discarded > 0 {
+            tracing::warn!(run_id = %run_id, discarded = outcome.discarded, "discarded cases of chunks whose lease was lost");
+        }
         if outcome.cancel_requested {
             cancel.cancel();
         }

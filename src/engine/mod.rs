@@ -4,9 +4,11 @@
 mod definition;
 mod executor;
 mod hub;
+mod leases;
 mod observe;
 mod pipeline;
 mod problems;
+mod retry;
 mod run_id;
 mod scheduler;
 
@@ -63,6 +65,13 @@ pub struct EngineConfig {
     pub default_tracing: Option<TracingConfig>,
     /// The operator's egress policy and clients, for webhooks and span export.
     pub egress: Arc<crate::egress::Egress>,
+    /// How long store calls a run depends on are retried through transient errors
+    /// (connection loss, failover, busy database) before the execution stops; the run
+    /// stays `running` and resumes once the store is back.
+    pub store_patience: Duration,
+    /// Executions of a run that may end with the process dying (crash, abort, kill)
+    /// before the run is quarantined as `failed` instead of executed again.
+    pub max_attempts: u64,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +85,8 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(15),
             default_tracing: None,
             egress: Arc::new(crate::egress::Egress::local()),
+            store_patience: Duration::from_secs(60),
+            max_attempts: 5,
         }
     }
 }

@@ -534,6 +534,60 @@ impl CaseInput<'_> {
     }
 }
 
+/// The stages [`CaseRun::evaluate`] runs, in order.
+const EVALUATION_STAGES: [Stage; 3] = [Stage::Parsing, Stage::Scoring, Stage::Judging];
+
+/// Awaits a stage, catching a panic in it (a component's bug must fail its case, not the
+/// run or the process). Returns the panic's message.
+async fn contained(stage: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(stage)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// The message a panic was raised with, when it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+impl CaseRun<'_> {
+    /// A stage of `stages` panicked: the first of them not closed yet is where. The case
+    /// fails there with `panicked: <message>`.
+    fn panicked(&mut self, stages: &[Stage], message: String) {
+        let stage = stages
+            .iter()
+            .copied()
+            .find(|stage| !self.record.stages.iter().any(|s| s.stage == *stage))
+            .or_else(|| stages.last().copied())
+            .unwrap_or(Stage::Generation);
+        tracing::error!(
+            run_id = %self.input.run_id,
+            case_id = %self.input.key.case_id,
+            stage = stage.as_str(),
+            panic = %message,
+            "a component panicked; the case fails"
+        );
+        let message = format!("panicked: {message}");
+        if self.record.error.is_none() {
+            self.record.error = Some(CaseError {
+                stage,
+                message: message.clone(),
+            });
+        }
+        self.record.stages.push(StageRecord {
+            stage,
+            duration_ms: 0,
+            error: Some(message),
+        });
+    }
+}
+
 /// Runs a case through all five stages.
 pub(crate) async fn run_case(
     input: &CaseInput<'_>,
@@ -543,14 +597,33 @@ pub(crate) async fn run_case(
     num_samples: u32,
 ) -> CaseCommit {
     let mut run = CaseRun::start(input);
-    run.generate(pipeline, generator_id, num_samples).await;
-    if !run.failed() {
-        run.reduce(pipeline, reducer_id).await;
+    if let Err(message) = contained(run.generate(pipeline, generator_id, num_samples)).await {
+        run.panicked(&[Stage::Generation], message);
     }
-    if !run.failed() {
-        run.evaluate(&pipeline.evaluators).await;
+    if !run.failed()
+        && let Err(message) = contained(run.reduce(pipeline, reducer_id)).await
+    {
+        run.panicked(&[Stage::Reduction], message);
+    }
+    if !run.failed()
+        && let Err(message) = contained(run.evaluate(&pipeline.evaluators)).await
+    {
+        run.panicked(&EVALUATION_STAGES, message);
     }
     run.finish(&pipeline.evaluators)
+}
+
+/// A case whose execution panicked outside any stage (a bug of ours rather than of a
+/// component): recorded as failed at `stage`, so the run goes on.
+pub(crate) fn panicked_case(
+    input: &CaseInput<'_>,
+    evaluators: &Evaluators,
+    stage: Stage,
+    message: String,
+) -> CaseCommit {
+    let mut run = CaseRun::start(input);
+    run.panicked(&[stage], message);
+    run.finish(evaluators)
 }
 
 /// Re-evaluates a stored case: its candidates and reduced output are kept, parsing,
@@ -575,8 +648,10 @@ pub(crate) async fn rejudge_case(
     {
         run.record.error = Some(error.clone());
     }
-    if !run.failed() {
-        run.evaluate(evaluators).await;
+    if !run.failed()
+        && let Err(message) = contained(run.evaluate(evaluators)).await
+    {
+        run.panicked(&EVALUATION_STAGES, message);
     }
     run.finish(evaluators)
 }

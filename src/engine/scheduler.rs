@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -75,9 +76,14 @@ impl Scheduler {
                     },
                 };
                 if let Some(observers) = observers {
-                    match scheduler.engine.execute(&run_id, observers, control).await {
-                        Ok(record) => tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing"),
-                        Err(e) => tracing::error!(run_id = %run_id, error = %e, "run execution failed"),
+                    // Cases contain their own panics; this catches one anywhere else, so
+                    // the run leaves `active` and is retried (and counted, see
+                    // `Engine::execute`) instead of being stuck here.
+                    let execution = scheduler.engine.execute(&run_id, observers, control);
+                    match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
+                        Ok(Ok(record)) => tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing"),
+                        Ok(Err(e)) => tracing::error!(run_id = %run_id, error = %e, "run execution failed"),
+                        Err(_) => tracing::error!(run_id = %run_id, "run execution panicked"),
                     }
                 }
             }

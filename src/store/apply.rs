@@ -8,7 +8,9 @@ use crate::model::{
     Timestamp,
 };
 
-use super::{CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult};
+use std::collections::HashSet;
+
+use super::{CHUNK_SIZE, CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult};
 
 pub(crate) struct RunState {
     pub record: RunRecord,
@@ -89,6 +91,7 @@ impl RunState {
             duplicates,
             cancel_requested: self.record.cancel_requested,
             skipped: false,
+            discarded: 0,
         }
     }
 
@@ -148,4 +151,35 @@ impl RunState {
         self.touch();
         CancelStep::Requested
     }
+}
+
+/// Lease fencing, written once for the SQL stores: the chunks a batch writes to (its
+/// cases' chunks and the chunks it marks done), ascending.
+pub(crate) fn touched_chunks(batch: &CommitBatch) -> Vec<u64> {
+    let mut chunks: Vec<u64> = batch
+        .cases
+        .iter()
+        .map(|case| case.record.key.case_index / CHUNK_SIZE)
+        .chain(batch.completed_chunks.iter().copied())
+        .collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    chunks
+}
+
+/// Which of the batch's cases fall in chunks in `held` (in order), and which of its
+/// completed chunks are in `held`: what a fenced commit may write.
+pub(crate) fn fence(batch: &CommitBatch, held: &HashSet<u64>) -> (Vec<bool>, Vec<u64>) {
+    let keep = batch
+        .cases
+        .iter()
+        .map(|case| held.contains(&(case.record.key.case_index / CHUNK_SIZE)))
+        .collect();
+    let completed = batch
+        .completed_chunks
+        .iter()
+        .copied()
+        .filter(|chunk| held.contains(chunk))
+        .collect();
+    (keep, completed)
 }

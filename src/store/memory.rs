@@ -11,8 +11,8 @@ use crate::model::{AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunR
 
 use super::apply::{CancelStep, RunState};
 use super::{
-    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
-    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+    CHUNK_SIZE, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
 };
 
 #[derive(Default)]
@@ -27,6 +27,8 @@ struct MemoryRun {
     events: Vec<RunEvent>,
     chunks: Vec<ChunkLease>,
     index_space: u64,
+    /// Executions begun and not ended (see [`Store::begin_attempt`]).
+    attempts: u64,
 }
 
 #[derive(Default)]
@@ -79,6 +81,7 @@ impl Store for MemoryStore {
                 events: Vec::new(),
                 chunks,
                 index_space,
+                attempts: 0,
             },
         );
         Ok(CreateOutcome::Created(record))
@@ -127,34 +130,54 @@ impl Store for MemoryStore {
         Ok(matching.into_iter().map(|r| r.run_id.clone()).collect())
     }
 
-    async fn commit(&self, mut batch: CommitBatch) -> StoreResult<CommitOutcome> {
+    async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
         let mut runs = self.runs.lock().await;
         let run = runs
             .get_mut(&batch.run_id)
             .ok_or_else(|| StoreError::RunNotFound(batch.run_id.clone()))?;
-        if let Some(skipped) = run.state.precheck(&batch)? {
+        if let Some(skipped) = run.state.precheck(batch)? {
             return Ok(skipped);
         }
         let mut new_events = Vec::new();
         let mut duplicates = 0;
-        for case in std::mem::take(&mut batch.cases) {
+        let mut discarded = 0;
+        // Fencing: only chunks the batch's lease owner still holds.
+        let held = |chunks: &[ChunkLease], index: u64| match &batch.lease_owner {
+            None => true,
+            Some(owner) => chunks
+                .get(index as usize)
+                .is_some_and(|c| !c.done && c.owner.as_deref() == Some(owner.as_str())),
+        };
+        let completed: Vec<u64> = batch
+            .completed_chunks
+            .iter()
+            .copied()
+            .filter(|chunk| held(&run.chunks, *chunk))
+            .collect();
+        for case in &batch.cases {
             let index = case.record.key.case_index;
+            if !held(&run.chunks, index / CHUNK_SIZE) {
+                discarded += 1;
+                continue;
+            }
             if run.cases.contains_key(&index) {
                 duplicates += 1;
                 continue;
             }
             run.state.count_case(&case.record);
-            run.cases.insert(index, case.record);
-            new_events.extend(case.events);
+            run.cases.insert(index, case.record.clone());
+            new_events.extend(case.events.iter().cloned());
         }
-        for chunk in &batch.completed_chunks {
-            if let Some(lease) = run.chunks.get_mut(*chunk as usize) {
+        for chunk in completed {
+            if let Some(lease) = run.chunks.get_mut(chunk as usize) {
                 lease.done = true;
             }
         }
-        let events = run.state.finish_commit(new_events, &batch);
+        let events = run.state.finish_commit(new_events, batch);
         run.events.extend(events.iter().cloned());
-        Ok(run.state.outcome(events, duplicates))
+        let mut outcome = run.state.outcome(events, duplicates);
+        outcome.discarded = discarded;
+        Ok(outcome)
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
@@ -215,23 +238,56 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+    async fn renew_leases(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[u64],
+        lease: Duration,
+    ) -> StoreResult<Vec<u64>> {
         let mut runs = self.runs.lock().await;
+        let Some(run) = runs.get_mut(run_id) else {
+            return Ok(Vec::new());
+        };
         let until = Instant::now() + lease;
-        for chunk in runs.values_mut().flat_map(|run| run.chunks.iter_mut()) {
-            if !chunk.done && chunk.owner.as_deref() == Some(owner) {
+        let mut held = Vec::new();
+        for &index in chunks {
+            if let Some(chunk) = run.chunks.get_mut(index as usize)
+                && !chunk.done
+                && chunk.owner.as_deref() == Some(owner)
+            {
                 chunk.expires_at = Some(until);
+                held.push(index);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn release_leases(&self, run_id: &RunId, owner: &str) -> StoreResult<()> {
+        let mut runs = self.runs.lock().await;
+        let now = Instant::now();
+        if let Some(run) = runs.get_mut(run_id) {
+            for chunk in &mut run.chunks {
+                if chunk.owner.as_deref() == Some(owner) {
+                    chunk.expires_at = Some(now);
+                }
             }
         }
         Ok(())
     }
 
-    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+    async fn begin_attempt(&self, run_id: &RunId) -> StoreResult<u64> {
         let mut runs = self.runs.lock().await;
-        for chunk in runs.values_mut().flat_map(|run| run.chunks.iter_mut()) {
-            if chunk.owner.as_deref() == Some(owner) {
-                chunk.expires_at = Some(Instant::now());
-            }
+        let run = runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        run.attempts += 1;
+        Ok(run.attempts - 1)
+    }
+
+    async fn end_attempt(&self, run_id: &RunId) -> StoreResult<()> {
+        if let Some(run) = self.runs.lock().await.get_mut(run_id) {
+            run.attempts = run.attempts.saturating_sub(1);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 mod apply;
 mod connect;
+mod error;
 mod memory;
 mod postgres;
 mod sql;
@@ -24,35 +25,12 @@ use crate::model::{
 };
 
 pub use connect::connect;
+pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::Database(error.to_string())
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(error: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Database(format!("migrating: {error}"))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("run {0} not found")]
-    RunNotFound(RunId),
-    #[error("run {run_id} is already {status:?}")]
-    RunFinished { run_id: RunId, status: RunStatus },
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Database(String),
-}
 
 /// Cases are claimed for execution in chunks of this many consecutive case indices.
 pub const CHUNK_SIZE: u64 = 64;
@@ -187,6 +165,11 @@ pub struct CommitBatch {
     pub expect_status: Option<RunStatus>,
     /// Chunks whose every case is now recorded.
     pub completed_chunks: Vec<u64>,
+    /// Lease fencing: when set, the batch is written on behalf of this lease owner, and
+    /// only for chunks it still holds. Cases of a chunk it no longer holds (another
+    /// instance took the chunk over, or finished it) are discarded with their events, and
+    /// such chunks are not marked done: a stale owner's work is never recorded.
+    pub lease_owner: Option<String>,
 }
 
 impl CommitBatch {
@@ -199,6 +182,7 @@ impl CommitBatch {
             status: None,
             expect_status: None,
             completed_chunks: Vec::new(),
+            lease_owner: None,
         }
     }
 }
@@ -214,6 +198,8 @@ pub struct CommitOutcome {
     pub cancel_requested: bool,
     /// `expect_status` did not match: nothing was written.
     pub skipped: bool,
+    /// Case commits dropped because their chunk is not held by the batch's `lease_owner`.
+    pub discarded: usize,
 }
 
 /// Newest-first listing of runs, with a keyset cursor.
@@ -277,7 +263,8 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of runs in any of `statuses`, oldest first (used to resume after a restart).
     async fn run_ids_with_status(&self, statuses: &[RunStatus]) -> StoreResult<Vec<RunId>>;
 
-    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome>;
+    /// Takes the batch by reference: a commit that failed transiently is retried as is.
+    async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome>;
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
 
@@ -298,12 +285,29 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Option<Chunk>>;
 
-    /// Extends every lease `owner` holds to `lease` from now (the heartbeat).
-    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()>;
+    /// The heartbeat: extends `owner`'s leases on `chunks` of the run to `lease` from now
+    /// and returns those of `chunks` it still holds (not done, not taken over by another
+    /// owner). A lease that ran out but that nobody took over is still held.
+    async fn renew_leases(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[u64],
+        lease: Duration,
+    ) -> StoreResult<Vec<u64>>;
 
-    /// Gives up every lease `owner` holds (on shutdown), so others take over at once.
-    /// The chunks keep their owner's name: they count as abandoned until claimed again.
-    async fn release_leases(&self, owner: &str) -> StoreResult<()>;
+    /// Gives up every lease `owner` holds on the run's chunks (when its execution of the
+    /// run stops), so others take over at once. Leases of other runs are untouched. The
+    /// chunks keep their owner's name: they count as abandoned until claimed again.
+    async fn release_leases(&self, run_id: &RunId, owner: &str) -> StoreResult<()>;
+
+    /// Counts an execution of the run that is starting, durably. Returns how many earlier
+    /// executions started and never ended (the process crashed or was killed while
+    /// running it, or is still running it elsewhere).
+    async fn begin_attempt(&self, run_id: &RunId) -> StoreResult<u64>;
+
+    /// The execution counted by [`Store::begin_attempt`] ended without crashing the process.
+    async fn end_attempt(&self, run_id: &RunId) -> StoreResult<()>;
 
     async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus>;
 

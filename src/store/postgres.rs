@@ -15,11 +15,11 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::mpsc;
 
-use super::apply::{CancelStep, RunState};
+use super::apply::{CancelStep, RunState, fence, touched_chunks};
 use super::sql::{SUMMARY_COLUMNS, from_json, json_text, to_i64, to_u64};
 use super::{
-    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
-    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+    CancelOutcome, CaseCommit, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
 };
 use crate::model::{
     AggregateState, CaseRecord, CaseStatus, Progress, RunEvent, RunId, RunKind, RunRecord,
@@ -290,7 +290,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome> {
+    async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
         let mut prepared = Vec::with_capacity(batch.cases.len());
         for case in &batch.cases {
             prepared.push((
@@ -302,8 +302,38 @@ impl Store for PostgresStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut state = Self::lock_state(&mut tx, &batch.run_id).await?;
-        if let Some(skipped) = state.precheck(&batch)? {
+        if let Some(skipped) = state.precheck(batch)? {
             return Ok(skipped);
+        }
+        let mut discarded = 0;
+        let mut cases: Vec<&CaseCommit> = batch.cases.iter().collect();
+        let mut completed = batch.completed_chunks.clone();
+        if let Some(owner) = batch.lease_owner.clone() {
+            // The held chunks stay locked until the commit: nobody claims them meanwhile.
+            let chunks = touched_chunks(batch)
+                .into_iter()
+                .map(to_i64)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let rows = sqlx::query(
+                "SELECT chunk_index FROM run_chunks WHERE run_id = $1 AND owner = $2 AND NOT done \
+                 AND chunk_index = ANY($3) FOR UPDATE",
+            )
+            .bind(batch.run_id.as_str())
+            .bind(owner)
+            .bind(chunks)
+            .fetch_all(&mut *tx)
+            .await?;
+            let held = rows
+                .iter()
+                .map(|row| to_u64(row.try_get::<i64, _>(0)?))
+                .collect::<StoreResult<std::collections::HashSet<_>>>()?;
+            let (keep, chunks) = fence(batch, &held);
+            let mut kept = keep.iter();
+            prepared.retain(|_| kept.next().copied().unwrap_or(false));
+            let mut kept = keep.iter();
+            cases.retain(|_| kept.next().copied().unwrap_or(false));
+            discarded = keep.iter().filter(|k| !**k).count();
+            completed = chunks;
         }
         // Which of the cases are new: a case another instance recorded first is skipped
         // with its events.
@@ -327,7 +357,7 @@ impl Store for PostgresStore {
         }
         let mut kept_events = Vec::new();
         let mut duplicates = 0;
-        for (case, (index, ..)) in batch.cases.iter().zip(&prepared) {
+        for (case, (index, ..)) in cases.iter().zip(&prepared) {
             if inserted.remove(index) {
                 state.count_case(&case.record);
                 kept_events.extend(case.events.iter().cloned());
@@ -335,9 +365,8 @@ impl Store for PostgresStore {
                 duplicates += 1;
             }
         }
-        if !batch.completed_chunks.is_empty() {
-            let chunks = batch
-                .completed_chunks
+        if !completed.is_empty() {
+            let chunks = completed
                 .iter()
                 .map(|c| to_i64(*c))
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -350,11 +379,13 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        let events = state.finish_commit(kept_events, &batch);
+        let events = state.finish_commit(kept_events, batch);
         Self::insert_events(&mut tx, &events).await?;
         self.save_state(&mut tx, &state).await?;
         tx.commit().await?;
-        Ok(state.outcome(events, duplicates))
+        let mut outcome = state.outcome(events, duplicates);
+        outcome.discarded = discarded;
+        Ok(outcome)
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
@@ -427,21 +458,64 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE run_chunks SET lease_expires_at = clock_timestamp() + make_interval(secs => $2) \
-             WHERE owner = $1 AND NOT done",
+    async fn renew_leases(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[u64],
+        lease: Duration,
+    ) -> StoreResult<Vec<u64>> {
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks = chunks
+            .iter()
+            .map(|c| to_i64(*c))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "UPDATE run_chunks SET lease_expires_at = clock_timestamp() + make_interval(secs => $3) \
+             WHERE run_id = $1 AND owner = $2 AND NOT done AND chunk_index = ANY($4) RETURNING chunk_index",
         )
+        .bind(run_id.as_str())
         .bind(owner)
         .bind(lease.as_secs_f64())
+        .bind(chunks)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut held = rows
+            .iter()
+            .map(|row| to_u64(row.try_get::<i64, _>(0)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        held.sort_unstable();
+        Ok(held)
+    }
+
+    async fn release_leases(&self, run_id: &RunId, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE run_chunks SET lease_expires_at = to_timestamp(0) \
+             WHERE run_id = $1 AND owner = $2 AND NOT done",
+        )
+        .bind(run_id.as_str())
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE run_chunks SET lease_expires_at = to_timestamp(0) WHERE owner = $1 AND NOT done")
-            .bind(owner)
+    async fn begin_attempt(&self, run_id: &RunId) -> StoreResult<u64> {
+        let row = sqlx::query(
+            "UPDATE runs SET attempts = attempts + 1 WHERE run_id = $1 RETURNING attempts - 1",
+        )
+        .bind(run_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        to_u64(row.try_get::<i64, _>(0)?)
+    }
+
+    async fn end_attempt(&self, run_id: &RunId) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET attempts = GREATEST(attempts - 1, 0) WHERE run_id = $1")
+            .bind(run_id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -4,6 +4,7 @@
 //! IMMEDIATE`, so two writers never deadlock upgrading read locks; reads go through the
 //! pool concurrently (WAL lets them run beside the writer).
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -17,11 +18,11 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
-use super::apply::{CancelStep, RunState};
+use super::apply::{CancelStep, RunState, fence, touched_chunks};
 use super::sql::{SUMMARY_COLUMNS, from_json, json_text, to_i64, to_u64};
 use super::{
-    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
-    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+    CancelOutcome, CaseCommit, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
 };
 use crate::model::{
     AggregateState, CaseRecord, CaseStatus, Progress, RunEvent, RunId, RunKind, RunRecord,
@@ -200,6 +201,34 @@ async fn save_state(tx: &mut Transaction<'static, Sqlite>, state: &RunState) -> 
     Ok(())
 }
 
+/// Which of `chunks` of the run `owner` holds (not done), inside the write transaction.
+async fn held_chunks(
+    tx: &mut Transaction<'static, Sqlite>,
+    run_id: &RunId,
+    owner: &str,
+    chunks: &[u64],
+) -> StoreResult<HashSet<u64>> {
+    let mut held = HashSet::new();
+    for ids in chunks.chunks(MAX_PARAMS) {
+        let mut builder =
+            QueryBuilder::<Sqlite>::new("SELECT chunk_index FROM run_chunks WHERE run_id = ");
+        builder
+            .push_bind(run_id.as_str().to_owned())
+            .push(" AND owner = ")
+            .push_bind(owner.to_owned())
+            .push(" AND done = 0 AND chunk_index IN (");
+        let mut separated = builder.separated(", ");
+        for chunk in ids {
+            separated.push_bind(to_i64(*chunk)?);
+        }
+        builder.push(")");
+        for row in builder.build().fetch_all(&mut **tx).await? {
+            held.insert(to_u64(row.try_get::<i64, _>(0)?)?);
+        }
+    }
+    Ok(held)
+}
+
 async fn insert_events(
     tx: &mut Transaction<'static, Sqlite>,
     events: &[RunEvent],
@@ -342,7 +371,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome> {
+    async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
         // Serialise outside the write lock: it is the expensive part.
         let mut prepared = Vec::with_capacity(batch.cases.len());
         for case in &batch.cases {
@@ -355,8 +384,21 @@ impl Store for SqliteStore {
         }
         let (_guard, mut tx) = self.begin_write().await?;
         let mut state = load_state(&mut tx, &batch.run_id).await?;
-        if let Some(skipped) = state.precheck(&batch)? {
+        if let Some(skipped) = state.precheck(batch)? {
             return Ok(skipped);
+        }
+        let mut discarded = 0;
+        let mut cases: Vec<&CaseCommit> = batch.cases.iter().collect();
+        let mut completed = batch.completed_chunks.clone();
+        if let Some(owner) = batch.lease_owner.clone() {
+            let held = held_chunks(&mut tx, &batch.run_id, &owner, &touched_chunks(batch)).await?;
+            let (keep, chunks) = fence(batch, &held);
+            let mut kept = keep.iter();
+            prepared.retain(|_| kept.next().copied().unwrap_or(false));
+            let mut kept = keep.iter();
+            cases.retain(|_| kept.next().copied().unwrap_or(false));
+            discarded = keep.iter().filter(|k| !**k).count();
+            completed = chunks;
         }
         // One statement per few thousand cases: which rows were new comes back from
         // RETURNING (a case recorded before is skipped with its events).
@@ -380,7 +422,7 @@ impl Store for SqliteStore {
         }
         let mut kept_events = Vec::new();
         let mut duplicates = 0;
-        for (case, (index, ..)) in batch.cases.iter().zip(&prepared) {
+        for (case, (index, ..)) in cases.iter().zip(&prepared) {
             if inserted.remove(index) {
                 state.count_case(&case.record);
                 kept_events.extend(case.events.iter().cloned());
@@ -388,18 +430,20 @@ impl Store for SqliteStore {
                 duplicates += 1;
             }
         }
-        for chunk in &batch.completed_chunks {
+        for chunk in &completed {
             sqlx::query("UPDATE run_chunks SET done = 1, owner = NULL, lease_expires_at = NULL WHERE run_id = ? AND chunk_index = ?")
                 .bind(batch.run_id.as_str())
                 .bind(to_i64(*chunk)?)
                 .execute(&mut *tx)
                 .await?;
         }
-        let events = state.finish_commit(kept_events, &batch);
+        let events = state.finish_commit(kept_events, batch);
         insert_events(&mut tx, &events).await?;
         save_state(&mut tx, &state).await?;
         tx.commit().await?;
-        Ok(state.outcome(events, duplicates))
+        let mut outcome = state.outcome(events, duplicates);
+        outcome.discarded = discarded;
+        Ok(outcome)
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
@@ -478,22 +522,71 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn renew_leases(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+    async fn renew_leases(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[u64],
+        lease: Duration,
+    ) -> StoreResult<Vec<u64>> {
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
         let until = Timestamp::now().as_millis() + lease.as_millis() as i64;
         let (_guard, mut tx) = self.begin_write().await?;
-        sqlx::query("UPDATE run_chunks SET lease_expires_at = ? WHERE owner = ? AND done = 0")
-            .bind(until)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
+        let mut builder = QueryBuilder::<Sqlite>::new("UPDATE run_chunks SET lease_expires_at = ");
+        builder
+            .push_bind(until)
+            .push(" WHERE run_id = ")
+            .push_bind(run_id.as_str().to_owned())
+            .push(" AND owner = ")
+            .push_bind(owner.to_owned())
+            .push(" AND done = 0 AND chunk_index IN (");
+        let mut separated = builder.separated(", ");
+        for chunk in chunks {
+            separated.push_bind(to_i64(*chunk)?);
+        }
+        builder.push(") RETURNING chunk_index");
+        let rows = builder.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut held = rows
+            .iter()
+            .map(|row| to_u64(row.try_get::<i64, _>(0)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        held.sort_unstable();
+        Ok(held)
+    }
+
+    async fn release_leases(&self, run_id: &RunId, owner: &str) -> StoreResult<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE run_chunks SET lease_expires_at = 0 WHERE run_id = ? AND owner = ? AND done = 0",
+        )
+        .bind(run_id.as_str())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+    async fn begin_attempt(&self, run_id: &RunId) -> StoreResult<u64> {
         let (_guard, mut tx) = self.begin_write().await?;
-        sqlx::query("UPDATE run_chunks SET lease_expires_at = 0 WHERE owner = ? AND done = 0")
-            .bind(owner)
+        let row = sqlx::query(
+            "UPDATE runs SET attempts = attempts + 1 WHERE run_id = ? RETURNING attempts - 1",
+        )
+        .bind(run_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        tx.commit().await?;
+        to_u64(row.try_get::<i64, _>(0)?)
+    }
+
+    async fn end_attempt(&self, run_id: &RunId) -> StoreResult<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE runs SET attempts = MAX(attempts - 1, 0) WHERE run_id = ?")
+            .bind(run_id.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
