@@ -3,7 +3,7 @@
 //! [`launch`] takes an already-bound listener and a shutdown future so tests can bind
 //! port 0 and stop the server when they like.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -164,18 +164,50 @@ async fn serve(
     }
     let router = api::router(scheduler.clone(), &config.api);
     tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // On the signal, runs start stopping and event streams end at once (they select on
+    // this token), while the HTTP server drains the other requests.
+    let stopping = scheduler.stopping();
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_HTTP_DRAIN).await;
+        } => tracing::warn!("requests still open after {SHUTDOWN_HTTP_DRAIN:?}; closing them"),
+    }
     tracing::info!("HTTP server stopped; stopping runs in flight");
     stop_background.cancel();
     background.close();
     background.wait().await;
-    scheduler.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_RUNS, scheduler.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "runs did not stop within {SHUTDOWN_RUNS:?}; their leases expire and others resume them"
+        );
+    }
     // Runs that stopped flush their spans and deliver their queued webhooks meanwhile.
-    crate::telemetry::wait_for_exports(std::time::Duration::from_secs(5)).await;
+    crate::telemetry::wait_for_exports(SHUTDOWN_EXPORTS).await;
     Ok(())
 }
+
+/// Graceful shutdown is bounded (10 s in all): open requests get this long to finish
+/// (event streams end at once)...
+const SHUTDOWN_HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...runs this long to record their finished cases and release their leases...
+const SHUTDOWN_RUNS: std::time::Duration = std::time::Duration::from_secs(5);
+/// ...and telemetry this long to flush spans and queued webhooks.
+const SHUTDOWN_EXPORTS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Hides a password in a database URL before it is logged.
 fn redact(url: &str) -> String {

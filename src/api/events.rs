@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
@@ -96,7 +96,9 @@ async fn stream_events(
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
         let event = cursor.next().await?;
         Some((Ok(to_sse(&event)), cursor))
-    });
+    })
+    // Shutdown ends every stream (clients reconnect with `Last-Event-ID`).
+    .take_until(state.scheduler.stopping().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))

@@ -116,6 +116,12 @@ impl Scheduler {
         self.active().len()
     }
 
+    /// Cancelled when the service starts shutting down: runs stop, and long-lived
+    /// responses (event streams) end, so shutdown never waits on a client.
+    pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Stops executing: runs in flight persist what finished and stay `running` in the
     /// store, to resume on the next start. Waits for their tasks to end.
     pub async fn shutdown(&self) {
