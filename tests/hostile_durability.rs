@@ -273,3 +273,314 @@ async fn a_run_that_keeps_killing_its_process_is_quarantined() {
     drop(server);
 }
 
+
+// ---------------------------------------------------------------------------------------
+// The database going away for ten seconds mid-run.
+
+/// A TCP proxy in front of Postgres that the test can cut: every open connection is
+/// dropped and new ones are closed at once until it is restored.
+struct CuttableProxy {
+    port: u16,
+    state: Arc<Mutex<ProxyState>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    up: bool,
+    connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: &str) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ProxyState {
+            up: true,
+            connections: Vec::new(),
+        }));
+        let upstream = upstream.to_owned();
+        let accept = tokio::spawn({
+            let state = state.clone();
+            async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let mut state = state.lock().unwrap();
+                    if !state.up {
+                        drop(inbound); // refused: closed at once
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    state.connections.push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+                }
+            }
+        });
+        CuttableProxy {
+            port,
+            state,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.up = false;
+        for connection in state.connections.drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.state.lock().unwrap().up = true;
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// `url` with its host and port replaced by 127.0.0.1:`port`.
+fn through_proxy(url: &str, port: u16) -> String {
+    let scheme_end = url.find("://").unwrap() + 3;
+    let rest = &url[scheme_end..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let credentials = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!("{}{credentials}127.0.0.1:{port}{path}", &url[..scheme_end])
+}
+
+/// host:port of a Postgres URL.
+fn upstream_of(url: &str) -> String {
+    let rest = &url[url.find("://").unwrap() + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// `n` cases for `test/counting` whose case ids start with `prefix`.
+fn counting_run(prefix: &str, n: usize, delay_ms: u64, concurrency: u64) -> Value {
+    let cases: Vec<Value> = (0..n)
+        .map(|i| json!({"case_id": format!("{prefix}{i}"), "input": {"answer": "1"}, "expected_output": "1"}))
+        .collect();
+    json!({
+        "generation": {"generator": {"name": "test/counting", "params": {"delay_ms": delay_ms}}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [1],
+        "concurrency": concurrency
+    })
+}
+
+#[tokio::test]
+async fn a_run_survives_the_database_going_away_for_ten_seconds() {
+    let database = DatabaseGuard::create().await;
+    let proxy = CuttableProxy::start(&upstream_of(&database.url())).await;
+    let calls = CallCounter::default();
+    let server = TestServer::start(
+        &through_proxy(&database.url(), proxy.port),
+        registry_with_counter(&calls),
+    )
+    .await;
+    let run_id = post_run(
+        &server.client,
+        &server.base,
+        &counting_run("c", 600, 25, 4),
+    )
+    .await;
+    wait_until(
+        &server.client,
+        &server.base,
+        &run_id,
+        Duration::from_secs(60),
+        |run| completed(run) >= 100,
+    )
+    .await;
+
+    // Ten seconds without a database, cases finishing all along until the recorder's
+    // queue is full.
+    proxy.cut();
+    let outage = Instant::now();
+    let calls_before = calls.total();
+    while outage.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        calls.total() > calls_before,
+        "cases went on executing during the outage"
+    );
+    proxy.restore();
+
+    let run = server.wait_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        run["progress"],
+        json!({"total": 600, "completed": 600, "failed": 0})
+    );
+    let results = all_results(&server.client, &server.base, &run_id).await;
+    let indices: std::collections::HashSet<u64> = results
+        .iter()
+        .map(|r| r["case_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!((results.len(), indices.len()), (600, 600), "each case once");
+    // Paid-for cases finished during the outage were kept, not executed again.
+    let per_case = calls.per_case();
+    assert_eq!(per_case.len(), 600);
+    assert!(
+        per_case.values().all(|n| *n == 1),
+        "a case was executed twice"
+    );
+    let events = events_of(&server.client, &server.base, &run_id).await;
+    assert!(events.iter().all(|e| e.event != "run_failed"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event == "case_completed")
+            .count(),
+        600
+    );
+    let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=events.len() as u64).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Lease fencing: cancelling one run does not touch another run's leases.
+
+#[tokio::test]
+async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() {
+    let database = DatabaseGuard::create().await;
+    let (calls_one, calls_two) = (CallCounter::default(), CallCounter::default());
+    let one = TestServer::start(&database.url(), registry_with_counter(&calls_one)).await;
+    let two = TestServer::start(&database.url(), registry_with_counter(&calls_two)).await;
+
+    let run_a = post_run(&one.client, &one.base, &counting_run("a", 3_000, 20, 4)).await;
+    let run_b = post_run(&one.client, &one.base, &counting_run("b", 1_500, 20, 4)).await;
+    let started = |calls: &CallCounter, prefix: char| {
+        calls.per_case().keys().any(|k| k.starts_with(prefix))
+    };
+    // Both instances execute both runs (the second one joins by polling).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(started(&calls_one, 'a')
+        && started(&calls_one, 'b')
+        && started(&calls_two, 'a')
+        && started(&calls_two, 'b'))
+    {
+        assert!(Instant::now() < deadline, "both instances never joined both runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let response = one
+        .client
+        .post(one.url(&format!("/runs/{run_a}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let a = one.wait_finished(&run_a).await;
+    assert_eq!(a["status"], "cancelled", "{a}");
+    let b = two.wait_finished(&run_b).await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["progress"]["completed"], 1_500);
+
+    // No case of B was generated twice, whichever instance ran it.
+    let mut per_case = calls_one.per_case();
+    for (case, n) in calls_two.per_case() {
+        *per_case.entry(case).or_default() += n;
+    }
+    let b_cases: Vec<(&String, &usize)> =
+        per_case.iter().filter(|(k, _)| k.starts_with('b')).collect();
+    assert_eq!(b_cases.len(), 1_500);
+    let twice: Vec<&String> = b_cases
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| *k)
+        .collect();
+    assert!(twice.is_empty(), "cases of B executed twice: {twice:?}");
+    one.stop().await;
+    two.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM is bounded with SSE clients connected; leases are released for the next start.
+
+#[tokio::test]
+async fn sigterm_with_an_sse_client_exits_promptly_and_releases_leases() {
+    use sqlx::Connection;
+    let database = DatabaseGuard::create().await;
+    // A lease far longer than the test: the run can only resume at once if it was released.
+    let flags = ["--lease-ms", "120000", "--poll-interval-ms", "200"];
+    let (mut server, base) = ChildGuard::spawn(&database.url(), &flags);
+    let client = reqwest::Client::new();
+    let run_id = post_run(&client, &base, &slow_run(3_000, 20, 9)).await;
+    let stream = client
+        .get(format!("{base}/runs/{run_id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(read_sse(stream, usize::MAX));
+    let run = wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
+        completed(run) >= 20
+    })
+    .await;
+    assert_eq!(run["status"], "running");
+
+    let signalled = Instant::now();
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some(),
+        "the server did not exit within 10 s of SIGTERM with an SSE client connected"
+    );
+    let events = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the event stream ended with the server")
+        .unwrap();
+    assert!(!events.is_empty());
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+
+    // No live lease is left behind.
+    let mut connection = sqlx::PgConnection::connect(&database.url()).await.unwrap();
+    let (live,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM run_chunks WHERE NOT done AND lease_expires_at > clock_timestamp()",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(live, 0, "leases were not released on shutdown");
+    let (attempts,): (i64,) = sqlx::query_as("SELECT attempts FROM runs WHERE run_id = $1")
+        .bind(&run_id)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "a graceful stop does not count towards quarantine");
+    let (stopped_at,): (i64,) = sqlx::query_as("SELECT completed FROM runs WHERE run_id = $1")
+        .bind(&run_id)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    let stopped_at = stopped_at as u64;
+    connection.close().await.unwrap();
+
+    // The next start resumes the run at once, not after the 120-s lease.
+    let (_server, base) = ChildGuard::spawn(&database.url(), &flags);
+    let resumed = Instant::now();
+    let run = wait_until(&client, &base, &run_id, Duration::from_secs(20), |run| {
+        completed(run) > stopped_at
+    })
+    .await;
+    assert_eq!(run["status"], "running", "{run}");
+    assert!(resumed.elapsed() < Duration::from_secs(20));
+}
