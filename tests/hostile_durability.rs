@@ -273,7 +273,6 @@ async fn a_run_that_keeps_killing_its_process_is_quarantined() {
     drop(server);
 }
 
-
 // ---------------------------------------------------------------------------------------
 // The database going away for ten seconds mid-run.
 
@@ -362,7 +361,9 @@ fn through_proxy(url: &str, port: u16) -> String {
 fn upstream_of(url: &str) -> String {
     let rest = &url[url.find("://").unwrap() + 3..];
     let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let host = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+    let host = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
     if host.contains(':') {
         host.to_owned()
     } else {
@@ -394,12 +395,7 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
         registry_with_counter(&calls),
     )
     .await;
-    let run_id = post_run(
-        &server.client,
-        &server.base,
-        &counting_run("c", 600, 25, 4),
-    )
-    .await;
+    let run_id = post_run(&server.client, &server.base, &counting_run("c", 600, 25, 4)).await;
     wait_until(
         &server.client,
         &server.base,
@@ -468,9 +464,8 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
 
     let run_a = post_run(&one.client, &one.base, &counting_run("a", 3_000, 20, 4)).await;
     let run_b = post_run(&one.client, &one.base, &counting_run("b", 1_500, 20, 4)).await;
-    let started = |calls: &CallCounter, prefix: char| {
-        calls.per_case().keys().any(|k| k.starts_with(prefix))
-    };
+    let started =
+        |calls: &CallCounter, prefix: char| calls.per_case().keys().any(|k| k.starts_with(prefix));
     // Both instances execute both runs (the second one joins by polling).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(started(&calls_one, 'a')
@@ -478,7 +473,10 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
         && started(&calls_two, 'a')
         && started(&calls_two, 'b'))
     {
-        assert!(Instant::now() < deadline, "both instances never joined both runs");
+        assert!(
+            Instant::now() < deadline,
+            "both instances never joined both runs"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -500,8 +498,10 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
     for (case, n) in calls_two.per_case() {
         *per_case.entry(case).or_default() += n;
     }
-    let b_cases: Vec<(&String, &usize)> =
-        per_case.iter().filter(|(k, _)| k.starts_with('b')).collect();
+    let b_cases: Vec<(&String, &usize)> = per_case
+        .iter()
+        .filter(|(k, _)| k.starts_with('b'))
+        .collect();
     assert_eq!(b_cases.len(), 1_500);
     let twice: Vec<&String> = b_cases
         .iter()
@@ -565,7 +565,10 @@ async fn sigterm_with_an_sse_client_exits_promptly_and_releases_leases() {
         .fetch_one(&mut connection)
         .await
         .unwrap();
-    assert_eq!(attempts, 0, "a graceful stop does not count towards quarantine");
+    assert_eq!(
+        attempts, 0,
+        "a graceful stop does not count towards quarantine"
+    );
     let (stopped_at,): (i64,) = sqlx::query_as("SELECT completed FROM runs WHERE run_id = $1")
         .bind(&run_id)
         .fetch_one(&mut connection)
@@ -583,4 +586,153 @@ async fn sigterm_with_an_sse_client_exits_promptly_and_releases_leases() {
     .await;
     assert_eq!(run["status"], "running", "{run}");
     assert!(resumed.elapsed() < Duration::from_secs(20));
+}
+
+// ---------------------------------------------------------------------------------------
+// A lost lease stops that chunk's work; the new owner's results are the ones recorded.
+
+/// `test/gated`: never answers; counts calls started and calls dropped unfinished.
+struct GatedGenerator {
+    started: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountDrop(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Generator for GatedGenerator {
+    async fn generate(&self, _request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
+        let _dropped = CountDrop(self.dropped.clone());
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn losing_a_lease_stops_the_chunk_and_its_late_results_are_discarded() {
+    use std::sync::atomic::Ordering;
+    use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+    use themis::model::{CaseKey, CaseRecord, CaseStatus, Timestamp};
+    use themis::store::{CaseCommit, CaseQuery, CommitBatch, MemoryStore, Store};
+
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::builtin();
+    registry.register_generator("test/gated", "1", {
+        let (started, dropped) = (started.clone(), dropped.clone());
+        move |_| {
+            Arc::new(GatedGenerator {
+                started: started.clone(),
+                dropped: dropped.clone(),
+            })
+        }
+    });
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config = EngineConfig {
+        instance_id: "stalled".into(),
+        lease: Duration::from_millis(600),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), Arc::new(registry), config);
+    let cases: Vec<Value> = (0..8)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {}}))
+        .collect();
+    let body = json!({
+        "generation": {"generator": "test/gated"},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [1],
+        "concurrency": 8
+    });
+    let request = engine.parse(&body).unwrap();
+    let run_id = engine.submit(&request).await.unwrap().into_record().run_id;
+    let execution = tokio::spawn({
+        let engine = engine.clone();
+        let run_id = run_id.clone();
+        async move {
+            engine
+                .execute(&run_id, Observers::default(), RunControl::default())
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 8 {
+        assert!(Instant::now() < deadline, "cases never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The lease lapses (as if this instance stalled) and another instance takes the chunk.
+    store.release_leases(&run_id, "stalled").await.unwrap();
+    let chunk = store
+        .claim_chunk(&run_id, "other", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the chunk is free");
+    // The stalled instance notices at its next heartbeat and stops the chunk's cases.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped.load(Ordering::SeqCst) < 8 {
+        assert!(Instant::now() < deadline, "the chunk's work went on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The new owner records the cases and completes the chunk; the stalled execution
+    // then finds the run done.
+    let mut batch = CommitBatch::new(run_id.clone());
+    for i in 0..8u64 {
+        let at = Timestamp::now();
+        batch.cases.push(CaseCommit {
+            record: CaseRecord {
+                run_id: run_id.clone(),
+                key: CaseKey {
+                    case_index: i,
+                    dataset_id: "d".into(),
+                    case_id: format!("c{i}"),
+                    seed: 1,
+                },
+                status: CaseStatus::Completed,
+                candidates: Vec::new(),
+                reduced: None,
+                parsed: Some(json!("by other")),
+                parse_steps: Vec::new(),
+                scores: Vec::new(),
+                judgments: Vec::new(),
+                error: None,
+                stages: Vec::new(),
+                usage: Usage::default(),
+                started_at: at,
+                finished_at: at,
+            },
+            events: Vec::new(),
+        });
+    }
+    batch.completed_chunks = vec![chunk.chunk_index];
+    batch.lease_owner = Some("other".into());
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!((outcome.discarded, outcome.progress.completed), (0, 8));
+
+    let record = tokio::time::timeout(Duration::from_secs(10), execution)
+        .await
+        .expect("the execution ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status.as_str(), "completed");
+    let records = store
+        .case_records(
+            &run_id,
+            &CaseQuery {
+                limit: 100,
+                ..CaseQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 8);
+    assert!(records.iter().all(|r| r.parsed == Some(json!("by other"))));
 }

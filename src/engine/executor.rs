@@ -692,16 +692,19 @@ impl Engine {
                 .await?
                 .into_iter()
                 .collect();
-            let lost = leases.hold(chunk.chunk_index);
+            let lost = CancellationToken::new();
             let items = plan
                 .work_in(store.as_ref(), &chunk, &recorded, &lost)
                 .await?;
-            Ok(Some((chunk.chunk_index, items)))
+            Ok(Some((chunk.chunk_index, items, lost)))
         });
         match claim.await {
             Ok(None) => None,
             Err(e) => Some(Err(e)),
-            Ok(Some((chunk_index, items))) => {
+            Ok(Some((chunk_index, items, lost))) => {
+                // Renewed from now on; a chunk claimed by an attempt that failed later
+                // is not, so its lease runs out and it is claimed again.
+                leases.hold(chunk_index, lost);
                 let claimed = RecorderMsg::ChunkClaimed {
                     chunk_index,
                     pending: items.len(),

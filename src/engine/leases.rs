@@ -27,9 +27,9 @@ impl LeaseSet {
         self.chunks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A chunk was claimed: its work stops when the returned token is cancelled.
-    pub fn hold(&self, chunk: u64) -> CancellationToken {
-        self.chunks().entry(chunk).or_default().clone()
+    /// A chunk was claimed: its work stops when `lost` is cancelled.
+    pub fn hold(&self, chunk: u64, lost: CancellationToken) {
+        self.chunks().insert(chunk, lost);
     }
 
     /// A chunk is done (its last case is recorded): nothing to renew any more.
@@ -112,7 +112,14 @@ mod tests {
     #[test]
     fn only_asked_chunks_missing_from_the_answer_are_lost() {
         let leases = LeaseSet::default();
-        let (a, b, c) = (leases.hold(1), leases.hold(2), leases.hold(3));
+        let (a, b, c) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        leases.hold(1, a.clone());
+        leases.hold(2, b.clone());
+        leases.hold(3, c.clone());
         // Chunk 3 was claimed after the heartbeat asked: it is not lost.
         let lost = leases.lose_missing(&[1, 2], &[2]);
         assert_eq!(lost, vec![1]);
