@@ -222,22 +222,27 @@ fn completed(run: &Value) -> u64 {
     run["progress"]["completed"].as_u64().unwrap_or(0)
 }
 
+/// Waits until the server at `base` (started after the previous one died) records a case
+/// of the run itself: its execution has begun.
+async fn executing(client: &reqwest::Client, base: &str, run_id: &str) -> Value {
+    let before = completed(&wait_until(client, base, run_id, Duration::ZERO, |_| true).await);
+    wait_until(client, base, run_id, Duration::from_secs(60), |run| {
+        completed(run) > before
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_run_that_keeps_killing_its_process_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("quarantine.db").display());
     let client = reqwest::Client::new();
     let (mut server, mut base) = ChildGuard::spawn(&database, &[]);
-    let run_id = post_run(&client, &base, &slow_run(2_000, 30, 5)).await;
-    let mut done = 0;
+    let run_id = post_run(&client, &base, &slow_run(2_000, 300, 5)).await;
 
     // Six graceful restarts mid-run (more than the quarantine limit): none counts.
     for _ in 0..6 {
-        let run = wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
-            completed(run) > done
-        })
-        .await;
-        done = completed(&run);
+        executing(&client, &base, &run_id).await;
         server.terminate();
         assert!(
             server.wait_exit(Duration::from_secs(15)).is_some(),
@@ -248,11 +253,7 @@ async fn a_run_that_keeps_killing_its_process_is_quarantined() {
 
     // Five executions that end with the process killed (as a stack overflow would)...
     for _ in 0..5 {
-        let run = wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
-            completed(run) > done
-        })
-        .await;
-        done = completed(&run);
+        let run = executing(&client, &base, &run_id).await;
         assert_eq!(run["status"], "running", "{run}");
         server.kill();
         (server, base) = ChildGuard::spawn(&database, &[]);
@@ -387,6 +388,7 @@ fn counting_run(prefix: &str, n: usize, delay_ms: u64, concurrency: u64) -> Valu
 
 #[tokio::test]
 async fn a_run_survives_the_database_going_away_for_ten_seconds() {
+    const CASES: usize = 1_200;
     let database = DatabaseGuard::create().await;
     let proxy = CuttableProxy::start(&upstream_of(&database.url())).await;
     let calls = CallCounter::default();
@@ -395,7 +397,12 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
         registry_with_counter(&calls),
     )
     .await;
-    let run_id = post_run(&server.client, &server.base, &counting_run("c", 600, 25, 4)).await;
+    let run_id = post_run(
+        &server.client,
+        &server.base,
+        &counting_run("c", CASES, 100, 32),
+    )
+    .await;
     wait_until(
         &server.client,
         &server.base,
@@ -405,8 +412,8 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
     )
     .await;
 
-    // Ten seconds without a database, cases finishing all along until the recorder's
-    // queue is full.
+    // Ten seconds without a database. The cases already claimed (the chunk in progress
+    // and up to `concurrency` claimed ahead) still run; their results wait for the store.
     proxy.cut();
     let outage = Instant::now();
     let calls_before = calls.total();
@@ -423,17 +430,21 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(
         run["progress"],
-        json!({"total": 600, "completed": 600, "failed": 0})
+        json!({"total": CASES, "completed": CASES, "failed": 0})
     );
     let results = all_results(&server.client, &server.base, &run_id).await;
     let indices: std::collections::HashSet<u64> = results
         .iter()
         .map(|r| r["case_index"].as_u64().unwrap())
         .collect();
-    assert_eq!((results.len(), indices.len()), (600, 600), "each case once");
+    assert_eq!(
+        (results.len(), indices.len()),
+        (CASES, CASES),
+        "each case once"
+    );
     // Paid-for cases finished during the outage were kept, not executed again.
     let per_case = calls.per_case();
-    assert_eq!(per_case.len(), 600);
+    assert_eq!(per_case.len(), CASES);
     assert!(
         per_case.values().all(|n| *n == 1),
         "a case was executed twice"
@@ -445,7 +456,7 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
             .iter()
             .filter(|e| e.event == "case_completed")
             .count(),
-        600
+        CASES
     );
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=events.len() as u64).collect::<Vec<_>>());
@@ -463,7 +474,7 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
     let two = TestServer::start(&database.url(), registry_with_counter(&calls_two)).await;
 
     let run_a = post_run(&one.client, &one.base, &counting_run("a", 3_000, 20, 4)).await;
-    let run_b = post_run(&one.client, &one.base, &counting_run("b", 1_500, 20, 4)).await;
+    let run_b = post_run(&one.client, &one.base, &counting_run("b", 3_000, 20, 4)).await;
     let started =
         |calls: &CallCounter, prefix: char| calls.per_case().keys().any(|k| k.starts_with(prefix));
     // Both instances execute both runs (the second one joins by polling).
@@ -491,7 +502,7 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
     assert_eq!(a["status"], "cancelled", "{a}");
     let b = two.wait_finished(&run_b).await;
     assert_eq!(b["status"], "completed", "{b}");
-    assert_eq!(b["progress"]["completed"], 1_500);
+    assert_eq!(b["progress"]["completed"], 3_000);
 
     // No case of B was generated twice, whichever instance ran it.
     let mut per_case = calls_one.per_case();
@@ -502,7 +513,7 @@ async fn cancelling_a_run_on_one_instance_never_duplicates_another_runs_cases() 
         .iter()
         .filter(|(k, _)| k.starts_with('b'))
         .collect();
-    assert_eq!(b_cases.len(), 1_500);
+    assert_eq!(b_cases.len(), 3_000);
     let twice: Vec<&String> = b_cases
         .iter()
         .filter(|(_, n)| **n > 1)
@@ -524,7 +535,7 @@ async fn sigterm_with_an_sse_client_exits_promptly_and_releases_leases() {
     let flags = ["--lease-ms", "120000", "--poll-interval-ms", "200"];
     let (mut server, base) = ChildGuard::spawn(&database.url(), &flags);
     let client = reqwest::Client::new();
-    let run_id = post_run(&client, &base, &slow_run(3_000, 20, 9)).await;
+    let run_id = post_run(&client, &base, &slow_run(3_000, 50, 9)).await;
     let stream = client
         .get(format!("{base}/runs/{run_id}/events"))
         .send()
