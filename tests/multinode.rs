@@ -177,25 +177,44 @@ async fn concurrent_identical_posts_on_two_instances_create_one_run() {
     assert_eq!(rejudged["status"], "completed");
     assert_eq!(rejudged["aggregates"]["builtin/token_f1"]["n"], 20);
 
-    let slow: Value = client
-        .post(format!("{base_a}/runs"))
-        .json(&experiment(500, 50, 2))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slow_id = slow["run_id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Cancel through B a run A started executing: 202 (the executing instances stop it),
+    // and the cases recorded before the cancel are kept.
+    let slow_id = post_run(&client, &base_a, &experiment(500, 50, 2)).await;
+    wait_until(&client, &base_a, &slow_id, Duration::from_secs(60), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 4
+    })
+    .await;
     let cancel = client
         .post(format!("{base_b}/runs/{slow_id}/cancel"))
         .send()
         .await
         .unwrap();
-    assert!(cancel.status().is_success());
-    let cancelled = wait_finished(&client, &base_a, slow_id).await;
-    assert_eq!(cancelled["status"], "cancelled");
+    let (status, requested) = common::json_of(cancel).await;
+    assert_eq!(status, 202, "cancel of a run executing elsewhere: {requested}");
+    assert_eq!(requested["cancel_requested"], true);
+    let cancelled = wait_finished(&client, &base_a, &slow_id).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let kept = cancelled["progress"]["completed"].as_u64().unwrap();
+    assert!((4..500).contains(&kept), "{cancelled}");
+    let results = all_results(&client, &base_b, &slow_id).await;
+    assert_eq!(results.len() as u64, kept, "the recorded cases are kept");
+    let events = events_of(&client, &base_b, &slow_id).await;
+    assert_eq!(events.last().unwrap().event, "run_cancelled");
+
+    // Last-Event-ID resumes on the other instance: B streams exactly what follows.
+    let middle = events.len() as u64 / 2;
+    let resumed = client
+        .get(format!("{base_b}/runs/{slow_id}/events"))
+        .header("Last-Event-ID", middle.to_string())
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_sse(resumed, usize::MAX).await;
+    assert_eq!(
+        resumed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        (middle + 1..=events.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(resumed, events[middle as usize..].to_vec());
 
     a.kill().unwrap();
     b.kill().unwrap();

@@ -18,6 +18,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(String),
+    /// Another process holds the SQLite database.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl StoreError {

@@ -8,6 +8,7 @@
 mod apply;
 mod connect;
 mod error;
+mod lock;
 mod memory;
 mod postgres;
 mod sql;

@@ -35,6 +35,8 @@ const MAX_PARAMS: usize = 30_000;
 pub struct SqliteStore {
     pool: SqlitePool,
     write: Mutex<()>,
+    /// Held for the store's lifetime (none for in-memory databases).
+    _lock: Option<super::lock::FileLock>,
 }
 
 impl SqliteStore {
@@ -55,6 +57,12 @@ impl SqliteStore {
             // A larger page cache and memory-mapped reads keep hot pages out of read(2).
             .pragma("cache_size", "-32768")
             .pragma("mmap_size", "268435456");
+        // Before anything touches the file: a second process must not reset our leases.
+        let lock = if in_memory {
+            None
+        } else {
+            Some(super::lock::FileLock::for_database(options.get_filename())?)
+        };
         // An in-memory database exists per connection: keep exactly one.
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
@@ -82,6 +90,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             write: Mutex::new(()),
+            _lock: lock,
         })
     }
 

@@ -147,14 +147,12 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(response).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(response).await
     }
 
     /// Polls a run until it reaches a terminal status.
@@ -162,13 +160,43 @@ impl TestServer {
         wait_finished(&self.client, &self.base, run_id).await
     }
 
+    /// Shuts the server down gracefully; not being down within 10 s fails the test.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+            tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .expect("the server did not shut down within 10 s")
+                .expect("the server task panicked");
         }
+    }
+}
+
+impl Drop for TestServer {
+    /// A test that fails before `stop` still takes its server (and its store) down.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Status and JSON body of a response. A body that is not JSON fails the test (with the
+/// body in the message); only 204 and 304 may have none (`Null`).
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("reading the response body");
+    if text.is_empty() && (status == 204 || status == 304) {
+        return (status, Value::Null);
+    }
+    match serde_json::from_str(&text) {
+        Ok(value) => (status, value),
+        Err(e) => panic!("HTTP {status}: body is not JSON ({e}): {text:?}"),
     }
 }
 
@@ -189,14 +217,15 @@ pub async fn wait_until(
 ) -> Value {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let run: Value = client
-            .get(format!("{base}/runs/{run_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, run) = json_of(
+            client
+                .get(format!("{base}/runs/{run_id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "GET /runs/{run_id}: {run}");
         if done(&run) {
             return run;
         }
@@ -217,34 +246,63 @@ pub struct SseEvent {
 }
 
 /// Reads an SSE stream to its end (or until `max` events), parsing `id`, `event`, `data`.
+/// Comment-only frames (keep-alives) are skipped; any other frame without a numeric
+/// `id`, an `event` and JSON `data` fails the test.
 pub async fn read_sse(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
     use futures::StreamExt;
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let mut events = Vec::new();
     while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        let chunk = chunk.expect("reading the event stream");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("event stream is not UTF-8"));
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-                events.push(SseEvent { id, event, data });
+            if let Some(event) = parse_sse_frame(&block) {
+                events.push(event);
                 if events.len() >= max {
                     return events;
                 }
             }
         }
     }
+    assert!(
+        buffer.trim().is_empty(),
+        "event stream ended inside a frame: {buffer:?}"
+    );
     events
+}
+
+/// One SSE frame; `None` for a frame of comments only, a failed test for a malformed one.
+pub fn parse_sse_frame(block: &str) -> Option<SseEvent> {
+    let (mut id, mut event, mut data) = (None, None, None);
+    let mut fields = 0;
+    for line in block.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
+        fields += 1;
+        if let Some(v) = line.strip_prefix("id:") {
+            id = Some(
+                v.trim()
+                    .parse::<u64>()
+                    .unwrap_or_else(|e| panic!("SSE id is not a number ({e}): {block:?}")),
+            );
+        } else if let Some(v) = line.strip_prefix("event:") {
+            event = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = Some(
+                serde_json::from_str::<Value>(v.trim())
+                    .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {block:?}")),
+            );
+        } else {
+            panic!("unexpected SSE line {line:?} in {block:?}");
+        }
+    }
+    if fields == 0 {
+        return None;
+    }
+    match (id, event, data) {
+        (Some(id), Some(event), Some(data)) => Some(SseEvent { id, event, data }),
+        _ => panic!("SSE frame without id, event and data: {block:?}"),
+    }
 }
 
 /// The Postgres server tests use (`THEMIS_TEST_POSTGRES_URL`, default the local one).
@@ -253,10 +311,12 @@ pub fn postgres_base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// A fresh database for one test, dropped by [`TestDatabase::drop_database`].
+/// A fresh database for one test, dropped when the value is dropped (on every path,
+/// a failing test included) or explicitly by [`TestDatabase::drop_database`].
 pub struct TestDatabase {
     pub url: String,
     name: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -281,40 +341,77 @@ impl TestDatabase {
             }
             _ => format!("{base}/{name}"),
         };
-        TestDatabase { url, name }
+        TestDatabase {
+            url,
+            name,
+            dropped: false,
+        }
     }
 
-    pub async fn drop_database(self) {
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_base_url()).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut admin)
-            .await;
+    pub async fn drop_database(mut self) {
+        self.dropped = true;
+        drop_named_database(self.name.clone())
+            .await
+            .unwrap_or_else(|e| panic!("dropping test database {}: {e}", self.name));
+    }
+}
+
+async fn drop_named_database(name: String) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&postgres_base_url()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
+}
+
+impl Drop for TestDatabase {
+    /// Drop cannot await: a thread with its own runtime drops the database (works inside
+    /// and outside a Tokio runtime, and while unwinding from a failed assertion).
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = self.name.clone();
+        let result = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(drop_named_database(name))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        if let Ok(Err(e)) | Err(e) = result.map_err(|_| "panicked".to_owned()) {
+            eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
 }
 
 /// Starts the real `themis serve` binary on an ephemeral port with `extra` flags and
 /// returns the process and its base URL (read from its first JSON log lines).
-pub fn spawn_server(database_url: &str, extra: &[&str]) -> (std::process::Child, String) {
+pub fn spawn_server(database_url: &str, extra: &[&str]) -> (ServerProcess, String) {
     spawn_server_with_env(database_url, extra, &[])
 }
 
 /// `POST {base}/runs` with `body`; returns the run id.
 pub async fn post_run(client: &reqwest::Client, base: &str, body: &Value) -> String {
-    let created: Value = client
-        .post(format!("{base}/runs"))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["run_id"].as_str().unwrap().to_owned()
+    let (status, created) = json_of(
+        client
+            .post(format!("{base}/runs"))
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(status == 202 || status == 200, "POST /runs: {status} {created}");
+    created["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id in {created}"))
+        .to_owned()
 }
 
 /// Every event of a finished run, read from its SSE stream to the end.
@@ -324,6 +421,7 @@ pub async fn events_of(client: &reqwest::Client, base: &str, run_id: &str) -> Ve
         .send()
         .await
         .unwrap();
+    assert_eq!(response.status(), 200, "GET /runs/{run_id}/events");
     read_sse(response, usize::MAX).await
 }
 
@@ -336,8 +434,14 @@ pub async fn all_results(client: &reqwest::Client, base: &str, run_id: &str) -> 
             Some(c) => format!("{base}/runs/{run_id}/results?limit=1000&cursor={c}"),
             None => format!("{base}/runs/{run_id}/results?limit=1000"),
         };
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        results.extend(page["results"].as_array().unwrap().clone());
+        let (status, page) = json_of(client.get(url).send().await.unwrap()).await;
+        assert_eq!(status, 200, "results page: {page}");
+        results.extend(
+            page["results"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no results array in {page}"))
+                .clone(),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => return results,
@@ -351,7 +455,21 @@ pub fn spawn_server_with_env(
     database_url: &str,
     extra: &[&str],
     env: &[(&str, &str)],
-) -> (std::process::Child, String) {
+) -> (ServerProcess, String) {
+    try_spawn_server(database_url, extra, env)
+        .unwrap_or_else(|stderr| panic!("themis serve did not start:\n{stderr}"))
+}
+
+/// How long a spawned server may take to log that it is serving.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts `themis serve`; `Err` holds what it wrote to stderr when it exited (or did not
+/// serve within [`STARTUP_LIMIT`]) instead of serving.
+pub fn try_spawn_server(
+    database_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(ServerProcess, String), String> {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut command = Command::new(env!("CARGO_BIN_EXE_themis"));
@@ -378,17 +496,88 @@ pub fn spawn_server_with_env(
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("start themis serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        if let Ok(log) = serde_json::from_str::<Value>(&line)
-            && log["fields"]["message"] == "themis is serving"
-        {
-            break log["fields"]["addr"].as_str().unwrap().to_owned();
+    let mut child = ServerProcess(Some(command.spawn().expect("start themis serve")));
+    let stderr = child.stderr.take().expect("piped stderr");
+    // A thread reads stderr for the process's whole life (a full pipe would block it)
+    // and hands each line over, so the wait below can have a deadline.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // After startup nobody listens: the lines are drained and dropped.
+            let _ = tx.send(line);
         }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    });
+    let deadline = std::time::Instant::now() + STARTUP_LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Ok(log) = serde_json::from_str::<Value>(&line)
+                    && log["fields"]["message"] == "themis is serving"
+                {
+                    let addr = log["fields"]["addr"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("serving line without addr: {line}"))
+                        .to_owned();
+                    return Ok((child, format!("http://{addr}")));
+                }
+                seen.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(seen.join("\n"));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                seen.push(format!("(not serving after {STARTUP_LIMIT:?})"));
+                return Err(seen.join("\n"));
+            }
+        }
+    }
+}
+
+/// A spawned `themis serve`, killed (SIGKILL) and reaped when dropped, so a failing test
+/// leaves no server behind. Derefs to the [`std::process::Child`].
+pub struct ServerProcess(Option<std::process::Child>);
+
+impl ServerProcess {
+    /// Sends SIGTERM and waits (at most `limit`, else the test fails) for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.0.as_mut().expect("process already reaped");
+        let pid = i32::try_from(child.id()).expect("pid fits in i32");
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "themis serve did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("process present")
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("process present")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
