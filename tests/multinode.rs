@@ -190,7 +190,10 @@ async fn concurrent_identical_posts_on_two_instances_create_one_run() {
         .await
         .unwrap();
     let (status, requested) = common::json_of(cancel).await;
-    assert_eq!(status, 202, "cancel of a run executing elsewhere: {requested}");
+    assert_eq!(
+        status, 202,
+        "cancel of a run executing elsewhere: {requested}"
+    );
     assert_eq!(requested["cancel_requested"], true);
     let cancelled = wait_finished(&client, &base_a, &slow_id).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");

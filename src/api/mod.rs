@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each exposing `router()`. Handlers parse,
 //! call the engine or store, and map; the error shape lives in [`error`].
 
+mod access_log;
 mod auth;
 pub mod error;
 mod events;
@@ -91,7 +92,11 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
-        }))
+        })
+        // The access log below writes the one line per request (5xx included).
+        .on_response(())
+        .on_failure(()))
+        .layer(middleware::from_fn(access_log::log_request))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

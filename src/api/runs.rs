@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery};
@@ -101,7 +102,7 @@ impl From<RunRecord> for RunView {
             finished_at: record.finished_at,
             updated_at: record.updated_at,
             duration_ms,
-            definition: record.definition,
+            definition: seeds_as_strings(record.definition),
             runtime: {
                 let mut runtime = record.runtime;
                 crate::telemetry::redact_runtime(&mut runtime);
@@ -110,6 +111,17 @@ impl From<RunRecord> for RunView {
             telemetry,
         }
     }
+}
+
+/// The stored definition keeps seeds as numbers (its canonical JSON decides the run id);
+/// the API writes them as strings like every seed it shows (see `model::u64_string`).
+fn seeds_as_strings(mut definition: Value) -> Value {
+    if let Some(seeds) = definition.get_mut("seeds").and_then(Value::as_array_mut) {
+        for seed in seeds.iter_mut().filter(|s| s.is_u64()) {
+            *seed = Value::String(seed.to_string());
+        }
+    }
+    definition
 }
 
 /// 202 + `Location` for a new run, 200 for an existing one.
@@ -256,10 +268,31 @@ struct GetRunQuery {
     include: Option<String>,
 }
 
-/// Weak ETag from the row version: every change to a run bumps it.
-fn etag(record: &RunRecord, with_definition: bool) -> String {
-    let variant = if with_definition { "-d" } else { "" };
-    format!("W/\"{}-{}{variant}\"", record.run_id, record.version)
+/// The body of `GET /runs/{id}` and its weak ETag: a digest of the serialised body, so
+/// the tag changes whenever anything shown changes — the row, and the telemetry counters
+/// that live outside it. One exception, by design: the `duration_ms` of a running run is
+/// the clock at request time, not state; it is left out of the digest so polling a
+/// running run still gets 304 while nothing happened (its `started_at` is in the body).
+fn tagged_body(mut view: RunView) -> Result<(String, Vec<u8>), ApiError> {
+    let serialise = |view: &RunView| {
+        serde_json::to_vec(view).map_err(|e| ApiError::Internal(format!("serialising run: {e}")))
+    };
+    let live_duration = if view.finished_at.is_none() {
+        view.duration_ms.take()
+    } else {
+        None
+    };
+    let stable = serialise(&view)?;
+    let digest = sha2::Sha256::digest(&stable);
+    let tag = format!("W/\"{}\"", hex::encode(&digest[..16]));
+    let body = match live_duration {
+        Some(duration) => {
+            view.duration_ms = Some(duration);
+            serialise(&view)?
+        }
+        None => stable,
+    };
+    Ok((tag, body))
 }
 
 async fn get_run(
@@ -287,7 +320,7 @@ async fn get_run(
         store.get_run_summary(&run_id).await?
     }
     .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
-    let tag = etag(&record, with_definition);
+    let (tag, body) = tagged_body(RunView::from(record))?;
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -304,9 +337,14 @@ async fn get_run(
         )
             .into_response());
     }
+    let json = HeaderValue::from_static("application/json");
     Ok((
-        [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)],
-        Json(RunView::from(record)),
+        [
+            (header::ETAG, tag_value),
+            (header::CACHE_CONTROL, no_cache),
+            (header::CONTENT_TYPE, json),
+        ],
+        body,
     )
         .into_response())
 }

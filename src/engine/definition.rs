@@ -656,7 +656,7 @@ impl<'r> Checker<'r> {
         let mut seen = HashSet::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match item.as_u64() {
+            match crate::model::u64_from_json(item) {
                 Some(seed) if seen.insert(seed) => seeds.push(seed),
                 Some(seed) => {
                     self.errors
@@ -667,7 +667,8 @@ impl<'r> Checker<'r> {
                     self.errors.report(|| {
                         (
                             format!("seeds[{i}]"),
-                            "must be an integer from 0 to 2^64-1".to_owned(),
+                            "must be an integer from 0 to 2^64-1 (a number or a decimal string)"
+                                .to_owned(),
                         )
                     });
                     ok = false;

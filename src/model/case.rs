@@ -25,6 +25,8 @@ pub struct CaseKey {
     pub case_index: u64,
     pub dataset_id: String,
     pub case_id: String,
+    /// A string in JSON (see [`super::u64_string`]): seeds span the whole `u64` range.
+    #[serde(with = "super::u64_string")]
     pub seed: u64,
 }
 
@@ -73,7 +75,9 @@ pub struct Candidate {
     /// `cand-{case_index}-{candidate_index}`: unique within the run.
     pub candidate_id: String,
     pub candidate_index: u32,
-    /// The seed this candidate was generated with (derived from the case seed).
+    /// The seed this candidate was generated with (derived from the case seed); a
+    /// string in JSON.
+    #[serde(with = "super::u64_string")]
     pub seed: u64,
     /// The generator's structured output (`null` when it failed).
     pub output: Value,

@@ -90,6 +90,7 @@ pub enum EventKind {
         case: CaseKey,
         candidate_id: String,
         candidate_index: u32,
+        #[serde(with = "super::u64_string")]
         candidate_seed: u64,
         provider_key: String,
         result: Value,

@@ -8,9 +8,11 @@ mod event;
 mod ids;
 mod run;
 mod stats;
+mod wire;
 
 pub use case::*;
 pub use event::*;
 pub use ids::*;
 pub use run::*;
 pub use stats::*;
+pub use wire::{u64_from_json, u64_string};

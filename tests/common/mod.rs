@@ -277,7 +277,10 @@ pub async fn read_sse(response: reqwest::Response, max: usize) -> Vec<SseEvent> 
 pub fn parse_sse_frame(block: &str) -> Option<SseEvent> {
     let (mut id, mut event, mut data) = (None, None, None);
     let mut fields = 0;
-    for line in block.lines().filter(|l| !l.is_empty() && !l.starts_with(':')) {
+    for line in block
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(':'))
+    {
         fields += 1;
         if let Some(v) = line.strip_prefix("id:") {
             id = Some(
@@ -407,7 +410,10 @@ pub async fn post_run(client: &reqwest::Client, base: &str, body: &Value) -> Str
             .unwrap(),
     )
     .await;
-    assert!(status == 202 || status == 200, "POST /runs: {status} {created}");
+    assert!(
+        status == 202 || status == 200,
+        "POST /runs: {status} {created}"
+    );
     created["run_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no run_id in {created}"))
@@ -496,7 +502,7 @@ pub fn try_spawn_server(
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = ServerProcess(Some(command.spawn().expect("start themis serve")));
+    let mut child = command.spawn().expect("start themis serve");
     let stderr = child.stderr.take().expect("piped stderr");
     // A thread reads stderr for the process's whole life (a full pipe would block it)
     // and hands each line over, so the wait below can have a deadline.
@@ -520,14 +526,22 @@ pub fn try_spawn_server(
                         .as_str()
                         .unwrap_or_else(|| panic!("serving line without addr: {line}"))
                         .to_owned();
-                    return Ok((child, format!("http://{addr}")));
+                    let process = ServerProcess {
+                        child: Some(child),
+                        logs: rx,
+                    };
+                    return Ok((process, format!("http://{addr}")));
                 }
                 seen.push(line);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().expect("reaping themis serve");
+                seen.push(format!("(exited: {status})"));
                 return Err(seen.join("\n"));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
                 seen.push(format!("(not serving after {STARTUP_LIMIT:?})"));
                 return Err(seen.join("\n"));
             }
@@ -537,12 +551,34 @@ pub fn try_spawn_server(
 
 /// A spawned `themis serve`, killed (SIGKILL) and reaped when dropped, so a failing test
 /// leaves no server behind. Derefs to the [`std::process::Child`].
-pub struct ServerProcess(Option<std::process::Child>);
+pub struct ServerProcess {
+    child: Option<std::process::Child>,
+    /// Its stderr (JSON log lines) after the startup line.
+    logs: std::sync::mpsc::Receiver<String>,
+}
 
 impl ServerProcess {
+    /// The next log line (parsed) for which `wanted` holds; lines before it are consumed.
+    /// Fails the test when none comes within `limit`.
+    pub fn wait_for_log(&self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .logs
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no such log line within {limit:?} ({e})"));
+            let log: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if wanted(&log) {
+                return log;
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits (at most `limit`, else the test fails) for the exit.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let child = self.0.as_mut().expect("process already reaped");
+        let child = self.child.as_mut().expect("process already reaped");
         let pid = i32::try_from(child.id()).expect("pid fits in i32");
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
@@ -563,19 +599,19 @@ impl ServerProcess {
 impl std::ops::Deref for ServerProcess {
     type Target = std::process::Child;
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("process present")
+        self.child.as_ref().expect("process present")
     }
 }
 
 impl std::ops::DerefMut for ServerProcess {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.as_mut().expect("process present")
+        self.child.as_mut().expect("process present")
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,0 +1,278 @@
+//! The four README promises issue 18 found broken, each pinned by a test that fails
+//! without it: the ETag covers the whole body (telemetry included), one INFO log line per
+//! request with its request id, one process per SQLite file, seeds as JSON strings.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+use themis::components::Registry;
+
+use common::{TestServer, events_of, spawn_server, try_spawn_server, wait_until};
+
+const BIG_SEED: &str = "14654362444250397125";
+
+fn demo(cases: usize, seeds: Value) -> Value {
+    let cases: Vec<Value> = (0..cases)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": format!("{i} + 1")}, "expected_output": {"answer": (i + 1).to_string()}}))
+        .collect();
+    json!({
+        "generation": {"generator": "builtin/demo_generator", "candidate_policy": {"num_samples": 2}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": seeds
+    })
+}
+
+/// A webhook receiver that holds every delivery until the test opens the gate.
+async fn gated_receiver() -> (String, Arc<tokio::sync::Semaphore>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(gate): State<Arc<tokio::sync::Semaphore>>| async move {
+                    match gate.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return StatusCode::SERVICE_UNAVAILABLE,
+                    }
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(gate.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), gate)
+}
+
+async fn get_with_tag(server: &TestServer, path: &str, tag: Option<&str>) -> (u16, String) {
+    let mut request = server.client.get(server.url(path));
+    if let Some(tag) = tag {
+        request = request.header("if-none-match", tag);
+    }
+    let response = request.send().await.unwrap();
+    let tag = response.headers()["etag"].to_str().unwrap().to_owned();
+    (response.status().as_u16(), tag)
+}
+
+#[tokio::test]
+async fn the_etag_changes_when_only_the_telemetry_changes() {
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let (hook, gate) = gated_receiver().await;
+    let mut body = demo(3, json!([1]));
+    body["subscribers"] = json!([{"kind": "webhook", "url": hook, "events": ["run_completed"]}]);
+    let (status, created) = server.post("/runs", &body).await;
+    assert_eq!(status, 202, "{created}");
+    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    // Finished, its one delivery held by the receiver: the row no longer changes.
+    let run = wait_until(
+        &server.client,
+        &server.base,
+        &run_id,
+        Duration::from_secs(30),
+        |run| run["status"] == "completed" && run["telemetry"]["webhooks"][0]["pending"] == 1,
+    )
+    .await;
+    assert_eq!(run["telemetry"]["webhooks"][0]["delivered"], 0, "{run}");
+    let path = format!("/runs/{run_id}");
+    let (_, before) = get_with_tag(&server, &path, None).await;
+    assert_eq!(get_with_tag(&server, &path, Some(&before)).await.0, 304);
+
+    gate.add_permits(1);
+    wait_until(
+        &server.client,
+        &server.base,
+        &run_id,
+        Duration::from_secs(30),
+        |run| run["telemetry"]["webhooks"][0]["delivered"] == 1,
+    )
+    .await;
+    let (status, after) = get_with_tag(&server, &path, Some(&before)).await;
+    assert_eq!(
+        status, 200,
+        "the telemetry changed, so the representation did"
+    );
+    assert_ne!(after, before);
+    assert_eq!(get_with_tag(&server, &path, Some(&after)).await.0, 304);
+    // The definition view is another representation with its own tag.
+    let (_, with_definition) =
+        get_with_tag(&server, &format!("{path}?include=definition"), None).await;
+    assert_ne!(with_definition, after);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_request_logs_one_info_line_with_its_request_id_and_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("log.db").display());
+    let (server, base) = spawn_server(&database, &[]);
+    let client = reqwest::Client::new();
+    let is_request = |log: &Value| log["target"] == "themis::http";
+
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    let request_id = health.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let line = server.wait_for_log(Duration::from_secs(10), is_request);
+    assert_eq!(line["level"], "INFO", "{line}");
+    let fields = &line["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/healthz");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["request_id"], request_id.as_str());
+    assert!(fields["latency_ms"].as_f64().is_some(), "{line}");
+    assert!(fields.get("run_id").is_none(), "{line}");
+
+    // Creating a run: the id comes from the response; the caller's request id is kept.
+    let created = client
+        .post(format!("{base}/runs"))
+        .header("x-request-id", "caller-chosen-id")
+        .json(&demo(2, json!([1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let run_id = created.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let line = server.wait_for_log(Duration::from_secs(10), is_request);
+    assert_eq!(line["fields"]["request_id"], "caller-chosen-id", "{line}");
+    assert_eq!(line["fields"]["status"], 202);
+    assert_eq!(line["fields"]["run_id"], run_id.as_str());
+
+    // A client error is one line too, with the run id of its path.
+    let missing = format!("run_{}", "0".repeat(32));
+    let response = client
+        .get(format!("{base}/runs/{missing}/results"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let line = server.wait_for_log(Duration::from_secs(10), is_request);
+    assert_eq!(line["fields"]["status"], 404, "{line}");
+    assert_eq!(line["fields"]["run_id"], missing.as_str());
+    assert_eq!(line["fields"]["path"], format!("/runs/{missing}/results"));
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.db");
+    let database = format!("sqlite://{}", file.display());
+    let (first, base) = spawn_server(&database, &[]);
+
+    let refused = try_spawn_server(&database, &[], &[])
+        .err()
+        .expect("a second themis serve on the same file must not start");
+    assert!(refused.contains("in use by another process"), "{refused}");
+    assert!(refused.contains("one.db"), "{refused}");
+
+    // The CLI too, with the same file given another way.
+    let definition = dir.path().join("run.json");
+    std::fs::write(&definition, demo(1, json!([1])).to_string()).unwrap();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args(["run", definition.to_str().unwrap(), "--database"])
+        .arg(file.to_str().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+
+    // The first one still serves; once it is gone the file opens again.
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(first);
+    let (_again, base) = spawn_server(&database, &[]);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn seeds_are_strings_in_json_and_requests_take_either_form() {
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let (status, created) = server.post("/runs", &demo(2, json!([BIG_SEED, 7]))).await;
+    assert_eq!(status, 202, "{created}");
+    let run_id = created["run_id"].as_str().unwrap().to_owned();
+    // The same seeds as numbers name the same run.
+    let as_numbers: Value = serde_json::from_str(
+        &demo(2, json!([0, 7]))
+            .to_string()
+            .replace("\"seeds\":[0,7]", &format!("\"seeds\":[{BIG_SEED},7]")),
+    )
+    .unwrap();
+    assert!(as_numbers["seeds"][0].is_u64(), "{as_numbers}");
+    let (status, again) = server.post("/runs", &as_numbers).await;
+    assert_eq!(
+        (status, again["run_id"].as_str()),
+        (200, Some(run_id.as_str()))
+    );
+
+    let run = server.wait_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let (_, with_definition) = server
+        .get(&format!("/runs/{run_id}?include=definition"))
+        .await;
+    assert_eq!(
+        with_definition["definition"]["seeds"],
+        json!([BIG_SEED, "7"])
+    );
+
+    let (_, page) = server.get(&format!("/runs/{run_id}/results")).await;
+    let results = page["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    let mut big = 0;
+    for result in results {
+        let seed = result["seed"].as_str().expect("seed is a string");
+        big += usize::from(seed == BIG_SEED);
+        for candidate in result["candidates"].as_array().unwrap() {
+            let seed = candidate["seed"]
+                .as_str()
+                .expect("candidate seed is a string");
+            assert!(seed.parse::<u64>().is_ok(), "{candidate}");
+        }
+    }
+    assert_eq!(big, 2);
+
+    let events = events_of(&server.client, &server.base, &run_id).await;
+    let generated: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "generation_completed")
+        .map(|e| &e.data)
+        .collect();
+    assert_eq!(generated.len(), 8);
+    for data in generated {
+        assert!(
+            data["seed"].is_string() && data["candidate_seed"].is_string(),
+            "{data}"
+        );
+    }
+    // Everything else stays a number (and below 2^53).
+    let last = &events.last().unwrap().data;
+    assert!(
+        last["seq"].is_u64() && last["progress"]["total"].is_u64(),
+        "{last}"
+    );
+
+    let (status, invalid) = server.post("/runs", &demo(1, json!(["-1"]))).await;
+    assert_eq!(status, 422, "{invalid}");
+    assert_eq!(invalid["error"]["details"][0]["path"], "seeds[0]");
+    server.stop().await;
+}
