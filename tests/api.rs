@@ -61,7 +61,7 @@ async fn seed_example_end_to_end_and_idempotent_post() {
         .get(&format!("/runs/{run_id}?include=definition"))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(with_definition["definition"]["seeds"], json!([7]));
+    assert_eq!(with_definition["definition"]["seeds"], json!(["7"]));
 
     let (status, results) = server.get(&format!("/runs/{run_id}/results")).await;
     assert_eq!(status, 200);
