@@ -56,7 +56,8 @@ struct Shared<'a> {
     leases: &'a Arc<LeaseSet>,
 }
 
-/// Trips when the run's failure policy is exceeded (checked on every commit).
+/// Trips when the run's failure policy is exceeded (checked on every commit). Exactly
+/// `max_ratio` does not trip it; the commit that exceeds it is the run's last.
 #[derive(Clone, Default)]
 struct FailureGuard {
     policy: Option<FailurePolicy>,
@@ -1025,6 +1026,11 @@ async fn record_cases(
         failures.check(&outcome.progress);
         publish(&engine, &run_id, &outcome.events, &observers);
         progress = Some(outcome.progress);
+        if failures.tripped.is_cancelled() {
+            // The policy stops the run within this commit batch: cases that finish
+            // later are not recorded, so the counts in the error are the final ones.
+            break;
+        }
     }
     Ok(progress)
 }
