@@ -912,6 +912,38 @@ async fn run_responses(h: Harness) {
         StatusCode::ACCEPTED,
     );
     assert_eq!(second["parent_run_id"], json!(run_id));
+    // ...and it runs: the experiment's candidates, scored by the new metric.
+    let second_id = second["run_id"].as_str().unwrap().to_owned();
+    assert_ne!(second_id, rejudge_id);
+    let done = h.wait_finished(&second_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let candidates_of = |page: &Value| -> Vec<Value> {
+        page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!([r["case_index"], r["candidates"]]))
+            .collect()
+    };
+    let original = h.check(
+        Method::GET,
+        "/runs/{run_id}/results",
+        &h.get(&format!("{run_uri}/results")).await,
+        StatusCode::OK,
+    );
+    let rejudged = h.check(
+        Method::GET,
+        "/runs/{run_id}/results",
+        &h.get(&format!("/runs/{second_id}/results")).await,
+        StatusCode::OK,
+    );
+    assert!(!candidates_of(&original).is_empty());
+    assert_eq!(candidates_of(&rejudged), candidates_of(&original));
+    assert_eq!(
+        done["aggregates"]["builtin/token_f1"]["n"],
+        json!(original["results"].as_array().unwrap().len())
+    );
+    assert!(done["aggregates"].get("builtin/exact_match").is_none(), "{done}");
 }
 
 #[tokio::test]

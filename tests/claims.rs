@@ -1,0 +1,270 @@
+//! README claims that had no test (issue 18): the failure policy's threshold and its
+//! overshoot, CLI exit code 1, `/readyz` 503, SIGTERM of the real binary releasing its
+//! leases, and heartbeats never reviving a released lease.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use themis::components::{ComponentError, GenerateRequest, Generation, Generator, Registry};
+use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::model::{EventKind, RunStatus, Usage};
+use themis::store::{CaseQuery, MemoryStore, Store};
+
+use common::{TestDatabase, TestServer, post_run, spawn_server, wait_until};
+
+/// `test/fail_flagged`: fails the cases whose input has `"fail": true`, answers the rest.
+struct FailFlagged;
+
+#[async_trait]
+impl Generator for FailFlagged {
+    async fn generate(&self, request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
+        if request.case.input["fail"] == true {
+            return Err(ComponentError::new("flagged to fail"));
+        }
+        Ok(Generation {
+            output: json!("ok"),
+            raw_text: None,
+            finish_reason: None,
+            usage: Usage::default(),
+        })
+    }
+}
+
+fn engine(max_batch: usize) -> Engine {
+    let mut registry = Registry::builtin();
+    registry.register_generator("test/fail_flagged", "1", |_| Arc::new(FailFlagged));
+    Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(registry),
+        EngineConfig {
+            max_batch,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn flagged(fails: impl Fn(usize) -> bool, n: usize, concurrency: usize, policy: Value) -> Value {
+    let cases: Vec<Value> = (0..n)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"fail": fails(i)}, "expected_output": "ok"}))
+        .collect();
+    json!({
+        "generation": {"generator": "test/fail_flagged"},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [1],
+        "concurrency": concurrency,
+        "failure_policy": policy
+    })
+}
+
+async fn execute(engine: &Engine, body: &Value) -> themis::model::RunRecord {
+    let request = engine.parse(body).expect("valid definition");
+    let run_id = engine.submit(&request).await.unwrap().into_record().run_id;
+    engine
+        .execute(&run_id, Observers::default(), RunControl::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failure_ratio_of_exactly_max_ratio_does_not_stop_the_run() {
+    let engine = engine(8);
+    // One at a time, ok then failed: the ratio reaches 0.5 and never exceeds it.
+    let body = flagged(|i| i % 2 == 1, 40, 1, json!({"max_ratio": 0.5, "min_cases": 2}));
+    let record = execute(&engine, &body).await;
+    assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
+    assert_eq!(
+        (record.progress.completed, record.progress.failed),
+        (20, 20)
+    );
+}
+
+#[tokio::test]
+async fn the_failure_policy_stops_within_one_commit_batch_and_reports_the_final_counts() {
+    const MAX_BATCH: usize = 8;
+    const MIN_CASES: u64 = 10;
+    let engine = engine(MAX_BATCH);
+    let body = flagged(
+        |_| true,
+        2_000,
+        4,
+        json!({"max_ratio": 0.5, "min_cases": MIN_CASES}),
+    );
+    let record = execute(&engine, &body).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    let progress = record.progress;
+    // The commit that first has min_cases finished trips it: at most one batch more.
+    assert!(
+        (MIN_CASES..MIN_CASES + MAX_BATCH as u64).contains(&progress.finished()),
+        "{progress:?}"
+    );
+    let error = record.error.clone().unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "stopped: {} of {} finished cases failed, more than the failure policy's max_ratio 0.5",
+            progress.failed,
+            progress.finished()
+        )
+    );
+    let stored = engine
+        .store()
+        .case_records(
+            &record.run_id,
+            &CaseQuery {
+                limit: 10_000,
+                ..CaseQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, progress.finished());
+    let events = engine
+        .store()
+        .events_after(&record.run_id, 0, 100_000)
+        .await
+        .unwrap();
+    match &events.last().unwrap().kind {
+        EventKind::RunFailed {
+            error_message,
+            progress: reported,
+        } => {
+            assert_eq!(error_message, &error);
+            assert_eq!(reported, &progress);
+        }
+        other => panic!("last event {other:?}"),
+    }
+}
+
+#[test]
+fn the_cli_exits_1_when_the_run_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failing.json");
+    let cases: Vec<Value> = (0..20)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": "1+1"}, "expected_output": {"answer": "2"}}))
+        .collect();
+    let body = json!({
+        "generation": {"generator": {"name": "builtin/demo_generator", "params": {"error_rate": 1.0}}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [1],
+        "failure_policy": {"max_ratio": 0.1, "min_cases": 5}
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args(["run", file.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(result["status"], "failed", "{result}");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_database_is_gone_and_healthz_stays_200() {
+    let database = TestDatabase::create().await;
+    let server = TestServer::start(&database.url, Registry::builtin()).await;
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    database.drop_database().await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(!body.to_string().contains(&name), "no internals in the answer: {body}");
+    assert_eq!(server.get("/healthz").await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_real_binary_and_releases_its_leases_at_once() {
+    let database = TestDatabase::create().await;
+    // Leases far longer than the test: only an explicit release lets B continue soon.
+    let slow_takeover = &["--lease-ms", "120000", "--poll-interval-ms", "200"];
+    let (mut a, base_a) = spawn_server(&database.url, slow_takeover);
+    let client = reqwest::Client::new();
+    let cases: Vec<Value> = (0..600)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": format!("{i} + 0")}, "expected_output": {"answer": i.to_string()}}))
+        .collect();
+    let body = json!({
+        "generation": {"generator": {"name": "builtin/demo_generator", "params": {"delay_ms": 20}}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [5],
+        "concurrency": 8
+    });
+    let run_id = post_run(&client, &base_a, &body).await;
+    wait_until(&client, &base_a, &run_id, Duration::from_secs(60), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 50
+    })
+    .await;
+    let status = a.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful exit: {status}");
+
+    let (_b, base_b) = spawn_server(&database.url, slow_takeover);
+    let run = wait_until(&client, &base_b, &run_id, Duration::from_secs(60), |run| {
+        run["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        run["progress"],
+        json!({"total": 600, "completed": 600, "failed": 0})
+    );
+}
+
+/// The contract every store keeps: a released lease is free, and the heartbeat does not
+/// take it back.
+async fn released_leases_stay_released(store: Arc<dyn Store>) {
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Registry::builtin()),
+        EngineConfig::default(),
+    );
+    let body = json!({
+        "generation": {"generator": "builtin/demo_generator"},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": [{"case_id": "c", "input": {"question": "1+1"}}]}],
+        "seeds": [1]
+    });
+    let request = engine.parse(&body).unwrap();
+    let run_id = engine.submit(&request).await.unwrap().into_record().run_id;
+    let lease = Duration::from_secs(60);
+    let chunk = store.claim_chunk(&run_id, "me", lease).await.unwrap();
+    assert!(chunk.is_some());
+    assert!(store.claim_chunk(&run_id, "me", lease).await.unwrap().is_none());
+    store.release_leases("me").await.unwrap();
+    store.renew_leases("me", lease).await.unwrap();
+    let status = store.chunk_status(&run_id, "other").await.unwrap();
+    assert_eq!(status.held_by_others, 0, "{status:?}");
+    assert_eq!(
+        store.claim_chunk(&run_id, "other", lease).await.unwrap(),
+        chunk,
+        "the released chunk is claimable"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_never_revive_a_released_lease_in_any_store() {
+    released_leases_stay_released(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = themis::store::SqliteStore::open(&dir.path().join("leases.db"))
+        .await
+        .unwrap();
+    released_leases_stay_released(Arc::new(sqlite)).await;
+    let database = TestDatabase::create().await;
+    let postgres = themis::store::PostgresStore::connect(&database.url)
+        .await
+        .unwrap();
+    released_leases_stay_released(Arc::new(postgres)).await;
+    database.drop_database().await;
+}
