@@ -43,6 +43,19 @@ async fn records(engine: &Engine, run_id: &RunId) -> Vec<CaseRecord> {
     engine.store().case_records(run_id, &query).await.unwrap()
 }
 
+/// Polls the store until at least `n` cases of the run are recorded (deadline 30 s).
+async fn wait_recorded(engine: &Engine, run_id: &RunId, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = engine.store().get_run_summary(run_id).await.unwrap();
+        if run.is_some_and(|r| r.progress.finished() >= n) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} cases never recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn events(engine: &Engine, run_id: &RunId) -> Vec<RunEvent> {
     engine
         .store()
@@ -359,7 +372,7 @@ async fn cancel_stops_promptly_and_keeps_finished_cases() {
         let run_id = run_id.clone();
         async move { engine.execute(&run_id, Observers::default(), control).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_recorded(&engine, &run_id, 8).await;
     cancel.cancel();
     let record = tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -394,7 +407,7 @@ async fn an_interrupted_run_resumes_without_redoing_finished_cases() {
         let run_id = run_id.clone();
         async move { engine.execute(&run_id, Observers::default(), control).await }
     });
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    wait_recorded(&engine, &run_id, 8).await;
     interrupt.cancel();
     let halfway = first.await.unwrap().unwrap();
     assert_eq!(halfway.status, RunStatus::Running);
@@ -604,10 +617,24 @@ async fn a_failure_policy_stops_a_run_that_keeps_failing() {
         "{:?}",
         record.error
     );
+    // Every case fails; the commit that reaches min_cases trips the policy and is the
+    // last one (at most one batch of max_batch cases past the threshold).
+    let progress = record.progress;
+    assert_eq!(progress.failed, progress.finished(), "{progress:?}");
     assert!(
-        record.progress.failed >= 10 && record.progress.finished() < 400,
-        "{:?}",
-        record.progress
+        (10..10 + EngineConfig::default().max_batch as u64).contains(&progress.finished()),
+        "{progress:?}"
+    );
+    assert_eq!(
+        record.error.as_deref(),
+        Some(
+            format!(
+                "stopped: {0} of {0} finished cases failed, more than the failure policy's max_ratio 0.5",
+                progress.failed
+            )
+            .as_str()
+        ),
+        "the error reports the counts the run ends with"
     );
 
     // The same definition without the policy has the same id: it is runtime-only.
