@@ -1,0 +1,283 @@
+//! README claims about tracing and webhooks that had no test (issue 18): a `traceparent`
+//! whose sampled flag is off, `sample_ratio` below 1, and webhook deliveries that are not
+//! retried (4xx, redirects), honour `Retry-After`, and drop events past a full queue.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use serde_json::{Value, json};
+use themis::components::Registry;
+
+use common::{TestServer, wait_until};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// Serves `app` on 127.0.0.1:0, returning its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// An OTLP/HTTP receiver keeping the hex trace id of every span it decodes.
+async fn collector() -> (String, Arc<Mutex<Vec<String>>>) {
+    let traces = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |State(traces): State<Arc<Mutex<Vec<String>>>>, body: Bytes| async move {
+                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    let mut traces = traces.lock().unwrap();
+                    for resource in request.resource_spans {
+                        for scope in resource.scope_spans {
+                            traces.extend(scope.spans.iter().map(|s| hex::encode(&s.trace_id)));
+                        }
+                    }
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(traces.clone());
+    (serve(app).await, traces)
+}
+
+fn arithmetic(cases: usize, seed: u64) -> Value {
+    let cases: Vec<Value> = (0..cases)
+        .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": format!("{i}+1")}, "expected_output": {"answer": (i + 1).to_string()}}))
+        .collect();
+    json!({
+        "generation": {"generator": "builtin/demo_generator"},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [seed]
+    })
+}
+
+async fn post_run(server: &TestServer, body: &Value, traceparent: Option<&str>) -> String {
+    let mut request = server.client.post(server.url("/runs")).json(body);
+    if let Some(value) = traceparent {
+        request = request.header("traceparent", value);
+    }
+    let (status, created) = common::json_of(request.send().await.unwrap()).await;
+    assert_eq!(status, 202, "{created}");
+    created["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The run once its spans are flushed (`spans_dropped` is only known then).
+async fn flushed(server: &TestServer, run_id: &str) -> Value {
+    wait_until(
+        &server.client,
+        &server.base,
+        run_id,
+        Duration::from_secs(60),
+        |run| run["status"] == "completed" && run["telemetry"].get("spans_dropped").is_some(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_overrides_the_ratio()
+{
+    let (endpoint, traces) = collector().await;
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let mut body = arithmetic(2, 1);
+    body["tracing"] = json!({"provider": "otlp", "endpoint": endpoint});
+    let unsampled = post_run(
+        &server,
+        &body,
+        Some(&format!("00-{TRACE_ID}-00f067aa0ba902b7-00")),
+    )
+    .await;
+    let run = flushed(&server, &unsampled).await;
+    assert_eq!(run["telemetry"]["spans_exported"], 0, "{run}");
+
+    // Sampled by the caller: followed even with sample_ratio 0.
+    let mut body = arithmetic(2, 2);
+    body["tracing"] = json!({"provider": "otlp", "endpoint": endpoint, "sample_ratio": 0.0});
+    let sampled = post_run(
+        &server,
+        &body,
+        Some(&format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+    )
+    .await;
+    let run = flushed(&server, &sampled).await;
+    let exported = run["telemetry"]["spans_exported"].as_u64().unwrap();
+    assert!(exported > 0, "{run}");
+    let received = traces.lock().unwrap().clone();
+    assert_eq!(received.len() as u64, exported, "only the sampled run's spans");
+    assert!(received.iter().all(|t| t == TRACE_ID), "{received:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sample_ratio_keeps_a_share_of_whole_run_traces() {
+    const RUNS: u64 = 24;
+    let (endpoint, traces) = collector().await;
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    let mut sampled = 0;
+    let mut exported_total = 0;
+    for seed in 0..RUNS {
+        let mut body = arithmetic(1, 100 + seed);
+        body["tracing"] = json!({"provider": "otlp", "endpoint": endpoint, "sample_ratio": 0.5});
+        let run_id = post_run(&server, &body, None).await;
+        let run = flushed(&server, &run_id).await;
+        let exported = run["telemetry"]["spans_exported"].as_u64().unwrap();
+        // A run is traced whole or not at all: the decision is made once, at its root.
+        let whole = run["telemetry"]["spans_exported"] == 0 || exported >= 5;
+        assert!(whole, "{run}");
+        sampled += u64::from(exported > 0);
+        exported_total += exported;
+    }
+    // P(all or none of 24 at 0.5) = 2^-23: this never fails by chance in practice.
+    assert!(0 < sampled && sampled < RUNS, "{sampled} of {RUNS} runs sampled");
+    assert_eq!(traces.lock().unwrap().len() as u64, exported_total);
+    server.stop().await;
+}
+
+/// A webhook receiver answering from a script: the nth request gets `script[n]`
+/// (the last entry repeats); records when each request came.
+#[derive(Clone)]
+struct Receiver {
+    script: Arc<Vec<Response<String>>>,
+    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+fn answer(status: StatusCode, headers: &[(header::HeaderName, &str)]) -> Response<String> {
+    let mut response = Response::new(String::new());
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        response
+            .headers_mut()
+            .insert(name.clone(), value.parse().unwrap());
+    }
+    response
+}
+
+async fn receiver(script: Vec<Response<String>>) -> (String, Receiver) {
+    let receiver = Receiver {
+        script: Arc::new(script),
+        attempts: Arc::default(),
+    };
+    async fn hook(State(r): State<Receiver>, uri: axum::http::Uri, _: HeaderMap) -> Response {
+        let mut attempts = r.attempts.lock().unwrap();
+        attempts.push((uri.path().to_owned(), Instant::now()));
+        let pick = &r.script[(attempts.len() - 1).min(r.script.len() - 1)];
+        let mut response = Response::new(pick.body().clone());
+        *response.status_mut() = pick.status();
+        *response.headers_mut() = pick.headers().clone();
+        response.into_response()
+    }
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .route("/elsewhere", post(hook))
+        .with_state(receiver.clone());
+    (format!("{}/hook", serve(app).await), receiver)
+}
+
+/// Runs a small experiment whose `run_completed` goes to `url`; returns its webhook
+/// counters once the delivery is over.
+async fn deliver_run_completed(server: &TestServer, url: &str, seed: u64) -> Value {
+    let mut body = arithmetic(2, seed);
+    body["subscribers"] = json!([{"kind": "webhook", "url": url, "events": ["run_completed"]}]);
+    let run_id = post_run(server, &body, None).await;
+    let run = wait_until(
+        &server.client,
+        &server.base,
+        &run_id,
+        Duration::from_secs(60),
+        |run| {
+            run["status"] == "completed"
+                && run["telemetry"]["webhooks"][0]["pending"] == 0
+                && run["telemetry"]["webhooks"][0]["delivered"].as_u64().unwrap_or(0)
+                    + run["telemetry"]["webhooks"][0]["failed"].as_u64().unwrap_or(0)
+                    == 1
+        },
+    )
+    .await;
+    run["telemetry"]["webhooks"][0].clone()
+}
+
+#[tokio::test]
+async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured() {
+    let server = TestServer::start("memory", Registry::builtin()).await;
+
+    let (url, rejecting) = receiver(vec![answer(StatusCode::BAD_REQUEST, &[])]).await;
+    let hook = deliver_run_completed(&server, &url, 1).await;
+    assert_eq!((hook["delivered"].as_u64(), hook["failed"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(hook["last_error"], "HTTP 400 (not retried)", "{hook}");
+    assert_eq!(rejecting.attempts.lock().unwrap().len(), 1, "a 4xx is final");
+
+    let (url, redirecting) = receiver(vec![answer(
+        StatusCode::TEMPORARY_REDIRECT,
+        &[(header::LOCATION, "/elsewhere")],
+    )])
+    .await;
+    let hook = deliver_run_completed(&server, &url, 2).await;
+    assert_eq!(hook["failed"], 1, "{hook}");
+    assert_eq!(hook["last_error"], "HTTP 307 (not retried)", "{hook}");
+    let attempts = redirecting.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 1, "a redirect is neither followed nor retried");
+    assert_eq!(attempts[0].0, "/hook");
+
+    let (url, busy) = receiver(vec![
+        answer(StatusCode::SERVICE_UNAVAILABLE, &[(header::RETRY_AFTER, "1")]),
+        answer(StatusCode::OK, &[]),
+    ])
+    .await;
+    let hook = deliver_run_completed(&server, &url, 3).await;
+    assert_eq!(hook["delivered"], 1, "{hook}");
+    let attempts = busy.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 2);
+    let waited = attempts[1].1 - attempts[0].1;
+    // The backoff alone would retry after 200 ms.
+    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_webhook_queue_drops_and_counts_events_without_slowing_the_run() {
+    const QUEUE: u64 = 10_000;
+    let server = TestServer::start("memory", Registry::builtin()).await;
+    // The receiver never answers: the first event stays in flight, the queue fills.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hanging.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut body = arithmetic(2_500, 4);
+    body["subscribers"] = json!([{"kind": "webhook", "url": format!("http://{addr}/hook")}]);
+    let run_id = post_run(&server, &body, None).await;
+    let run = server.wait_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let hook = &run["telemetry"]["webhooks"][0];
+    let events = run["last_event_seq"].as_u64().unwrap();
+    assert!(events > QUEUE + 1, "enough events to overflow: {events}");
+    let (pending, dropped) = (
+        hook["pending"].as_u64().unwrap(),
+        hook["dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(hook["delivered"], 0, "{hook}");
+    // Queued plus the one in flight; every other event was dropped and counted.
+    assert!((QUEUE..=QUEUE + 1).contains(&pending), "{hook}");
+    assert_eq!(pending + dropped + hook["failed"].as_u64().unwrap(), events, "{hook}");
+    server.stop().await;
+}
