@@ -207,7 +207,10 @@ mod tests {
             e.contains("inptu") && e.contains("available: input, case_id"),
             "{e}"
         );
-        assert!(t.add("{% set x = 1 %}{{ x }}{{ input }}", VARS).is_ok());
+        // Variables a template sets itself are not unknown ones: it compiles and renders.
+        let set = t.add("{% set x = 1 %}{{ x }}{{ input }}", VARS).unwrap();
+        let input = json!("q");
+        assert_eq!(t.render(set, &context(&[("input", &input)])).unwrap(), "1q");
     }
 
     #[tokio::test]
