@@ -74,11 +74,16 @@ impl RateLimiter {
 
     /// Takes `amount` and returns how long to wait before using it (zero when unlimited).
     pub fn reserve(&self, amount: f64) -> Duration {
+        self.reserve_at(amount, Instant::now())
+    }
+
+    /// [`Self::reserve`] at a given instant (tests pin the clock).
+    fn reserve_at(&self, amount: f64, now: Instant) -> Duration {
         let mut bucket = lock(&self.bucket);
         let Some(b) = bucket.as_mut() else {
             return Duration::ZERO;
         };
-        b.refill(Instant::now());
+        b.refill(now);
         b.level -= amount;
         if b.level >= 0.0 {
             Duration::ZERO
@@ -350,16 +355,21 @@ mod tests {
     fn bucket_allows_a_burst_then_paces() {
         let limiter = RateLimiter::default();
         limiter.configure(Some(600.0)); // 10/s, burst 10
+        // A pinned clock: the waits are exact, whatever the machine's load.
+        let now = Instant::now();
         for _ in 0..10 {
-            assert_eq!(limiter.reserve(1.0), Duration::ZERO);
+            assert_eq!(limiter.reserve_at(1.0, now), Duration::ZERO);
         }
-        let wait = limiter.reserve(1.0);
-        assert!(
-            wait > Duration::from_millis(80) && wait <= Duration::from_millis(100),
-            "{wait:?}"
-        );
-        let wait = limiter.reserve(1.0);
-        assert!(wait > Duration::from_millis(180), "{wait:?}");
+        let close = |wait: Duration, millis: u64| {
+            wait.abs_diff(Duration::from_millis(millis)) < Duration::from_micros(10)
+        };
+        let wait = limiter.reserve_at(1.0, now);
+        assert!(close(wait, 100), "{wait:?}");
+        let wait = limiter.reserve_at(1.0, now);
+        assert!(close(wait, 200), "{wait:?}");
+        // 150 ms later the debt of 2 tokens is down to 0.5: the next waits 50 + 100 ms.
+        let wait = limiter.reserve_at(1.0, now + Duration::from_millis(150));
+        assert!(close(wait, 150), "{wait:?}");
         limiter.configure(None);
         assert_eq!(limiter.reserve(1000.0), Duration::ZERO);
     }
