@@ -74,7 +74,12 @@ async fn execute(engine: &Engine, body: &Value) -> themis::model::RunRecord {
 async fn a_failure_ratio_of_exactly_max_ratio_does_not_stop_the_run() {
     let engine = engine(8);
     // One at a time, ok then failed: the ratio reaches 0.5 and never exceeds it.
-    let body = flagged(|i| i % 2 == 1, 40, 1, json!({"max_ratio": 0.5, "min_cases": 2}));
+    let body = flagged(
+        |i| i % 2 == 1,
+        40,
+        1,
+        json!({"max_ratio": 0.5, "min_cases": 2}),
+    );
     let record = execute(&engine, &body).await;
     assert_eq!(record.status, RunStatus::Completed, "{:?}", record.error);
     assert_eq!(
@@ -181,7 +186,10 @@ async fn readyz_is_503_when_the_database_is_gone_and_healthz_stays_200() {
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
-    assert!(!body.to_string().contains(&name), "no internals in the answer: {body}");
+    assert!(
+        !body.to_string().contains(&name),
+        "no internals in the answer: {body}"
+    );
     assert_eq!(server.get("/healthz").await.0, 200);
     server.stop().await;
 }
@@ -241,7 +249,13 @@ async fn released_leases_stay_released(store: Arc<dyn Store>) {
     let lease = Duration::from_secs(60);
     let chunk = store.claim_chunk(&run_id, "me", lease).await.unwrap();
     assert!(chunk.is_some());
-    assert!(store.claim_chunk(&run_id, "me", lease).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_chunk(&run_id, "me", lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
     store.release_leases("me").await.unwrap();
     store.renew_leases("me", lease).await.unwrap();
     let status = store.chunk_status(&run_id, "other").await.unwrap();

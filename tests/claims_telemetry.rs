@@ -92,8 +92,7 @@ async fn flushed(server: &TestServer, run_id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_overrides_the_ratio()
-{
+async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_overrides_the_ratio() {
     let (endpoint, traces) = collector().await;
     let server = TestServer::start("memory", Registry::builtin()).await;
     let mut body = arithmetic(2, 1);
@@ -120,7 +119,11 @@ async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_over
     let exported = run["telemetry"]["spans_exported"].as_u64().unwrap();
     assert!(exported > 0, "{run}");
     let received = traces.lock().unwrap().clone();
-    assert_eq!(received.len() as u64, exported, "only the sampled run's spans");
+    assert_eq!(
+        received.len() as u64,
+        exported,
+        "only the sampled run's spans"
+    );
     assert!(received.iter().all(|t| t == TRACE_ID), "{received:?}");
     server.stop().await;
 }
@@ -145,7 +148,10 @@ async fn sample_ratio_keeps_a_share_of_whole_run_traces() {
         exported_total += exported;
     }
     // P(all or none of 24 at 0.5) = 2^-23: this never fails by chance in practice.
-    assert!(0 < sampled && sampled < RUNS, "{sampled} of {RUNS} runs sampled");
+    assert!(
+        0 < sampled && sampled < RUNS,
+        "{sampled} of {RUNS} runs sampled"
+    );
     assert_eq!(traces.lock().unwrap().len() as u64, exported_total);
     server.stop().await;
 }
@@ -204,8 +210,12 @@ async fn deliver_run_completed(server: &TestServer, url: &str, seed: u64) -> Val
         |run| {
             run["status"] == "completed"
                 && run["telemetry"]["webhooks"][0]["pending"] == 0
-                && run["telemetry"]["webhooks"][0]["delivered"].as_u64().unwrap_or(0)
-                    + run["telemetry"]["webhooks"][0]["failed"].as_u64().unwrap_or(0)
+                && run["telemetry"]["webhooks"][0]["delivered"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    + run["telemetry"]["webhooks"][0]["failed"]
+                        .as_u64()
+                        .unwrap_or(0)
                     == 1
         },
     )
@@ -219,9 +229,16 @@ async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured()
 
     let (url, rejecting) = receiver(vec![answer(StatusCode::BAD_REQUEST, &[])]).await;
     let hook = deliver_run_completed(&server, &url, 1).await;
-    assert_eq!((hook["delivered"].as_u64(), hook["failed"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (hook["delivered"].as_u64(), hook["failed"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(hook["last_error"], "HTTP 400 (not retried)", "{hook}");
-    assert_eq!(rejecting.attempts.lock().unwrap().len(), 1, "a 4xx is final");
+    assert_eq!(
+        rejecting.attempts.lock().unwrap().len(),
+        1,
+        "a 4xx is final"
+    );
 
     let (url, redirecting) = receiver(vec![answer(
         StatusCode::TEMPORARY_REDIRECT,
@@ -232,11 +249,18 @@ async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured()
     assert_eq!(hook["failed"], 1, "{hook}");
     assert_eq!(hook["last_error"], "HTTP 307 (not retried)", "{hook}");
     let attempts = redirecting.attempts.lock().unwrap().clone();
-    assert_eq!(attempts.len(), 1, "a redirect is neither followed nor retried");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a redirect is neither followed nor retried"
+    );
     assert_eq!(attempts[0].0, "/hook");
 
     let (url, busy) = receiver(vec![
-        answer(StatusCode::SERVICE_UNAVAILABLE, &[(header::RETRY_AFTER, "1")]),
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[(header::RETRY_AFTER, "1")],
+        ),
         answer(StatusCode::OK, &[]),
     ])
     .await;
@@ -246,7 +270,10 @@ async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured()
     assert_eq!(attempts.len(), 2);
     let waited = attempts[1].1 - attempts[0].1;
     // The backoff alone would retry after 200 ms.
-    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
     server.stop().await;
 }
 
@@ -278,6 +305,10 @@ async fn a_full_webhook_queue_drops_and_counts_events_without_slowing_the_run() 
     assert_eq!(hook["delivered"], 0, "{hook}");
     // Queued plus the one in flight; every other event was dropped and counted.
     assert!((QUEUE..=QUEUE + 1).contains(&pending), "{hook}");
-    assert_eq!(pending + dropped + hook["failed"].as_u64().unwrap(), events, "{hook}");
+    assert_eq!(
+        pending + dropped + hook["failed"].as_u64().unwrap(),
+        events,
+        "{hook}"
+    );
     server.stop().await;
 }

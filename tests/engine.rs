@@ -51,7 +51,10 @@ async fn wait_recorded(engine: &Engine, run_id: &RunId, n: u64) {
         if run.is_some_and(|r| r.progress.finished() >= n) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{n} cases never recorded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} cases never recorded"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

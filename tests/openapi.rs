@@ -943,7 +943,10 @@ async fn run_responses(h: Harness) {
         done["aggregates"]["builtin/token_f1"]["n"],
         json!(original["results"].as_array().unwrap().len())
     );
-    assert!(done["aggregates"].get("builtin/exact_match").is_none(), "{done}");
+    assert!(
+        done["aggregates"].get("builtin/exact_match").is_none(),
+        "{done}"
+    );
 }
 
 #[tokio::test]
