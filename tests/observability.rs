@@ -425,8 +425,8 @@ async fn a_collector_that_is_down_or_hangs_never_slows_or_changes_a_run() {
 
 #[tokio::test]
 async fn same_definition_with_other_instrumentation_has_the_same_id_and_results() {
-    let (endpoint, _collector) = Collector::start().await;
-    let (hook_url, _hooks) = Hooks::start(0).await;
+    let (endpoint, collector) = Collector::start().await;
+    let (hook_url, hooks) = Hooks::start(0).await;
     let body = arithmetic(
         12,
         json!({"name": "builtin/demo_generator", "params": {"wrong_rate": 0.3}}),
@@ -437,7 +437,7 @@ async fn same_definition_with_other_instrumentation_has_the_same_id_and_results(
     log["tracing"] = json!({"provider": "log"});
     variants.push(log);
     let mut otlp = body.clone();
-    otlp["tracing"] = json!({"provider": "otlp", "endpoint": endpoint, "sample_ratio": 0.5});
+    otlp["tracing"] = json!({"provider": "otlp", "endpoint": endpoint});
     otlp["subscribers"] = json!([{"kind": "webhook", "url": hook_url}]);
     variants.push(otlp);
 
@@ -446,6 +446,29 @@ async fn same_definition_with_other_instrumentation_has_the_same_id_and_results(
         let server = TestServer::start("memory", Registry::builtin()).await;
         let run_id = post_run(&server, variant, None).await;
         let run = server.wait_finished(&run_id).await;
+        if variant.get("subscribers").is_some() {
+            // The instrumented variant really was observed: every span reached the
+            // collector and every event the webhook.
+            let run = wait_until(
+                &server.client,
+                &server.base,
+                &run_id,
+                Duration::from_secs(60),
+                |run| {
+                    run["telemetry"].get("spans_dropped").is_some()
+                        && run["telemetry"]["webhooks"][0]["pending"] == 0
+                },
+            )
+            .await;
+            let exported = run["telemetry"]["spans_exported"].as_u64().unwrap();
+            assert!(exported > 0, "{run}");
+            assert_eq!(collector.spans_of(&run_id).len() as u64, exported);
+            assert_eq!(
+                json!(hooks.delivered.lock().unwrap().len()),
+                run["last_event_seq"],
+                "{run}"
+            );
+        }
         let results = normalized(all_results(&server.client, &server.base, &run_id).await);
         seen.push((run_id, run["aggregates"].clone(), results));
         server.stop().await;
