@@ -282,3 +282,38 @@ async fn heartbeats_never_revive_a_released_lease_in_any_store() {
     released_leases_stay_released(Arc::new(postgres)).await;
     database.drop_database().await;
 }
+
+#[test]
+fn readme_claims_name_tests_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let start = readme
+        .find("<!-- claims:start -->")
+        .expect("claims table start");
+    let end = readme
+        .find("<!-- claims:end -->")
+        .expect("claims table end");
+    let table = &readme[start..end];
+    let mut rows = 0;
+    let rows_of_claims = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| claim") && !l.starts_with("| ---"));
+    for row in rows_of_claims {
+        let Some(tests) = row.rsplit('|').nth(1) else {
+            panic!("malformed row {row}");
+        };
+        let named: Vec<&str> = tests.split('`').filter(|t| t.contains("::")).collect();
+        assert!(!named.is_empty(), "a claim without a test: {row}");
+        for test in named {
+            let (file, name) = test.split_once("::").unwrap();
+            let source = std::fs::read_to_string(format!("{root}/tests/{file}.rs"))
+                .unwrap_or_else(|e| panic!("{test}: tests/{file}.rs: {e}"));
+            assert!(
+                source.contains(&format!("fn {name}()")),
+                "{test} is named in the README but does not exist"
+            );
+        }
+        rows += 1;
+    }
+    assert!(rows >= 20, "{rows} rows");
+}
