@@ -631,16 +631,6 @@ async fn the_outbound_cap_bounds_requests_in_flight() {
     assert_eq!(host.state.max_in_flight.load(Ordering::SeqCst), 2);
 }
 
-/// Kills a spawned server on every path.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The real binary: `--provider` (keys read from the server's environment at startup) and
 /// `THEMIS_PROVIDERS` (entries separated by `;`).
 #[tokio::test]
@@ -658,8 +648,8 @@ async fn providers_are_declared_by_flag_or_environment_of_the_real_binary() {
         (vec!["--provider", flag.as_str()], vec![key]),
         (vec![], vec![key, ("THEMIS_PROVIDERS", env.as_str())]),
     ] {
-        let (child, base) = common::spawn_server_with_env("memory", &extra, &environment);
-        let _child = KillOnDrop(child);
+        // `ServerProcess` kills the server on every path.
+        let (_child, base) = common::spawn_server_with_env("memory", &extra, &environment);
         let before = a.hits();
         let run_id = common::post_run(
             &client,
