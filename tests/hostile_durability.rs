@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use common::{
 };
 
 /// Kills the child on every path out of the test.
-struct ChildGuard(Child);
+struct ChildGuard(common::ServerProcess);
 
 impl ChildGuard {
     fn spawn(database: &str, extra: &[&str]) -> (ChildGuard, String) {
