@@ -10,8 +10,12 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod metrics_choice_math;
+mod metrics_json_schema;
+mod metrics_text;
 mod openai;
 mod params;
+mod parsers_extract;
 mod registry;
 mod text;
 

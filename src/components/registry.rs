@@ -158,6 +158,10 @@ impl Registry {
         builtin_parsers::register(&mut registry);
         builtin_metrics::register(&mut registry);
         builtin_judges::register(&mut registry);
+        super::metrics_text::register(&mut registry);
+        super::metrics_choice_math::register(&mut registry);
+        super::metrics_json_schema::register(&mut registry);
+        super::parsers_extract::register(&mut registry);
         openai::register(&mut registry, outbound);
         registry
     }

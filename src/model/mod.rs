@@ -3,6 +3,7 @@
 //! The store persists these; the engine produces them; the API serialises them. Nothing
 //! here knows about HTTP, SQL or how a run is executed.
 
+mod bleu;
 mod case;
 mod event;
 mod ids;
@@ -10,6 +11,7 @@ mod run;
 mod stats;
 mod wire;
 
+pub use bleu::*;
 pub use case::*;
 pub use event::*;
 pub use ids::*;

@@ -98,6 +98,10 @@ pub struct Accumulator {
     pub failures: u64,
     sum: ExactSum,
     sum_sq: ExactSum,
+    /// Summed BLEU statistics of the scores that carried them (`builtin/bleu`): the
+    /// corpus-level hook. Absent for every other metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bleu: Option<super::BleuStats>,
 }
 
 impl Accumulator {
@@ -105,6 +109,11 @@ impl Accumulator {
         self.n += 1;
         self.sum.add(value);
         self.sum_sq.add(value * value);
+    }
+
+    /// Adds a case's BLEU statistics to the corpus totals.
+    pub fn observe_bleu(&mut self, stats: &super::BleuStats) {
+        self.bleu.get_or_insert_with(Default::default).add(stats);
     }
 
     pub fn fail(&mut self) {
@@ -120,6 +129,7 @@ impl Accumulator {
                 mean: None,
                 stderr: None,
                 ci95: None,
+                corpus_bleu: None,
             };
         }
         let nf = n as f64;
@@ -138,6 +148,7 @@ impl Accumulator {
             mean: Some(mean),
             stderr,
             ci95,
+            corpus_bleu: self.bleu.map(|b| b.score(false)),
         }
     }
 }
@@ -152,6 +163,10 @@ pub struct MetricSummary {
     pub mean: Option<f64>,
     pub stderr: Option<f64>,
     pub ci95: Option<[f64; 2]>,
+    /// Corpus BLEU (0..1) for `builtin/bleu`: BLEU of the summed statistics of every
+    /// scored case, as sacreBLEU's `corpus_bleu` (not the mean of sentence BLEU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_bleu: Option<f64>,
 }
 
 /// Per metric (and judge): the overall summary and one per dataset.
@@ -184,9 +199,15 @@ impl AggregateState {
     /// Counts one finished case: each metric score and judge score it holds is an
     /// observation, each missing one (errored or skipped) a failure.
     pub fn observe(&mut self, record: &crate::model::CaseRecord) {
-        let scores = record.scores.iter().map(|s| (&s.metric_id, s.score));
-        let judgments = record.judgments.iter().map(|j| (&j.judge_id, j.score));
-        for (id, score) in scores.chain(judgments) {
+        let scores = record
+            .scores
+            .iter()
+            .map(|s| (&s.metric_id, s.score, &s.details));
+        let judgments = record
+            .judgments
+            .iter()
+            .map(|j| (&j.judge_id, j.score, &serde_json::Value::Null));
+        for (id, score, details) in scores.chain(judgments) {
             let state = self.metrics.entry(id.clone()).or_default();
             let dataset = state
                 .by_dataset
@@ -196,6 +217,13 @@ impl AggregateState {
                 Some(value) if value.is_finite() => {
                     state.overall.observe(value);
                     dataset.observe(value);
+                    // Only scores that carry BLEU statistics pay for this lookup's result.
+                    if let Some(stats) = details.get(super::BLEU_DETAILS_KEY)
+                        && let Ok(stats) = super::BleuStats::deserialize(stats)
+                    {
+                        state.overall.observe_bleu(&stats);
+                        dataset.observe_bleu(&stats);
+                    }
                 }
                 _ => {
                     state.overall.fail();
