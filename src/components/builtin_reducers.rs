@@ -48,6 +48,7 @@ impl Reducer for MajorityVote {
         Ok(Reduction {
             chosen,
             sources: (0..candidates.len()).collect(),
+            details: serde_json::Value::Null,
         })
     }
 }
@@ -63,6 +64,7 @@ impl Reducer for First {
         Ok(Reduction {
             chosen: 0,
             sources: vec![0],
+            details: serde_json::Value::Null,
         })
     }
 }

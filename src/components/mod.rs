@@ -10,6 +10,7 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod judges_panel;
 mod metrics_choice_math;
 mod metrics_json_schema;
 mod metrics_text;
@@ -17,6 +18,7 @@ mod openai;
 mod params;
 mod parsers_extract;
 mod registry;
+mod selectors;
 mod text;
 
 use async_trait::async_trait;
@@ -165,12 +167,33 @@ pub struct Reduction {
     pub chosen: usize,
     /// Candidates the choice was based on (indices into the input).
     pub sources: Vec<usize>,
+    /// What decided the choice (a selector's per-candidate scores); `null` if nothing
+    /// worth recording.
+    pub details: Value,
+}
+
+/// What a reducer may look at besides the candidates: selectors score candidates
+/// against the case, judges among them call providers.
+#[derive(Debug, Clone, Copy)]
+pub struct ReduceRequest<'a> {
+    pub dataset_id: &'a str,
+    pub case: &'a Case,
+    pub seed: u64,
+    /// Never empty.
+    pub candidates: &'a [Candidate],
+    pub ctx: CallContext<'a>,
 }
 
 #[async_trait]
 pub trait Reducer: Send + Sync {
     /// `candidates` is never empty.
     async fn reduce(&self, candidates: &[Candidate]) -> Result<Reduction, ComponentError>;
+
+    /// The reduction with the case at hand; what the engine calls. Reducers that only
+    /// look at the candidates keep the default.
+    async fn reduce_case(&self, request: ReduceRequest<'_>) -> Result<Reduction, ComponentError> {
+        self.reduce(request.candidates).await
+    }
 }
 
 pub trait Parser: Send + Sync {

@@ -48,7 +48,9 @@ pub struct Resolved<T: ?Sized> {
     pub version: &'static str,
 }
 
-type Factory<T> = Arc<dyn Fn(&mut Params<'_>) -> Arc<T> + Send + Sync>;
+/// Builds a component from its params; composite components (panels, selectors) also
+/// resolve the components named in their params through the registry.
+type Factory<T> = Arc<dyn Fn(&Registry, &mut Params<'_>) -> Arc<T> + Send + Sync>;
 
 struct Entry<T: ?Sized> {
     version: &'static str,
@@ -70,6 +72,7 @@ impl<T: ?Sized> Table<T> {
 
     fn resolve(
         &self,
+        registry: &Registry,
         name: &str,
         params: &Map<String, Value>,
     ) -> Result<Resolved<T>, ResolveError> {
@@ -81,7 +84,7 @@ impl<T: ?Sized> Table<T> {
                 known: self.entries.keys().cloned().collect(),
             })?;
         let mut reader = Params::new(params);
-        let component = (entry.factory)(&mut reader);
+        let component = (entry.factory)(registry, &mut reader);
         let component = reader.finish(component).map_err(ResolveError::Params)?;
         Ok(Resolved {
             component,
@@ -104,12 +107,25 @@ pub struct Registry {
 }
 
 macro_rules! kind_methods {
-    ($register:ident, $resolve:ident, $field:ident, $trait:ident) => {
+    ($register:ident, $composite:ident, $resolve:ident, $field:ident, $trait:ident) => {
         pub fn $register(
             &mut self,
             name: &str,
             version: &'static str,
             factory: impl Fn(&mut Params<'_>) -> Arc<dyn $trait> + Send + Sync + 'static,
+        ) {
+            self.$composite(name, version, move |_, p| factory(p));
+        }
+
+        /// Registers a component whose factory resolves other components by name.
+        pub fn $composite(
+            &mut self,
+            name: &str,
+            version: &'static str,
+            factory: impl Fn(&Registry, &mut Params<'_>) -> Arc<dyn $trait>
+            + Send
+            + Sync
+            + 'static,
         ) {
             self.$field.entries.insert(
                 name.to_owned(),
@@ -125,7 +141,7 @@ macro_rules! kind_methods {
             name: &str,
             params: &Map<String, Value>,
         ) -> Result<Resolved<dyn $trait>, ResolveError> {
-            self.$field.resolve(name, params)
+            self.$field.resolve(self, name, params)
         }
     };
 }
@@ -158,6 +174,8 @@ impl Registry {
         builtin_parsers::register(&mut registry);
         builtin_metrics::register(&mut registry);
         builtin_judges::register(&mut registry);
+        super::judges_panel::register(&mut registry);
+        super::selectors::register(&mut registry);
         super::metrics_text::register(&mut registry);
         super::metrics_choice_math::register(&mut registry);
         super::metrics_json_schema::register(&mut registry);
@@ -166,11 +184,11 @@ impl Registry {
         registry
     }
 
-    kind_methods!(register_generator, generator, generators, Generator);
-    kind_methods!(register_reducer, reducer, reducers, Reducer);
-    kind_methods!(register_parser, parser, parsers, Parser);
-    kind_methods!(register_metric, metric, metrics, Metric);
-    kind_methods!(register_judge, judge, judges, Judge);
+    kind_methods!(register_generator, register_composite_generator, generator, generators, Generator);
+    kind_methods!(register_reducer, register_composite_reducer, reducer, reducers, Reducer);
+    kind_methods!(register_parser, register_composite_parser, parser, parsers, Parser);
+    kind_methods!(register_metric, register_composite_metric, metric, metrics, Metric);
+    kind_methods!(register_judge, register_composite_judge, judge, judges, Judge);
 
     /// Names of every registered component of a kind, sorted.
     pub fn names(&self, kind: ComponentKind) -> Vec<String> {

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::definition::{Evaluators, Pipeline};
 use super::observe::{Observers, StageContext};
-use crate::components::{CallContext, CallObserver, GenerateRequest, JudgeRequest, ResponseCache};
+use crate::components::{
+    CallContext, CallObserver, GenerateRequest, JudgeRequest, ReduceRequest, ResponseCache,
+};
 use crate::model::{
     Candidate, Case, CaseError, CaseKey, CaseRecord, CaseStatus, EventKind, JudgmentRecord,
     NewEvent, ParseStep, Reduced, RunId, ScoreRecord, Stage, StageRecord, Timestamp, Usage,
@@ -301,9 +303,17 @@ impl<'a> CaseRun<'a> {
         let stage = self.open_stage(Stage::Reduction, reducer_id);
         observers.notify(|s| s.before_reduce(&self.record.candidates, self.ctx()));
         let candidates = &self.record.candidates;
+        let key = &self.input.key;
+        let request = ReduceRequest {
+            dataset_id: &key.dataset_id,
+            case: self.input.case,
+            seed: key.seed,
+            candidates,
+            ctx: self.input.call_context(&stage.0),
+        };
         let outcome = pipeline
             .reducer
-            .reduce(candidates)
+            .reduce_case(request)
             .await
             .and_then(|reduction| {
                 let chosen = candidates.get(reduction.chosen).ok_or_else(|| {
@@ -322,6 +332,7 @@ impl<'a> CaseRun<'a> {
                         .filter_map(|i| candidates.get(*i))
                         .map(|c| c.candidate_id.clone())
                         .collect(),
+                    details: reduction.details,
                 })
             });
         let key = self.input.key.clone();

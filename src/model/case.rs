@@ -98,6 +98,9 @@ pub struct Reduced {
     pub candidate_id: String,
     pub output: Value,
     pub source_candidate_ids: Vec<String>,
+    /// What decided the choice: `builtin/best_of_n` records every candidate's score.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
 }
 
 /// One parser applied in the chain (the output of one feeds the next).

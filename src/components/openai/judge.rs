@@ -46,11 +46,41 @@ enum System {
     Template(usize),
 }
 
+/// The case fields every judge prompt shows, in the default layout's order, with the
+/// heading Themis gives each when the rubric does not place it itself.
+pub(super) const LAYOUT: [(&str, &str); 3] = [
+    ("input", "Input"),
+    ("expected_output", "Expected output"),
+    ("output", "Output to judge"),
+];
+
+/// The rubric followed by a section for each [`LAYOUT`] field the rubric did not
+/// place itself: a rubric is the criteria (as promptfoo's `llm-rubric`), so the judge
+/// always sees what it judges, and identical prompts never stand for different cases.
+pub(super) fn lay_out(rubric: &str, missing: &[&str], vars: &[(&str, &Value)]) -> String {
+    let mut prompt = rubric.trim_end().to_owned();
+    for (name, heading) in LAYOUT.iter().filter(|(name, _)| missing.contains(name)) {
+        let value = vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&Value::Null, |(_, v)| *v);
+        let text = match value {
+            Value::Null => "(none given)".to_owned(),
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        };
+        prompt.push_str(&format!("\n\n## {heading}\n{text}"));
+    }
+    prompt
+}
+
 pub(super) struct LlmJudge {
     client: ClientConfig,
     templates: Templates,
     system: System,
     rubric: usize,
+    /// [`LAYOUT`] fields the rubric does not place: appended by [`lay_out`].
+    missing: Vec<&'static str>,
     mode: Mode,
     samples: u32,
     /// In scale mode, a sample passes when its normalised score reaches this.
@@ -94,11 +124,17 @@ impl LlmJudge {
             )),
             None => System::Default(default_system(mode)),
         };
+        let missing = LAYOUT
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| rubric == usize::MAX || !templates.uses(rubric, name))
+            .collect();
         LlmJudge {
             client,
             templates,
             system,
             rubric,
+            missing,
             mode,
             samples: p.u64_in("samples", 1, 1, 20) as u32,
             pass_threshold,
@@ -109,14 +145,15 @@ impl LlmJudge {
         let case = request.case;
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(request.dataset_id.to_owned());
-        let vars = context(&[
+        let pairs = [
             ("input", &case.input),
             ("expected_output", &case.expected_output),
             ("output", request.parsed),
             ("case_id", &case_id),
             ("dataset_id", &dataset),
             ("metadata", &case.metadata),
-        ]);
+        ];
+        let vars = context(&pairs);
         let render = async |index: usize, what: &str| {
             self.templates.render(index, &vars).await.map_err(|e| {
                 ComponentError::new(format!("openai/judge: rendering {what} failed: {e}"))
@@ -133,7 +170,11 @@ impl LlmJudge {
             },
             Message {
                 role: "user".into(),
-                content: render(self.rubric, "rubric").await?,
+                content: lay_out(
+                    &render(self.rubric, "rubric").await?,
+                    &self.missing,
+                    &pairs,
+                ),
             },
         ])
     }
@@ -440,6 +481,28 @@ mod tests {
 
     fn verdict(text: &str) -> Option<(Option<f64>, Option<bool>, Option<String>)> {
         parse_verdict(text).map(|v| (v.score, v.passed, v.rationale))
+    }
+
+    #[test]
+    fn the_layout_adds_what_the_rubric_does_not_place() {
+        let input = json!({"question": "2+2?"});
+        let expected = json!("4");
+        let output = json!("5");
+        let vars = [
+            ("input", &input),
+            ("expected_output", &expected),
+            ("output", &output),
+        ];
+        assert_eq!(
+            lay_out("Is it correct?", &["input", "expected_output", "output"], &vars),
+            "Is it correct?\n\n## Input\n{\n  \"question\": \"2+2?\"\n}\n\n\
+             ## Expected output\n4\n\n## Output to judge\n5"
+        );
+        assert_eq!(lay_out("Rubric {{x}}", &[], &vars), "Rubric {{x}}");
+        assert_eq!(
+            lay_out("R", &["expected_output"], &[("expected_output", &Value::Null)]),
+            "R\n\n## Expected output\n(none given)"
+        );
     }
 
     #[test]

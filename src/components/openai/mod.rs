@@ -39,7 +39,9 @@ pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     registry.register_generator("openai/chat", "1", move |p| {
         Arc::new(generator::ChatGenerator::from_params(p, &shared))
     });
-    registry.register_judge("openai/judge", "1", move |p| {
+    // Version 2: the prompt shows input, expected output and output unless the rubric
+    // places them itself.
+    registry.register_judge("openai/judge", "2", move |p| {
         Arc::new(judge::LlmJudge::from_params(p, &for_judge))
     });
 }

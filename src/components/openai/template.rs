@@ -76,6 +76,13 @@ impl Templates {
         Ok(self.heavy.len() - 1)
     }
 
+    /// Whether template `index` reads variable `name` (anywhere, even under a test).
+    pub fn uses(&self, index: usize, name: &str) -> bool {
+        self.env
+            .get_template(&format!("t{index}"))
+            .is_ok_and(|t| t.undeclared_variables(false).contains(name))
+    }
+
     /// Renders template `index`, off the async workers when it may be slow. Dropping the
     /// future abandons the render; its fuel bounds how long the blocking thread goes on.
     pub async fn render(&self, index: usize, context: &Template) -> Result<String, String> {
