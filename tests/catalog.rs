@@ -55,7 +55,10 @@ async fn multiple_choice_example_scores_by_hand() {
     assert_eq!(run.status, RunStatus::Completed);
     let by_case = |id: &str| {
         let record = cases.iter().find(|c| c.key.case_id == id).expect("case");
-        (record.parsed.clone(), score(record, "builtin/choice_accuracy"))
+        (
+            record.parsed.clone(),
+            score(record, "builtin/choice_accuracy"),
+        )
     };
     // "The answer is B, as a matter of fact." -> B (the explicit answer, not the "A" of "a").
     assert_eq!(by_case("capital"), (Some(Value::from("B")), 1.0));
@@ -84,10 +87,19 @@ async fn translation_example_reports_sacrebleu_corpus_bleu() {
     // Corpus BLEU is not the mean of sentence BLEU.
     assert!((bleu.overall.mean.unwrap() - corpus).abs() > 1e-3);
     // Other metrics carry no corpus score.
-    assert_eq!(run.aggregates.metrics["builtin/rouge_l"].overall.corpus_bleu, None);
+    assert_eq!(
+        run.aggregates.metrics["builtin/rouge_l"]
+            .overall
+            .corpus_bleu,
+        None
+    );
     // The identical first sentence scores 1 on every metric.
     let s1 = cases.iter().find(|c| c.key.case_id == "s1").unwrap();
-    for metric in ["builtin/bleu", "builtin/rouge_l", "builtin/levenshtein_ratio"] {
+    for metric in [
+        "builtin/bleu",
+        "builtin/rouge_l",
+        "builtin/levenshtein_ratio",
+    ] {
         assert_eq!(score(s1, metric), 1.0, "{metric}");
     }
 }
@@ -138,7 +150,10 @@ fn every_component_is_documented_and_listed() {
         for name in registry.names(kind) {
             let quoted = format!("`{name}`");
             assert!(readme.contains(&quoted), "README does not document {name}");
-            assert!(openapi.contains(&quoted), "openapi.yaml does not list {name}");
+            assert!(
+                openapi.contains(&quoted),
+                "openapi.yaml does not list {name}"
+            );
         }
     }
 }

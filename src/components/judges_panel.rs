@@ -31,7 +31,10 @@ pub(super) fn nested<T: ?Sized>(
                 .keys()
                 .find(|k| !matches!(k.as_str(), "name" | "params" | "id"))
             {
-                p.error(&format!("{at}.{key}"), "unknown field; expected one of: id, name, params");
+                p.error(
+                    &format!("{at}.{key}"),
+                    "unknown field; expected one of: id, name, params",
+                );
                 return None;
             }
             let Some(name) = map.get("name").and_then(Value::as_str) else {
@@ -154,10 +157,9 @@ struct Panel {
 #[async_trait]
 impl Judge for Panel {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
-        let verdicts = futures::future::join_all(
-            self.members.iter().map(|(_, judge)| judge.judge(request)),
-        )
-        .await;
+        let verdicts =
+            futures::future::join_all(self.members.iter().map(|(_, judge)| judge.judge(request)))
+                .await;
         let mut usage = Usage::default();
         let mut members = Vec::with_capacity(verdicts.len());
         let mut scores = Vec::with_capacity(verdicts.len());
@@ -212,7 +214,9 @@ mod tests {
     fn resolve(params: Value) -> Result<Arc<dyn Judge>, ResolveError> {
         let registry = Registry::builtin();
         let params = params.as_object().cloned().unwrap_or_default();
-        registry.judge("builtin/panel", &params).map(|r| r.component)
+        registry
+            .judge("builtin/panel", &params)
+            .map(|r| r.component)
     }
 
     #[tokio::test]

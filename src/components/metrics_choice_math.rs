@@ -132,7 +132,10 @@ pub fn normalize_math(text: &str) -> String {
             (r"(\d),(\d{3})\b", "$1$2"),
             (r"^\s*[a-zA-Z]\s*=\s*", ""),
             // "12 cm", "5 dollars": a unit word after a number.
-            (r"^([-+]?[\d.]+(?:/[\d.]+)?)\s+[a-zA-Z]+(?:\s+[a-zA-Z]+)*$", "$1"),
+            (
+                r"^([-+]?[\d.]+(?:/[\d.]+)?)\s+[a-zA-Z]+(?:\s+[a-zA-Z]+)*$",
+                "$1",
+            ),
         ]
         .into_iter()
         .map(|(p, r)| (Regex::new(p).expect("math rule"), r))
@@ -247,14 +250,26 @@ mod tests {
         };
         let half = case(json!("1/2"));
         for answer in ["0.5", r"\frac{1}{2}", r"\boxed{\dfrac12}", ".50", "$0.5$"] {
-            assert_eq!(m.score(&json!(answer), &half).unwrap().score, 1.0, "{answer}");
+            assert_eq!(
+                m.score(&json!(answer), &half).unwrap().score,
+                1.0,
+                "{answer}"
+            );
         }
         assert_eq!(m.score(&json!("0.51"), &half).unwrap().score, 0.0);
         let thousands = case(json!({"answer": "1000"}));
         assert_eq!(m.score(&json!("1,000"), &thousands).unwrap().score, 1.0);
-        assert_eq!(m.score(&json!("1,000 dollars"), &thousands).unwrap().score, 1.0);
+        assert_eq!(
+            m.score(&json!("1,000 dollars"), &thousands).unwrap().score,
+            1.0
+        );
         let symbolic = case(json!(r"\sqrt{2}"));
-        assert_eq!(m.score(&json!(r"\boxed{\sqrt{2}}"), &symbolic).unwrap().score, 1.0);
+        assert_eq!(
+            m.score(&json!(r"\boxed{\sqrt{2}}"), &symbolic)
+                .unwrap()
+                .score,
+            1.0
+        );
         assert_eq!(m.score(&json!(r"\sqrt{3}"), &symbolic).unwrap().score, 0.0);
     }
 }

@@ -43,7 +43,9 @@ pub(super) fn register(registry: &mut Registry) {
 }
 
 fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    let size = serde_json::to_vec(schema).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(schema)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_SCHEMA_BYTES {
         return Err(format!("must be at most {MAX_SCHEMA_BYTES} bytes as JSON"));
     }
@@ -108,9 +110,13 @@ mod tests {
             field: None,
             validator: compile(&schema).ok().map(Arc::new),
         };
-        let ok = metric.score(&json!({"name": "Ada", "age": 36}), &case()).unwrap();
+        let ok = metric
+            .score(&json!({"name": "Ada", "age": 36}), &case())
+            .unwrap();
         assert_eq!(ok.score, 1.0);
-        let bad = metric.score(&json!({"name": 1, "age": -1}), &case()).unwrap();
+        let bad = metric
+            .score(&json!({"name": 1, "age": -1}), &case())
+            .unwrap();
         assert_eq!(bad.score, 0.0);
         let paths: Vec<&str> = bad.details["violations"]
             .as_array()
@@ -118,7 +124,10 @@ mod tests {
             .iter()
             .map(|v| v["path"].as_str().unwrap())
             .collect();
-        assert!(paths.contains(&"/name") && paths.contains(&"/age"), "{paths:?}");
+        assert!(
+            paths.contains(&"/name") && paths.contains(&"/age"),
+            "{paths:?}"
+        );
     }
 
     #[test]

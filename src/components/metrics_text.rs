@@ -377,8 +377,7 @@ mod tests {
         // sentence BLEU, smooth_method='exp', tokenize='13a', effective_order=True
         // == 8.493 (0..100 scale, tolerance 1e-3).
         let reference = "producţia de zahăr brut se exprimă în zahăr alb;";
-        let system =
-            "Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;";
+        let system = "Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;";
         let score = bleu_stats(system, &[reference.to_owned()], false).score(true);
         assert!((score * 100.0 - 8.493).abs() < 1e-3, "{score}");
         // Same file, example from issue #141: no matching unigram scores 0.0.
@@ -450,10 +449,7 @@ mod tests {
         };
         // The framework's f1 keeps punctuation and articles: "the" and "cat." count.
         // tokens: [the, cat.] vs [cat]: no common token.
-        assert_eq!(
-            multiset_f1(&ws.tokens("The cat."), &ws.tokens("cat")),
-            0.0
-        );
+        assert_eq!(multiset_f1(&ws.tokens("The cat."), &ws.tokens("cat")), 0.0);
         // [a, b, c] vs [a, b]: P 2/3, R 1, F 0.8.
         assert!((multiset_f1(&ws.tokens("A b c"), &ws.tokens("a B")) - 0.8).abs() < 1e-12);
         let squad = F1 {

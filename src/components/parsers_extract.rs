@@ -12,12 +12,17 @@ use super::{ComponentError, Parser, Registry};
 
 pub(super) fn register(registry: &mut Registry) {
     registry.register_parser("builtin/choice_letter", "1", |p| {
-        let letters = p.string("letters").unwrap_or_else(|| "ABCDEFGHIJ".to_owned());
+        let letters = p
+            .string("letters")
+            .unwrap_or_else(|| "ABCDEFGHIJ".to_owned());
         if letters.is_empty()
             || letters.len() > 26
             || !letters.chars().all(|c| c.is_ascii_uppercase())
         {
-            p.error("letters", "must be 1 to 26 upper-case letters, like \"ABCD\"");
+            p.error(
+                "letters",
+                "must be 1 to 26 upper-case letters, like \"ABCD\"",
+            );
         }
         Arc::new(ChoiceLetter {
             field: p.string("field"),
@@ -64,7 +69,8 @@ impl Parser for ChoiceLetter {
             .filter_map(|c| allowed(c.get(1)?.as_str()))
             .last();
         let bare = || {
-            let trimmed = text.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
+            let trimmed =
+                text.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
             (trimmed.chars().count() == 1)
                 .then(|| allowed(trimmed))
                 .flatten()
@@ -140,7 +146,8 @@ impl Parser for CodeText {
         blocks
             .find(|c| {
                 self.language.as_deref().is_none_or(|wanted| {
-                    c.get(1).is_some_and(|tag| tag.as_str().eq_ignore_ascii_case(wanted))
+                    c.get(1)
+                        .is_some_and(|tag| tag.as_str().eq_ignore_ascii_case(wanted))
                 })
             })
             .and_then(|c| c.get(2))
@@ -169,7 +176,10 @@ mod tests {
 
     #[test]
     fn choice_letter_prefers_the_explicit_answer() {
-        assert_eq!(letter("The answer is B, as a result of X.").unwrap(), json!("B"));
+        assert_eq!(
+            letter("The answer is B, as a result of X.").unwrap(),
+            json!("B")
+        );
         assert_eq!(letter("Answer: (c)").unwrap(), json!("C"));
         assert_eq!(letter(" (d). ").unwrap(), json!("D"));
         assert_eq!(letter("I pick a... no, A then C").unwrap(), json!("C"));
@@ -182,11 +192,13 @@ mod tests {
     fn math_answer_takes_the_last_box_or_number() {
         let p = MathAnswer { field: None };
         assert_eq!(
-            p.parse(&json!(r"so \boxed{1} or rather \boxed{\frac{1}{2}}")).unwrap(),
+            p.parse(&json!(r"so \boxed{1} or rather \boxed{\frac{1}{2}}"))
+                .unwrap(),
             json!(r"\frac{1}{2}")
         );
         assert_eq!(
-            p.parse(&json!("3 apples plus 4 gives 1,234.5 total.")).unwrap(),
+            p.parse(&json!("3 apples plus 4 gives 1,234.5 total."))
+                .unwrap(),
             json!("1,234.5")
         );
         assert_eq!(p.parse(&json!("it is -2/3")).unwrap(), json!("-2/3"));

@@ -122,10 +122,7 @@ macro_rules! kind_methods {
             &mut self,
             name: &str,
             version: &'static str,
-            factory: impl Fn(&Registry, &mut Params<'_>) -> Arc<dyn $trait>
-            + Send
-            + Sync
-            + 'static,
+            factory: impl Fn(&Registry, &mut Params<'_>) -> Arc<dyn $trait> + Send + Sync + 'static,
         ) {
             self.$field.entries.insert(
                 name.to_owned(),
@@ -184,11 +181,41 @@ impl Registry {
         registry
     }
 
-    kind_methods!(register_generator, register_composite_generator, generator, generators, Generator);
-    kind_methods!(register_reducer, register_composite_reducer, reducer, reducers, Reducer);
-    kind_methods!(register_parser, register_composite_parser, parser, parsers, Parser);
-    kind_methods!(register_metric, register_composite_metric, metric, metrics, Metric);
-    kind_methods!(register_judge, register_composite_judge, judge, judges, Judge);
+    kind_methods!(
+        register_generator,
+        register_composite_generator,
+        generator,
+        generators,
+        Generator
+    );
+    kind_methods!(
+        register_reducer,
+        register_composite_reducer,
+        reducer,
+        reducers,
+        Reducer
+    );
+    kind_methods!(
+        register_parser,
+        register_composite_parser,
+        parser,
+        parsers,
+        Parser
+    );
+    kind_methods!(
+        register_metric,
+        register_composite_metric,
+        metric,
+        metrics,
+        Metric
+    );
+    kind_methods!(
+        register_judge,
+        register_composite_judge,
+        judge,
+        judges,
+        Judge
+    );
 
     /// Names of every registered component of a kind, sorted.
     pub fn names(&self, kind: ComponentKind) -> Vec<String> {

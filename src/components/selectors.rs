@@ -92,7 +92,9 @@ impl BestOfN {
         }
         let mut value = candidate.output.clone();
         for parser in &self.parsers {
-            value = parser.parse(&value).map_err(|e| format!("parse: {}", e.message))?;
+            value = parser
+                .parse(&value)
+                .map_err(|e| format!("parse: {}", e.message))?;
         }
         let score = match &self.scorer {
             Scorer::Metric(metric) => metric
@@ -131,10 +133,9 @@ impl Reducer for BestOfN {
     }
 
     async fn reduce_case(&self, request: ReduceRequest<'_>) -> Result<Reduction, ComponentError> {
-        let scores = futures::future::join_all(
-            request.candidates.iter().map(|c| self.score(&request, c)),
-        )
-        .await;
+        let scores =
+            futures::future::join_all(request.candidates.iter().map(|c| self.score(&request, c)))
+                .await;
         let mut best: Option<(usize, f64)> = None;
         for (i, score) in scores.iter().enumerate() {
             if let Ok(score) = score
@@ -248,8 +249,7 @@ mod tests {
     fn needs_exactly_one_scorer() {
         assert!(selector(json!({})).is_err());
         assert!(
-            selector(json!({"metric": "builtin/f1", "judge": "builtin/rubric_keywords"}))
-                .is_err()
+            selector(json!({"metric": "builtin/f1", "judge": "builtin/rubric_keywords"})).is_err()
         );
         let Err(ResolveError::Params(errors)) =
             selector(json!({"metric": {"name": "builtin/f1", "params": {"tokenize": 1}}}))

@@ -170,11 +170,7 @@ impl LlmJudge {
             },
             Message {
                 role: "user".into(),
-                content: lay_out(
-                    &render(self.rubric, "rubric").await?,
-                    &self.missing,
-                    &pairs,
-                ),
+                content: lay_out(&render(self.rubric, "rubric").await?, &self.missing, &pairs),
             },
         ])
     }
@@ -494,13 +490,21 @@ mod tests {
             ("output", &output),
         ];
         assert_eq!(
-            lay_out("Is it correct?", &["input", "expected_output", "output"], &vars),
+            lay_out(
+                "Is it correct?",
+                &["input", "expected_output", "output"],
+                &vars
+            ),
             "Is it correct?\n\n## Input\n{\n  \"question\": \"2+2?\"\n}\n\n\
              ## Expected output\n4\n\n## Output to judge\n5"
         );
         assert_eq!(lay_out("Rubric {{x}}", &[], &vars), "Rubric {{x}}");
         assert_eq!(
-            lay_out("R", &["expected_output"], &[("expected_output", &Value::Null)]),
+            lay_out(
+                "R",
+                &["expected_output"],
+                &[("expected_output", &Value::Null)]
+            ),
             "R\n\n## Expected output\n(none given)"
         );
     }
