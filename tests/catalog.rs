@@ -157,3 +157,123 @@ fn every_component_is_documented_and_listed() {
         }
     }
 }
+
+fn pass_at_k_experiment(pass_at_k: Value) -> Value {
+    serde_json::json!({
+        "generation": {
+            "generator": {"name": "builtin/demo_generator", "params": {"wrong_rate": 0.5}},
+            "candidate_policy": {"num_samples": 5}
+        },
+        "evaluation": {
+            "parsers": [{"name": "builtin/json_extract", "params": {"path": "answer"}}],
+            "metrics": [{"name": "builtin/exact_match", "id": "exact"}],
+            "pass_at_k": pass_at_k
+        },
+        "datasets": [{"dataset_id": "d", "cases": [
+            {"case_id": "a", "input": {"question": "2+2"}, "expected_output": "4"},
+            {"case_id": "b", "input": {"question": "6 * 7"}, "expected_output": "42"},
+            {"case_id": "c", "input": {"question": "10 - 3"}, "expected_output": "7"}
+        ]}],
+        "seeds": [1, 2, 3, 4]
+    })
+}
+
+#[tokio::test]
+async fn pass_at_k_per_case_and_in_aggregates() {
+    let body = pass_at_k_experiment(serde_json::json!({"k": [1, 3], "metric": "exact"}));
+    let (run, cases) = run_example(&body.to_string()).await;
+    assert_eq!(run.status, RunStatus::Completed);
+    // C(m, 3) for m = 0..=5, and C(5, 3) = 10.
+    let choose3 = [0.0, 0.0, 0.0, 1.0, 4.0, 10.0];
+    let mut sum1 = 0.0;
+    let mut seen_c = std::collections::HashSet::new();
+    for record in &cases {
+        let expected = record.key.case_id.as_str();
+        let answer = match expected {
+            "a" => "4",
+            "b" => "42",
+            _ => "7",
+        };
+        // Counted here from the raw candidates, independently of the engine.
+        let c = record
+            .candidates
+            .iter()
+            .filter(|cand| cand.output["answer"] == answer)
+            .count();
+        seen_c.insert(c);
+        let p1 = score(record, "pass@1");
+        let p3 = score(record, "pass@3");
+        assert!((p1 - c as f64 / 5.0).abs() < 1e-12, "{record:?}");
+        assert!((p3 - (1.0 - choose3[5 - c] / 10.0)).abs() < 1e-12);
+        let details = &record
+            .scores
+            .iter()
+            .find(|s| s.metric_id == "pass@3")
+            .unwrap()
+            .details;
+        assert_eq!(details["n"], 5);
+        assert_eq!(details["c"], c);
+        sum1 += p1;
+    }
+    // With half the answers wrong, cases differ in how many samples are right.
+    assert!(seen_c.len() > 1, "{seen_c:?}");
+    let mean1 = run.aggregates.metrics["pass@1"].overall.mean.unwrap();
+    assert!((mean1 - sum1 / cases.len() as f64).abs() < 1e-12);
+    assert_eq!(run.aggregates.metrics["pass@3"].overall.n, 12);
+}
+
+#[test]
+fn pass_at_k_is_validated_with_paths() {
+    let registry = Registry::builtin();
+    for (pass_at_k, path, needle) in [
+        (
+            serde_json::json!({"k": [6]}),
+            "evaluation.pass_at_k.k",
+            "exceeds",
+        ),
+        (
+            serde_json::json!({"k": [1, 1]}),
+            "evaluation.pass_at_k.k",
+            "distinct",
+        ),
+        (
+            serde_json::json!({"k": [0]}),
+            "evaluation.pass_at_k.k",
+            "integer",
+        ),
+        (
+            serde_json::json!({"k": [1], "metric": "nope"}),
+            "evaluation.pass_at_k.metric",
+            "no metric `nope`",
+        ),
+        (
+            serde_json::json!({"k": [1], "extra": 1}),
+            "evaluation.pass_at_k.extra",
+            "unknown field",
+        ),
+    ] {
+        let errors = themis::engine::parse_experiment(&pass_at_k_experiment(pass_at_k), &registry)
+            .err()
+            .expect("rejected");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(needle)),
+            "{path}: {errors:?}"
+        );
+    }
+    // Without pass_at_k the canonical definition has no such key (run ids unchanged).
+    let mut body = pass_at_k_experiment(Value::Null);
+    body["evaluation"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pass_at_k");
+    let request = themis::engine::parse_experiment(&body, &registry)
+        .ok()
+        .unwrap();
+    assert!(
+        request.experiment.canonical()["evaluation"]
+            .get("pass_at_k")
+            .is_none()
+    );
+}

@@ -65,6 +65,39 @@ pub struct EvaluationConfig {
     pub parsers: Vec<ComponentRef>,
     pub metrics: Vec<ComponentRef>,
     pub judges: Vec<ComponentRef>,
+    /// Absent unless asked for, so definitions without it keep their run ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_at_k: Option<PassAtKConfig>,
+}
+
+/// `evaluation.pass_at_k`: score every candidate with `metric` (an id from
+/// `evaluation.metrics`, after the parser chain); a candidate is correct when its score
+/// reaches `threshold`. Each case gets a `pass@{k}` score per `k` (Chen et al.'s
+/// unbiased estimator over its `n` candidates, `c` correct), aggregated like any metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassAtKConfig {
+    pub k: Vec<u64>,
+    pub metric: String,
+    pub threshold: f64,
+}
+
+/// Most k values in one `pass_at_k`.
+pub const MAX_PASS_AT_K: usize = 16;
+
+/// The resolved `pass_at_k` of an evaluation.
+#[derive(Clone)]
+pub struct PassAtK {
+    pub k: Vec<u64>,
+    pub metric_id: String,
+    pub metric: Arc<dyn Metric>,
+    pub threshold: f64,
+}
+
+impl PassAtK {
+    /// The score id of one k: `pass@{k}`.
+    pub fn id(k: u64) -> String {
+        format!("pass@{k}")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -153,6 +186,7 @@ pub struct Evaluators {
     pub parsers: Vec<(String, Arc<dyn Parser>)>,
     pub metrics: Vec<(String, Arc<dyn Metric>)>,
     pub judges: Vec<(String, Arc<dyn Judge>)>,
+    pub pass_at_k: Option<PassAtK>,
 }
 
 /// A parsed and validated request to run an experiment.
@@ -454,11 +488,15 @@ impl<'r> Checker<'r> {
     }
 
     fn evaluation(&mut self, value: &Value, path: &str) -> Option<(EvaluationConfig, Evaluators)> {
-        let map = self.object(value, path, &["parsers", "metrics", "judges"])?;
+        let map = self.object(value, path, &["parsers", "metrics", "judges", "pass_at_k"])?;
         let parsers = self.components(map, path, "parsers", Registry::parser);
         let metrics = self.components(map, path, "metrics", Registry::metric);
         let judges = self.components(map, path, "judges", Registry::judge);
         let (parsers, metrics, judges) = (parsers?, metrics?, judges?);
+        let pass_at_k = match map.get("pass_at_k") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(self.pass_at_k(v, &join(path, "pass_at_k"), &metrics, &judges)?),
+        };
         let metric_ids: HashSet<&str> = metrics.iter().map(|(r, _)| r.id.as_str()).collect();
         for (i, (judge, _)) in judges.iter().enumerate() {
             if metric_ids.contains(judge.id.as_str()) {
@@ -490,13 +528,112 @@ impl<'r> Checker<'r> {
                 parsers: parser_refs,
                 metrics: metric_refs,
                 judges: judge_refs,
+                pass_at_k: pass_at_k.as_ref().map(|p| PassAtKConfig {
+                    k: p.k.clone(),
+                    metric: p.metric_id.clone(),
+                    threshold: p.threshold,
+                }),
             },
             Evaluators {
                 parsers,
                 metrics,
                 judges,
+                pass_at_k,
             },
         ))
+    }
+
+    /// `pass_at_k`: `{"k": [1, 5], "metric": id (default: the first metric),
+    /// "threshold": 1.0}`. Its `pass@{k}` ids must not clash with metric or judge ids.
+    fn pass_at_k(
+        &mut self,
+        value: &Value,
+        path: &str,
+        metrics: &[(ComponentRef, Arc<dyn Metric>)],
+        judges: &[(ComponentRef, Arc<dyn Judge>)],
+    ) -> Option<PassAtK> {
+        let map = self.object(value, path, &["k", "metric", "threshold"])?;
+        let k_path = join(path, "k");
+        let k: Option<Vec<u64>> = match self.required(map, path, "k")?.as_array() {
+            Some(items) if (1..=MAX_PASS_AT_K).contains(&items.len()) => {
+                let values: Option<Vec<u64>> = items
+                    .iter()
+                    .map(|v| v.as_u64().filter(|k| (1..=MAX_NUM_SAMPLES).contains(k)))
+                    .collect();
+                if values.is_none() {
+                    self.error(
+                        &k_path,
+                        format!("each k must be an integer from 1 to {MAX_NUM_SAMPLES}"),
+                    );
+                }
+                values.filter(|v| {
+                    let unique: HashSet<&u64> = v.iter().collect();
+                    if unique.len() != v.len() {
+                        self.error(&k_path, "k values must be distinct");
+                    }
+                    unique.len() == v.len()
+                })
+            }
+            _ => {
+                self.error(
+                    &k_path,
+                    format!("must be a list of 1 to {MAX_PASS_AT_K} integers"),
+                );
+                None
+            }
+        };
+        let metric_path = join(path, "metric");
+        let metric = match map.get("metric").filter(|v| !v.is_null()) {
+            None => metrics.first().or_else(|| {
+                self.error(
+                    &metric_path,
+                    "is required: pass@k needs a metric from evaluation.metrics",
+                );
+                None
+            }),
+            Some(Value::String(id)) => metrics.iter().find(|(r, _)| &r.id == id).or_else(|| {
+                let ids: Vec<&str> = metrics.iter().map(|(r, _)| r.id.as_str()).collect();
+                self.error(
+                    &metric_path,
+                    format!(
+                        "no metric `{id}` in evaluation.metrics; ids: {}",
+                        ids.join(", ")
+                    ),
+                );
+                None
+            }),
+            Some(_) => {
+                self.error(&metric_path, "must be a metric id");
+                None
+            }
+        };
+        let threshold = match map.get("threshold").filter(|v| !v.is_null()) {
+            None => Some(1.0),
+            Some(v) => v
+                .as_f64()
+                .filter(|t| t.abs() <= crate::components::MAX_FLOAT)
+                .or_else(|| {
+                    self.error(join(path, "threshold"), "must be a number within ±1e15");
+                    None
+                }),
+        };
+        let (k, (metric_ref, metric), threshold) = (k?, metric?, threshold?);
+        for kv in &k {
+            let id = PassAtK::id(*kv);
+            if metrics.iter().any(|(r, _)| r.id == id) || judges.iter().any(|(r, _)| r.id == id) {
+                self.error(
+                    &k_path,
+                    format!("`{id}` is already a metric's or judge's id; results are keyed by id"),
+                );
+                return None;
+            }
+        }
+        Some(PassAtK {
+            k,
+            metric_id: metric_ref.id.clone(),
+            metric: metric.clone(),
+            threshold,
+        })
     }
 
     /// Case `index` of the list at `cases_path`. Runs once per case, so its path is only
@@ -815,6 +952,21 @@ pub fn parse_experiment(
             );
         }
     }
+    if let (Some((generation, _, _)), Some((evaluation, _))) = (&generation, &evaluation)
+        && let Some(pass) = &evaluation.pass_at_k
+        && let Some(k) = pass
+            .k
+            .iter()
+            .find(|k| **k > u64::from(generation.candidate_policy.num_samples))
+    {
+        checker.error(
+            "evaluation.pass_at_k.k",
+            format!(
+                "k = {k} exceeds generation.candidate_policy.num_samples ({})",
+                generation.candidate_policy.num_samples
+            ),
+        );
+    }
     match (generation, evaluation, datasets, seeds) {
         (
             Some((generation, generator, reducer)),
@@ -851,7 +1003,7 @@ pub fn parse_evaluation(
     known.extend(if nested {
         &["evaluation"][..]
     } else {
-        &["parsers", "metrics", "judges"][..]
+        &["parsers", "metrics", "judges", "pass_at_k"][..]
     });
     let Some(map) = checker.object(value, "", &known) else {
         return Err(checker.errors.into_details());

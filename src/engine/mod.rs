@@ -18,8 +18,9 @@ use std::time::Duration;
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
     ExperimentRequest, FailurePolicy, FieldError, GenerationConfig, MAX_CONCURRENCY,
-    MAX_NUM_SAMPLES, MAX_WORK_ITEMS, Pipeline, RuntimeOptions, StorageConfig, TracingConfig,
-    TracingProviderKind, parse_evaluation, parse_experiment,
+    MAX_NUM_SAMPLES, MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline,
+    RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind, parse_evaluation,
+    parse_experiment,
 };
 pub use executor::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};

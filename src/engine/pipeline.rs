@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::definition::{Evaluators, Pipeline};
+use super::definition::{Evaluators, PassAtK, Pipeline};
 use super::observe::{Observers, StageContext};
 use crate::components::{
     CallContext, CallObserver, GenerateRequest, JudgeRequest, ReduceRequest, ResponseCache,
@@ -166,7 +166,17 @@ impl<'a> CaseRun<'a> {
     fn finish(mut self, evaluators: &Evaluators) -> CaseCommit {
         if let Some(error) = &self.record.error {
             let reason = format!("not scored: case failed at {}", error.stage.as_str());
-            for (metric_id, _) in &evaluators.metrics {
+            let pass_ids = evaluators
+                .pass_at_k
+                .iter()
+                .flat_map(|p| p.k.iter().map(|k| PassAtK::id(*k)));
+            let metric_ids: Vec<String> = evaluators
+                .metrics
+                .iter()
+                .map(|(id, _)| id.clone())
+                .chain(pass_ids)
+                .collect();
+            for metric_id in &metric_ids {
                 if !self.record.scores.iter().any(|s| &s.metric_id == metric_id) {
                     self.record.scores.push(ScoreRecord {
                         metric_id: metric_id.clone(),
@@ -461,6 +471,19 @@ impl<'a> CaseRun<'a> {
             observers.notify(|s| s.after_score(&record, self.ctx()));
             self.record.scores.push(record);
         }
+        if let Some(pass) = &evaluators.pass_at_k {
+            for record in pass_at_k_scores(pass, evaluators, &self.record.candidates, case) {
+                if let Some(score) = record.score {
+                    self.event(EventKind::ScoreCompleted {
+                        case: key.clone(),
+                        candidate_id: candidate_id.clone(),
+                        metric_id: record.metric_id.clone(),
+                        score,
+                    });
+                }
+                self.record.scores.push(record);
+            }
+        }
         self.close_stage(Stage::Scoring, stage, score_error);
         if self.failed() {
             return;
@@ -524,6 +547,50 @@ impl<'a> CaseRun<'a> {
         }
         self.close_stage(Stage::Judging, stage, judge_error);
     }
+}
+
+/// The `pass@{k}` scores of a case: every candidate through the parser chain and the
+/// pass@k metric; a candidate that failed to generate, parse or score counts as
+/// incorrect (it is one of the `n` samples drawn). Details hold `n`, `c` and the metric.
+fn pass_at_k_scores(
+    pass: &PassAtK,
+    evaluators: &Evaluators,
+    candidates: &[Candidate],
+    case: &Case,
+) -> Vec<ScoreRecord> {
+    let correct = candidates
+        .iter()
+        .filter(|candidate| {
+            if candidate.error.is_some() {
+                return false;
+            }
+            let mut value = candidate.output.clone();
+            for (_, parser) in &evaluators.parsers {
+                match parser.parse(&value) {
+                    Ok(parsed) => value = parsed,
+                    Err(_) => return false,
+                }
+            }
+            pass.metric
+                .score(&value, case)
+                .is_ok_and(|s| s.score >= pass.threshold)
+        })
+        .count() as u64;
+    let n = candidates.len() as u64;
+    pass.k
+        .iter()
+        .map(|k| {
+            let estimate = crate::model::pass_at_k(n, correct, *k);
+            ScoreRecord {
+                metric_id: PassAtK::id(*k),
+                score: estimate,
+                details: serde_json::json!({"n": n, "c": correct, "metric": pass.metric_id}),
+                error: estimate
+                    .is_none()
+                    .then(|| format!("pass@{k} needs at least {k} samples, the case has {n}")),
+            }
+        })
+        .collect()
 }
 
 fn component_list<'a>(ids: impl Iterator<Item = &'a String>) -> String {
