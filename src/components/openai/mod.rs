@@ -16,6 +16,7 @@ mod client;
 mod generator;
 mod judge;
 mod limits;
+mod pairwise;
 mod providers;
 mod shared;
 mod template;
@@ -36,6 +37,7 @@ use shared::Shared;
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     let shared = Arc::new(Shared::new(outbound));
     let for_judge = shared.clone();
+    let for_pairwise = shared.clone();
     registry.register_generator("openai/chat", "1", move |p| {
         Arc::new(generator::ChatGenerator::from_params(p, &shared))
     });
@@ -43,6 +45,9 @@ pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     // places them itself.
     registry.register_judge("openai/judge", "2", move |p| {
         Arc::new(judge::LlmJudge::from_params(p, &for_judge))
+    });
+    registry.register_judge("openai/pairwise", "1", move |p| {
+        Arc::new(pairwise::Pairwise::from_params(p, &for_pairwise))
     });
 }
 
