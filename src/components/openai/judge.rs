@@ -1,7 +1,8 @@
 //! `openai/judge`: LLM-as-judge over an OpenAI-compatible chat-completions endpoint.
 //!
 //! The judge model gets a system prompt asking for a JSON verdict and the rendered
-//! rubric. Verdicts are read from JSON (`{"score": 4, "rationale": "..."}` or
+//! rubric, followed by the case's input, expected output and output wherever the rubric
+//! does not place them itself ([`lay_out`]). Verdicts are read from JSON (`{"score": 4, "rationale": "..."}` or
 //! `{"verdict": "PASS", ...}`), else a `Score: N` line, else a PASS/FAIL word; anything
 //! else is a judge error quoting the answer.
 

@@ -1,11 +1,11 @@
-//! `openai/chat` and `openai/judge`: a generator and an LLM-as-judge backed by any
+//! `openai/chat`, `openai/judge` and `openai/pairwise`: a generator and LLM judges backed by any
 //! OpenAI-compatible `/chat/completions` endpoint (OpenAI, Ollama, llama.cpp's server,
 //! vLLM, ...).
 //!
 //! - [`client`]: one chat-completions call, with the response cache, per-endpoint rate
 //!   limits, circuit breaker and concurrency limit ([`limits`]), retries and spans.
 //! - [`template`]: prompts rendered from the case with MiniJinja.
-//! - [`generator`], [`judge`]: the components.
+//! - [`generator`], [`judge`], [`pairwise`]: the components.
 //! - [`providers`]: the providers the operator declares (the only place keys come
 //!   from) and [`Outbound`], what the server or CLI hands the registry.
 //! - [`shared`]: endpoint state and the outbound cap shared by all runs.
