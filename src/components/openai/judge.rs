@@ -2,9 +2,9 @@
 //!
 //! The judge model gets a system prompt asking for a JSON verdict and the rendered
 //! rubric, followed by the case's input, expected output and output wherever the rubric
-//! does not place them itself ([`lay_out`]). Verdicts are read from JSON (`{"score": 4, "rationale": "..."}` or
-//! `{"verdict": "PASS", ...}`), else a `Score: N` line, else a PASS/FAIL word; anything
-//! else is a judge error quoting the answer.
+//! does not place them itself ([`lay_out`]). Verdicts are read from JSON
+//! (`{"score": 4, "rationale": "..."}` or `{"verdict": "PASS", ...}`), else a `Score: N`
+//! line, else a PASS/FAIL word; anything else is a judge error quoting the answer.
 
 use std::sync::LazyLock;
 
