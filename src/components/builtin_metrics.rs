@@ -5,7 +5,6 @@
 //! `field` param both sides are first narrowed to that path (`answer`, `/answer/0`).
 //! Scores are in [0, 1].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -218,34 +217,7 @@ pub(crate) fn normalized_tokens(text: &str) -> Vec<String> {
 }
 
 fn token_f1(actual: &str, expected: &str) -> f64 {
-    let actual = normalized_tokens(actual);
-    let expected = normalized_tokens(expected);
-    if actual.is_empty() || expected.is_empty() {
-        return if actual.is_empty() && expected.is_empty() {
-            1.0
-        } else {
-            0.0
-        };
-    }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for token in &expected {
-        *counts.entry(token).or_default() += 1;
-    }
-    let mut common = 0usize;
-    for token in &actual {
-        if let Some(count) = counts.get_mut(token.as_str())
-            && *count > 0
-        {
-            *count -= 1;
-            common += 1;
-        }
-    }
-    if common == 0 {
-        return 0.0;
-    }
-    let precision = common as f64 / actual.len() as f64;
-    let recall = common as f64 / expected.len() as f64;
-    2.0 * precision * recall / (precision + recall)
+    super::metrics_text::multiset_f1(&normalized_tokens(actual), &normalized_tokens(expected))
 }
 
 impl Metric for TokenF1 {
