@@ -13,5 +13,6 @@ pub mod egress;
 pub mod engine;
 pub mod model;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
