@@ -30,6 +30,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("this endpoint does not support that method")]
     MethodNotAllowed,
     #[error("the request body exceeds the size limit")]
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType(_) => {
@@ -134,6 +137,7 @@ impl From<EngineError> for ApiError {
             EngineError::RunNotFound(id) => ApiError::NotFound(format!("no run {id}")),
             EngineError::Invalid(details) => ApiError::Invalid(details),
             EngineError::Conflict(message) => ApiError::Conflict(message),
+            EngineError::Unprocessable(message) => ApiError::Unprocessable(message),
             EngineError::Store(e) => e.into(),
         }
     }

@@ -1,6 +1,9 @@
 //! The evaluation engine: experiment definitions, run ids, the five-stage pipeline,
 //! lifecycle events and execution. No HTTP here; the API and the CLI both drive it.
 
+mod compare;
+mod compare_cases;
+mod compare_render;
 mod definition;
 mod executor;
 mod hub;
@@ -22,6 +25,13 @@ pub use definition::{
     RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind, parse_evaluation,
     parse_experiment,
 };
+pub use compare::{
+    CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
+};
+pub use compare_cases::{CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many};
+pub use compare_render::{
+    Regression, regressions, render_markdown, render_runs_markdown, render_table,
+};
 pub use executor::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use observe::{LifecycleSubscriber, Observers, StageContext};
@@ -41,6 +51,9 @@ pub enum EngineError {
     Invalid(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed but cannot be answered (e.g. two runs with nothing to compare).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
