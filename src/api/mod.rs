@@ -3,8 +3,10 @@
 
 mod access_log;
 mod auth;
+mod compare;
 pub mod error;
 mod events;
+mod export;
 mod health;
 pub mod openapi;
 mod runs;
@@ -73,6 +75,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let protected = Router::new()
         .merge(runs::router())
         .merge(events::router())
+        .merge(compare::router())
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

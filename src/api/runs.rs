@@ -356,6 +356,8 @@ struct ResultsQuery {
     failed_only: Option<bool>,
     cursor: Option<String>,
     limit: Option<u32>,
+    /// `csv` or `jsonl`: stream every matching record instead of a page.
+    format: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -368,11 +370,30 @@ async fn list_results(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
-) -> Result<Json<ResultsPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let store = state.scheduler.engine().store();
-    if store.get_run_summary(&run_id).await?.is_none() {
+    let Some(run) = store.get_run_summary(&run_id).await? else {
         return Err(ApiError::NotFound(format!("no run {run_id}")));
+    };
+    if let Some(format) = query.format.as_deref() {
+        let format = super::export::ExportFormat::parse(format)?;
+        if query.cursor.is_some() || query.limit.is_some() {
+            let field = if query.cursor.is_some() { "cursor" } else { "limit" };
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                field,
+                "an export streams every record: `cursor` and `limit` do not apply",
+            ));
+        }
+        let failed_only = query.failed_only.unwrap_or(false);
+        return Ok(super::export::export(
+            store.clone(),
+            &run,
+            query.dataset_id,
+            failed_only,
+            format,
+        ));
     }
     let limit = page_limit(query.limit, 100, 1_000)?;
     let after_index = query
@@ -405,7 +426,8 @@ async fn list_results(
     Ok(Json(ResultsPage {
         results,
         next_cursor,
-    }))
+    })
+    .into_response())
 }
 
 async fn cancel_run(

@@ -27,6 +27,7 @@ pub use definition::{
 };
 pub use compare::{
     CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
+    scores_of,
 };
 pub use compare_cases::{CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many};
 pub use compare_render::{

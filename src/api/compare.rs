@@ -1,0 +1,188 @@
+//! Comparing runs: `GET /runs/{candidate}/compare?baseline=...` (paired statistics, JSON or
+//! Markdown), `GET /runs/{candidate}/compare/cases?baseline=...&filter=...` (changed cases,
+//! paged) and `GET /compare?runs=A,B,C` (several runs against the first).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{ApiError, ApiQuery};
+use super::runs::parse_run_id;
+use crate::engine::{
+    CaseFilter, changed_cases, compare_many, compare_runs, render_markdown, render_runs_markdown,
+};
+use crate::model::RunId;
+
+/// Most runs in one `GET /compare`.
+pub const MAX_COMPARED_RUNS: usize = 10;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/runs/{run_id}/compare", get(compare))
+        .route("/runs/{run_id}/compare/cases", get(compare_cases))
+        .route("/compare", get(compare_several))
+}
+
+fn query_run_id(raw: Option<&str>, field: &str) -> Result<RunId, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("invalid_query", field, "is required"))?;
+    raw.parse().map_err(|e: crate::model::InvalidRunId| {
+        ApiError::bad_request("invalid_run_id", field, e.to_string())
+    })
+}
+
+/// `json` (default) or `markdown`.
+fn wants_markdown(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("markdown") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "format",
+            "must be `json` or `markdown`",
+        )),
+    }
+}
+
+fn markdown(text: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompareQuery {
+    baseline: Option<String>,
+    format: Option<String>,
+}
+
+async fn compare(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiQuery(query): ApiQuery<CompareQuery>,
+) -> Result<Response, ApiError> {
+    let candidate = parse_run_id(&run_id)?;
+    let baseline = query_run_id(query.baseline.as_deref(), "baseline")?;
+    let as_markdown = wants_markdown(query.format.as_deref())?;
+    let store = state.scheduler.engine().store();
+    let report = compare_runs(store.as_ref(), &baseline, &candidate).await?;
+    Ok(if as_markdown {
+        markdown(render_markdown(&report))
+    } else {
+        axum::Json(report).into_response()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesQuery {
+    baseline: Option<String>,
+    filter: Option<String>,
+    metric: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn compare_cases(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiQuery(query): ApiQuery<CasesQuery>,
+) -> Result<Response, ApiError> {
+    let candidate = parse_run_id(&run_id)?;
+    let baseline = query_run_id(query.baseline.as_deref(), "baseline")?;
+    let filter = match query.filter.as_deref() {
+        None => CaseFilter::Changed,
+        Some(raw) => CaseFilter::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "filter",
+                "must be one of regressed, improved, changed",
+            )
+        })?,
+    };
+    let limit = match query.limit {
+        None => 50,
+        Some(n @ 1..=200) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit",
+                "must be from 1 to 200",
+            ));
+        }
+    };
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor",
+                    "not a cursor returned by this API",
+                )
+            })
+        })
+        .transpose()?;
+    let store = state.scheduler.engine().store();
+    let page = changed_cases(
+        store.as_ref(),
+        &baseline,
+        &candidate,
+        filter,
+        query.metric.as_deref(),
+        after,
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeveralQuery {
+    runs: Option<String>,
+    format: Option<String>,
+}
+
+async fn compare_several(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<SeveralQuery>,
+) -> Result<Response, ApiError> {
+    let raw = query
+        .runs
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "runs", "is required"))?;
+    let runs: Vec<RunId> = raw
+        .split(',')
+        .map(|r| query_run_id(Some(r.trim()), "runs"))
+        .collect::<Result<_, _>>()?;
+    if !(2..=MAX_COMPARED_RUNS).contains(&runs.len()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "runs",
+            format!("list 2 to {MAX_COMPARED_RUNS} comma-separated run ids"),
+        ));
+    }
+    if runs.iter().enumerate().any(|(i, r)| runs[..i].contains(r)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "runs",
+            "a run is listed twice",
+        ));
+    }
+    let as_markdown = wants_markdown(query.format.as_deref())?;
+    let store = state.scheduler.engine().store();
+    let table = compare_many(store.as_ref(), &runs).await?;
+    Ok(if as_markdown {
+        markdown(render_runs_markdown(&table))
+    } else {
+        axum::Json(table).into_response()
+    })
+}

@@ -1,0 +1,186 @@
+//! `GET /runs/{id}/results?format=csv|jsonl`: every record, streamed page by page.
+//!
+//! The body is produced one store page at a time through `Body::from_stream`, so memory
+//! stays bounded by a page whatever the run's size. The status and headers are sent
+//! before the first page: a store failure midway ends the body early (the connection is
+//! closed without the final chunk), which clients see as a truncated download.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::model::{CaseRecord, RunId, RunRecord};
+use crate::store::{CaseQuery, Store};
+
+/// Records read per store query while exporting.
+const EXPORT_PAGE: u32 = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One row per case: key, status, one column per metric/judge, output text, error.
+    Csv,
+    /// One whole case record (as `GET /runs/{id}/results` returns it) per line.
+    Jsonl,
+}
+
+impl ExportFormat {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        match raw {
+            "csv" => Ok(ExportFormat::Csv),
+            "jsonl" => Ok(ExportFormat::Jsonl),
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                "format",
+                "must be `csv` or `jsonl`",
+            )),
+        }
+    }
+}
+
+/// Quotes a CSV field when it holds a separator, quote or line break (RFC 4180).
+fn csv_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&field.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}
+
+fn csv_row(out: &mut String, fields: impl IntoIterator<Item = String>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, &field);
+    }
+    out.push_str("\r\n");
+}
+
+/// The output as text: a JSON string as is, anything else as compact JSON.
+fn output_text(record: &CaseRecord) -> String {
+    match record.reduced.as_ref().map(|r| &r.output) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv_line(out: &mut String, record: &CaseRecord, metrics: &[String]) {
+    let scores = crate::engine::scores_of(record, metrics);
+    let fixed = [
+        record.key.case_index.to_string(),
+        record.key.dataset_id.clone(),
+        record.key.case_id.clone(),
+        record.key.seed.to_string(),
+        match record.status {
+            crate::model::CaseStatus::Completed => "completed".into(),
+            crate::model::CaseStatus::Failed => "failed".into(),
+        },
+    ];
+    let scored = scores
+        .into_iter()
+        .map(|s| s.map(|v| v.to_string()).unwrap_or_default());
+    let tail = [
+        output_text(record),
+        record
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
+    ];
+    csv_row(out, fixed.into_iter().chain(scored).chain(tail));
+}
+
+/// Where the export stream is.
+struct Cursor {
+    store: Arc<dyn Store>,
+    run_id: RunId,
+    query: CaseQuery,
+    metrics: Vec<String>,
+    format: ExportFormat,
+    header_sent: bool,
+    done: bool,
+}
+
+async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cursor)> {
+    if c.done {
+        return None;
+    }
+    let mut out = String::new();
+    if !c.header_sent && c.format == ExportFormat::Csv {
+        let fixed = ["case_index", "dataset_id", "case_id", "seed", "status"];
+        let header = fixed
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(c.metrics.iter().cloned())
+            .chain(["output".to_owned(), "error".to_owned()]);
+        csv_row(&mut out, header);
+    }
+    c.header_sent = true;
+    let page = match c.store.case_records(&c.run_id, &c.query).await {
+        Ok(page) => page,
+        Err(error) => {
+            tracing::error!(run_id = %c.run_id, %error, "export failed midway");
+            c.done = true;
+            return Some((Err(std::io::Error::other(error.to_string())), c));
+        }
+    };
+    c.done = page.len() < c.query.limit as usize;
+    for record in &page {
+        match c.format {
+            ExportFormat::Csv => csv_line(&mut out, record, &c.metrics),
+            ExportFormat::Jsonl => {
+                if let Ok(line) = serde_json::to_string(record) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    c.query.after_index = page.last().map(|r| r.key.case_index).or(c.query.after_index);
+    Some((Ok(Bytes::from(out)), c))
+}
+
+/// Streams the records of `run` matching `dataset_id` / `failed_only` in `format`.
+pub fn export(
+    store: Arc<dyn Store>,
+    run: &RunRecord,
+    dataset_id: Option<String>,
+    failed_only: bool,
+    format: ExportFormat,
+) -> Response {
+    let cursor = Cursor {
+        store,
+        run_id: run.run_id.clone(),
+        query: CaseQuery {
+            after_index: None,
+            dataset_id,
+            failed_only,
+            limit: EXPORT_PAGE,
+        },
+        metrics: run.aggregates.metrics.keys().cloned().collect(),
+        format,
+        header_sent: false,
+        done: false,
+    };
+    let (content_type, extension) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+        ExportFormat::Jsonl => ("application/x-ndjson", "jsonl"),
+    };
+    let body = Body::from_stream(futures::stream::unfold(cursor, next_chunk));
+    let disposition = format!("attachment; filename=\"{}.{extension}\"", run.run_id);
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
