@@ -32,6 +32,8 @@ pub enum Command {
     Run(RunArgs),
     /// Start the HTTP service.
     Serve(Box<ServeArgs>),
+    /// Compare two runs case by case (exit 1 on regression with --fail-on-regression).
+    Compare(crate::cli_compare::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +272,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Serve(args) => serve(*args).await,
+        Command::Compare(args) => crate::cli_compare::compare(args).await,
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("error: {message}");

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cli_compare;
 pub mod components;
 pub mod egress;
 pub mod engine;

@@ -1,0 +1,139 @@
+//! `themis compare BASELINE CANDIDATE`: the paired comparison of two runs, from a server
+//! (`--server`) or straight from a database (`--database`), with an exit code for CI.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::engine::{CompareReport, compare_runs, regressions, render_markdown, render_table};
+use crate::model::RunId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The run compared against (the "before").
+    pub baseline: String,
+    /// The run under test (the "after"); deltas are candidate − baseline.
+    pub candidate: String,
+    /// A Themis server to ask (`http://localhost:8080`).
+    #[arg(long, env = "THEMIS_SERVER", conflicts_with = "database")]
+    pub server: Option<String>,
+    /// Bearer key for `--server`.
+    #[arg(long, env = "THEMIS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A database to read both runs from directly (`sqlite://themis.db`, `postgres://...`).
+    #[arg(long)]
+    pub database: Option<String>,
+    #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
+    pub format: CompareFormat,
+    /// Exit with 1 when a metric regressed: its delta is below `-max_drop` with a
+    /// p-value below `alpha`.
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// How far a metric's mean may drop before it counts as a regression.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_drop: f64,
+    /// Significance level for a regression.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+}
+
+fn run_id(raw: &str, what: &str) -> Result<RunId, String> {
+    raw.parse()
+        .map_err(|e: crate::model::InvalidRunId| format!("{what}: {e}"))
+}
+
+/// The report and, from a server, its JSON exactly as served.
+async fn from_server(
+    server: &str,
+    api_key: Option<&str>,
+    baseline: &RunId,
+    candidate: &RunId,
+) -> Result<(CompareReport, String), String> {
+    let url = format!(
+        "{}/runs/{candidate}/compare?baseline={baseline}",
+        server.trim_end_matches('/')
+    );
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("asking {server}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer of {server}: {e}"))?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        return Err(format!("{server} answered {status}: {message}"));
+    }
+    let report = serde_json::from_str(&body)
+        .map_err(|e| format!("{server} sent an unexpected comparison: {e}"))?;
+    Ok((report, body))
+}
+
+async fn from_database(
+    database: &str,
+    baseline: &RunId,
+    candidate: &RunId,
+) -> Result<(CompareReport, String), String> {
+    let store = crate::store::connect(database)
+        .await
+        .map_err(|e| format!("opening {database}: {e}"))?;
+    let report = compare_runs(store.as_ref(), baseline, candidate)
+        .await
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+    Ok((report, json))
+}
+
+/// Exit code: 0 compared (no regression), 1 regression with `--fail-on-regression`,
+/// 2 the comparison could not be made.
+pub async fn compare(args: CompareArgs) -> Result<ExitCode, String> {
+    let baseline = run_id(&args.baseline, "BASELINE")?;
+    let candidate = run_id(&args.candidate, "CANDIDATE")?;
+    if !(args.max_drop >= 0.0 && args.max_drop.is_finite()) {
+        return Err("--max-drop must be a number >= 0".into());
+    }
+    if !(args.alpha > 0.0 && args.alpha <= 1.0) {
+        return Err("--alpha must be in (0, 1]".into());
+    }
+    let (report, json) = match (&args.server, &args.database) {
+        (Some(server), _) => {
+            from_server(server, args.api_key.as_deref(), &baseline, &candidate).await?
+        }
+        (None, Some(database)) => from_database(database, &baseline, &candidate).await?,
+        (None, None) => return Err("give --server URL or --database URL".into()),
+    };
+    match args.format {
+        CompareFormat::Json => println!("{json}"),
+        CompareFormat::Markdown => print!("{}", render_markdown(&report)),
+        CompareFormat::Table => print!("{}", render_table(&report)),
+    }
+    if args.fail_on_regression {
+        let found = regressions(&report, args.max_drop, args.alpha);
+        if !found.is_empty() {
+            for r in &found {
+                eprintln!(
+                    "regression: {} delta {:+.4} (p = {:.4})",
+                    r.metric, r.delta, r.p_value
+                );
+            }
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
