@@ -143,7 +143,10 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
             }
         }
     }
-    c.query.after_index = page.last().map(|r| r.key.case_index).or(c.query.after_index);
+    c.query.after_index = page
+        .last()
+        .map(|r| r.key.case_index)
+        .or(c.query.after_index);
     Some((Ok(Bytes::from(out)), c))
 }
 

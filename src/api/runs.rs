@@ -379,7 +379,11 @@ async fn list_results(
     if let Some(format) = query.format.as_deref() {
         let format = super::export::ExportFormat::parse(format)?;
         if query.cursor.is_some() || query.limit.is_some() {
-            let field = if query.cursor.is_some() { "cursor" } else { "limit" };
+            let field = if query.cursor.is_some() {
+                "cursor"
+            } else {
+                "limit"
+            };
             return Err(ApiError::bad_request(
                 "invalid_query",
                 field,

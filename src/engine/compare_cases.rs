@@ -315,7 +315,11 @@ pub async fn compare_many(store: &dyn Store, runs: &[RunId]) -> Result<RunsTable
     let mut p_values = Vec::new();
     for metric in &common {
         for report in &reports {
-            if let Some(p) = report.metrics.get(metric).and_then(|m| m.overall.stats.p_value) {
+            if let Some(p) = report
+                .metrics
+                .get(metric)
+                .and_then(|m| m.overall.stats.p_value)
+            {
                 p_values.push(p);
             }
         }

@@ -18,20 +18,22 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use compare::{
+    CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
+    scores_of,
+};
+pub use compare_cases::{
+    CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many,
+};
+pub use compare_render::{
+    Regression, regressions, render_markdown, render_runs_markdown, render_table,
+};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
     ExperimentRequest, FailurePolicy, FieldError, GenerationConfig, MAX_CONCURRENCY,
     MAX_NUM_SAMPLES, MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline,
     RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind, parse_evaluation,
     parse_experiment,
-};
-pub use compare::{
-    CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
-    scores_of,
-};
-pub use compare_cases::{CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many};
-pub use compare_render::{
-    Regression, regressions, render_markdown, render_runs_markdown, render_table,
 };
 pub use executor::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(a, b, "same seed, same interval");
         // Mean 0.5, se = 0.5 / sqrt(200) = 0.0354: the 95% interval is about ±0.069.
         assert!(a[0] < 0.5 && a[1] > 0.5);
-        assert!((a[0] - 0.431).abs() < 0.02 && (a[1] - 0.569).abs() < 0.02, "{a:?}");
+        assert!(
+            (a[0] - 0.431).abs() < 0.02 && (a[1] - 0.569).abs() < 0.02,
+            "{a:?}"
+        );
         let constant = bootstrap_mean_ci95(&[0.25; 10], 1).unwrap();
         assert_eq!(constant, [0.25, 0.25]);
         assert_eq!(bootstrap_mean_ci95(&[1.0], 1), None);

@@ -49,26 +49,38 @@ pub fn normal_two_sided(z: f64) -> f64 {
 }
 
 /// Two-sided exact binomial test of `k` successes out of `n` at p = 1/2:
-/// `min(1, 2 * P(X <= min(k, n - k)))`, summed in log space so large `n` cannot
-/// underflow.
+/// `min(1, 2 * P(X <= min(k, n - k)))`. Up to n = 1000 the tail is summed directly (small
+/// cases come out exact, e.g. 2 / 2^6); above, relative to its largest term in log
+/// space, so large `n` cannot overflow or underflow.
 pub fn binomial_half_two_sided(k: u64, n: u64) -> f64 {
     if n == 0 {
         return 1.0;
     }
     let low = k.min(n - k);
-    let ln_half_n = -(n as f64) * std::f64::consts::LN_2;
-    // ln C(n, i) built up term by term; log-sum-exp over the tail.
-    let mut ln_c = 0.0_f64;
-    let mut terms = Vec::with_capacity(low as usize + 1);
-    for i in 0..=low {
-        if i > 0 {
-            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+    if n <= 1000 {
+        let mut term = 1.0f64;
+        let mut sum = 1.0f64;
+        for i in 1..=low {
+            term = term * (n - i + 1) as f64 / i as f64;
+            sum += term;
         }
-        terms.push(ln_c + ln_half_n);
+        return (2.0 * sum * 0.5f64.powi(n as i32)).min(1.0);
     }
-    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
-    (2.0 * (max + sum.ln()).exp()).min(1.0)
+    // Terms relative to the largest (i = low), walking down: each ratio is i / (n - i + 1).
+    let mut relative = 1.0f64;
+    let mut sum = 1.0f64;
+    for i in (1..=low).rev() {
+        relative *= i as f64 / (n - i + 1) as f64;
+        if relative < 1e-18 {
+            break;
+        }
+        sum += relative;
+    }
+    let ln_c: f64 = (1..=low)
+        .map(|i| ((n - i + 1) as f64).ln() - (i as f64).ln())
+        .sum();
+    let ln_p = ln_c - n as f64 * std::f64::consts::LN_2 + sum.ln();
+    (2.0 * ln_p.exp()).min(1.0)
 }
 
 #[cfg(test)]
@@ -106,9 +118,18 @@ mod tests {
         assert!(close(binomial_half_two_sided(8, 10), 0.109_375, 1e-14));
         // The middle is capped at 1.
         assert_eq!(binomial_half_two_sided(5, 10), 1.0);
-        // Huge n does not underflow to NaN.
-        let p = binomial_half_two_sided(0, 100_000);
-        assert!(p == 0.0 || p.is_finite());
-        assert!(binomial_half_two_sided(50_000, 100_000) <= 1.0);
+        assert_eq!(binomial_half_two_sided(0, 6), 0.03125);
+        // Large n (log-space branch): P(X <= 4950) for n = 10_000 is the normal tail at
+        // z = (4950.5 - 5000) / 50 = -0.99 to within ~1e-3 (continuity-corrected).
+        let p = binomial_half_two_sided(4950, 10_000);
+        assert!((p - normal_two_sided(0.99)).abs() < 2e-3, "{p}");
+        assert_eq!(binomial_half_two_sided(0, 100_000), 0.0);
+        assert_eq!(binomial_half_two_sided(50_000, 100_000), 1.0);
+        // Both sides of the switch at n = 1000 match the continuity-corrected normal.
+        for n in [1000u64, 1001] {
+            let z = (480.5 - n as f64 / 2.0) / ((n as f64).sqrt() / 2.0);
+            let p = binomial_half_two_sided(480, n);
+            assert!((p - normal_two_sided(z)).abs() < 3e-3, "{n}: {p}");
+        }
     }
 }

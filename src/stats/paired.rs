@@ -144,7 +144,10 @@ pub fn wilcoxon(differences: &[f64]) -> (f64, PairedTest) {
         .map(|(_, r)| *r)
         .sum();
     if n <= WILCOXON_EXACT_MAX {
-        (exact_signed_rank(&doubled, w_plus2), PairedTest::WilcoxonExact)
+        (
+            exact_signed_rank(&doubled, w_plus2),
+            PairedTest::WilcoxonExact,
+        )
     } else {
         let nf = n as f64;
         let mean = nf * (nf + 1.0) / 4.0;
