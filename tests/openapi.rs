@@ -30,6 +30,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/rejudge"),
+    ("GET", "/runs/{run_id}/compare"),
+    ("GET", "/runs/{run_id}/compare/cases"),
+    ("GET", "/compare"),
 ];
 
 const HTTP_METHODS: [&str; 8] = [
@@ -632,9 +635,20 @@ fn examples_match_the_experiment_schema() {
 async fn every_documented_route_is_served() {
     let h = Harness::new();
     let (run_id, _) = h.run(example("observe.json")).await;
+    // A second run over the same cases, for the comparison routes.
+    let mut other = example("observe.json");
+    other["generation"]["reducer"] = json!("builtin/first");
+    let (other_id, _) = h.run(other).await;
     for (method, template) in ROUTES {
         let method: Method = method.parse().unwrap();
         let uri = template.replace("{run_id}", &run_id);
+        let uri = match *template {
+            "/runs/{run_id}/compare" | "/runs/{run_id}/compare/cases" => {
+                format!("{uri}?baseline={other_id}")
+            }
+            "/compare" => format!("{uri}?runs={run_id},{other_id}"),
+            _ => uri,
+        };
         let payload = match (method.as_str(), *template) {
             ("POST", "/runs") => Payload::Json(example("observe.json")),
             ("POST", "/runs/{run_id}/rejudge") => {
@@ -1435,4 +1449,120 @@ async fn instrumented_run_responses_match_the_schemas() {
         StatusCode::OK,
     );
     assert!(summary["telemetry"]["export_errors"].as_u64().unwrap() >= 1);
+}
+
+/// An echo run over cases c0..c5 answering `x` except where `wrong`.
+fn echo_definition(wrong: &[usize], metric: &str) -> Value {
+    let cases: Vec<Value> = (0..6)
+        .map(|i| {
+            let answer = if wrong.contains(&i) { "no" } else { "x" };
+            json!({"case_id": format!("c{i}"), "input": {"answer": answer}, "expected_output": "x"})
+        })
+        .collect();
+    json!({
+        "generation": {"generator": {"name": "builtin/echo", "params": {"field": "answer"}}},
+        "evaluation": {"metrics": [metric]},
+        "datasets": [{"dataset_id": "d", "cases": cases}],
+        "seeds": [3]
+    })
+}
+
+#[tokio::test]
+async fn compare_responses_match_the_schemas() {
+    let h = Harness::new();
+    let (a, _) = h.run(echo_definition(&[], "builtin/exact_match")).await;
+    let (b, _) = h.run(echo_definition(&[1, 4], "builtin/exact_match")).await;
+    let (f1, _) = h.run(echo_definition(&[2], "builtin/token_f1")).await;
+
+    let report = h.check(
+        Method::GET,
+        "/runs/{run_id}/compare",
+        &h.get(&format!("/runs/{b}/compare?baseline={a}")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        report["metrics"]["builtin/exact_match"]["overall"]["losses"],
+        2
+    );
+    let page = h.check(
+        Method::GET,
+        "/runs/{run_id}/compare/cases",
+        &h.get(&format!(
+            "/runs/{b}/compare/cases?baseline={a}&filter=regressed&limit=1"
+        ))
+        .await,
+        StatusCode::OK,
+    );
+    assert_eq!(page["cases"][0]["case_id"], "c1");
+    let table = h.check(
+        Method::GET,
+        "/compare",
+        &h.get(&format!("/compare?runs={a},{b}")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        table["metrics"]["builtin/exact_match"]["versus_first"][0]["run_id"],
+        json!(b)
+    );
+
+    let unknown = format!("run_{}", "f".repeat(32));
+    for (template, uri) in [
+        (
+            "/runs/{run_id}/compare",
+            format!("/runs/{b}/compare?baseline={unknown}"),
+        ),
+        (
+            "/runs/{run_id}/compare/cases",
+            format!("/runs/{unknown}/compare/cases?baseline={a}"),
+        ),
+        ("/compare", format!("/compare?runs={a},{unknown}")),
+    ] {
+        h.check(
+            Method::GET,
+            template,
+            &h.get(&uri).await,
+            StatusCode::NOT_FOUND,
+        );
+    }
+    for (template, uri) in [
+        (
+            "/runs/{run_id}/compare",
+            format!("/runs/{f1}/compare?baseline={a}"),
+        ),
+        (
+            "/runs/{run_id}/compare/cases",
+            format!("/runs/{f1}/compare/cases?baseline={a}"),
+        ),
+        ("/compare", format!("/compare?runs={a},{f1}")),
+    ] {
+        let body = h.check(
+            Method::GET,
+            template,
+            &h.get(&uri).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+        assert_eq!(body["error"]["code"], "unprocessable");
+    }
+    for (template, uri) in [
+        (
+            "/runs/{run_id}/compare",
+            format!("/runs/{b}/compare?baseline=nope"),
+        ),
+        (
+            "/runs/{run_id}/compare/cases",
+            format!("/runs/{b}/compare/cases?baseline={a}&limit=0"),
+        ),
+        ("/compare", "/compare?runs=".to_owned()),
+        (
+            "/runs/{run_id}/results",
+            format!("/runs/{b}/results?format=xml"),
+        ),
+    ] {
+        h.check(
+            Method::GET,
+            template,
+            &h.get(&uri).await,
+            StatusCode::BAD_REQUEST,
+        );
+    }
 }
