@@ -444,3 +444,46 @@ async fn cli_compare_exit_codes_and_formats() {
     assert_eq!(out.status.code(), Some(2));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bootstrap_intervals_on_request_are_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
+    let run = finished_run(
+        &server,
+        &echo_run(&[0, 1, 2, 3, 4, 5], &[], "builtin/exact_match"),
+    )
+    .await;
+    let (_, plain) = server.get(&format!("/runs/{run}")).await;
+    assert!(
+        plain["aggregates"]["builtin/exact_match"]
+            .get("ci95_bootstrap")
+            .is_none()
+    );
+    let path = format!("/runs/{run}?ci=bootstrap");
+    let (status, _, body) = get_text(&server, &path).await;
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let aggregate = &view["aggregates"]["builtin/exact_match"];
+    let [lo, hi] = [0, 1].map(|i| aggregate["ci95_bootstrap"][i].as_f64().unwrap());
+    // Mean 0.7 over 20 0/1 scores: a resampled mean is k/20, and the bounds sit near
+    // 0.7 -/+ 1.96 * sqrt(0.21 / 20) = 0.7 -/+ 0.2.
+    assert!(
+        lo < 0.7 && hi > 0.7 && lo >= 0.45 && hi <= 0.95,
+        "{lo} {hi}"
+    );
+    assert_eq!((lo * 20.0).fract(), 0.0);
+    assert!(aggregate["by_dataset"]["a"]["ci95_bootstrap"].is_array());
+    // Dataset b: all ten correct, so every resample mean is 1.
+    assert_eq!(
+        aggregate["by_dataset"]["b"]["ci95_bootstrap"],
+        json!([1.0, 1.0])
+    );
+    let (_, _, again) = get_text(&server, &path).await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(aggregate, &again["aggregates"]["builtin/exact_match"]);
+    let (status, error) = server.get(&format!("/runs/{run}?ci=jackknife")).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["details"][0]["path"], "ci");
+    server.stop().await;
+}

@@ -1505,6 +1505,14 @@ async fn compare_responses_match_the_schemas() {
         json!(b)
     );
 
+    let view = h.check(
+        Method::GET,
+        "/runs/{run_id}",
+        &h.get(&format!("/runs/{b}?ci=bootstrap")).await,
+        StatusCode::OK,
+    );
+    assert!(view["aggregates"]["builtin/exact_match"]["ci95_bootstrap"].is_array());
+
     let unknown = format!("run_{}", "f".repeat(32));
     for (template, uri) in [
         (

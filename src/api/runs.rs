@@ -266,6 +266,8 @@ async fn list_runs(
 struct GetRunQuery {
     /// `definition` adds the stored definition and runtime options.
     include: Option<String>,
+    /// `bootstrap` adds seeded bootstrap intervals to the aggregates (reads the records).
+    ci: Option<String>,
 }
 
 /// The body of `GET /runs/{id}` and its weak ETag: a digest of the serialised body, so
@@ -313,13 +315,28 @@ async fn get_run(
             ));
         }
     };
+    let bootstrap = match query.ci.as_deref() {
+        None | Some("t") => false,
+        Some("bootstrap") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "ci",
+                "must be `t` (the default) or `bootstrap`",
+            ));
+        }
+    };
     let store = state.scheduler.engine().store();
-    let record = if with_definition {
+    let mut record = if with_definition {
         store.get_run(&run_id).await?
     } else {
         store.get_run_summary(&run_id).await?
     }
     .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
+    if bootstrap {
+        // The intervals are part of the body, so the body's digest (the ETag) covers them.
+        crate::engine::add_bootstrap_intervals(store.as_ref(), &mut record).await?;
+    }
     let (tag, body) = tagged_body(RunView::from(record))?;
     let matches = headers
         .get(header::IF_NONE_MATCH)

@@ -1,6 +1,7 @@
 //! The evaluation engine: experiment definitions, run ids, the five-stage pipeline,
 //! lifecycle events and execution. No HTTP here; the API and the CLI both drive it.
 
+mod bootstrap;
 mod compare;
 mod compare_cases;
 mod compare_render;
@@ -18,6 +19,7 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bootstrap::{BOOTSTRAP_MAX_N, add_bootstrap_intervals};
 pub use compare::{
     CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
     scores_of,

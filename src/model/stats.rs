@@ -130,6 +130,7 @@ impl Accumulator {
                 stderr: None,
                 ci95: None,
                 corpus_bleu: None,
+                ci95_bootstrap: None,
             };
         }
         let nf = n as f64;
@@ -149,6 +150,7 @@ impl Accumulator {
             stderr,
             ci95,
             corpus_bleu: self.bleu.map(|b| b.score(false)),
+            ci95_bootstrap: None,
         }
     }
 }
@@ -167,6 +169,9 @@ pub struct MetricSummary {
     /// scored case, as sacreBLEU's `corpus_bleu` (not the mean of sentence BLEU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus_bleu: Option<f64>,
+    /// Seeded percentile bootstrap interval, only when asked for (`?ci=bootstrap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95_bootstrap: Option<[f64; 2]>,
 }
 
 /// Per metric (and judge): the overall summary and one per dataset.
