@@ -487,3 +487,32 @@ async fn bootstrap_intervals_on_request_are_seeded() {
     assert_eq!(error["error"]["details"][0]["path"], "ci");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rejudge_compares_against_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
+    let source = finished_run(&server, &echo_run(&[3], &[], "builtin/exact_match")).await;
+    // Same generations re-scored with an extra metric: exact_match is shared.
+    let (status, created) = server
+        .post(
+            &format!("/runs/{source}/rejudge"),
+            &json!({"metrics": ["builtin/exact_match", "builtin/token_f1"]}),
+        )
+        .await;
+    assert!(status == 202 || status == 200, "{created}");
+    let rejudge = created["run_id"].as_str().unwrap().to_owned();
+    server.wait_finished(&rejudge).await;
+    let (status, report) = server
+        .get(&format!("/runs/{rejudge}/compare?baseline={source}"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["candidate"]["kind"], "rejudge");
+    assert_eq!(report["only_in_candidate"], json!(["builtin/token_f1"]));
+    let overall = &report["metrics"]["builtin/exact_match"]["overall"];
+    assert_eq!(overall["n_paired"], 20);
+    assert_eq!(overall["delta"], 0.0);
+    assert_eq!(overall["ties"], 20);
+    assert_eq!(overall["p_value"], 1.0);
+    server.stop().await;
+}

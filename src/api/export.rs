@@ -187,3 +187,24 @@ pub fn export(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = String::new();
+        csv_row(
+            &mut out,
+            [
+                "plain".to_owned(),
+                "a,b".to_owned(),
+                "say \"hi\"".to_owned(),
+                "two\nlines".to_owned(),
+                String::new(),
+            ],
+        );
+        assert_eq!(out, "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n");
+    }
+}
