@@ -402,7 +402,24 @@ async fn cli_compare_exit_codes_and_formats() {
     let out = cli(s(&[&good, &worse, "--server", &server.base])).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 
-    // From the database directly: the same JSON the server sends.
+    // Errors exit 2 with the server's message.
+    let unknown = format!("run_{}", "0".repeat(32));
+    let out = cli(s(&[&good, &unknown, "--server", &server.base])).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+    // From the database directly: the same JSON the server sends. SQLite serves one
+    // process, so the server stops first.
+    let response = server
+        .client
+        .get(server.url(&format!("/runs/{worse}/compare?baseline={good}")))
+        .send()
+        .await
+        .unwrap();
+    let served = response.text().await.unwrap();
+    server.stop().await;
     let out = cli(s(&[
         &good,
         &worse,
@@ -413,13 +430,6 @@ async fn cli_compare_exit_codes_and_formats() {
     ]))
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let response = server
-        .client
-        .get(server.url(&format!("/runs/{worse}/compare?baseline={good}")))
-        .send()
-        .await
-        .unwrap();
-    let served = response.text().await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), served);
     let out = cli(s(&[
         &good,
@@ -431,18 +441,8 @@ async fn cli_compare_exit_codes_and_formats() {
     ]))
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("| builtin/exact_match | all | 20 |"));
-
-    // Errors exit 2 with the server's message.
-    let unknown = format!("run_{}", "0".repeat(32));
-    let out = cli(s(&[&good, &unknown, "--server", &server.base])).await;
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("404"),
-        "{out:?}"
-    );
     let out = cli(s(&[&good, &worse])).await;
     assert_eq!(out.status.code(), Some(2));
-    server.stop().await;
 }
 
 #[tokio::test]
