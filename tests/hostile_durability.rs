@@ -411,18 +411,15 @@ async fn a_run_survives_the_database_going_away_for_ten_seconds() {
     )
     .await;
 
-    // Ten seconds without a database. The cases already claimed (the chunk in progress
-    // and up to `concurrency` claimed ahead) still run; their results wait for the store.
+    // Ten seconds without a database. Cases in flight finish and their results wait for
+    // the store. Whether *new* cases start meanwhile depends on where the claimer was when
+    // the cut came (claimed-ahead work may already be under way), so that is not asserted:
+    // what must hold is below — the run completes, each case recorded and generated once.
     proxy.cut();
     let outage = Instant::now();
-    let calls_before = calls.total();
     while outage.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        calls.total() > calls_before,
-        "cases went on executing during the outage"
-    );
     proxy.restore();
 
     let run = server.wait_finished(&run_id).await;
