@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
-use super::runs::parse_run_id;
+use super::runs::{index_cursor, page_limit, parse_run_id};
 use crate::engine::{
     CaseFilter, changed_cases, compare_many, compare_runs, render_markdown, render_runs_markdown,
 };
@@ -106,30 +106,8 @@ async fn compare_cases(
             )
         })?,
     };
-    let limit = match query.limit {
-        None => 50,
-        Some(n @ 1..=200) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "limit",
-                "must be from 1 to 200",
-            ));
-        }
-    };
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "cursor",
-                    "not a cursor returned by this API",
-                )
-            })
-        })
-        .transpose()?;
+    let limit = page_limit(query.limit, 50, 200)?;
+    let after = index_cursor(query.cursor.as_deref())?;
     let store = state.scheduler.engine().store();
     let page = changed_cases(
         store.as_ref(),

@@ -201,7 +201,22 @@ fn decode_run_cursor(raw: &str) -> Result<RunCursor, ApiError> {
     })
 }
 
-fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+/// A `cursor` that pages by case index, as this API hands it out.
+pub(super) fn index_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor",
+                    "not a cursor returned by this API",
+                )
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
@@ -417,19 +432,7 @@ async fn list_results(
         ));
     }
     let limit = page_limit(query.limit, 100, 1_000)?;
-    let after_index = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "cursor",
-                    "not a cursor returned by this API",
-                )
-            })
-        })
-        .transpose()?;
+    let after_index = index_cursor(query.cursor.as_deref())?;
     let case_query = CaseQuery {
         after_index,
         dataset_id: query.dataset_id,
