@@ -1,9 +1,10 @@
 //! What every `openai/...` component of one registry shares: the operator's providers
 //! and egress ([`Outbound`]), the endpoint state every run shares (configured from the
-//! operator's limits only, never from a run's params), and the server-wide cap on
-//! provider requests in flight.
+//! operator's limits only, never from a run's params), the server-wide cap on provider
+//! requests in flight, and the counter that makes retry backoff jitter distinct per call.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -21,6 +22,8 @@ pub(super) struct Shared {
     endpoints: Mutex<HashMap<(String, String), Arc<Endpoint>>>,
     /// One permit per provider request in flight, across all runs.
     pub in_flight: Semaphore,
+    /// Source of backoff jitter: distinct per call, no RNG state beyond a counter.
+    pub jitter: AtomicU64,
 }
 
 impl Shared {
@@ -30,6 +33,7 @@ impl Shared {
             in_flight: Semaphore::new(outbound.max_requests.clamp(1, Semaphore::MAX_PERMITS)),
             outbound,
             endpoints: Mutex::default(),
+            jitter: AtomicU64::new(0),
         }
     }
 

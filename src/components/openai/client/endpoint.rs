@@ -1,0 +1,102 @@
+//! An endpoint's rate limiters, breaker and concurrency limit: either shared by all runs
+//! (configured from the operator's limits) or one run's own (from its params).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::components::openai::limits::{
+    Admission, Breaker, ConcurrencyLimiter, Health, RateLimiter,
+};
+use crate::components::openai::providers::OperatorLimits;
+
+/// A run's own limits (its params); they only add to the operator's.
+#[derive(Debug, Clone)]
+pub(in crate::components::openai) struct RunLimits {
+    pub requests_per_minute: Option<f64>,
+    pub tokens_per_minute: Option<f64>,
+    pub adaptive_concurrency: bool,
+    pub max_concurrency: Option<usize>,
+    /// 0 disables the run's breaker.
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+/// Rate limits, breaker and concurrency of an endpoint: either shared by all runs
+/// ([`Endpoint::operator`]) or one run's own ([`Endpoint::for_run`]). Configured once.
+#[derive(Default)]
+pub(in crate::components::openai) struct Endpoint {
+    pub(super) requests: RateLimiter,
+    pub(super) tokens: RateLimiter,
+    pub(super) breaker: Breaker,
+    pub(super) concurrency: ConcurrencyLimiter,
+    /// The endpoint rejected or ignored `n`: samples are asked for one by one.
+    n_unsupported: AtomicBool,
+}
+
+impl Endpoint {
+    /// The shared state of an endpoint: the operator's limits, never adaptive.
+    pub fn operator(limits: &OperatorLimits) -> Self {
+        Endpoint::for_run(&RunLimits {
+            requests_per_minute: limits.requests_per_minute,
+            tokens_per_minute: limits.tokens_per_minute,
+            adaptive_concurrency: false,
+            max_concurrency: limits.max_concurrency,
+            breaker_failures: limits.breaker_failures,
+            breaker_cooldown: limits.breaker_cooldown,
+        })
+    }
+
+    pub fn for_run(limits: &RunLimits) -> Self {
+        let endpoint = Endpoint::default();
+        endpoint.requests.configure(limits.requests_per_minute);
+        endpoint.tokens.configure(limits.tokens_per_minute);
+        endpoint
+            .breaker
+            .configure(limits.breaker_failures, limits.breaker_cooldown);
+        endpoint
+            .concurrency
+            .configure(limits.adaptive_concurrency, limits.max_concurrency);
+        endpoint
+    }
+
+    pub fn supports_n(&self) -> bool {
+        !self.n_unsupported.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_n_unsupported(&self) {
+        if !self.n_unsupported.swap(true, Ordering::Relaxed) {
+            tracing::info!("endpoint does not support `n`; asking for samples one by one");
+        }
+    }
+}
+
+/// Records a breaker admission's outcome, or abandons it when the call is dropped
+/// half-way (so a cancelled probe never leaves the breaker stuck half-open).
+pub(super) struct BreakerGuard<'a> {
+    breaker: &'a Breaker,
+    admission: Admission,
+    recorded: bool,
+}
+
+impl<'a> BreakerGuard<'a> {
+    pub(super) fn new(breaker: &'a Breaker, admission: Admission) -> Self {
+        BreakerGuard {
+            breaker,
+            admission,
+            recorded: false,
+        }
+    }
+
+    pub(super) fn record(mut self, health: Health, failure: impl FnOnce() -> String) {
+        self.recorded = true;
+        self.breaker.record(self.admission, health, failure);
+    }
+}
+
+impl Drop for BreakerGuard<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.abandon(self.admission);
+        }
+    }
+}

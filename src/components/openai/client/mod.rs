@@ -1,0 +1,308 @@
+//! One chat-completions call: response cache, per-endpoint rate limits, concurrency
+//! limit and circuit breaker, retries with backoff, and a `provider_call` span per HTTP
+//! request.
+//!
+//! Limits are layered: the endpoint state every run shares (keyed by base URL and model,
+//! held by [`Shared`]) is configured once from the operator's limits of the declared
+//! provider (defaults for undeclared endpoints); a run's own `requests_per_minute`,
+//! `max_concurrency`, breaker settings, ... configure a second set of limiters that only
+//! that run's calls pass through. A call waits for both, so a run can only tighten the
+//! limits, never loosen them or change them for other runs. On top, every request holds
+//! a permit of the server-wide cap on provider requests in flight.
+//!
+//! Requests go through the operator's egress clients (no redirects; destinations checked
+//! after DNS resolution). A failed answer is reported by status, plus the
+//! `error.message` of an OpenAI-shaped body (truncated, control characters removed) only
+//! when the endpoint is a declared provider: bodies from elsewhere are never quoted.
+//!
+//! - [`endpoint`]: an endpoint's limiters and breaker, shared or a run's own.
+//! - [`retry`]: the attempts of one call (limits, breaker, backoff, spans).
+//! - [`http`]: one HTTP request and what came back.
+//! - [`response`]: an answer judged (retry or not, what to quote) and parsed.
+
+mod endpoint;
+mod http;
+mod response;
+mod retry;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Shared;
+use super::providers::ProviderSpec;
+use crate::components::{CallContext, ComponentError};
+use crate::model::Usage;
+pub(super) use endpoint::{Endpoint, RunLimits};
+use response::parse_response;
+
+/// USD per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Price {
+    pub prompt_per_1k: f64,
+    pub completion_per_1k: f64,
+}
+
+/// Everything a component needs to call its endpoint.
+#[derive(Clone)]
+pub(super) struct ClientConfig {
+    /// The component name, for messages.
+    pub component: &'static str,
+    /// Without a trailing slash; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    /// The declared provider at `base_url`: its key is sent, its errors quoted.
+    pub provider: Option<Arc<ProviderSpec>>,
+    pub shared: Arc<Shared>,
+    /// The shared endpoint state, looked up on first use.
+    pub endpoint: Arc<OnceLock<Arc<Endpoint>>>,
+    /// This run's own limits (this component instance serves one run execution).
+    pub own: Arc<Endpoint>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_budget: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The same failure (status and body) this many times in a row ends the retries.
+    pub max_identical_failures: u32,
+    pub price: Option<Price>,
+    /// Sampling params and `extra_body`, sent with every request.
+    pub body: Map<String, Value>,
+    /// Completion tokens assumed per choice before the answer says (for `tokens_per_minute`).
+    pub completion_estimate: u64,
+}
+
+/// A chat message as sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// One returned choice.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Choice {
+    pub content: String,
+    pub finish_reason: Option<String>,
+}
+
+/// A successful call.
+#[derive(Debug, Clone)]
+pub(super) struct Completion {
+    pub choices: Vec<Choice>,
+    /// Requests actually sent (0 on a cache hit), the response's token counts and cost.
+    pub usage: Usage,
+}
+
+impl Completion {
+    /// The first choice's text ("" when there is none).
+    pub fn text(&self) -> &str {
+        self.choices
+            .first()
+            .map(|c| c.content.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// Why a call failed; `usage` counts what it spent anyway.
+#[derive(Debug, Clone)]
+pub(super) struct CallError {
+    pub message: String,
+    /// The HTTP status of the final answer, if there was one.
+    pub status: Option<u16>,
+    /// The final answer's body (truncated, secrets redacted).
+    pub body: String,
+    /// The answer had fewer choices than asked for (`n` ignored).
+    pub fewer_choices: bool,
+    pub usage: Usage,
+}
+
+impl From<CallError> for ComponentError {
+    fn from(error: CallError) -> Self {
+        ComponentError::new(error.message)
+    }
+}
+
+/// The cache key of a request: SHA-256 (hex) of the canonical JSON of the base URL and
+/// the full request body (model, messages, sampling params, seed, `n`, extra body).
+pub(super) fn cache_key(base_url: &str, body: &Value) -> String {
+    let identity = json!({"base_url": base_url, "request": body});
+    let mut hasher = Sha256::new();
+    hasher.update(b"themis/openai-chat/v1\n");
+    hasher.update(crate::engine::canonical_json(&identity).as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The seed as sent: servers disagree on its width (llama.cpp takes 32 bits, OpenAI a
+/// signed 64-bit integer), so the candidate seed is reduced to 31 bits.
+pub(super) fn wire_seed(seed: u64) -> u64 {
+    seed & 0x7FFF_FFFF
+}
+
+/// Rounds a dollar amount to whole nano-dollars, so sums of costs do not depend on the
+/// order they are added in.
+fn round_cost(usd: f64) -> f64 {
+    (usd * 1e9).round() / 1e9
+}
+
+impl ClientConfig {
+    /// `model @ base_url`: how notes and messages name the endpoint.
+    pub fn provider(&self) -> String {
+        format!("{} @ {}", self.model, self.base_url)
+    }
+
+    /// This endpoint's state shared by all runs (the operator's limits).
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint
+            .get_or_init(|| {
+                self.shared
+                    .endpoint(&self.base_url, &self.model, self.provider.as_deref())
+            })
+            .clone()
+    }
+
+    /// The request body for `messages`, with the wire seed and `n` (sent when above 1).
+    pub fn request_body(&self, messages: &[Message], seed: u64, n: u32) -> Value {
+        let mut body = self.body.clone();
+        body.insert("model".into(), self.model.clone().into());
+        body.insert("messages".into(), json!(messages));
+        body.insert("seed".into(), wire_seed(seed).into());
+        if n > 1 {
+            body.insert("n".into(), n.into());
+        }
+        Value::Object(body)
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> CallError {
+        CallError {
+            message: format!("{} {}: {message}", self.component, self.provider()),
+            status: None,
+            body: String::new(),
+            fewer_choices: false,
+            usage: Usage::default(),
+        }
+    }
+
+    fn usage(&self, requests: u64, prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        let cost = self.price.map_or(0.0, |price| {
+            round_cost(
+                prompt_tokens as f64 / 1000.0 * price.prompt_per_1k
+                    + completion_tokens as f64 / 1000.0 * price.completion_per_1k,
+            )
+        });
+        Usage {
+            requests,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd: cost,
+        }
+    }
+
+    /// The key the operator bound to this endpoint's provider, if any.
+    fn api_key(&self) -> Option<&str> {
+        self.provider
+            .as_ref()
+            .and_then(|p| p.key.as_ref())
+            .map(|k| k.expose())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Asks for `n` choices for `messages` with `seed`: from the cache when it has the
+    /// same request, else from the endpoint (then cached). Fewer choices than `n` is an
+    /// error with `fewer_choices` set (and nothing cached).
+    pub async fn complete(
+        &self,
+        ctx: CallContext<'_>,
+        endpoint: &Endpoint,
+        messages: &[Message],
+        seed: u64,
+        n: u32,
+    ) -> Result<Completion, CallError> {
+        let body = self.request_body(messages, seed, n);
+        let key = cache_key(&self.base_url, &body);
+        if let Some(cache) = ctx.cache
+            && let Some(cached) = cache.get(&key).await
+        {
+            match parse_response(&cached) {
+                Ok(parsed) if parsed.choices.len() >= n as usize => {
+                    let usage = Usage {
+                        // Nothing was sent and nothing paid.
+                        requests: 0,
+                        cost_usd: 0.0,
+                        ..self.usage(0, parsed.prompt_tokens, parsed.completion_tokens)
+                    };
+                    return Ok(Completion {
+                        choices: parsed.choices,
+                        usage,
+                    });
+                }
+                _ => tracing::warn!(key, "ignoring an unusable cached provider response"),
+            }
+        }
+        let (raw, parsed, requests) = self
+            .send(ctx, endpoint, &body, self.api_key(), seed, n)
+            .await?;
+        let usage = self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens);
+        if parsed.choices.len() < n as usize {
+            let mut error = self.fail(format_args!(
+                "asked for {n} choices (`n`), got {}",
+                parsed.choices.len()
+            ));
+            error.fewer_choices = true;
+            error.usage = usage;
+            return Err(error);
+        }
+        if let Some(cache) = ctx.cache {
+            cache.put(&key, &raw).await;
+        }
+        Ok(Completion {
+            choices: parsed.choices,
+            usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_covers_the_request_not_key_order() {
+        let a = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "seed": 1, "temperature": 0.5});
+        let b: Value = serde_json::from_str(
+            r#"{"temperature": 0.50, "seed": 1, "messages": [{"content": "x", "role": "user"}], "model": "m"}"#,
+        )
+        .unwrap();
+        assert_eq!(cache_key("http://h/v1", &a), cache_key("http://h/v1", &b));
+        assert_ne!(cache_key("http://h/v1", &a), cache_key("http://g/v1", &a));
+        let mut c = a.clone();
+        c["seed"] = json!(2);
+        assert_ne!(cache_key("http://h/v1", &a), cache_key("http://h/v1", &c));
+        assert_eq!(cache_key("u", &a).len(), 64);
+    }
+
+    #[test]
+    fn costs_are_rounded_to_nano_dollars_so_sums_are_order_free() {
+        let a = round_cost(0.1);
+        let b = round_cost(0.2);
+        let c = round_cost(0.3);
+        let mut x = Usage::default();
+        for u in [a, b, c] {
+            x.add(&Usage {
+                cost_usd: u,
+                ..Usage::default()
+            });
+        }
+        let mut y = Usage::default();
+        for u in [c, a, b] {
+            y.add(&Usage {
+                cost_usd: u,
+                ..Usage::default()
+            });
+        }
+        assert_eq!(x.cost_usd.to_bits(), y.cost_usd.to_bits());
+    }
+}
