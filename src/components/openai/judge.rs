@@ -2,35 +2,22 @@
 //!
 //! The judge model gets a system prompt asking for a JSON verdict and the rendered
 //! rubric, followed by the case's input, expected output and output wherever the rubric
-//! does not place them itself ([`lay_out`]). Verdicts are read from JSON
-//! (`{"score": 4, "rationale": "..."}` or `{"verdict": "PASS", ...}`), else a `Score: N`
-//! line, else a PASS/FAIL word; anything else is a judge error quoting the answer.
-
-use std::sync::LazyLock;
-
-use async_trait::async_trait;
-use regex::Regex;
-use serde_json::{Map, Value, json};
+//! does not place them itself ([`lay_out`]). Verdicts are read by [`super::verdict`];
+//! an answer with none is a judge error quoting the answer.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
 use super::Shared;
 use super::client::{ClientConfig, Message};
-use super::template::{Templates, context};
+use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, context, prompt_text};
+use super::verdict::parse_verdict;
 use super::{read_client, read_template, truncate};
 use crate::components::builtin_generators::mix;
 use crate::components::{ComponentError, Judge, JudgeRequest, Judgment, Params};
 use crate::model::Usage;
-
-/// Variables the rubric and system templates can use.
-const VARIABLES: [&str; 6] = [
-    "input",
-    "expected_output",
-    "output",
-    "case_id",
-    "dataset_id",
-    "metadata",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -65,12 +52,7 @@ pub(super) fn lay_out(rubric: &str, missing: &[&str], vars: &[(&str, &Value)]) -
             .iter()
             .find(|(n, _)| n == name)
             .map_or(&Value::Null, |(_, v)| *v);
-        let text = match value {
-            Value::Null => "(none given)".to_owned(),
-            Value::String(s) => s.clone(),
-            other => serde_json::to_string_pretty(other).unwrap_or_default(),
-        };
-        prompt.push_str(&format!("\n\n## {heading}\n{text}"));
+        prompt.push_str(&format!("\n\n## {heading}\n{}", prompt_text(value)));
     }
     prompt
 }
@@ -96,7 +78,13 @@ impl LlmJudge {
         let rubric = if rubric_source.is_empty() {
             usize::MAX
         } else {
-            read_template(p, &mut templates, "rubric", &rubric_source, &VARIABLES)
+            read_template(
+                p,
+                &mut templates,
+                "rubric",
+                &rubric_source,
+                &JUDGE_VARIABLES,
+            )
         };
         let pass_fail = p.bool("pass_fail", false);
         let scale_given = p.value("scale").is_some();
@@ -121,7 +109,7 @@ impl LlmJudge {
                 &mut templates,
                 "system",
                 &source,
-                &VARIABLES,
+                &JUDGE_VARIABLES,
             )),
             None => System::Default(default_system(mode)),
         };
@@ -143,17 +131,8 @@ impl LlmJudge {
     }
 
     async fn messages(&self, request: &JudgeRequest<'_>) -> Result<Vec<Message>, ComponentError> {
-        let case = request.case;
-        let case_id = Value::String(case.case_id.clone());
-        let dataset = Value::String(request.dataset_id.to_owned());
-        let pairs = [
-            ("input", &case.input),
-            ("expected_output", &case.expected_output),
-            ("output", request.parsed),
-            ("case_id", &case_id),
-            ("dataset_id", &dataset),
-            ("metadata", &case.metadata),
-        ];
+        let vars = JudgeVars::new(request);
+        let pairs = vars.pairs();
         let vars = context(&pairs);
         let render = async |index: usize, what: &str| {
             self.templates.render(index, &vars).await.map_err(|e| {
@@ -272,129 +251,6 @@ fn default_system(mode: Mode) -> String {
     )
 }
 
-/// What a judge model said.
-#[derive(Debug, Clone, PartialEq)]
-struct Verdict {
-    score: Option<f64>,
-    passed: Option<bool>,
-    rationale: Option<String>,
-}
-
-fn parse_verdict(text: &str) -> Option<Verdict> {
-    json_verdict(text)
-        .or_else(|| score_line(text))
-        .or_else(|| pass_fail_word(text))
-}
-
-/// A JSON object: the whole answer, a fenced block, or the outermost `{...}`.
-fn json_verdict(text: &str) -> Option<Verdict> {
-    let text = text.trim();
-    let fenced = text
-        .find("```")
-        .and_then(|start| {
-            let rest = &text[start + 3..];
-            let end = rest.find("```")?;
-            Some(rest[..end].trim_start_matches("json").trim())
-        })
-        .unwrap_or("");
-    let braces = match (text.find('{'), text.rfind('}')) {
-        (Some(start), Some(end)) if start < end => &text[start..=end],
-        _ => "",
-    };
-    [text, fenced, braces]
-        .into_iter()
-        .filter(|candidate| !candidate.is_empty())
-        .find_map(|candidate| match serde_json::from_str::<Value>(candidate) {
-            Ok(Value::Object(map)) => verdict_from_object(&map),
-            _ => None,
-        })
-}
-
-fn verdict_from_object(map: &Map<String, Value>) -> Option<Verdict> {
-    let field = |names: &[&str]| names.iter().find_map(|name| map.get(*name));
-    let score = field(&["score", "rating", "grade"]).and_then(|v| match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    });
-    let passed = field(&["passed", "pass", "verdict", "result"]).and_then(|v| match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => pass_word(s.trim()),
-        _ => None,
-    });
-    let rationale = field(&["rationale", "reason", "reasoning", "explanation"])
-        .and_then(Value::as_str)
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    (score.is_some() || passed.is_some()).then_some(Verdict {
-        score: score.filter(|s| s.is_finite()),
-        passed,
-        rationale,
-    })
-}
-
-fn pass_word(word: &str) -> Option<bool> {
-    match word.to_ascii_lowercase().as_str() {
-        "pass" | "passed" | "yes" | "true" | "correct" => Some(true),
-        "fail" | "failed" | "no" | "false" | "incorrect" => Some(false),
-        _ => None,
-    }
-}
-
-/// A `Score: N` (or `Score: N/M`) line; a `Rationale:`/`Reason:` line, else the rest of
-/// the answer, is the rationale.
-fn score_line(text: &str) -> Option<Verdict> {
-    static SCORE: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?im)^[\s*#>_-]*score[\s*_]*[:=][\s*_]*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?[\s*_.]*$")
-            .unwrap_or_else(|e| unreachable!("valid regex: {e}"))
-    });
-    let found = SCORE.captures_iter(text).last()?;
-    let score = found.get(1)?.as_str().parse::<f64>().ok()?;
-    let line = found.get(0)?;
-    let rest = format!("{}{}", &text[..line.start()], &text[line.end()..]);
-    Some(Verdict {
-        score: Some(score),
-        passed: None,
-        rationale: rationale_of(&rest),
-    })
-}
-
-/// The last upper-case PASS/FAIL (PASSED/FAILED) word, or an answer that is just
-/// "pass"/"fail" in any case.
-fn pass_fail_word(text: &str) -> Option<Verdict> {
-    static WORD: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"\b(PASS|FAIL)(?:ED)?\b").unwrap_or_else(|e| unreachable!("valid regex: {e}"))
-    });
-    let trimmed = text.trim().trim_matches(|c: char| !c.is_alphanumeric());
-    let passed = pass_word(trimmed)
-        .filter(|_| !trimmed.contains(char::is_whitespace))
-        .or_else(|| {
-            let last = WORD.captures_iter(text).last()?;
-            Some(last.get(1)?.as_str() == "PASS")
-        })?;
-    Some(Verdict {
-        score: None,
-        passed: Some(passed),
-        rationale: rationale_of(text),
-    })
-}
-
-/// A `Rationale:` (or `Reason:`, `Explanation:`) line's text, else the whole text.
-fn rationale_of(text: &str) -> Option<String> {
-    static LABELLED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(
-            r"(?im)^[\s*#>_-]*(?:rationale|reason|reasoning|explanation)[\s*_]*:[\s*_]*(.+)$",
-        )
-        .unwrap_or_else(|e| unreachable!("valid regex: {e}"))
-    });
-    let text = LABELLED
-        .captures(text)
-        .and_then(|c| c.get(1))
-        .map_or(text, |m| m.as_str());
-    let text = text.trim();
-    (!text.is_empty()).then(|| truncate(text, 2000))
-}
-
 #[async_trait]
 impl Judge for LlmJudge {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
@@ -422,12 +278,7 @@ impl Judge for LlmJudge {
         for answer in answers {
             let completion = answer?;
             usage.add(&completion.usage);
-            let text = completion
-                .choices
-                .first()
-                .map(|c| c.content.as_str())
-                .unwrap_or_default();
-            samples.push(self.score(text)?);
+            samples.push(self.score(completion.text())?);
         }
 
         let n = samples.len() as f64;
@@ -476,10 +327,6 @@ impl Judge for LlmJudge {
 mod tests {
     use super::*;
 
-    fn verdict(text: &str) -> Option<(Option<f64>, Option<bool>, Option<String>)> {
-        parse_verdict(text).map(|v| (v.score, v.passed, v.rationale))
-    }
-
     #[test]
     fn the_layout_adds_what_the_rubric_does_not_place() {
         let input = json!({"question": "2+2?"});
@@ -508,58 +355,5 @@ mod tests {
             ),
             "R\n\n## Expected output\n(none given)"
         );
-    }
-
-    #[test]
-    fn parses_json_verdicts() {
-        assert_eq!(
-            verdict(r#"{"score": 4, "rationale": "mostly right"}"#),
-            Some((Some(4.0), None, Some("mostly right".into())))
-        );
-        assert_eq!(
-            verdict("Here you go:\n```json\n{\"score\": \"3\", \"reason\": \"ok\"}\n```"),
-            Some((Some(3.0), None, Some("ok".into())))
-        );
-        assert_eq!(
-            verdict(r#"Verdict follows {"verdict": "FAIL", "explanation": "wrong sum"} done"#),
-            Some((None, Some(false), Some("wrong sum".into())))
-        );
-        assert_eq!(
-            verdict(r#"{"passed": true}"#),
-            Some((None, Some(true), None))
-        );
-    }
-
-    #[test]
-    fn parses_score_lines() {
-        assert_eq!(
-            verdict("The answer is close.\nScore: 4"),
-            Some((Some(4.0), None, Some("The answer is close.".into())))
-        );
-        assert_eq!(
-            verdict("**Score:** 2/5\nRationale: misses the point"),
-            Some((Some(2.0), None, Some("misses the point".into())))
-        );
-    }
-
-    #[test]
-    fn parses_pass_fail_words() {
-        assert_eq!(
-            verdict("PASS"),
-            Some((None, Some(true), Some("PASS".into())))
-        );
-        assert_eq!(
-            verdict("fail."),
-            Some((None, Some(false), Some("fail.".into())))
-        );
-        let (_, passed, _) = verdict("I considered PASS but the sum is wrong, so: FAIL").unwrap();
-        assert_eq!(passed, Some(false));
-    }
-
-    #[test]
-    fn garbage_is_no_verdict() {
-        assert_eq!(verdict("I think it is quite good overall"), None);
-        assert_eq!(verdict(r#"{"comment": "nice"}"#), None);
-        assert_eq!(verdict(""), None);
     }
 }

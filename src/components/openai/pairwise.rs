@@ -15,21 +15,12 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::client::{ClientConfig, Message};
-use super::template::{Templates, context};
+use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, context, prompt_text};
+use super::verdict::outermost_braces;
 use super::{read_client, read_template, truncate};
 use crate::components::text::select;
 use crate::components::{ComponentError, Judge, JudgeRequest, Judgment, Params};
 use crate::model::Usage;
-
-/// Variables the `criteria` template can use.
-const VARIABLES: [&str; 6] = [
-    "input",
-    "expected_output",
-    "output",
-    "case_id",
-    "dataset_id",
-    "metadata",
-];
 
 const DEFAULT_CRITERIA: &str = "Which response answers the input better: more correct, \
     complete and helpful? Judge content, not length or style.";
@@ -54,7 +45,7 @@ impl Pairwise {
         let mut templates = Templates::new();
         let criteria = p
             .string("criteria")
-            .map(|source| read_template(p, &mut templates, "criteria", &source, &VARIABLES));
+            .map(|source| read_template(p, &mut templates, "criteria", &source, &JUDGE_VARIABLES));
         let reference = p
             .string("reference")
             .unwrap_or_else(|| "expected_output".to_owned());
@@ -104,11 +95,7 @@ impl Outcome {
 /// The winner a judge named: `Some("A" | "B" | "tie")`, with its rationale.
 fn parse_winner(text: &str) -> Option<(&'static str, Option<String>)> {
     let text = text.trim();
-    let braces = match (text.find('{'), text.rfind('}')) {
-        (Some(start), Some(end)) if start < end => &text[start..=end],
-        _ => "",
-    };
-    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(braces) {
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(outermost_braces(text)) {
         let winner = ["winner", "verdict", "choice", "better"]
             .iter()
             .find_map(|k| map.get(*k)?.as_str())
@@ -144,14 +131,6 @@ fn winner_word(word: &str) -> Option<&'static str> {
     }
 }
 
-fn as_prompt_text(value: &Value) -> String {
-    match value {
-        Value::Null => "(none given)".to_owned(),
-        Value::String(s) => s.clone(),
-        other => serde_json::to_string_pretty(other).unwrap_or_default(),
-    }
-}
-
 #[async_trait]
 impl Judge for Pairwise {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
@@ -172,24 +151,15 @@ impl Judge for Pairwise {
         let criteria = match self.criteria {
             None => DEFAULT_CRITERIA.to_owned(),
             Some(index) => {
-                let case_id = Value::String(case.case_id.clone());
-                let dataset = Value::String(request.dataset_id.to_owned());
-                let vars = context(&[
-                    ("input", &case.input),
-                    ("expected_output", &case.expected_output),
-                    ("output", request.parsed),
-                    ("case_id", &case_id),
-                    ("dataset_id", &dataset),
-                    ("metadata", &case.metadata),
-                ]);
+                let vars = context(&JudgeVars::new(&request).pairs());
                 self.templates.render(index, &vars).await.map_err(|e| {
                     ComponentError::new(format!("openai/pairwise: rendering criteria failed: {e}"))
                 })?
             }
         };
-        let output = as_prompt_text(request.parsed);
-        let reference = as_prompt_text(reference);
-        let input = as_prompt_text(&case.input);
+        let output = prompt_text(request.parsed);
+        let reference = prompt_text(reference);
+        let input = prompt_text(&case.input);
         let prompt = |a: &str, b: &str| {
             vec![
                 Message {
@@ -221,11 +191,7 @@ impl Judge for Pairwise {
         for ((order, _), answer) in orders.iter().zip(answers) {
             let completion = answer?;
             usage.add(&completion.usage);
-            let text = completion
-                .choices
-                .first()
-                .map(|c| c.content.as_str())
-                .unwrap_or_default();
+            let text = completion.text();
             let (winner, rationale) = parse_winner(text).ok_or_else(|| {
                 ComponentError::new(format!(
                     "openai/pairwise: unparseable verdict (expected a winner A, B or tie); \

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as Template};
 use serde_json::Value;
 
+use crate::components::JudgeRequest;
+
 /// Fuel per render: enough for any realistic prompt (a loop over a few thousand items),
 /// small enough that a runaway template fails within a fraction of a second.
 pub const FUEL: u64 = 1_000_000;
@@ -156,6 +158,54 @@ pub(super) fn context(vars: &[(&str, &Value)]) -> Template {
         .map(|(name, value)| (name.to_string(), (*value).clone()))
         .collect();
     Template::from(minijinja::value::Serde(Value::Object(map)))
+}
+
+/// Variables the judges' templates (rubric, system, criteria) can use.
+pub(super) const JUDGE_VARIABLES: [&str; 6] = [
+    "input",
+    "expected_output",
+    "output",
+    "case_id",
+    "dataset_id",
+    "metadata",
+];
+
+/// A judge request's fields as template variables, named as in [`JUDGE_VARIABLES`].
+pub(super) struct JudgeVars<'a> {
+    request: &'a JudgeRequest<'a>,
+    case_id: Value,
+    dataset_id: Value,
+}
+
+impl<'a> JudgeVars<'a> {
+    pub fn new(request: &'a JudgeRequest<'a>) -> Self {
+        JudgeVars {
+            request,
+            case_id: Value::String(request.case.case_id.clone()),
+            dataset_id: Value::String(request.dataset_id.to_owned()),
+        }
+    }
+
+    pub fn pairs(&self) -> [(&'static str, &Value); 6] {
+        let case = self.request.case;
+        [
+            ("input", &case.input),
+            ("expected_output", &case.expected_output),
+            ("output", self.request.parsed),
+            ("case_id", &self.case_id),
+            ("dataset_id", &self.dataset_id),
+            ("metadata", &case.metadata),
+        ]
+    }
+}
+
+/// A case value as prompt text: strings as they are, JSON pretty-printed.
+pub(super) fn prompt_text(value: &Value) -> String {
+    match value {
+        Value::Null => "(none given)".to_owned(),
+        Value::String(s) => s.clone(),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    }
 }
 
 /// A one-line description of a template error with its line, if known.
