@@ -1,0 +1,479 @@
+//! [`Store`] for every [`Dialect`]: the statements and transactions both SQL databases
+//! run.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value as Json;
+use sqlx::{ColumnIndex, Encode, Executor, QueryBuilder, Type};
+use tokio::sync::mpsc;
+
+use super::rows::{FullRunRow, RunRow, SUMMARY_COLUMNS};
+use super::write::PreparedCase;
+use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
+use crate::model::{
+    AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
+};
+use crate::store::apply::{CancelStep, fence, touched_chunks};
+use crate::store::{
+    CancelOutcome, CaseCommit, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+};
+
+#[async_trait]
+impl<D> Store for D
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    i64: Value<D::Db>,
+    bool: Value<D::Db>,
+    String: Value<D::Db>,
+    Option<i64>: Value<D::Db>,
+    Option<String>: Value<D::Db>,
+    for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
+    usize: ColumnIndex<Row<D>>,
+{
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome> {
+        let index_space = to_i64(run.index_space)?;
+        let chunks = to_i64(chunk_count(run.index_space))?;
+        let record = run.into_record();
+        let mut write = self.begin().await?;
+        // The primary key decides between concurrent identical submissions.
+        let created = sqlx::query(
+            "INSERT INTO runs (run_id, kind, parent_run_id, status, definition, runtime, total, usage, aggregates, \
+             aggregate_state, version, created_at, updated_at, index_space) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+        )
+        .bind(record.run_id.as_str())
+        .bind(record.kind.as_str())
+        .bind(record.parent_run_id.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(record.status.as_str())
+        .bind(json_text(&record.definition)?)
+        .bind(json_text(&record.runtime)?)
+        .bind(to_i64(record.progress.total)?)
+        .bind(json_text(&record.usage)?)
+        .bind(json_text(&record.aggregates)?)
+        .bind(json_text(&AggregateState::default())?)
+        .bind(to_i64(record.version)?)
+        .bind(record.created_at.as_millis())
+        .bind(record.updated_at.as_millis())
+        .bind(index_space)
+        .fetch_optional(write.conn())
+        .await?
+        .is_some();
+        if created && chunks > 0 {
+            sqlx::query(D::INSERT_CHUNKS)
+                .bind(record.run_id.as_str())
+                .bind(chunks)
+                .execute(write.conn())
+                .await?;
+        }
+        write.commit().await?;
+        if created {
+            return Ok(CreateOutcome::Created(record));
+        }
+        let existing = self
+            .get_run(&record.run_id)
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(record.run_id.clone()))?;
+        Ok(CreateOutcome::Existing(existing))
+    }
+
+    async fn get_run(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>> {
+        let sql =
+            format!("SELECT {SUMMARY_COLUMNS}, definition, runtime FROM runs WHERE run_id = $1");
+        sqlx::query_as::<_, FullRunRow>(sqlx::AssertSqlSafe(sql))
+            .bind(run_id.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .map(FullRunRow::into_record)
+            .transpose()
+    }
+
+    async fn get_run_summary(&self, run_id: &RunId) -> StoreResult<Option<RunRecord>> {
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE run_id = $1");
+        sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql))
+            .bind(run_id.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .map(RunRow::into_record)
+            .transpose()
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
+        let mut builder =
+            QueryBuilder::<D::Db>::new(format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE TRUE"));
+        if let Some(status) = query.status {
+            builder.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(parent) = &query.parent_run_id {
+            builder
+                .push(" AND parent_run_id = ")
+                .push_bind(parent.as_str());
+        }
+        if let Some(cursor) = &query.before {
+            builder
+                .push(" AND (created_at, run_id) < (")
+                .push_bind(cursor.created_at.as_millis())
+                .push(", ")
+                .push_bind(cursor.run_id.as_str())
+                .push(")");
+        }
+        builder
+            .push(" ORDER BY created_at DESC, run_id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = builder
+            .build_query_as::<RunRow>()
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(RunRow::into_record).collect()
+    }
+
+    async fn run_ids_with_status(&self, statuses: &[RunStatus]) -> StoreResult<Vec<RunId>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builder = QueryBuilder::<D::Db>::new("SELECT run_id FROM runs WHERE status IN (");
+        let mut separated = builder.separated(", ");
+        for status in statuses {
+            separated.push_bind(status.as_str());
+        }
+        builder.push(") ORDER BY created_at, run_id");
+        let ids = builder
+            .build_query_scalar::<String>()
+            .fetch_all(self.pool())
+            .await?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt("bad run id".into()))
+            })
+            .collect()
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
+        // Serialise before the write starts: it is the expensive part.
+        let mut prepared = Vec::with_capacity(batch.cases.len());
+        for case in &batch.cases {
+            prepared.push(PreparedCase {
+                index: to_i64(case.record.key.case_index)?,
+                dataset_id: &case.record.key.dataset_id,
+                failed: case.record.status == CaseStatus::Failed,
+                record: json_text(&case.record)?,
+            });
+        }
+        let mut cases: Vec<&CaseCommit> = batch.cases.iter().collect();
+        let mut write = self.begin().await?;
+        let mut state = write.load_state(&batch.run_id).await?;
+        if let Some(skipped) = state.precheck(batch)? {
+            return Ok(skipped);
+        }
+        let mut discarded = 0;
+        let mut completed = batch.completed_chunks.clone();
+        if let Some(owner) = &batch.lease_owner {
+            // The held chunks stay locked until the commit: nobody claims them meanwhile.
+            let touched = touched_chunks(batch)
+                .into_iter()
+                .map(to_i64)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let held = write.held_chunks(&batch.run_id, owner, &touched).await?;
+            let (keep, chunks) = fence(batch, &held);
+            let mut kept = keep.iter();
+            prepared.retain(|_| kept.next().copied().unwrap_or(false));
+            let mut kept = keep.iter();
+            cases.retain(|_| kept.next().copied().unwrap_or(false));
+            discarded = keep.iter().filter(|k| !**k).count();
+            completed = chunks;
+        }
+        let indices: Vec<i64> = prepared.iter().map(|case| case.index).collect();
+        // A case recorded before (by another instance, or earlier in this batch) is
+        // skipped with its events.
+        let mut inserted = write.insert_cases(&batch.run_id, prepared).await?;
+        let mut kept_events = Vec::new();
+        let mut duplicates = 0;
+        for (case, index) in cases.into_iter().zip(indices) {
+            if inserted.remove(&index) {
+                state.count_case(&case.record);
+                kept_events.extend(case.events.iter().cloned());
+            } else {
+                duplicates += 1;
+            }
+        }
+        if !completed.is_empty() {
+            let completed = completed
+                .into_iter()
+                .map(to_i64)
+                .collect::<StoreResult<Vec<_>>>()?;
+            write.finish_chunks(&batch.run_id, &completed).await?;
+        }
+        let events = state.finish_commit(kept_events, batch);
+        write.insert_events(&events).await?;
+        write.save_state(&state).await?;
+        write.commit().await?;
+        let mut outcome = state.outcome(events, duplicates);
+        outcome.discarded = discarded;
+        Ok(outcome)
+    }
+
+    async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
+        let mut write = self.begin().await?;
+        let mut state = write.load_state(run_id).await?;
+        let step = state.request_cancel();
+        if let CancelStep::Cancelled(events) = &step {
+            write.insert_events(events).await?;
+        }
+        if !matches!(step, CancelStep::AlreadyFinished) {
+            write.save_state(&state).await?;
+        }
+        write.commit().await?;
+        let record = self
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        Ok(match step {
+            CancelStep::AlreadyFinished => CancelOutcome::AlreadyFinished(record),
+            CancelStep::Requested => CancelOutcome::Requested(record),
+            CancelStep::Cancelled(events) => CancelOutcome::Cancelled(record, events),
+        })
+    }
+
+    async fn recorded_case_indices(
+        &self,
+        run_id: &RunId,
+        range: Range<u64>,
+    ) -> StoreResult<Vec<u64>> {
+        let indices = sqlx::query_scalar::<_, i64>(
+            "SELECT case_index FROM case_records WHERE run_id = $1 AND case_index >= $2 AND case_index < $3 \
+             ORDER BY case_index",
+        )
+        .bind(run_id.as_str())
+        .bind(to_i64(range.start)?)
+        .bind(to_i64(range.end)?)
+        .fetch_all(self.pool())
+        .await?;
+        indices.into_iter().map(to_u64).collect()
+    }
+
+    async fn claim_chunk(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Option<Chunk>> {
+        let mut builder = QueryBuilder::<D::Db>::new("UPDATE run_chunks SET owner = ");
+        builder.push_bind(owner).push(", lease_expires_at = ");
+        D::push_lease_end(&mut builder, lease);
+        builder
+            .push(" WHERE run_id = ")
+            .push_bind(run_id.as_str())
+            .push(" AND chunk_index = (SELECT chunk_index FROM run_chunks WHERE run_id = ")
+            .push_bind(run_id.as_str())
+            .push(" AND done = FALSE AND (lease_expires_at IS NULL OR lease_expires_at <= ");
+        D::push_now(&mut builder);
+        builder
+            .push(") ORDER BY chunk_index LIMIT 1")
+            .push(D::SKIP_LOCKED)
+            .push(") RETURNING chunk_index, (SELECT index_space FROM runs WHERE run_id = ")
+            .push_bind(run_id.as_str())
+            .push(")");
+        let mut write = self.begin_one().await?;
+        let row = builder
+            .build_query_as::<(i64, i64)>()
+            .fetch_optional(write.conn())
+            .await?;
+        write.commit().await?;
+        let Some((chunk_index, index_space)) = row else {
+            return Ok(None);
+        };
+        let chunk_index = to_u64(chunk_index)?;
+        let range = chunk_range(chunk_index, to_u64(index_space)?);
+        Ok(Some(Chunk {
+            chunk_index,
+            start: range.start,
+            end: range.end,
+        }))
+    }
+
+    async fn renew_leases(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[u64],
+        lease: Duration,
+    ) -> StoreResult<Vec<u64>> {
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks = chunks
+            .iter()
+            .map(|c| to_i64(*c))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut builder = QueryBuilder::<D::Db>::new("UPDATE run_chunks SET lease_expires_at = ");
+        D::push_lease_end(&mut builder, lease);
+        builder
+            .push(" WHERE run_id = ")
+            .push_bind(run_id.as_str())
+            .push(" AND owner = ")
+            .push_bind(owner)
+            .push(" AND done = FALSE AND chunk_index");
+        D::push_in(&mut builder, &chunks);
+        builder.push(" RETURNING chunk_index");
+        let mut write = self.begin_one().await?;
+        let held = builder
+            .build_query_scalar::<i64>()
+            .fetch_all(write.conn())
+            .await?;
+        write.commit().await?;
+        let mut held = held
+            .into_iter()
+            .map(to_u64)
+            .collect::<StoreResult<Vec<_>>>()?;
+        held.sort_unstable();
+        Ok(held)
+    }
+
+    async fn release_leases(&self, run_id: &RunId, owner: &str) -> StoreResult<()> {
+        let sql = format!(
+            "UPDATE run_chunks SET lease_expires_at = {} WHERE run_id = $1 AND owner = $2 AND done = FALSE",
+            D::EXPIRED
+        );
+        let mut write = self.begin_one().await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id.as_str())
+            .bind(owner)
+            .execute(write.conn())
+            .await?;
+        write.commit().await
+    }
+
+    async fn begin_attempt(&self, run_id: &RunId) -> StoreResult<u64> {
+        let mut write = self.begin_one().await?;
+        let earlier = sqlx::query_scalar::<_, i64>(
+            "UPDATE runs SET attempts = attempts + 1 WHERE run_id = $1 RETURNING attempts - 1",
+        )
+        .bind(run_id.as_str())
+        .fetch_optional(write.conn())
+        .await?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        write.commit().await?;
+        to_u64(earlier)
+    }
+
+    async fn end_attempt(&self, run_id: &RunId) -> StoreResult<()> {
+        let mut write = self.begin_one().await?;
+        sqlx::query(
+            "UPDATE runs SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+             WHERE run_id = $1",
+        )
+        .bind(run_id.as_str())
+        .execute(write.conn())
+        .await?;
+        write.commit().await
+    }
+
+    async fn chunk_status(&self, run_id: &RunId, owner: &str) -> StoreResult<ChunkStatus> {
+        let mut builder = QueryBuilder::<D::Db>::new(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE lease_expires_at > ",
+        );
+        D::push_now(&mut builder);
+        builder
+            .push(" AND owner <> ")
+            .push_bind(owner)
+            .push("), COUNT(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at <= ");
+        D::push_now(&mut builder);
+        builder
+            .push(") FROM run_chunks WHERE run_id = ")
+            .push_bind(run_id.as_str())
+            .push(" AND done = FALSE");
+        let (unfinished, held_by_others, abandoned) = builder
+            .build_query_as::<(i64, i64, i64)>()
+            .fetch_one(self.pool())
+            .await?;
+        Ok(ChunkStatus {
+            unfinished: to_u64(unfinished)?,
+            held_by_others: to_u64(held_by_others)?,
+            abandoned: to_u64(abandoned)?,
+        })
+    }
+
+    async fn case_records(
+        &self,
+        run_id: &RunId,
+        query: &CaseQuery,
+    ) -> StoreResult<Vec<CaseRecord>> {
+        let mut builder =
+            QueryBuilder::<D::Db>::new("SELECT record FROM case_records WHERE run_id = ");
+        builder.push_bind(run_id.as_str());
+        if let Some(after) = query.after_index {
+            builder.push(" AND case_index > ").push_bind(to_i64(after)?);
+        }
+        if let Some(dataset) = &query.dataset_id {
+            builder
+                .push(" AND dataset_id = ")
+                .push_bind(dataset.as_str());
+        }
+        if query.failed_only {
+            builder.push(" AND failed = TRUE");
+        }
+        builder
+            .push(" ORDER BY case_index LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let records = builder
+            .build_query_scalar::<String>()
+            .fetch_all(self.pool())
+            .await?;
+        records.iter().map(|record| from_json(record)).collect()
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let payloads = sqlx::query_scalar::<_, String>(
+            "SELECT payload FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id.as_str())
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        payloads.iter().map(|payload| from_json(payload)).collect()
+    }
+
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<Json>> {
+        sqlx::query_scalar::<_, String>("SELECT value FROM response_cache WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|value| from_json(&value))
+            .transpose()
+    }
+
+    async fn cache_put(&self, key: &str, value: &Json) -> StoreResult<()> {
+        let text = json_text(value)?;
+        let mut write = self.begin_one().await?;
+        sqlx::query(
+            "INSERT INTO response_cache (key, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(text)
+        .bind(Timestamp::now().as_millis())
+        .execute(write.conn())
+        .await?;
+        write.commit().await
+    }
+
+    async fn watch_commits(&self) -> StoreResult<Option<mpsc::Receiver<RunId>>> {
+        self.listen().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        Ok(())
+    }
+}

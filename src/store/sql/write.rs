@@ -1,0 +1,232 @@
+//! An open write, and the statements a commit makes inside one.
+
+use std::collections::HashSet;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, Type};
+use tokio::sync::MutexGuard;
+
+use super::rows::{SUMMARY_COLUMNS, StateRow};
+use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
+use crate::model::{RunEvent, RunId};
+use crate::store::apply::RunState;
+use crate::store::{StoreError, StoreResult};
+
+/// A write in progress: a transaction, or a pooled connection for one statement that is
+/// atomic by itself. Dropped without [`Write::commit`], a transaction rolls back.
+pub(crate) struct Write<'a, D: Dialect> {
+    dialect: &'a D,
+    conn: Held<D::Db>,
+    /// SQLite's writer turn (one writer at a time), held until the write ends.
+    _turn: Option<MutexGuard<'a, ()>>,
+}
+
+enum Held<DB: Database> {
+    Transaction(Transaction<'static, DB>),
+    Single(PoolConnection<DB>),
+}
+
+/// A case record ready to insert, serialised before the write starts.
+pub(super) struct PreparedCase<'b> {
+    pub index: i64,
+    pub dataset_id: &'b str,
+    pub failed: bool,
+    pub record: String,
+}
+
+impl<'a, D: Dialect> Write<'a, D> {
+    pub fn transaction(
+        dialect: &'a D,
+        tx: Transaction<'static, D::Db>,
+        turn: Option<MutexGuard<'a, ()>>,
+    ) -> Self {
+        Write {
+            dialect,
+            conn: Held::Transaction(tx),
+            _turn: turn,
+        }
+    }
+
+    pub fn single(dialect: &'a D, conn: PoolConnection<D::Db>) -> Self {
+        Write {
+            dialect,
+            conn: Held::Single(conn),
+            _turn: None,
+        }
+    }
+
+    pub fn conn(&mut self) -> &mut Conn<D> {
+        match &mut self.conn {
+            Held::Transaction(tx) => tx,
+            Held::Single(conn) => conn,
+        }
+    }
+
+    /// Commits the transaction (a single statement is already done), then gives up the
+    /// writer turn.
+    pub async fn commit(self) -> StoreResult<()> {
+        if let Held::Transaction(tx) = self.conn {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl<D> Write<'_, D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    i64: Value<D::Db>,
+    bool: Value<D::Db>,
+    String: Value<D::Db>,
+    Option<i64>: Value<D::Db>,
+    Option<String>: Value<D::Db>,
+    for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
+    usize: ColumnIndex<Row<D>>,
+{
+    /// Loads a run's row with its aggregate state, locked until the write ends.
+    pub(super) async fn load_state(&mut self, run_id: &RunId) -> StoreResult<RunState> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS}, aggregate_state FROM runs WHERE run_id = $1{}",
+            D::LOCK_ROWS
+        );
+        sqlx::query_as::<_, StateRow>(sqlx::AssertSqlSafe(sql))
+            .bind(run_id.as_str())
+            .fetch_optional(self.conn())
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?
+            .into_state()
+    }
+
+    /// Writes the mutable part of a run's row back, and announces the change.
+    pub(super) async fn save_state(&mut self, state: &RunState) -> StoreResult<()> {
+        let r = &state.record;
+        sqlx::query(
+            "UPDATE runs SET status = $1, completed = $2, failed = $3, usage = $4, aggregates = $5, \
+             aggregate_state = $6, error = $7, cancel_requested = $8, last_seq = $9, version = $10, \
+             started_at = $11, finished_at = $12, updated_at = $13 WHERE run_id = $14",
+        )
+        .bind(r.status.as_str())
+        .bind(to_i64(r.progress.completed)?)
+        .bind(to_i64(r.progress.failed)?)
+        .bind(json_text(&r.usage)?)
+        .bind(json_text(&r.aggregates)?)
+        .bind(json_text(&state.aggregates)?)
+        .bind(r.error.clone())
+        .bind(r.cancel_requested)
+        .bind(to_i64(r.last_seq)?)
+        .bind(to_i64(r.version)?)
+        .bind(r.started_at.map(|t| t.as_millis()))
+        .bind(r.finished_at.map(|t| t.as_millis()))
+        .bind(r.updated_at.as_millis())
+        .bind(r.run_id.as_str())
+        .execute(self.conn())
+        .await?;
+        let dialect = self.dialect;
+        dialect.announce(self.conn(), &r.run_id).await
+    }
+
+    pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
+        const PER_ROW: usize = 5;
+        for chunk in events.chunks(D::MAX_PARAMS / PER_ROW) {
+            let rows = chunk
+                .iter()
+                .map(|e| Ok((e, json_text(e)?, to_i64(e.seq)?)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "INSERT INTO events (run_id, seq, event_type, occurred_at, payload) ",
+            );
+            builder.push_values(rows, |mut b, (event, payload, seq)| {
+                b.push_bind(event.run_id.as_str())
+                    .push_bind(seq)
+                    .push_bind(event.event_type())
+                    .push_bind(event.occurred_at.as_millis())
+                    .push_bind(payload);
+            });
+            builder.build().execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    /// Which of `chunks` of the run `owner` holds (not done), locked until the write ends.
+    pub(super) async fn held_chunks(
+        &mut self,
+        run_id: &RunId,
+        owner: &str,
+        chunks: &[i64],
+    ) -> StoreResult<HashSet<u64>> {
+        let mut held = HashSet::new();
+        for ids in chunks.chunks(D::MAX_PARAMS) {
+            let mut builder =
+                QueryBuilder::<D::Db>::new("SELECT chunk_index FROM run_chunks WHERE run_id = ");
+            builder
+                .push_bind(run_id.as_str())
+                .push(" AND owner = ")
+                .push_bind(owner)
+                .push(" AND done = FALSE AND chunk_index");
+            D::push_in(&mut builder, ids);
+            builder.push(D::LOCK_ROWS);
+            for index in builder
+                .build_query_scalar::<i64>()
+                .fetch_all(self.conn())
+                .await?
+            {
+                held.insert(to_u64(index)?);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Inserts the cases not recorded before, and returns their `case_index`.
+    pub(super) async fn insert_cases(
+        &mut self,
+        run_id: &RunId,
+        cases: Vec<PreparedCase<'_>>,
+    ) -> StoreResult<HashSet<i64>> {
+        const PER_ROW: usize = 5;
+        let mut inserted = HashSet::with_capacity(cases.len());
+        let mut cases = cases.into_iter().peekable();
+        // One statement per few thousand cases; a case recorded before is left out of
+        // what RETURNING gives back.
+        while cases.peek().is_some() {
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) ",
+            );
+            builder.push_values(
+                cases.by_ref().take(D::MAX_PARAMS / PER_ROW),
+                |mut b, case| {
+                    b.push_bind(run_id.as_str())
+                        .push_bind(case.index)
+                        .push_bind(case.dataset_id)
+                        .push_bind(case.failed)
+                        .push_bind(case.record);
+                },
+            );
+            builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING RETURNING case_index");
+            inserted.extend(
+                builder
+                    .build_query_scalar::<i64>()
+                    .fetch_all(self.conn())
+                    .await?,
+            );
+        }
+        Ok(inserted)
+    }
+
+    /// Marks chunks done: their leases end with them.
+    pub(super) async fn finish_chunks(
+        &mut self,
+        run_id: &RunId,
+        chunks: &[i64],
+    ) -> StoreResult<()> {
+        for ids in chunks.chunks(D::MAX_PARAMS) {
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "UPDATE run_chunks SET done = TRUE, owner = NULL, lease_expires_at = NULL WHERE run_id = ",
+            );
+            builder.push_bind(run_id.as_str()).push(" AND chunk_index");
+            D::push_in(&mut builder, ids);
+            builder.build().execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+}
