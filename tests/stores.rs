@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -895,4 +896,95 @@ async fn sqlite_in_memory_works() {
         .await
         .unwrap();
     create_is_idempotent(Arc::new(store)).await;
+}
+
+/// One column as the schema test compares it: `(type, not null, in the primary key)`.
+type Columns = BTreeMap<(String, String), (String, bool, bool)>;
+
+/// The SQLite type a Postgres column type is stored as. SQLite has fewer types: 64-bit
+/// integers, booleans (0 and 1) and lease times (milliseconds on the clock of the one
+/// process SQLite serves; Postgres leases are on the database clock) are all `INTEGER`.
+fn sqlite_type_of(postgres_type: &str) -> String {
+    match postgres_type {
+        "bigint" | "boolean" | "timestamp with time zone" => "INTEGER".to_owned(),
+        "text" => "TEXT".to_owned(),
+        other => format!("no SQLite equivalent for {other}"),
+    }
+}
+
+/// The two migration histories (SQLite's four files, Postgres's two) end in the same
+/// tables and columns: names, types through [`sqlite_type_of`], nullability and primary
+/// keys. `_sqlx_migrations` is sqlx's own bookkeeping.
+#[tokio::test]
+async fn sqlite_and_postgres_schemas_are_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schema.db");
+    drop(themis::store::SqliteStore::open(&path).await.unwrap());
+    let sqlite = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
+        "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk FROM sqlite_master AS m \
+         JOIN pragma_table_info(m.name) AS p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&sqlite)
+    .await
+    .unwrap();
+    let in_sqlite: Columns = rows
+        .into_iter()
+        .map(|(table, column, ty, not_null, pk)| ((table, column), (ty, not_null, pk > 0)))
+        .collect();
+
+    let database = common::TestDatabase::create().await;
+    drop(
+        themis::store::PostgresStore::connect(&database.url)
+            .await
+            .unwrap(),
+    );
+    let postgres = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let rows: Vec<(String, String, String, String, bool)> = sqlx::query_as(
+        "SELECT c.table_name::text, c.column_name::text, c.data_type::text, c.is_nullable::text, \
+         EXISTS (SELECT 1 FROM information_schema.table_constraints AS t \
+                 JOIN information_schema.key_column_usage AS k \
+                   ON k.constraint_name = t.constraint_name AND k.table_schema = t.table_schema \
+                 WHERE t.constraint_type = 'PRIMARY KEY' AND t.table_schema = c.table_schema \
+                   AND k.table_name = c.table_name AND k.column_name = c.column_name) \
+         FROM information_schema.columns AS c \
+         WHERE c.table_schema = 'public' AND c.table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&postgres)
+    .await
+    .unwrap();
+    let in_postgres: Columns = rows
+        .into_iter()
+        .map(|(table, column, ty, nullable, pk)| {
+            ((table, column), (sqlite_type_of(&ty), nullable == "NO", pk))
+        })
+        .collect();
+    postgres.close().await;
+    database.drop_database().await;
+
+    assert!(in_sqlite.contains_key(&("runs".to_owned(), "attempts".to_owned())));
+    let differences: Vec<String> = in_sqlite
+        .keys()
+        .chain(in_postgres.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| in_sqlite.get(*key) != in_postgres.get(*key))
+        .map(|key| {
+            format!(
+                "{}.{}: SQLite {:?}, Postgres {:?}",
+                key.0,
+                key.1,
+                in_sqlite.get(key),
+                in_postgres.get(key)
+            )
+        })
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the schemas differ (type, not null, primary key):\n{}",
+        differences.join("\n")
+    );
 }
