@@ -12,7 +12,7 @@ use crate::model::{AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunR
 use super::apply::{CancelStep, RunState};
 use super::{
     CHUNK_SIZE, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
-    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
 };
 
 #[derive(Default)]
@@ -230,12 +230,7 @@ impl Store for MemoryStore {
         };
         chunk.owner = Some(owner.to_owned());
         chunk.expires_at = Some(now + lease);
-        let range = chunk_range(chunk_index as u64, space);
-        Ok(Some(Chunk {
-            chunk_index: chunk_index as u64,
-            start: range.start,
-            end: range.end,
-        }))
+        Ok(Some(Chunk::new(chunk_index as u64, space)))
     }
 
     async fn renew_leases(

@@ -67,6 +67,18 @@ pub fn chunk_range(chunk_index: u64, index_space: u64) -> Range<u64> {
     start..(start + CHUNK_SIZE).min(index_space)
 }
 
+impl Chunk {
+    /// Chunk `chunk_index` of a run whose chunks cover `index_space` case indices.
+    pub(crate) fn new(chunk_index: u64, index_space: u64) -> Chunk {
+        let range = chunk_range(chunk_index, index_space);
+        Chunk {
+            chunk_index,
+            start: range.start,
+            end: range.end,
+        }
+    }
+}
+
 /// What `create_run` needs to insert a queued run.
 #[derive(Debug, Clone)]
 pub struct NewRun {

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::store::apply::{CancelStep, fence, touched_chunks};
 use crate::store::{
     CancelOutcome, CaseCommit, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
-    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count, chunk_range,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
 };
 
 #[async_trait]
@@ -287,13 +287,7 @@ where
         let Some((chunk_index, index_space)) = row else {
             return Ok(None);
         };
-        let chunk_index = to_u64(chunk_index)?;
-        let range = chunk_range(chunk_index, to_u64(index_space)?);
-        Ok(Some(Chunk {
-            chunk_index,
-            start: range.start,
-            end: range.end,
-        }))
+        Ok(Some(Chunk::new(to_u64(chunk_index)?, to_u64(index_space)?)))
     }
 
     async fn renew_leases(
