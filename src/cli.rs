@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// Most `GET /runs/{id}/events` streams open at once; more are answered `503`.
     #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = crate::api::DEFAULT_MAX_EVENT_STREAMS)]
     pub max_event_streams: usize,
+    /// Browser origins (comma-separated, `https://dash.example.com`) allowed to call
+    /// every endpoint, event streams included, with `Authorization`; `*` allows any.
+    /// Default: none (no CORS headers; `OPTIONS` answers 405).
+    #[arg(long, env = "THEMIS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -143,6 +148,8 @@ impl ServeArgs {
                     .collect(),
                 max_body_bytes: self.max_body_bytes,
                 max_event_streams: self.max_event_streams,
+                // Parsed by `serve` (an entry can be invalid).
+                cors_origins: crate::api::CorsOrigins::None,
             },
             max_running_runs: self.max_running_runs.max(1),
             // Parsed by `serve` (reading keys and CIDRs can fail).
@@ -236,6 +243,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.providers = args.outbound.providers()?;
     config.allow_egress =
         crate::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
+    config.api.cors_origins = crate::api::CorsOrigins::parse(&args.cors_origins)
+        .map_err(|e| format!("--cors-origins: {e}"))?;
     crate::server::launch(config, listener, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;

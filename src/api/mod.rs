@@ -4,6 +4,7 @@
 mod access_log;
 mod auth;
 mod compare;
+mod cors;
 pub mod error;
 mod events;
 mod export;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use cors::CorsOrigins;
 pub use error::ApiError;
 pub use runs::RunView;
 
@@ -43,6 +45,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most event streams open at once on this server; more get `503`.
     pub max_event_streams: usize,
+    /// Browser origins allowed to call the API (`--cors-origins`); none by default.
+    pub cors_origins: CorsOrigins,
 }
 
 /// Default of [`ApiConfig::max_event_streams`].
@@ -54,13 +58,14 @@ impl Default for ApiConfig {
             api_keys: Vec::new(),
             max_body_bytes: 64 * 1024 * 1024,
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            cors_origins: CorsOrigins::None,
         }
     }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its middleware: request ids, request logs, body limit, auth.
+/// The whole API with its middleware: request ids, request logs, CORS, body limit, auth.
 pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let state = AppState {
         scheduler,
@@ -81,11 +86,20 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
             state.clone(),
             require_api_key,
         ));
-    Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // Outside routing and auth (a preflight carries no key), inside the request id and
+    // access log (preflights are requests too).
+    let routes = match cors::layer(&config.cors_origins) {
+        Some(cors) => routes
+            .layer(cors)
+            .layer(middleware::from_fn(cors::preflight_no_content)),
+        None => routes,
+    };
+    routes
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
