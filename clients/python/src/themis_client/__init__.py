@@ -1,0 +1,51 @@
+"""Python client for the Themis evaluation service.
+
+>>> from themis_client import Client
+>>> with Client("http://127.0.0.1:8080") as client:
+...     run = client.create_run(definition).wait()
+...     for record in run.results(): ...
+
+``AsyncClient`` offers the same with ``await``. Framework experiments
+(``themis-eval``) run on the service through ``run_experiment``.
+"""
+
+from .aio import AsyncClient, AsyncResults, AsyncRun
+from .client import Client, Results, Run
+from .errors import ThemisError, UnmappableExperimentError, UnmappedSettingWarning
+from .framework import EventReplay, arun_experiment, experiment_to_definition, run_experiment
+from .models import (
+    CaseRecord,
+    ChangedCase,
+    CompareReport,
+    FieldError,
+    RunEvent,
+    RunKind,
+    RunsTable,
+    RunStatus,
+    RunView,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AsyncResults",
+    "AsyncRun",
+    "CaseRecord",
+    "ChangedCase",
+    "Client",
+    "CompareReport",
+    "EventReplay",
+    "FieldError",
+    "Results",
+    "Run",
+    "RunEvent",
+    "RunKind",
+    "RunStatus",
+    "RunView",
+    "RunsTable",
+    "ThemisError",
+    "UnmappableExperimentError",
+    "UnmappedSettingWarning",
+    "arun_experiment",
+    "experiment_to_definition",
+    "run_experiment",
+]
