@@ -1,9 +1,11 @@
 """Python client for the Themis evaluation service.
 
->>> from themis_client import Client
->>> with Client("http://127.0.0.1:8080") as client:
-...     run = client.create_run(definition).wait()
-...     for record in run.results(): ...
+    from themis_client import Client
+
+    with Client("http://127.0.0.1:8080") as client:
+        run = client.create_run(definition).wait()
+        for record in run.results():
+            print(record.case_id, record.scores)
 
 ``AsyncClient`` offers the same with ``await``. Framework experiments
 (``themis-eval``) run on the service through ``run_experiment``.
