@@ -10,10 +10,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::components::Registry;
-use crate::engine::{Engine, EngineConfig, LifecycleSubscriber, Observers, RunControl};
+use crate::engine::{Engine, EngineConfig, RunControl};
 use crate::model::{EventKind, RunEvent, RunRecord, RunStatus};
+use crate::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
 use crate::store::{CaseQuery, Store};
-use crate::telemetry::{RecordingTracer, TracingProvider};
+use crate::telemetry::{RecordingTracer, Telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,6 +153,8 @@ impl ServeArgs {
                 cors_origins: crate::api::CorsOrigins::None,
             },
             max_running_runs: self.max_running_runs.max(1),
+            // Parsed by `serve` (reading flags can fail).
+            default_tracing: None,
             // Parsed by `serve` (reading keys and CIDRs can fail).
             providers: Vec::new(),
             allow_egress: Vec::new(),
@@ -175,7 +178,7 @@ impl ServeArgs {
     }
 
     /// The default tracing config from the OTLP flags: `None` without `--otlp-endpoint`.
-    pub fn default_tracing(&self) -> Result<Option<crate::engine::TracingConfig>, String> {
+    pub fn default_tracing(&self) -> Result<Option<crate::observe::TracingConfig>, String> {
         let Some(endpoint) = self
             .otlp_endpoint
             .as_deref()
@@ -205,12 +208,13 @@ impl ServeArgs {
         if let Some(ratio) = self.trace_sample_ratio {
             config.insert("sample_ratio".into(), json!(ratio));
         }
-        let mut errors = Vec::new();
-        match crate::telemetry::parse_tracing(&Value::Object(config), "otlp", &mut errors) {
-            Some(config) if errors.is_empty() => Ok(Some(config)),
+        let mut problems = crate::model::Problems::default();
+        match crate::observe::parse_tracing(&Value::Object(config), "otlp", &mut problems) {
+            Some(config) if problems.is_empty() => Ok(Some(config)),
             _ => Err(format!(
                 "invalid OTLP settings: {}",
-                errors
+                problems
+                    .into_details()
                     .iter()
                     .map(|e| format!("{}: {}", e.path, e.message))
                     .collect::<Vec<_>>()
@@ -239,7 +243,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let mut config = args.config();
-    config.engine.default_tracing = args.default_tracing()?;
+    config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
     config.allow_egress =
         crate::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
@@ -372,14 +376,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?,
         None => Arc::new(crate::store::MemoryStore::new()),
     };
-    let engine = Engine::new(
-        store.clone(),
-        registry,
-        EngineConfig {
-            egress: egress.clone(),
-            ..EngineConfig::default()
-        },
-    );
+    let engine = Engine::new(store.clone(), registry, EngineConfig::default());
     let run_id = engine
         .submit(&request)
         .await
@@ -403,22 +400,22 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         events: Mutex::new(Vec::new()),
         keep: args.trace,
     });
+    // The run's own tracing and webhooks, as the service would; `--trace` records the
+    // spans here instead.
+    let telemetry = Telemetry::new(egress, None);
     let recording = Arc::new(RecordingTracer::new());
-    let tracer: Arc<dyn TracingProvider> = if args.trace {
-        recording.clone()
-    } else {
-        crate::telemetry::tracer_for_run(
-            request.runtime.tracing.as_ref(),
-            Some(&run_id),
-            None,
-            &egress,
-            false,
-        )
-    };
-    let mut subscribers =
-        crate::telemetry::subscribers_for_run(&run_id, &request.runtime.subscribers, &egress);
-    subscribers.push(subscriber.clone());
-    let observers = Observers::new(subscribers, tracer);
+    let mut observers = telemetry.observers(
+        &run_id,
+        ObservationRequest {
+            tracing: request.runtime.tracing.as_ref().filter(|_| !args.trace),
+            subscribers: &request.runtime.subscribers,
+            traceparent: None,
+        },
+    );
+    if args.trace {
+        observers.tracer = recording.clone();
+    }
+    observers.subscribers.push(subscriber.clone());
 
     let control = RunControl::default();
     let cancel = control.cancel.clone();
@@ -433,7 +430,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     ctrl_c.abort();
     // Spans and webhook events of the run reach their destinations before we exit.
-    crate::telemetry::wait_for_exports(std::time::Duration::from_secs(20)).await;
+    telemetry
+        .wait_for_exports(std::time::Duration::from_secs(20))
+        .await;
     bar.finish_and_clear();
 
     let events = subscriber

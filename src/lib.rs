@@ -13,6 +13,7 @@ pub mod components;
 pub mod egress;
 pub mod engine;
 pub mod model;
+pub mod observe;
 pub mod server;
 pub mod stats;
 pub mod store;

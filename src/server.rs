@@ -12,7 +12,9 @@ use crate::api::{self, ApiConfig};
 use crate::components::{Outbound, ProviderSpec, Registry};
 use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
+use crate::observe::TracingConfig;
 use crate::store::{self, Store};
+use crate::telemetry::Telemetry;
 
 /// Everything `themis serve` can be told (flags and environment, see the CLI).
 #[derive(Debug, Clone)]
@@ -25,6 +27,9 @@ pub struct ServerConfig {
     /// How often the instance looks for queued runs and runs left by dead instances.
     pub poll_interval: std::time::Duration,
     pub engine: EngineConfig,
+    /// Where spans of runs that configure no `tracing` go (`--otlp-endpoint`); a run
+    /// turns it off with `{"provider": "none"}`.
+    pub default_tracing: Option<TracingConfig>,
     /// Providers the operator declared (`--provider`); with none, a loopback-bound
     /// server uses the implicit ones ([`crate::components::implicit_providers`]).
     pub providers: Vec<ProviderSpec>,
@@ -53,6 +58,7 @@ impl Default for ServerConfig {
             max_running_runs: 4,
             poll_interval: std::time::Duration::from_secs(2),
             engine: EngineConfig::default(),
+            default_tracing: None,
             providers: Vec::new(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
@@ -113,15 +119,17 @@ pub async fn launch_with_registry(
 }
 
 async fn serve(
-    mut config: ServerConfig,
+    config: ServerConfig,
     registry: Arc<Registry>,
     egress: Arc<Egress>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
-    config.engine.egress = egress;
     let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
-    let engine = Engine::new(store, registry, config.engine.clone());
+    // The one telemetry of this server: runs' spans and webhooks go out through the
+    // listener's egress policy, and `GET /runs/{id}` reports its counters.
+    let telemetry = Arc::new(Telemetry::new(egress, config.default_tracing.clone()));
+    let engine = Engine::instrumented(store, registry, config.engine.clone(), telemetry.clone());
     let scheduler = Scheduler::new(engine, config.max_running_runs);
     let resumed = scheduler.resume_unfinished().await?;
     if resumed > 0 {
@@ -197,7 +205,7 @@ async fn serve(
         );
     }
     // Runs that stopped flush their spans and deliver their queued webhooks meanwhile.
-    crate::telemetry::wait_for_exports(SHUTDOWN_EXPORTS).await;
+    telemetry.wait_for_exports(SHUTDOWN_EXPORTS).await;
     Ok(())
 }
 

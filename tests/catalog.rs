@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use themis::components::{ComponentKind, Registry};
-use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseRecord, RunRecord, RunStatus};
+use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
 async fn run_example(source: &str) -> (RunRecord, Vec<CaseRecord>) {

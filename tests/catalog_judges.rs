@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use serde_json::{Value, json};
 use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseRecord, JudgmentRecord, RunStatus};
+use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
 type Answer = Box<dyn Fn(&str) -> String + Send + Sync>;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use themis::components::{ComponentError, GenerateRequest, Generation, Generator, Registry};
-use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{EventKind, RunStatus, Usage};
+use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
 use common::{TestDatabase, TestServer, post_run, spawn_server, wait_until};

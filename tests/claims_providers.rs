@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseStatus, EventKind, RunRecord, RunStatus};
+use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
 /// What the fake provider does with every request.

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use themis::components::Registry;
-use themis::engine::{
-    Engine, EngineConfig, EngineError, LifecycleSubscriber, Observers, RunControl, StageContext,
-};
+use themis::engine::{Engine, EngineConfig, EngineError, RunControl};
 use themis::model::{Case, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Stage};
+use themis::observe::{LifecycleSubscriber, NoopTracer, Observers, SpanStatus, StageContext};
 use themis::store::{CaseQuery, MemoryStore};
-use themis::telemetry::{NoopTracer, RecordingTracer, SpanStatus};
+use themis::telemetry::RecordingTracer;
 
 use common::{CallCounter, counting_experiment, registry_with_counter, seed_example};
 

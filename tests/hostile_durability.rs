@@ -625,8 +625,9 @@ impl Generator for GatedGenerator {
 #[tokio::test]
 async fn losing_a_lease_stops_the_chunk_and_its_late_results_are_discarded() {
     use std::sync::atomic::Ordering;
-    use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+    use themis::engine::{Engine, EngineConfig, RunControl};
     use themis::model::{CaseKey, CaseRecord, CaseStatus, Timestamp};
+    use themis::observe::Observers;
     use themis::store::{CaseCommit, CaseQuery, CommitBatch, MemoryStore, Store};
 
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
-use themis::engine::{Engine, EngineConfig, Observers, RunControl};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseRecord, CaseStatus, RunRecord};
+use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
 // ---------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
-use themis::engine::{Engine, EngineConfig, Observers, RunControl, candidate_seed};
+use themis::engine::{Engine, EngineConfig, RunControl, candidate_seed};
 use themis::model::{
     CaseKey, CaseRecord, CaseStatus, RunEvent, RunRecord, RunStatus, Stage, Usage,
 };
+use themis::observe::{AttributeValue, Observers, SpanStatus};
 use themis::store::{CaseQuery, MemoryStore};
-use themis::telemetry::{AttributeValue, RecordingTracer, SpanStatus};
+use themis::telemetry::RecordingTracer;
 
 // ---------------------------------------------------------------------------------
 // The fake provider

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::engine::{EngineError, FieldError};
+use crate::engine::EngineError;
+use crate::model::FieldError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

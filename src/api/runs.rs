@@ -17,6 +17,7 @@ use crate::engine::parse_evaluation;
 use crate::model::{
     CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
 };
+use crate::observe::{TelemetryView, redact_runtime};
 use crate::store::{CancelOutcome, CaseQuery, CreateOutcome, RunCursor, RunQuery};
 
 pub fn router() -> Router<AppState> {
@@ -60,7 +61,7 @@ pub struct RunView {
     pub runtime: Value,
     /// Span export and webhook delivery counters, when this instance knows any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<crate::telemetry::TelemetryView>,
+    pub telemetry: Option<TelemetryView>,
     pub links: Links,
 }
 
@@ -72,15 +73,20 @@ pub struct Links {
     pub events: String,
 }
 
-impl From<RunRecord> for RunView {
-    fn from(record: RunRecord) -> Self {
+impl RunView {
+    /// The view of `record` with what the server's telemetry knows of it.
+    fn new(record: RunRecord, state: &AppState) -> Self {
+        let telemetry = state
+            .scheduler
+            .engine()
+            .instrumentation()
+            .report(&record.run_id);
         let base = format!("/runs/{}", record.run_id);
         let duration_ms = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => Some(end.millis_since(start)),
             (Some(start), None) => Some(Timestamp::now().millis_since(start)),
             _ => None,
         };
-        let telemetry = crate::telemetry::RunTelemetry::snapshot(&record.run_id);
         RunView {
             links: Links {
                 results: format!("{base}/results"),
@@ -105,7 +111,7 @@ impl From<RunRecord> for RunView {
             definition: seeds_as_strings(record.definition),
             runtime: {
                 let mut runtime = record.runtime;
-                crate::telemetry::redact_runtime(&mut runtime);
+                redact_runtime(&mut runtime);
                 runtime
             },
             telemetry,
@@ -125,7 +131,7 @@ fn seeds_as_strings(mut definition: Value) -> Value {
 }
 
 /// 202 + `Location` for a new run, 200 for an existing one.
-fn created_response(outcome: CreateOutcome) -> Response {
+fn created_response(outcome: CreateOutcome, state: &AppState) -> Response {
     let status = if outcome.was_created() {
         StatusCode::ACCEPTED
     } else {
@@ -135,7 +141,7 @@ fn created_response(outcome: CreateOutcome) -> Response {
     record.definition = Value::Null;
     record.runtime = Value::Null;
     let location = format!("/runs/{}", record.run_id);
-    let mut response = (status, Json(RunView::from(record))).into_response();
+    let mut response = (status, Json(RunView::new(record, state))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -163,7 +169,7 @@ async fn create_run(
             .scheduler
             .enqueue(outcome.record().run_id.clone(), None);
     }
-    Ok(created_response(outcome))
+    Ok(created_response(outcome, &state))
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +277,7 @@ async fn list_runs(
         None
     };
     Ok(Json(RunPage {
-        runs: runs.into_iter().map(RunView::from).collect(),
+        runs: runs.into_iter().map(|r| RunView::new(r, &state)).collect(),
         next_cursor,
     }))
 }
@@ -352,7 +358,7 @@ async fn get_run(
         // The intervals are part of the body, so the body's digest (the ETag) covers them.
         crate::engine::add_bootstrap_intervals(store.as_ref(), &mut record).await?;
     }
-    let (tag, body) = tagged_body(RunView::from(record))?;
+    let (tag, body) = tagged_body(RunView::new(record, &state))?;
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -468,7 +474,7 @@ async fn cancel_run(
     let mut record = record;
     record.definition = Value::Null;
     record.runtime = Value::Null;
-    Ok((status, Json(RunView::from(record))).into_response())
+    Ok((status, Json(RunView::new(record, &state))).into_response())
 }
 
 async fn rejudge_run(
@@ -490,5 +496,5 @@ async fn rejudge_run(
             .scheduler
             .enqueue(outcome.record().run_id.clone(), None);
     }
-    Ok(created_response(outcome))
+    Ok(created_response(outcome, &state))
 }

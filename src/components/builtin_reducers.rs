@@ -36,7 +36,7 @@ impl Reducer for MajorityVote {
                     .unwrap_or_default(),
                 None => candidate.output.clone(),
             };
-            let key = crate::engine::canonical_json(&value);
+            let key = crate::model::canonical_json(&value);
             tally.entry(key).or_insert((0, index)).0 += 1;
         }
         let (_, (_, chosen)) = tally

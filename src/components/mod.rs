@@ -25,13 +25,13 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::model::{Candidate, Case, Usage};
-use crate::telemetry::{NoopTracer, Span, TracingProvider};
+use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
     implicit_providers, normalize_base_url,
 };
-pub use params::{MAX_FLOAT, MAX_PARAM_ERRORS, MAX_REGEX_BYTES, ParamError, Params};
+pub use params::{MAX_FLOAT, MAX_PARAM_ERRORS, MAX_REGEX_BYTES, Params};
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
 
 /// A component failed on one input. The case fails at that stage; the run goes on.

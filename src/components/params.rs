@@ -1,15 +1,12 @@
-//! Typed, validated component params, collecting every problem instead of stopping at one.
+//! Typed, validated component params, collecting every problem instead of stopping at
+//! one (with the shared toolkit of [`crate::model::check`]). Problem paths are relative
+//! to the component's `params` object.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-/// A param problem; `path` is relative to the component's `params` object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamError {
-    pub path: String,
-    pub message: String,
-}
+use crate::model::{FieldError, Problems};
 
 /// Most problems listed for one component's params; more are counted in one last entry
 /// (path `""`) so a params object with a million unknown keys costs no million messages.
@@ -24,9 +21,7 @@ pub const MAX_FLOAT: f64 = 1e15;
 pub struct Params<'a> {
     map: &'a Map<String, Value>,
     known: BTreeSet<&'static str>,
-    errors: Vec<ParamError>,
-    /// Problems found after `errors` was full.
-    omitted: usize,
+    problems: Problems,
 }
 
 impl<'a> Params<'a> {
@@ -34,20 +29,13 @@ impl<'a> Params<'a> {
         Params {
             map,
             known: BTreeSet::new(),
-            errors: Vec::new(),
-            omitted: 0,
+            // The last entry counts what is not listed.
+            problems: Problems::with_cap(MAX_PARAM_ERRORS + 1),
         }
     }
 
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
-        if self.errors.len() >= MAX_PARAM_ERRORS {
-            self.omitted += 1;
-            return;
-        }
-        self.errors.push(ParamError {
-            path: key.to_owned(),
-            message: message.into(),
-        });
+        self.problems.push(key, message);
     }
 
     fn get(&mut self, key: &'static str) -> Option<&'a Value> {
@@ -173,35 +161,24 @@ impl<'a> Params<'a> {
     }
 
     /// Ends reading: unknown keys become errors; returns all errors, or `value`.
-    pub fn finish<T>(mut self, value: T) -> Result<T, Vec<ParamError>> {
+    pub fn finish<T>(mut self, value: T) -> Result<T, Vec<FieldError>> {
+        let expected = if self.known.is_empty() {
+            "this component takes no params".to_owned()
+        } else {
+            let names: Vec<&str> = self.known.iter().copied().collect();
+            format!("unknown param; expected one of: {}", names.join(", "))
+        };
         for key in self.map.keys() {
             if !self.known.contains(key.as_str()) {
-                if self.errors.len() >= MAX_PARAM_ERRORS {
-                    self.omitted += 1;
-                    continue;
-                }
-                let expected = if self.known.is_empty() {
-                    "this component takes no params".to_owned()
-                } else {
-                    let names: Vec<&str> = self.known.iter().copied().collect();
-                    format!("unknown param; expected one of: {}", names.join(", "))
-                };
-                self.error(key, expected);
+                self.problems.report(|| (key.clone(), expected.clone()));
             }
         }
-        if self.omitted > 0 {
-            self.errors.push(ParamError {
-                path: String::new(),
-                message: format!(
-                    "and {} more problems in these params not listed",
-                    self.omitted
-                ),
-            });
-        }
-        if self.errors.is_empty() {
+        if self.problems.is_empty() {
             Ok(value)
         } else {
-            Err(self.errors)
+            Err(self.problems.into_details_with(|more| {
+                format!("and {more} more problems in these params not listed")
+            }))
         }
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::openai::Outbound;
-use super::params::{ParamError, Params};
+use super::params::Params;
 use super::{
     Generator, Judge, Metric, Parser, Reducer, builtin_generators, builtin_judges, builtin_metrics,
     builtin_parsers, builtin_reducers, openai,
 };
+use crate::model::FieldError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentKind {
@@ -39,7 +40,7 @@ pub enum ResolveError {
         kind: ComponentKind,
         known: Vec<String>,
     },
-    Params(Vec<ParamError>),
+    Params(Vec<FieldError>),
 }
 
 /// A resolved component with the version that feeds the run id.

@@ -6,12 +6,9 @@ mod compare;
 mod compare_cases;
 mod compare_render;
 mod definition;
-mod executor;
+mod execute;
 mod hub;
-mod leases;
-mod observe;
 mod pipeline;
-mod problems;
 mod retry;
 mod run_id;
 mod scheduler;
@@ -32,20 +29,19 @@ pub use compare_render::{
 };
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, FieldError, GenerationConfig, MAX_CONCURRENCY,
-    MAX_NUM_SAMPLES, MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline,
-    RuntimeOptions, StorageConfig, TracingConfig, TracingProviderKind, parse_evaluation,
-    parse_experiment,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
+    MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
+    parse_evaluation, parse_experiment,
 };
-pub use executor::RunControl;
+pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
-pub use observe::{LifecycleSubscriber, Observers, StageContext};
 pub use pipeline::candidate_seed;
-pub use run_id::{canonical_json, rejudge_definition, rejudge_id, run_id};
+pub use run_id::{rejudge_definition, rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
 use crate::components::Registry;
-use crate::model::{RunId, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::model::{FieldError, RunId, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::observe::{Instrumentation, NoInstrumentation};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +75,6 @@ pub struct EngineConfig {
     /// How long a claimed chunk stays ours without a heartbeat; heartbeats run every
     /// third of it. After an instance dies, others take its chunks over this late.
     pub lease: Duration,
-    /// Where spans of runs that configure no `tracing` go (`--otlp-endpoint`); a run
-    /// turns it off with `{"provider": "none"}`.
-    pub default_tracing: Option<TracingConfig>,
-    /// The operator's egress policy and clients, for webhooks and span export.
-    pub egress: Arc<crate::egress::Egress>,
     /// How long store calls a run depends on are retried through transient errors
     /// (connection loss, failover, busy database) before the execution stops; the run
     /// stays `running` and resumes once the store is back.
@@ -102,8 +93,6 @@ impl Default for EngineConfig {
             cancel_poll_interval: Duration::from_secs(1),
             instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
             lease: Duration::from_secs(15),
-            default_tracing: None,
-            egress: Arc::new(crate::egress::Egress::local()),
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
         }
@@ -121,16 +110,31 @@ struct EngineInner {
     registry: Arc<Registry>,
     hub: Arc<EventHub>,
     config: EngineConfig,
+    instrumentation: Arc<dyn Instrumentation>,
 }
 
 impl Engine {
+    /// An engine that observes nothing unless its caller passes observers to
+    /// [`Engine::execute`] (tests, embedders).
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, config: EngineConfig) -> Self {
+        Engine::instrumented(store, registry, config, NoInstrumentation::shared())
+    }
+
+    /// An engine whose runs are observed as they ask (their `tracing` and
+    /// `subscribers`) by `instrumentation`, which the server builds (`telemetry`).
+    pub fn instrumented(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        config: EngineConfig,
+        instrumentation: Arc<dyn Instrumentation>,
+    ) -> Self {
         Engine {
             inner: Arc::new(EngineInner {
                 store,
                 registry,
                 hub: Arc::new(EventHub::new()),
                 config,
+                instrumentation,
             }),
         }
     }
@@ -149,6 +153,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// What observes this engine's runs (and knows what became of their exports).
+    pub fn instrumentation(&self) -> &dyn Instrumentation {
+        self.inner.instrumentation.as_ref()
     }
 
     /// Parses and validates an experiment request (every problem at once).
@@ -244,34 +253,6 @@ impl Engine {
             .store
             .run_ids_with_status(&[RunStatus::Queued, RunStatus::Running])
             .await?)
-    }
-
-    /// The observers a run's stored runtime options ask for (for runs resumed without a
-    /// caller to attach them): its tracing (else the engine's default) and webhooks.
-    pub fn observers_for(&self, record: &RunRecord) -> Observers {
-        let runtime: RuntimeOptions =
-            serde_json::from_value(record.runtime.clone()).unwrap_or_default();
-        let tracing = crate::telemetry::effective_tracing(
-            runtime.tracing.as_ref(),
-            self.inner.config.default_tracing.as_ref(),
-        );
-        // The operator's own collector may sit on an internal address; one a run names
-        // itself is held to the full policy.
-        let declared = tracing.as_ref().is_some_and(|t| {
-            let default = self.inner.config.default_tracing.as_ref();
-            t.endpoint.is_some() && default.is_some_and(|d| d.endpoint == t.endpoint)
-        });
-        let egress = &self.inner.config.egress;
-        Observers::new(
-            crate::telemetry::subscribers_for_run(&record.run_id, &runtime.subscribers, egress),
-            crate::telemetry::tracer_for_run(
-                tracing.as_ref(),
-                Some(&record.run_id),
-                runtime.traceparent.as_deref(),
-                egress,
-                declared,
-            ),
-        )
     }
 }
 

@@ -9,9 +9,10 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::executor::RunControl;
-use super::{Engine, EngineError, Observers};
+use super::execute::RunControl;
+use super::{Engine, EngineError};
 use crate::model::RunId;
+use crate::observe::Observers;
 use crate::store::CancelOutcome;
 
 pub struct Scheduler {
@@ -64,27 +65,14 @@ impl Scheduler {
                 () = control.interrupt.cancelled() => None,
             };
             if permit.is_some() {
-                let observers = match observers {
-                    Some(observers) => Some(observers),
-                    None => match scheduler.engine.store().get_run(&run_id).await {
-                        Ok(Some(record)) => Some(scheduler.engine.observers_for(&record)),
-                        Ok(None) => None,
-                        Err(e) => {
-                            tracing::error!(run_id = %run_id, error = %e, "cannot load run to execute");
-                            None
-                        }
-                    },
-                };
-                if let Some(observers) = observers {
-                    // Cases contain their own panics; this catches one anywhere else, so
-                    // the run leaves `active` and is retried (and counted, see
-                    // `Engine::execute`) instead of being stuck here.
-                    let execution = scheduler.engine.execute(&run_id, observers, control);
-                    match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
-                        Ok(Ok(record)) => tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing"),
-                        Ok(Err(e)) => tracing::error!(run_id = %run_id, error = %e, "run execution failed"),
-                        Err(_) => tracing::error!(run_id = %run_id, "run execution panicked"),
-                    }
+                // Cases contain their own panics; this catches one anywhere else, so the
+                // run leaves `active` and is retried (and counted, see `Engine::execute`)
+                // instead of being stuck here.
+                let execution = scheduler.engine.execute_with(&run_id, observers, control);
+                match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
+                    Ok(Ok(record)) => tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing"),
+                    Ok(Err(e)) => tracing::error!(run_id = %run_id, error = %e, "run execution failed"),
+                    Err(_) => tracing::error!(run_id = %run_id, "run execution panicked"),
                 }
             }
             scheduler.active().remove(&run_id);

@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A run's identity: `run_` followed by 32 lowercase hex digits (128 bits of a SHA-256
-/// over the canonical run definition, see [`crate::engine::run_id`]).
+/// over the canonical run definition; the engine derives it, see `engine::run_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunId(String);
 

@@ -1,10 +1,15 @@
-//! Domain types shared by every layer: ids, timestamps, run and case records, events.
+//! Domain types shared by every layer: ids, timestamps, run and case records, events;
+//! and the vocabulary every layer speaks: [`canonical_json`] and the input-checking
+//! toolkit ([`FieldError`], [`Problems`]).
 //!
 //! The store persists these; the engine produces them; the API serialises them. Nothing
-//! here knows about HTTP, SQL or how a run is executed.
+//! here knows about HTTP, SQL or how a run is executed, and nothing here imports
+//! another module of the crate: this is the bottom layer.
 
 mod bleu;
+mod canonical;
 mod case;
+pub mod check;
 mod event;
 mod ids;
 mod pass_at_k;
@@ -13,7 +18,9 @@ mod stats;
 mod wire;
 
 pub use bleu::*;
+pub use canonical::canonical_json;
 pub use case::*;
+pub use check::{FieldError, MAX_DETAILS, Problems};
 pub use event::*;
 pub use ids::*;
 pub use pass_at_k::pass_at_k;

@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use super::{Attributes, Span, SpanStatus, TracingProvider};
+use crate::observe::{Attributes, Span, SpanStatus, TracingProvider};
 
 /// Writes every span as a `tracing` event when it ends (target `themis::spans`), with
 /// its attributes and duration: spans show up in the service's structured logs.

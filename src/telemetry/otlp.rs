@@ -5,7 +5,7 @@
 //! thread), so a slow or unreachable collector never slows a run: when the queue is
 //! full, spans are dropped. The HTTP requests themselves run on the service's tokio
 //! runtime with the shared client, bounded by a timeout; failures are logged and
-//! counted per run (see [`RunTelemetry`]).
+//! counted per run (see [`super::RunCounters`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -25,14 +25,14 @@ use opentelemetry_sdk::trace::{
     SpanExporter,
 };
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio_util::task::TaskTracker;
 
 use super::config::{DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, display_url, traces_url};
-use super::registry::{RunTelemetry, SpanCounters};
-use super::{
+use super::registry::SpanCounters;
+use crate::egress::Egress;
+use crate::observe::{
     AttributeValue, Attributes, OtlpProtocol, Span, SpanStatus, TracingConfig, TracingProvider,
 };
-use crate::egress::Egress;
-use crate::model::RunId;
 
 /// Spans waiting for export per run; more are dropped (and counted).
 const MAX_QUEUE: usize = 8_192;
@@ -77,11 +77,19 @@ pub fn parse_traceparent(raw: &str) -> Option<SpanContext> {
     context.is_valid().then_some(context)
 }
 
+/// Where one run's OTLP provider reports and flushes: its counters (of the run's
+/// telemetry), the run (for logs) and the tracker of background flushes.
+pub(super) struct ExportTo<'a> {
+    pub counters: Arc<SpanCounters>,
+    pub run: &'a str,
+    pub tasks: TaskTracker,
+}
+
 /// Builds the OTLP provider of one run. Fails (with a message for the log) when no tokio
 /// runtime is at hand or the exporter cannot be built.
-pub fn otlp_tracer(
+pub(super) fn otlp_tracer(
     config: &TracingConfig,
-    run_id: Option<&RunId>,
+    to: ExportTo<'_>,
     traceparent: Option<&str>,
     egress: &Egress,
     declared: bool,
@@ -130,16 +138,17 @@ pub fn otlp_tracer(
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| format!("building the OTLP exporter: {e}"))?;
-    let counters = match run_id {
-        Some(run_id) => RunTelemetry::spans(run_id),
-        None => Arc::new(SpanCounters::default()),
-    };
+    let ExportTo {
+        counters,
+        run,
+        tasks,
+    } = to;
     counters.open.fetch_add(1, Ordering::AcqRel);
     counters.flushed.store(false, Ordering::Release);
     let exporter = CountingExporter {
         inner: exporter,
         counters: counters.clone(),
-        run: run_id.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+        run: run.to_owned(),
         collector: display_url(&endpoint),
     };
     let processor = BatchSpanProcessor::builder(exporter)
@@ -169,6 +178,7 @@ pub fn otlp_tracer(
         tracer,
         remote_parent: traceparent.and_then(parse_traceparent),
         counters,
+        tasks,
     })
 }
 
@@ -180,6 +190,8 @@ pub struct OtlpTracer {
     /// The caller's span (from `traceparent`) the root span joins.
     remote_parent: Option<SpanContext>,
     counters: Arc<SpanCounters>,
+    /// Where the final flush runs, so shutdown can wait for it.
+    tasks: TaskTracker,
 }
 
 /// An open OTLP span: the SDK span (taken when it ends) and its context for children.
@@ -270,7 +282,7 @@ impl TracingProvider for OtlpTracer {
     /// flush blocks until the collector answers (or the timeout), and the run must not.
     fn shutdown(&self) {
         if let Some(provider) = self.take_provider() {
-            flush_in_background(provider, self.counters.clone());
+            flush_in_background(provider, self.counters.clone(), &self.tasks);
         }
     }
 }
@@ -280,12 +292,16 @@ impl Drop for OtlpTracer {
         // An execution that ended without `shutdown` (an error path) still flushes; the
         // provider's own drop would block this (possibly async) thread instead.
         if let Some(provider) = self.take_provider() {
-            flush_in_background(provider, self.counters.clone());
+            flush_in_background(provider, self.counters.clone(), &self.tasks);
         }
     }
 }
 
-fn flush_in_background(provider: SdkTracerProvider, counters: Arc<SpanCounters>) {
+fn flush_in_background(
+    provider: SdkTracerProvider,
+    counters: Arc<SpanCounters>,
+    tasks: &TaskTracker,
+) {
     let flush = move || {
         if let Err(e) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
             tracing::warn!(error = %e, "flushing a run's spans failed");
@@ -295,7 +311,7 @@ fn flush_in_background(provider: SdkTracerProvider, counters: Arc<SpanCounters>)
         }
     };
     if tokio::runtime::Handle::try_current().is_ok() {
-        super::background().spawn_blocking(flush);
+        tasks.spawn_blocking(flush);
     } else if let Err(e) = std::thread::Builder::new()
         .name("themis-otlp-flush".into())
         .spawn(flush)

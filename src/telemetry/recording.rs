@@ -1,7 +1,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{AttributeValue, Attributes, Span, SpanStatus, TracingProvider};
+use crate::observe::{AttributeValue, Attributes, Span, SpanStatus, TracingProvider};
 
 /// A span as the recording provider saw it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,17 +1,16 @@
 //! What this process knows about a run's instrumentation: span export and webhook
 //! delivery counters, kept per run id for `GET /runs/{id}` to show.
 //!
-//! The registry is process-wide and in memory: it covers the executions this process
-//! ran since it started (another instance's, or a previous process's, are unknown), and
-//! it forgets the oldest runs beyond [`MAX_RUNS`].
+//! The registry belongs to the process's [`super::Telemetry`] and is in memory: it
+//! covers the executions that telemetry observed (another instance's, or a previous
+//! process's, are unknown), and it forgets the oldest runs beyond [`MAX_RUNS`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-
-use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::RunId;
+use crate::observe::{TelemetryView, WebhookView};
 
 /// Most runs whose counters are kept; the oldest are forgotten first.
 pub const MAX_RUNS: usize = 10_000;
@@ -66,14 +65,10 @@ struct Runs {
     order: VecDeque<RunId>,
 }
 
-/// The process-wide registry of run telemetry.
-pub struct RunTelemetry;
-
-fn runs() -> MutexGuard<'static, Runs> {
-    static RUNS: OnceLock<Mutex<Runs>> = OnceLock::new();
-    RUNS.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// The span and webhook counters of the runs one [`super::Telemetry`] observed.
+#[derive(Default)]
+pub struct RunCounters {
+    runs: Mutex<Runs>,
 }
 
 impl Runs {
@@ -93,36 +88,14 @@ impl Runs {
     }
 }
 
-/// What `GET /runs/{id}` shows under `telemetry`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TelemetryView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spans_exported: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spans_failed: Option<u64>,
-    /// Spans lost to a full export queue; known once the run's exporters are flushed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spans_dropped: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub export_errors: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub webhooks: Vec<WebhookView>,
-}
+impl RunCounters {
+    fn runs(&self) -> MutexGuard<'_, Runs> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WebhookView {
-    pub url: String,
-    pub delivered: u64,
-    pub failed: u64,
-    pub pending: u64,
-    pub dropped: u64,
-    pub last_error: Option<String>,
-}
-
-impl RunTelemetry {
     /// The span counters of a run, created on first use.
-    pub fn spans(run_id: &RunId) -> Arc<SpanCounters> {
-        runs()
+    pub fn spans(&self, run_id: &RunId) -> Arc<SpanCounters> {
+        self.runs()
             .entry(run_id)
             .spans
             .get_or_insert_with(Default::default)
@@ -131,8 +104,8 @@ impl RunTelemetry {
 
     /// The counters of the run's `index`th webhook subscriber, created on first use (a run
     /// executed again in this process keeps counting on the same ones).
-    pub fn webhook(run_id: &RunId, index: usize, url: &str) -> Arc<WebhookCounters> {
-        let mut runs = runs();
+    pub fn webhook(&self, run_id: &RunId, index: usize, url: &str) -> Arc<WebhookCounters> {
+        let mut runs = self.runs();
         let entry = runs.entry(run_id);
         if let Some(existing) = entry.webhooks.get(index).filter(|w| w.url == url) {
             return existing.clone();
@@ -154,8 +127,8 @@ impl RunTelemetry {
     }
 
     /// What this process knows of a run's instrumentation; `None` when nothing.
-    pub fn snapshot(run_id: &RunId) -> Option<TelemetryView> {
-        let runs = runs();
+    pub fn snapshot(&self, run_id: &RunId) -> Option<TelemetryView> {
+        let runs = self.runs();
         let entry = runs.entries.get(run_id)?;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let spans = entry.spans.as_ref();
@@ -199,24 +172,26 @@ mod tests {
 
     #[test]
     fn counters_show_up_in_the_snapshot() {
+        let registry = RunCounters::default();
         let id = run_id(0xa1);
-        assert_eq!(RunTelemetry::snapshot(&id), None);
-        let spans = RunTelemetry::spans(&id);
+        assert_eq!(registry.snapshot(&id), None);
+        let spans = registry.spans(&id);
         spans.ended.fetch_add(5, Ordering::Relaxed);
         spans.exported.fetch_add(3, Ordering::Relaxed);
-        let hook = RunTelemetry::webhook(&id, 0, "http://h/x");
+        let hook = registry.webhook(&id, 0, "http://h/x");
         hook.delivered.fetch_add(2, Ordering::Relaxed);
         hook.set_last_error("boom".into());
-        let view = RunTelemetry::snapshot(&id).unwrap();
+        let view = registry.snapshot(&id).unwrap();
         assert_eq!(view.spans_exported, Some(3));
         assert_eq!(view.spans_dropped, None, "unknown until flushed");
         assert_eq!(view.webhooks[0].delivered, 2);
         assert_eq!(view.webhooks[0].last_error.as_deref(), Some("boom"));
         spans.flushed.store(true, Ordering::Release);
-        assert_eq!(RunTelemetry::snapshot(&id).unwrap().spans_dropped, Some(2));
+        assert_eq!(registry.snapshot(&id).unwrap().spans_dropped, Some(2));
         // The same subscriber again keeps its counters.
         assert_eq!(
-            RunTelemetry::webhook(&id, 0, "http://h/x")
+            registry
+                .webhook(&id, 0, "http://h/x")
                 .delivered
                 .load(Ordering::Relaxed),
             2

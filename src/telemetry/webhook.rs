@@ -19,39 +19,13 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use super::config::{WebhookConfig, display_url};
-use super::registry::{RunTelemetry, WebhookCounters};
+use tokio_util::task::TaskTracker;
+
+use super::registry::WebhookCounters;
 use crate::egress::Egress;
-use crate::engine::LifecycleSubscriber;
 use crate::model::{RunEvent, RunId};
+use crate::observe::{LifecycleSubscriber, WebhookConfig};
 
-/// Every event type a subscriber may filter on (`EventKind::event_type`).
-pub const EVENT_TYPES: [&str; 20] = [
-    "run_started",
-    "run_completed",
-    "run_failed",
-    "run_cancelled",
-    "case_started",
-    "case_completed",
-    "case_failed",
-    "generation_completed",
-    "generation_failed",
-    "reduction_completed",
-    "reduction_failed",
-    "parse_completed",
-    "parse_failed",
-    "score_completed",
-    "score_failed",
-    "evaluation_completed",
-    "evaluation_failed",
-    "progress",
-    "provider_retry",
-    "provider_rate_limited",
-];
-
-/// Webhook secrets come only from environment variables with this prefix, so a request
-/// can never make the service sign with (or probe for) its other settings.
-pub const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-themis-signature";
 
@@ -126,20 +100,21 @@ impl LifecycleSubscriber for WebhookSubscriber {
     }
 }
 
-/// Builds the subscriber and starts its delivery task (on the current tokio runtime).
-/// The task ends once the subscriber is dropped and its queue is delivered.
-pub fn webhook_subscriber(
+/// Builds the subscriber and starts its delivery task (on the current tokio runtime,
+/// tracked by `tasks`). The task ends once the subscriber is dropped and its queue is
+/// delivered.
+pub(super) fn webhook_subscriber(
     run_id: &RunId,
-    index: usize,
     config: &WebhookConfig,
+    counters: Arc<WebhookCounters>,
     egress: &Egress,
+    tasks: &TaskTracker,
 ) -> Result<WebhookSubscriber, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
     // A webhook URL is the run's choice: never a declared destination.
     let client = egress.client(false).map_err(|e| e.to_string())?;
     let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
-    let counters = RunTelemetry::webhook(run_id, index, &display_url(&config.url));
     // A secret that went missing since the run was accepted fails deliveries rather
     // than sending them unsigned.
     let secret = match &config.secret_env {
@@ -165,7 +140,7 @@ pub fn webhook_subscriber(
         run_id: run_id.clone(),
         queued_bytes: queued_bytes.clone(),
     };
-    super::background().spawn_on(delivery.run(received), &runtime);
+    tasks.spawn_on(delivery.run(received), &runtime);
     Ok(WebhookSubscriber {
         events: config.events.clone(),
         queue,
@@ -291,26 +266,5 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn event_types_are_exactly_the_event_kinds() {
-        use crate::model::EventKind;
-        // Every listed name is a variant: deserialising it fails on a missing field,
-        // never on an unknown tag; the unknown-tag error lists every variant.
-        for name in EVENT_TYPES {
-            let error =
-                serde_json::from_value::<EventKind>(serde_json::json!({"event_type": name}))
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-            assert!(!error.contains("unknown variant"), "{name}: {error}");
-        }
-        let error =
-            serde_json::from_value::<EventKind>(serde_json::json!({"event_type": "no_such_event"}))
-                .unwrap_err()
-                .to_string();
-        let listed = error.matches('`').count() / 2 - 1;
-        assert_eq!(listed, EVENT_TYPES.len(), "{error}");
     }
 }

@@ -64,10 +64,11 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::{ParamError, ResolveError};
+    use crate::components::ResolveError;
+    use crate::model::FieldError;
     use serde_json::{Value, json};
 
-    fn errors(name: &str, params: Value, judge: bool) -> Vec<ParamError> {
+    fn errors(name: &str, params: Value, judge: bool) -> Vec<FieldError> {
         let registry = Registry::builtin();
         let params = params.as_object().unwrap().clone();
         let result = if judge {
@@ -82,7 +83,7 @@ mod tests {
         }
     }
 
-    fn paths(errors: &[ParamError]) -> Vec<&str> {
+    fn paths(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.path.as_str()).collect()
     }
 
@@ -113,7 +114,7 @@ mod tests {
         })
     }
 
-    fn declared_errors(params: Value) -> Vec<ParamError> {
+    fn declared_errors(params: Value) -> Vec<FieldError> {
         let params = params.as_object().unwrap().clone();
         match declared().generator("openai/chat", &params) {
             Ok(_) => Vec::new(),

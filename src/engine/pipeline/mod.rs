@@ -16,11 +16,10 @@ mod record;
 use sha2::{Digest, Sha256};
 
 use super::definition::{Evaluators, Pipeline};
-use super::observe::Observers;
 use crate::components::{CallContext, CallObserver, ResponseCache};
 use crate::model::{Case, CaseKey, CaseRecord, NewEvent, RunId, Stage};
+use crate::observe::{AttributeValue, Attributes, Observers, Span};
 use crate::store::CaseCommit;
-use crate::telemetry::{AttributeValue, Attributes, Span};
 
 /// The seed of candidate `index` of a case: SHA-256 of the case's identity and seed,
 /// so it depends on nothing but the case (not on the run, order or concurrency).

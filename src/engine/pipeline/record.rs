@@ -8,13 +8,12 @@ use serde_json::Value;
 
 use super::{CaseInput, CaseRun};
 use crate::engine::definition::{Evaluators, PassAtK};
-use crate::engine::observe::StageContext;
 use crate::model::{
     CaseError, CaseRecord, CaseStatus, EventKind, JudgmentRecord, NewEvent, ScoreRecord, Stage,
     StageRecord, Timestamp, Usage,
 };
+use crate::observe::{Span, SpanStatus, StageContext};
 use crate::store::CaseCommit;
-use crate::telemetry::{Span, SpanStatus};
 
 impl<'a> CaseRun<'a> {
     pub(super) fn start(input: &'a CaseInput<'a>) -> Self {

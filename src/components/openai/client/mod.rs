@@ -132,7 +132,7 @@ pub(super) fn cache_key(base_url: &str, body: &Value) -> String {
     let identity = json!({"base_url": base_url, "request": body});
     let mut hasher = Sha256::new();
     hasher.update(b"themis/openai-chat/v1\n");
-    hasher.update(crate::engine::canonical_json(&identity).as_bytes());
+    hasher.update(crate::model::canonical_json(&identity).as_bytes());
     hex::encode(hasher.finalize())
 }
 

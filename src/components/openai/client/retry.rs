@@ -13,7 +13,7 @@ use super::response::{Parsed, redact};
 use super::{CallError, ClientConfig, wire_seed};
 use crate::components::builtin_generators::mix;
 use crate::components::{CallContext, CallNote};
-use crate::telemetry::{AttributeValue, Attributes, Span, SpanStatus, TracingProvider};
+use crate::observe::{AttributeValue, Attributes, Span, SpanStatus, TracingProvider};
 
 /// Rate-limit waits longer than this are reported as notes.
 const NOTE_WAIT: Duration = Duration::from_millis(50);

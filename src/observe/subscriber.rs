@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::span::{NoopTracer, TracingProvider};
 use crate::model::{
     Candidate, Case, CaseKey, JudgmentRecord, Reduced, RunEvent, RunId, ScoreRecord,
 };
-use crate::telemetry::{NoopTracer, TracingProvider};
 
 /// Where a hook is called from.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,184 @@
+//! The experiment definition as types: the logical definition (what decides results
+//! and the run id), the runtime-only options, and the resolved components.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::components::{Generator, Judge, Metric, Parser, Reducer};
+use crate::model::Case;
+use crate::observe::{SubscriberConfig, TracingConfig};
+
+/// Most samples a candidate policy may ask for per case.
+pub const MAX_NUM_SAMPLES: u64 = 1_000;
+/// Most work items (cases × seeds) in one run.
+pub const MAX_WORK_ITEMS: u64 = 10_000_000;
+/// Highest per-run case concurrency.
+pub const MAX_CONCURRENCY: u64 = 4_096;
+/// Most datasets in one run.
+pub const MAX_DATASETS: usize = 1_000;
+/// Most seeds in one run.
+pub const MAX_SEEDS: usize = 10_000;
+/// Most parsers, metrics or judges (each) in one evaluation.
+pub const MAX_COMPONENTS: usize = 64;
+/// Longest `case_id`, `dataset_id` or component `name`/`id`/`version`, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// A component reference, normalised: `"builtin/x"` becomes
+/// `{"id": "builtin/x", "name": "builtin/x", "params": {}, "version": "1"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentRef {
+    /// How results name this component (metric ids, judge ids); defaults to `name`.
+    pub id: String,
+    pub name: String,
+    pub params: Map<String, Value>,
+    /// The implementation version from the registry; part of the run id.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidatePolicy {
+    pub num_samples: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationConfig {
+    pub generator: ComponentRef,
+    pub candidate_policy: CandidatePolicy,
+    pub reducer: ComponentRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluationConfig {
+    pub parsers: Vec<ComponentRef>,
+    pub metrics: Vec<ComponentRef>,
+    pub judges: Vec<ComponentRef>,
+    /// Absent unless asked for, so definitions without it keep their run ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_at_k: Option<PassAtKConfig>,
+}
+
+/// `evaluation.pass_at_k`: score every candidate with `metric` (an id from
+/// `evaluation.metrics`, after the parser chain); a candidate is correct when its score
+/// reaches `threshold`. Each case gets a `pass@{k}` score per `k` (Chen et al.'s
+/// unbiased estimator over its `n` candidates, `c` correct), aggregated like any metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassAtKConfig {
+    pub k: Vec<u64>,
+    pub metric: String,
+    pub threshold: f64,
+}
+
+/// Most k values in one `pass_at_k`.
+pub const MAX_PASS_AT_K: usize = 16;
+
+/// The resolved `pass_at_k` of an evaluation.
+#[derive(Clone)]
+pub struct PassAtK {
+    pub k: Vec<u64>,
+    pub metric_id: String,
+    pub metric: Arc<dyn Metric>,
+    pub threshold: f64,
+}
+
+impl PassAtK {
+    /// The score id of one k: `pass@{k}`.
+    pub fn id(k: u64) -> String {
+        format!("pass@{k}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Dataset {
+    pub dataset_id: String,
+    pub cases: Vec<Case>,
+}
+
+/// The logical run definition: everything that determines results, nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experiment {
+    pub generation: GenerationConfig,
+    pub evaluation: EvaluationConfig,
+    pub datasets: Vec<Dataset>,
+    pub seeds: Vec<u64>,
+}
+
+impl Experiment {
+    /// Number of work items: every case once per seed.
+    pub fn work_items(&self) -> u64 {
+        let cases: u64 = self.datasets.iter().map(|d| d.cases.len() as u64).sum();
+        cases * self.seeds.len() as u64
+    }
+
+    /// The canonical JSON value stored with the run and hashed into its id.
+    pub fn canonical(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Runtime-only options: they change what is observed and how fast, never results.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RuntimeOptions {
+    /// Cases executed at once for this run (default: the engine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+    /// Lifecycle subscribers configured over JSON (webhooks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribers: Vec<SubscriberConfig>,
+    /// The W3C `traceparent` of the request that created the run: its `run` span joins
+    /// that trace. Set by the API from the header, never from the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Where the CLI keeps the run (`{"store": "memory" | "sqlite", "path": ...}`); the
+    /// service ignores it: its operator chooses the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageConfig>,
+    /// Reuse stored provider responses for identical requests (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// Stop the run (as `failed`) when too many cases fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Fails a run early once `failed / finished > max_ratio` with at least `min_cases`
+/// finished: a broken provider or prompt should not burn through a whole dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct FailurePolicy {
+    pub max_ratio: f64,
+    pub min_cases: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StorageConfig {
+    pub store: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// An experiment with its components resolved, ready to execute.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub generator: Arc<dyn Generator>,
+    pub reducer: Arc<dyn Reducer>,
+    pub evaluators: Evaluators,
+}
+
+/// The evaluation half of a pipeline (what a rejudge replaces).
+#[derive(Clone)]
+pub struct Evaluators {
+    pub parsers: Vec<(String, Arc<dyn Parser>)>,
+    pub metrics: Vec<(String, Arc<dyn Metric>)>,
+    pub judges: Vec<(String, Arc<dyn Judge>)>,
+    pub pass_at_k: Option<PassAtK>,
+}
+
+/// A parsed and validated request to run an experiment.
+pub struct ExperimentRequest {
+    pub experiment: Experiment,
+    pub pipeline: Pipeline,
+    pub runtime: RuntimeOptions,
+}

@@ -1,0 +1,25 @@
+//! Observation: what the engine and components tell the outside world about a run
+//! while it executes, and how a run asks for it. Traits and plain data only, below
+//! every layer that observes or is observed: `components` open spans through
+//! [`TracingProvider`], the `engine` calls [`LifecycleSubscriber`]s and asks an
+//! [`Instrumentation`] for each execution's [`Observers`], and `telemetry` implements
+//! them (log, OTLP, webhooks). Nothing here changes ids or results.
+
+mod config;
+mod config_check;
+mod instrumentation;
+mod span;
+mod subscriber;
+
+pub use config::{
+    EVENT_TYPES, OtlpProtocol, SECRET_ENV_PREFIX, SubscriberConfig, TracingConfig,
+    TracingProviderKind, WebhookConfig, redact_runtime,
+};
+pub use config_check::{
+    MAX_SUBSCRIBER_EVENTS, MAX_SUBSCRIBERS, MAX_TRACING_HEADERS, parse_subscribers, parse_tracing,
+};
+pub use instrumentation::{
+    Instrumentation, NoInstrumentation, ObservationRequest, TelemetryView, WebhookView,
+};
+pub use span::{AttributeValue, Attributes, NoopTracer, Span, SpanStatus, TracingProvider};
+pub use subscriber::{LifecycleSubscriber, Observers, StageContext};
