@@ -1,9 +1,11 @@
 //! Themis: an async evaluation service for LLM and model outputs.
 //!
-//! Layers: [`model`] (domain types), [`components`] (generators, reducers, parsers,
-//! metrics, judges), [`engine`] (definitions, run ids, pipeline, execution),
-//! [`store`] (persistence), [`telemetry`] (tracing providers), [`egress`] (where
-//! outbound requests may go).
+//! Layers, bottom first, each importing only layers below it (README "Layout"):
+//! [`model`] (domain types, canonical JSON, input checking), [`egress`] (where outbound
+//! requests may go), [`stats`], [`store`] (persistence), [`observe`] (observation
+//! traits), [`components`] (generators, reducers, parsers, metrics, judges),
+//! [`telemetry`] (implements `observe`, handed to the engine), [`engine`] (definitions,
+//! run ids, pipeline, execution), [`api`] and [`server`].
 
 pub mod api;
 pub mod bench;

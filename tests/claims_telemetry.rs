@@ -312,3 +312,43 @@ async fn a_full_webhook_queue_drops_and_counts_events_without_slowing_the_run() 
     );
     server.stop().await;
 }
+
+/// Telemetry belongs to the server that builds it, not to the process: two servers in
+/// one process executing the same run (same definition, same id) each count only their
+/// own deliveries.
+#[tokio::test]
+async fn two_servers_in_one_process_keep_their_own_telemetry() {
+    let (url, receiving) = receiver(vec![answer(StatusCode::OK, &[])]).await;
+    let mut body = arithmetic(2, 11);
+    body["subscribers"] = json!([{"kind": "webhook", "url": url, "events": ["run_completed"]}]);
+    let servers = [
+        TestServer::start("memory", Registry::builtin()).await,
+        TestServer::start("memory", Registry::builtin()).await,
+    ];
+    let mut run_ids = Vec::new();
+    for server in &servers {
+        let run_id = post_run(server, &body, None).await;
+        wait_until(
+            &server.client,
+            &server.base,
+            &run_id,
+            Duration::from_secs(60),
+            |run| {
+                let hook = &run["telemetry"]["webhooks"][0];
+                run["status"] == "completed"
+                    && hook["pending"] == 0
+                    && hook["delivered"].as_u64().unwrap_or(0) > 0
+            },
+        )
+        .await;
+        run_ids.push(run_id);
+    }
+    assert_eq!(run_ids[0], run_ids[1], "the same run on both");
+    assert_eq!(receiving.attempts.lock().unwrap().len(), 2);
+    for server in &servers {
+        let (status, run) = server.get(&format!("/runs/{}", run_ids[0])).await;
+        assert_eq!(status, 200);
+        let hook = &run["telemetry"]["webhooks"][0];
+        assert_eq!(hook["delivered"], 1, "only this server's delivery: {hook}");
+    }
+}

@@ -12,6 +12,7 @@ use themis::api::{ApiConfig, router};
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, Scheduler};
 use themis::store::MemoryStore;
+use themis::telemetry::Telemetry;
 
 use common::{TestServer, all_results, post_run, wait_finished};
 
@@ -26,10 +27,11 @@ struct Service {
 
 impl Service {
     async fn start(config: ApiConfig) -> Service {
-        let engine = Engine::new(
+        let engine = Engine::instrumented(
             Arc::new(MemoryStore::new()),
             Arc::new(Registry::builtin()),
             EngineConfig::default(),
+            Arc::new(Telemetry::local()),
         );
         let scheduler = Scheduler::new(engine, 4);
         let app = router(scheduler.clone(), &config);

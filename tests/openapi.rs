@@ -16,6 +16,7 @@ use themis::api::{ApiConfig, router};
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, Scheduler};
 use themis::store::{MemoryStore, SqliteStore, Store};
+use themis::telemetry::Telemetry;
 
 /// Every (method, path) the router in `src/api/*.rs` serves. Keep in sync with the
 /// router; the tests below fail when this list, the router and the document disagree.
@@ -115,10 +116,11 @@ fn app_on(store: Arc<dyn Store>, api_keys: Vec<String>) -> Router {
         .with_env_filter("themis=warn")
         .with_test_writer()
         .try_init();
-    let engine = Engine::new(
+    let engine = Engine::instrumented(
         store,
         Arc::new(Registry::builtin()),
         EngineConfig::default(),
+        Arc::new(Telemetry::local()),
     );
     let scheduler = Scheduler::new(engine, 2);
     router(
@@ -557,14 +559,14 @@ fn document_enums_match_the_source() {
     );
 
     // Top-level fields of a definition and of a rejudge body.
-    let definition = repo_file("src/engine/definition.rs");
+    let definition = repo_file("src/engine/definition/mod.rs");
     let quoted = Regex::new(r#""(\w+)""#).unwrap();
     let fields = |name: &str| -> BTreeSet<String> {
         let pattern =
             Regex::new(&format!(r"const {name}: \[&str; \d+\] =\s*\[([^\]]*)\]")).unwrap();
         let list = &pattern
             .captures(&definition)
-            .unwrap_or_else(|| panic!("no {name} in src/engine/definition.rs"))[1];
+            .unwrap_or_else(|| panic!("no {name} in src/engine/definition/mod.rs"))[1];
         quoted
             .captures_iter(list)
             .map(|c| c[1].to_owned())

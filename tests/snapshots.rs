@@ -10,13 +10,15 @@ use themis::api::ApiConfig;
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, Scheduler};
 use themis::store::MemoryStore;
+use themis::telemetry::Telemetry;
 use tower::ServiceExt;
 
 fn router() -> axum::Router {
-    let engine = Engine::new(
+    let engine = Engine::instrumented(
         Arc::new(MemoryStore::new()),
         Arc::new(Registry::builtin()),
         EngineConfig::default(),
+        Arc::new(Telemetry::local()),
     );
     themis::api::router(
         Scheduler::new(engine, 2),

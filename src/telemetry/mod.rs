@@ -59,6 +59,12 @@ impl Telemetry {
         }
     }
 
+    /// The telemetry of `themis run` and tests: the local egress policy, no default
+    /// tracing.
+    pub fn local() -> Self {
+        Telemetry::new(Arc::new(Egress::local()), None)
+    }
+
     /// The counters of the runs this telemetry observed.
     pub fn counters(&self) -> &RunCounters {
         &self.counters
@@ -154,5 +160,24 @@ impl Instrumentation for Telemetry {
 
     fn report(&self, run_id: &RunId) -> Option<TelemetryView> {
         self.counters.snapshot(run_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_telemetries_wait_only_for_their_own_exports() {
+        let (busy, idle) = (Telemetry::local(), Telemetry::local());
+        busy.tasks.spawn(std::future::pending::<()>());
+        let started = std::time::Instant::now();
+        idle.wait_for_exports(Duration::from_secs(10)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited on another's task"
+        );
+        busy.wait_for_exports(Duration::from_millis(50)).await;
+        assert_eq!(busy.tasks.len(), 1, "its own task is still under way");
     }
 }

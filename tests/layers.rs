@@ -1,0 +1,231 @@
+//! Imports run one way. Every file under `src/` belongs to a layer (its top-level module);
+//! a layer may name (`crate::…`) only the layers its rule lists, and a rule lists only
+//! layers below it, so no cycle can form. The README's Layout section states the rule.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The layers, bottom first, with the layers each may import.
+const LAYERS: &[(&str, &[&str])] = &[
+    // Domain types, canonical JSON, the input-checking toolkit.
+    ("model", &[]),
+    // Where outbound requests may go; a leaf.
+    ("egress", &[]),
+    ("stats", &["model"]),
+    ("store", &["model"]),
+    // The observation traits and the instrumentation a run asks for.
+    ("observe", &["model", "egress"]),
+    ("components", &["model", "egress", "observe"]),
+    // Implements `observe`; handed to the engine by the server, never imported by it.
+    ("telemetry", &["model", "egress", "observe"]),
+    (
+        "engine",
+        &["model", "stats", "store", "observe", "components"],
+    ),
+    (
+        "api",
+        &[
+            "model",
+            "stats",
+            "store",
+            "observe",
+            "components",
+            "engine",
+            "telemetry",
+        ],
+    ),
+    (
+        "server",
+        &[
+            "model",
+            "egress",
+            "stats",
+            "store",
+            "observe",
+            "components",
+            "engine",
+            "telemetry",
+            "api",
+        ],
+    ),
+];
+
+/// The programs built on the library (the binary, its CLI, the bench harness): above
+/// every layer, they may import any.
+const TOOLS: &[&str] = &["main", "lib", "bin", "cli", "cli_compare", "bench"];
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The top-level module a file under `src/` belongs to (`engine` for
+/// `src/engine/execute/plan.rs`, `egress` for `src/egress.rs`).
+fn module_of(src: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(src).unwrap();
+    let first = relative.components().next().unwrap().as_os_str();
+    Path::new(first)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The code of a Rust file without comments and string contents, so only real paths
+/// are looked at (doc comments may mention any module).
+fn code_of(text: &str) -> String {
+    let mut code = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        code.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut previous = ' ';
+                for c in chars.by_ref() {
+                    if previous == '*' && c == '/' {
+                        break;
+                    }
+                    previous = c;
+                }
+            }
+            '"' => {
+                code.push('"');
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if c == '"' && !escaped {
+                        break;
+                    }
+                    escaped = c == '\\' && !escaped;
+                }
+                code.push('"');
+            }
+            // A char literal such as '"' must not open a string; lifetimes pass through.
+            '\'' => {
+                code.push('\'');
+                let rest: String = chars.clone().take(3).collect();
+                if rest.starts_with("\\") {
+                    chars.nth(2);
+                } else if rest.chars().nth(1) == Some('\'') {
+                    chars.nth(1);
+                }
+            }
+            c => code.push(c),
+        }
+    }
+    code
+}
+
+/// Every top-level module `code` names through `crate::` (grouped imports included).
+fn imported_modules(code: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut modules = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        // `$crate::` and paths such as `other_crate::` are not this crate's.
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        modules.insert(ident(&group[i..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            modules.insert(ident(rest));
+        }
+    }
+    modules.retain(|m| !m.is_empty() && m != "self");
+    modules
+}
+
+#[test]
+fn the_rule_lists_only_lower_layers() {
+    for (position, (layer, allowed)) in LAYERS.iter().enumerate() {
+        let below: Vec<&str> = LAYERS[..position].iter().map(|(name, _)| *name).collect();
+        for name in *allowed {
+            assert!(
+                below.contains(name),
+                "{layer} may import {name}, which is not below it"
+            );
+        }
+    }
+}
+
+#[test]
+fn imports_run_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut violations = Vec::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        if TOOLS.contains(&module.as_str()) {
+            continue;
+        }
+        let Some((_, allowed)) = LAYERS.iter().find(|(name, _)| *name == module) else {
+            violations.push(format!(
+                "{}: module `{module}` is in no layer; place it in LAYERS (and the README)",
+                file.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for imported in imported_modules(&code_of(&text)) {
+            if imported != module && !allowed.contains(&imported.as_str()) {
+                violations.push(format!(
+                    "{}: `{module}` imports `crate::{imported}`",
+                    file.strip_prefix(&src).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_reader_finds_paths_in_code_only() {
+    let code = code_of(
+        r#"
+        use crate::model::RunId; // crate::telemetry in a comment
+        /// See [`crate::engine::run_id`].
+        use crate::{observe::Span, store::{Store, StoreError}};
+        let url = "http://x/crate::api";
+        let quote = '"'; let c = crate::components::Registry::builtin();
+        other_crate::x(); $crate::y();
+        "#,
+    );
+    let found: Vec<String> = imported_modules(&code).into_iter().collect();
+    assert_eq!(found, ["components", "model", "observe", "store"]);
+}
