@@ -32,6 +32,8 @@ pub(super) enum Plan {
 }
 
 impl Engine {
+    /// The plan of `record`: its stored definition parsed into types and its components
+    /// resolved, once per execution. `Err` says why the run cannot execute.
     pub(super) fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
         let describe = |errors: Vec<FieldError>| {
             errors
