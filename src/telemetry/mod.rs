@@ -27,9 +27,9 @@ pub use config::{
 pub use log::LogTracer;
 pub use otlp::{OtlpTracer, parse_traceparent};
 pub use recording::{RecordedSpan, RecordingTracer};
-pub use registry::{MAX_RUNS, RunCounters, SpanCounters, WebhookCounters};
 pub use webhook::{MAX_ATTEMPTS, SIGNATURE_HEADER, WebhookSubscriber, signature};
 
+use self::registry::RunCounters;
 use crate::egress::Egress;
 use crate::model::RunId;
 use crate::observe::{
@@ -63,11 +63,6 @@ impl Telemetry {
     /// tracing.
     pub fn local() -> Self {
         Telemetry::new(Arc::new(Egress::local()), None)
-    }
-
-    /// The counters of the runs this telemetry observed.
-    pub fn counters(&self) -> &RunCounters {
-        &self.counters
     }
 
     /// Builds the provider of one run's execution. An OTLP provider that cannot be

@@ -5,7 +5,7 @@
 //! thread), so a slow or unreachable collector never slows a run: when the queue is
 //! full, spans are dropped. The HTTP requests themselves run on the service's tokio
 //! runtime with the shared client, bounded by a timeout; failures are logged and
-//! counted per run (see [`super::RunCounters`]).
+//! counted per run (see `registry::RunCounters`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
