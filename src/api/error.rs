@@ -27,6 +27,9 @@ pub enum ApiError {
     },
     #[error("the request is invalid")]
     Invalid(Vec<FieldError>),
+    /// An uploaded dataset's problems, each naming its line.
+    #[error("the dataset is invalid")]
+    InvalidDataset(Vec<FieldError>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -67,6 +70,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
+            ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dataset"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
@@ -100,7 +104,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let details: &[FieldError] = match &self {
-            ApiError::BadRequest { details, .. } | ApiError::Invalid(details) => details,
+            ApiError::BadRequest { details, .. }
+            | ApiError::Invalid(details)
+            | ApiError::InvalidDataset(details) => details,
             _ => &[],
         };
         let body = json!({"error": ErrorBody { code, message: self.to_string(), details }});
@@ -127,6 +133,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("run {run_id} is already {}", status.as_str()))
             }
             StoreError::Database(cause) => ApiError::Unavailable(cause),
+            missing @ StoreError::MissingRevision { .. } => ApiError::Conflict(format!(
+                "{missing}: it was deleted while the run was being created"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -139,6 +148,10 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(details) => ApiError::Invalid(details),
             EngineError::Conflict(message) => ApiError::Conflict(message),
             EngineError::Unprocessable(message) => ApiError::Unprocessable(message),
+            EngineError::InvalidDataset(details) => ApiError::InvalidDataset(details),
+            EngineError::TooLarge(_) => ApiError::TooLarge,
+            EngineError::BadBody(message) => ApiError::bad_request("unreadable_body", "", message),
+            EngineError::Internal(message) => ApiError::Internal(message),
             EngineError::Store(e) => e.into(),
         }
     }

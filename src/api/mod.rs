@@ -5,11 +5,14 @@ mod access_log;
 mod auth;
 mod compare;
 mod cors;
+mod datasets;
+mod delete;
 pub mod error;
 mod events;
 mod export;
 mod health;
 pub mod openapi;
+mod retry;
 mod runs;
 
 use std::sync::Arc;
@@ -26,7 +29,7 @@ pub use cors::CorsOrigins;
 pub use error::ApiError;
 pub use runs::RunView;
 
-use crate::engine::Scheduler;
+use crate::engine::{Scheduler, UploadLimits};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -36,6 +39,8 @@ pub struct AppState {
     pub api_keys: Arc<auth::ApiKeys>,
     /// One permit per open `GET /runs/{id}/events` stream.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Caps on `PUT /datasets/{id}` bodies.
+    pub upload_limits: UploadLimits,
 }
 
 /// Settings of the HTTP layer.
@@ -47,6 +52,9 @@ pub struct ApiConfig {
     pub max_event_streams: usize,
     /// Browser origins allowed to call the API (`--cors-origins`); none by default.
     pub cors_origins: CorsOrigins,
+    /// Caps on dataset uploads (`--max-dataset-bytes`, `--max-case-bytes`): they stream,
+    /// so they are not bound by `max_body_bytes`.
+    pub upload_limits: UploadLimits,
 }
 
 /// Default of [`ApiConfig::max_event_streams`].
@@ -59,6 +67,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             cors_origins: CorsOrigins::None,
+            upload_limits: UploadLimits::default(),
         }
     }
 }
@@ -76,11 +85,15 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
                 .max_event_streams
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
+        upload_limits: config.upload_limits,
     };
     let protected = Router::new()
         .merge(runs::router())
         .merge(events::router())
         .merge(compare::router())
+        .merge(datasets::router())
+        .merge(delete::router())
+        .merge(retry::router())
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -131,7 +131,7 @@ fn seeds_as_strings(mut definition: Value) -> Value {
 }
 
 /// 202 + `Location` for a new run, 200 for an existing one.
-fn created_response(outcome: CreateOutcome, state: &AppState) -> Response {
+pub(super) fn created_response(outcome: CreateOutcome, state: &AppState) -> Response {
     let status = if outcome.was_created() {
         StatusCode::ACCEPTED
     } else {

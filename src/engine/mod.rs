@@ -5,10 +5,13 @@ mod bootstrap;
 mod compare;
 mod compare_cases;
 mod compare_render;
+mod datasets;
 mod definition;
 mod execute;
 mod hub;
 mod pipeline;
+mod removal;
+mod rerun;
 mod retry;
 mod run_id;
 mod scheduler;
@@ -33,9 +36,14 @@ pub use definition::{
     MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
     parse_evaluation, parse_experiment,
 };
+pub use datasets::{
+    CsvMapping, MAX_DATASET_ID_BYTES, UploadFormat, UploadLimits, check_dataset_id,
+};
 pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use pipeline::candidate_seed;
+pub use removal::retention_loop;
+pub use rerun::{retry_definition, retry_id};
 pub use run_id::{rejudge_definition, rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
@@ -55,6 +63,16 @@ pub enum EngineError {
     /// Well-formed but cannot be answered (e.g. two runs with nothing to compare).
     #[error("{0}")]
     Unprocessable(String),
+    /// An uploaded dataset has problems (each names its line or field).
+    #[error("the dataset is invalid")]
+    InvalidDataset(Vec<FieldError>),
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request body could not be read to its end.
+    #[error("{0}")]
+    BadBody(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -176,6 +194,7 @@ impl Engine {
             runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
             total_cases: request.experiment.work_items(),
             index_space: request.experiment.work_items(),
+            datasets: Vec::new(),
             created_at: Timestamp::now(),
         };
         Ok(self.inner.store.create_run(run).await?)
@@ -203,7 +222,7 @@ impl Engine {
         }
         // Generations live in the experiment run a rejudge chain started from.
         let generations = match parent.kind {
-            RunKind::Experiment => parent.run_id.clone(),
+            RunKind::Experiment | RunKind::Retry => parent.run_id.clone(),
             RunKind::Rejudge => generation_source(&parent).ok_or_else(|| {
                 EngineError::Store(StoreError::Corrupt(format!(
                     "rejudge {source} has no source_run_id"
@@ -228,6 +247,7 @@ impl Engine {
             // Every recorded case of the source, under the source's case indices.
             total_cases: source_record.progress.finished(),
             index_space: source_record.progress.total,
+            datasets: Vec::new(),
             created_at: Timestamp::now(),
         };
         Ok(self.inner.store.create_run(run).await?)
@@ -259,7 +279,8 @@ impl Engine {
 /// The experiment run whose generations a rejudge evaluates.
 pub fn generation_source(record: &RunRecord) -> Option<RunId> {
     match record.kind {
-        RunKind::Experiment => Some(record.run_id.clone()),
+        // A retry's records hold generations: reused ones and its own.
+        RunKind::Experiment | RunKind::Retry => Some(record.run_id.clone()),
         RunKind::Rejudge => record
             .definition
             .get("source_run_id")

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::definition::{EvaluationConfig, Experiment};
 use crate::model::{RunId, canonical_json};
 
-fn digest(domain: &str, canonical: &str) -> RunId {
+pub(super) fn digest(domain: &str, canonical: &str) -> RunId {
     let mut hasher = Sha256::new();
     hasher.update(domain.as_bytes());
     hasher.update(b"\n");

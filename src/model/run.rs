@@ -53,6 +53,9 @@ pub enum RunKind {
     Experiment,
     /// A new evaluation over the stored generations of `parent_run_id`.
     Rejudge,
+    /// `parent_run_id` again: its completed cases reused, its failed (and missing) ones
+    /// executed anew.
+    Retry,
 }
 
 impl RunKind {
@@ -60,6 +63,7 @@ impl RunKind {
         match self {
             RunKind::Experiment => "experiment",
             RunKind::Rejudge => "rejudge",
+            RunKind::Retry => "retry",
         }
     }
 
@@ -67,6 +71,7 @@ impl RunKind {
         match s {
             "experiment" => Some(RunKind::Experiment),
             "rejudge" => Some(RunKind::Rejudge),
+            "retry" => Some(RunKind::Retry),
             _ => None,
         }
     }

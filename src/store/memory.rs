@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use crate::model::{AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus};
+use crate::model::{
+    AggregateState, CaseRecord, CaseStatus, DatasetUse, RunEvent, RunId, RunRecord, RunStatus,
+};
 
 use super::apply::{CancelStep, RunState};
+use super::memory_datasets::MemoryDatasets;
 use super::{
     CHUNK_SIZE, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
     CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
@@ -17,11 +20,20 @@ use super::{
 
 #[derive(Default)]
 pub struct MemoryStore {
-    runs: Mutex<HashMap<RunId, MemoryRun>>,
-    cache: Mutex<HashMap<String, serde_json::Value>>,
+    // Lock order, where several are held: runs, then datasets, then cache.
+    pub(super) runs: Mutex<HashMap<RunId, MemoryRun>>,
+    pub(super) cache: Mutex<HashMap<String, CacheEntry>>,
+    pub(super) datasets: Mutex<MemoryDatasets>,
 }
 
-struct MemoryRun {
+/// A cached response, its owner (the run that stored it) and the other runs that used it.
+pub(super) struct CacheEntry {
+    pub(super) value: serde_json::Value,
+    pub(super) owner: RunId,
+    pub(super) users: std::collections::HashSet<RunId>,
+}
+
+pub(super) struct MemoryRun {
     state: RunState,
     cases: BTreeMap<u64, CaseRecord>,
     events: Vec<RunEvent>,
@@ -29,6 +41,13 @@ struct MemoryRun {
     index_space: u64,
     /// Executions begun and not ended (see [`Store::begin_attempt`]).
     attempts: u64,
+    pub(super) datasets: Vec<DatasetUse>,
+}
+
+impl MemoryRun {
+    pub(super) fn record(&self) -> &RunRecord {
+        &self.state.record
+    }
 }
 
 #[derive(Default)]
@@ -60,11 +79,13 @@ fn summary_of(record: &RunRecord) -> RunRecord {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome> {
+    async fn create_run(&self, mut run: NewRun) -> StoreResult<CreateOutcome> {
         let mut runs = self.runs.lock().await;
         if let Some(existing) = runs.get(&run.run_id) {
             return Ok(CreateOutcome::Existing(existing.state.record.clone()));
         }
+        self.datasets.lock().await.check_uses(&run.datasets)?;
+        let datasets = std::mem::take(&mut run.datasets);
         let index_space = run.index_space;
         let chunks = (0..chunk_count(index_space))
             .map(|_| ChunkLease::default())
@@ -82,6 +103,7 @@ impl Store for MemoryStore {
                 chunks,
                 index_space,
                 attempts: 0,
+                datasets,
             },
         );
         Ok(CreateOutcome::Created(record))
@@ -354,16 +376,35 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn cache_get(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
-        Ok(self.cache.lock().await.get(key).cloned())
+    async fn cache_get(
+        &self,
+        key: &str,
+        run_id: &RunId,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let mut cache = self.cache.lock().await;
+        Ok(cache.get_mut(key).map(|entry| {
+            if entry.owner != *run_id {
+                entry.users.insert(run_id.clone());
+            }
+            entry.value.clone()
+        }))
     }
 
-    async fn cache_put(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
+    async fn cache_put(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        run_id: &RunId,
+    ) -> StoreResult<()> {
         self.cache
             .lock()
             .await
             .entry(key.to_owned())
-            .or_insert_with(|| value.clone());
+            .or_insert_with(|| CacheEntry {
+                value: value.clone(),
+                owner: run_id.clone(),
+                users: Default::default(),
+            });
         Ok(())
     }
 

@@ -7,9 +7,11 @@
 
 mod apply;
 mod connect;
+mod datasets;
 mod error;
 mod lock;
 mod memory;
+mod memory_datasets;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,10 +24,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    CaseRecord, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord, RunStatus, Timestamp,
+    CaseRecord, DatasetUse, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord, RunStatus,
+    Timestamp,
 };
 
 pub use connect::connect;
+pub use datasets::{
+    CaseBatches, DatasetStore, DeleteRevisions, DeleteRun, MAX_NAMED_RUNS, PutOutcome,
+    RevisionCursor,
+};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
@@ -91,6 +98,9 @@ pub struct NewRun {
     /// Size of the case-index space the run's chunks cover (an experiment: its total;
     /// a rejudge: its source's total, as it keeps the source's indices).
     pub index_space: u64,
+    /// The dataset revisions the run reads its cases from (none for a rejudge or retry,
+    /// which read their parent's): they cannot be deleted while the run exists.
+    pub datasets: Vec<DatasetUse>,
     pub created_at: Timestamp,
 }
 
@@ -253,7 +263,7 @@ pub enum CancelOutcome {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DatasetStore + Send + Sync + 'static {
     /// Inserts a queued run unless one with the same id exists (the id decides, atomically).
     async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome>;
 
@@ -335,11 +345,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<RunEvent>>;
 
-    /// A cached provider response, if one was stored under `key`.
-    async fn cache_get(&self, key: &str) -> StoreResult<Option<Value>>;
+    /// A cached provider response, if one was stored under `key`. A response another
+    /// run stored is noted as used by `run_id` too, so deleting either run keeps it.
+    async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<Value>>;
 
-    /// Stores a provider response under `key` (the first one stored wins).
-    async fn cache_put(&self, key: &str, value: &Value) -> StoreResult<()>;
+    /// Stores a provider response under `key` (the first one stored wins), owned by
+    /// `run_id`: deleting that run deletes it unless another run used it.
+    async fn cache_put(&self, key: &str, value: &Value, run_id: &RunId) -> StoreResult<()>;
 
     /// Run ids of commits made by other processes on the same database, as they happen
     /// (`None` when nobody else can write to this store). Wakes event streams at once.

@@ -31,13 +31,15 @@ pub(super) struct Shared<'a> {
     pub(super) leases: &'a Arc<LeaseSet>,
 }
 
-/// The response cache backed by the run's store; a cache failure is a miss, never an error.
-pub(super) struct StoreCache(pub(super) Arc<dyn Store>);
+/// The response cache backed by the run's store, on the run's behalf (entries it stores
+/// are its own; entries of other runs it uses are noted); a cache failure is a miss,
+/// never an error.
+pub(super) struct StoreCache(pub(super) Arc<dyn Store>, pub(super) RunId);
 
 #[async_trait::async_trait]
 impl ResponseCache for StoreCache {
     async fn get(&self, key: &str) -> Option<Value> {
-        match self.0.cache_get(key).await {
+        match self.0.cache_get(key, &self.1).await {
             Ok(value) => value,
             Err(e) => {
                 tracing::warn!(error = %e, "response cache read failed");
@@ -47,7 +49,7 @@ impl ResponseCache for StoreCache {
     }
 
     async fn put(&self, key: &str, value: &Value) {
-        if let Err(e) = self.0.cache_put(key, value).await {
+        if let Err(e) = self.0.cache_put(key, value, &self.1).await {
             tracing::warn!(error = %e, "response cache write failed");
         }
     }

@@ -214,7 +214,7 @@ impl Engine {
                     let cache = runtime
                         .cache
                         .unwrap_or(true)
-                        .then(|| StoreCache(store.clone()));
+                        .then(|| StoreCache(store.clone(), run_id.clone()));
                     let failures = FailureGuard {
                         policy: runtime.failure_policy,
                         ..FailureGuard::default()

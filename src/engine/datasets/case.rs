@@ -1,0 +1,145 @@
+//! Checking one case, wherever it comes from: a line of an upload, a CSV row, or an
+//! inline dataset of a definition. Runs once per case of inputs that may hold millions,
+//! so a problem's path is only built when the problem gets listed.
+
+use serde_json::Value;
+
+use crate::model::Problems;
+use crate::model::Case;
+use crate::model::check::type_name;
+
+/// Longest `case_id`, in bytes (the same cap as every other id of a definition).
+pub const MAX_CASE_ID_BYTES: usize = 512;
+
+/// The fields a case may have.
+pub const CASE_FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
+
+/// Checks one case; `at(field)` names where a problem is (`at("")`: the case itself).
+/// Takes the value so a valid case moves into the result without a copy.
+pub fn check_case(value: Value, problems: &mut Problems, at: &dyn Fn(&str) -> String) -> Option<Case> {
+    let Value::Object(mut map) = value else {
+        problems.report(|| (at(""), format!("must be an object, got {}", type_name(&value))));
+        return None;
+    };
+    for key in map.keys() {
+        if !CASE_FIELDS.contains(&key.as_str()) {
+            problems.report(|| {
+                (
+                    at(key),
+                    format!("unknown field; expected one of: {}", CASE_FIELDS.join(", ")),
+                )
+            });
+        }
+    }
+    let case_id = match map.remove("case_id") {
+        None | Some(Value::Null) => {
+            problems.report(|| (at("case_id"), "is required".to_owned()));
+            None
+        }
+        Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_CASE_ID_BYTES => {
+            Some(id)
+        }
+        Some(other) => {
+            problems.report(|| {
+                let message = match other.as_str() {
+                    Some(id) if id.len() > MAX_CASE_ID_BYTES => {
+                        format!("must be at most {MAX_CASE_ID_BYTES} bytes")
+                    }
+                    Some(_) => "must not be empty".to_owned(),
+                    None => format!("must be a string, got {}", type_name(&other)),
+                };
+                (at("case_id"), message)
+            });
+            None
+        }
+    };
+    let input = match map.remove("input") {
+        None | Some(Value::Null) => {
+            problems.report(|| (at("input"), "is required".to_owned()));
+            None
+        }
+        Some(input) => Some(input),
+    };
+    Some(Case {
+        case_id: case_id?,
+        input: input?,
+        expected_output: map.remove("expected_output").unwrap_or(Value::Null),
+        metadata: map.remove("metadata").unwrap_or(Value::Null),
+    })
+}
+
+/// The canonical JSON of a case: what its revision hashes and what the store keeps.
+/// Keys in byte order (`case_id`, `expected_output`, `input`, `metadata`), `metadata`
+/// left out when null: the same text `canonical_json` gives the serialised [`Case`],
+/// without building that value.
+pub fn canonical_case(case: &Case) -> String {
+    use crate::model::canonical_json;
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"case_id\":");
+    out.push_str(&canonical_json(&Value::String(case.case_id.clone())));
+    out.push_str(",\"expected_output\":");
+    out.push_str(&canonical_json(&case.expected_output));
+    out.push_str(",\"input\":");
+    out.push_str(&canonical_json(&case.input));
+    if !case.metadata.is_null() {
+        out.push_str(",\"metadata\":");
+        out.push_str(&canonical_json(&case.metadata));
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(value: Value) -> (Option<Case>, Vec<String>) {
+        let mut problems = Problems::default();
+        let at = |key: &str| {
+            if key.is_empty() {
+                "line 3".to_owned()
+            } else {
+                format!("line 3.{key}")
+            }
+        };
+        let case = check_case(value, &mut problems, &at);
+        let details = problems
+            .into_details()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        (case, details)
+    }
+
+    #[test]
+    fn a_valid_case_moves_through_and_its_canonical_form_matches_the_serialised_case() {
+        let (case, problems) = check(json!({
+            "input": {"b": 1.0, "a": "x"}, "case_id": "c1", "metadata": {"tag": "t"}
+        }));
+        assert!(problems.is_empty());
+        let case = case.unwrap();
+        let serialised = crate::model::canonical_json(&serde_json::to_value(&case).unwrap());
+        assert_eq!(canonical_case(&case), serialised);
+        assert_eq!(
+            canonical_case(&case),
+            r#"{"case_id":"c1","expected_output":null,"input":{"a":"x","b":1},"metadata":{"tag":"t"}}"#
+        );
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let (case, problems) = check(json!({"case_id": "", "extra": 1}));
+        assert!(case.is_none());
+        assert_eq!(
+            problems,
+            [
+                "line 3.extra: unknown field; expected one of: case_id, input, expected_output, metadata",
+                "line 3.case_id: must not be empty",
+                "line 3.input: is required",
+            ]
+        );
+        let (_, problems) = check(json!([1]));
+        assert_eq!(problems, ["line 3: must be an object, got an array"]);
+    }
+}

@@ -1,0 +1,181 @@
+//! Taking in the cases of one dataset revision, one at a time: each is checked, its id
+//! checked for repeats, its canonical JSON hashed into the revision and spooled, so
+//! nothing grows with the dataset but a 16-byte fingerprint per case id.
+
+use std::collections::HashSet;
+use std::io;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::case::{canonical_case, check_case};
+use super::spool::{Spool, SpoolReader};
+use crate::model::Problems;
+use crate::model::Revision;
+
+/// What the revision hash starts with: a new canonical form of cases gets a new one.
+const REVISION_DOMAIN: &[u8] = b"themis/dataset/v1\n";
+
+/// A revision being taken in.
+pub struct Ingest {
+    /// 128 bits of SHA-256 of each case id: two ids collide with probability about
+    /// n²/2^129 (1e-26 for a million cases), and nothing else of a case is held.
+    seen: HashSet<u128>,
+    hasher: Sha256,
+    spool: Spool,
+    case_count: u64,
+    bytes: u64,
+}
+
+/// A revision whose every case was valid, ready for the store.
+pub struct Ingested {
+    pub revision: Revision,
+    pub case_count: u64,
+    /// Size of the canonical cases, one per line.
+    pub bytes: u64,
+    pub cases: SpoolReader,
+}
+
+impl std::fmt::Debug for Ingested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingested")
+            .field("revision", &self.revision)
+            .field("case_count", &self.case_count)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fingerprint(case_id: &str) -> u128 {
+    let digest = Sha256::digest(case_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(bytes)
+}
+
+impl Ingest {
+    pub fn new() -> io::Result<Self> {
+        let mut hasher = Sha256::new();
+        hasher.update(REVISION_DOMAIN);
+        Ok(Ingest {
+            seen: HashSet::new(),
+            hasher,
+            spool: Spool::new()?,
+            case_count: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Takes one case; its problems go to `problems`, named by `at(field)`. Once any
+    /// problem is known the revision cannot be stored, so cases are only checked.
+    pub fn push(
+        &mut self,
+        value: Value,
+        problems: &mut Problems,
+        at: &dyn Fn(&str) -> String,
+    ) -> io::Result<()> {
+        let Some(case) = check_case(value, problems, at) else {
+            return Ok(());
+        };
+        if !self.seen.insert(fingerprint(&case.case_id)) {
+            problems.report(|| {
+                (
+                    at("case_id"),
+                    format!("duplicate case_id `{}` in dataset", case.case_id),
+                )
+            });
+            return Ok(());
+        }
+        self.case_count += 1;
+        if !problems.is_empty() {
+            return Ok(());
+        }
+        let json = canonical_case(&case);
+        self.hasher.update(json.as_bytes());
+        self.hasher.update(b"\n");
+        self.bytes += json.len() as u64 + 1;
+        self.spool.write(&case.case_id, &json)
+    }
+
+    /// Cases taken so far (valid ones).
+    pub fn case_count(&self) -> u64 {
+        self.case_count
+    }
+
+    /// The revision, unless a problem was found (or the dataset is empty: reported
+    /// at `empty_at`).
+    pub fn finish(self, problems: &mut Problems, empty_at: &str) -> io::Result<Option<Ingested>> {
+        if self.case_count == 0 {
+            problems.push(empty_at, "must contain at least one case");
+        }
+        if !problems.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Ingested {
+            revision: Revision::from_digest(&self.hasher.finalize()),
+            case_count: self.case_count,
+            bytes: self.bytes,
+            cases: self.spool.into_reader()?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ingest(cases: &[Value]) -> (Option<Ingested>, Vec<String>) {
+        let mut problems = Problems::default();
+        let mut ingest = Ingest::new().unwrap();
+        for (i, case) in cases.iter().enumerate() {
+            let at = |key: &str| format!("cases[{i}].{key}");
+            ingest.push(case.clone(), &mut problems, &at).unwrap();
+        }
+        let done = ingest.finish(&mut problems, "cases").unwrap();
+        let details = problems
+            .into_details()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        (done, details)
+    }
+
+    #[test]
+    fn the_revision_depends_on_the_canonical_cases_only() {
+        let a = ingest(&[
+            json!({"case_id": "1", "input": {"x": 1, "y": 2.0}}),
+            json!({"case_id": "2", "input": "q", "expected_output": null}),
+        ])
+        .0
+        .unwrap();
+        let b = ingest(&[
+            json!({"input": {"y": 2, "x": 1.0}, "case_id": "1", "expected_output": null}),
+            json!({"input": "q", "case_id": "2"}),
+        ])
+        .0
+        .unwrap();
+        assert_eq!(a.revision, b.revision);
+        assert_eq!((a.case_count, a.bytes), (b.case_count, b.bytes));
+        let reordered = ingest(&[
+            json!({"case_id": "2", "input": "q"}),
+            json!({"case_id": "1", "input": {"x": 1, "y": 2}}),
+        ])
+        .0
+        .unwrap();
+        assert_ne!(a.revision, reordered.revision, "order is part of the content");
+    }
+
+    #[test]
+    fn duplicates_and_empty_datasets_are_problems() {
+        let (done, problems) = ingest(&[
+            json!({"case_id": "1", "input": 1}),
+            json!({"case_id": "1", "input": 2}),
+        ]);
+        assert!(done.is_none());
+        assert_eq!(problems, ["cases[1].case_id: duplicate case_id `1` in dataset"]);
+        let (done, problems) = ingest(&[]);
+        assert!(done.is_none());
+        assert_eq!(problems, ["cases: must contain at least one case"]);
+    }
+}

@@ -1,0 +1,24 @@
+//! Datasets as resources: uploads checked line by line into content-addressed
+//! revisions, and the cases of a revision read back in chunks.
+//!
+//! A revision is `sha256:` + SHA-256 over `themis/dataset/v1\n` followed by each case's
+//! canonical JSON and a newline, in order. A case's canonical JSON is the canonical JSON
+//! (see [`crate::model::canonical_json`]) of `{"case_id", "expected_output", "input",
+//! "metadata"}`, with `expected_output` null when absent and `metadata` left out when
+//! absent or null.
+
+mod case;
+mod csv;
+mod ingest;
+mod inline;
+mod lines;
+mod service;
+mod spool;
+mod upload;
+
+pub use case::{CASE_FIELDS, MAX_CASE_ID_BYTES, canonical_case, check_case};
+pub use csv::CsvMapping;
+pub use ingest::{Ingest, Ingested};
+pub use inline::{SplitDefinition, SplitError, split_definition};
+pub use service::{MAX_DATASET_ID_BYTES, check_dataset_id};
+pub use upload::{UploadError, UploadFormat, UploadLimits, ingest_upload};

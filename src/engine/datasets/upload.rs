@@ -1,0 +1,227 @@
+//! An upload's body, as it arrives, into one checked revision: JSONL (one case per line)
+//! or CSV (see [`super::csv`]). Problems name their line; at most
+//! [`crate::model::MAX_DETAILS`] are listed and the rest counted.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::csv::{CsvMapping, CsvRecords, CsvStep, Columns};
+use super::ingest::{Ingest, Ingested};
+use super::lines::{Line, LineSplitter};
+use crate::model::Problems;
+use crate::model::FieldError;
+
+/// The body formats an upload may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadFormat {
+    /// `application/x-ndjson` (also `application/jsonl`, `application/json-lines`).
+    Jsonl,
+    /// `text/csv`, with its column mapping.
+    Csv(CsvMapping),
+}
+
+/// Caps on one upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_body_bytes: u64,
+    /// Longest line (JSONL) or record (CSV).
+    pub max_case_bytes: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_body_bytes: 1 << 30,
+            max_case_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the dataset is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("the body exceeds the {0}-byte limit for a dataset upload")]
+    TooLarge(u64),
+    #[error("reading the body failed: {0}")]
+    Body(String),
+    #[error("spooling the cases failed: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+fn line_path(line: u64, key: &str) -> String {
+    if key.is_empty() {
+        format!("line {line}")
+    } else {
+        format!("line {line}.{key}")
+    }
+}
+
+/// Reads the body to its end, checking every case; the revision only if all were valid.
+pub async fn ingest_upload<S, E>(
+    body: S,
+    format: &UploadFormat,
+    limits: UploadLimits,
+) -> Result<Ingested, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let mut reader = match format {
+        UploadFormat::Jsonl => BodyReader::Jsonl(LineSplitter::new(limits.max_case_bytes)),
+        UploadFormat::Csv(mapping) => BodyReader::Csv {
+            records: CsvRecords::new(limits.max_case_bytes),
+            mapping: mapping.clone(),
+            columns: None,
+        },
+    };
+    let mut problems = Problems::default();
+    let mut ingest = Ingest::new()?;
+    let mut received = 0u64;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+        received += chunk.len() as u64;
+        if received > limits.max_body_bytes {
+            return Err(UploadError::TooLarge(limits.max_body_bytes));
+        }
+        if !reader.feed(&chunk, &mut ingest, &mut problems)? {
+            break;
+        }
+    }
+    reader.finish(&mut ingest, &mut problems)?;
+    match ingest.finish(&mut problems, "body")? {
+        Some(ingested) => Ok(ingested),
+        None => Err(UploadError::Invalid(problems.into_details())),
+    }
+}
+
+enum BodyReader {
+    Jsonl(LineSplitter),
+    Csv {
+        records: CsvRecords,
+        mapping: CsvMapping,
+        /// Known once the header row was read.
+        columns: Option<Columns>,
+    },
+}
+
+impl BodyReader {
+    /// Takes a chunk; `false` when reading cannot go on (a CSV record too long to
+    /// parse past, or a header that maps no case).
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        ingest: &mut Ingest,
+        problems: &mut Problems,
+    ) -> Result<bool, UploadError> {
+        match self {
+            BodyReader::Jsonl(lines) => {
+                lines.feed(chunk);
+                while let Some(line) = lines.next_line() {
+                    jsonl_line(line, ingest, problems)?;
+                }
+                Ok(true)
+            }
+            BodyReader::Csv { .. } => self.csv(chunk, ingest, problems),
+        }
+    }
+
+    fn finish(&mut self, ingest: &mut Ingest, problems: &mut Problems) -> Result<(), UploadError> {
+        match self {
+            BodyReader::Jsonl(lines) => match lines.finish() {
+                Some(line) => jsonl_line(line, ingest, problems),
+                None => Ok(()),
+            },
+            BodyReader::Csv { .. } => self.csv(&[], ingest, problems).map(|_| ()),
+        }
+    }
+
+    fn csv(
+        &mut self,
+        mut input: &[u8],
+        ingest: &mut Ingest,
+        problems: &mut Problems,
+    ) -> Result<bool, UploadError> {
+        let BodyReader::Csv {
+            records,
+            mapping,
+            columns,
+        } = self
+        else {
+            return Ok(true);
+        };
+        loop {
+            let (consumed, step) = records.read(input);
+            input = &input[consumed..];
+            match step {
+                CsvStep::NeedInput | CsvStep::End => return Ok(true),
+                CsvStep::TooLong(line) => {
+                    problems.push(
+                        line_path(line, ""),
+                        "the record is longer than the per-case limit; reading stopped here",
+                    );
+                    return Ok(false);
+                }
+                CsvStep::Record(line) => {
+                    let mut row = Vec::new();
+                    for field in records.fields() {
+                        match std::str::from_utf8(field) {
+                            Ok(text) => row.push(text),
+                            Err(_) => {
+                                problems.push(line_path(line, ""), "is not valid UTF-8");
+                                row.clear();
+                                break;
+                            }
+                        }
+                    }
+                    if row.is_empty() {
+                        continue;
+                    }
+                    let Some(columns) = columns else {
+                        let header: Vec<String> = row.iter().map(|s| s.to_string()).collect();
+                        match mapping.columns(&header) {
+                            Ok(found) => *columns = Some(found),
+                            Err(errors) => {
+                                for (path, message) in errors {
+                                    problems.push(path, message);
+                                }
+                                return Ok(false);
+                            }
+                        }
+                        continue;
+                    };
+                    let at = |key: &str| line_path(line, key);
+                    ingest.push(columns.case(&row), problems, &at)?;
+                }
+            }
+        }
+    }
+}
+
+fn jsonl_line(line: Line, ingest: &mut Ingest, problems: &mut Problems) -> Result<(), UploadError> {
+    let (number, text) = match line {
+        Line::TooLong(number) => {
+            problems.push(line_path(number, ""), "is longer than the per-case limit");
+            return Ok(());
+        }
+        Line::Text(number, text) => (number, text),
+    };
+    // A byte-order mark may open the first line.
+    let text = match text.strip_prefix(b"\xEF\xBB\xBF".as_slice()) {
+        Some(rest) if number == 1 => rest,
+        _ => &text[..],
+    };
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(text) {
+        Ok(value) => {
+            let at = |key: &str| line_path(number, key);
+            ingest.push(value, problems, &at)?;
+        }
+        Err(e) => problems.report(|| (line_path(number, ""), format!("is not valid JSON: {e}"))),
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Retrying a finished run's failed cases: a run of its own (kind `retry`, the retried
+//! run as its parent) that reuses every completed record of the parent and executes the
+//! failed and missing cases anew, so its aggregates cover every case.
+//!
+//! Its id: `run_` + 32 hex digits of SHA-256 over `themis/retry/v1\n` and the canonical
+//! JSON of `{"source_run_id": parent}`: the same retry asked twice is the same run. To
+//! retry what still failed, retry the retry.
+
+use serde_json::{Value, json};
+
+use super::run_id::digest;
+use crate::model::canonical_json;
+use super::{Engine, EngineError, RuntimeOptions};
+use crate::model::{RunId, RunKind, RunRecord, Timestamp};
+use crate::store::{CreateOutcome, NewRun};
+
+/// The stored definition of a retry of `source`.
+pub fn retry_definition(source: &RunId) -> Value {
+    json!({ "source_run_id": source })
+}
+
+/// The id of the retry of `source`.
+pub fn retry_id(source: &RunId) -> RunId {
+    digest("themis/retry/v1", &canonical_json(&retry_definition(source)))
+}
+
+impl Engine {
+    /// Stores a queued retry of `source`, which must have finished. `runtime`: the
+    /// parent's unless given.
+    pub async fn submit_retry(
+        &self,
+        source: &RunId,
+        runtime: Option<&RuntimeOptions>,
+    ) -> Result<CreateOutcome, EngineError> {
+        let parent = self
+            .store()
+            .get_run(source)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(source.clone()))?;
+        if !parent.status.is_terminal() {
+            return Err(EngineError::Conflict(format!(
+                "run {source} is {}; retry needs a finished run",
+                parent.status.as_str()
+            )));
+        }
+        let runtime = match runtime {
+            Some(runtime) => serde_json::to_value(runtime).unwrap_or_default(),
+            None => parent.runtime.clone(),
+        };
+        let index_space = index_space_of(self, &parent).await?;
+        let run = NewRun {
+            run_id: retry_id(source),
+            kind: RunKind::Retry,
+            parent_run_id: Some(source.clone()),
+            definition: retry_definition(source),
+            runtime,
+            total_cases: parent.progress.total,
+            index_space,
+            datasets: Vec::new(),
+            created_at: Timestamp::now(),
+        };
+        Ok(self.store().create_run(run).await?)
+    }
+}
+
+/// The case-index space a run's chunks cover: an experiment's total; a rejudge or
+/// retry keeps the indices of the experiment its chain started from.
+async fn index_space_of(engine: &Engine, run: &RunRecord) -> Result<u64, EngineError> {
+    let mut current = run.clone();
+    // Each step goes to an older run, so the chain ends; the bound guards a corrupt one.
+    for _ in 0..10_000 {
+        let parent = match (current.kind, &current.parent_run_id) {
+            (RunKind::Experiment, _) => return Ok(current.progress.total),
+            (_, Some(parent)) => parent.clone(),
+            (_, None) => break,
+        };
+        current = engine
+            .store()
+            .get_run_summary(&parent)
+            .await?
+            .ok_or(EngineError::RunNotFound(parent))?;
+    }
+    Err(EngineError::Internal(format!(
+        "run {} does not lead back to an experiment",
+        run.run_id
+    )))
+}
