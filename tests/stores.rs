@@ -1,6 +1,7 @@
 //! The store contract: one suite, run against every store (memory, SQLite, Postgres).
 //! What a store must guarantee is written here once; dialects stay inside the stores.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ fn new_run(n: u8, created_at: i64, total: u64) -> NewRun {
         runtime: json!({"concurrency": 2}),
         total_cases: total,
         index_space: total,
+        datasets: Vec::new(),
         created_at: Timestamp::from_millis(created_at),
     }
 }
@@ -634,17 +636,20 @@ async fn concurrent_claims_never_share_a_chunk(store: Arc<dyn Store>) {
 }
 
 async fn response_cache_keeps_the_first_value(store: Arc<dyn Store>) {
-    assert_eq!(store.cache_get("k").await.unwrap(), None);
+    let (a, b) = (run_id(40), run_id(41));
+    store.create_run(new_run(40, 1, 1)).await.unwrap();
+    store.create_run(new_run(41, 2, 1)).await.unwrap();
+    assert_eq!(store.cache_get("k", &a).await.unwrap(), None);
     store
-        .cache_put("k", &json!({"choices": [1]}))
+        .cache_put("k", &json!({"choices": [1]}), &a)
         .await
         .unwrap();
     store
-        .cache_put("k", &json!({"choices": [2]}))
+        .cache_put("k", &json!({"choices": [2]}), &b)
         .await
         .unwrap();
     assert_eq!(
-        store.cache_get("k").await.unwrap(),
+        store.cache_get("k", &b).await.unwrap(),
         Some(json!({"choices": [1]}))
     );
     store.ping().await.unwrap();
@@ -795,42 +800,6 @@ async fn executions_are_counted_until_they_end(store: Arc<dyn Store>) {
         store.begin_attempt(&run_id(48)).await,
         Err(StoreError::RunNotFound(_))
     ));
-}
-
-macro_rules! contract {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(std::sync::Arc::new(themis::store::MemoryStore::new())).await;
-                }
-            )*
-        }
-
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = themis::store::SqliteStore::open(&dir.path().join("contract.db")).await.unwrap();
-                    super::$test(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let database = crate::common::TestDatabase::create().await;
-                    let store = themis::store::PostgresStore::connect(&database.url).await.unwrap();
-                    super::$test(std::sync::Arc::new(store)).await;
-                    database.drop_database().await;
-                }
-            )*
-        }
-    };
 }
 
 contract!(

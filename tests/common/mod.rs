@@ -617,3 +617,42 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// Runs each named `async fn(Arc<dyn Store>)` against every store: in memory, SQLite (a
+/// fresh file) and Postgres (a fresh database). The store contract suites use it.
+#[allow(unused_macros)]
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(std::sync::Arc::new(themis::store::MemoryStore::new())).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = themis::store::SqliteStore::open(&dir.path().join("contract.db")).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let database = crate::common::TestDatabase::create().await;
+                    let store = themis::store::PostgresStore::connect(&database.url).await.unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                    database.drop_database().await;
+                }
+            )*
+        }
+    };
+}

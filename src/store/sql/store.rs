@@ -34,7 +34,8 @@ where
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
 {
-    async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome> {
+    async fn create_run(&self, mut run: NewRun) -> StoreResult<CreateOutcome> {
+        let datasets = std::mem::take(&mut run.datasets);
         let index_space = to_i64(run.index_space)?;
         let chunks = to_i64(chunk_count(run.index_space))?;
         let record = run.into_record();
@@ -69,6 +70,9 @@ where
                 .bind(chunks)
                 .execute(write.conn())
                 .await?;
+        }
+        if created {
+            super::datasets::insert_uses(&mut write, &record.run_id, &datasets).await?;
         }
         write.commit().await?;
         if created {
@@ -438,25 +442,44 @@ where
         payloads.iter().map(|payload| from_json(payload)).collect()
     }
 
-    async fn cache_get(&self, key: &str) -> StoreResult<Option<Json>> {
-        sqlx::query_scalar::<_, String>("SELECT value FROM response_cache WHERE key = $1")
+    async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<Json>> {
+        let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT value, run_id FROM response_cache WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        // Another run's response: noted, so deleting that run keeps it. (A response from
+        // before runs could be deleted has no owner and is never deleted.)
+        if owner.is_some_and(|owner| owner != run_id.as_str()) {
+            let mut write = self.begin_one().await?;
+            sqlx::query(
+                "INSERT INTO response_cache_users (key, run_id) VALUES ($1, $2) \
+                 ON CONFLICT (key, run_id) DO NOTHING",
+            )
             .bind(key)
-            .fetch_optional(self.pool())
-            .await?
-            .map(|value| from_json(&value))
-            .transpose()
+            .bind(run_id.as_str())
+            .execute(write.conn())
+            .await?;
+            write.commit().await?;
+        }
+        from_json(&value).map(Some)
     }
 
-    async fn cache_put(&self, key: &str, value: &Json) -> StoreResult<()> {
+    async fn cache_put(&self, key: &str, value: &Json, run_id: &RunId) -> StoreResult<()> {
         let text = json_text(value)?;
         let mut write = self.begin_one().await?;
         sqlx::query(
-            "INSERT INTO response_cache (key, value, created_at) VALUES ($1, $2, $3) \
+            "INSERT INTO response_cache (key, value, created_at, run_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(text)
         .bind(Timestamp::now().as_millis())
+        .bind(run_id.as_str())
         .execute(write.conn())
         .await?;
         write.commit().await
