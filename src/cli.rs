@@ -110,6 +110,16 @@ pub struct ServeArgs {
     /// Provider requests in flight at once, across all runs of this instance.
     #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", default_value_t = crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS)]
     pub max_outbound_requests: usize,
+    /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
+    #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = crate::engine::UploadLimits::default().max_body_bytes)]
+    pub max_dataset_bytes: u64,
+    /// Longest line (JSONL) or record (CSV) of a dataset upload, in bytes.
+    #[arg(long, env = "THEMIS_MAX_CASE_BYTES", default_value_t = crate::engine::UploadLimits::default().max_case_bytes)]
+    pub max_case_bytes: usize,
+    /// Delete finished runs this many days after they ended (a run only once the runs
+    /// derived from it are gone). Unset: runs are kept until deleted.
+    #[arg(long, env = "THEMIS_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
 }
 
 /// The model providers the operator declares (`themis serve` and `themis run`).
@@ -141,6 +151,10 @@ impl ServeArgs {
         crate::server::ServerConfig {
             database_url: self.database.clone(),
             api: crate::api::ApiConfig {
+                upload_limits: crate::engine::UploadLimits {
+                    max_body_bytes: self.max_dataset_bytes,
+                    max_case_bytes: self.max_case_bytes.max(1),
+                },
                 api_keys: self
                     .api_keys
                     .iter()
@@ -159,6 +173,9 @@ impl ServeArgs {
             providers: Vec::new(),
             allow_egress: Vec::new(),
             max_outbound_requests: self.max_outbound_requests.max(1),
+            retention: self
+                .retention_days
+                .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(50)),
             engine: {
                 let defaults = EngineConfig::default();

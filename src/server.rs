@@ -37,7 +37,13 @@ pub struct ServerConfig {
     pub allow_egress: Vec<ipnet::IpNet>,
     /// Provider requests in flight at once, across all runs.
     pub max_outbound_requests: usize,
+    /// Finished runs older than this are deleted (`--retention-days`; none by default),
+    /// checked at startup and every [`RETENTION_INTERVAL`].
+    pub retention: Option<std::time::Duration>,
 }
+
+/// How often retention looks for expired runs.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl ServerConfig {
     /// The egress policy of a server listening on `listener`.
@@ -62,6 +68,7 @@ impl Default for ServerConfig {
             providers: Vec::new(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
+            retention: None,
         }
     }
 }
@@ -169,6 +176,14 @@ async fn serve(
                 }
             }
         });
+    }
+    if let Some(age) = config.retention {
+        background.spawn(crate::engine::retention_loop(
+            scheduler.engine().clone(),
+            age,
+            RETENTION_INTERVAL,
+            stop_background.clone(),
+        ));
     }
     let router = api::router(scheduler.clone(), &config.api);
     tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");

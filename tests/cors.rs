@@ -79,7 +79,7 @@ async fn preflights_answer_204_and_dashboards_call_every_endpoint_with_a_key() {
     assert_eq!(allowed_origin(&answer), DASHBOARD);
     let headers = answer.headers();
     let methods = listed(headers, "access-control-allow-methods");
-    for method in ["get", "post"] {
+    for method in ["get", "post", "put", "delete"] {
         assert!(methods.contains(&method.to_owned()), "{methods:?}");
     }
     let allowed = listed(headers, "access-control-allow-headers");

@@ -113,7 +113,13 @@ pub(super) fn layer(origins: &CorsOrigins) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::HEAD, Method::POST])
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+            ])
             .allow_headers(ALLOW_HEADERS)
             .expose_headers(EXPOSE_HEADERS)
             .max_age(PREFLIGHT_MAX_AGE),

@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
 }
 
 fn dataset_id(raw: String) -> Result<String, ApiError> {
-    check_dataset_id(&raw).map_err(|message| ApiError::bad_request("invalid_dataset_id", "dataset_id", message))?;
+    check_dataset_id(&raw)
+        .map_err(|message| ApiError::bad_request("invalid_dataset_id", "dataset_id", message))?;
     Ok(raw)
 }
 
@@ -84,7 +85,12 @@ async fn put_dataset(
     let outcome = state
         .scheduler
         .engine()
-        .put_dataset(&dataset_id, &format, state.upload_limits, body.into_data_stream())
+        .put_dataset(
+            &dataset_id,
+            &format,
+            state.upload_limits,
+            body.into_data_stream(),
+        )
         .await?;
     let status = match outcome {
         PutOutcome::Created(_) => StatusCode::CREATED,
@@ -299,7 +305,10 @@ async fn delete_dataset(
         DeleteRevisions::InUse(runs) => Err(ApiError::Conflict(format!(
             "runs use {}: {} (delete those runs first)",
             wanted.map_or_else(|| format!("dataset {dataset_id}"), |r| r.to_string()),
-            runs.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            runs.iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
         DeleteRevisions::NotFound => Err(ApiError::NotFound(match wanted {
             Some(r) => format!("dataset {dataset_id} has no revision {r}"),

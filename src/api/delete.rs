@@ -29,7 +29,10 @@ struct Deleted {
 }
 
 fn listed(runs: &[RunId]) -> String {
-    runs.iter().map(RunId::as_str).collect::<Vec<_>>().join(", ")
+    runs.iter()
+        .map(RunId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn delete_run(
@@ -39,7 +42,12 @@ async fn delete_run(
 ) -> Result<Json<Deleted>, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let cascade = query.cascade.unwrap_or(false);
-    match state.scheduler.engine().delete_run(&run_id, cascade).await? {
+    match state
+        .scheduler
+        .engine()
+        .delete_run(&run_id, cascade)
+        .await?
+    {
         DeleteRun::Deleted(deleted) => Ok(Json(Deleted { deleted })),
         DeleteRun::NotFound => Err(ApiError::NotFound(format!("no run {run_id}"))),
         DeleteRun::Unfinished(runs) => Err(ApiError::Conflict(format!(

@@ -151,6 +151,9 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDataset(details) => ApiError::InvalidDataset(details),
             EngineError::TooLarge(_) => ApiError::TooLarge,
             EngineError::BadBody(message) => ApiError::bad_request("unreadable_body", "", message),
+            EngineError::MalformedJson(message) => {
+                ApiError::bad_request("malformed_json", "", message)
+            }
             EngineError::Internal(message) => ApiError::Internal(message),
             EngineError::Store(e) => e.into(),
         }
@@ -211,6 +214,37 @@ fn out_of_range(rejection: &JsonSyntaxError) -> Option<ApiError> {
         path: if path == "." { String::new() } else { path },
         message: "is out of range: numbers must be finite 64-bit floats (|x| < 1.8e308)".to_owned(),
     }]))
+}
+
+/// A JSON request body as raw bytes, for handlers that parse it themselves (without
+/// building the whole document as one tree): the content type and the body size limit
+/// are checked as for [`ApiJson`].
+pub struct JsonBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let essence = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase());
+        let is_json = essence.is_some_and(|e| {
+            e == "application/json" || (e.starts_with("application/") && e.ends_with("+json"))
+        });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(JsonBytes(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(e) => Err(ApiError::bad_request("unreadable_body", "", e.body_text())),
+        }
+    }
 }
 
 /// `axum::extract::Query` with our error shape.

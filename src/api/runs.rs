@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiQuery, JsonBytes};
 use crate::engine::parse_evaluation;
 use crate::model::{
     CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
@@ -157,12 +157,13 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 async fn create_run(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Value>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let engine = state.scheduler.engine();
-    let mut request = engine.parse(&body)?;
+    let (mut request, staged) = engine.parse_body(&body)?;
+    drop(body);
     request.runtime.traceparent = traceparent(&headers);
-    let outcome = engine.submit(&request).await?;
+    let outcome = engine.submit_staged(&request, staged).await?;
     if !outcome.record().status.is_terminal() {
         // New, or interrupted and not executing here: (re)start it. No-op if running here.
         state

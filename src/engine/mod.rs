@@ -30,14 +30,14 @@ pub use compare_cases::{
 pub use compare_render::{
     Regression, regressions, render_markdown, render_runs_markdown, render_table,
 };
+pub use datasets::{
+    CsvMapping, MAX_DATASET_ID_BYTES, UploadFormat, UploadLimits, check_dataset_id,
+};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
     ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
     MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
     parse_evaluation, parse_experiment,
-};
-pub use datasets::{
-    CsvMapping, MAX_DATASET_ID_BYTES, UploadFormat, UploadLimits, check_dataset_id,
 };
 pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
@@ -71,6 +71,9 @@ pub enum EngineError {
     /// The request body could not be read to its end.
     #[error("{0}")]
     BadBody(String),
+    /// The request body is not JSON.
+    #[error("{0}")]
+    MalformedJson(String),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -181,23 +184,6 @@ impl Engine {
     /// Parses and validates an experiment request (every problem at once).
     pub fn parse(&self, body: &serde_json::Value) -> Result<ExperimentRequest, EngineError> {
         parse_experiment(body, &self.inner.registry).map_err(EngineError::Invalid)
-    }
-
-    /// Stores a queued run for the experiment, or finds the existing run of the same
-    /// definition (same id).
-    pub async fn submit(&self, request: &ExperimentRequest) -> Result<CreateOutcome, EngineError> {
-        let run = NewRun {
-            run_id: run_id(&request.experiment),
-            kind: RunKind::Experiment,
-            parent_run_id: None,
-            definition: request.experiment.canonical(),
-            runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
-            total_cases: request.experiment.work_items(),
-            index_space: request.experiment.work_items(),
-            datasets: Vec::new(),
-            created_at: Timestamp::now(),
-        };
-        Ok(self.inner.store.create_run(run).await?)
     }
 
     /// Stores a queued rejudge of `source`: the new evaluation over its stored

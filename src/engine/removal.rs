@@ -16,7 +16,11 @@ const SWEEP_BATCH: u32 = 100;
 
 impl Engine {
     /// Deletes a finished run (with `cascade`, also the runs derived from it).
-    pub async fn delete_run(&self, run_id: &RunId, cascade: bool) -> Result<DeleteRun, EngineError> {
+    pub async fn delete_run(
+        &self,
+        run_id: &RunId,
+        cascade: bool,
+    ) -> Result<DeleteRun, EngineError> {
         Ok(self.store().delete_run(run_id, cascade).await?)
     }
 

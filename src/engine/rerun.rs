@@ -9,8 +9,8 @@
 use serde_json::{Value, json};
 
 use super::run_id::digest;
-use crate::model::canonical_json;
 use super::{Engine, EngineError, RuntimeOptions};
+use crate::model::canonical_json;
 use crate::model::{RunId, RunKind, RunRecord, Timestamp};
 use crate::store::{CreateOutcome, NewRun};
 
@@ -21,7 +21,10 @@ pub fn retry_definition(source: &RunId) -> Value {
 
 /// The id of the retry of `source`.
 pub fn retry_id(source: &RunId) -> RunId {
-    digest("themis/retry/v1", &canonical_json(&retry_definition(source)))
+    digest(
+        "themis/retry/v1",
+        &canonical_json(&retry_definition(source)),
+    )
 }
 
 impl Engine {

@@ -1,10 +1,16 @@
 //! The deterministic run id.
 //!
-//! The rule (also in the README): the run id is `run_` + the first 32 hex digits of
-//! SHA-256 over `themis/run/v1\n` followed by the canonical JSON (see
+//! The rule (also in the README), version 2: the run id is `run_` + the first 32 hex
+//! digits of SHA-256 over `themis/run/v2\n` followed by the canonical JSON (see
 //! [`canonical_json`]) of the normalised logical definition (`generation`,
-//! `evaluation`, `datasets`, `seeds`). Normalised means defaults filled in and every
-//! component written as `{id, name, params, version}`.
+//! `evaluation`, `datasets`, `seeds`). Normalised means defaults filled in, every
+//! component written as `{id, name, params, version}`, and every dataset by content:
+//! `{dataset_id, revision, case_count}` (see [`crate::engine::datasets`]), so inline and
+//! stored cases give the same id.
+//!
+//! Version 1 (the release before datasets were resources) hashed `themis/run/v1\n` and
+//! the cases themselves. Ids are stored, never recomputed: runs stored under v1 keep
+//! their ids, and their stored definitions (with inline cases) still execute.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,7 +28,7 @@ pub(super) fn digest(domain: &str, canonical: &str) -> RunId {
 
 /// The run id of an experiment.
 pub fn run_id(experiment: &Experiment) -> RunId {
-    digest("themis/run/v1", &canonical_json(&experiment.canonical()))
+    digest("themis/run/v2", &canonical_json(&experiment.canonical()))
 }
 
 /// The id of a rejudge: the source run and the new evaluation config decide it, so the

@@ -23,7 +23,10 @@ pub enum StoreError {
     Locked(String),
     /// A run names a dataset revision the store does not have (deleted meanwhile).
     #[error("dataset {dataset_id} has no revision {revision}")]
-    MissingRevision { dataset_id: String, revision: String },
+    MissingRevision {
+        dataset_id: String,
+        revision: String,
+    },
     /// The cases handed to the store could not be read.
     #[error("reading the cases to store: {0}")]
     Input(String),

@@ -376,11 +376,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn cache_get(
-        &self,
-        key: &str,
-        run_id: &RunId,
-    ) -> StoreResult<Option<serde_json::Value>> {
+    async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<serde_json::Value>> {
         let mut cache = self.cache.lock().await;
         Ok(cache.get_mut(key).map(|entry| {
             if entry.owner != *run_id {

@@ -176,7 +176,9 @@ impl DatasetStore for MemoryStore {
         let Some(cases) = cases else {
             return Ok(Vec::new());
         };
-        let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(cases.len());
+        let end = usize::try_from(range.end)
+            .unwrap_or(usize::MAX)
+            .min(cases.len());
         let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
         Ok(cases[start..end].to_vec())
     }
@@ -254,7 +256,10 @@ impl DatasetStore for MemoryStore {
         }
         let mut unfinished: Vec<RunId> = doomed
             .iter()
-            .filter(|id| runs.get(*id).is_some_and(|r| !r.record().status.is_terminal()))
+            .filter(|id| {
+                runs.get(*id)
+                    .is_some_and(|r| !r.record().status.is_terminal())
+            })
             .cloned()
             .collect();
         if !unfinished.is_empty() {

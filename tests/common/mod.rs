@@ -32,14 +32,18 @@ struct CountingGenerator {
 
 #[async_trait]
 impl Generator for CountingGenerator {
+    /// A case whose input has `fail_calls: n` fails its first `n` calls (an outage).
     async fn generate(&self, request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
-        *self
-            .calls
-            .0
-            .lock()
-            .unwrap()
-            .entry(request.case.case_id.clone())
-            .or_default() += 1;
+        let calls = {
+            let mut counts = self.calls.0.lock().unwrap();
+            let count = counts.entry(request.case.case_id.clone()).or_default();
+            *count += 1;
+            *count as u64
+        };
+        let failing = request.case.input.get("fail_calls").and_then(Value::as_u64);
+        if failing.is_some_and(|n| calls <= n) {
+            return Err(ComponentError::new("the provider is down"));
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -152,6 +156,29 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.unwrap();
+        json_of(response).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self.client.delete(self.url(path)).send().await.unwrap();
+        json_of(response).await
+    }
+
+    /// `PUT` of a raw body with its content type (dataset uploads).
+    pub async fn put(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<String>,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .put(self.url(path))
+            .header("content-type", content_type)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
         json_of(response).await
     }
 

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use crate::model::Problems;
 use crate::model::Case;
+use crate::model::Problems;
 use crate::model::check::type_name;
 
 /// Longest `case_id`, in bytes (the same cap as every other id of a definition).
@@ -16,9 +16,18 @@ pub const CASE_FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "meta
 
 /// Checks one case; `at(field)` names where a problem is (`at("")`: the case itself).
 /// Takes the value so a valid case moves into the result without a copy.
-pub fn check_case(value: Value, problems: &mut Problems, at: &dyn Fn(&str) -> String) -> Option<Case> {
+pub fn check_case(
+    value: Value,
+    problems: &mut Problems,
+    at: &dyn Fn(&str) -> String,
+) -> Option<Case> {
     let Value::Object(mut map) = value else {
-        problems.report(|| (at(""), format!("must be an object, got {}", type_name(&value))));
+        problems.report(|| {
+            (
+                at(""),
+                format!("must be an object, got {}", type_name(&value)),
+            )
+        });
         return None;
     };
     for key in map.keys() {

@@ -132,7 +132,10 @@ impl Columns {
     pub fn case(&self, row: &[&str]) -> Value {
         let cell = |i: usize| row.get(i).copied().unwrap_or("");
         let mut case = Map::new();
-        case.insert("case_id".into(), Value::String(cell(self.case_id).to_owned()));
+        case.insert(
+            "case_id".into(),
+            Value::String(cell(self.case_id).to_owned()),
+        );
         let input = match self.input.as_slice() {
             [(_, i)] => Value::String(cell(*i).to_owned()),
             columns => Value::Object(

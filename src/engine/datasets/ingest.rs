@@ -11,17 +11,46 @@ use sha2::{Digest, Sha256};
 use super::case::{canonical_case, check_case};
 use super::spool::{Spool, SpoolReader};
 use crate::model::Problems;
-use crate::model::Revision;
+use crate::model::{Case, Revision};
 
 /// What the revision hash starts with: a new canonical form of cases gets a new one.
 const REVISION_DOMAIN: &[u8] = b"themis/dataset/v1\n";
+
+/// The hash of a revision, fed one canonical case at a time.
+struct RevisionHasher(Sha256);
+
+impl RevisionHasher {
+    fn new() -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(REVISION_DOMAIN);
+        RevisionHasher(hasher)
+    }
+
+    fn add(&mut self, canonical_case: &str) {
+        self.0.update(canonical_case.as_bytes());
+        self.0.update(b"\n");
+    }
+
+    fn finish(self) -> Revision {
+        Revision::from_digest(&self.0.finalize())
+    }
+}
+
+/// The revision of cases already checked (held in memory).
+pub fn revision_of(cases: &[Case]) -> Revision {
+    let mut hasher = RevisionHasher::new();
+    for case in cases {
+        hasher.add(&canonical_case(case));
+    }
+    hasher.finish()
+}
 
 /// A revision being taken in.
 pub struct Ingest {
     /// 128 bits of SHA-256 of each case id: two ids collide with probability about
     /// n²/2^129 (1e-26 for a million cases), and nothing else of a case is held.
     seen: HashSet<u128>,
-    hasher: Sha256,
+    hasher: RevisionHasher,
     spool: Spool,
     case_count: u64,
     bytes: u64,
@@ -55,11 +84,9 @@ fn fingerprint(case_id: &str) -> u128 {
 
 impl Ingest {
     pub fn new() -> io::Result<Self> {
-        let mut hasher = Sha256::new();
-        hasher.update(REVISION_DOMAIN);
         Ok(Ingest {
             seen: HashSet::new(),
-            hasher,
+            hasher: RevisionHasher::new(),
             spool: Spool::new()?,
             case_count: 0,
             bytes: 0,
@@ -74,9 +101,19 @@ impl Ingest {
         problems: &mut Problems,
         at: &dyn Fn(&str) -> String,
     ) -> io::Result<()> {
-        let Some(case) = check_case(value, problems, at) else {
-            return Ok(());
-        };
+        match check_case(value, problems, at) {
+            Some(case) => self.push_case(&case, problems, at),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes one case already checked (its id may still repeat an earlier one).
+    pub fn push_case(
+        &mut self,
+        case: &Case,
+        problems: &mut Problems,
+        at: &dyn Fn(&str) -> String,
+    ) -> io::Result<()> {
         if !self.seen.insert(fingerprint(&case.case_id)) {
             problems.report(|| {
                 (
@@ -90,16 +127,10 @@ impl Ingest {
         if !problems.is_empty() {
             return Ok(());
         }
-        let json = canonical_case(&case);
-        self.hasher.update(json.as_bytes());
-        self.hasher.update(b"\n");
+        let json = canonical_case(case);
+        self.hasher.add(&json);
         self.bytes += json.len() as u64 + 1;
         self.spool.write(&case.case_id, &json)
-    }
-
-    /// Cases taken so far (valid ones).
-    pub fn case_count(&self) -> u64 {
-        self.case_count
     }
 
     /// The revision, unless a problem was found (or the dataset is empty: reported
@@ -112,7 +143,7 @@ impl Ingest {
             return Ok(None);
         }
         Ok(Some(Ingested {
-            revision: Revision::from_digest(&self.hasher.finalize()),
+            revision: self.hasher.finish(),
             case_count: self.case_count,
             bytes: self.bytes,
             cases: self.spool.into_reader()?,
@@ -163,7 +194,10 @@ mod tests {
         ])
         .0
         .unwrap();
-        assert_ne!(a.revision, reordered.revision, "order is part of the content");
+        assert_ne!(
+            a.revision, reordered.revision,
+            "order is part of the content"
+        );
     }
 
     #[test]
@@ -173,7 +207,10 @@ mod tests {
             json!({"case_id": "1", "input": 2}),
         ]);
         assert!(done.is_none());
-        assert_eq!(problems, ["cases[1].case_id: duplicate case_id `1` in dataset"]);
+        assert_eq!(
+            problems,
+            ["cases[1].case_id: duplicate case_id `1` in dataset"]
+        );
         let (done, problems) = ingest(&[]);
         assert!(done.is_none());
         assert_eq!(problems, ["cases: must contain at least one case"]);

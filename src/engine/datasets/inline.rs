@@ -51,7 +51,7 @@ pub fn split_definition(body: &[u8]) -> Result<SplitDefinition, SplitError> {
         let value = if key == "datasets" {
             datasets(raw, &mut split)?
         } else {
-            serde_json::from_str(raw.get())?
+            parse_value(raw, &key, &mut split.problems)?
         };
         object.insert(key, value);
     }
@@ -78,7 +78,8 @@ fn datasets(raw: &RawValue, split: &mut SplitDefinition) -> Result<Value, SplitE
                 cases = Some(list);
                 continue;
             }
-            dataset.insert(key, serde_json::from_str(raw.get())?);
+            let at = format!("datasets[{position}].{key}");
+            dataset.insert(key, parse_value(raw, &at, &mut split.problems)?);
         }
         if let Some(cases) = cases {
             let path = format!("datasets[{position}].cases");
@@ -105,6 +106,30 @@ fn datasets(raw: &RawValue, split: &mut SplitDefinition) -> Result<Value, SplitE
     Ok(Value::Array(datasets))
 }
 
+/// A raw value as JSON. A number JSON can write but a 64-bit float cannot hold (`1e400`)
+/// is a problem at its path, as in any other field; other errors are the body's.
+fn parse_value(raw: &RawValue, at: &str, problems: &mut Problems) -> Result<Value, SplitError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    match serde_path_to_error::deserialize::<_, Value>(&mut deserializer) {
+        Ok(value) => Ok(value),
+        Err(e) if e.inner().to_string().starts_with("number out of range") => {
+            let inner = e.path().to_string();
+            let path = if inner == "." {
+                at.to_owned()
+            } else {
+                format!("{at}.{inner}")
+            };
+            problems.push(path, OUT_OF_RANGE);
+            Ok(Value::Null)
+        }
+        Err(e) => Err(e.into_inner().into()),
+    }
+}
+
+/// What a number no 64-bit float holds is told (here and for any JSON body).
+pub const OUT_OF_RANGE: &str =
+    "is out of range: numbers must be finite 64-bit floats (|x| < 1.8e308)";
+
 fn ingest(
     cases: &[&RawValue],
     path: &str,
@@ -122,7 +147,7 @@ fn ingest(
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(case) => ingest.push(case, problems, &at)?,
             // Valid JSON that a 64-bit float cannot hold (`1e400`).
-            Err(e) => problems.report(|| (at(""), format!("is not valid: {e}"))),
+            Err(_) => problems.report(|| (at(""), OUT_OF_RANGE.to_owned())),
         }
     }
     Ok(ingest.finish(problems, path)?)
@@ -164,9 +189,18 @@ mod tests {
             .into_iter()
             .map(|e| e.path)
             .collect();
-        assert_eq!(listed, ["datasets[0].cases[0]", "datasets[0].cases[2].case_id"]);
+        assert_eq!(
+            listed,
+            ["datasets[0].cases[0]", "datasets[0].cases[2].case_id"]
+        );
         assert!(split.inline.is_empty());
         assert!(split_definition(b"{").is_err());
-        assert_eq!(split_definition(b"[1]").unwrap().value, serde_json::json!([1]));
+        assert_eq!(
+            split_definition(b"[1]").unwrap().value,
+            serde_json::json!([1])
+        );
+        let split = split_definition(br#"{"failure_policy": {"max_ratio": 1e400}}"#).unwrap();
+        let listed = split.problems.into_details();
+        assert_eq!(listed[0].path, "failure_policy.max_ratio");
     }
 }

@@ -96,7 +96,7 @@ mod tests {
     fn split(chunks: &[&[u8]], max: usize) -> Vec<String> {
         let mut splitter = LineSplitter::new(max);
         let mut lines = Vec::new();
-        let mut describe = |line: Line| match line {
+        let describe = |line: Line| match line {
             Line::Text(n, text) => format!("{n}:{}", String::from_utf8_lossy(&text)),
             Line::TooLong(n) => format!("{n}:too long"),
         };

@@ -14,11 +14,11 @@ mod inline;
 mod lines;
 mod service;
 mod spool;
+mod submit;
 mod upload;
 
-pub use case::{CASE_FIELDS, MAX_CASE_ID_BYTES, canonical_case, check_case};
+pub use case::check_case;
 pub use csv::CsvMapping;
-pub use ingest::{Ingest, Ingested};
-pub use inline::{SplitDefinition, SplitError, split_definition};
+pub use ingest::revision_of;
 pub use service::{MAX_DATASET_ID_BYTES, check_dataset_id};
-pub use upload::{UploadError, UploadFormat, UploadLimits, ingest_upload};
+pub use upload::{UploadFormat, UploadLimits};

@@ -110,7 +110,9 @@ mod tests {
     fn cases_come_back_in_order_and_numbered() {
         let mut spool = Spool::new().unwrap();
         for i in 0..600 {
-            spool.write(&format!("c\n{i}"), &format!("{{\"i\":{i}}}")).unwrap();
+            spool
+                .write(&format!("c\n{i}"), &format!("{{\"i\":{i}}}"))
+                .unwrap();
         }
         let mut reader = spool.into_reader().unwrap();
         let first = reader.read_batch(BATCH).unwrap();

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::csv::{CsvMapping, CsvRecords, CsvStep, Columns};
+use super::csv::{Columns, CsvMapping, CsvRecords, CsvStep};
 use super::ingest::{Ingest, Ingested};
 use super::lines::{Line, LineSplitter};
-use crate::model::Problems;
 use crate::model::FieldError;
+use crate::model::Problems;
 
 /// The body formats an upload may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,11 +70,11 @@ where
 {
     let mut reader = match format {
         UploadFormat::Jsonl => BodyReader::Jsonl(LineSplitter::new(limits.max_case_bytes)),
-        UploadFormat::Csv(mapping) => BodyReader::Csv {
+        UploadFormat::Csv(mapping) => BodyReader::Csv(Box::new(CsvReader {
             records: CsvRecords::new(limits.max_case_bytes),
             mapping: mapping.clone(),
             columns: None,
-        },
+        })),
     };
     let mut problems = Problems::default();
     let mut ingest = Ingest::new()?;
@@ -99,12 +99,14 @@ where
 
 enum BodyReader {
     Jsonl(LineSplitter),
-    Csv {
-        records: CsvRecords,
-        mapping: CsvMapping,
-        /// Known once the header row was read.
-        columns: Option<Columns>,
-    },
+    Csv(Box<CsvReader>),
+}
+
+struct CsvReader {
+    records: CsvRecords,
+    mapping: CsvMapping,
+    /// Known once the header row was read.
+    columns: Option<Columns>,
 }
 
 impl BodyReader {
@@ -124,7 +126,7 @@ impl BodyReader {
                 }
                 Ok(true)
             }
-            BodyReader::Csv { .. } => self.csv(chunk, ingest, problems),
+            BodyReader::Csv(csv) => csv.read(chunk, ingest, problems),
         }
     }
 
@@ -134,24 +136,24 @@ impl BodyReader {
                 Some(line) => jsonl_line(line, ingest, problems),
                 None => Ok(()),
             },
-            BodyReader::Csv { .. } => self.csv(&[], ingest, problems).map(|_| ()),
+            BodyReader::Csv(csv) => csv.read(&[], ingest, problems).map(|_| ()),
         }
     }
+}
 
-    fn csv(
+impl CsvReader {
+    /// Parses `input` (empty: the body ended); `false` when reading cannot go on.
+    fn read(
         &mut self,
         mut input: &[u8],
         ingest: &mut Ingest,
         problems: &mut Problems,
     ) -> Result<bool, UploadError> {
-        let BodyReader::Csv {
+        let CsvReader {
             records,
             mapping,
             columns,
-        } = self
-        else {
-            return Ok(true);
-        };
+        } = self;
         loop {
             let (consumed, step) = records.read(input);
             input = &input[consumed..];

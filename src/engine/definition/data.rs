@@ -1,82 +1,84 @@
-//! Checking the data of a definition: datasets, their cases, and seeds. Runs once per
-//! case of a request that may hold millions: problems are described lazily.
+//! Checking the data of a definition: datasets (inline cases or a stored revision),
+//! their cases, and seeds. Runs once per case of a request that may hold millions:
+//! problems are described lazily.
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::Checker;
-use super::types::{Dataset, MAX_DATASETS, MAX_ID_BYTES, MAX_SEEDS};
-use crate::model::Case;
-use crate::model::check::{join, type_name};
+use super::types::{Dataset, DatasetCases, MAX_DATASETS, MAX_SEEDS};
+use crate::engine::datasets::check_case;
+use crate::model::check::join;
+use crate::model::{Case, Revision};
 
 impl Checker<'_> {
-    /// Case `index` of the list at `cases_path`. Runs once per case, so its path is only
-    /// formatted for a problem that gets listed.
-    fn case(&mut self, value: &Value, cases_path: &str, index: usize) -> Option<Case> {
-        const FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
-        let at = |key: &str| {
-            if key.is_empty() {
-                format!("{cases_path}[{index}]")
-            } else {
-                format!("{cases_path}[{index}].{key}")
-            }
-        };
-        let Some(map) = value.as_object() else {
-            self.problems.report(|| {
-                (
-                    at(""),
-                    format!("must be an object, got {}", type_name(value)),
-                )
-            });
+    /// The cases of the list at `cases_path`, each checked (see [`check_case`]) and
+    /// their ids unique. Runs once per case: a path is only built for a listed problem.
+    fn cases(&mut self, items: &[Value], cases_path: &str) -> Option<Vec<Case>> {
+        if items.is_empty() {
+            self.problems
+                .push(cases_path, "must contain at least one case");
             return None;
-        };
-        for key in map.keys() {
-            if !FIELDS.contains(&key.as_str()) {
+        }
+        let mut cases = Vec::with_capacity(items.len());
+        let mut case_ids = HashSet::with_capacity(items.len());
+        let mut ok = true;
+        for (j, item) in items.iter().enumerate() {
+            let at = |key: &str| {
+                if key.is_empty() {
+                    format!("{cases_path}[{j}]")
+                } else {
+                    format!("{cases_path}[{j}].{key}")
+                }
+            };
+            let Some(case) = check_case(item.clone(), &mut self.problems, &at) else {
+                ok = false;
+                continue;
+            };
+            if !case_ids.insert(case.case_id.clone()) {
                 self.problems.report(|| {
                     (
-                        at(key),
-                        format!("unknown field; expected one of: {}", FIELDS.join(", ")),
+                        at("case_id"),
+                        format!("duplicate case_id `{}` in dataset", case.case_id),
                     )
                 });
+                ok = false;
             }
+            cases.push(case);
         }
-        let case_id = match map.get("case_id") {
-            None | Some(Value::Null) => {
-                self.problems
-                    .report(|| (at("case_id"), "is required".to_owned()));
-                None
-            }
-            Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_ID_BYTES => {
-                Some(id.clone())
-            }
-            Some(other) => {
-                self.problems.report(|| {
-                    let message = match other.as_str() {
-                        Some(id) if id.len() > MAX_ID_BYTES => {
-                            format!("must be at most {MAX_ID_BYTES} bytes")
-                        }
-                        Some(_) => "must not be empty".to_owned(),
-                        None => format!("must be a string, got {}", type_name(other)),
-                    };
-                    (at("case_id"), message)
-                });
-                None
-            }
+        ok.then_some(cases)
+    }
+
+    /// A stored dataset's `revision` and `case_count`, either may be absent.
+    fn stored(&mut self, map: &Map<String, Value>, path: &str) -> Option<DatasetCases> {
+        let revision = match map.get("revision").filter(|v| !v.is_null()) {
+            None => Some(None),
+            Some(value) => match value.as_str().map(str::parse::<Revision>) {
+                Some(Ok(revision)) => Some(Some(revision)),
+                _ => {
+                    self.problems.push(
+                        join(path, "revision"),
+                        "must be `sha256:` followed by 64 lowercase hex digits",
+                    );
+                    None
+                }
+            },
         };
-        let input = match map.get("input") {
-            None | Some(Value::Null) => {
-                self.problems
-                    .report(|| (at("input"), "is required".to_owned()));
-                None
-            }
-            Some(input) => Some(input.clone()),
+        let case_count = match map.get("case_count").filter(|v| !v.is_null()) {
+            None => Some(None),
+            Some(value) => match value.as_u64() {
+                Some(n) if n >= 1 => Some(Some(n)),
+                _ => {
+                    self.problems
+                        .push(join(path, "case_count"), "must be a positive integer");
+                    None
+                }
+            },
         };
-        Some(Case {
-            case_id: case_id?,
-            input: input?,
-            expected_output: map.get("expected_output").cloned().unwrap_or(Value::Null),
-            metadata: map.get("metadata").cloned().unwrap_or(Value::Null),
+        Some(DatasetCases::Stored {
+            revision: revision?,
+            case_count: case_count?,
         })
     }
 
@@ -99,7 +101,8 @@ impl Checker<'_> {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let path = format!("datasets[{i}]");
-            let Some(map) = self.problems.object(item, &path, &["dataset_id", "cases"]) else {
+            let known = ["dataset_id", "cases", "revision", "case_count"];
+            let Some(map) = self.problems.object(item, &path, &known) else {
                 ok = false;
                 continue;
             };
@@ -116,42 +119,26 @@ impl Checker<'_> {
                 );
                 ok = false;
             }
-            let cases_path = join(&path, "cases");
-            let cases = self
-                .problems
-                .required(map, &path, "cases")
-                .and_then(|v| self.problems.array(v, &cases_path));
-            let mut parsed_cases = Vec::new();
-            if let Some(cases) = cases {
-                if cases.is_empty() {
-                    self.problems
-                        .push(&cases_path, "must contain at least one case");
-                    ok = false;
-                }
-                let mut case_ids = HashSet::with_capacity(cases.len());
-                for (j, case) in cases.iter().enumerate() {
-                    match self.case(case, &cases_path, j) {
-                        Some(case) => {
-                            if !case_ids.insert(case.case_id.clone()) {
-                                self.problems.report(|| {
-                                    (
-                                        format!("{cases_path}[{j}].case_id"),
-                                        format!("duplicate case_id `{}` in dataset", case.case_id),
-                                    )
-                                });
-                                ok = false;
-                            }
-                            parsed_cases.push(case);
+            let cases = match map.get("cases").filter(|v| !v.is_null()) {
+                Some(cases) => {
+                    for key in ["revision", "case_count"] {
+                        if map.contains_key(key) {
+                            self.problems.push(
+                                join(&path, key),
+                                "give either `cases` or a stored `revision`, not both",
+                            );
                         }
-                        None => ok = false,
                     }
+                    let cases_path = join(&path, "cases");
+                    self.problems
+                        .array(cases, &cases_path)
+                        .and_then(|items| self.cases(items, &cases_path))
+                        .map(DatasetCases::Inline)
                 }
-            }
+                None => self.stored(map, &path),
+            };
             match (dataset_id, cases) {
-                (Some(dataset_id), Some(_)) => datasets.push(Dataset {
-                    dataset_id,
-                    cases: parsed_cases,
-                }),
+                (Some(dataset_id), Some(cases)) => datasets.push(Dataset { dataset_id, cases }),
                 _ => ok = false,
             }
         }

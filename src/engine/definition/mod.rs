@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use types::MAX_ID_BYTES;
 pub use types::{
-    CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
+    CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
     ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
     MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
 };
@@ -87,8 +87,9 @@ pub fn parse_experiment(
         .required(map, "", "seeds")
         .and_then(|v| checker.seeds(v));
     let runtime = checker.runtime(map);
+    // Stored datasets count once resolved, at submit.
     if let (Some(datasets), Some(seeds)) = (&datasets, &seeds) {
-        let cases: u64 = datasets.iter().map(|d| d.cases.len() as u64).sum();
+        let cases: u64 = datasets.iter().filter_map(Dataset::case_count).sum();
         if cases.saturating_mul(seeds.len() as u64) > MAX_WORK_ITEMS {
             checker.problems.push(
                 "datasets",

@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::components::{Generator, Judge, Metric, Parser, Reducer};
-use crate::model::Case;
+use crate::engine::datasets::revision_of;
+use crate::model::{Case, Revision};
 use crate::observe::{SubscriberConfig, TracingConfig};
 
 /// Most samples a candidate policy may ask for per case.
@@ -89,14 +90,62 @@ impl PassAtK {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+/// A dataset of a definition.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     pub dataset_id: String,
-    pub cases: Vec<Case>,
+    pub cases: DatasetCases,
+}
+
+/// Where a dataset's cases are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetCases {
+    /// Given inline and held in memory: a definition built in code or read from a file,
+    /// or a run stored under run-id rule v1. Submitting stores them as a revision.
+    Inline(Vec<Case>),
+    /// A stored revision. Submitting fills in what a request may leave out: the newest
+    /// revision, and its case count.
+    Stored {
+        revision: Option<Revision>,
+        case_count: Option<u64>,
+    },
+}
+
+impl Dataset {
+    /// How many cases it has, once known.
+    pub fn case_count(&self) -> Option<u64> {
+        match &self.cases {
+            DatasetCases::Inline(cases) => Some(cases.len() as u64),
+            DatasetCases::Stored { case_count, .. } => *case_count,
+        }
+    }
+
+    /// The dataset as the run id covers it: by content (see [`crate::engine::run_id`]).
+    fn by_content(&self) -> DatasetByContent<'_> {
+        let (revision, case_count) = match &self.cases {
+            DatasetCases::Inline(cases) => (Some(revision_of(cases)), Some(cases.len() as u64)),
+            DatasetCases::Stored {
+                revision,
+                case_count,
+            } => (revision.clone(), *case_count),
+        };
+        DatasetByContent {
+            dataset_id: &self.dataset_id,
+            revision,
+            case_count,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DatasetByContent<'a> {
+    dataset_id: &'a str,
+    revision: Option<Revision>,
+    case_count: Option<u64>,
 }
 
 /// The logical run definition: everything that determines results, nothing else.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Experiment {
     pub generation: GenerationConfig,
     pub evaluation: EvaluationConfig,
@@ -104,16 +153,33 @@ pub struct Experiment {
     pub seeds: Vec<u64>,
 }
 
+#[derive(Serialize)]
+struct CanonicalExperiment<'a> {
+    generation: &'a GenerationConfig,
+    evaluation: &'a EvaluationConfig,
+    datasets: Vec<DatasetByContent<'a>>,
+    seeds: &'a [u64],
+}
+
 impl Experiment {
-    /// Number of work items: every case once per seed.
+    /// Number of work items: every case once per seed (stored datasets not resolved
+    /// yet count nothing).
     pub fn work_items(&self) -> u64 {
-        let cases: u64 = self.datasets.iter().map(|d| d.cases.len() as u64).sum();
-        cases * self.seeds.len() as u64
+        let cases: u64 = self.datasets.iter().filter_map(Dataset::case_count).sum();
+        cases.saturating_mul(self.seeds.len() as u64)
     }
 
-    /// The canonical JSON value stored with the run and hashed into its id.
+    /// The canonical JSON value stored with the run and hashed into its id: datasets by
+    /// content, `{"dataset_id", "revision", "case_count"}` (an inline dataset's revision
+    /// computed from its cases), so inline and stored cases give the same id.
     pub fn canonical(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let canonical = CanonicalExperiment {
+            generation: &self.generation,
+            evaluation: &self.evaluation,
+            datasets: self.datasets.iter().map(Dataset::by_content).collect(),
+            seeds: &self.seeds,
+        };
+        serde_json::to_value(canonical).unwrap_or(Value::Null)
     }
 }
 

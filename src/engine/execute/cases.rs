@@ -9,15 +9,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::leases::LeaseSet;
-use super::plan::{Plan, WorkItem};
+use super::plan::{Evaluate, Plan, Work, WorkItem};
 use super::recorder::{CaseNotes, ChunkCommit, RecorderMsg};
 use super::stop::FailureGuard;
 use crate::components::ResponseCache;
 use crate::engine::Engine;
 use crate::engine::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
-use crate::model::{RunId, Stage};
+use crate::model::{CaseRecord, RunId, Stage};
 use crate::observe::{Observers, Span};
-use crate::store::{Store, StoreError};
+use crate::store::{CaseCommit, Store, StoreError};
 
 /// What every case of one execution shares.
 pub(super) struct Shared<'a> {
@@ -72,12 +72,25 @@ impl Engine {
         })
         .map(move |item| async move {
             let item = item?;
-            let case = plan.case(item.position).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "case index {} is out of range",
-                    item.key.case_index
-                ))
-            })?;
+            let (case, source) = match item.work {
+                // A retry's reused record: the same outcome, now this run's.
+                Work::Reuse(record) => {
+                    let record = CaseRecord {
+                        run_id: shared.run_id.clone(),
+                        ..record
+                    };
+                    let commit = CaseCommit {
+                        record,
+                        events: Vec::new(),
+                    };
+                    return Ok(Some(ChunkCommit {
+                        chunk_index: item.chunk_index,
+                        commit,
+                    }));
+                }
+                Work::Execute(case) => (case, None),
+                Work::Rejudge { case, source } => (case, Some(source)),
+            };
             let notes = CaseNotes {
                 key: item.key.clone(),
                 tx: tx.clone(),
@@ -85,40 +98,37 @@ impl Engine {
             let input = CaseInput {
                 run_id: shared.run_id,
                 key: item.key,
-                case,
+                case: &case,
                 observers: shared.observers,
                 run_span: shared.run_span,
                 cache: shared.cache,
                 notes: &notes,
             };
-            let (evaluators, first_stage) = match plan {
-                Plan::Experiment { pipeline, .. } => (&pipeline.evaluators, Stage::Generation),
-                Plan::Rejudge { evaluators, .. } => (evaluators, Stage::Parsing),
+            let evaluators = plan.evaluate.evaluators();
+            let first_stage = match &plan.evaluate {
+                Evaluate::Experiment { .. } => Stage::Generation,
+                Evaluate::Rejudge { .. } => Stage::Parsing,
             };
             let work = async {
-                match (&item.source, plan) {
-                    (Some(source), Plan::Rejudge { evaluators, .. }) => {
+                match (&source, &plan.evaluate) {
+                    (Some(source), Evaluate::Rejudge { evaluators, .. }) => {
                         Ok(rejudge_case(&input, source, evaluators).await)
                     }
                     (
                         _,
-                        Plan::Experiment {
-                            experiment,
+                        Evaluate::Experiment {
+                            generation,
                             pipeline,
-                            ..
                         },
-                    ) => {
-                        let generation = &experiment.generation;
-                        Ok(run_case(
-                            &input,
-                            pipeline,
-                            &generation.generator.id,
-                            &generation.reducer.id,
-                            generation.candidate_policy.num_samples,
-                        )
-                        .await)
-                    }
-                    (None, Plan::Rejudge { .. }) => Err(StoreError::Corrupt(
+                    ) => Ok(run_case(
+                        &input,
+                        pipeline,
+                        &generation.generator.id,
+                        &generation.reducer.id,
+                        generation.candidate_policy.num_samples,
+                    )
+                    .await),
+                    (None, Evaluate::Rejudge { .. }) => Err(StoreError::Corrupt(
                         "rejudge item without its source record".into(),
                     )),
                 }

@@ -13,6 +13,7 @@ mod claimer;
 mod leases;
 mod plan;
 mod recorder;
+mod source;
 mod stop;
 
 use std::sync::Arc;
@@ -194,46 +195,44 @@ impl Engine {
             leases.clone(),
         );
 
-        let plan = self.plan(&record);
-        // The plan holds what it needs; the stored definition (as large as the datasets)
-        // is not kept for the whole run.
+        let plan = match &quarantine {
+            Some(reason) => Err(reason.clone()),
+            None => self.plan(&record).await,
+        };
+        // The plan holds what it needs; the stored definition is not kept for the run.
         record.definition = Value::Null;
-        let stop = match (quarantine, plan) {
-            (Some(reason), _) => {
-                tracing::error!(run_id = %run_id, interrupted, "quarantining a run that keeps taking its process down");
-                Stop::Failed(reason)
+        if quarantine.is_some() {
+            tracing::error!(run_id = %run_id, interrupted, "quarantining a run that keeps taking its process down");
+        }
+        let stop = match plan {
+            Err(message) => Stop::Failed(message),
+            Ok(plan) => {
+                let concurrency = runtime
+                    .concurrency
+                    .unwrap_or(config.default_concurrency)
+                    .max(1);
+                let cache = runtime
+                    .cache
+                    .unwrap_or(true)
+                    .then(|| StoreCache(store.clone(), run_id.clone()));
+                let failures = FailureGuard {
+                    policy: runtime.failure_policy,
+                    ..FailureGuard::default()
+                };
+                let shared = Shared {
+                    run_id,
+                    observers: &observers,
+                    run_span: &run_span,
+                    failures: &failures,
+                    cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
+                    concurrency,
+                    leases: &leases,
+                };
+                let plan = Arc::new(plan);
+                let (stop, last) = self.run_cases(&shared, &plan, &control).await;
+                progress = last.unwrap_or(progress);
+                stop
             }
-            (None, Err(message)) => Stop::Failed(message),
-            (None, Ok(mut plan)) => match self.load_source_cases(&mut plan).await {
-                Err(message) => Stop::Failed(message),
-                Ok(()) => {
-                    let concurrency = runtime
-                        .concurrency
-                        .unwrap_or(config.default_concurrency)
-                        .max(1);
-                    let cache = runtime
-                        .cache
-                        .unwrap_or(true)
-                        .then(|| StoreCache(store.clone(), run_id.clone()));
-                    let failures = FailureGuard {
-                        policy: runtime.failure_policy,
-                        ..FailureGuard::default()
-                    };
-                    let shared = Shared {
-                        run_id,
-                        observers: &observers,
-                        run_span: &run_span,
-                        failures: &failures,
-                        cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
-                        concurrency,
-                        leases: &leases,
-                    };
-                    let plan = Arc::new(plan);
-                    let (stop, last) = self.run_cases(&shared, &plan, &control).await;
-                    progress = last.unwrap_or(progress);
-                    stop
-                }
-            },
         };
         drop(heartbeat);
         // Only this run's leases: other runs of this instance keep theirs.

@@ -1,149 +1,190 @@
-//! What an execution runs, rebuilt once from the run's stored definition: the typed
-//! experiment with its resolved components (or a rejudge's evaluators and the source's
-//! cases), and the work items of each claimed chunk.
+//! What an execution runs, built once from the run's stored definition (and, for a
+//! rejudge or retry, the runs it derives from): how a case is evaluated, where the
+//! cases come from, which records a retry reuses, and the work items of each claimed
+//! chunk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::source::CaseSource;
 use crate::engine::definition::{
-    Dataset, Evaluators, Experiment, Pipeline, parse_evaluation, parse_experiment,
+    Evaluators, Experiment, GenerationConfig, Pipeline, parse_evaluation, parse_experiment,
 };
 use crate::engine::retry::retry;
 use crate::engine::{Engine, generation_source};
-use crate::model::{Case, CaseKey, CaseRecord, FieldError, RunId, RunKind, RunRecord};
+use crate::model::{Case, CaseKey, CaseRecord, CaseStatus, FieldError, RunId, RunKind, RunRecord};
 use crate::store::{CaseQuery, Chunk, Store, StoreError};
 
-/// What a run executes, rebuilt from its stored definition.
-pub(super) enum Plan {
+/// Most runs a chain of rejudges and retries may have before its experiment.
+const MAX_CHAIN: usize = 1_000;
+
+/// How a case is evaluated.
+pub(super) enum Evaluate {
+    /// The whole pipeline.
     Experiment {
-        experiment: Box<Experiment>,
+        generation: Box<GenerationConfig>,
         pipeline: Pipeline,
-        /// (dataset, case) positions of every case in enumeration order.
-        positions: Vec<(usize, usize)>,
     },
+    /// A new evaluation of the generations recorded in `generations`.
     Rejudge {
-        source: RunId,
-        cases: Vec<Case>,
-        seeds: usize,
+        generations: RunId,
         evaluators: Evaluators,
     },
 }
 
-impl Engine {
-    /// The plan of `record`: its stored definition parsed into types and its components
-    /// resolved, once per execution. `Err` says why the run cannot execute.
-    pub(super) fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
-        let describe = |errors: Vec<FieldError>| {
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        match record.kind {
-            RunKind::Experiment => {
-                let request = parse_experiment(&record.definition, self.registry())
-                    .map_err(|e| format!("stored definition no longer valid: {}", describe(e)))?;
-                let positions = request
-                    .experiment
-                    .datasets
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(d, dataset)| (0..dataset.cases.len()).map(move |c| (d, c)))
-                    .collect();
-                Ok(Plan::Experiment {
-                    experiment: Box::new(request.experiment),
-                    pipeline: request.pipeline,
-                    positions,
-                })
-            }
-            RunKind::Rejudge => {
-                let source = generation_source(record).ok_or("rejudge without a source run")?;
-                let evaluation = record
-                    .definition
-                    .get("evaluation")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let (_, evaluators, _) = parse_evaluation(&evaluation, self.registry())
-                    .map_err(|e| format!("stored evaluation no longer valid: {}", describe(e)))?;
-                Ok(Plan::Rejudge {
-                    source,
-                    cases: Vec::new(),
-                    seeds: 0,
-                    evaluators,
-                })
-            }
+impl Evaluate {
+    pub(super) fn evaluators(&self) -> &Evaluators {
+        match self {
+            Evaluate::Experiment { pipeline, .. } => &pipeline.evaluators,
+            Evaluate::Rejudge { evaluators, .. } => evaluators,
         }
     }
+}
 
-    /// Loads the cases of a rejudge's source experiment, in enumeration order.
-    pub(super) async fn load_source_cases(&self, plan: &mut Plan) -> Result<(), String> {
-        let Plan::Rejudge {
-            source,
-            cases,
-            seeds,
-            ..
-        } = plan
-        else {
-            return Ok(());
-        };
-        let store = self.store();
-        let record = retry(
-            self.config().store_patience,
-            "loading the source run",
-            || store.get_run(source),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("source run {source} not found"))?;
-        let datasets: Vec<Dataset> = record
-            .definition
-            .get("datasets")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| format!("source definition unreadable: {e}"))?
-            .unwrap_or_default();
-        *seeds = record
-            .definition
-            .get("seeds")
-            .and_then(Value::as_array)
-            .map_or(1, Vec::len);
-        *cases = datasets.into_iter().flat_map(|d| d.cases).collect();
-        Ok(())
-    }
+/// What a run executes.
+pub(super) struct Plan {
+    pub(super) evaluate: Evaluate,
+    pub(super) source: CaseSource,
+    /// A retry's parent: its completed records are reused as they are.
+    pub(super) reuse: Option<RunId>,
+}
+
+/// What to do with one case.
+pub(super) enum Work {
+    Execute(Arc<Case>),
+    Rejudge { case: Arc<Case>, source: CaseRecord },
+    Reuse(CaseRecord),
 }
 
 /// One case to execute, from a claimed chunk.
 pub(super) struct WorkItem {
     pub(super) chunk_index: u64,
     pub(super) key: CaseKey,
-    /// Where the case sits in the plan (see [`Plan::case`]).
-    pub(super) position: usize,
-    /// For a rejudge: the source run's record of the case.
-    pub(super) source: Option<CaseRecord>,
+    pub(super) work: Work,
     /// Cancelled when this instance loses the chunk's lease.
     pub(super) lost: CancellationToken,
 }
 
-impl Plan {
-    /// The case at a work item's position.
-    pub(super) fn case(&self, position: usize) -> Option<&Case> {
-        match self {
-            Plan::Experiment {
-                experiment,
-                positions,
-                ..
-            } => {
-                let &(d, c) = positions.get(position)?;
-                experiment.datasets.get(d)?.cases.get(c)
+fn describe(errors: Vec<FieldError>) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Engine {
+    /// The plan of `record`, read as stored (the typed definition is parsed here once
+    /// per execution). A rejudge or retry also reads the runs its chain derives from.
+    pub(super) async fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
+        let mut reuse = None;
+        let mut current = record.clone();
+        for _ in 0..MAX_CHAIN {
+            match current.kind {
+                RunKind::Experiment => {
+                    let (experiment, pipeline) = self.experiment_of(&current)?;
+                    let generation = Box::new(experiment.generation.clone());
+                    return Ok(Plan {
+                        evaluate: Evaluate::Experiment {
+                            generation,
+                            pipeline,
+                        },
+                        source: CaseSource::new(experiment)?,
+                        reuse,
+                    });
+                }
+                RunKind::Rejudge => {
+                    let generations =
+                        generation_source(&current).ok_or("rejudge without a source run")?;
+                    let evaluation = current
+                        .definition
+                        .get("evaluation")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let (_, evaluators, _) = parse_evaluation(&evaluation, self.registry())
+                        .map_err(|e| {
+                            format!("stored evaluation no longer valid: {}", describe(e))
+                        })?;
+                    let experiment = self.root_experiment(&generations).await?;
+                    return Ok(Plan {
+                        evaluate: Evaluate::Rejudge {
+                            generations,
+                            evaluators,
+                        },
+                        source: CaseSource::new(experiment)?,
+                        reuse,
+                    });
+                }
+                RunKind::Retry => {
+                    let parent = current
+                        .parent_run_id
+                        .clone()
+                        .ok_or("retry without a parent run")?;
+                    // Only the retried run's own records are reused.
+                    reuse.get_or_insert(parent.clone());
+                    current = self.load_run(&parent).await?;
+                }
             }
-            Plan::Rejudge { cases, .. } => cases.get(position),
         }
+        Err("the chain of retries is too long".to_owned())
     }
 
+    fn experiment_of(&self, record: &RunRecord) -> Result<(Experiment, Pipeline), String> {
+        let request = parse_experiment(&record.definition, self.registry())
+            .map_err(|e| format!("stored definition no longer valid: {}", describe(e)))?;
+        Ok((request.experiment, request.pipeline))
+    }
+
+    async fn load_run(&self, run_id: &RunId) -> Result<RunRecord, String> {
+        let store = self.store();
+        retry(self.config().store_patience, "loading a source run", || {
+            store.get_run(run_id)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("source run {run_id} not found"))
+    }
+
+    /// The experiment a chain of rejudges and retries starts from.
+    async fn root_experiment(&self, run_id: &RunId) -> Result<Experiment, String> {
+        let mut current = self.load_run(run_id).await?;
+        for _ in 0..MAX_CHAIN {
+            let next = match current.kind {
+                RunKind::Experiment => return Ok(self.experiment_of(&current)?.0),
+                RunKind::Rejudge => generation_source(&current),
+                RunKind::Retry => current.parent_run_id.clone(),
+            };
+            let next = next.ok_or_else(|| format!("run {} has no source", current.run_id))?;
+            current = self.load_run(&next).await?;
+        }
+        Err("the chain of derived runs is too long".to_owned())
+    }
+}
+
+/// The records of `run_id` within `chunk`, by case index.
+async fn records_in(
+    store: &dyn Store,
+    run_id: &RunId,
+    chunk: &Chunk,
+) -> Result<HashMap<u64, CaseRecord>, StoreError> {
+    let query = CaseQuery {
+        after_index: chunk.start.checked_sub(1),
+        limit: (chunk.end - chunk.start) as u32,
+        ..CaseQuery::default()
+    };
+    Ok(store
+        .case_records(run_id, &query)
+        .await?
+        .into_iter()
+        .filter(|r| r.key.case_index < chunk.end)
+        .map(|r| (r.key.case_index, r))
+        .collect())
+}
+
+impl Plan {
     /// The cases of `chunk` not recorded yet.
     pub(super) async fn work_in(
         &self,
@@ -152,68 +193,54 @@ impl Plan {
         recorded: &HashSet<u64>,
         lost: &CancellationToken,
     ) -> Result<Vec<WorkItem>, StoreError> {
-        match self {
-            Plan::Experiment {
-                experiment,
-                positions,
-                ..
-            } => {
-                let seeds = experiment.seeds.len() as u64;
-                let mut items = Vec::new();
-                for index in (chunk.start..chunk.end).filter(|i| !recorded.contains(i)) {
-                    let position = (index / seeds) as usize;
-                    let &(d, c) = positions.get(position).ok_or_else(|| {
-                        StoreError::Corrupt(format!("case index {index} is out of range"))
-                    })?;
-                    let dataset = &experiment.datasets[d];
-                    items.push(WorkItem {
-                        chunk_index: chunk.chunk_index,
-                        key: CaseKey {
-                            case_index: index,
-                            dataset_id: dataset.dataset_id.clone(),
-                            case_id: dataset.cases[c].case_id.clone(),
-                            seed: experiment.seeds[(index % seeds) as usize],
-                        },
-                        position,
-                        source: None,
-                        lost: lost.clone(),
-                    });
+        let mut reusable = match &self.reuse {
+            Some(parent) => records_in(store, parent, chunk).await?,
+            None => HashMap::new(),
+        };
+        reusable.retain(|_, r| r.status == CaseStatus::Completed);
+        let mut sources = match &self.evaluate {
+            Evaluate::Rejudge { generations, .. } => records_in(store, generations, chunk).await?,
+            Evaluate::Experiment { .. } => HashMap::new(),
+        };
+        let pending: Vec<u64> = (chunk.start..chunk.end)
+            .filter(|i| !recorded.contains(i))
+            .collect();
+        // Cases are read only when something is evaluated.
+        let needs_cases = pending.iter().any(|i| !reusable.contains_key(i));
+        let mut cases: HashMap<u64, (CaseKey, Arc<Case>)> = if needs_cases {
+            self.source
+                .load(store, chunk.start..chunk.end)
+                .await?
+                .into_iter()
+                .map(|(key, case)| (key.case_index, (key, case)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut items = Vec::with_capacity(pending.len());
+        for index in pending {
+            let (key, work) = if let Some(record) = reusable.remove(&index) {
+                (record.key.clone(), Work::Reuse(record))
+            } else {
+                let (key, case) = cases.remove(&index).ok_or_else(|| {
+                    StoreError::Corrupt(format!("case index {index} is out of range"))
+                })?;
+                match &self.evaluate {
+                    Evaluate::Experiment { .. } => (key, Work::Execute(case)),
+                    // A rejudge covers the cases its source recorded.
+                    Evaluate::Rejudge { .. } => match sources.remove(&index) {
+                        Some(source) => (source.key.clone(), Work::Rejudge { case, source }),
+                        None => continue,
+                    },
                 }
-                Ok(items)
-            }
-            Plan::Rejudge {
-                source,
-                cases,
-                seeds,
-                ..
-            } => {
-                let query = CaseQuery {
-                    after_index: chunk.start.checked_sub(1),
-                    limit: (chunk.end - chunk.start) as u32,
-                    ..CaseQuery::default()
-                };
-                let records = store.case_records(source, &query).await?;
-                let mut items = Vec::new();
-                for record in records.into_iter().filter(|r| {
-                    r.key.case_index < chunk.end && !recorded.contains(&r.key.case_index)
-                }) {
-                    let position = (record.key.case_index / (*seeds).max(1) as u64) as usize;
-                    if position >= cases.len() {
-                        return Err(StoreError::Corrupt(format!(
-                            "source case {} is not in its definition",
-                            record.key.case_index
-                        )));
-                    }
-                    items.push(WorkItem {
-                        chunk_index: chunk.chunk_index,
-                        key: record.key.clone(),
-                        position,
-                        source: Some(record),
-                        lost: lost.clone(),
-                    });
-                }
-                Ok(items)
-            }
+            };
+            items.push(WorkItem {
+                chunk_index: chunk.chunk_index,
+                key,
+                work,
+                lost: lost.clone(),
+            });
         }
+        Ok(items)
     }
 }

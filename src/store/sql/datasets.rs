@@ -97,7 +97,11 @@ where
             .transpose()
     }
 
-    async fn insert_revision_cases(&mut self, revision: &Revision, cases: &[StoredCase]) -> StoreResult<()> {
+    async fn insert_revision_cases(
+        &mut self,
+        revision: &Revision,
+        cases: &[StoredCase],
+    ) -> StoreResult<()> {
         for part in cases.chunks(D::MAX_PARAMS / CASE_PARAMS) {
             let mut insert = QueryBuilder::<D::Db>::new(
                 "INSERT INTO dataset_cases (revision, case_index, case_id, case_json) ",
@@ -120,12 +124,11 @@ where
     /// The runs of the family: `run_id`'s row and every run derived from it (its
     /// rejudges and retries, theirs, and so on), parents first.
     async fn family(&mut self, run_id: &RunId) -> StoreResult<Vec<FamilyRow>> {
-        let mut family: Vec<FamilyRow> = sqlx::query_as::<_, FamilyRow>(
-            "SELECT run_id, status FROM runs WHERE run_id = $1",
-        )
-        .bind(run_id.as_str())
-        .fetch_all(self.conn())
-        .await?;
+        let mut family: Vec<FamilyRow> =
+            sqlx::query_as::<_, FamilyRow>("SELECT run_id, status FROM runs WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .fetch_all(self.conn())
+                .await?;
         let mut next = 0;
         while next < family.len() {
             let parent = family[next].run_id.clone();
@@ -183,7 +186,9 @@ where
                     break;
                 }
                 stored += batch.len() as u64;
-                write.insert_revision_cases(&revision.revision, &batch).await?;
+                write
+                    .insert_revision_cases(&revision.revision, &batch)
+                    .await?;
             }
             if stored != revision.case_count {
                 return Err(StoreError::Input(format!(
