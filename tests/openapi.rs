@@ -32,15 +32,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/rejudge"),
     ("POST", "/runs/{run_id}/retry"),
-    ("DELETE", "/runs/{run_id}"),
-    ("GET", "/datasets"),
     ("PUT", "/datasets/{dataset_id}"),
+    ("GET", "/datasets"),
     ("GET", "/datasets/{dataset_id}"),
-    ("DELETE", "/datasets/{dataset_id}"),
     ("GET", "/datasets/{dataset_id}/cases"),
+    ("DELETE", "/datasets/{dataset_id}"),
     ("GET", "/runs/{run_id}/compare"),
     ("GET", "/runs/{run_id}/compare/cases"),
     ("GET", "/compare"),
+    // Last: the other routes need the run.
+    ("DELETE", "/runs/{run_id}"),
 ];
 
 const HTTP_METHODS: [&str; 8] = [
@@ -650,12 +651,16 @@ async fn every_documented_route_is_served() {
     let (other_id, _) = h.run(other).await;
     for (method, template) in ROUTES {
         let method: Method = method.parse().unwrap();
-        let uri = template.replace("{run_id}", &run_id);
+        let uri = template
+            .replace("{run_id}", &run_id)
+            .replace("{dataset_id}", "uploaded");
         let uri = match *template {
             "/runs/{run_id}/compare" | "/runs/{run_id}/compare/cases" => {
                 format!("{uri}?baseline={other_id}")
             }
             "/compare" => format!("{uri}?runs={run_id},{other_id}"),
+            // With its rejudges and retries.
+            "/runs/{run_id}" if method == Method::DELETE => format!("{uri}?cascade=true"),
             _ => uri,
         };
         let payload = match (method.as_str(), *template) {
@@ -663,8 +668,19 @@ async fn every_documented_route_is_served() {
             ("POST", "/runs/{run_id}/rejudge") => {
                 Payload::Json(json!({"metrics": ["builtin/exact_match"]}))
             }
+            ("PUT", "/datasets/{dataset_id}") => Payload::Raw(
+                "application/x-ndjson",
+                br#"{"case_id": "a", "input": "x", "expected_output": "x"}"#.to_vec(),
+            ),
             _ => Payload::None,
         };
+        if method == Method::DELETE && *template == "/runs/{run_id}" {
+            // The rejudge and retry above must have finished for the cascade.
+            let derived = h.get(&format!("/runs?parent_run_id={run_id}")).await.json();
+            for child in derived["runs"].as_array().unwrap() {
+                h.wait_finished(child["run_id"].as_str().unwrap()).await;
+            }
+        }
         let reply = h.send(method.clone(), &uri, payload, &[]).await;
         assert_ne!(
             reply.status,
@@ -1582,4 +1598,100 @@ async fn compare_responses_match_the_schemas() {
             StatusCode::BAD_REQUEST,
         );
     }
+}
+
+#[tokio::test]
+async fn dataset_retry_and_delete_responses_match_the_schemas() {
+    let h = Harness::sqlite().await;
+    let jsonl = |body: &str| Payload::Raw("application/x-ndjson", body.as_bytes().to_vec());
+    let cases = "{\"case_id\": \"a\", \"input\": {\"question\": \"2+2\"}, \"expected_output\": {\"answer\": \"4\"}}\n";
+    let put = |payload| h.send(Method::PUT, "/datasets/qa", payload, &[]);
+    let created = h.check(
+        Method::PUT,
+        "/datasets/{dataset_id}",
+        &put(jsonl(cases)).await,
+        StatusCode::CREATED,
+    );
+    let again = h.check(
+        Method::PUT,
+        "/datasets/{dataset_id}",
+        &put(jsonl(cases)).await,
+        StatusCode::OK,
+    );
+    assert_eq!(created, again);
+    h.check(
+        Method::PUT,
+        "/datasets/{dataset_id}",
+        &put(jsonl("{\"case_id\": \"\"}\n")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    h.check(
+        Method::GET,
+        "/datasets",
+        &h.get("/datasets").await,
+        StatusCode::OK,
+    );
+    h.check(
+        Method::GET,
+        "/datasets/{dataset_id}",
+        &h.get("/datasets/qa").await,
+        StatusCode::OK,
+    );
+    let page = h.check(
+        Method::GET,
+        "/datasets/{dataset_id}/cases",
+        &h.get("/datasets/qa/cases").await,
+        StatusCode::OK,
+    );
+    assert_eq!(page["cases"][0]["case_id"], "a");
+
+    // A run over the stored dataset, its retry, and the deletions.
+    let mut definition = example("observe.json");
+    definition["datasets"] = json!([{"dataset_id": "qa"}]);
+    let (run_id, _) = h.run(definition).await;
+    let reply = h.post(&format!("/runs/{run_id}/retry"), json!(null)).await;
+    let retry = h.check(
+        Method::POST,
+        "/runs/{run_id}/retry",
+        &reply,
+        StatusCode::ACCEPTED,
+    );
+    h.wait_finished(retry["run_id"].as_str().unwrap()).await;
+    let definition = h.get(&format!("/runs/{run_id}?include=definition")).await;
+    h.check(Method::GET, "/runs/{run_id}", &definition, StatusCode::OK);
+    let reply = h
+        .send(Method::DELETE, "/datasets/qa", Payload::None, &[])
+        .await;
+    h.check(
+        Method::DELETE,
+        "/datasets/{dataset_id}",
+        &reply,
+        StatusCode::CONFLICT,
+    );
+    let uri = format!("/runs/{run_id}");
+    let reply = h.send(Method::DELETE, &uri, Payload::None, &[]).await;
+    h.check(
+        Method::DELETE,
+        "/runs/{run_id}",
+        &reply,
+        StatusCode::CONFLICT,
+    );
+    let reply = h
+        .send(
+            Method::DELETE,
+            &format!("{uri}?cascade=true"),
+            Payload::None,
+            &[],
+        )
+        .await;
+    h.check(Method::DELETE, "/runs/{run_id}", &reply, StatusCode::OK);
+    let reply = h
+        .send(Method::DELETE, "/datasets/qa", Payload::None, &[])
+        .await;
+    h.check(
+        Method::DELETE,
+        "/datasets/{dataset_id}",
+        &reply,
+        StatusCode::OK,
+    );
 }
