@@ -4,8 +4,15 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::{CallCounter, TestServer, registry_with_counter};
 use serde_json::{Value, json};
+use themis::engine::{Engine, EngineConfig, RunControl};
+use themis::model::{RunId, RunKind, RunStatus, Timestamp};
+use themis::observe::Observers;
+use themis::store::{MemoryStore, NewRun, SqliteStore, Store};
 
 const JSONL: &str = "application/x-ndjson";
 
@@ -31,6 +38,15 @@ fn experiment(datasets: Value) -> Value {
         "datasets": datasets,
         "seeds": [1, 2]
     })
+}
+
+/// An engine on `store` with `test/counting` reporting to `calls`.
+fn engine_on(store: Arc<dyn Store>, calls: &CallCounter) -> Engine {
+    Engine::new(
+        store,
+        Arc::new(registry_with_counter(calls)),
+        EngineConfig::default(),
+    )
 }
 
 async fn start() -> (tempfile::TempDir, TestServer, CallCounter) {
@@ -372,21 +388,11 @@ async fn a_retry_executes_the_failed_cases_and_keeps_the_rest() {
 /// inline. It keeps its id and still executes from that definition.
 #[tokio::test]
 async fn a_run_stored_under_rule_v1_still_executes() {
-    use std::sync::Arc;
-    use themis::engine::{Engine, EngineConfig, RunControl};
-    use themis::model::{RunId, RunKind, RunStatus, Timestamp};
-    use themis::observe::Observers;
-    use themis::store::{NewRun, SqliteStore, Store};
-
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("v1.db")).await.unwrap());
     let calls = CallCounter::default();
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(registry_with_counter(&calls)),
-        EngineConfig::default(),
-    );
+    let engine = engine_on(store.clone(), &calls);
     let body = common::counting_experiment(3, 0);
     let mut definition = engine.parse(&body).unwrap().experiment.canonical();
     definition["datasets"] = json!([{"dataset_id": "d", "cases": body["datasets"][0]["cases"]}]);
@@ -422,17 +428,7 @@ async fn a_run_stored_under_rule_v1_still_executes() {
 /// leaves unfinished runs alone.
 #[tokio::test]
 async fn retention_deletes_old_finished_runs_leaves_first() {
-    use std::sync::Arc;
-    use std::time::Duration;
-    use themis::engine::{Engine, EngineConfig, RunControl};
-    use themis::observe::Observers;
-    use themis::store::MemoryStore;
-
-    let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(registry_with_counter(&CallCounter::default())),
-        EngineConfig::default(),
-    );
+    let engine = engine_on(Arc::new(MemoryStore::new()), &CallCounter::default());
     let run = |n: usize| {
         let engine = engine.clone();
         async move {

@@ -1659,39 +1659,20 @@ async fn dataset_retry_and_delete_responses_match_the_schemas() {
     h.wait_finished(retry["run_id"].as_str().unwrap()).await;
     let definition = h.get(&format!("/runs/{run_id}?include=definition")).await;
     h.check(Method::GET, "/runs/{run_id}", &definition, StatusCode::OK);
-    let reply = h
-        .send(Method::DELETE, "/datasets/qa", Payload::None, &[])
-        .await;
-    h.check(
-        Method::DELETE,
-        "/datasets/{dataset_id}",
-        &reply,
-        StatusCode::CONFLICT,
-    );
-    let uri = format!("/runs/{run_id}");
-    let reply = h.send(Method::DELETE, &uri, Payload::None, &[]).await;
-    h.check(
-        Method::DELETE,
-        "/runs/{run_id}",
-        &reply,
-        StatusCode::CONFLICT,
-    );
-    let reply = h
-        .send(
-            Method::DELETE,
-            &format!("{uri}?cascade=true"),
-            Payload::None,
-            &[],
-        )
-        .await;
-    h.check(Method::DELETE, "/runs/{run_id}", &reply, StatusCode::OK);
-    let reply = h
-        .send(Method::DELETE, "/datasets/qa", Payload::None, &[])
-        .await;
-    h.check(
-        Method::DELETE,
-        "/datasets/{dataset_id}",
-        &reply,
-        StatusCode::OK,
-    );
+    // Refused while used or derived from, then done: dataset, run, run with cascade, dataset.
+    let run_uri = format!("/runs/{run_id}");
+    let cascade = format!("{run_uri}?cascade=true");
+    for (uri, template, status) in [
+        (
+            "/datasets/qa",
+            "/datasets/{dataset_id}",
+            StatusCode::CONFLICT,
+        ),
+        (run_uri.as_str(), "/runs/{run_id}", StatusCode::CONFLICT),
+        (cascade.as_str(), "/runs/{run_id}", StatusCode::OK),
+        ("/datasets/qa", "/datasets/{dataset_id}", StatusCode::OK),
+    ] {
+        let reply = h.send(Method::DELETE, uri, Payload::None, &[]).await;
+        h.check(Method::DELETE, template, &reply, status);
+    }
 }

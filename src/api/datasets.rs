@@ -42,6 +42,14 @@ fn revision(raw: Option<&str>) -> Result<Option<Revision>, ApiError> {
     .transpose()
 }
 
+/// `404` for a dataset, or a revision of it, the store does not have.
+fn missing(dataset_id: &str, revision: Option<&Revision>) -> ApiError {
+    ApiError::NotFound(match revision {
+        Some(r) => format!("dataset {dataset_id} has no revision {r}"),
+        None => format!("no dataset {dataset_id}"),
+    })
+}
+
 /// The body format from `Content-Type` (parameters such as `charset` are ignored).
 fn upload_format(headers: &HeaderMap, mapping: CsvMapping) -> Result<UploadFormat, ApiError> {
     let content_type = headers
@@ -256,10 +264,7 @@ async fn list_cases(
     let found = store
         .get_revision(&dataset_id, wanted.as_ref())
         .await?
-        .ok_or_else(|| match &wanted {
-            Some(r) => ApiError::NotFound(format!("dataset {dataset_id} has no revision {r}")),
-            None => ApiError::NotFound(format!("no dataset {dataset_id}")),
-        })?;
+        .ok_or_else(|| missing(&dataset_id, wanted.as_ref()))?;
     let end = start.saturating_add(u64::from(limit)).min(found.case_count);
     let stored = store.revision_cases(&found.revision, start..end).await?;
     let cases = stored
@@ -310,9 +315,6 @@ async fn delete_dataset(
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
-        DeleteRevisions::NotFound => Err(ApiError::NotFound(match wanted {
-            Some(r) => format!("dataset {dataset_id} has no revision {r}"),
-            None => format!("no dataset {dataset_id}"),
-        })),
+        DeleteRevisions::NotFound => Err(missing(&dataset_id, wanted.as_ref())),
     }
 }

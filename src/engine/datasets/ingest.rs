@@ -53,6 +53,8 @@ pub struct Ingest {
     hasher: RevisionHasher,
     spool: Spool,
     case_count: u64,
+    /// Cases that failed their checks: the dataset is not empty, only invalid.
+    rejected: u64,
     bytes: u64,
 }
 
@@ -89,6 +91,7 @@ impl Ingest {
             hasher: RevisionHasher::new(),
             spool: Spool::new()?,
             case_count: 0,
+            rejected: 0,
             bytes: 0,
         })
     }
@@ -103,7 +106,10 @@ impl Ingest {
     ) -> io::Result<()> {
         match check_case(value, problems, at) {
             Some(case) => self.push_case(&case, problems, at),
-            None => Ok(()),
+            None => {
+                self.rejected += 1;
+                Ok(())
+            }
         }
     }
 
@@ -136,7 +142,7 @@ impl Ingest {
     /// The revision, unless a problem was found (or the dataset is empty: reported
     /// at `empty_at`).
     pub fn finish(self, problems: &mut Problems, empty_at: &str) -> io::Result<Option<Ingested>> {
-        if self.case_count == 0 {
+        if self.case_count + self.rejected == 0 {
             problems.push(empty_at, "must contain at least one case");
         }
         if !problems.is_empty() {
