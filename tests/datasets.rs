@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CallCounter, TestServer, registry_with_counter};
+use common::{CallCounter, TestDatabase, TestServer, registry_with_counter};
 use serde_json::{Value, json};
 use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{RunId, RunKind, RunStatus, Timestamp};
@@ -54,6 +54,13 @@ async fn start() -> (tempfile::TempDir, TestServer, CallCounter) {
     let calls = CallCounter::default();
     let server = TestServer::start(&sqlite_url(&dir), registry_with_counter(&calls)).await;
     (dir, server, calls)
+}
+
+async fn start_on_postgres() -> (TestDatabase, TestServer, CallCounter) {
+    let database = TestDatabase::create().await;
+    let calls = CallCounter::default();
+    let server = TestServer::start(&database.url, registry_with_counter(&calls)).await;
+    (database, server, calls)
 }
 
 #[tokio::test]
@@ -220,6 +227,19 @@ async fn csv_maps_columns_by_header_or_by_query() {
 #[tokio::test]
 async fn a_referenced_dataset_gives_the_run_of_the_same_cases_inline() {
     let (_dir, server, calls) = start().await;
+    referenced_dataset(&server, &calls).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_referenced_dataset_gives_the_run_of_the_same_cases_inline_on_postgres() {
+    let (database, server, calls) = start_on_postgres().await;
+    referenced_dataset(&server, &calls).await;
+    server.stop().await;
+    database.drop_database().await;
+}
+
+async fn referenced_dataset(server: &TestServer, calls: &CallCounter) {
     let (_, uploaded) = server.put("/datasets/d", JSONL, jsonl(4)).await;
     let revision = uploaded["revision"].as_str().unwrap();
     let (status, by_revision) = server
@@ -305,12 +325,24 @@ async fn a_referenced_dataset_gives_the_run_of_the_same_cases_inline() {
     let (status, deleted) = server.delete("/datasets/d").await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["deleted"], json!([revision]));
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn a_retry_executes_the_failed_cases_and_keeps_the_rest() {
     let (_dir, server, calls) = start().await;
+    retry_failed_cases(&server, &calls).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_executes_the_failed_cases_and_keeps_the_rest_on_postgres() {
+    let (database, server, calls) = start_on_postgres().await;
+    retry_failed_cases(&server, &calls).await;
+    server.stop().await;
+    database.drop_database().await;
+}
+
+async fn retry_failed_cases(server: &TestServer, calls: &CallCounter) {
     // c1 and c3 fail on their first call (a provider outage), the others pass.
     let cases: Vec<Value> = (0..4)
         .map(|i| {
@@ -381,7 +413,6 @@ async fn a_retry_executes_the_failed_cases_and_keeps_the_rest() {
     let (status, deleted) = server.delete(&format!("/runs/{parent}?cascade=true")).await;
     assert_eq!(status, 200);
     assert_eq!(deleted["deleted"], json!([parent, retry_id]));
-    server.stop().await;
 }
 
 /// A run the previous release stored (run-id rule v1): its definition holds the cases
