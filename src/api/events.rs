@@ -240,3 +240,62 @@ impl EventCursor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::engine::EventHub;
+    use crate::model::{EventKind, NewEvent, Progress, RunEvent};
+    use crate::store::MemoryStore;
+
+    fn event(run_id: &RunId, seq: u64, total: u64) -> RunEvent {
+        let kind = if seq == total {
+            EventKind::RunCompleted {
+                progress: Progress::default(),
+            }
+        } else {
+            EventKind::RunStarted {
+                total_cases: seq,
+                resumed: false,
+            }
+        };
+        NewEvent::now(kind).sequenced(run_id, seq)
+    }
+
+    /// Live events waiting for a stream leave in one write, each frame as the hub
+    /// encoded it, in order; the stream ends after the terminal event.
+    #[tokio::test]
+    async fn waiting_live_frames_are_joined_into_one_write() {
+        let run_id: RunId = "run_00000000000000000000000000000001"
+            .parse()
+            .expect("a run id");
+        let hub = Arc::new(EventHub::new());
+        let mut cursor = EventCursor {
+            store: Arc::new(MemoryStore::new()),
+            run_id: run_id.clone(),
+            after: 0,
+            live: hub.subscribe(&run_id),
+            pending: VecDeque::new(),
+            finished: false,
+            stale: true,
+            last_write: Instant::now(),
+            _permit: Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("a permit"),
+        };
+        let events: Vec<RunEvent> = (1..=50).map(|seq| event(&run_id, seq, 50)).collect();
+        hub.publish(&run_id, &events);
+        let chunk = cursor.next_chunk().await.expect("a write");
+        let expected: Vec<u8> = events
+            .into_iter()
+            .flat_map(|e| SharedEvent::new(e).frame.to_vec())
+            .collect();
+        assert_eq!(chunk.as_ref(), expected.as_slice());
+        assert!(
+            cursor.next_chunk().await.is_none(),
+            "ends after the terminal event"
+        );
+    }
+}
