@@ -7,18 +7,19 @@
 //! event.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use axum::routing::get;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, broadcast};
+use tokio::time::Instant;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
@@ -32,6 +33,10 @@ const PAGE: u32 = 1_000;
 /// Longest wait for a live event before the store is checked anyway (events written by
 /// another instance, or a wake-up that was missed).
 const POLL: Duration = Duration::from_secs(1);
+/// A comment frame after this long without a write: proxies keep the connection and
+/// the server notices a client that went away.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE_FRAME: &[u8] = b":keep-alive\n\n";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/runs/{run_id}/events", get(stream_events))
@@ -49,7 +54,7 @@ async fn stream_events(
     Path(run_id): Path<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,
@@ -91,87 +96,206 @@ async fn stream_events(
         live,
         pending: VecDeque::new(),
         finished: run.status.is_terminal() && after >= run.last_seq,
+        stale: true,
+        last_write: Instant::now(),
         _permit: permit,
     };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next().await?;
-        Some((Ok(to_sse(&event)), cursor))
+        let chunk = cursor.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), cursor))
     })
     // Shutdown ends every stream (clients reconnect with `Last-Event-ID`).
     .take_until(state.scheduler.stopping().cancelled_owned());
-    Ok(Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("keep-alive"),
-    ))
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
-fn to_sse(shared: &SharedEvent) -> Event {
-    let event = &shared.event;
-    Event::default()
-        .id(event.seq.to_string())
-        .event(event.event_type())
-        .data(&shared.json)
-}
-
+/// Follows one run for one client. Frames come encoded from the hub (or are encoded
+/// once per store page); a stream only copies when it joins several frames into one write.
 struct EventCursor {
     store: Arc<dyn Store>,
     run_id: RunId,
     after: u64,
     live: Subscription,
-    /// Events to send, with their JSON (shared with other streams when live).
+    /// Events to send, with their frames (shared with other streams when live).
     pending: VecDeque<Arc<SharedEvent>>,
     finished: bool,
+    /// The live channel may have missed something (start, a gap, a lagged channel, a
+    /// quiet period): read the store before trusting it again.
+    stale: bool,
+    last_write: Instant,
     /// This stream's place under the server's cap, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
 }
 
 impl EventCursor {
-    /// The next event after `self.after`, or `None` once the terminal event was sent
-    /// (or the store failed, which ends the stream; the client reconnects with its
-    /// `Last-Event-ID`).
-    async fn next(&mut self) -> Option<Arc<SharedEvent>> {
+    /// Everything ready to send after `self.after`, as one write; a keep-alive comment
+    /// after a quiet period; `None` once the terminal event was sent (or the store
+    /// failed, which ends the stream; the client reconnects with its `Last-Event-ID`).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(shared) = self.pending.pop_front() {
-                self.after = shared.event.seq;
-                if shared.event.kind.is_terminal() {
-                    self.finished = true;
-                    self.pending.clear();
-                }
-                return Some(shared);
+            self.take_ready();
+            if !self.pending.is_empty() {
+                self.last_write = Instant::now();
+                return Some(self.drain_pending());
             }
             if self.finished {
                 return None;
             }
-            match self
-                .store
-                .events_after(&self.run_id, self.after, PAGE)
-                .await
-            {
-                Ok(events) if !events.is_empty() => {
-                    self.pending
-                        .extend(events.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(run_id = %self.run_id, error = %e, "event stream stopped: store read failed");
-                    return None;
+            if self.stale {
+                match self
+                    .store
+                    .events_after(&self.run_id, self.after, PAGE)
+                    .await
+                {
+                    Ok(events) if !events.is_empty() => {
+                        self.pending
+                            .extend(events.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
+                        continue;
+                    }
+                    Ok(_) => self.stale = false,
+                    Err(e) => {
+                        tracing::warn!(run_id = %self.run_id, error = %e, "event stream stopped: store read failed");
+                        return None;
+                    }
                 }
             }
-            // Caught up with the store: wait for the next live event.
+            // Caught up: wait for the next live event.
             match tokio::time::timeout(POLL, self.live.recv()).await {
-                Ok(Ok(LiveMessage::Event(shared))) if shared.event.seq == self.after + 1 => {
-                    self.pending.push_back(shared)
-                }
-                // Old news, a gap or a lagged channel: the store has the truth.
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    // The hub dropped the channel (the run finished): the store has the rest.
-                    self.live.detach();
+                    self.closed();
+                    // Nothing wakes a detached stream: look at the store again shortly.
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(message) => self.accept(message),
+                Err(_) => {
+                    self.stale = true;
+                    if self.last_write.elapsed() >= KEEP_ALIVE {
+                        self.last_write = Instant::now();
+                        return Some(Bytes::from_static(KEEP_ALIVE_FRAME));
+                    }
                 }
             }
         }
+    }
+
+    /// Live events that are already waiting join the pending ones (one write for all).
+    fn take_ready(&mut self) {
+        while !self.stale && !self.finished {
+            match self.live.try_recv() {
+                Ok(message) => self.accept(Ok(message)),
+                Err(broadcast::error::TryRecvError::Empty) => return,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.stale = true,
+                Err(broadcast::error::TryRecvError::Closed) => self.closed(),
+            }
+        }
+    }
+
+    /// The next event in sequence is queued; old news is dropped; anything else (a gap,
+    /// a wake-up from another instance, a lagged channel) sends us to the store.
+    fn accept(&mut self, message: Result<LiveMessage, broadcast::error::RecvError>) {
+        let next = self.pending.back().map_or(self.after, |e| e.event.seq) + 1;
+        match message {
+            Ok(LiveMessage::Event(shared)) if shared.event.seq == next => {
+                self.pending.push_back(shared)
+            }
+            Ok(LiveMessage::Event(shared)) if shared.event.seq < next => {}
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.stale = true,
+            Err(broadcast::error::RecvError::Closed) => self.closed(),
+        }
+    }
+
+    /// The hub dropped the channel (the run finished): the store has the rest.
+    fn closed(&mut self) {
+        self.live.detach();
+        self.stale = true;
+    }
+
+    /// The pending frames up to the terminal event, joined.
+    fn drain_pending(&mut self) -> Bytes {
+        let mut frames = Vec::with_capacity(self.pending.len());
+        while let Some(shared) = self.pending.pop_front() {
+            self.after = shared.event.seq;
+            frames.push(shared);
+            if frames.last().is_some_and(|e| e.event.kind.is_terminal()) {
+                self.finished = true;
+                self.pending.clear();
+            }
+        }
+        match frames.as_slice() {
+            [one] => one.frame.clone(),
+            many => {
+                let mut joined = Vec::with_capacity(many.iter().map(|e| e.frame.len()).sum());
+                for shared in many {
+                    joined.extend_from_slice(&shared.frame);
+                }
+                Bytes::from(joined)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::engine::EventHub;
+    use crate::model::{EventKind, NewEvent, Progress, RunEvent};
+    use crate::store::MemoryStore;
+
+    fn event(run_id: &RunId, seq: u64, total: u64) -> RunEvent {
+        let kind = if seq == total {
+            EventKind::RunCompleted {
+                progress: Progress::default(),
+            }
+        } else {
+            EventKind::RunStarted {
+                total_cases: seq,
+                resumed: false,
+            }
+        };
+        NewEvent::now(kind).sequenced(run_id, seq)
+    }
+
+    /// Live events waiting for a stream leave in one write, each frame as the hub
+    /// encoded it, in order; the stream ends after the terminal event.
+    #[tokio::test]
+    async fn waiting_live_frames_are_joined_into_one_write() {
+        let run_id: RunId = "run_00000000000000000000000000000001"
+            .parse()
+            .expect("a run id");
+        let hub = Arc::new(EventHub::new());
+        let mut cursor = EventCursor {
+            store: Arc::new(MemoryStore::new()),
+            run_id: run_id.clone(),
+            after: 0,
+            live: hub.subscribe(&run_id),
+            pending: VecDeque::new(),
+            finished: false,
+            stale: true,
+            last_write: Instant::now(),
+            _permit: Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("a permit"),
+        };
+        let events: Vec<RunEvent> = (1..=50).map(|seq| event(&run_id, seq, 50)).collect();
+        hub.publish(&run_id, &events);
+        let chunk = cursor.next_chunk().await.expect("a write");
+        let expected: Vec<u8> = events
+            .into_iter()
+            .flat_map(|e| SharedEvent::new(e).frame.to_vec())
+            .collect();
+        assert_eq!(chunk.as_ref(), expected.as_slice());
+        assert!(
+            cursor.next_chunk().await.is_none(),
+            "ends after the terminal event"
+        );
     }
 }

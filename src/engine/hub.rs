@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use tokio::sync::broadcast;
 
 use crate::model::{RunEvent, RunId};
@@ -13,17 +14,29 @@ use crate::model::{RunEvent, RunId};
 /// Events buffered per run for live listeners before a slow one must catch up from the store.
 const LIVE_BUFFER: usize = 4_096;
 
-/// A committed event with its JSON, serialised once for every listener.
+/// A committed event with its server-sent-events frame, encoded once and shared (as
+/// reference-counted bytes) by every stream that sends it: a thousand followers cost
+/// one serialisation, not a thousand.
 #[derive(Debug)]
 pub struct SharedEvent {
     pub event: RunEvent,
-    pub json: String,
+    /// `id: <seq>\nevent: <type>\ndata: <json>\n\n`
+    pub frame: Bytes,
 }
 
 impl SharedEvent {
     pub fn new(event: RunEvent) -> Self {
+        // Compact JSON has no newline, so it fits one `data:` line.
         let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
-        SharedEvent { event, json }
+        let frame = format!(
+            "id: {}\nevent: {}\ndata: {json}\n\n",
+            event.seq,
+            event.event_type()
+        );
+        SharedEvent {
+            event,
+            frame: Bytes::from(frame),
+        }
     }
 }
 
@@ -55,6 +68,11 @@ pub struct Subscription {
 impl Subscription {
     pub async fn recv(&mut self) -> Result<LiveMessage, broadcast::error::RecvError> {
         self.receiver.recv().await
+    }
+
+    /// A message already waiting, without waiting for one.
+    pub fn try_recv(&mut self) -> Result<LiveMessage, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
     }
 
     /// Follows the run's channel again after it was closed (the run ended): a new one if
@@ -120,15 +138,21 @@ impl EventHub {
 
     /// Hands committed events (in sequence order) to the run's listeners.
     pub fn publish(&self, run_id: &RunId, events: &[RunEvent]) {
+        if events.is_empty() || !self.lock().contains_key(run_id) {
+            return;
+        }
+        // Encoded outside the lock: subscribers and other runs' publishers don't wait on it.
+        let shared: Vec<_> = events
+            .iter()
+            .map(|event| Arc::new(SharedEvent::new(event.clone())))
+            .collect();
         let mut channels = self.lock();
         let Some(sender) = channels.get(run_id) else {
             return;
         };
-        for event in events {
+        for event in shared {
             // An error only means nobody listens right now.
-            let _ = sender.send(LiveMessage::Event(Arc::new(SharedEvent::new(
-                event.clone(),
-            ))));
+            let _ = sender.send(LiveMessage::Event(event));
         }
         let finished = events.last().is_some_and(|e| e.kind.is_terminal());
         if finished || sender.receiver_count() == 0 {

@@ -87,6 +87,9 @@ pub struct EngineConfig {
     pub default_concurrency: usize,
     /// Most case records written in one store transaction.
     pub max_batch: usize,
+    /// How long the first finished case of a batch waits for others to join its commit
+    /// (group commit): fewer, larger transactions for a little latency.
+    pub commit_window: Duration,
     /// Least time between two `progress` events of a run.
     pub progress_interval: Duration,
     /// How often an executing run checks the store for a cancel request made elsewhere.
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
         EngineConfig {
             default_concurrency: 16,
             max_batch: 512,
+            commit_window: Duration::from_millis(10),
             progress_interval: Duration::from_millis(500),
             cancel_poll_interval: Duration::from_secs(1),
             instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
