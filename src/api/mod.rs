@@ -11,6 +11,7 @@ mod export;
 mod health;
 pub mod openapi;
 mod runs;
+mod ui;
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub api_keys: Arc<auth::ApiKeys>,
     /// One permit per open `GET /runs/{id}/events` stream.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// The dashboard's embedded files (public: they hold no data).
+    pub ui: Arc<ui::UiAssets>,
 }
 
 /// Settings of the HTTP layer.
@@ -76,6 +79,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
                 .max_event_streams
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
+        ui: Arc::new(ui::UiAssets::new(!config.api_keys.is_empty())),
     };
     let protected = Router::new()
         .merge(runs::router())
@@ -88,6 +92,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
         ));
     let routes = Router::new()
         .merge(health::router())
+        .merge(ui::router())
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });

@@ -9,6 +9,7 @@ mod definition;
 mod execute;
 mod hub;
 mod pipeline;
+mod results;
 mod retry;
 mod run_id;
 mod scheduler;
@@ -36,6 +37,7 @@ pub use definition::{
 pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use pipeline::candidate_seed;
+pub use results::{CaseDetail, MAX_SCANNED, ResultsPage, ScoreBelow, case_detail, results_page};
 pub use run_id::{rejudge_definition, rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
