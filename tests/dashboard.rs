@@ -364,3 +364,70 @@ async fn case_indices(browser: &Browser) -> Vec<u64> {
         .map(|v| v.as_u64().expect("a case index"))
         .collect()
 }
+
+/// The dashboard's files are public (they hold no data) while the API keeps its key;
+/// each file has its content type, a strict Content-Security-Policy and an ETag.
+#[tokio::test]
+async fn assets_are_public_cached_and_locked_down() {
+    let server = common::TestServer::start_with(
+        "sqlite::memory:",
+        themis::components::Registry::builtin(),
+        vec![KEY.to_owned()],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let index = client.get(server.url("/ui/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let headers = index.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let page = index.text().await.unwrap();
+    assert!(
+        page.contains(r#"<meta name="themis-auth" content="key">"#),
+        "the page says a key is needed"
+    );
+    assert!(!page.contains("<script>"), "no inline script");
+
+    let etag = headers["etag"].clone();
+    let again = client
+        .get(server.url("/ui/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    for (path, content_type) in [
+        ("/ui/js/main.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+    ] {
+        let response = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+    }
+    let (status, body) = json_of(client.get(server.url("/ui/nope.js")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let root = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 308);
+    assert_eq!(root.headers()["location"], "/ui/");
+
+    // The API behind the dashboard still needs the key.
+    let (status, _) = json_of(client.get(server.url("/runs")).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    server.stop().await;
+}
