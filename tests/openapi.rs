@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/metrics"),
     ("POST", "/runs"),
     ("GET", "/runs"),
     ("GET", "/runs/{run_id}"),

@@ -25,7 +25,9 @@ use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
 use crate::engine::{LiveMessage, SharedEvent, Subscription};
 use crate::model::RunId;
+use crate::observe::Meter;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// Events read from the store per query.
 const PAGE: u32 = 1_000;
@@ -92,6 +94,7 @@ async fn stream_events(
         pending: VecDeque::new(),
         finished: run.status.is_terminal() && after >= run.last_seq,
         _permit: permit,
+        _client: OpenStream::new(state.metrics.clone()),
     };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
         let event = cursor.next().await?;
@@ -124,6 +127,23 @@ struct EventCursor {
     finished: bool,
     /// This stream's place under the server's cap, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
+    _client: OpenStream,
+}
+
+/// Counts an open stream in the operator's metrics for as long as it lives.
+struct OpenStream(Arc<Metrics>);
+
+impl OpenStream {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.sse_clients(1);
+        OpenStream(metrics)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.sse_clients(-1);
+    }
 }
 
 impl EventCursor {

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod export;
 mod health;
+mod metrics;
 pub mod openapi;
 mod runs;
 mod ui;
@@ -28,6 +29,7 @@ pub use error::ApiError;
 pub use runs::RunView;
 
 use crate::engine::Scheduler;
+use crate::telemetry::Metrics;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ pub struct AppState {
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The dashboard's embedded files (public: they hold no data).
     pub ui: Arc<ui::UiAssets>,
+    /// The operator's metrics, served at `GET /metrics` (event streams count here too).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Settings of the HTTP layer.
@@ -50,6 +54,8 @@ pub struct ApiConfig {
     pub max_event_streams: usize,
     /// Browser origins allowed to call the API (`--cors-origins`); none by default.
     pub cors_origins: CorsOrigins,
+    /// `GET /metrics` without a key even when keys are set (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 /// Default of [`ApiConfig::max_event_streams`].
@@ -62,6 +68,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             cors_origins: CorsOrigins::None,
+            metrics_public: false,
         }
     }
 }
@@ -69,7 +76,18 @@ impl Default for ApiConfig {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API with its middleware: request ids, request logs, CORS, body limit, auth.
+/// `GET /metrics` shows a registry of its own (the API's own counters only): a server
+/// that wants the engine's and providers' too uses [`router_with_metrics`].
 pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
+    router_with_metrics(scheduler, config, Arc::new(Metrics::new()))
+}
+
+/// [`router`] serving `metrics` (the one the engine and providers report to).
+pub fn router_with_metrics(
+    scheduler: Arc<Scheduler>,
+    config: &ApiConfig,
+    metrics: Arc<Metrics>,
+) -> Router {
     let state = AppState {
         scheduler,
         api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
@@ -80,8 +98,15 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         ui: Arc::new(ui::UiAssets::new(!config.api_keys.is_empty())),
+        metrics,
+    };
+    let (public_metrics, protected_metrics) = if config.metrics_public {
+        (metrics::router(), Router::new())
+    } else {
+        (Router::new(), metrics::router())
     };
     let protected = Router::new()
+        .merge(protected_metrics)
         .merge(runs::router())
         .merge(events::router())
         .merge(compare::router())
@@ -93,6 +118,7 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
     let routes = Router::new()
         .merge(health::router())
         .merge(ui::router())
+        .merge(public_metrics)
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });

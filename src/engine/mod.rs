@@ -43,7 +43,7 @@ pub use scheduler::Scheduler;
 
 use crate::components::Registry;
 use crate::model::{FieldError, RunId, RunKind, RunRecord, RunStatus, Timestamp};
-use crate::observe::{Instrumentation, NoInstrumentation};
+use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,8 @@ struct EngineInner {
     hub: Arc<EventHub>,
     config: EngineConfig,
     instrumentation: Arc<dyn Instrumentation>,
+    /// The operator's metrics: cases, stages, commits, finished runs.
+    meter: Arc<dyn Meter>,
 }
 
 impl Engine {
@@ -137,8 +139,29 @@ impl Engine {
                 hub: Arc::new(EventHub::new()),
                 config,
                 instrumentation,
+                meter: NoMeter::shared(),
             }),
         }
+    }
+
+    /// The same engine reporting to `meter` (the server's metrics). Call it before the
+    /// engine is shared: clones made earlier keep reporting to the previous meter.
+    pub fn with_meter(self, meter: Arc<dyn Meter>) -> Self {
+        let inner = &self.inner;
+        Engine {
+            inner: Arc::new(EngineInner {
+                store: inner.store.clone(),
+                registry: inner.registry.clone(),
+                hub: inner.hub.clone(),
+                config: inner.config.clone(),
+                instrumentation: inner.instrumentation.clone(),
+                meter,
+            }),
+        }
+    }
+
+    pub fn meter(&self) -> &Arc<dyn Meter> {
+        &self.inner.meter
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
