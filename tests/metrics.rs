@@ -207,3 +207,52 @@ async fn metrics_need_the_key_unless_made_public() {
         server.stop().await;
     }
 }
+
+/// The Grafana dashboard in deploy/ queries only series the service exposes, and the
+/// README's metrics list names every one of them.
+#[test]
+fn dashboard_and_readme_match_the_exposed_metrics() {
+    let exposed = Metrics::new().encode();
+    let families: Vec<&str> = exposed
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    assert!(families.len() >= 15, "{exposed}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard =
+        std::fs::read_to_string(format!("{root}/deploy/grafana/dashboards/themis.json"))
+            .expect("the Grafana dashboard");
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let name = regex::Regex::new(r"themis_[a-z_]+").unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for found in name.find_iter(expr) {
+                let series = found.as_str();
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| series.strip_suffix(suffix))
+                    .unwrap_or(series);
+                assert!(
+                    families.contains(&family),
+                    "panel {:?} queries {series}, which /metrics does not expose",
+                    panel["title"]
+                );
+                queried.insert(family.to_owned());
+            }
+        }
+    }
+    assert!(
+        queried >= families.len(),
+        "every family is on the dashboard"
+    );
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    for family in &families {
+        assert!(
+            readme.contains(&format!("`{family}`")),
+            "README does not list {family}"
+        );
+    }
+}
