@@ -162,6 +162,7 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     browser.wait_for("#key-submit").await.click().await.unwrap();
+    browser.wait_view().await;
 
     // Runs list: newest first, the rejudge grouped under its run.
     browser.wait_for("#runs-table").await;
@@ -186,6 +187,7 @@ async fn dashboard_in_a_real_browser() {
     let slow = service.post("/runs", &experiment(40, 0.2, 150, 2)).await;
     let slow = slow["run_id"].as_str().unwrap().to_owned();
     browser.goto(&format!("{base}/ui/#/runs/{slow}")).await;
+    browser.wait_view().await;
     browser.wait_for("#progress-done").await;
     browser
         .eval("window.__sameDocument = true; return null")
@@ -233,10 +235,12 @@ async fn dashboard_in_a_real_browser() {
 
     // Results: a page of 50, the next page, then the filters.
     browser.goto(&format!("{base}/ui/#/runs/{a}/results")).await;
+    browser.wait_view().await;
     browser.wait_for("#results-table").await;
     assert_eq!(case_indices(&browser).await, (0..50).collect::<Vec<u64>>());
     browser.screenshot(&shots, "dashboard-results.png").await;
     browser.wait_for("#next-page").await.click().await.unwrap();
+    browser.wait_view().await;
     browser
         .wait_until(
             Duration::from_secs(10),
@@ -256,6 +260,7 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    browser.wait_view().await;
     browser
         .wait_until(
             Duration::from_secs(10),
@@ -269,12 +274,14 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    browser.wait_view().await;
     browser
         .wait_for("#filter-dataset")
         .await
         .select_by_value("sums")
         .await
         .unwrap();
+    browser.wait_view().await;
     browser
         .wait_until(
             Duration::from_secs(10),
@@ -290,6 +297,7 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    browser.wait_view().await;
     browser
         .wait_until(
             Duration::from_secs(10),
@@ -305,6 +313,7 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    browser.wait_view().await;
     let rationale = browser.text("#judgments .rationale").await;
     assert!(
         rationale.contains("found") && rationale.contains("keywords"),
@@ -320,6 +329,7 @@ async fn dashboard_in_a_real_browser() {
     browser
         .goto(&format!("{base}/ui/#/compare?baseline={a}&candidate={b}"))
         .await;
+    browser.wait_view().await;
     let table = browser.text("#compare-table").await;
     assert!(table.contains("builtin/exact_match"), "{table}");
     browser.wait_for("#changed-cases .card").await;
@@ -328,6 +338,7 @@ async fn dashboard_in_a_real_browser() {
     // The runs list on a phone.
     browser.resize(390, 844).await;
     browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
     browser.wait_for("#runs-table").await;
     browser.screenshot(&shots, "dashboard-phone.png").await;
 

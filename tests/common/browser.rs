@@ -112,6 +112,17 @@ impl Browser {
         self.wait_for(css).await.text().await.expect("element text")
     }
 
+    /// Waits until the dashboard has drawn the view of the current location (it marks
+    /// `<main>` busy while loading, then names the route it drew).
+    pub async fn wait_view(&self) {
+        self.wait_until(
+            Duration::from_secs(15),
+            "the dashboard draws the current view",
+            "const m = document.getElementById('main'); return !m.hasAttribute('aria-busy') && m.dataset.route === location.hash",
+        )
+        .await;
+    }
+
     /// Runs `script` in the page (its `return` value as JSON).
     pub async fn eval(&self, script: &str) -> Value {
         self.client

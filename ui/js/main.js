@@ -57,9 +57,19 @@ async function render() {
   }
   const [pattern, view] = route;
   const params = path.match(pattern).slice(1);
+  // Busy until the view has drawn its data (live views keep running after that).
+  main.setAttribute('aria-busy', 'true');
+  const hash = window.location.hash;
+  const ready = () => {
+    if (controller.signal.aborted) return;
+    main.removeAttribute('aria-busy');
+    main.dataset.route = hash;
+  };
   try {
-    await view(main, {params, query, signal: controller.signal, navigate});
+    await view(main, {params, query, signal: controller.signal, navigate, ready});
+    ready();
   } catch (e) {
+    ready();
     if (controller.signal.aborted) return;
     showError(e);
   }

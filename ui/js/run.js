@@ -12,7 +12,7 @@ const TAIL = 50;
 /** Progress samples older than this are dropped from the throughput estimate. */
 const RATE_WINDOW_MS = 15_000;
 
-export async function runView(main, {params: [runId], signal}) {
+export async function runView(main, {params: [runId], signal, ready}) {
   let run = await call(runPath(runId), {signal});
   const parts = {
     header: h('div', {id: 'run-header'}),
@@ -81,6 +81,7 @@ export async function runView(main, {params: [runId], signal}) {
   sample(run.progress);
   renderAll();
   renderChildren(parts.children, runId, signal);
+  ready();
 
   let pending = false;
   const renderLog = () => {

@@ -12,7 +12,7 @@ const KINDS = [['experiment', 'Experiments (grouped)'], ['', 'All kinds'], ['rej
 /** Metrics shown per run in the table; the run page has all of them. */
 const METRICS_SHOWN = 2;
 
-export async function runsView(main, {query, signal, navigate}) {
+export async function runsView(main, {query, signal, navigate, ready}) {
   const status = query.get('status') ?? '';
   const kind = query.has('kind') ? query.get('kind') : 'experiment';
   const cursor = query.get('cursor') ?? '';
@@ -43,6 +43,7 @@ export async function runsView(main, {query, signal, navigate}) {
       page.next_cursor
         ? h('a', {class: 'button', id: 'older', href: pageLink({status, kind, cursor: page.next_cursor, back: [...back, cursor]})}, 'Older →')
         : null);
+    ready();
     const live = page.runs.some((r) => !TERMINAL.has(r.status))
       || [...children.values()].flat().some((r) => !TERMINAL.has(r.status));
     if (!live) return;
