@@ -142,10 +142,9 @@ async fn dashboard_in_a_real_browser() {
     browser.goto(&format!("{base}/ui/")).await;
     let key_input = browser.wait_for("#key-input").await;
     key_input.send_keys("not-the-key").await.unwrap();
-    browser.wait_for("#key-submit").await.click().await.unwrap();
+    browser.click("#key-submit").await;
     browser
-        .wait_until(
-            Duration::from_secs(10),
+        .expect(
             "the wrong key is refused with a message",
             "return !document.getElementById('key-error').hidden",
         )
@@ -155,14 +154,9 @@ async fn dashboard_in_a_real_browser() {
         let message = entry["message"].as_str().unwrap_or("");
         assert!(message.contains("401"), "unexpected console error: {entry}");
     }
-    browser
-        .wait_for("#key-input")
-        .await
-        .send_keys(KEY)
-        .await
-        .unwrap();
-    browser.wait_for("#key-submit").await.click().await.unwrap();
-    browser.wait_view().await;
+    let key_input = browser.wait_for("#key-input").await;
+    key_input.send_keys(KEY).await.unwrap();
+    browser.click_to_view("#key-submit").await;
 
     // Runs list: newest first, the rejudge grouped under its run.
     browser.wait_for("#runs-table").await;
@@ -188,13 +182,11 @@ async fn dashboard_in_a_real_browser() {
     let slow = slow["run_id"].as_str().unwrap().to_owned();
     browser.goto(&format!("{base}/ui/#/runs/{slow}")).await;
     browser.wait_view().await;
-    browser.wait_for("#progress-done").await;
     browser
         .eval("window.__sameDocument = true; return null")
         .await;
     browser
-        .wait_until(
-            Duration::from_secs(15),
+        .expect(
             "the event stream is live",
             "return document.getElementById('stream-state')?.dataset.state === 'live'",
         )
@@ -210,8 +202,7 @@ async fn dashboard_in_a_real_browser() {
         )
         .await;
     browser
-        .wait_until(
-            Duration::from_secs(10),
+        .expect(
             "events appear in the log",
             "return document.querySelectorAll('#event-log li').length > 3",
         )
@@ -236,84 +227,42 @@ async fn dashboard_in_a_real_browser() {
     // Results: a page of 50, the next page, then the filters.
     browser.goto(&format!("{base}/ui/#/runs/{a}/results")).await;
     browser.wait_view().await;
-    browser.wait_for("#results-table").await;
     assert_eq!(case_indices(&browser).await, (0..50).collect::<Vec<u64>>());
     browser.screenshot(&shots, "dashboard-results.png").await;
-    browser.wait_for("#next-page").await.click().await.unwrap();
-    browser.wait_view().await;
-    browser
-        .wait_until(
-            Duration::from_secs(10),
-            "the second page shows",
-            "return document.querySelector('#results-table tbody tr')?.dataset.caseIndex === '50'",
-        )
-        .await;
+    browser.click_to_view("#next-page").await;
     assert_eq!(
         case_indices(&browser).await,
         (50..100).collect::<Vec<u64>>()
     );
     browser.wait_for("#prev-page").await;
-
+    let rows = "const rows = [...document.querySelectorAll('#results-table tbody tr')];";
+    browser.click_to_view("#filter-failed").await;
     browser
-        .wait_for("#filter-failed")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.wait_view().await;
-    browser
-        .wait_until(
-            Duration::from_secs(10),
-            "only failed cases are listed",
-            "const rows = [...document.querySelectorAll('#results-table tbody tr')]; return location.hash.includes('failed_only=true') && !location.hash.includes('cursor') && rows.length > 0 && rows.every(r => r.dataset.status === 'failed')",
+        .expect(
+            "only failed cases are listed, from the first page",
+            &format!("{rows} return !location.hash.includes('cursor') && rows.length > 0 && rows.every(r => r.dataset.status === 'failed')"),
         )
         .await;
+    browser.click_to_view("#filter-failed").await;
+    browser.select_to_view("#filter-dataset", "sums").await;
     browser
-        .wait_for("#filter-failed")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.wait_view().await;
-    browser
-        .wait_for("#filter-dataset")
-        .await
-        .select_by_value("sums")
-        .await
-        .unwrap();
-    browser.wait_view().await;
-    browser
-        .wait_until(
-            Duration::from_secs(10),
+        .expect(
             "only the chosen dataset is listed",
-            "const rows = [...document.querySelectorAll('#results-table tbody tr')]; return location.hash.includes('dataset_id=sums') && rows.length === 50 && rows.every(r => r.children[1].textContent === 'sums')",
+            &format!("{rows} return rows.length === 50 && rows.every(r => r.children[1].textContent === 'sums')"),
         )
         .await;
     let below = browser.wait_for("#filter-below").await;
     below.send_keys("0.5").await.unwrap();
+    browser.click_to_view("#apply-below").await;
     browser
-        .wait_for("#apply-below")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.wait_view().await;
-    browser
-        .wait_until(
-            Duration::from_secs(10),
-            "only cases scoring below 0.5 on exact_match are listed",
-            "const rows = [...document.querySelectorAll('#results-table tbody tr')]; return location.hash.includes('score_below=0.5') && rows.length > 0 && rows.every(r => Number(r.children[5].textContent) < 0.5 && r.children[1].textContent === 'sums')",
+        .expect(
+            "only cases of the dataset scoring below 0.5 on exact_match are listed",
+            &format!("{rows} return location.hash.includes('score_below=0.5') && rows.length > 0 && rows.every(r => Number(r.children[5].textContent) < 0.5 && r.children[1].textContent === 'sums')"),
         )
         .await;
 
     // A case: input, candidates, and the judge's rationale.
-    browser
-        .wait_for("#results-table tbody tr a")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser.wait_view().await;
+    browser.click_to_view("#results-table tbody tr a").await;
     let rationale = browser.text("#judgments .rationale").await;
     assert!(
         rationale.contains("found") && rationale.contains("keywords"),
@@ -355,8 +304,7 @@ async fn dashboard_in_a_real_browser() {
         .eval("location.hash = '#/runs?status=completed'; return null")
         .await;
     browser
-        .wait_until(
-            Duration::from_secs(10),
+        .expect(
             "the unreachable server is announced",
             "const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('Cannot reach')",
         )

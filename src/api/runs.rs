@@ -236,36 +236,37 @@ pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u
     }
 }
 
+/// A query value that must be one of `options` (what `parse` accepts).
+fn one_of<T>(
+    raw: Option<&str>,
+    field: &str,
+    parse: fn(&str) -> Option<T>,
+    options: &str,
+) -> Result<Option<T>, ApiError> {
+    raw.map(|value| {
+        parse(value).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", field, format!("must be one of {options}"))
+        })
+    })
+    .transpose()
+}
+
 async fn list_runs(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListRunsQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let status = query
-        .status
-        .as_deref()
-        .map(|s| {
-            RunStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    "status",
-                    "must be one of queued, running, completed, failed, cancelled",
-                )
-            })
-        })
-        .transpose()?;
-    let kind = query
-        .kind
-        .as_deref()
-        .map(|k| {
-            RunKind::parse(k).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    "kind",
-                    "must be one of experiment, rejudge",
-                )
-            })
-        })
-        .transpose()?;
+    let status = one_of(
+        query.status.as_deref(),
+        "status",
+        RunStatus::parse,
+        "queued, running, completed, failed, cancelled",
+    )?;
+    let kind = one_of(
+        query.kind.as_deref(),
+        "kind",
+        RunKind::parse,
+        "experiment, rejudge",
+    )?;
     let parent_run_id = query
         .parent_run_id
         .as_deref()

@@ -123,6 +123,36 @@ impl Browser {
         .await;
     }
 
+    /// Clicks the element `css` (waiting for it).
+    pub async fn click(&self, css: &str) {
+        self.wait_for(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    /// Clicks `css`, which changes the view, and waits until the new one is drawn.
+    pub async fn click_to_view(&self, css: &str) {
+        self.click(css).await;
+        self.wait_view().await;
+    }
+
+    /// Chooses `value` in the `<select>` `css` and waits for the view it leads to.
+    pub async fn select_to_view(&self, css: &str, value: &str) {
+        self.wait_for(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("choosing {value} in {css}: {e}"));
+        self.wait_view().await;
+    }
+
+    /// Waits (up to 15 s) until `script` returns `true`; `what` names the expectation.
+    pub async fn expect(&self, what: &str, script: &str) {
+        self.wait_until(Duration::from_secs(15), what, script).await;
+    }
+
     /// Runs `script` in the page (its `return` value as JSON).
     pub async fn eval(&self, script: &str) -> Value {
         self.client
