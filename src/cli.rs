@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Most `GET /runs/{id}/events` streams open at once; more are answered `503`.
     #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = crate::api::DEFAULT_MAX_EVENT_STREAMS)]
     pub max_event_streams: usize,
+    /// Serve `GET /metrics` without an API key even when keys are set (for a Prometheus
+    /// that scrapes from a trusted network). Metrics hold counts, never run data.
+    #[arg(long, env = "THEMIS_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Browser origins (comma-separated, `https://dash.example.com`) allowed to call
     /// every endpoint, event streams included, with `Authorization`; `*` allows any.
     /// Default: none (no CORS headers; `OPTIONS` answers 405).
@@ -165,7 +169,9 @@ impl ServeArgs {
                 max_event_streams: self.max_event_streams,
                 // Parsed by `serve` (an entry can be invalid).
                 cors_origins: crate::api::CorsOrigins::None,
+                metrics_public: self.metrics_public,
             },
+            metrics: Default::default(),
             max_running_runs: self.max_running_runs.max(1),
             // Parsed by `serve` (reading flags can fail).
             default_tracing: None,

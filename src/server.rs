@@ -14,7 +14,7 @@ use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;
 use crate::store::{self, Store};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Metrics, Telemetry};
 
 /// Everything `themis serve` can be told (flags and environment, see the CLI).
 #[derive(Debug, Clone)]
@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Finished runs older than this are deleted (`--retention-days`; none by default),
     /// checked at startup and every [`RETENTION_INTERVAL`].
     pub retention: Option<std::time::Duration>,
+    /// The operator's metrics (`GET /metrics`): every part of this server reports here.
+    /// Clones of a config share it; a registry built by the caller
+    /// ([`launch_with_registry`]) reports provider metrics where its `Outbound.meter` says.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How often retention looks for expired runs.
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
             retention: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -104,6 +109,7 @@ pub async fn launch(
         providers,
         egress: egress.clone(),
         max_requests: config.max_outbound_requests,
+        meter: config.metrics.clone(),
     };
     outbound.validate().map_err(LaunchError::Config)?;
     tracing::info!(providers = %outbound.listing(), "model providers");
@@ -135,8 +141,11 @@ async fn serve(
     let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
     // The one telemetry of this server: runs' spans and webhooks go out through the
     // listener's egress policy, and `GET /runs/{id}` reports its counters.
-    let telemetry = Arc::new(Telemetry::new(egress, config.default_tracing.clone()));
-    let engine = Engine::instrumented(store, registry, config.engine.clone(), telemetry.clone());
+    let telemetry = Arc::new(
+        Telemetry::new(egress, config.default_tracing.clone()).with_meter(config.metrics.clone()),
+    );
+    let engine = Engine::instrumented(store, registry, config.engine.clone(), telemetry.clone())
+        .with_meter(config.metrics.clone());
     let scheduler = Scheduler::new(engine, config.max_running_runs);
     let resumed = scheduler.resume_unfinished().await?;
     if resumed > 0 {
@@ -185,7 +194,7 @@ async fn serve(
             stop_background.clone(),
         ));
     }
-    let router = api::router(scheduler.clone(), &config.api);
+    let router = api::router_with_metrics(scheduler.clone(), &config.api, config.metrics.clone());
     tracing::info!(addr = %listener.local_addr()?, database = %redact(&config.database_url), "themis is serving");
     // On the signal, runs start stopping and event streams end at once (they select on
     // this token), while the HTTP server drains the other requests.

@@ -409,6 +409,24 @@ async fn listing_is_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) 
             .collect::<Vec<_>>(),
         [run_id(14)]
     );
+    for (kind, expected) in [
+        (RunKind::Rejudge, vec![run_id(14)]),
+        (
+            RunKind::Experiment,
+            vec![run_id(13), run_id(11), run_id(12), run_id(10)],
+        ),
+    ] {
+        let listed = store
+            .list_runs(&RunQuery {
+                kind: Some(kind),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<RunId> = listed.iter().map(|r| r.run_id.clone()).collect();
+        assert_eq!(ids, expected, "runs of kind {kind:?}");
+    }
 
     let unfinished = store
         .run_ids_with_status(&[RunStatus::Queued, RunStatus::Running])

@@ -26,7 +26,9 @@ use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
 use crate::engine::{LiveMessage, SharedEvent, Subscription};
 use crate::model::RunId;
+use crate::observe::Meter;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// Events read from the store per query.
 const PAGE: u32 = 1_000;
@@ -99,6 +101,7 @@ async fn stream_events(
         stale: true,
         last_write: Instant::now(),
         _permit: permit,
+        _client: OpenStream::new(state.metrics.clone()),
     };
     let stream = futures::stream::unfold(cursor, |mut cursor| async move {
         let chunk = cursor.next_chunk().await?;
@@ -132,6 +135,23 @@ struct EventCursor {
     last_write: Instant,
     /// This stream's place under the server's cap, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
+    _client: OpenStream,
+}
+
+/// Counts an open stream in the operator's metrics for as long as it lives.
+struct OpenStream(Arc<Metrics>);
+
+impl OpenStream {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.sse_clients(1);
+        OpenStream(metrics)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.sse_clients(-1);
+    }
 }
 
 impl EventCursor {
@@ -281,6 +301,7 @@ mod tests {
             finished: false,
             stale: true,
             last_write: Instant::now(),
+            _client: OpenStream::new(Arc::new(crate::telemetry::Metrics::new())),
             _permit: Arc::new(Semaphore::new(1))
                 .try_acquire_owned()
                 .expect("a permit"),

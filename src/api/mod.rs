@@ -11,9 +11,11 @@ pub mod error;
 mod events;
 mod export;
 mod health;
+mod metrics;
 pub mod openapi;
 mod retry;
 mod runs;
+mod ui;
 
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ pub use error::ApiError;
 pub use runs::RunView;
 
 use crate::engine::{Scheduler, UploadLimits};
+use crate::telemetry::Metrics;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -41,6 +44,10 @@ pub struct AppState {
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// Caps on `PUT /datasets/{id}` bodies.
     pub upload_limits: UploadLimits,
+    /// The dashboard's embedded files (public: they hold no data).
+    pub ui: Arc<ui::UiAssets>,
+    /// The operator's metrics, served at `GET /metrics` (event streams count here too).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Settings of the HTTP layer.
@@ -55,6 +62,8 @@ pub struct ApiConfig {
     /// Caps on dataset uploads (`--max-dataset-bytes`, `--max-case-bytes`): they stream,
     /// so they are not bound by `max_body_bytes`.
     pub upload_limits: UploadLimits,
+    /// `GET /metrics` without a key even when keys are set (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 /// Default of [`ApiConfig::max_event_streams`].
@@ -68,6 +77,7 @@ impl Default for ApiConfig {
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             cors_origins: CorsOrigins::None,
             upload_limits: UploadLimits::default(),
+            metrics_public: false,
         }
     }
 }
@@ -75,7 +85,18 @@ impl Default for ApiConfig {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API with its middleware: request ids, request logs, CORS, body limit, auth.
+/// `GET /metrics` shows a registry of its own (the API's own counters only): a server
+/// that wants the engine's and providers' too uses [`router_with_metrics`].
 pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
+    router_with_metrics(scheduler, config, Arc::new(Metrics::new()))
+}
+
+/// [`router`] serving `metrics` (the one the engine and providers report to).
+pub fn router_with_metrics(
+    scheduler: Arc<Scheduler>,
+    config: &ApiConfig,
+    metrics: Arc<Metrics>,
+) -> Router {
     let state = AppState {
         scheduler,
         api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
@@ -86,8 +107,16 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         upload_limits: config.upload_limits,
+        ui: Arc::new(ui::UiAssets::new(!config.api_keys.is_empty())),
+        metrics,
+    };
+    let (public_metrics, protected_metrics) = if config.metrics_public {
+        (metrics::router(), Router::new())
+    } else {
+        (Router::new(), metrics::router())
     };
     let protected = Router::new()
+        .merge(protected_metrics)
         .merge(runs::router())
         .merge(events::router())
         .merge(compare::router())
@@ -101,6 +130,8 @@ pub fn router(scheduler: Arc<Scheduler>, config: &ApiConfig) -> Router {
         ));
     let routes = Router::new()
         .merge(health::router())
+        .merge(ui::router())
+        .merge(public_metrics)
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });

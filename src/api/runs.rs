@@ -13,7 +13,7 @@ use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, JsonBytes};
-use crate::engine::parse_evaluation;
+use crate::engine::{CaseDetail, ScoreBelow, case_detail, parse_evaluation, results_page};
 use crate::model::{
     CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
 };
@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{run_id}", get(get_run))
         .route("/runs/{run_id}/results", get(list_results))
+        .route("/runs/{run_id}/cases/{case_index}", get(get_case))
         .route("/runs/{run_id}/cancel", post(cancel_run))
         .route("/runs/{run_id}/rejudge", post(rejudge_run))
 }
@@ -177,6 +178,7 @@ async fn create_run(
 #[serde(deny_unknown_fields)]
 struct ListRunsQuery {
     status: Option<String>,
+    kind: Option<String>,
     parent_run_id: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
@@ -235,23 +237,37 @@ pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u
     }
 }
 
+/// A query value that must be one of `options` (what `parse` accepts).
+fn one_of<T>(
+    raw: Option<&str>,
+    field: &str,
+    parse: fn(&str) -> Option<T>,
+    options: &str,
+) -> Result<Option<T>, ApiError> {
+    raw.map(|value| {
+        parse(value).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", field, format!("must be one of {options}"))
+        })
+    })
+    .transpose()
+}
+
 async fn list_runs(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListRunsQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let status = query
-        .status
-        .as_deref()
-        .map(|s| {
-            RunStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    "status",
-                    "must be one of queued, running, completed, failed, cancelled",
-                )
-            })
-        })
-        .transpose()?;
+    let status = one_of(
+        query.status.as_deref(),
+        "status",
+        RunStatus::parse,
+        "queued, running, completed, failed, cancelled",
+    )?;
+    let kind = one_of(
+        query.kind.as_deref(),
+        "kind",
+        RunKind::parse,
+        "experiment, rejudge",
+    )?;
     let parent_run_id = query
         .parent_run_id
         .as_deref()
@@ -260,6 +276,7 @@ async fn list_runs(
     let limit = page_limit(query.limit, 50, 200)?;
     let store_query = RunQuery {
         status,
+        kind,
         parent_run_id,
         before: query.cursor.as_deref().map(decode_run_cursor).transpose()?,
         limit: limit + 1,
@@ -397,6 +414,36 @@ struct ResultsQuery {
     limit: Option<u32>,
     /// `csv` or `jsonl`: stream every matching record instead of a page.
     format: Option<String>,
+    /// With `score_below`: the metric or judge id whose score is compared.
+    metric: Option<String>,
+    /// Only cases whose `metric` score is below this (scans a bounded stretch per page).
+    score_below: Option<f64>,
+}
+
+/// `metric` and `score_below` come together; the threshold must be a finite number.
+fn score_filter(query: &ResultsQuery) -> Result<Option<ScoreBelow>, ApiError> {
+    match (&query.metric, query.score_below) {
+        (None, None) => Ok(None),
+        (Some(id), Some(below)) if below.is_finite() && !id.is_empty() => Ok(Some(ScoreBelow {
+            id: id.clone(),
+            below,
+        })),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_query",
+            "score_below",
+            "must be a finite number, with a non-empty `metric`",
+        )),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "invalid_query",
+            "metric",
+            "is required with `score_below` (the metric or judge id whose score is compared)",
+        )),
+        (Some(_), None) => Err(ApiError::bad_request(
+            "invalid_query",
+            "score_below",
+            "is required with `metric`",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -415,7 +462,15 @@ async fn list_results(
     let Some(run) = store.get_run_summary(&run_id).await? else {
         return Err(ApiError::NotFound(format!("no run {run_id}")));
     };
+    let score_below = score_filter(&query)?;
     if let Some(format) = query.format.as_deref() {
+        if score_below.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "score_below",
+                "an export streams every record: filter it with `dataset_id` and `failed_only`",
+            ));
+        }
         let format = super::export::ExportFormat::parse(format)?;
         if query.cursor.is_some() || query.limit.is_some() {
             let field = if query.cursor.is_some() {
@@ -439,26 +494,50 @@ async fn list_results(
         ));
     }
     let limit = page_limit(query.limit, 100, 1_000)?;
-    let after_index = index_cursor(query.cursor.as_deref())?;
     let case_query = CaseQuery {
-        after_index,
+        after_index: index_cursor(query.cursor.as_deref())?,
         dataset_id: query.dataset_id,
         failed_only: query.failed_only.unwrap_or(false),
-        limit: limit + 1,
+        limit,
     };
-    let mut results = store.case_records(&run_id, &case_query).await?;
-    let more = results.len() > limit as usize;
-    results.truncate(limit as usize);
-    let next_cursor = if more {
-        results.last().map(|r| r.key.case_index.to_string())
-    } else {
-        None
-    };
+    let page = results_page(
+        store.as_ref(),
+        &run_id,
+        case_query,
+        score_below.as_ref(),
+        limit,
+    )
+    .await?;
     Ok(Json(ResultsPage {
-        results,
-        next_cursor,
+        results: page.results,
+        next_cursor: page.next_cursor.map(|i| i.to_string()),
     })
     .into_response())
+}
+
+/// `GET /runs/{id}/cases/{case_index}`: one case record with the case's inputs.
+async fn get_case(
+    State(state): State<AppState>,
+    Path((run_id, case_index)): Path<(String, String)>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let case_index: u64 = case_index.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_case_index",
+            "case_index",
+            "must be a case index (a non-negative integer)",
+        )
+    })?;
+    let store = state.scheduler.engine().store();
+    if store.get_run_summary(&run_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no run {run_id}")));
+    }
+    case_detail(store.as_ref(), &run_id, case_index)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("run {run_id} has no record of case {case_index}"))
+        })
 }
 
 async fn cancel_run(

@@ -12,6 +12,7 @@ mod hub;
 mod pipeline;
 mod removal;
 mod rerun;
+mod results;
 mod retry;
 mod run_id;
 mod scheduler;
@@ -44,12 +45,13 @@ pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use pipeline::candidate_seed;
 pub use removal::retention_loop;
 pub use rerun::{retry_definition, retry_id};
+pub use results::{CaseDetail, MAX_SCANNED, ResultsPage, ScoreBelow, case_detail, results_page};
 pub use run_id::{rejudge_definition, rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
 use crate::components::Registry;
 use crate::model::{FieldError, RunId, RunKind, RunRecord, RunStatus, Timestamp};
-use crate::observe::{Instrumentation, NoInstrumentation};
+use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,8 @@ struct EngineInner {
     hub: Arc<EventHub>,
     config: EngineConfig,
     instrumentation: Arc<dyn Instrumentation>,
+    /// The operator's metrics: cases, stages, commits, finished runs.
+    meter: Arc<dyn Meter>,
 }
 
 impl Engine {
@@ -160,8 +164,29 @@ impl Engine {
                 hub: Arc::new(EventHub::new()),
                 config,
                 instrumentation,
+                meter: NoMeter::shared(),
             }),
         }
+    }
+
+    /// The same engine reporting to `meter` (the server's metrics). Call it before the
+    /// engine is shared: clones made earlier keep reporting to the previous meter.
+    pub fn with_meter(self, meter: Arc<dyn Meter>) -> Self {
+        let inner = &self.inner;
+        Engine {
+            inner: Arc::new(EngineInner {
+                store: inner.store.clone(),
+                registry: inner.registry.clone(),
+                hub: inner.hub.clone(),
+                config: inner.config.clone(),
+                instrumentation: inner.instrumentation.clone(),
+                meter,
+            }),
+        }
+    }
+
+    pub fn meter(&self) -> &Arc<dyn Meter> {
+        &self.inner.meter
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

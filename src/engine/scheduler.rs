@@ -17,6 +17,7 @@ use crate::store::CancelOutcome;
 
 pub struct Scheduler {
     engine: Engine,
+    max_running: usize,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<RunId, RunControl>>,
     tasks: TaskTracker,
@@ -27,6 +28,7 @@ impl Scheduler {
     pub fn new(engine: Engine, max_running: usize) -> Arc<Self> {
         Arc::new(Scheduler {
             engine,
+            max_running: max_running.max(1),
             slots: Arc::new(Semaphore::new(max_running.max(1))),
             active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -70,7 +72,12 @@ impl Scheduler {
                 // instead of being stuck here.
                 let execution = scheduler.engine.execute_with(&run_id, observers, control);
                 match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
-                    Ok(Ok(record)) => tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing"),
+                    Ok(Ok(record)) => {
+                        if record.status.is_terminal() {
+                            scheduler.engine.meter().run_finished(record.status);
+                        }
+                        tracing::info!(run_id = %run_id, status = record.status.as_str(), "run finished executing")
+                    }
                     Ok(Err(e)) => tracing::error!(run_id = %run_id, error = %e, "run execution failed"),
                     Err(_) => tracing::error!(run_id = %run_id, "run execution panicked"),
                 }
@@ -102,6 +109,13 @@ impl Scheduler {
     /// Number of runs queued or executing on this instance.
     pub fn active_count(&self) -> usize {
         self.active().len()
+    }
+
+    /// Runs executing here (holding an execution slot) and runs waiting for one.
+    pub fn executing_and_queued(&self) -> (usize, usize) {
+        let active = self.active_count();
+        let executing = self.max_running - self.slots.available_permits();
+        (executing, active.saturating_sub(executing))
     }
 
     /// Cancelled when the service starts shutting down: runs stop, and long-lived

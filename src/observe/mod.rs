@@ -3,11 +3,13 @@
 //! every layer that observes or is observed: `components` open spans through
 //! [`TracingProvider`], the `engine` calls [`LifecycleSubscriber`]s and asks an
 //! [`Instrumentation`] for each execution's [`Observers`], and `telemetry` implements
-//! them (log, OTLP, webhooks). Nothing here changes ids or results.
+//! them (log, OTLP, webhooks). The operator's metrics go through a [`Meter`] the same
+//! way. Nothing here changes ids or results.
 
 mod config;
 mod config_check;
 mod instrumentation;
+mod meter;
 mod span;
 mod subscriber;
 
@@ -21,5 +23,6 @@ pub use config_check::{
 pub use instrumentation::{
     Instrumentation, NoInstrumentation, ObservationRequest, TelemetryView, WebhookView,
 };
+pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome, UNDECLARED_ENDPOINT};
 pub use span::{AttributeValue, Attributes, NoopTracer, Span, SpanStatus, TracingProvider};
 pub use subscriber::{LifecycleSubscriber, Observers, StageContext};

@@ -120,6 +120,7 @@ impl Store for MemoryStore {
             .values()
             .map(|run| &run.state.record)
             .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .filter(|r| query.kind.is_none_or(|k| r.kind == k))
             .filter(|r| {
                 query
                     .parent_run_id

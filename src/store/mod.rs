@@ -229,6 +229,7 @@ pub struct CommitOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
     pub status: Option<RunStatus>,
+    pub kind: Option<RunKind>,
     pub parent_run_id: Option<RunId>,
     /// Only runs strictly older than this position in the newest-first order.
     pub before: Option<RunCursor>,

@@ -11,6 +11,7 @@
 
 mod config;
 mod log;
+mod metrics;
 mod otlp;
 mod recording;
 mod registry;
@@ -25,6 +26,7 @@ pub use config::{
     DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, display_url, effective_tracing, traces_url,
 };
 pub use log::LogTracer;
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 pub use otlp::{OtlpTracer, parse_traceparent};
 pub use recording::{RecordedSpan, RecordingTracer};
 pub use webhook::{MAX_ATTEMPTS, SIGNATURE_HEADER, WebhookSubscriber, signature};
@@ -33,8 +35,9 @@ use self::registry::RunCounters;
 use crate::egress::Egress;
 use crate::model::RunId;
 use crate::observe::{
-    Instrumentation, LifecycleSubscriber, NoopTracer, ObservationRequest, Observers,
-    SubscriberConfig, TelemetryView, TracingConfig, TracingProvider, TracingProviderKind,
+    Instrumentation, LifecycleSubscriber, Meter, NoMeter, NoopTracer, ObservationRequest,
+    Observers, SubscriberConfig, TelemetryView, TracingConfig, TracingProvider,
+    TracingProviderKind,
 };
 
 /// Span export and webhook delivery for the runs of one server (see the module docs).
@@ -47,6 +50,8 @@ pub struct Telemetry {
     counters: RunCounters,
     /// Span flushes and webhook deliveries still under way.
     tasks: TaskTracker,
+    /// The operator's metrics: webhook deliveries.
+    meter: Arc<dyn Meter>,
 }
 
 impl Telemetry {
@@ -56,7 +61,13 @@ impl Telemetry {
             default_tracing,
             counters: RunCounters::default(),
             tasks: TaskTracker::new(),
+            meter: NoMeter::shared(),
         }
+    }
+
+    /// The same telemetry reporting webhook deliveries to `meter`.
+    pub fn with_meter(self, meter: Arc<dyn Meter>) -> Self {
+        Telemetry { meter, ..self }
     }
 
     /// The telemetry of `themis run` and tests: the local egress policy, no default
@@ -109,8 +120,15 @@ impl Telemetry {
             let counters = self
                 .counters
                 .webhook(run_id, index, &display_url(&webhook.url));
-            match webhook::webhook_subscriber(run_id, webhook, counters, &self.egress, &self.tasks)
-            {
+            let meter = self.meter.clone();
+            match webhook::webhook_subscriber(
+                run_id,
+                webhook,
+                counters,
+                &self.egress,
+                &self.tasks,
+                meter,
+            ) {
                 Ok(subscriber) => subscribers.push(Arc::new(subscriber)),
                 Err(message) => tracing::warn!(
                     run_id = %run_id,

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::registry::WebhookCounters;
 use crate::egress::Egress;
 use crate::model::{RunEvent, RunId};
-use crate::observe::{LifecycleSubscriber, WebhookConfig};
+use crate::observe::{LifecycleSubscriber, Meter, WebhookConfig};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-themis-signature";
@@ -109,6 +109,7 @@ pub(super) fn webhook_subscriber(
     counters: Arc<WebhookCounters>,
     egress: &Egress,
     tasks: &TaskTracker,
+    meter: Arc<dyn Meter>,
 ) -> Result<WebhookSubscriber, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
@@ -139,6 +140,7 @@ pub(super) fn webhook_subscriber(
         counters: counters.clone(),
         run_id: run_id.clone(),
         queued_bytes: queued_bytes.clone(),
+        meter,
     };
     tasks.spawn_on(delivery.run(received), &runtime);
     Ok(WebhookSubscriber {
@@ -159,6 +161,8 @@ struct Delivery {
     counters: Arc<WebhookCounters>,
     run_id: RunId,
     queued_bytes: Arc<AtomicUsize>,
+    /// The operator's metrics: deliveries and failures.
+    meter: Arc<dyn Meter>,
 }
 
 /// Whether an HTTP status is worth another attempt.
@@ -186,6 +190,7 @@ impl Delivery {
             self.queued_bytes
                 .fetch_sub(event.body.len(), Ordering::AcqRel);
             self.counters.pending.fetch_sub(1, Ordering::AcqRel);
+            self.meter.webhook_delivery(outcome.is_ok());
             match outcome {
                 Ok(()) => {
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);

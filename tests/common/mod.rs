@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod fake_provider;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,14 +118,22 @@ impl TestServer {
         registry: Registry,
         api_keys: Vec<String>,
     ) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let mut config = themis::server::ServerConfig {
             database_url: database_url.to_owned(),
             ..Default::default()
         };
         config.api.api_keys = api_keys;
         config.api.max_body_bytes = 1024 * 1024;
+        Self::start_config(config, registry).await
+    }
+
+    /// A server with a configuration of the test's own.
+    pub async fn start_config(
+        config: themis::server::ServerConfig,
+        registry: Registry,
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             themis::server::launch_with_registry(config, Arc::new(registry), listener, async {

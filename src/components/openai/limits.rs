@@ -196,6 +196,18 @@ impl Breaker {
         }
     }
 
+    /// The state as the operator's metrics show it.
+    pub fn state(&self) -> crate::observe::BreakerState {
+        let state = lock(&self.state);
+        match state.open_until.filter(|_| state.threshold > 0) {
+            None => crate::observe::BreakerState::Closed,
+            Some(until) if Instant::now() < until && !state.probing => {
+                crate::observe::BreakerState::Open
+            }
+            Some(_) => crate::observe::BreakerState::HalfOpen,
+        }
+    }
+
     /// Lets a probe that ended without an answer either way (cancelled) be retried.
     pub fn abandon(&self, admission: Admission) {
         if admission == Admission::Probe {

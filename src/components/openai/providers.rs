@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::egress::Egress;
+use crate::observe::{Meter, NoMeter};
 
 /// The default server-wide cap on provider requests in flight.
 pub const DEFAULT_MAX_OUTBOUND_REQUESTS: usize = 256;
@@ -213,12 +214,14 @@ pub fn implicit_providers() -> Vec<ProviderSpec> {
 
 /// Everything provider calls may use, built by the server or CLI and handed to the
 /// registry: the declared providers, the egress policy with its HTTP clients, and the
-/// server-wide cap on provider requests in flight.
+/// server-wide cap on provider requests in flight, and where provider metrics go.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub providers: Vec<ProviderSpec>,
     pub egress: Arc<Egress>,
     pub max_requests: usize,
+    /// Requests, latency, retries, breaker state, tokens and cost, by endpoint.
+    pub meter: Arc<dyn Meter>,
 }
 
 impl Outbound {
@@ -228,6 +231,7 @@ impl Outbound {
             providers: implicit_providers(),
             egress: Arc::new(Egress::local()),
             max_requests: DEFAULT_MAX_OUTBOUND_REQUESTS,
+            meter: NoMeter::shared(),
         }
     }
 

@@ -128,10 +128,17 @@ pub(super) async fn record_cases(
         batch.lease_owner = Some(config.instance_id.clone());
         // Finished cases wait here, in order, while the store is unreachable; execution
         // pauses behind them (the channel is bounded) instead of failing the run.
-        let outcome = retry(config.store_patience, "recording cases", || {
-            store.commit(&batch)
+        let meter = engine.meter();
+        let outcome = retry(config.store_patience, "recording cases", || async {
+            let started = Instant::now();
+            let committed = store.commit(&batch).await;
+            meter.store_commit(started.elapsed(), committed.is_ok());
+            committed
         })
         .await?;
+        for case in &batch.cases {
+            meter.case_recorded(&case.record);
+        }
         for chunk in &batch.completed_chunks {
             leases.done(*chunk);
         }

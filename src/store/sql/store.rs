@@ -112,6 +112,9 @@ where
         if let Some(status) = query.status {
             builder.push(" AND status = ").push_bind(status.as_str());
         }
+        if let Some(kind) = query.kind {
+            builder.push(" AND kind = ").push_bind(kind.as_str());
+        }
         if let Some(parent) = &query.parent_run_id {
             builder
                 .push(" AND parent_run_id = ")

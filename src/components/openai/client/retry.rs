@@ -13,7 +13,10 @@ use super::response::{Parsed, redact};
 use super::{CallError, ClientConfig, wire_seed};
 use crate::components::builtin_generators::mix;
 use crate::components::{CallContext, CallNote};
-use crate::observe::{AttributeValue, Attributes, Span, SpanStatus, TracingProvider};
+use crate::observe::{
+    AttributeValue, Attributes, ProviderOutcome, Span, SpanStatus, TracingProvider,
+    UNDECLARED_ENDPOINT,
+};
 
 /// Rate-limit waits longer than this are reported as notes.
 const NOTE_WAIT: Duration = Duration::from_millis(50);
@@ -55,6 +58,12 @@ impl ClientConfig {
         let mut requests = 0u64;
         let mut repeated: Option<(String, u32)> = None;
         let redact = |text: &str| redact(text, api_key);
+        let meter = &*self.shared.outbound.meter;
+        // Metrics name endpoints by the operator's declaration only (bounded labels).
+        let endpoint_label = self
+            .provider
+            .as_ref()
+            .map_or(UNDECLARED_ENDPOINT, |p| p.name.as_str());
 
         for attempt in 1..=self.max_attempts {
             // Rate limits: every budget (shared and the run's own) is reserved now and
@@ -117,7 +126,14 @@ impl ClientConfig {
             let outcome = {
                 // The server-wide cap; closed never (the semaphore lives as long as we do).
                 let _slot = self.shared.in_flight.acquire().await.ok();
-                self.attempt(client, &url, body, api_key).await
+                let sent = Instant::now();
+                let outcome = self.attempt(client, &url, body, api_key).await;
+                let label = match &outcome {
+                    Attempt::Answered { status, .. } => ProviderOutcome::of_status(*status),
+                    Attempt::Transport { .. } => ProviderOutcome::NoAnswer,
+                };
+                meter.provider_request(endpoint_label, label, sent.elapsed());
+                outcome
             };
             let timed_out = matches!(
                 outcome,
@@ -135,6 +151,7 @@ impl ClientConfig {
                 // a message that may quote this run's request.
                 admission.record(outcome.health, || outcome.summary.clone());
             }
+            meter.breaker_state(endpoint_label, endpoint.breaker.state());
             permit.signal(outcome.signal);
             own_permit.signal(outcome.signal);
             drop(permit);
@@ -155,6 +172,10 @@ impl ClientConfig {
                         endpoint.tokens.adjust(estimate - actual);
                         own.tokens.adjust(estimate - actual);
                     }
+                    meter.provider_usage(
+                        endpoint_label,
+                        &self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens),
+                    );
                     return Ok((raw, parsed, requests));
                 }
                 Err(failure) => failure,
@@ -210,6 +231,7 @@ impl ClientConfig {
                     delay.as_millis()
                 )));
             }
+            meter.provider_retry(endpoint_label);
             tracing::debug!(provider, attempt, delay_ms = delay.as_millis() as u64, reason = %outcome.reason, "retrying provider call");
             ctx.observer.note(CallNote::Retry {
                 provider: provider.clone(),

@@ -1,0 +1,183 @@
+//! Reading a run's results a page at a time: filtered pages (by a score threshold, on top
+//! of the store's dataset and failed-only filters) and one case with the inputs its
+//! definition gave it.
+//!
+//! A score filter cannot use an index (scores live inside the record), so a filtered page
+//! scans at most [`MAX_SCANNED`] records and may come back short — even empty — with a
+//! cursor to continue from: the cost of one request stays bounded on a 100,000-case run.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::EngineError;
+use crate::model::{Case, CaseRecord, RunId};
+use crate::store::{CaseQuery, Store, StoreError};
+
+/// Most records a filtered page reads before it answers.
+pub const MAX_SCANNED: u32 = 10_000;
+/// Records read from the store per query while scanning.
+const SCAN_PAGE: u32 = 1_000;
+/// How far a case's inputs are looked for up a chain of rejudges and retries.
+const MAX_ANCESTORS: usize = 8;
+
+/// Cases whose score (metric or judge `id`) is below `below`; unscored cases never match.
+#[derive(Debug, Clone)]
+pub struct ScoreBelow {
+    pub id: String,
+    pub below: f64,
+}
+
+impl ScoreBelow {
+    fn keeps(&self, record: &CaseRecord) -> bool {
+        let metric = record
+            .scores
+            .iter()
+            .filter(|s| s.metric_id == self.id)
+            .map(|s| s.score);
+        let judge = record
+            .judgments
+            .iter()
+            .filter(|j| j.judge_id == self.id)
+            .map(|j| j.score);
+        metric
+            .chain(judge)
+            .flatten()
+            .any(|score| score < self.below)
+    }
+}
+
+/// One page of case records; `next_cursor` is the case index to continue after.
+#[derive(Debug)]
+pub struct ResultsPage {
+    pub results: Vec<CaseRecord>,
+    pub next_cursor: Option<u64>,
+}
+
+/// Up to `limit` records after `query.after_index` that pass the store's filters and
+/// `score_below`. Without a score filter this is one store query.
+pub async fn results_page(
+    store: &dyn Store,
+    run_id: &RunId,
+    mut query: CaseQuery,
+    score_below: Option<&ScoreBelow>,
+    limit: u32,
+) -> Result<ResultsPage, EngineError> {
+    let Some(filter) = score_below else {
+        query.limit = limit.saturating_add(1);
+        let mut results = store.case_records(run_id, &query).await?;
+        let more = results.len() > limit as usize;
+        results.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| results.last().map(|r| r.key.case_index))
+            .flatten();
+        return Ok(ResultsPage {
+            results,
+            next_cursor,
+        });
+    };
+    let mut results = Vec::new();
+    let mut scanned = 0u32;
+    loop {
+        query.limit = SCAN_PAGE.min(MAX_SCANNED - scanned);
+        let page = store.case_records(run_id, &query).await?;
+        let exhausted = page.len() < query.limit as usize;
+        for record in page {
+            scanned += 1;
+            query.after_index = Some(record.key.case_index);
+            if filter.keeps(&record) {
+                if results.len() == limit as usize {
+                    // A match beyond the page: the next page starts after the last kept one.
+                    let next_cursor = results.last().map(|r: &CaseRecord| r.key.case_index);
+                    return Ok(ResultsPage {
+                        results,
+                        next_cursor,
+                    });
+                }
+                results.push(record);
+            }
+        }
+        if exhausted {
+            return Ok(ResultsPage {
+                results,
+                next_cursor: None,
+            });
+        }
+        if scanned >= MAX_SCANNED {
+            // The scan budget is spent: continue after the last record read.
+            return Ok(ResultsPage {
+                results,
+                next_cursor: query.after_index,
+            });
+        }
+    }
+}
+
+/// A case record with the case its definition gave it (input, expected output,
+/// metadata). `case` is `None` when the definition holding the case is not stored.
+#[derive(Debug, Serialize)]
+pub struct CaseDetail {
+    pub record: CaseRecord,
+    pub case: Option<Case>,
+}
+
+/// The record of the case at `case_index` and its inputs, or `None` when that case has no
+/// record (yet). A rejudge's inputs are those of the run whose generations it evaluates.
+pub async fn case_detail(
+    store: &dyn Store,
+    run_id: &RunId,
+    case_index: u64,
+) -> Result<Option<CaseDetail>, EngineError> {
+    let query = CaseQuery {
+        after_index: case_index.checked_sub(1),
+        limit: 1,
+        ..CaseQuery::default()
+    };
+    let Some(record) = store
+        .case_records(run_id, &query)
+        .await?
+        .into_iter()
+        .find(|r| r.key.case_index == case_index)
+    else {
+        return Ok(None);
+    };
+    let mut owner = run_id.clone();
+    for _ in 0..MAX_ANCESTORS {
+        let run = store
+            .get_run(&owner)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(owner.clone()))?;
+        if let Some(datasets) = run.definition.get("datasets") {
+            let case = find_case(datasets, &record.key.dataset_id, &record.key.case_id)?;
+            return Ok(Some(CaseDetail { record, case }));
+        }
+        match run.parent_run_id {
+            Some(parent) => owner = parent,
+            None => break,
+        }
+    }
+    Ok(Some(CaseDetail { record, case: None }))
+}
+
+fn find_case(
+    datasets: &Value,
+    dataset_id: &str,
+    case_id: &str,
+) -> Result<Option<Case>, EngineError> {
+    let found = datasets
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d.get("dataset_id").and_then(Value::as_str) == Some(dataset_id))
+        .filter_map(|d| d.get("cases").and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("case_id").and_then(Value::as_str) == Some(case_id));
+    found
+        .map(|c| {
+            serde_json::from_value(c.clone()).map_err(|e| {
+                EngineError::Store(StoreError::Corrupt(format!(
+                    "stored case {dataset_id}/{case_id}: {e}"
+                )))
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,392 @@
+//! The dashboard in a real browser: the `themis` binary serves `/ui/` with API keys, and
+//! headless Chromium (through chromedriver) enters the key, lists runs, watches a run
+//! progress live, filters and pages its results, opens a case with its judge's rationale
+//! and compares two runs, with no console error along the way.
+//!
+//! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the README's come from
+//! `THEMIS_SCREENSHOTS=docs cargo test --test dashboard`), else to the target folder.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::{ServerProcess, json_of, spawn_server_with_env};
+use serde_json::{Value, json};
+
+const KEY: &str = "dashboard-test-key";
+
+/// `n` arithmetic cases over two datasets, answered by the demo generator (some wrong,
+/// some failing, all deterministic by seed) and judged by keywords from the expected
+/// answer, so every case has a rationale.
+fn experiment(n: usize, wrong_rate: f64, delay_ms: u64, concurrency: u64) -> Value {
+    let dataset = |id: &str, range: std::ops::Range<usize>| {
+        let cases: Vec<Value> = range
+            .map(|i| {
+                json!({
+                    "case_id": format!("{id}-{i}"),
+                    "input": {"question": format!("{} + {}", i, i % 7)},
+                    "expected_output": {"answer": (i + i % 7).to_string()},
+                })
+            })
+            .collect();
+        json!({"dataset_id": id, "cases": cases})
+    };
+    json!({
+        "generation": {"generator": {"name": "builtin/demo_generator",
+            "params": {"wrong_rate": wrong_rate, "error_rate": 0.05, "delay_ms": delay_ms}}},
+        "evaluation": {
+            "metrics": ["builtin/exact_match"],
+            "judges": [{"name": "builtin/rubric_keywords", "params": {"from_expected": true}}],
+        },
+        "datasets": [dataset("arith", 0..n / 2), dataset("sums", n / 2..n)],
+        "seeds": [1],
+        "concurrency": concurrency,
+    })
+}
+
+struct Service {
+    _process: ServerProcess,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Service {
+    fn start() -> Service {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let database = format!("sqlite://{}", dir.join("themis.db").display());
+        let (process, base) = spawn_server_with_env(&database, &[], &[("THEMIS_API_KEYS", KEY)]);
+        Service {
+            _process: process,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let (status, value) = json_of(response).await;
+        assert!(
+            status == 200 || status == 202,
+            "POST {path}: {status} {value}"
+        );
+        value
+    }
+
+    async fn wait_finished(&self, run_id: &str) -> Value {
+        for _ in 0..1_200 {
+            let response = self
+                .client
+                .get(format!("{}/runs/{run_id}", self.base))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .expect("GET run");
+            let (_, run) = json_of(response).await;
+            if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))
+            {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {run_id} did not finish within 60 s");
+    }
+}
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("THEMIS_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard"))
+}
+
+/// Console entries that are errors (exceptions, failed loads, `console.error`).
+fn errors(entries: &[Value]) -> Vec<&Value> {
+    entries
+        .iter()
+        .filter(|e| e["level"] == "SEVERE" || e["level"] == "ERROR")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser() {
+    let service = Service::start();
+    let base = service.base.clone();
+    // A finished run with failures, a rejudge of it, and a second run to compare with.
+    let a = service.post("/runs", &experiment(120, 0.3, 0, 8)).await;
+    let a = a["run_id"].as_str().unwrap().to_owned();
+    service.wait_finished(&a).await;
+    let rejudge = service
+        .post(
+            &format!("/runs/{a}/rejudge"),
+            &json!({"metrics": ["builtin/exact_match", "builtin/token_f1"], "parsers": ["builtin/json_identity"]}),
+        )
+        .await;
+    let rejudge = rejudge["run_id"].as_str().unwrap().to_owned();
+    let b = service.post("/runs", &experiment(120, 0.6, 0, 8)).await;
+    let b = b["run_id"].as_str().unwrap().to_owned();
+    service.wait_finished(&rejudge).await;
+    service.wait_finished(&b).await;
+
+    let shots = screenshots();
+    let mut browser = Browser::start(1360, 900).await;
+
+    // The key is asked for before any API call; a wrong one is refused with a message.
+    browser.goto(&format!("{base}/ui/")).await;
+    let key_input = browser.wait_for("#key-input").await;
+    key_input.send_keys("not-the-key").await.unwrap();
+    browser.click("#key-submit").await;
+    browser
+        .expect(
+            "the wrong key is refused with a message",
+            "return !document.getElementById('key-error').hidden",
+        )
+        .await;
+    // That refusal is the one failed request (a 401) the browser may log.
+    for entry in errors(&browser.console().await) {
+        let message = entry["message"].as_str().unwrap_or("");
+        assert!(message.contains("401"), "unexpected console error: {entry}");
+    }
+    let key_input = browser.wait_for("#key-input").await;
+    key_input.send_keys(KEY).await.unwrap();
+    browser.click_to_view("#key-submit").await;
+
+    // Runs list: newest first, the rejudge grouped under its run.
+    browser.wait_for("#runs-table").await;
+    let rows = browser
+        .eval("return [...document.querySelectorAll('#runs-table tbody tr')].map(r => [r.dataset.runId, r.classList.contains('child')])")
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows[0], json!([b, false]), "newest first: {rows:?}");
+    let a_row = rows.iter().position(|r| r[0] == a).expect("run a listed");
+    assert_eq!(rows[a_row + 1], json!([rejudge, true]), "rejudge under a");
+    assert!(
+        browser
+            .text("#runs-table")
+            .await
+            .contains("builtin/exact_match"),
+        "metric means shown"
+    );
+    browser.screenshot(&shots, "dashboard-runs.png").await;
+
+    // A run progresses live: the page is not reloaded (a marker set now survives) while
+    // the progress shown advances, fed by the event stream.
+    let slow = service.post("/runs", &experiment(40, 0.2, 150, 2)).await;
+    let slow = slow["run_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/ui/#/runs/{slow}")).await;
+    browser.wait_view().await;
+    browser
+        .eval("window.__sameDocument = true; return null")
+        .await;
+    browser
+        .expect(
+            "the event stream is live",
+            "return document.getElementById('stream-state')?.dataset.state === 'live'",
+        )
+        .await;
+    let first = browser.text("#progress-done").await;
+    browser
+        .wait_until(
+            Duration::from_secs(20),
+            "progress advances without a reload",
+            &format!(
+                "return window.__sameDocument === true && document.getElementById('progress-done').textContent !== {first:?} && !document.getElementById('progress-done').textContent.startsWith('0 ')"
+            ),
+        )
+        .await;
+    browser
+        .expect(
+            "events appear in the log",
+            "return document.querySelectorAll('#event-log li').length > 3",
+        )
+        .await;
+    assert_ne!(browser.text("#throughput").await, "–", "throughput shown");
+    browser
+        .wait_until(
+            Duration::from_secs(20),
+            "aggregates appear while the run executes",
+            "return document.getElementById('aggregates-table') !== null && parseInt(document.getElementById('progress-done').textContent) >= 10",
+        )
+        .await;
+    browser.screenshot(&shots, "dashboard-run.png").await;
+    browser
+        .wait_until(
+            Duration::from_secs(30),
+            "the run finishes on screen",
+            "return document.querySelector('#run-status .badge')?.textContent === 'completed' && window.__sameDocument === true",
+        )
+        .await;
+
+    // Results: a page of 50, the next page, then the filters.
+    browser.goto(&format!("{base}/ui/#/runs/{a}/results")).await;
+    browser.wait_view().await;
+    assert_eq!(case_indices(&browser).await, (0..50).collect::<Vec<u64>>());
+    browser.screenshot(&shots, "dashboard-results.png").await;
+    browser.click_to_view("#next-page").await;
+    assert_eq!(
+        case_indices(&browser).await,
+        (50..100).collect::<Vec<u64>>()
+    );
+    browser.wait_for("#prev-page").await;
+    let rows = "const rows = [...document.querySelectorAll('#results-table tbody tr')];";
+    browser.click_to_view("#filter-failed").await;
+    browser
+        .expect(
+            "only failed cases are listed, from the first page",
+            &format!("{rows} return !location.hash.includes('cursor') && rows.length > 0 && rows.every(r => r.dataset.status === 'failed')"),
+        )
+        .await;
+    browser.click_to_view("#filter-failed").await;
+    browser.select_to_view("#filter-dataset", "sums").await;
+    browser
+        .expect(
+            "only the chosen dataset is listed",
+            &format!("{rows} return rows.length === 50 && rows.every(r => r.children[1].textContent === 'sums')"),
+        )
+        .await;
+    let below = browser.wait_for("#filter-below").await;
+    below.send_keys("0.5").await.unwrap();
+    browser.click_to_view("#apply-below").await;
+    browser
+        .expect(
+            "only cases of the dataset scoring below 0.5 on exact_match are listed",
+            &format!("{rows} return location.hash.includes('score_below=0.5') && rows.length > 0 && rows.every(r => Number(r.children[5].textContent) < 0.5 && r.children[1].textContent === 'sums')"),
+        )
+        .await;
+
+    // A case: input, candidates, and the judge's rationale.
+    browser.click_to_view("#results-table tbody tr a").await;
+    let rationale = browser.text("#judgments .rationale").await;
+    assert!(
+        rationale.contains("found") && rationale.contains("keywords"),
+        "rationale shown: {rationale}"
+    );
+    assert!(
+        browser.text("main").await.contains("question"),
+        "input shown"
+    );
+    browser.screenshot(&shots, "dashboard-case.png").await;
+
+    // Compare: paired statistics of b against a, and the regressed cases.
+    browser
+        .goto(&format!("{base}/ui/#/compare?baseline={a}&candidate={b}"))
+        .await;
+    browser.wait_view().await;
+    let table = browser.text("#compare-table").await;
+    assert!(table.contains("builtin/exact_match"), "{table}");
+    browser.wait_for("#changed-cases .card").await;
+    browser.screenshot(&shots, "dashboard-compare.png").await;
+
+    // The runs list on a phone.
+    browser.resize(390, 844).await;
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    browser.wait_for("#runs-table").await;
+    browser.screenshot(&shots, "dashboard-phone.png").await;
+
+    let console = browser.console().await;
+    assert!(
+        errors(&console).is_empty(),
+        "console errors: {:#?}",
+        errors(&console)
+    );
+
+    // The server goes away: the next view says so in a banner instead of failing silently.
+    drop(service);
+    browser
+        .eval("location.hash = '#/runs?status=completed'; return null")
+        .await;
+    browser
+        .expect(
+            "the unreachable server is announced",
+            "const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('Cannot reach')",
+        )
+        .await;
+    browser.close().await;
+}
+
+/// The case indices of the rows of the results table, in order.
+async fn case_indices(browser: &Browser) -> Vec<u64> {
+    let rows = browser
+        .eval("return [...document.querySelectorAll('#results-table tbody tr')].map(r => Number(r.dataset.caseIndex))")
+        .await;
+    rows.as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_u64().expect("a case index"))
+        .collect()
+}
+
+/// The dashboard's files are public (they hold no data) while the API keeps its key;
+/// each file has its content type, a strict Content-Security-Policy and an ETag.
+#[tokio::test]
+async fn assets_are_public_cached_and_locked_down() {
+    let server = common::TestServer::start_with(
+        "sqlite::memory:",
+        themis::components::Registry::builtin(),
+        vec![KEY.to_owned()],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let index = client.get(server.url("/ui/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let headers = index.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let page = index.text().await.unwrap();
+    assert!(
+        page.contains(r#"<meta name="themis-auth" content="key">"#),
+        "the page says a key is needed"
+    );
+    assert!(!page.contains("<script>"), "no inline script");
+
+    let etag = headers["etag"].clone();
+    let again = client
+        .get(server.url("/ui/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    for (path, content_type) in [
+        ("/ui/js/main.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+    ] {
+        let response = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+    }
+    let (status, body) = json_of(client.get(server.url("/ui/nope.js")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let root = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 308);
+    assert_eq!(root.headers()["location"], "/ui/");
+
+    // The API behind the dashboard still needs the key.
+    let (status, _) = json_of(client.get(server.url("/runs")).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    server.stop().await;
+}

@@ -1,0 +1,315 @@
+// One run: status, progress, throughput and ETA live over its event stream; aggregates
+// with CIs overall and per dataset; usage and cost; rejudges and retries; the definition
+// (loaded on request: it holds the datasets); cancel and rejudge; the event log's tail.
+
+import {ApiError, call, runPath, withQuery} from './api.js';
+import {badge, fill, h, jsonBlock, progressBar, section, table} from './dom.js';
+import {TERMINAL, cost, count, duration, meanWithCi, num, preview, shortId, time} from './format.js';
+import {followEvents} from './sse.js';
+
+/** Events kept in the log tail (and asked for when the page opens). */
+const TAIL = 50;
+/** Progress samples older than this are dropped from the throughput estimate. */
+const RATE_WINDOW_MS = 15_000;
+
+export async function runView(main, {params: [runId], signal, ready}) {
+  let run = await call(runPath(runId), {signal});
+  const parts = {
+    header: h('div', {id: 'run-header'}),
+    progress: h('div', {id: 'run-progress'}),
+    actions: h('div', {id: 'run-actions', class: 'actions'}),
+    aggregates: h('div', {id: 'run-aggregates'}),
+    usage: h('div', {id: 'run-usage'}),
+    children: h('div', {id: 'run-children'}),
+    log: h('ol', {id: 'event-log', class: 'event-log', reversed: true}),
+    stream: h('span', {id: 'stream-state', class: 'muted small'}),
+  };
+  fill(main,
+    h('p', {class: 'crumbs'}, h('a', {href: '#/runs'}, 'Runs'), ' / ', h('span', {class: 'mono'}, shortId(runId))),
+    parts.header, parts.progress, parts.actions,
+    section('Aggregates', parts.aggregates),
+    section('Usage and cost', parts.usage),
+    section('Rejudges and retries', parts.children),
+    definitionSection(runId),
+    section('Events', h('p', {}, 'Latest first. Stream: ', parts.stream), parts.log));
+
+  const samples = [];
+  const events = [];
+  const sample = (progress) => {
+    const now = Date.now();
+    samples.push([now, progress.completed + progress.failed]);
+    while (samples.length > 2 && now - samples[0][0] > RATE_WINDOW_MS) samples.shift();
+  };
+  let actionsFor = null;
+  const renderAll = () => {
+    renderHeader(parts.header, run);
+    renderProgress(parts.progress, run, samples);
+    // Actions are drawn again only when the status changes (a half-confirmed cancel or a
+    // rejudge being typed survives the refreshes).
+    if (actionsFor !== run.status) {
+      actionsFor = run.status;
+      renderActions(parts.actions, run, refresh);
+    }
+    renderAggregates(parts.aggregates, run);
+    renderUsage(parts.usage, run);
+  };
+  // A refresh of the summary at most once a second while events arrive.
+  let refreshing = null;
+  let again = false;
+  async function refresh() {
+    if (refreshing) {
+      again = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      try {
+        run = await call(runPath(runId), {signal});
+        sample(run.progress);
+        renderAll();
+      } catch (e) {
+        if (!signal.aborted && !(e instanceof ApiError)) throw e;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      refreshing = null;
+      if (again && !signal.aborted) {
+        again = false;
+        refresh();
+      }
+    })();
+    return refreshing;
+  }
+  sample(run.progress);
+  renderAll();
+  renderChildren(parts.children, runId, signal);
+  ready();
+
+  let pending = false;
+  const renderLog = () => {
+    pending = false;
+    fill(parts.log, events.slice().reverse().map(eventItem));
+  };
+  await followEvents(runId, {
+    after: Math.max(0, run.last_event_seq - TAIL),
+    signal,
+    stillRunning: async () => {
+      run = await call(runPath(runId), {signal});
+      renderAll();
+      return !TERMINAL.has(run.status);
+    },
+    onState: (state) => {
+      parts.stream.textContent = state;
+      parts.stream.dataset.state = state;
+    },
+    onEvent: (event) => {
+      events.push(event);
+      if (events.length > TAIL) events.shift();
+      if (!pending) {
+        pending = true;
+        requestAnimationFrame(renderLog);
+      }
+      const progress = event.data.progress;
+      if (progress) {
+        run.progress = progress;
+        sample(progress);
+        renderProgress(parts.progress, run, samples);
+      }
+      if (event.type === 'progress' || event.type.startsWith('run_')) refresh();
+    },
+  });
+  if (!signal.aborted) {
+    renderLog();
+    await refresh();
+    renderChildren(parts.children, runId, signal);
+  }
+}
+
+function renderHeader(el, run) {
+  fill(el,
+    h('h1', {}, 'Run ', h('span', {class: 'mono'}, run.run_id)),
+    h('dl', {class: 'facts inline'},
+      h('dt', {}, 'Status'), h('dd', {id: 'run-status'}, badge(run.status), run.cancel_requested && !TERMINAL.has(run.status) ? ' (cancel requested)' : null),
+      h('dt', {}, 'Kind'), h('dd', {}, run.kind),
+      run.parent_run_id ? [h('dt', {}, 'Evaluates'), h('dd', {}, h('a', {href: `#/runs/${run.parent_run_id}`, class: 'mono'}, shortId(run.parent_run_id)))] : null,
+      h('dt', {}, 'Created'), h('dd', {}, time(run.created_at)),
+      h('dt', {}, 'Started'), h('dd', {}, time(run.started_at)),
+      h('dt', {}, 'Finished'), h('dd', {}, time(run.finished_at))),
+    run.error ? h('p', {class: 'error'}, run.error) : null);
+}
+
+function renderProgress(el, run, samples) {
+  const {completed, failed, total} = run.progress;
+  const done = completed + failed;
+  let rate = null;
+  if (samples.length >= 2) {
+    const [t0, d0] = samples[0];
+    const [t1, d1] = samples[samples.length - 1];
+    if (t1 > t0 && d1 > d0) rate = ((d1 - d0) * 1000) / (t1 - t0);
+  }
+  if (rate === null && run.started_at && done > 0) {
+    const elapsed = (run.finished_at ? new Date(run.finished_at) : new Date()) - new Date(run.started_at);
+    if (elapsed > 0) rate = (done * 1000) / elapsed;
+  }
+  const remaining = total - done;
+  const eta = TERMINAL.has(run.status) ? 'done' : rate && remaining > 0 ? duration((remaining / rate) * 1000) : '–';
+  // A running run's duration is the clock's, not the last summary's.
+  const elapsed = run.started_at && !run.finished_at ? Date.now() - new Date(run.started_at) : run.duration_ms;
+  fill(el,
+    progressBar(run.progress),
+    h('dl', {class: 'facts inline'},
+      h('dt', {}, 'Done'), h('dd', {id: 'progress-done'}, `${count(done)} / ${count(total)}`),
+      h('dt', {}, 'Completed'), h('dd', {}, count(completed)),
+      h('dt', {}, 'Failed'), h('dd', {}, count(failed)),
+      h('dt', {}, 'Duration'), h('dd', {id: 'duration'}, duration(elapsed)),
+      h('dt', {}, 'Throughput'), h('dd', {id: 'throughput'}, rate ? `${num(rate, 1)} cases/s` : '–'),
+      h('dt', {}, 'ETA'), h('dd', {id: 'eta'}, eta)));
+}
+
+function renderActions(el, run, refresh) {
+  const base = `#/runs/${run.run_id}`;
+  const cancel = TERMINAL.has(run.status) ? null : cancelButton(run, refresh);
+  fill(el,
+    h('a', {class: 'button primary', href: `${base}/results`, id: 'results-link'}, 'Results'),
+    h('a', {class: 'button', href: `#/compare?candidate=${run.run_id}${run.parent_run_id ? `&baseline=${run.parent_run_id}` : ''}`}, 'Compare…'),
+    TERMINAL.has(run.status) ? rejudgeForm(run) : null,
+    cancel);
+}
+
+/** Two steps, so a stray click or key press does not cancel a run. */
+function cancelButton(run, refresh) {
+  const button = h('button', {type: 'button', class: 'danger', id: 'cancel'}, 'Cancel run');
+  const message = h('span', {class: 'small', role: 'status'});
+  button.addEventListener('click', async () => {
+    if (button.dataset.armed !== 'yes') {
+      button.dataset.armed = 'yes';
+      button.textContent = 'Confirm cancel';
+      return;
+    }
+    button.disabled = true;
+    try {
+      await call(`${runPath(run.run_id)}/cancel`, {method: 'POST'});
+      message.textContent = 'Cancel requested.';
+      refresh();
+    } catch (e) {
+      message.textContent = `Cancel failed: ${e.message}`;
+      button.disabled = false;
+    }
+  });
+  return h('span', {}, button, ' ', message);
+}
+
+/** A rejudge: a new evaluation config over this run's stored generations. */
+function rejudgeForm(run) {
+  const area = h('textarea', {id: 'rejudge-body', rows: 6, spellcheck: 'false', 'aria-label': 'Evaluation config (JSON)'});
+  const message = h('p', {class: 'small', role: 'status'});
+  const form = h('form', {class: 'rejudge'},
+    h('p', {class: 'small'}, 'New parsers, metrics and judges over the stored generations (no generator calls). Pre-filled with this run’s evaluation.'),
+    area,
+    h('div', {class: 'actions'}, h('button', {type: 'submit', class: 'primary'}, 'Start rejudge')),
+    message);
+  const details = h('details', {class: 'inline-form'}, h('summary', {class: 'button'}, 'Rejudge…'), form);
+  details.addEventListener('toggle', async () => {
+    if (!details.open || area.value) return;
+    try {
+      const full = await call(withQuery(runPath(run.run_id), {include: 'definition'}));
+      area.value = JSON.stringify(full.definition?.evaluation ?? {metrics: Object.keys(run.aggregates)}, null, 2);
+    } catch {
+      area.value = JSON.stringify({metrics: Object.keys(run.aggregates)}, null, 2);
+    }
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    let body;
+    try {
+      body = JSON.parse(area.value);
+    } catch (e) {
+      message.textContent = `Not JSON: ${e.message}`;
+      return;
+    }
+    try {
+      const created = await call(`${runPath(run.run_id)}/rejudge`, {method: 'POST', body});
+      window.location.hash = `#/runs/${created.run_id}`;
+    } catch (e) {
+      const details = e.details?.map((d) => `${d.path}: ${d.message}`).join('; ');
+      message.textContent = `Rejudge refused: ${e.message}${details ? ` (${details})` : ''}`;
+    }
+  });
+  return details;
+}
+
+function renderAggregates(el, run) {
+  const entries = Object.entries(run.aggregates ?? {});
+  if (!entries.length) {
+    fill(el, h('p', {class: 'muted'}, 'No scores yet.'));
+    return;
+  }
+  const rows = [];
+  for (const [id, agg] of entries) {
+    rows.push(h('tr', {class: 'overall'},
+      h('th', {scope: 'row'}, id), h('td', {}, 'all'), h('td', {class: 'num'}, count(agg.n)),
+      h('td', {class: 'num'}, count(agg.failures)), h('td', {class: 'num'}, meanWithCi(agg))));
+    for (const [dataset, summary] of Object.entries(agg.by_dataset ?? {})) {
+      rows.push(h('tr', {},
+        h('td', {}, ''), h('td', {}, dataset), h('td', {class: 'num'}, count(summary.n)),
+        h('td', {class: 'num'}, count(summary.failures)), h('td', {class: 'num'}, meanWithCi(summary))));
+    }
+  }
+  fill(el, table(['Metric / judge', 'Dataset', 'n', 'Failures', 'Mean [95% CI]'], rows, {id: 'aggregates-table'}));
+}
+
+function renderUsage(el, run) {
+  const usage = run.usage ?? {};
+  fill(el, h('dl', {class: 'facts inline'},
+    h('dt', {}, 'Requests'), h('dd', {}, count(usage.requests)),
+    h('dt', {}, 'Prompt tokens'), h('dd', {}, count(usage.prompt_tokens)),
+    h('dt', {}, 'Completion tokens'), h('dd', {}, count(usage.completion_tokens)),
+    h('dt', {}, 'Cost'), h('dd', {}, cost(usage.cost_usd))));
+}
+
+async function renderChildren(el, runId, signal) {
+  try {
+    const page = await call(withQuery('/runs', {parent_run_id: runId, limit: 20}), {signal});
+    fill(el, page.runs.length
+      ? h('ul', {class: 'plain'}, page.runs.map((child) => h('li', {},
+        h('a', {href: `#/runs/${child.run_id}`, class: 'mono'}, shortId(child.run_id)), ' ', child.kind, ' ', badge(child.status),
+        ' ', Object.entries(child.aggregates ?? {}).slice(0, 2).map(([id, s]) => `${id} ${meanWithCi(s)}`).join('; '))))
+      : h('p', {class: 'muted'}, 'None.'));
+  } catch (e) {
+    if (!signal.aborted) fill(el, h('p', {class: 'error'}, e.message));
+  }
+}
+
+/** The stored definition, fetched when opened; long case lists are cut for display. */
+function definitionSection(runId) {
+  const body = h('div', {}, h('p', {class: 'muted'}, 'Loading…'));
+  const details = h('details', {id: 'definition'}, h('summary', {}, h('h2', {class: 'inline'}, 'Definition')), body);
+  details.addEventListener('toggle', async () => {
+    if (!details.open || details.dataset.loaded) return;
+    details.dataset.loaded = 'yes';
+    try {
+      const full = await call(withQuery(runPath(runId), {include: 'definition'}));
+      const definition = structuredClone(full.definition ?? {});
+      for (const dataset of definition.datasets ?? []) {
+        const cases = dataset.cases ?? [];
+        if (cases.length > 3) dataset.cases = [...cases.slice(0, 3), `… and ${cases.length - 3} more cases`];
+      }
+      fill(body, jsonBlock(definition, 20_000), h('h3', {}, 'Runtime options'), jsonBlock(full.runtime ?? {}));
+    } catch (e) {
+      fill(body, h('p', {class: 'error'}, e.message));
+    }
+  });
+  return details;
+}
+
+function eventItem(event) {
+  const d = event.data;
+  const what = [d.dataset_id && d.case_id ? `${d.dataset_id}/${d.case_id}` : null,
+    d.metric_id, d.parser_id, d.stage, d.error_message ?? d.error, d.reason,
+    d.progress ? `${d.progress.completed + d.progress.failed}/${d.progress.total}` : null,
+    d.total_cases !== undefined ? `${d.total_cases} cases` : null,
+    d.score !== undefined ? `score ${num(d.score)}` : null].filter((x) => x !== null && x !== undefined);
+  const failed = event.type.endsWith('_failed');
+  return h('li', {class: failed ? 'failed' : null},
+    h('span', {class: 'mono small'}, `#${event.id}`), ' ',
+    h('span', {class: 'small muted'}, d.occurred_at ? new Date(d.occurred_at).toLocaleTimeString() : ''), ' ',
+    h('strong', {}, event.type), ' ', preview(what.join(' · '), 160));
+}
