@@ -35,6 +35,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Compare two runs case by case (exit 1 on regression with --fail-on-regression).
     Compare(crate::cli_compare::CompareArgs),
+    /// Datasets on a server: `themis datasets push FILE --server URL`.
+    Datasets(crate::cli_datasets::DatasetsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +311,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Serve(args) => serve(*args).await,
         Command::Compare(args) => crate::cli_compare::compare(args).await,
+        Command::Datasets(args) => crate::cli_datasets::datasets(args).await,
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("error: {message}");
@@ -341,18 +344,8 @@ impl LifecycleSubscriber for CliSubscriber {
     }
 }
 
-fn read_definition(file: &PathBuf) -> Result<Value, String> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| format!("reading standard input: {e}"))?
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
-    };
-    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", file.display()))
-}
-
 async fn run(args: RunArgs) -> Result<ExitCode, String> {
-    let mut body = read_definition(&args.file)?;
+    let mut body = crate::cli_definition::read_definition(&args.file)?;
     if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
         map.insert("concurrency".into(), json!(n));
     }
@@ -370,18 +363,19 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     outbound.validate()?;
     let egress = outbound.egress.clone();
     let registry = Arc::new(Registry::builtin_with(outbound));
-    let request = match crate::engine::parse_experiment(&body, &registry) {
-        Ok(request) => request,
-        Err(errors) => {
+    let parse = |body: &Value| {
+        crate::engine::parse_experiment(body, &registry).map_err(|errors| {
             let lines: Vec<String> = errors
                 .iter()
                 .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
                 .collect();
-            return Err(format!("invalid experiment:\n{}", lines.join("\n")));
-        }
+            format!("invalid experiment:\n{}", lines.join("\n"))
+        })
     };
+    // Checked before dataset files are read: they go into the store the definition chooses.
+    let probe = parse(&crate::cli_definition::without_files(&body))?;
     let database = args.database.clone().or_else(|| {
-        request
+        probe
             .runtime
             .storage
             .as_ref()
@@ -399,7 +393,13 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?,
         None => Arc::new(crate::store::MemoryStore::new()),
     };
-    let engine = Engine::new(store.clone(), registry, EngineConfig::default());
+    let engine = Engine::new(store.clone(), registry.clone(), EngineConfig::default());
+    let base = match args.file.parent() {
+        Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    crate::cli_definition::upload_file_datasets(&engine, &mut body, &base).await?;
+    let request = parse(&body)?;
     let run_id = engine
         .submit(&request)
         .await

@@ -1,0 +1,156 @@
+//! `themis datasets push FILE --server URL`: uploads a JSONL or CSV file as a revision of
+//! a dataset, streamed from disk (never read whole).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+#[derive(Debug, Args)]
+pub struct DatasetsArgs {
+    #[command(subcommand)]
+    command: DatasetsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetsCommand {
+    /// Upload a file (`.jsonl`/`.ndjson`, or `.csv`) as a revision of a dataset.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// The file to upload.
+    file: PathBuf,
+    /// The service, e.g. `http://localhost:8080`.
+    #[arg(long, env = "THEMIS_SERVER")]
+    server: String,
+    /// The dataset's id (default: the file's name without its extension).
+    #[arg(long)]
+    dataset_id: Option<String>,
+    /// An API key of the server, sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "THEMIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[command(flatten)]
+    columns: CsvColumns,
+}
+
+/// CSV column mapping (see `PUT /datasets/{id}`); defaults follow the header convention.
+#[derive(Debug, Args, Default)]
+pub struct CsvColumns {
+    /// CSV: the column holding `case_id`.
+    #[arg(long)]
+    pub case_id: Option<String>,
+    /// CSV: the column (or comma-separated columns) holding `input`.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// CSV: the column holding `expected_output`.
+    #[arg(long)]
+    pub expected_output: Option<String>,
+    /// CSV: the comma-separated columns that go into `metadata`.
+    #[arg(long)]
+    pub metadata: Option<String>,
+}
+
+/// What a file's extension says about its format: `(content type, is CSV)`.
+pub fn content_type(file: &Path) -> Result<(&'static str, bool), String> {
+    match file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("jsonl" | "ndjson") => Ok(("application/x-ndjson", false)),
+        Some("csv") => Ok(("text/csv", true)),
+        _ => Err(format!(
+            "{}: a dataset file ends in .jsonl, .ndjson or .csv",
+            file.display()
+        )),
+    }
+}
+
+/// The dataset id a file stands for when none is given: its name without extension.
+pub fn default_dataset_id(file: &Path) -> Result<String, String> {
+    file.file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: name the dataset with --dataset-id", file.display()))
+}
+
+pub async fn datasets(args: DatasetsArgs) -> Result<ExitCode, String> {
+    match args.command {
+        DatasetsCommand::Push(push) => push_file(push).await,
+    }
+}
+
+async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
+    let (content_type, csv) = content_type(&args.file)?;
+    let dataset_id = match args.dataset_id {
+        Some(id) => id,
+        None => default_dataset_id(&args.file)?,
+    };
+    let mut url =
+        reqwest::Url::parse(&args.server).map_err(|e| format!("--server {}: {e}", args.server))?;
+    url.path_segments_mut()
+        .map_err(|()| format!("--server {}: not a base URL", args.server))?
+        .pop_if_empty()
+        .extend(["datasets", dataset_id.as_str()]);
+    if csv {
+        let mut query = url.query_pairs_mut();
+        let columns = &args.columns;
+        for (name, value) in [
+            ("case_id", &columns.case_id),
+            ("input", &columns.input),
+            ("expected_output", &columns.expected_output),
+            ("metadata", &columns.metadata),
+        ] {
+            if let Some(value) = value {
+                query.append_pair(name, value);
+            }
+        }
+    }
+    let file = tokio::fs::File::open(&args.file)
+        .await
+        .map_err(|e| format!("opening {}: {e}", args.file.display()))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let mut request = reqwest::Client::new()
+        .put(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body);
+    if let Some(key) = &args.api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("uploading to {}: {e}", args.server))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status.is_success() {
+        let verb = if status == reqwest::StatusCode::CREATED {
+            "stored"
+        } else {
+            "unchanged (already stored)"
+        };
+        println!(
+            "{dataset_id} {}: {} cases, {verb}",
+            body["revision"].as_str().unwrap_or("?"),
+            body["case_count"]
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut message = format!(
+        "the server answered {status}: {}",
+        body["error"]["message"].as_str().unwrap_or("")
+    );
+    for detail in body["error"]["details"].as_array().into_iter().flatten() {
+        message.push_str(&format!(
+            "\n  {}: {}",
+            detail["path"].as_str().unwrap_or(""),
+            detail["message"].as_str().unwrap_or("")
+        ));
+    }
+    Err(message)
+}
