@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: the `themis` binary serves `/ui/` with API keys, and
 //! headless Chromium (through chromedriver) enters the key, lists runs, watches a run
-//! progress live, filters and pages its results, opens a case with its judge's rationale
-//! and compares two runs, with no console error along the way.
+//! progress live, cancels one and rejudges another, filters and pages results, opens a
+//! case with its judge's rationale and compares two runs, with no console error along
+//! the way.
 //!
 //! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the README's come from
 //! `THEMIS_SCREENSHOTS=docs cargo test --test dashboard`), else to the target folder.
@@ -221,6 +222,39 @@ async fn dashboard_in_a_real_browser() {
             Duration::from_secs(30),
             "the run finishes on screen",
             "return document.querySelector('#run-status .badge')?.textContent === 'completed' && window.__sameDocument === true",
+        )
+        .await;
+
+    // Cancel asks for a confirmation, then the run shows as cancelled.
+    let doomed = service.post("/runs", &experiment(60, 0.0, 200, 1)).await;
+    let doomed = doomed["run_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/ui/#/runs/{doomed}")).await;
+    browser.wait_view().await;
+    browser.click("#cancel").await;
+    assert_eq!(browser.text("#cancel").await, "Confirm cancel");
+    browser.click("#cancel").await;
+    browser
+        .expect(
+            "the run shows as cancelled",
+            "return document.querySelector('#run-status .badge')?.textContent === 'cancelled'",
+        )
+        .await;
+
+    // Rejudge from a finished run's page, pre-filled with its evaluation.
+    browser.goto(&format!("{base}/ui/#/runs/{b}")).await;
+    browser.wait_view().await;
+    browser.click("#rejudge summary").await;
+    browser
+        .expect(
+            "the rejudge form holds the run's evaluation",
+            "return document.getElementById('rejudge-body').value.includes('builtin/rubric_keywords')",
+        )
+        .await;
+    browser.click_to_view("#rejudge-submit").await;
+    browser
+        .expect(
+            "the new rejudge run opens",
+            &format!("return !location.hash.includes('{b}') && document.getElementById('run-header').textContent.includes('rejudge') && document.getElementById('run-header').textContent.includes('{}')", &b[..12]),
         )
         .await;
 

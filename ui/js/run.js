@@ -2,7 +2,7 @@
 // with CIs overall and per dataset; usage and cost; rejudges and retries; the definition
 // (loaded on request: it holds the datasets); cancel and rejudge; the event log's tail.
 
-import {ApiError, call, runPath, withQuery} from './api.js';
+import {call, runPath, withQuery} from './api.js';
 import {badge, fill, h, jsonBlock, progressBar, section, table} from './dom.js';
 import {TERMINAL, cost, count, duration, meanWithCi, num, preview, shortId, time} from './format.js';
 import {followEvents} from './sse.js';
@@ -66,8 +66,9 @@ export async function runView(main, {params: [runId], signal, ready}) {
         run = await call(runPath(runId), {signal});
         sample(run.progress);
         renderAll();
-      } catch (e) {
-        if (!signal.aborted && !(e instanceof ApiError)) throw e;
+      } catch {
+        // The banner reports an unreachable server or a refused key; the next event or
+        // the stream's end refreshes again.
       }
       await new Promise((resolve) => setTimeout(resolve, 1000));
       refreshing = null;
@@ -204,9 +205,9 @@ function rejudgeForm(run) {
   const form = h('form', {class: 'rejudge'},
     h('p', {class: 'small'}, 'New parsers, metrics and judges over the stored generations (no generator calls). Pre-filled with this run’s evaluation.'),
     area,
-    h('div', {class: 'actions'}, h('button', {type: 'submit', class: 'primary'}, 'Start rejudge')),
+    h('div', {class: 'actions'}, h('button', {type: 'submit', class: 'primary', id: 'rejudge-submit'}, 'Start rejudge')),
     message);
-  const details = h('details', {class: 'inline-form'}, h('summary', {class: 'button'}, 'Rejudge…'), form);
+  const details = h('details', {class: 'inline-form', id: 'rejudge'}, h('summary', {class: 'button'}, 'Rejudge…'), form);
   details.addEventListener('toggle', async () => {
     if (!details.open || area.value) return;
     try {
