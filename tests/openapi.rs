@@ -1700,6 +1700,23 @@ async fn case_and_filtered_results_match_the_schemas() {
     );
     assert_eq!(detail["record"]["case_index"], 1);
     assert_eq!(detail["case"]["case_id"], detail["record"]["case_id"]);
+    // A rejudge's cases have the inputs of the run it evaluates.
+    let reply = h
+        .post(
+            &format!("/runs/{run_id}/rejudge"),
+            json!({"metrics": ["builtin/exact_match"], "parsers": ["builtin/text"]}),
+        )
+        .await;
+    let rejudge = reply.json()["run_id"].as_str().unwrap().to_owned();
+    h.wait_finished(&rejudge).await;
+    let reply = h.get(&format!("/runs/{rejudge}/cases/1")).await;
+    let rejudged = h.check(
+        Method::GET,
+        "/runs/{run_id}/cases/{case_index}",
+        &reply,
+        StatusCode::OK,
+    );
+    assert_eq!(rejudged["case"], detail["case"]);
     for (uri, status) in [
         (format!("/runs/{run_id}/cases/99"), StatusCode::NOT_FOUND),
         (format!("/runs/{run_id}/cases/x"), StatusCode::BAD_REQUEST),
@@ -1751,7 +1768,13 @@ async fn case_and_filtered_results_match_the_schemas() {
     }
     let reply = h.get("/runs?kind=rejudge").await;
     let page = h.check(Method::GET, "/runs", &reply, StatusCode::OK);
-    assert_eq!(page["runs"], json!([]));
+    let kinds: Vec<&Value> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["run_id"])
+        .collect();
+    assert_eq!(kinds, [&json!(rejudge)]);
     let reply = h.get("/runs?kind=bogus").await;
     h.check(Method::GET, "/runs", &reply, StatusCode::BAD_REQUEST);
 }

@@ -266,7 +266,7 @@ async fn list_runs(
         query.kind.as_deref(),
         "kind",
         RunKind::parse,
-        "experiment, rejudge",
+        "experiment, rejudge, retry",
     )?;
     let parent_run_id = query
         .parent_run_id
@@ -532,7 +532,7 @@ async fn get_case(
     if store.get_run_summary(&run_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no run {run_id}")));
     }
-    case_detail(store.as_ref(), &run_id, case_index)
+    case_detail(state.scheduler.engine(), &run_id, case_index)
         .await?
         .map(Json)
         .ok_or_else(|| {

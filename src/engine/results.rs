@@ -7,18 +7,15 @@
 //! cursor to continue from: the cost of one request stays bounded on a 100,000-case run.
 
 use serde::Serialize;
-use serde_json::Value;
 
-use super::EngineError;
+use super::{Engine, EngineError};
 use crate::model::{Case, CaseRecord, RunId};
-use crate::store::{CaseQuery, Store, StoreError};
+use crate::store::{CaseQuery, Store};
 
 /// Most records a filtered page reads before it answers.
 pub const MAX_SCANNED: u32 = 10_000;
 /// Records read from the store per query while scanning.
 const SCAN_PAGE: u32 = 1_000;
-/// How far a case's inputs are looked for up a chain of rejudges and retries.
-const MAX_ANCESTORS: usize = 8;
 
 /// Cases whose score (metric or judge `id`) is below `below`; unscored cases never match.
 #[derive(Debug, Clone)]
@@ -113,7 +110,7 @@ pub async fn results_page(
 }
 
 /// A case record with the case its definition gave it (input, expected output,
-/// metadata). `case` is `None` when the definition holding the case is not stored.
+/// metadata). `case` is `None` when that definition cannot be read any more.
 #[derive(Debug, Serialize)]
 pub struct CaseDetail {
     pub record: CaseRecord,
@@ -121,9 +118,10 @@ pub struct CaseDetail {
 }
 
 /// The record of the case at `case_index` and its inputs, or `None` when that case has no
-/// record (yet). A rejudge's inputs are those of the run whose generations it evaluates.
+/// record (yet). A rejudge's or retry's inputs are those of the experiment its chain
+/// starts from; a stored dataset is read for the one case, never whole.
 pub async fn case_detail(
-    store: &dyn Store,
+    engine: &Engine,
     run_id: &RunId,
     case_index: u64,
 ) -> Result<Option<CaseDetail>, EngineError> {
@@ -132,7 +130,8 @@ pub async fn case_detail(
         limit: 1,
         ..CaseQuery::default()
     };
-    let Some(record) = store
+    let Some(record) = engine
+        .store()
         .case_records(run_id, &query)
         .await?
         .into_iter()
@@ -140,44 +139,12 @@ pub async fn case_detail(
     else {
         return Ok(None);
     };
-    let mut owner = run_id.clone();
-    for _ in 0..MAX_ANCESTORS {
-        let run = store
-            .get_run(&owner)
-            .await?
-            .ok_or_else(|| EngineError::RunNotFound(owner.clone()))?;
-        if let Some(datasets) = run.definition.get("datasets") {
-            let case = find_case(datasets, &record.key.dataset_id, &record.key.case_id)?;
-            return Ok(Some(CaseDetail { record, case }));
+    let case = match engine.case_input(run_id, case_index).await {
+        Ok(case) => case.map(|c| (*c).clone()),
+        Err(message) => {
+            tracing::warn!(run_id = %run_id, case_index, error = %message, "the inputs of a case cannot be read");
+            None
         }
-        match run.parent_run_id {
-            Some(parent) => owner = parent,
-            None => break,
-        }
-    }
-    Ok(Some(CaseDetail { record, case: None }))
-}
-
-fn find_case(
-    datasets: &Value,
-    dataset_id: &str,
-    case_id: &str,
-) -> Result<Option<Case>, EngineError> {
-    let found = datasets
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d.get("dataset_id").and_then(Value::as_str) == Some(dataset_id))
-        .filter_map(|d| d.get("cases").and_then(Value::as_array))
-        .flatten()
-        .find(|c| c.get("case_id").and_then(Value::as_str) == Some(case_id));
-    found
-        .map(|c| {
-            serde_json::from_value(c.clone()).map_err(|e| {
-                EngineError::Store(StoreError::Corrupt(format!(
-                    "stored case {dataset_id}/{case_id}: {e}"
-                )))
-            })
-        })
-        .transpose()
+    };
+    Ok(Some(CaseDetail { record, case }))
 }

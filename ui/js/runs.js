@@ -8,7 +8,7 @@ import {TERMINAL, cost, count, duration, meanWithCi, shortId, time} from './form
 
 const PAGE = 25;
 const STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'];
-const KINDS = [['experiment', 'Experiments (grouped)'], ['', 'All kinds'], ['rejudge', 'Rejudges']];
+const KINDS = [['experiment', 'Experiments (grouped)'], ['', 'All kinds'], ['rejudge', 'Rejudges'], ['retry', 'Retries']];
 /** Metrics shown per run in the table; the run page has all of them. */
 const METRICS_SHOWN = 2;
 

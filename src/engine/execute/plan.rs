@@ -148,6 +148,21 @@ impl Engine {
         .ok_or_else(|| format!("source run {run_id} not found"))
     }
 
+    /// The case at `case_index` of `run_id` as the experiment its chain starts from gave
+    /// it (inline, or read from the stored revision).
+    pub(crate) async fn case_input(
+        &self,
+        run_id: &RunId,
+        case_index: u64,
+    ) -> Result<Option<Arc<Case>>, String> {
+        let source = CaseSource::new(self.root_experiment(run_id).await?)?;
+        let loaded = source
+            .load(self.store().as_ref(), case_index..case_index + 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(loaded.into_iter().next().map(|(_, case)| case))
+    }
+
     /// The experiment a chain of rejudges and retries starts from.
     async fn root_experiment(&self, run_id: &RunId) -> Result<Experiment, String> {
         let mut current = self.load_run(run_id).await?;
