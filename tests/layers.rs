@@ -44,7 +44,16 @@ fn allowed(position: usize) -> Vec<&'static str> {
 
 /// The programs built on the library (the binary, its CLI, the bench harness): above
 /// every layer, they may import any.
-const TOOLS: &[&str] = &["main", "lib", "bin", "cli", "cli_compare", "bench"];
+const TOOLS: &[&str] = &[
+    "main",
+    "lib",
+    "bin",
+    "cli",
+    "cli_compare",
+    "cli_datasets",
+    "cli_definition",
+    "bench",
+];
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
