@@ -4,6 +4,8 @@
 //! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows; `--only NAME` (repeatable) runs
 //! the scenarios whose name contains NAME (`latency`, `overhead`, `polling`, `store`).
 
+mod support;
+
 /// The same allocator as the `themis` binary, so numbers match the service's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,9 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut config = if args.iter().any(|a| a == "--quick") {
-        themis::bench::BenchConfig::tiny()
+        support::BenchConfig::tiny()
     } else {
-        themis::bench::BenchConfig::full()
+        support::BenchConfig::full()
     };
     config.postgres_url = args
         .iter()
@@ -30,7 +32,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(themis::bench::run(&config)) {
+    match runtime.block_on(support::run(&config)) {
         Ok(report) => print!("{}", report.markdown()),
         Err(e) => {
             eprintln!("benchmark failed: {e}");

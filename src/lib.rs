@@ -8,11 +8,6 @@
 //! run ids, pipeline, execution), [`api`] and [`server`].
 
 pub mod api;
-pub mod bench;
-pub mod cli;
-pub mod cli_compare;
-pub mod cli_datasets;
-pub mod cli_definition;
 pub mod components;
 pub mod egress;
 pub mod engine;

@@ -2,6 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 /// mimalloc: many small short-lived allocations per case (JSON values, events); it is
 /// faster than the system allocator here and returns freed memory to the OS.
 #[global_allocator]
@@ -9,5 +11,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    themis::cli::main(themis::cli::Cli::parse()).await
+    cli::main(cli::Cli::parse()).await
 }

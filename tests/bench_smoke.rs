@@ -2,12 +2,16 @@
 //! `cargo bench`). Nothing here is timed: only that every scenario runs end to end.
 
 mod common;
+// The harness as `cargo bench` runs it; its full configuration is unused here.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
-    let mut config = themis::bench::BenchConfig::tiny();
+    let mut config = support::BenchConfig::tiny();
     config.postgres_url = Some(common::postgres_base_url());
-    let report = themis::bench::run(&config).await.unwrap();
+    let report = support::run(&config).await.unwrap();
     let table = report.markdown();
     println!("{table}");
     for scenario in [

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::engine::{CompareReport, compare_runs, regressions, render_markdown, render_table};
-use crate::model::RunId;
+use themis::engine::{CompareReport, compare_runs, regressions, render_markdown, render_table};
+use themis::model::RunId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareFormat {
@@ -46,7 +46,7 @@ pub struct CompareArgs {
 
 fn run_id(raw: &str, what: &str) -> Result<RunId, String> {
     raw.parse()
-        .map_err(|e: crate::model::InvalidRunId| format!("{what}: {e}"))
+        .map_err(|e: themis::model::InvalidRunId| format!("{what}: {e}"))
 }
 
 /// The report and, from a server, its JSON exactly as served.
@@ -90,7 +90,7 @@ async fn from_database(
     baseline: &RunId,
     candidate: &RunId,
 ) -> Result<(CompareReport, String), String> {
-    let store = crate::store::connect(database)
+    let store = themis::store::connect(database)
         .await
         .map_err(|e| format!("opening {database}: {e}"))?;
     let report = compare_runs(store.as_ref(), baseline, candidate)

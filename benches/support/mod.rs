@@ -15,9 +15,9 @@ use axum::routing::post;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::components::Registry;
-use crate::engine::EngineConfig;
-use crate::server::{ServerConfig, launch_with_registry};
+use themis::components::Registry;
+use themis::engine::EngineConfig;
+use themis::server::{ServerConfig, launch_with_registry};
 
 /// What to measure and how big.
 #[derive(Debug, Clone)]

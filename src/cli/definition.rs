@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use crate::engine::{CsvMapping, Engine, EngineError, UploadFormat, UploadLimits};
 use serde_json::{Map, Value, json};
+use themis::engine::{CsvMapping, Engine, EngineError, UploadFormat, UploadLimits};
 
-use crate::cli_datasets::{content_type, default_dataset_id};
+use super::datasets::{content_type, default_dataset_id};
 
 /// The definition in `file` (`-`: standard input, JSON).
 pub fn read_definition(file: &Path) -> Result<Value, String> {

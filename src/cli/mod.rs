@@ -1,0 +1,54 @@
+//! Command-line interface of the `themis` binary: `themis run` (one-call local
+//! evaluation), `themis serve`, `themis compare` and `themis datasets`. It lives with the
+//! binary, not in the library: it is a program built on the library's exports.
+
+mod compare;
+mod datasets;
+mod definition;
+mod run;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use run::RunArgs;
+pub use serve::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "themis",
+    version,
+    about = "Evaluation service for LLM and model outputs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment in-process and print a summary.
+    Run(RunArgs),
+    /// Start the HTTP service.
+    Serve(Box<ServeArgs>),
+    /// Compare two runs case by case (exit 1 on regression with --fail-on-regression).
+    Compare(compare::CompareArgs),
+    /// Datasets on a server: `themis datasets push FILE --server URL`.
+    Datasets(datasets::DatasetsArgs),
+}
+
+/// Runs the CLI; returns the process exit code (0 completed, 1 run failed or
+/// cancelled, 2 invalid input).
+pub async fn main(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
+        Command::Compare(args) => compare::compare(args).await,
+        Command::Datasets(args) => datasets::datasets(args).await,
+    };
+    outcome.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,308 @@
+//! `themis run`: one experiment in-process, with a progress bar and a summary.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use themis::components::Registry;
+use themis::engine::{Engine, EngineConfig, RunControl};
+use themis::model::{EventKind, RunEvent, RunRecord, RunStatus};
+use themis::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
+use themis::store::{CaseQuery, Store};
+use themis::telemetry::{RecordingTracer, Telemetry};
+
+use super::serve::OutboundArgs;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment definition (JSON); `-` reads standard input.
+    pub file: PathBuf,
+    /// Print the full result as JSON (run id, status, aggregates, per-case records).
+    #[arg(long)]
+    pub json: bool,
+    /// Also print span names and statuses and every lifecycle event.
+    #[arg(long)]
+    pub trace: bool,
+    /// Cases executed at once (overrides the definition's `concurrency`).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Keep the run in this database (`sqlite://file.db`, `postgres://...`) instead of
+    /// the definition's `storage` (default: in memory). With a database, running the
+    /// same file again finds the finished run, and an interrupted one resumes.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Without declared providers, `openai` (with `OPENAI_API_KEY`, when set) and a
+    /// keyless `ollama` at http://localhost:11434/v1 are available.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+}
+
+/// Counts events for the progress bar and keeps them for `--trace`.
+struct CliSubscriber {
+    bar: ProgressBar,
+    events: Mutex<Vec<RunEvent>>,
+    keep: bool,
+}
+
+impl LifecycleSubscriber for CliSubscriber {
+    fn on_event(&self, event: &RunEvent) {
+        match &event.kind {
+            EventKind::RunStarted { total_cases, .. } => self.bar.set_length(*total_cases),
+            EventKind::Progress { progress }
+            | EventKind::RunCompleted { progress }
+            | EventKind::RunCancelled { progress } => self.bar.set_position(progress.finished()),
+            EventKind::CaseCompleted { .. } | EventKind::CaseFailed { .. } => self.bar.inc(1),
+            _ => {}
+        }
+        if self.keep
+            && let Ok(mut events) = self.events.lock()
+        {
+            events.push(event.clone());
+        }
+    }
+}
+
+pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let mut body = super::definition::read_definition(&args.file)?;
+    if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
+        map.insert("concurrency".into(), json!(n));
+    }
+    // The CLI runs on the user's machine: the local egress policy, and the implicit
+    // providers unless some are declared.
+    let declared = args.outbound.providers()?;
+    let outbound = themis::components::Outbound {
+        providers: if declared.is_empty() {
+            themis::components::implicit_providers()
+        } else {
+            declared
+        },
+        ..themis::components::Outbound::local()
+    };
+    outbound.validate()?;
+    let egress = outbound.egress.clone();
+    let registry = Arc::new(Registry::builtin_with(outbound));
+    let parse = |body: &Value| {
+        themis::engine::parse_experiment(body, &registry).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
+                .collect();
+            format!("invalid experiment:\n{}", lines.join("\n"))
+        })
+    };
+    // Checked before dataset files are read: they go into the store the definition chooses.
+    let probe = parse(&super::definition::without_files(&body))?;
+    let database = args.database.clone().or_else(|| {
+        probe
+            .runtime
+            .storage
+            .as_ref()
+            .and_then(|storage| match storage.store.as_str() {
+                "sqlite" => Some(format!(
+                    "sqlite://{}",
+                    storage.path.as_deref().unwrap_or("themis.db")
+                )),
+                _ => None,
+            })
+    });
+    let store: Arc<dyn Store> = match &database {
+        Some(url) => themis::store::connect(url)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => Arc::new(themis::store::MemoryStore::new()),
+    };
+    let engine = Engine::new(store.clone(), registry.clone(), EngineConfig::default());
+    let base = match args.file.parent() {
+        Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
+    let request = parse(&body)?;
+    let run_id = engine
+        .submit(&request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_record()
+        .run_id;
+
+    let bar = if std::io::stderr().is_terminal() && !args.json {
+        ProgressBar::new(request.experiment.work_items())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let subscriber = Arc::new(CliSubscriber {
+        bar: bar.clone(),
+        events: Mutex::new(Vec::new()),
+        keep: args.trace,
+    });
+    // The run's own tracing and webhooks, as the service would; `--trace` records the
+    // spans here instead.
+    let telemetry = Telemetry::new(egress, None);
+    let recording = Arc::new(RecordingTracer::new());
+    let mut observers = telemetry.observers(
+        &run_id,
+        ObservationRequest {
+            tracing: request.runtime.tracing.as_ref().filter(|_| !args.trace),
+            subscribers: &request.runtime.subscribers,
+            traceparent: None,
+        },
+    );
+    if args.trace {
+        observers.tracer = recording.clone();
+    }
+    observers.subscribers.push(subscriber.clone());
+
+    let control = RunControl::default();
+    let cancel = control.cancel.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let record = engine
+        .execute(&run_id, observers, control)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctrl_c.abort();
+    // Spans and webhook events of the run reach their destinations before we exit.
+    telemetry
+        .wait_for_exports(std::time::Duration::from_secs(20))
+        .await;
+    bar.finish_and_clear();
+
+    let events = subscriber
+        .events
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    if args.json {
+        let mut cases = Vec::new();
+        let mut query = CaseQuery {
+            limit: 1_000,
+            ..CaseQuery::default()
+        };
+        loop {
+            let page = store
+                .case_records(&run_id, &query)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            query.after_index = Some(last.key.case_index);
+            cases.extend(page);
+        }
+        let mut output = json!({
+            "run_id": record.run_id,
+            "status": record.status,
+            "progress": record.progress,
+            "duration_ms": duration_ms(&record),
+            "aggregates": record.aggregates.metrics,
+            "usage": record.usage,
+            "error": record.error,
+            "cases": cases,
+        });
+        if args.trace {
+            output["spans"] = json!(recording
+                .spans()
+                .iter()
+                .map(|s| json!({"name": s.name, "status": s.status.map(|s| s.as_str()), "error": s.error}))
+                .collect::<Vec<_>>());
+            output["events"] = json!(events);
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output).unwrap_or_default()
+        );
+    } else {
+        print!("{}", summary(&record));
+        if args.trace {
+            println!("\nSpans:");
+            for span in recording.spans() {
+                let status = span.status.map_or("open", |s| s.as_str());
+                println!(
+                    "  {:<10} {status}{}",
+                    span.name,
+                    span.error.map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+            }
+            println!("\nEvents:");
+            for event in &events {
+                println!("  {:>4} {}", event.seq, event.event_type());
+            }
+        }
+    }
+    Ok(match record.status {
+        RunStatus::Completed => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "(document)" } else { path }
+}
+
+fn duration_ms(record: &RunRecord) -> Option<u64> {
+    Some(record.finished_at?.millis_since(record.started_at?))
+}
+
+/// The human-readable result of a run.
+pub fn summary(record: &RunRecord) -> String {
+    let mut out = String::new();
+    let seconds = duration_ms(record).map_or(0.0, |ms| ms as f64 / 1e3);
+    out.push_str(&format!(
+        "Run {}: {} in {seconds:.2}s\n",
+        record.run_id,
+        record.status.as_str()
+    ));
+    let p = record.progress;
+    out.push_str(&format!(
+        "Cases: {} total, {} completed, {} failed\n",
+        p.total, p.completed, p.failed
+    ));
+    if let Some(error) = &record.error {
+        out.push_str(&format!("Error: {error}\n"));
+    }
+    if record.usage.requests > 0 {
+        out.push_str(&format!(
+            "Usage: {} requests, {} prompt + {} completion tokens\n",
+            record.usage.requests, record.usage.prompt_tokens, record.usage.completion_tokens
+        ));
+    }
+    if record.aggregates.metrics.is_empty() {
+        return out;
+    }
+    let width = record
+        .aggregates
+        .metrics
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "\n{:<width$}  {:>7}  {:<19} {:>6}  {:>8}\n",
+        "metric", "mean", "95% CI", "n", "failures"
+    ));
+    for (metric, aggregate) in &record.aggregates.metrics {
+        let s = &aggregate.overall;
+        let mean = s.mean.map_or("-".to_owned(), |m| format!("{m:.3}"));
+        let ci = s
+            .ci95
+            .map_or("-".to_owned(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));
+        out.push_str(&format!(
+            "{metric:<width$}  {mean:>7}  {ci:<19} {:>6}  {:>8}\n",
+            s.n, s.failures
+        ));
+    }
+    out
+}

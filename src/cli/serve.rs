@@ -1,0 +1,249 @@
+//! `themis serve`: the service's settings as flags and environment variables.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use themis::engine::EngineConfig;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "THEMIS_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Database: a SQLite file (`sqlite://themis.db`, created and migrated on start), a
+    /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
+    pub database: String,
+    /// Comma-separated bearer keys; when set, every endpoint but health needs one.
+    #[arg(
+        long,
+        env = "THEMIS_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Runs executing at once on this instance; more wait in the queue.
+    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4)]
+    pub max_running_runs: usize,
+    /// Cases of one run executed at once unless the run sets `concurrency`.
+    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = 16)]
+    pub default_concurrency: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most `GET /runs/{id}/events` streams open at once; more are answered `503`.
+    #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = themis::api::DEFAULT_MAX_EVENT_STREAMS)]
+    pub max_event_streams: usize,
+    /// Serve `GET /metrics` without an API key even when keys are set (for a Prometheus
+    /// that scrapes from a trusted network). Metrics hold counts, never run data.
+    #[arg(long, env = "THEMIS_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Browser origins (comma-separated, `https://dash.example.com`) allowed to call
+    /// every endpoint, event streams included, with `Authorization`; `*` allows any.
+    /// Default: none (no CORS headers; `OPTIONS` answers 405).
+    #[arg(long, env = "THEMIS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// How often to look for queued runs and runs left by dead instances, in ms.
+    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = 2_000)]
+    pub poll_interval_ms: u64,
+    /// Lease on claimed work, in ms: a dead instance's cases are taken over this late.
+    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = 15_000)]
+    pub lease_ms: u64,
+    /// This instance's name on its leases (default: random per process).
+    #[arg(long, env = "THEMIS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// OTLP/HTTP collector (`http://collector:4318`) for the spans of every run that
+    /// configures no `tracing`; a run turns it off with `{"provider": "none"}`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Encoding for that collector: `http/protobuf` (default) or `http/json`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// Headers for that collector, `name=value,name2=value2` (sent only to it, never to
+    /// an endpoint a run names itself).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true)]
+    pub otlp_headers: Option<String>,
+    /// `service.name` of exported spans (default `themis`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// Share of traces kept, 0 to 1 (default 1), unless a run sets `sample_ratio`.
+    #[arg(long, env = "THEMIS_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+    /// Networks (CIDRs or addresses, comma-separated) that provider, webhook and OTLP
+    /// requests may reach although they are loopback or private and the server listens
+    /// on a non-loopback address. Link-local and cloud metadata addresses stay refused.
+    #[arg(long, env = "THEMIS_ALLOW_EGRESS", value_delimiter = ',')]
+    pub allow_egress: Vec<String>,
+    /// Provider requests in flight at once, across all runs of this instance.
+    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", default_value_t = themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)]
+    pub max_outbound_requests: usize,
+    /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
+    #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = themis::engine::UploadLimits::default().max_body_bytes)]
+    pub max_dataset_bytes: u64,
+    /// Longest line (JSONL) or record (CSV) of a dataset upload, in bytes.
+    #[arg(long, env = "THEMIS_MAX_CASE_BYTES", default_value_t = themis::engine::UploadLimits::default().max_case_bytes)]
+    pub max_case_bytes: usize,
+    /// Delete finished runs this many days after they ended (a run only once the runs
+    /// derived from it are gone). Unset: runs are kept until deleted.
+    #[arg(long, env = "THEMIS_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+}
+
+/// The model providers the operator declares (`themis serve` and `themis run`).
+#[derive(Debug, Args)]
+pub struct OutboundArgs {
+    /// A model provider runs may call, repeatable:
+    /// `name=openai,base_url=https://api.openai.com/v1,key_env=OPENAI_API_KEY` plus
+    /// optional shared limits `requests_per_minute`, `tokens_per_minute`,
+    /// `max_concurrency`, `breaker_failures`, `breaker_cooldown_ms`. The key is read
+    /// from `key_env` at startup and sent only to that base URL. In the environment,
+    /// separate entries with `;`.
+    #[arg(long = "provider", env = "THEMIS_PROVIDERS", value_delimiter = ';')]
+    pub providers: Vec<String>,
+}
+
+impl OutboundArgs {
+    /// The declared providers, keys read from their variables.
+    pub fn providers(&self) -> Result<Vec<themis::components::ProviderSpec>, String> {
+        self.providers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| themis::components::ProviderSpec::parse(p))
+            .collect()
+    }
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> themis::server::ServerConfig {
+        themis::server::ServerConfig {
+            database_url: self.database.clone(),
+            api: themis::api::ApiConfig {
+                upload_limits: themis::engine::UploadLimits {
+                    max_body_bytes: self.max_dataset_bytes,
+                    max_case_bytes: self.max_case_bytes.max(1),
+                },
+                api_keys: self
+                    .api_keys
+                    .iter()
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+                max_body_bytes: self.max_body_bytes,
+                max_event_streams: self.max_event_streams,
+                // Parsed by `serve` (an entry can be invalid).
+                cors_origins: themis::api::CorsOrigins::None,
+                metrics_public: self.metrics_public,
+            },
+            metrics: Default::default(),
+            max_running_runs: self.max_running_runs.max(1),
+            // Parsed by `serve` (reading flags can fail).
+            default_tracing: None,
+            // Parsed by `serve` (reading keys and CIDRs can fail).
+            providers: Vec::new(),
+            allow_egress: Vec::new(),
+            max_outbound_requests: self.max_outbound_requests.max(1),
+            retention: self
+                .retention_days
+                .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(50)),
+            engine: {
+                let defaults = EngineConfig::default();
+                EngineConfig {
+                    default_concurrency: self
+                        .default_concurrency
+                        .clamp(1, themis::engine::MAX_CONCURRENCY as usize),
+                    lease: std::time::Duration::from_millis(self.lease_ms.max(300)),
+                    instance_id: self
+                        .instance_id
+                        .clone()
+                        .unwrap_or(defaults.instance_id.clone()),
+                    ..defaults
+                }
+            },
+        }
+    }
+
+    /// The default tracing config from the OTLP flags: `None` without `--otlp-endpoint`.
+    pub fn default_tracing(&self) -> Result<Option<themis::observe::TracingConfig>, String> {
+        let Some(endpoint) = self
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut config = serde_json::Map::new();
+        config.insert("provider".into(), json!("otlp"));
+        config.insert("endpoint".into(), json!(endpoint));
+        if let Some(protocol) = &self.otlp_protocol {
+            config.insert("protocol".into(), json!(protocol));
+        }
+        if let Some(headers) = &self.otlp_headers {
+            let mut parsed = serde_json::Map::new();
+            for pair in headers.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, value) = pair
+                    .split_once('=')
+                    .ok_or("--otlp-headers: expected name=value pairs separated by commas")?;
+                parsed.insert(name.trim().to_owned(), json!(value.trim()));
+            }
+            config.insert("headers".into(), Value::Object(parsed));
+        }
+        if let Some(name) = &self.otel_service_name {
+            config.insert("service_name".into(), json!(name));
+        }
+        if let Some(ratio) = self.trace_sample_ratio {
+            config.insert("sample_ratio".into(), json!(ratio));
+        }
+        let mut problems = themis::model::Problems::default();
+        match themis::observe::parse_tracing(&Value::Object(config), "otlp", &mut problems) {
+            Some(config) if problems.is_empty() => Ok(Some(config)),
+            _ => Err(format!(
+                "invalid OTLP settings: {}",
+                problems
+                    .into_details()
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    init_logging(&args.log_format);
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let mut config = args.config();
+    config.default_tracing = args.default_tracing()?;
+    config.providers = args.outbound.providers()?;
+    config.allow_egress =
+        themis::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
+    config.api.cors_origins = themis::api::CorsOrigins::parse(&args.cors_origins)
+        .map_err(|e| format!("--cors-origins: {e}"))?;
+    themis::server::launch(config, listener, themis::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
