@@ -15,6 +15,7 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
     let table = report.markdown();
     println!("{table}");
     for scenario in [
+        "provider-backed",
         "latency-bound",
         "engine overhead",
         "memory",
@@ -40,9 +41,17 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
         .iter()
         .find(|r| r.scenario == "SSE fan-out")
         .unwrap();
-    assert_eq!(
-        fanout.met,
-        Some(true),
-        "every SSE client gets every event in order"
+    // Its timing targets are measured, not asserted; completeness and order are.
+    assert!(
+        fanout.result.starts_with("all in order: true"),
+        "every SSE client gets every event in order: {table}"
+    );
+    assert!(
+        report
+            .rows
+            .iter()
+            .filter(|r| r.scenario != "memory")
+            .all(|r| r.cpu_per_case.is_some_and(f64::is_finite)),
+        "every scenario reports the service's CPU per case:\n{table}"
     );
 }
