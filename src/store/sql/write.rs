@@ -128,7 +128,10 @@ where
 
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
         const PER_ROW: usize = 5;
-        for chunk in events.chunks(D::MAX_PARAMS / PER_ROW) {
+        let mut rest = events;
+        for size in shapes(events.len(), D::MAX_PARAMS / PER_ROW) {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
             let rows = chunk
                 .iter()
                 .map(|e| Ok((e, json_text(e)?, to_i64(e.seq)?)))
@@ -185,15 +188,15 @@ where
     ) -> StoreResult<HashSet<i64>> {
         const PER_ROW: usize = 5;
         let mut inserted = HashSet::with_capacity(cases.len());
-        let mut cases = cases.into_iter().peekable();
-        // One statement per few thousand cases; a case recorded before is left out of
-        // what RETURNING gives back.
-        while cases.peek().is_some() {
+        let sizes = shapes(cases.len(), D::MAX_PARAMS / PER_ROW);
+        let mut cases = cases.into_iter();
+        // A case recorded before is left out of what RETURNING gives back.
+        for size in sizes {
             let mut builder = QueryBuilder::<D::Db>::new(
                 "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) ",
             );
             builder.push_values(
-                cases.by_ref().take(D::MAX_PARAMS / PER_ROW),
+                cases.by_ref().take(size),
                 |mut b, case| {
                     b.push_bind(run_id.as_str())
                         .push_bind(case.index)
@@ -228,5 +231,43 @@ where
             builder.build().execute(self.conn()).await?;
         }
         Ok(())
+    }
+}
+
+/// Most rows of one multi-row statement (a power of two).
+const MAX_ROWS: usize = 256;
+
+/// Splits `len` rows into statements of power-of-two sizes, largest first (at most
+/// [`MAX_ROWS`] or `max`): each table then has a few statement shapes, prepared once
+/// per connection and reused from its statement cache, where a statement sized to each
+/// batch was a new SQL text to parse and plan every commit.
+pub(super) fn shapes(mut len: usize, max: usize) -> impl Iterator<Item = usize> {
+    let largest = MAX_ROWS.min(max.max(1));
+    let largest = 1 << (usize::BITS - 1 - largest.leading_zeros());
+    std::iter::from_fn(move || {
+        if len == 0 {
+            return None;
+        }
+        let size = largest.min(1 << (usize::BITS - 1 - len.leading_zeros()));
+        len -= size;
+        Some(size)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shapes;
+
+    #[test]
+    fn rows_split_into_few_power_of_two_shapes() {
+        assert_eq!(shapes(0, 6_000).collect::<Vec<_>>(), Vec::<usize>::new());
+        assert_eq!(shapes(13, 6_000).collect::<Vec<_>>(), vec![8, 4, 1]);
+        assert_eq!(shapes(600, 6_000).collect::<Vec<_>>(), vec![256, 256, 64, 16, 8]);
+        assert_eq!(shapes(7, 3).collect::<Vec<_>>(), vec![2, 2, 2, 1]);
+        for len in 0..2_000 {
+            let sizes: Vec<usize> = shapes(len, 6_000).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), len);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 256));
+        }
     }
 }
