@@ -247,7 +247,10 @@ fn client(policy: &Arc<EgressPolicy>, declared: bool) -> Result<reqwest::Client,
         }))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
+        // As many idle connections as requests may be in flight to one endpoint
+        // (`--max-outbound-requests` goes to 4,096): fewer would close and reopen
+        // connections every wave of a high-concurrency run.
+        .pool_max_idle_per_host(4_096)
         .build()
         .map_err(|e| EgressError::Client(e.to_string()))
 }
