@@ -60,7 +60,7 @@ impl BenchConfig {
     pub fn full() -> Self {
         BenchConfig {
             provider_latency: Duration::from_millis(50),
-            provider_cases: 2_000,
+            provider_cases: 10_000,
             provider_concurrency: 64,
             latency_runs: vec![
                 (Duration::from_millis(200), 256),
