@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::stream_proxy::StreamProxy;
 use common::{ServerProcess, json_of, spawn_server_with_env};
 use serde_json::{Value, json};
 
@@ -343,6 +344,119 @@ async fn dashboard_in_a_real_browser() {
             "const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('Cannot reach')",
         )
         .await;
+    browser.close().await;
+}
+
+/// A run's page through a network that drops its event stream twice mid-run: the page
+/// resumes with `Last-Event-ID` each time, without a reload, and ends with no gap: the
+/// progress reaches the total, and every event from the first one it showed to the
+/// terminal one arrived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_page_resumes_its_event_stream_without_a_gap() {
+    let service = Service::start();
+    let proxy = StreamProxy::start(&service.base).await;
+    let base = proxy.base.clone();
+    // Slow enough (60 cases one at a time, 150 ms each) to be cut twice mid-run.
+    let run = service.post("/runs", &experiment(60, 0.2, 150, 1)).await;
+    let run = run["run_id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start(1360, 900).await;
+    browser.goto(&format!("{base}/ui/")).await;
+    browser
+        .wait_for("#key-input")
+        .await
+        .send_keys(KEY)
+        .await
+        .unwrap();
+    browser.click_to_view("#key-submit").await;
+    browser.goto(&format!("{base}/ui/#/runs/{run}")).await;
+    browser.wait_view().await;
+    browser
+        .eval("window.__sameDocument = true; return null")
+        .await;
+    let received = "Number(document.getElementById('events-received').dataset.count ?? 0)";
+    let live = "document.getElementById('stream-state')?.dataset.state === 'live'";
+    // Each cut comes after some events arrived live on the stream it cuts.
+    for (cut, at_least) in [(1, 15), (2, 60)] {
+        browser
+            .wait_until(
+                Duration::from_secs(20),
+                &format!("live with {at_least} events received before cut {cut}"),
+                &format!("return {live} && {received} >= {at_least}"),
+            )
+            .await;
+        proxy.sever();
+        // The page asks again, resuming after the last event it received.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while proxy.resumes().len() <= cut {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reconnect after cut {cut}: {:?}",
+                proxy.resumes()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    browser
+        .wait_until(
+            Duration::from_secs(30),
+            "the run finishes on screen, in the same document",
+            "return document.querySelector('#run-status .badge')?.textContent === 'completed' && window.__sameDocument === true",
+        )
+        .await;
+    let finished = service.wait_finished(&run).await;
+    let last = finished["last_event_seq"].as_u64().unwrap();
+    let total = finished["progress"]["total"].as_u64().unwrap();
+    assert_eq!(total, 60);
+    browser
+        .expect(
+            "the progress shown reaches the total",
+            "return document.getElementById('progress-done').textContent === '60 / 60'",
+        )
+        .await;
+
+    // Resumes carried the last event received, further on each time.
+    let resumes = proxy.resumes();
+    let resumed: Vec<u64> = resumes[1..]
+        .iter()
+        .map(|r| r.expect("a Last-Event-ID"))
+        .collect();
+    assert!(resumed.len() >= 2, "{resumes:?}");
+    assert!(
+        resumed.windows(2).all(|w| w[0] < w[1]) && resumed[0] > resumes[0].unwrap_or(0),
+        "each resume starts further on: {resumes:?}"
+    );
+    // Every event from the first shown to the terminal one arrived once: the count spans
+    // them exactly, and the log's tail holds consecutive ids ending at the last.
+    let received = browser
+        .eval("const r = document.getElementById('events-received').dataset; return [Number(r.first), Number(r.count)]")
+        .await;
+    let (first, count) = (received[0].as_u64().unwrap(), received[1].as_u64().unwrap());
+    assert_eq!(
+        count,
+        last - first + 1,
+        "events {first}..={last}, {count} received"
+    );
+    let ids = browser
+        .eval("return [...document.querySelectorAll('#event-log li .mono')].map(s => Number(s.textContent.slice(1)))")
+        .await;
+    let ids: Vec<u64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (last + 1 - ids.len() as u64..=last).rev().collect();
+    assert_eq!(ids, expected, "the log tail has no hole");
+
+    // The cut streams may be logged as failed loads; nothing else may be.
+    for entry in errors(&browser.console().await) {
+        let message = entry["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("/events"),
+            "unexpected console error: {entry}"
+        );
+    }
     browser.close().await;
 }
 
