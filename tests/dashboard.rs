@@ -2,7 +2,8 @@
 //! headless Chromium (through chromedriver) enters the key, lists runs, watches a run
 //! progress live, cancels one and rejudges another, filters and pages results, opens a
 //! case with its judge's rationale and compares two runs, with no console error along
-//! the way.
+//! the way; on a phone-sized window nothing overflows and the keyboard alone reaches and
+//! opens a run. Another test severs a run page's event stream and sees it resume.
 //!
 //! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the README's come from
 //! `THEMIS_SCREENSHOTS=docs cargo test --test dashboard`), else to the target folder.
@@ -325,6 +326,55 @@ async fn dashboard_in_a_real_browser() {
     browser.wait_view().await;
     browser.wait_for("#runs-table").await;
     browser.screenshot(&shots, "dashboard-phone.png").await;
+    // Nothing wider than the phone: wide tables scroll inside their own box.
+    let no_overflow = "return document.documentElement.scrollWidth <= window.innerWidth && document.body.scrollWidth <= window.innerWidth";
+    browser
+        .expect("the runs page fits 390 px", no_overflow)
+        .await;
+    browser.goto(&format!("{base}/ui/#/runs/{a}")).await;
+    browser.wait_view().await;
+    browser
+        .expect("a run's page fits 390 px", no_overflow)
+        .await;
+
+    // Keyboard only: Tab walks the controls, each showing a visible focus ring, until a
+    // run's link; Enter opens that run.
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    let mut reached = None;
+    for _ in 0..60 {
+        let focused = browser
+            .client
+            .active_element()
+            .await
+            .expect("active element");
+        focused.send_keys("\u{e004}").await.expect("pressing Tab");
+        let state = browser
+            .eval(
+                "const e = document.activeElement; const s = getComputedStyle(e); \
+                 return [e.tagName, e.matches(':focus-visible') && s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2, \
+                 e.matches('#runs-table a[href^=\"#/runs/run_\"]') ? e.getAttribute('href') : null]",
+            )
+            .await;
+        assert_eq!(state[1], json!(true), "focus is visible on {state}");
+        if let Some(href) = state[2].as_str() {
+            reached = Some(href.to_owned());
+            break;
+        }
+    }
+    let href = reached.expect("Tab reaches a run's link");
+    let focused = browser
+        .client
+        .active_element()
+        .await
+        .expect("active element");
+    focused.send_keys("\u{e007}").await.expect("pressing Enter");
+    browser
+        .expect(
+            "Enter on a run's link opens it",
+            &format!("return location.hash === {href:?} && document.getElementById('run-header') !== null"),
+        )
+        .await;
 
     let console = browser.console().await;
     assert!(
