@@ -317,7 +317,38 @@ async fn dashboard_in_a_real_browser() {
     browser.wait_view().await;
     let table = browser.text("#compare-table").await;
     assert!(table.contains("builtin/exact_match"), "{table}");
+    // From the comparison endpoint: the overall row has a delta, its interval and a
+    // p-value with its test; b answers more wrongly than a, so it regressed.
+    let overall = browser
+        .eval("const r = [...document.querySelectorAll('#compare-table tr.overall')].find(r => r.cells[0].textContent === 'builtin/exact_match'); return [...r.cells].map(c => c.textContent)")
+        .await;
+    let cells: Vec<&str> = overall
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(cells[5].starts_with('-'), "delta: {cells:?}");
+    assert!(
+        cells[6].starts_with('[') && cells[6].contains(','),
+        "CI: {cells:?}"
+    );
+    assert!(
+        cells[7] == "<0.001" || cells[7].parse::<f64>().is_ok(),
+        "p: {cells:?}"
+    );
+    assert_eq!(cells[8], "mcnemar_exact", "test: {cells:?}");
+    // Regressed cases, each with the baseline's and the candidate's output side by side.
     browser.wait_for("#changed-cases .card").await;
+    let sides = browser
+        .eval("return [...document.querySelectorAll('#changed-cases .card .side-by-side')].map(s => [...s.children].map(c => c.querySelector('h4').textContent))")
+        .await;
+    let sides = sides.as_array().unwrap();
+    assert!(!sides.is_empty());
+    assert!(
+        sides.iter().all(|s| s == &json!(["Baseline", "Candidate"])),
+        "{sides:?}"
+    );
     browser.screenshot(&shots, "dashboard-compare.png").await;
 
     // The runs list on a phone.
