@@ -84,6 +84,19 @@ impl Service {
         value
     }
 
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("GET");
+        let (status, value) = json_of(response).await;
+        assert_eq!(status, 200, "GET {path}: {value}");
+        value
+    }
+
     async fn wait_finished(&self, run_id: &str) -> Value {
         for _ in 0..1_200 {
             let response = self
@@ -122,6 +135,12 @@ fn errors(entries: &[Value]) -> Vec<&Value> {
 async fn dashboard_in_a_real_browser() {
     let service = Service::start();
     let base = service.base.clone();
+    // More runs than a page of the runs list (25), older than the rest.
+    let mut fillers = Vec::new();
+    for i in 0..26 {
+        let filler = service.post("/runs", &experiment(2 + i, 0.0, 0, 2)).await;
+        fillers.push(filler["run_id"].as_str().unwrap().to_owned());
+    }
     // A finished run with failures, a rejudge of it, and a second run to compare with.
     let a = service.post("/runs", &experiment(120, 0.3, 0, 8)).await;
     let a = a["run_id"].as_str().unwrap().to_owned();
@@ -178,6 +197,37 @@ async fn dashboard_in_a_real_browser() {
         "metric means shown"
     );
     browser.screenshot(&shots, "dashboard-runs.png").await;
+
+    // The runs list pages with the API's cursor (25 experiments a page) and back.
+    let experiments = "return [...document.querySelectorAll('#runs-table tbody tr:not(.child)')].map(r => r.dataset.runId)";
+    let first_page = browser.eval(experiments).await;
+    assert_eq!(first_page.as_array().unwrap().len(), 25, "{first_page}");
+    browser.click_to_view("#older").await;
+    let second_page = browser.eval(experiments).await;
+    assert_eq!(
+        second_page,
+        json!(fillers[..3].iter().rev().collect::<Vec<_>>()),
+        "the oldest runs on page 2"
+    );
+    browser.click_to_view(".pager a:not(#older)").await;
+    assert_eq!(
+        browser.eval(experiments).await,
+        first_page,
+        "back to page 1"
+    );
+    // Filters: by kind (rejudges alone), then by status.
+    browser.select_to_view("#filter-kind", "rejudge").await;
+    let kinds = browser
+        .eval("return [...document.querySelectorAll('#runs-table tbody tr')].map(r => r.dataset.runId)")
+        .await;
+    assert_eq!(kinds, json!([rejudge]), "only the rejudge");
+    browser.select_to_view("#filter-status", "failed").await;
+    browser
+        .expect(
+            "no failed rejudge",
+            "return document.getElementById('runs-table') === null && document.getElementById('runs-body').textContent.includes('No runs match')",
+        )
+        .await;
 
     // A run progresses live: the page is not reloaded (a marker set now survives) while
     // the progress shown advances, fed by the event stream.
@@ -308,7 +358,34 @@ async fn dashboard_in_a_real_browser() {
         browser.text("main").await.contains("question"),
         "input shown"
     );
+    let page = browser.text("main").await;
+    for heading in [
+        "Expected output",
+        "Scores",
+        "Judgments",
+        "Parsed",
+        "Candidates",
+        "Reduced",
+        "Stage timings",
+    ] {
+        assert!(page.contains(heading), "{heading} in the case view");
+    }
+    assert!(
+        browser.text("#stages-table").await.contains("generation"),
+        "stage timings listed"
+    );
     browser.screenshot(&shots, "dashboard-case.png").await;
+    // A failed case names its stage.
+    let failed = service
+        .get(&format!("/runs/{a}/results?failed_only=true&limit=1"))
+        .await;
+    let index = failed["results"][0]["case_index"].as_u64().unwrap();
+    browser
+        .goto(&format!("{base}/ui/#/runs/{a}/cases/{index}"))
+        .await;
+    browser.wait_view().await;
+    let error = browser.text("#case-error").await;
+    assert!(error.starts_with("Failed at generation"), "{error}");
 
     // Compare: paired statistics of b against a, and the regressed cases.
     browser
@@ -406,6 +483,15 @@ async fn dashboard_in_a_real_browser() {
             &format!("return location.hash === {href:?} && document.getElementById('run-header') !== null"),
         )
         .await;
+
+    // The key went only into headers: in no URL the page is at or fetched.
+    let urls = browser
+        .eval(
+            "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]",
+        )
+        .await;
+    assert!(urls.as_array().unwrap().len() > 10, "{urls}");
+    assert!(!urls.to_string().contains(KEY), "{urls}");
 
     let console = browser.console().await;
     assert!(
