@@ -229,6 +229,30 @@ async fn dashboard_in_a_real_browser() {
         )
         .await;
 
+    // The runs list follows an executing run without a reload (it reads the page again
+    // while a run on it executes): drawn unfinished, it turns completed, 40 / 40.
+    let watched = service.post("/runs", &experiment(40, 0.0, 100, 1)).await;
+    let watched = watched["run_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    browser
+        .eval("window.__sameDocument = true; return null")
+        .await;
+    let row = format!("document.querySelector('#runs-table tr[data-run-id=\"{watched}\"]')");
+    let first = browser
+        .eval(&format!(
+            "return {row}.querySelector('.progress-text').textContent"
+        ))
+        .await;
+    assert_ne!(first, json!("40 / 40"), "drawn before it finished");
+    browser
+        .wait_until(
+            Duration::from_secs(20),
+            "the runs list shows it completed, in the same document",
+            &format!("return {row}?.dataset.status === 'completed' && {row}.querySelector('.progress-text').textContent === '40 / 40' && window.__sameDocument === true"),
+        )
+        .await;
+
     // A run progresses live: the page is not reloaded (a marker set now survives) while
     // the progress shown advances, fed by the event stream.
     let slow = service.post("/runs", &experiment(40, 0.2, 150, 2)).await;
