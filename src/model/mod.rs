@@ -15,6 +15,7 @@ mod event;
 mod ids;
 mod pass_at_k;
 mod run;
+mod seal;
 mod stats;
 mod wire;
 
@@ -27,5 +28,6 @@ pub use event::*;
 pub use ids::*;
 pub use pass_at_k::pass_at_k;
 pub use run::*;
+pub use seal::{OpenError, Sealer};
 pub use stats::*;
 pub use wire::{u64_from_json, u64_string};
