@@ -66,9 +66,11 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         meter: metrics.clone(),
         ..Outbound::local()
     });
+    // One run at a time, so that a second one waits in the queue.
     let config = ServerConfig {
         database_url: "sqlite::memory:".into(),
         metrics: metrics.clone(),
+        max_running_runs: 1,
         ..Default::default()
     };
     let server = TestServer::start_config(config, registry).await;
@@ -80,9 +82,14 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         "datasets": [{"dataset_id": "d", "cases": [{"case_id": "a", "input": {"question": "1+1"}, "expected_output": {"answer": "2"}}]}],
         "seeds": [1]
     });
-    let (status, slow) = server.post("/runs", &slow).await;
-    assert_eq!(status, 202, "{slow}");
-    let slow_id = slow["run_id"].as_str().unwrap().to_owned();
+    let (status, created) = server.post("/runs", &slow).await;
+    assert_eq!(status, 202, "{created}");
+    let slow_id = created["run_id"].as_str().unwrap().to_owned();
+    let mut waiting = slow.clone();
+    waiting["datasets"][0]["dataset_id"] = json!("waiting");
+    let (status, waiting) = server.post("/runs", &waiting).await;
+    assert_eq!(status, 202, "{waiting}");
+    let waiting_id = waiting["run_id"].as_str().unwrap().to_owned();
     let stream = server
         .client
         .get(server.url(&format!("/runs/{slow_id}/events")))
@@ -93,7 +100,9 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     let (_, _, text) = scrape(&server, None).await;
     assert_eq!(sample(&text, "themis_sse_clients"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "themis_runs_executing"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "themis_runs_queued"), Some(1.0), "{text}");
     common::read_sse(stream, usize::MAX).await;
+    server.wait_finished(&waiting_id).await;
 
     // A webhook receiver that takes deliveries at /hook and refuses them at /refuse
     // (a 4xx is not retried: that delivery fails at once).
@@ -142,13 +151,13 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     };
-    expect("themis_cases_total{status=\"completed\"}", 6.0);
-    expect("themis_runs_finished_total{status=\"completed\"}", 2.0);
-    expect("themis_case_duration_seconds_count", 6.0);
-    expect("themis_case_duration_seconds_bucket{le=\"+Inf\"}", 6.0);
+    expect("themis_cases_total{status=\"completed\"}", 7.0);
+    expect("themis_runs_finished_total{status=\"completed\"}", 3.0);
+    expect("themis_case_duration_seconds_count", 7.0);
+    expect("themis_case_duration_seconds_bucket{le=\"+Inf\"}", 7.0);
     expect(
         "themis_stage_duration_seconds_bucket{stage=\"generation\",le=\"+Inf\"}",
-        6.0,
+        7.0,
     );
     expect(
         "themis_provider_requests_total{endpoint=\"fake\",outcome=\"rate_limited\"}",
@@ -212,11 +221,11 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     );
     assert_eq!(
         sample(&text, "themis_cases_total{status=\"completed\"}"),
-        Some(6.0)
+        Some(7.0)
     );
     let finished_as = format!("themis_runs_finished_total{{status={}}}", broken["status"]);
     let expected = if broken["status"] == "completed" {
-        3.0
+        4.0
     } else {
         1.0
     };
