@@ -89,7 +89,7 @@ pub fn paired(pairs: &[(f64, f64)]) -> PairedStats {
             ties,
         };
     }
-    let summary = diffs.summary();
+    let summary = diffs.t_summary();
     let (p_value, test) = if binary {
         (
             binomial_half_two_sided(wins.min(losses), wins + losses),
