@@ -14,6 +14,6 @@ pub mod engine;
 pub mod model;
 pub mod observe;
 pub mod server;
-pub mod stats;
+mod stats;
 pub mod store;
 pub mod telemetry;

@@ -23,7 +23,7 @@ pub const MAX_COMPARE_UNITS: usize = 5_000;
 
 /// Where `builtin/bleu` puts its sufficient statistics in the score details; the run
 /// aggregates sum them into corpus BLEU.
-pub use crate::model::BLEU_DETAILS_KEY;
+pub(crate) use crate::model::BLEU_DETAILS_KEY;
 
 pub(super) fn register(registry: &mut Registry) {
     registry.register_metric("builtin/f1", "1", |p| {

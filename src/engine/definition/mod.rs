@@ -16,8 +16,8 @@ use serde_json::Value;
 use types::MAX_ID_BYTES;
 pub use types::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
-    MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_WORK_ITEMS, PassAtK,
+    PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
 };
 
 use crate::components::Registry;
