@@ -20,7 +20,7 @@ use crate::model::{
 use crate::observe::{TelemetryView, redact_runtime};
 use crate::store::{CancelOutcome, CaseQuery, CreateOutcome, RunCursor, RunQuery};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{run_id}", get(get_run))
@@ -39,7 +39,7 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
 
 /// A run as the API shows it.
 #[derive(Debug, Serialize)]
-pub struct RunView {
+pub(super) struct RunView {
     pub run_id: RunId,
     pub kind: RunKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +67,7 @@ pub struct RunView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Links {
+pub(super) struct Links {
     #[serde(rename = "self")]
     pub this: String,
     pub results: String,

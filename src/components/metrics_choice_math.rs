@@ -115,7 +115,7 @@ pub(super) fn last_boxed(text: &str) -> Option<&str> {
 /// dropped, `\dfrac`/`\tfrac` as `\frac`, `\frac{a}{b}` and `\frac ab` as `a/b`, a
 /// leading `x =` dropped, trailing unit words after a number dropped, lower-cased,
 /// no spaces.
-pub fn normalize_math(text: &str) -> String {
+pub(super) fn normalize_math(text: &str) -> String {
     static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
             (r"\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}", ""),

@@ -37,12 +37,12 @@ impl Usage {
 
 /// Exact running sum of f64 values (Shewchuk's algorithm, partials without overlap).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExactSum {
+pub(crate) struct ExactSum {
     partials: Vec<f64>,
 }
 
 impl ExactSum {
-    pub fn add(&mut self, mut x: f64) {
+    pub(crate) fn add(&mut self, mut x: f64) {
         let mut kept = 0;
         for i in 0..self.partials.len() {
             let mut y = self.partials[i];
@@ -62,7 +62,7 @@ impl ExactSum {
     }
 
     /// The correctly rounded value of the sum.
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         let mut partials = self.partials.clone();
         let Some(mut hi) = partials.pop() else {
             return 0.0;
@@ -93,7 +93,7 @@ impl ExactSum {
 
 /// Streaming accumulator for one metric (overall or within one dataset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     pub n: u64,
     pub failures: u64,
     sum: ExactSum,
@@ -105,22 +105,22 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
-    pub fn observe(&mut self, value: f64) {
+    pub(crate) fn observe(&mut self, value: f64) {
         self.n += 1;
         self.sum.add(value);
         self.sum_sq.add(value * value);
     }
 
     /// Adds a case's BLEU statistics to the corpus totals.
-    pub fn observe_bleu(&mut self, stats: &super::BleuStats) {
+    pub(crate) fn observe_bleu(&mut self, stats: &super::BleuStats) {
         self.bleu.get_or_insert_with(Default::default).add(stats);
     }
 
-    pub fn fail(&mut self) {
+    pub(crate) fn fail(&mut self) {
         self.failures += 1;
     }
 
-    pub fn summary(&self) -> MetricSummary {
+    pub(crate) fn summary(&self) -> MetricSummary {
         let n = self.n;
         if n == 0 {
             return MetricSummary {
@@ -190,7 +190,7 @@ pub struct MetricAggregate {
 /// Mergeable accumulator state of a run, kept by the store beside the run and updated
 /// in the same transaction as the case records it counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AggregateState {
+pub(crate) struct AggregateState {
     metrics: BTreeMap<String, MetricState>,
 }
 
@@ -203,7 +203,7 @@ struct MetricState {
 impl AggregateState {
     /// Counts one finished case: each metric score and judge score it holds is an
     /// observation, each missing one (errored or skipped) a failure.
-    pub fn observe(&mut self, record: &crate::model::CaseRecord) {
+    pub(crate) fn observe(&mut self, record: &crate::model::CaseRecord) {
         let scores = record
             .scores
             .iter()
@@ -238,7 +238,7 @@ impl AggregateState {
         }
     }
 
-    pub fn summary(&self) -> Aggregates {
+    pub(crate) fn summary(&self) -> Aggregates {
         Aggregates {
             metrics: self
                 .metrics
@@ -263,7 +263,7 @@ impl AggregateState {
 ///
 /// Exact table values up to 30 degrees of freedom, then the Cornish-Fisher expansion
 /// around the normal quantile (error below 1e-4 from there on).
-pub fn student_t_975(df: u64) -> f64 {
+pub(super) fn student_t_975(df: u64) -> f64 {
     const TABLE: [f64; 30] = [
         12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157,
         2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922,

@@ -11,7 +11,7 @@ pub(crate) use paired::{WILCOXON_EXACT_MAX, paired};
 
 /// Holm's step-down adjustment of p-values (family-wise error control), in input order:
 /// sorted ascending, `p_(i)` becomes `max_{j <= i} min(1, (m - j + 1) p_(j))`.
-pub fn holm(p_values: &[f64]) -> Vec<f64> {
+pub(crate) fn holm(p_values: &[f64]) -> Vec<f64> {
     let m = p_values.len();
     let mut order: Vec<usize> = (0..m).collect();
     // Stable sort on (p, index): ties keep input order, so output is deterministic.
