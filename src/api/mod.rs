@@ -13,6 +13,7 @@ mod export;
 mod health;
 mod metrics;
 mod openapi;
+mod results;
 mod retry;
 mod runs;
 mod ui;
@@ -117,6 +118,7 @@ pub fn router_with_metrics(
     let protected = Router::new()
         .merge(protected_metrics)
         .merge(runs::router())
+        .merge(results::router())
         .merge(events::router())
         .merge(compare::router())
         .merge(datasets::router())
