@@ -107,6 +107,16 @@ pub struct OutboundArgs {
     /// separate entries with `;`.
     #[arg(long = "provider", env = "THEMIS_PROVIDERS", value_delimiter = ';')]
     pub providers: Vec<String>,
+    /// A webhook signing secret and the URL prefixes it may sign for, repeatable:
+    /// `THEMIS_WEBHOOK_CI=https://ci.example.com/hooks/`. The value is read from that
+    /// variable at startup; a run's webhook may name it (`secret_env`) only for a URL
+    /// under one of its prefixes. In the environment, separate entries with `;`.
+    #[arg(
+        long = "webhook-secret",
+        env = "THEMIS_WEBHOOK_SECRETS",
+        value_delimiter = ';'
+    )]
+    pub webhook_secrets: Vec<String>,
 }
 
 impl OutboundArgs {
@@ -117,6 +127,14 @@ impl OutboundArgs {
             .filter(|p| !p.trim().is_empty())
             .map(|p| themis::components::ProviderSpec::parse(p))
             .collect()
+    }
+
+    /// The declared webhook secrets, values read from their variables.
+    pub fn webhook_secrets(&self) -> Result<themis::telemetry::WebhookSecrets, String> {
+        themis::telemetry::WebhookSecrets::parse(&self.webhook_secrets, |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| format!("--webhook-secret {e}"))
     }
 }
 
@@ -147,6 +165,7 @@ impl ServeArgs {
             default_tracing: None,
             // Parsed by `serve` (reading keys and CIDRs can fail).
             providers: Vec::new(),
+            webhook_secrets: Default::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: self.max_outbound_requests.max(1),
             retention: self
@@ -238,6 +257,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let mut config = args.config();
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
+    config.webhook_secrets = args.outbound.webhook_secrets()?;
     config.allow_egress =
         themis::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
     config.api.cors_origins = themis::api::CorsOrigins::parse(&args.cors_origins)

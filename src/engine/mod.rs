@@ -51,8 +51,8 @@ pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
 pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
-use crate::model::{FieldError, RunId, RunKind, RunRecord, RunStatus, Timestamp};
-use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter};
+use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter, ObservationRequest};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +211,26 @@ impl Engine {
         self.inner.instrumentation.as_ref()
     }
 
+    /// `422` when a run's instrumentation asks for what the operator did not declare
+    /// (a webhook secret not bound to the webhook's URL); checked before anything is
+    /// stored.
+    pub(crate) fn check_observation(&self, runtime: &RuntimeOptions) -> Result<(), EngineError> {
+        let mut problems = Problems::default();
+        self.instrumentation().check(
+            ObservationRequest {
+                tracing: runtime.tracing.as_ref(),
+                subscribers: &runtime.subscribers,
+                traceparent: None,
+            },
+            &mut problems,
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Invalid(problems.into_details()))
+        }
+    }
+
     /// Parses and validates an experiment request (every problem at once).
     pub fn parse(&self, body: &serde_json::Value) -> Result<ExperimentRequest, EngineError> {
         parse_experiment(body, &self.inner.registry).map_err(EngineError::Invalid)
@@ -224,6 +244,7 @@ impl Engine {
         evaluation: &EvaluationConfig,
         runtime: &RuntimeOptions,
     ) -> Result<CreateOutcome, EngineError> {
+        self.check_observation(runtime)?;
         let parent = self
             .inner
             .store

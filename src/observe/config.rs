@@ -116,7 +116,7 @@ pub(super) const EVENT_TYPES: [&str; 20] = [
 
 /// Webhook secrets come only from environment variables with this prefix, so a request
 /// can never make the service sign with (or probe for) its other settings.
-pub(super) const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
+pub(crate) const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
 /// Replaces the values of `tracing.headers` in stored runtime options (for responses).
 pub(crate) fn redact_runtime(runtime: &mut Value) {
     if let Some(headers) = runtime

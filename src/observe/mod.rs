@@ -23,7 +23,7 @@ pub use instrumentation::{
 };
 pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome};
 
-pub(crate) use config::redact_runtime;
+pub(crate) use config::{SECRET_ENV_PREFIX, redact_runtime};
 pub(crate) use meter::UNDECLARED_ENDPOINT;
 pub use span::{AttributeValue, Attributes, NoopTracer, Span, SpanStatus, TracingProvider};
 pub use subscriber::{LifecycleSubscriber, Observers, StageContext};

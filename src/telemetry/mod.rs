@@ -16,6 +16,7 @@ mod otlp;
 mod recording;
 mod registry;
 mod webhook;
+mod webhook_secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use metrics::Metrics;
 pub use recording::{RecordedSpan, RecordingTracer};
+pub use webhook_secrets::WebhookSecrets;
 
 pub(crate) use config::{display_url, effective_tracing};
 pub(crate) use log::LogTracer;
@@ -32,7 +34,7 @@ pub(crate) use otlp::parse_traceparent;
 
 use self::registry::RunCounters;
 use crate::egress::Egress;
-use crate::model::RunId;
+use crate::model::{Problems, RunId};
 use crate::observe::{
     Instrumentation, LifecycleSubscriber, Meter, NoMeter, NoopTracer, ObservationRequest,
     Observers, SubscriberConfig, TelemetryView, TracingConfig, TracingProvider,
@@ -51,6 +53,8 @@ pub struct Telemetry {
     tasks: TaskTracker,
     /// The operator's metrics: webhook deliveries.
     meter: Arc<dyn Meter>,
+    /// The signing secrets webhooks may name, each bound to its destinations.
+    webhook_secrets: Arc<WebhookSecrets>,
 }
 
 impl Telemetry {
@@ -61,6 +65,15 @@ impl Telemetry {
             counters: RunCounters::default(),
             tasks: TaskTracker::new(),
             meter: NoMeter::shared(),
+            webhook_secrets: Arc::default(),
+        }
+    }
+
+    /// The same telemetry signing webhooks with the operator's declared secrets.
+    pub fn with_webhook_secrets(self, secrets: WebhookSecrets) -> Self {
+        Telemetry {
+            webhook_secrets: Arc::new(secrets),
+            ..self
         }
     }
 
@@ -127,6 +140,7 @@ impl Telemetry {
                 &self.egress,
                 &self.tasks,
                 meter,
+                &self.webhook_secrets,
             ) {
                 Ok(subscriber) => subscribers.push(Arc::new(subscriber)),
                 Err(message) => tracing::warn!(
@@ -172,6 +186,10 @@ impl Instrumentation for Telemetry {
 
     fn report(&self, run_id: &RunId) -> Option<TelemetryView> {
         self.counters.snapshot(run_id)
+    }
+
+    fn check(&self, request: ObservationRequest<'_>, problems: &mut Problems) {
+        self.webhook_secrets.check(request.subscribers, problems);
     }
 }
 

@@ -9,7 +9,8 @@
 //! by `X-Themis-Delivery` (`{run_id}:{seq}`).
 //!
 //! With `secret_env`, every body is signed: `X-Themis-Signature: sha256=<hex>` is the
-//! HMAC-SHA256 of the raw body under the secret read from that environment variable.
+//! HMAC-SHA256 of the raw body under that declared secret, when the operator bound it to
+//! the webhook's URL ([`WebhookSecrets`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use super::registry::WebhookCounters;
+use super::webhook_secrets::WebhookSecrets;
 use crate::egress::Egress;
 use crate::model::{RunEvent, RunId};
 use crate::observe::{LifecycleSubscriber, Meter, WebhookConfig};
@@ -110,22 +112,20 @@ pub(super) fn webhook_subscriber(
     egress: &Egress,
     tasks: &TaskTracker,
     meter: Arc<dyn Meter>,
+    secrets: &WebhookSecrets,
 ) -> Result<WebhookSubscriber, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
     // A webhook URL is the run's choice: never a declared destination.
     let client = egress.client(false).map_err(|e| e.to_string())?;
     let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
-    // A secret that went missing since the run was accepted fails deliveries rather
-    // than sending them unsigned.
+    // A secret that is no longer declared (or bound to this URL) since the run was
+    // accepted fails deliveries rather than sending them unsigned.
     let secret = match &config.secret_env {
         None => Ok(None),
-        Some(name) => match std::env::var(name) {
-            Ok(value) if !value.is_empty() => Ok(Some(value.into_bytes())),
-            _ => Err(format!(
-                "environment variable {name} (the signing secret) is not set on this instance"
-            )),
-        },
+        Some(name) => secrets
+            .for_destination(name, &url)
+            .map(|value| Some(value.to_vec())),
     };
     let (queue, received) = mpsc::channel(QUEUE);
     // Literal IP hosts are never resolved, so the resolver cannot check them: the URL

@@ -71,6 +71,7 @@ impl Engine {
         request: &ExperimentRequest,
         staged: Staged,
     ) -> Result<CreateOutcome, EngineError> {
+        self.check_observation(&request.runtime)?;
         let resolved = self.resolve_datasets(&request.experiment, staged).await?;
         for (dataset_id, ingested) in resolved.to_store {
             self.store_revision(&dataset_id, ingested).await?;
