@@ -314,7 +314,7 @@ impl Engine {
 }
 
 /// The experiment run whose generations a rejudge evaluates.
-pub fn generation_source(record: &RunRecord) -> Option<RunId> {
+pub(crate) fn generation_source(record: &RunRecord) -> Option<RunId> {
     match record.kind {
         // A retry's records hold generations: reused ones and its own.
         RunKind::Experiment | RunKind::Retry => Some(record.run_id.clone()),
