@@ -794,3 +794,58 @@ async fn the_server_default_traces_runs_unless_they_opt_out_and_resumed_runs_kee
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_runs_tracing_headers_are_sealed_at_rest_and_reopened_after_a_restart() {
+    const TOKEN: &str = "Bearer sealed-s3cret-token";
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let (endpoint, collector) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sealed.db").display());
+    let client = reqwest::Client::new();
+    let env = [("THEMIS_SECRET_KEY", KEY)];
+    let (mut first, base) = spawn_server_with_env(&database, &[], &env);
+    let mut slow = arithmetic(
+        200,
+        json!({"name": "builtin/demo_generator", "params": {"delay_ms": 20}}),
+        31,
+    );
+    slow["tracing"] =
+        json!({"provider": "otlp", "endpoint": endpoint, "headers": {"authorization": TOKEN}});
+    let run_id = common::post_run(&client, &base, &slow).await;
+    wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Nothing the server wrote holds the token (database, WAL, lock file).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "{} holds the token in plaintext",
+            path.display()
+        );
+    }
+    let exports_before = collector.headers.lock().unwrap().len();
+
+    // Restarted with the same key, the run resumes and exports with its header again.
+    let (mut second, base) = spawn_server_with_env(&database, &[], &env);
+    wait_until(&client, &base, &run_id, Duration::from_secs(60), |run| {
+        run["status"] == "completed" && run["telemetry"].get("spans_dropped").is_some()
+    })
+    .await;
+    let headers = collector.headers.lock().unwrap().clone();
+    assert!(headers.len() > exports_before, "the resumed run exported");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.get("authorization").is_some_and(|v| v == TOKEN)),
+        "every export carries the run's header"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

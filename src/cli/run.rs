@@ -110,7 +110,11 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?,
         None => Arc::new(themis::store::MemoryStore::new()),
     };
-    let engine = Engine::new(store.clone(), registry.clone(), EngineConfig::default());
+    let mut config = EngineConfig::default();
+    if let Some(sealer) = super::serve::sealer_from_env()? {
+        config.sealer = Arc::new(sealer);
+    }
+    let engine = Engine::new(store.clone(), registry.clone(), config);
     let base = match args.file.parent() {
         Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
         _ => PathBuf::from("."),

@@ -236,6 +236,18 @@ impl ServeArgs {
     }
 }
 
+/// The operator's sealing key (`THEMIS_SECRET_KEY`, 64 hex digits), read from the
+/// environment only (never a flag: command lines are visible to every local user).
+/// Without it, each process seals under a key of its own.
+pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String> {
+    match std::env::var("THEMIS_SECRET_KEY") {
+        Ok(key) if !key.trim().is_empty() => themis::model::Sealer::from_hex_key(&key)
+            .map(Some)
+            .map_err(|e| format!("THEMIS_SECRET_KEY: {e}")),
+        _ => Ok(None),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -258,6 +270,12 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
     config.webhook_secrets = args.outbound.webhook_secrets()?;
+    match sealer_from_env()? {
+        Some(sealer) => config.engine.sealer = std::sync::Arc::new(sealer),
+        None => tracing::info!(
+            "THEMIS_SECRET_KEY is not set: runs' own tracing headers are sealed under a key of this process, so a run resumed by another process exports without them"
+        ),
+    }
     config.allow_egress =
         themis::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
     config.api.cors_origins = themis::api::CorsOrigins::parse(&args.cors_origins)

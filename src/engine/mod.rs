@@ -51,7 +51,7 @@ pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
 pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
-use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Sealer, Timestamp};
 use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter, ObservationRequest};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
@@ -109,6 +109,9 @@ pub struct EngineConfig {
     /// Executions of a run that may end with the process dying (crash, abort, kill)
     /// before the run is quarantined as `failed` instead of executed again.
     pub max_attempts: u64,
+    /// Seals what a client hands over for later use (its tracing headers) before it is
+    /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
+    pub sealer: Arc<Sealer>,
 }
 
 impl Default for EngineConfig {
@@ -123,6 +126,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(15),
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
+            sealer: Arc::new(Sealer::ephemeral()),
         }
     }
 }
@@ -231,6 +235,15 @@ impl Engine {
         }
     }
 
+    /// A run's runtime options as the store keeps them: client secrets sealed.
+    pub(crate) fn stored_runtime(&self, runtime: &RuntimeOptions) -> serde_json::Value {
+        let mut stored = runtime.clone();
+        if let Some(tracing) = &mut stored.tracing {
+            *tracing = tracing.sealed(&self.config().sealer);
+        }
+        serde_json::to_value(&stored).unwrap_or_default()
+    }
+
     /// Parses and validates an experiment request (every problem at once).
     pub fn parse(&self, body: &serde_json::Value) -> Result<ExperimentRequest, EngineError> {
         parse_experiment(body, &self.inner.registry).map_err(EngineError::Invalid)
@@ -280,7 +293,7 @@ impl Engine {
             kind: RunKind::Rejudge,
             parent_run_id: Some(generations.clone()),
             definition: rejudge_definition(&generations, evaluation),
-            runtime: serde_json::to_value(runtime).unwrap_or_default(),
+            runtime: self.stored_runtime(runtime),
             // Every recorded case of the source, under the source's case indices.
             total_cases: source_record.progress.finished(),
             index_space: source_record.progress.total,

@@ -15,6 +15,7 @@ mod event;
 mod ids;
 mod pass_at_k;
 mod run;
+mod seal;
 mod stats;
 mod wire;
 
@@ -27,6 +28,7 @@ pub use event::{EventKind, NewEvent, RunEvent};
 pub use ids::*;
 pub(crate) use pass_at_k::pass_at_k;
 pub use run::*;
+pub use seal::{OpenError, Sealer};
 pub(crate) use stats::{Accumulator, AggregateState, ExactSum};
 pub use stats::{Aggregates, MetricAggregate, MetricSummary, Usage};
 pub(crate) use wire::{u64_from_json, u64_string};

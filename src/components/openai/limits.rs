@@ -316,7 +316,7 @@ impl ConcurrencyLimiter {
 
     /// The current limit (for tests and diagnostics).
     #[cfg(test)]
-    pub fn limit(&self) -> f64 {
+    pub(crate) fn limit(&self) -> f64 {
         lock(&self.state).limit
     }
 

@@ -96,7 +96,7 @@ impl Engine {
             kind: RunKind::Experiment,
             parent_run_id: None,
             definition: experiment.canonical(),
-            runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
+            runtime: self.stored_runtime(&request.runtime),
             total_cases: experiment.work_items(),
             index_space: experiment.work_items(),
             datasets: uses,
