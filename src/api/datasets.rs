@@ -307,14 +307,17 @@ async fn delete_dataset(
             dataset_id,
             deleted,
         })),
-        DeleteRevisions::InUse(runs) => Err(ApiError::Conflict(format!(
-            "runs use {}: {} (delete those runs first)",
-            wanted.map_or_else(|| format!("dataset {dataset_id}"), |r| r.to_string()),
-            runs.iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        DeleteRevisions::InUse(runs) => Err(ApiError::RunsInTheWay {
+            message: format!(
+                "runs use {}: {} (delete those runs first)",
+                wanted.map_or_else(|| format!("dataset {dataset_id}"), |r| r.to_string()),
+                runs.iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            runs,
+        }),
         DeleteRevisions::NotFound => Err(missing(&dataset_id, wanted.as_ref())),
     }
 }
