@@ -50,7 +50,7 @@ pub struct ServerConfig {
 }
 
 /// How often retention looks for expired runs.
-pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl ServerConfig {
     /// The egress policy of a server listening on `listener`.

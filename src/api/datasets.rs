@@ -17,7 +17,7 @@ use crate::engine::{CsvMapping, UploadFormat, check_dataset_id};
 use crate::model::{DatasetRevision, DatasetSummary, Revision, Timestamp};
 use crate::store::{DeleteRevisions, PutOutcome, RevisionCursor};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/datasets", get(list_datasets))
         .route(
@@ -109,7 +109,7 @@ async fn put_dataset(
 
 /// A revision as the API shows it.
 #[derive(Debug, Serialize)]
-pub struct RevisionView {
+pub(super) struct RevisionView {
     pub dataset_id: String,
     pub revision: Revision,
     pub case_count: u64,

@@ -13,7 +13,7 @@ use super::runs::parse_run_id;
 use crate::model::RunId;
 use crate::store::DeleteRun;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/runs/{run_id}", delete(delete_run))
 }
 

@@ -18,7 +18,7 @@ use crate::model::{FieldError, RunId};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{message}")]
     BadRequest {
         code: &'static str,
@@ -58,7 +58,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, path: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, path: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         ApiError::BadRequest {
             code,
@@ -183,7 +183,7 @@ impl From<EngineError> for ApiError {
 }
 
 /// `axum::Json` with our error shape for malformed bodies.
-pub struct ApiJson<T>(pub T);
+pub(super) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -241,7 +241,7 @@ fn out_of_range(rejection: &JsonSyntaxError) -> Option<ApiError> {
 /// A JSON request body as raw bytes, for handlers that parse it themselves (without
 /// building the whole document as one tree): the content type and the body size limit
 /// are checked as for [`ApiJson`].
-pub struct JsonBytes(pub axum::body::Bytes);
+pub(super) struct JsonBytes(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = ApiError;
@@ -270,7 +270,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
 }
 
 /// `axum::extract::Query` with our error shape.
-pub struct ApiQuery<T>(pub T);
+pub(super) struct ApiQuery<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>
 where

@@ -20,7 +20,7 @@ use crate::store::{CaseQuery, Store};
 const EXPORT_PAGE: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(super) enum ExportFormat {
     /// One row per case: key, status, one column per metric/judge, output text, error.
     Csv,
     /// One whole case record (as `GET /runs/{id}/results` returns it) per line.
@@ -28,7 +28,7 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(raw: &str) -> Result<Self, ApiError> {
         match raw {
             "csv" => Ok(ExportFormat::Csv),
             "jsonl" => Ok(ExportFormat::Jsonl),
@@ -164,7 +164,7 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
 }
 
 /// Streams the records of `run` matching `dataset_id` / `failed_only` in `format`.
-pub fn export(
+pub(super) fn export(
     store: Arc<dyn Store>,
     run: &RunRecord,
     dataset_id: Option<String>,

@@ -20,34 +20,35 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bootstrap::{BOOTSTRAP_MAX_N, add_bootstrap_intervals};
+// The embedder's API: typed definitions, executing, following, comparing and
+// identifying runs, datasets.
+pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
-    CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
-    scores_of,
+    CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_cases::{
-    CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many,
-};
-pub use compare_render::{
-    Regression, regressions, render_markdown, render_runs_markdown, render_table,
-};
-pub use datasets::{
-    CsvMapping, MAX_DATASET_ID_BYTES, UploadFormat, UploadLimits, check_dataset_id,
-};
+pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
-    CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
-    MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
-    parse_evaluation, parse_experiment,
+    CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
+    Pipeline, RuntimeOptions, StorageConfig, parse_evaluation, parse_experiment,
 };
 pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use pipeline::candidate_seed;
-pub use removal::retention_loop;
-pub use rerun::{retry_definition, retry_id};
-pub use results::{CaseDetail, MAX_SCANNED, ResultsPage, ScoreBelow, case_detail, results_page};
-pub use run_id::{rejudge_definition, rejudge_id, run_id};
+pub use rerun::retry_id;
+pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
+
+// For the API and the server only.
+pub(crate) use bootstrap::add_bootstrap_intervals;
+pub(crate) use compare::scores_of;
+pub(crate) use compare_cases::{CaseFilter, changed_cases, compare_many};
+pub(crate) use compare_render::render_runs_markdown;
+pub(crate) use datasets::check_dataset_id;
+pub(crate) use removal::retention_loop;
+pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
+pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
 use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Sealer, Timestamp};
@@ -326,7 +327,7 @@ impl Engine {
 }
 
 /// The experiment run whose generations a rejudge evaluates.
-pub fn generation_source(record: &RunRecord) -> Option<RunId> {
+pub(crate) fn generation_source(record: &RunRecord) -> Option<RunId> {
     match record.kind {
         // A retry's records hold generations: reused ones and its own.
         RunKind::Experiment | RunKind::Retry => Some(record.run_id.clone()),

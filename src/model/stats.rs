@@ -37,12 +37,12 @@ impl Usage {
 
 /// Exact running sum of f64 values (Shewchuk's algorithm, partials without overlap).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExactSum {
+pub(crate) struct ExactSum {
     partials: Vec<f64>,
 }
 
 impl ExactSum {
-    pub fn add(&mut self, mut x: f64) {
+    pub(crate) fn add(&mut self, mut x: f64) {
         let mut kept = 0;
         for i in 0..self.partials.len() {
             let mut y = self.partials[i];
@@ -62,7 +62,7 @@ impl ExactSum {
     }
 
     /// The correctly rounded value of the sum.
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         let mut partials = self.partials.clone();
         let Some(mut hi) = partials.pop() else {
             return 0.0;
@@ -93,7 +93,7 @@ impl ExactSum {
 
 /// Streaming accumulator for one metric (overall or within one dataset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     pub n: u64,
     pub failures: u64,
     sum: ExactSum,
@@ -109,7 +109,7 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
-    pub fn observe(&mut self, value: f64) {
+    pub(crate) fn observe(&mut self, value: f64) {
         self.n += 1;
         if value == 0.0 || value == 1.0 {
             self.binary += 1;
@@ -119,23 +119,23 @@ impl Accumulator {
     }
 
     /// Adds a case's BLEU statistics to the corpus totals.
-    pub fn observe_bleu(&mut self, stats: &super::BleuStats) {
+    pub(crate) fn observe_bleu(&mut self, stats: &super::BleuStats) {
         self.bleu.get_or_insert_with(Default::default).add(stats);
     }
 
-    pub fn fail(&mut self) {
+    pub(crate) fn fail(&mut self) {
         self.failures += 1;
     }
 
     /// The summary of scores: the Wilson interval when every score was 0 or 1, else
     /// Student's t.
-    pub fn summary(&self) -> MetricSummary {
+    pub(crate) fn summary(&self) -> MetricSummary {
         self.summary_with(self.binary == self.n)
     }
 
     /// The summary with Student's t-interval whatever the values (differences of
     /// paired scores, which are not proportions even when they are 0 or 1).
-    pub fn t_summary(&self) -> MetricSummary {
+    pub(crate) fn t_summary(&self) -> MetricSummary {
         self.summary_with(false)
     }
 
@@ -214,7 +214,7 @@ pub struct MetricAggregate {
 /// Mergeable accumulator state of a run, kept by the store beside the run and updated
 /// in the same transaction as the case records it counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AggregateState {
+pub(crate) struct AggregateState {
     metrics: BTreeMap<String, MetricState>,
 }
 
@@ -227,7 +227,7 @@ struct MetricState {
 impl AggregateState {
     /// Counts one finished case: each metric score and judge score it holds is an
     /// observation, each missing one (errored or skipped) a failure.
-    pub fn observe(&mut self, record: &crate::model::CaseRecord) {
+    pub(crate) fn observe(&mut self, record: &crate::model::CaseRecord) {
         let scores = record
             .scores
             .iter()
@@ -262,7 +262,7 @@ impl AggregateState {
         }
     }
 
-    pub fn summary(&self) -> Aggregates {
+    pub(crate) fn summary(&self) -> Aggregates {
         Aggregates {
             metrics: self
                 .metrics
@@ -303,7 +303,7 @@ fn wilson_95(p: f64, n: f64) -> [f64; 2] {
 ///
 /// Exact table values up to 30 degrees of freedom, then the Cornish-Fisher expansion
 /// around the normal quantile (error below 1e-4 from there on).
-pub fn student_t_975(df: u64) -> f64 {
+pub(super) fn student_t_975(df: u64) -> f64 {
     const TABLE: [f64; 30] = [
         12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157,
         2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922,

@@ -119,7 +119,7 @@ pub struct WebhookConfig {
 }
 
 /// Every event type a subscriber may filter on (`EventKind::event_type`).
-pub const EVENT_TYPES: [&str; 20] = [
+pub(super) const EVENT_TYPES: [&str; 20] = [
     "run_started",
     "run_completed",
     "run_failed",
@@ -144,9 +144,9 @@ pub const EVENT_TYPES: [&str; 20] = [
 
 /// Webhook secrets come only from environment variables with this prefix, so a request
 /// can never make the service sign with (or probe for) its other settings.
-pub const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
+pub(crate) const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
 /// Replaces the values of `tracing.headers` in stored runtime options (for responses).
-pub fn redact_runtime(runtime: &mut Value) {
+pub(crate) fn redact_runtime(runtime: &mut Value) {
     if let Some(headers) = runtime
         .get_mut("tracing")
         .and_then(|t| t.get_mut("headers"))

@@ -13,11 +13,11 @@ use crate::model::Problems;
 use crate::model::check::{field, join, type_name};
 
 /// Most webhook subscribers one run may have.
-pub const MAX_SUBSCRIBERS: usize = 16;
+pub(super) const MAX_SUBSCRIBERS: usize = 16;
 /// Most `tracing.headers` entries.
-pub const MAX_TRACING_HEADERS: usize = 32;
+pub(super) const MAX_TRACING_HEADERS: usize = 32;
 /// Most entries in a subscriber's `events` list.
-pub const MAX_SUBSCRIBER_EVENTS: usize = 64;
+pub(super) const MAX_SUBSCRIBER_EVENTS: usize = 64;
 
 /// An absolute http(s) URL with a host and no credentials in it.
 fn http_url(raw: &str, path: &str, problems: &mut Problems) -> Option<Url> {

@@ -23,15 +23,14 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-pub use config::{
-    DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, display_url, effective_tracing, traces_url,
-};
-pub use log::LogTracer;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
-pub use otlp::{OtlpTracer, parse_traceparent};
+pub use metrics::Metrics;
 pub use recording::{RecordedSpan, RecordingTracer};
-pub use webhook::{MAX_ATTEMPTS, SIGNATURE_HEADER, WebhookSubscriber, signature};
 pub use webhook_secrets::WebhookSecrets;
+
+pub(crate) use config::{display_url, effective_tracing};
+pub(crate) use log::LogTracer;
+pub(crate) use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub(crate) use otlp::parse_traceparent;
 
 use self::registry::RunCounters;
 use crate::egress::Egress;

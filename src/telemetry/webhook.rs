@@ -29,22 +29,22 @@ use crate::model::{RunEvent, RunId};
 use crate::observe::{LifecycleSubscriber, Meter, WebhookConfig};
 
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-themis-signature";
+pub(super) const SIGNATURE_HEADER: &str = "x-themis-signature";
 
 /// Events waiting per subscriber; more are dropped (and counted).
 const QUEUE: usize = 10_000;
 /// Bytes of serialised events waiting per subscriber; more are dropped (and counted).
 /// Events carry case inputs and errors, so a count alone does not bound memory.
-pub const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Attempts per event, the first included.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(super) const MAX_ATTEMPTS: u32 = 5;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HMAC-SHA256 of `body` under `secret`, as the signature header's value.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+pub(super) fn signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(mut mac) => {
@@ -56,7 +56,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Queues a run's matching events for its delivery task.
-pub struct WebhookSubscriber {
+pub(super) struct WebhookSubscriber {
     events: Vec<String>,
     queue: mpsc::Sender<Queued>,
     /// Bytes in `queue` and in delivery, shared with the delivery task.
