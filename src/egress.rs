@@ -247,9 +247,9 @@ fn client(policy: &Arc<EgressPolicy>, declared: bool) -> Result<reqwest::Client,
         }))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        // As many idle connections as requests may be in flight to one endpoint
-        // (`--max-outbound-requests` goes to 4,096): fewer would close and reopen
-        // connections every wave of a high-concurrency run.
+        // Room for every request a high-concurrency run has in flight to one endpoint
+        // (run concurrency goes to 4,096): with fewer idle slots, each wave of a run
+        // would close connections and open new ones.
         .pool_max_idle_per_host(4_096)
         .build()
         .map_err(|e| EgressError::Client(e.to_string()))

@@ -2,7 +2,9 @@
 //! its memory, and SQLite against Postgres with one and two instances.
 
 use super::process::{self, Service};
-use super::{BenchConfig, Databases, Row, demo_experiment, finish, measured, measured_run, post_run};
+use super::{
+    BenchConfig, Databases, Row, demo_experiment, finish, measured, measured_run, post_run,
+};
 
 /// Demo generator without delay: the engine's own cost per case, on SQLite and Postgres.
 pub(crate) async fn overhead(

@@ -22,7 +22,8 @@ pub(crate) async fn polling_and_fanout(
     databases: &Databases,
 ) -> Result<Vec<Row>, String> {
     let provider = fake_provider(config.provider_latency).await?;
-    let service = Service::start(&databases.sqlite("polling.db"), "bench-polling", OUTBOUND).await?;
+    let service =
+        Service::start(&databases.sqlite("polling.db"), "bench-polling", OUTBOUND).await?;
     let result = async {
         let body = provider_experiment(
             config.polling_cases,
@@ -260,8 +261,7 @@ async fn read_events(
         while let Some(end) = find(&buffer[start..], b"\n\n") {
             let frame = &buffer[start..start + end];
             start += end + 2;
-            let Some(seq) = line(frame, b"id:").and_then(|id| id.trim().parse::<u64>().ok())
-            else {
+            let Some(seq) = line(frame, b"id:").and_then(|id| id.trim().parse::<u64>().ok()) else {
                 continue;
             };
             let occurred = measuring

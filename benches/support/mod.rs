@@ -87,7 +87,10 @@ impl BenchConfig {
             provider_latency: Duration::from_millis(5),
             provider_cases: 60,
             provider_concurrency: 8,
-            latency_runs: vec![(Duration::from_millis(5), 4), (Duration::from_millis(5), 16)],
+            latency_runs: vec![
+                (Duration::from_millis(5), 4),
+                (Duration::from_millis(5), 16),
+            ],
             latency_waves: 3,
             overhead_cases: 300,
             pollers: 4,

@@ -77,7 +77,8 @@ pub(crate) async fn provider_backed(
         )
     };
     let body = provider_experiment(config.provider_cases, provider, c, "provider-backed");
-    let service = Service::start(&databases.sqlite("provider.db"), "bench-provider", OUTBOUND).await?;
+    let service =
+        Service::start(&databases.sqlite("provider.db"), "bench-provider", OUTBOUND).await?;
     let sqlite = measured_run(client, &service, &body).await;
     service.stop().await;
     let sqlite = sqlite?;
@@ -125,7 +126,8 @@ pub(crate) async fn latency_bound(
     client: &reqwest::Client,
     databases: &Databases,
 ) -> Result<Vec<Row>, String> {
-    let service = Service::start(&databases.sqlite("latency.db"), "bench-latency", OUTBOUND).await?;
+    let service =
+        Service::start(&databases.sqlite("latency.db"), "bench-latency", OUTBOUND).await?;
     let mut rows = Vec::new();
     for &(latency, c) in &config.latency_runs {
         let provider = match fake_provider(latency).await {
@@ -136,7 +138,12 @@ pub(crate) async fn latency_bound(
             }
         };
         let n = config.latency_waves * c;
-        let body = provider_experiment(n, provider, c, &format!("latency-{}-{c}", latency.as_millis()));
+        let body = provider_experiment(
+            n,
+            provider,
+            c,
+            &format!("latency-{}-{c}", latency.as_millis()),
+        );
         let run = match measured_run(client, &service, &body).await {
             Ok(run) => run,
             Err(e) => {
@@ -148,8 +155,15 @@ pub(crate) async fn latency_bound(
         let fraction = run.per_second / limit;
         rows.push(Row {
             scenario: "latency-bound".into(),
-            setup: format!("L={}ms, C={c}, {n} cases (N = {}·C), SQLite", latency.as_millis(), config.latency_waves),
-            result: format!("{:.0} cases/s = {fraction:.3} of C/L ({limit:.0}/s)", run.per_second),
+            setup: format!(
+                "L={}ms, C={c}, {n} cases (N = {}·C), SQLite",
+                latency.as_millis(),
+                config.latency_waves
+            ),
+            result: format!(
+                "{:.0} cases/s = {fraction:.3} of C/L ({limit:.0}/s)",
+                run.per_second
+            ),
             cpu_per_case: Some(run.cpu_per_case),
             target: "≥ 0.95 of C/L".into(),
             met: Some(fraction >= 0.95),

@@ -195,16 +195,13 @@ where
             let mut builder = QueryBuilder::<D::Db>::new(
                 "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) ",
             );
-            builder.push_values(
-                cases.by_ref().take(size),
-                |mut b, case| {
-                    b.push_bind(run_id.as_str())
-                        .push_bind(case.index)
-                        .push_bind(case.dataset_id)
-                        .push_bind(case.failed)
-                        .push_bind(case.record);
-                },
-            );
+            builder.push_values(cases.by_ref().take(size), |mut b, case| {
+                b.push_bind(run_id.as_str())
+                    .push_bind(case.index)
+                    .push_bind(case.dataset_id)
+                    .push_bind(case.failed)
+                    .push_bind(case.record);
+            });
             builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING RETURNING case_index");
             inserted.extend(
                 builder
@@ -262,7 +259,10 @@ mod tests {
     fn rows_split_into_few_power_of_two_shapes() {
         assert_eq!(shapes(0, 6_000).collect::<Vec<_>>(), Vec::<usize>::new());
         assert_eq!(shapes(13, 6_000).collect::<Vec<_>>(), vec![8, 4, 1]);
-        assert_eq!(shapes(600, 6_000).collect::<Vec<_>>(), vec![256, 256, 64, 16, 8]);
+        assert_eq!(
+            shapes(600, 6_000).collect::<Vec<_>>(),
+            vec![256, 256, 64, 16, 8]
+        );
         assert_eq!(shapes(7, 3).collect::<Vec<_>>(), vec![2, 2, 2, 1]);
         for len in 0..2_000 {
             let sizes: Vec<usize> = shapes(len, 6_000).collect();
