@@ -174,7 +174,8 @@ async fn sse_fanout(
     config: &BenchConfig,
 ) -> Result<Fanout, String> {
     let base = &service.base;
-    let body = demo_experiment(config.sse_cases, config.sse_delay_ms, 1, "fanout");
+    // Two cases at a time: about 700 events a second on an idle machine.
+    let body = demo_experiment(config.sse_cases, config.sse_delay_ms, 2, "fanout");
     let run_id = post_run(client, base, &body).await?;
     let url = format!("{base}/runs/{run_id}/events");
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
