@@ -119,7 +119,9 @@ impl Default for EngineConfig {
         EngineConfig {
             default_concurrency: 16,
             max_batch: 512,
-            commit_window: Duration::from_millis(10),
+            // Each commit costs a transaction, a WAL append and a handful of statements
+            // whatever its size: 25 ms lets ~30 cases share one at 1,200 cases/s.
+            commit_window: Duration::from_millis(25),
             progress_interval: Duration::from_millis(500),
             cancel_poll_interval: Duration::from_secs(1),
             instance_id: format!("themis-{}", uuid::Uuid::new_v4()),
