@@ -15,6 +15,7 @@ use axum::routing::post;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+mod memory;
 mod process;
 
 use process::Service;
@@ -38,6 +39,8 @@ pub struct BenchConfig {
     pub postgres_url: Option<String>,
     /// Pause of each poller between two requests (a dashboard refreshing fast).
     pub poll_pause: Duration,
+    /// Runs by reference and an inline `POST` measured for memory (scenario "memory").
+    pub memory: memory::Sizes,
     /// Run only the scenarios whose name contains one of these (all when empty).
     pub only: Vec<String>,
 }
@@ -56,6 +59,7 @@ impl BenchConfig {
             multinode_cases: 20_000,
             postgres_url: None,
             poll_pause: Duration::from_millis(20),
+            memory: memory::Sizes::full(),
             only: Vec::new(),
         }
     }
@@ -73,6 +77,7 @@ impl BenchConfig {
             multinode_cases: 200,
             postgres_url: None,
             poll_pause: Duration::from_millis(5),
+            memory: memory::Sizes::tiny(),
             only: Vec::new(),
         }
     }
@@ -328,6 +333,13 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         scenarios.push((
             "store comparison",
             compare_stores(config, &client, &sqlite("compare.db")).await,
+        ));
+    }
+    if wanted("memory") {
+        eprintln!("bench: memory ...");
+        scenarios.push((
+            "memory",
+            Ok(memory::scenarios(&config.memory, &client, &sqlite).await),
         ));
     }
     for (scenario, outcome) in scenarios {
