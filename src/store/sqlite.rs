@@ -43,7 +43,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // A larger page cache and memory-mapped reads keep hot pages out of read(2).
-            .pragma("cache_size", "-32768")
+            .pragma("cache_size", "-2048")
             .pragma("mmap_size", "268435456");
         // Before anything touches the file: a second process must not reset our leases.
         let lock = if in_memory {

@@ -126,6 +126,10 @@ where
         dialect.announce(self.conn(), &r.run_id).await
     }
 
+    // Multi-row statements below are not kept in the connection's statement cache
+    // (`persistent(false)`): each row count is a different statement, a prepared one for
+    // thousands of rows holds megabytes, and the cache keeps 100 per connection (issue
+    // 13: 90 MiB of a 100,000-case run's RSS was such statements).
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
         const PER_ROW: usize = 5;
         for chunk in events.chunks(D::MAX_PARAMS / PER_ROW) {
@@ -143,7 +147,11 @@ where
                     .push_bind(event.occurred_at.as_millis())
                     .push_bind(payload);
             });
-            builder.build().execute(self.conn()).await?;
+            builder
+                .build()
+                .persistent(false)
+                .execute(self.conn())
+                .await?;
         }
         Ok(())
     }
@@ -168,6 +176,7 @@ where
             builder.push(D::LOCK_ROWS);
             for index in builder
                 .build_query_scalar::<i64>()
+                .persistent(false)
                 .fetch_all(self.conn())
                 .await?
             {
@@ -206,6 +215,7 @@ where
             inserted.extend(
                 builder
                     .build_query_scalar::<i64>()
+                    .persistent(false)
                     .fetch_all(self.conn())
                     .await?,
             );
@@ -225,7 +235,11 @@ where
             );
             builder.push_bind(run_id.as_str()).push(" AND chunk_index");
             D::push_in(&mut builder, ids);
-            builder.build().execute(self.conn()).await?;
+            builder
+                .build()
+                .persistent(false)
+                .execute(self.conn())
+                .await?;
         }
         Ok(())
     }
