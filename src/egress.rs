@@ -42,7 +42,7 @@ pub enum EgressError {
 
 /// What an address is, for the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressClass {
+pub(crate) enum AddressClass {
     Forbidden(&'static str),
     Internal(&'static str),
     Public,
@@ -55,7 +55,7 @@ fn net(text: &str) -> IpNet {
 }
 
 /// Classifies an address (IPv4-mapped IPv6 addresses as their IPv4 form).
-pub fn classify(ip: IpAddr) -> AddressClass {
+pub(crate) fn classify(ip: IpAddr) -> AddressClass {
     let ip = ip.to_canonical();
     const METADATA: [&str; 2] = ["fd00:ec2::254/128", "100.100.100.200/32"];
     if METADATA.iter().any(|n| net(n).contains(&ip)) {
@@ -173,7 +173,7 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 
 /// For submit-time validation: why a URL names an address no policy allows (a literal
 /// forbidden IP), if it does. Host names are checked when they are resolved.
-pub fn forbidden_literal(url: &reqwest::Url) -> Option<String> {
+pub(crate) fn forbidden_literal(url: &reqwest::Url) -> Option<String> {
     let ip = literal_ip(url)?;
     match classify(ip) {
         AddressClass::Forbidden(class) => Some(format!(

@@ -2,10 +2,13 @@
 //!
 //! Layers, bottom first, each importing only layers below it (README "Layout"):
 //! [`model`] (domain types, canonical JSON, input checking), [`egress`] (where outbound
-//! requests may go), [`stats`], [`store`] (persistence), [`observe`] (observation
+//! requests may go), `stats`, [`store`] (persistence), [`observe`] (observation
 //! traits), [`components`] (generators, reducers, parsers, metrics, judges),
 //! [`telemetry`] (implements `observe`, handed to the engine), [`engine`] (definitions,
 //! run ids, pipeline, execution), [`api`] and [`server`].
+//!
+//! Only what an embedder needs is public (`tests/layers.rs` pins the list): `stats` is
+//! the engine's, and every public module re-exports its surface from private submodules.
 
 pub mod api;
 pub mod components;
@@ -14,6 +17,6 @@ pub mod engine;
 pub mod model;
 pub mod observe;
 pub mod server;
-pub mod stats;
+mod stats;
 pub mod store;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;
 use crate::store::{self, Store};
-use crate::telemetry::{Metrics, Telemetry};
+use crate::telemetry::{Metrics, Telemetry, WebhookSecrets};
 
 /// Everything `themis serve` can be told (flags and environment, see the CLI).
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Providers the operator declared (`--provider`); with none, a loopback-bound
     /// server uses the implicit ones ([`crate::components::implicit_providers`]).
     pub providers: Vec<ProviderSpec>,
+    /// Webhook signing secrets, each bound to the URLs it may sign for
+    /// (`--webhook-secret`).
+    pub webhook_secrets: WebhookSecrets,
     /// Networks outbound requests may reach beyond the default policy (`--allow-egress`).
     pub allow_egress: Vec<ipnet::IpNet>,
     /// Provider requests in flight at once, across all runs.
@@ -47,7 +50,7 @@ pub struct ServerConfig {
 }
 
 /// How often retention looks for expired runs.
-pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl ServerConfig {
     /// The egress policy of a server listening on `listener`.
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             default_tracing: None,
             providers: Vec::new(),
+            webhook_secrets: WebhookSecrets::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
             retention: None,
@@ -142,7 +146,9 @@ async fn serve(
     // The one telemetry of this server: runs' spans and webhooks go out through the
     // listener's egress policy, and `GET /runs/{id}` reports its counters.
     let telemetry = Arc::new(
-        Telemetry::new(egress, config.default_tracing.clone()).with_meter(config.metrics.clone()),
+        Telemetry::new(egress, config.default_tracing.clone())
+            .with_meter(config.metrics.clone())
+            .with_webhook_secrets(config.webhook_secrets.clone()),
     );
     let engine = Engine::instrumented(store, registry, config.engine.clone(), telemetry.clone())
         .with_meter(config.metrics.clone());

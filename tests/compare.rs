@@ -516,3 +516,52 @@ async fn a_rejudge_compares_against_its_source() {
     assert_eq!(overall["p_value"], 1.0);
     server.stop().await;
 }
+
+/// A CSV export opened in a spreadsheet runs nothing: text cells that would be read as
+/// a formula (from the model's output, the dataset's ids) start with `'`.
+#[tokio::test]
+async fn csv_exports_neutralise_formulas() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&sqlite_url(&dir), Registry::builtin()).await;
+    let answers = [
+        ("=c0", "=HYPERLINK(\"http://evil\",\"x\")"),
+        ("+c1", "+1+1"),
+        ("-c2", "-2+3"),
+        ("@c3", "@SUM(A1)"),
+        ("c4", "\tx"),
+        ("c5", "plain"),
+    ];
+    let cases: Vec<Value> = answers
+        .iter()
+        .map(|(id, answer)| json!({"case_id": id, "input": {"answer": answer}, "expected_output": "x"}))
+        .collect();
+    let run = finished_run(
+        &server,
+        &json!({
+            "generation": {"generator": {"name": "builtin/echo", "params": {"field": "answer"}}},
+            "evaluation": {"metrics": ["builtin/exact_match"]},
+            "datasets": [{"dataset_id": "=ds", "cases": cases}],
+            "seeds": [1]
+        }),
+    )
+    .await;
+    let (status, _, csv) = get_text(&server, &format!("/runs/{run}/results?format=csv")).await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        &lines[1..],
+        [
+            "0,'=ds,'=c0,1,completed,0,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",",
+            "1,'=ds,'+c1,1,completed,0,'+1+1,",
+            "2,'=ds,'-c2,1,completed,0,'-2+3,",
+            "3,'=ds,'@c3,1,completed,0,'@SUM(A1),",
+            // exact_match trims whitespace: "\tx" matches "x".
+            "4,'=ds,c4,1,completed,1,'\tx,",
+            "5,'=ds,c5,1,completed,0,plain,",
+        ]
+    );
+    // The JSON Lines export is data, not a sheet: left as it is.
+    let (_, _, jsonl) = get_text(&server, &format!("/runs/{run}/results?format=jsonl")).await;
+    assert!(jsonl.contains(r#""case_id":"=c0""#), "{jsonl}");
+    server.stop().await;
+}

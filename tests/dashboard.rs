@@ -2,7 +2,8 @@
 //! headless Chromium (through chromedriver) enters the key, lists runs, watches a run
 //! progress live, cancels one and rejudges another, filters and pages results, opens a
 //! case with its judge's rationale and compares two runs, with no console error along
-//! the way.
+//! the way; on a phone-sized window nothing overflows and the keyboard alone reaches and
+//! opens a run. Another test severs a run page's event stream and sees it resume.
 //!
 //! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the README's come from
 //! `THEMIS_SCREENSHOTS=docs cargo test --test dashboard`), else to the target folder.
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::stream_proxy::StreamProxy;
 use common::{ServerProcess, json_of, spawn_server_with_env};
 use serde_json::{Value, json};
 
@@ -82,6 +84,19 @@ impl Service {
         value
     }
 
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("GET");
+        let (status, value) = json_of(response).await;
+        assert_eq!(status, 200, "GET {path}: {value}");
+        value
+    }
+
     async fn wait_finished(&self, run_id: &str) -> Value {
         for _ in 0..1_200 {
             let response = self
@@ -120,6 +135,12 @@ fn errors(entries: &[Value]) -> Vec<&Value> {
 async fn dashboard_in_a_real_browser() {
     let service = Service::start();
     let base = service.base.clone();
+    // More runs than a page of the runs list (25), older than the rest.
+    let mut fillers = Vec::new();
+    for i in 0..26 {
+        let filler = service.post("/runs", &experiment(2 + i, 0.0, 0, 2)).await;
+        fillers.push(filler["run_id"].as_str().unwrap().to_owned());
+    }
     // A finished run with failures, a rejudge of it, and a second run to compare with.
     let a = service.post("/runs", &experiment(120, 0.3, 0, 8)).await;
     let a = a["run_id"].as_str().unwrap().to_owned();
@@ -176,6 +197,61 @@ async fn dashboard_in_a_real_browser() {
         "metric means shown"
     );
     browser.screenshot(&shots, "dashboard-runs.png").await;
+
+    // The runs list pages with the API's cursor (25 experiments a page) and back.
+    let experiments = "return [...document.querySelectorAll('#runs-table tbody tr:not(.child)')].map(r => r.dataset.runId)";
+    let first_page = browser.eval(experiments).await;
+    assert_eq!(first_page.as_array().unwrap().len(), 25, "{first_page}");
+    browser.click_to_view("#older").await;
+    let second_page = browser.eval(experiments).await;
+    assert_eq!(
+        second_page,
+        json!(fillers[..3].iter().rev().collect::<Vec<_>>()),
+        "the oldest runs on page 2"
+    );
+    browser.click_to_view(".pager a:not(#older)").await;
+    assert_eq!(
+        browser.eval(experiments).await,
+        first_page,
+        "back to page 1"
+    );
+    // Filters: by kind (rejudges alone), then by status.
+    browser.select_to_view("#filter-kind", "rejudge").await;
+    let kinds = browser
+        .eval("return [...document.querySelectorAll('#runs-table tbody tr')].map(r => r.dataset.runId)")
+        .await;
+    assert_eq!(kinds, json!([rejudge]), "only the rejudge");
+    browser.select_to_view("#filter-status", "failed").await;
+    browser
+        .expect(
+            "no failed rejudge",
+            "return document.getElementById('runs-table') === null && document.getElementById('runs-body').textContent.includes('No runs match')",
+        )
+        .await;
+
+    // The runs list follows an executing run without a reload (it reads the page again
+    // while a run on it executes): drawn unfinished, it turns completed, 40 / 40.
+    let watched = service.post("/runs", &experiment(40, 0.0, 100, 1)).await;
+    let watched = watched["run_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    browser
+        .eval("window.__sameDocument = true; return null")
+        .await;
+    let row = format!("document.querySelector('#runs-table tr[data-run-id=\"{watched}\"]')");
+    let first = browser
+        .eval(&format!(
+            "return {row}.querySelector('.progress-text').textContent"
+        ))
+        .await;
+    assert_ne!(first, json!("40 / 40"), "drawn before it finished");
+    browser
+        .wait_until(
+            Duration::from_secs(20),
+            "the runs list shows it completed, in the same document",
+            &format!("return {row}?.dataset.status === 'completed' && {row}.querySelector('.progress-text').textContent === '40 / 40' && window.__sameDocument === true"),
+        )
+        .await;
 
     // A run progresses live: the page is not reloaded (a marker set now survives) while
     // the progress shown advances, fed by the event stream.
@@ -306,7 +382,34 @@ async fn dashboard_in_a_real_browser() {
         browser.text("main").await.contains("question"),
         "input shown"
     );
+    let page = browser.text("main").await;
+    for heading in [
+        "Expected output",
+        "Scores",
+        "Judgments",
+        "Parsed",
+        "Candidates",
+        "Reduced",
+        "Stage timings",
+    ] {
+        assert!(page.contains(heading), "{heading} in the case view");
+    }
+    assert!(
+        browser.text("#stages-table").await.contains("generation"),
+        "stage timings listed"
+    );
     browser.screenshot(&shots, "dashboard-case.png").await;
+    // A failed case names its stage.
+    let failed = service
+        .get(&format!("/runs/{a}/results?failed_only=true&limit=1"))
+        .await;
+    let index = failed["results"][0]["case_index"].as_u64().unwrap();
+    browser
+        .goto(&format!("{base}/ui/#/runs/{a}/cases/{index}"))
+        .await;
+    browser.wait_view().await;
+    let error = browser.text("#case-error").await;
+    assert!(error.starts_with("Failed at generation"), "{error}");
 
     // Compare: paired statistics of b against a, and the regressed cases.
     browser
@@ -315,7 +418,38 @@ async fn dashboard_in_a_real_browser() {
     browser.wait_view().await;
     let table = browser.text("#compare-table").await;
     assert!(table.contains("builtin/exact_match"), "{table}");
+    // From the comparison endpoint: the overall row has a delta, its interval and a
+    // p-value with its test; b answers more wrongly than a, so it regressed.
+    let overall = browser
+        .eval("const r = [...document.querySelectorAll('#compare-table tr.overall')].find(r => r.cells[0].textContent === 'builtin/exact_match'); return [...r.cells].map(c => c.textContent)")
+        .await;
+    let cells: Vec<&str> = overall
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(cells[5].starts_with('-'), "delta: {cells:?}");
+    assert!(
+        cells[6].starts_with('[') && cells[6].contains(','),
+        "CI: {cells:?}"
+    );
+    assert!(
+        cells[7] == "<0.001" || cells[7].parse::<f64>().is_ok(),
+        "p: {cells:?}"
+    );
+    assert_eq!(cells[8], "mcnemar_exact", "test: {cells:?}");
+    // Regressed cases, each with the baseline's and the candidate's output side by side.
     browser.wait_for("#changed-cases .card").await;
+    let sides = browser
+        .eval("return [...document.querySelectorAll('#changed-cases .card .side-by-side')].map(s => [...s.children].map(c => c.querySelector('h4').textContent))")
+        .await;
+    let sides = sides.as_array().unwrap();
+    assert!(!sides.is_empty());
+    assert!(
+        sides.iter().all(|s| s == &json!(["Baseline", "Candidate"])),
+        "{sides:?}"
+    );
     browser.screenshot(&shots, "dashboard-compare.png").await;
 
     // The runs list on a phone.
@@ -324,6 +458,64 @@ async fn dashboard_in_a_real_browser() {
     browser.wait_view().await;
     browser.wait_for("#runs-table").await;
     browser.screenshot(&shots, "dashboard-phone.png").await;
+    // Nothing wider than the phone: wide tables scroll inside their own box.
+    let no_overflow = "return document.documentElement.scrollWidth <= window.innerWidth && document.body.scrollWidth <= window.innerWidth";
+    browser
+        .expect("the runs page fits 390 px", no_overflow)
+        .await;
+    browser.goto(&format!("{base}/ui/#/runs/{a}")).await;
+    browser.wait_view().await;
+    browser
+        .expect("a run's page fits 390 px", no_overflow)
+        .await;
+
+    // Keyboard only: Tab walks the controls, each showing a visible focus ring, until a
+    // run's link; Enter opens that run.
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    let mut reached = None;
+    for _ in 0..60 {
+        let focused = browser
+            .client
+            .active_element()
+            .await
+            .expect("active element");
+        focused.send_keys("\u{e004}").await.expect("pressing Tab");
+        let state = browser
+            .eval(
+                "const e = document.activeElement; const s = getComputedStyle(e); \
+                 return [e.tagName, e.matches(':focus-visible') && s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2, \
+                 e.matches('#runs-table a[href^=\"#/runs/run_\"]') ? e.getAttribute('href') : null]",
+            )
+            .await;
+        assert_eq!(state[1], json!(true), "focus is visible on {state}");
+        if let Some(href) = state[2].as_str() {
+            reached = Some(href.to_owned());
+            break;
+        }
+    }
+    let href = reached.expect("Tab reaches a run's link");
+    let focused = browser
+        .client
+        .active_element()
+        .await
+        .expect("active element");
+    focused.send_keys("\u{e007}").await.expect("pressing Enter");
+    browser
+        .expect(
+            "Enter on a run's link opens it",
+            &format!("return location.hash === {href:?} && document.getElementById('run-header') !== null"),
+        )
+        .await;
+
+    // The key went only into headers: in no URL the page is at or fetched.
+    let urls = browser
+        .eval(
+            "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]",
+        )
+        .await;
+    assert!(urls.as_array().unwrap().len() > 10, "{urls}");
+    assert!(!urls.to_string().contains(KEY), "{urls}");
 
     let console = browser.console().await;
     assert!(
@@ -343,6 +535,119 @@ async fn dashboard_in_a_real_browser() {
             "const b = document.getElementById('banner'); return !b.hidden && b.textContent.includes('Cannot reach')",
         )
         .await;
+    browser.close().await;
+}
+
+/// A run's page through a network that drops its event stream twice mid-run: the page
+/// resumes with `Last-Event-ID` each time, without a reload, and ends with no gap: the
+/// progress reaches the total, and every event from the first one it showed to the
+/// terminal one arrived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_page_resumes_its_event_stream_without_a_gap() {
+    let service = Service::start();
+    let proxy = StreamProxy::start(&service.base).await;
+    let base = proxy.base.clone();
+    // Slow enough (60 cases one at a time, 150 ms each) to be cut twice mid-run.
+    let run = service.post("/runs", &experiment(60, 0.2, 150, 1)).await;
+    let run = run["run_id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start(1360, 900).await;
+    browser.goto(&format!("{base}/ui/")).await;
+    browser
+        .wait_for("#key-input")
+        .await
+        .send_keys(KEY)
+        .await
+        .unwrap();
+    browser.click_to_view("#key-submit").await;
+    browser.goto(&format!("{base}/ui/#/runs/{run}")).await;
+    browser.wait_view().await;
+    browser
+        .eval("window.__sameDocument = true; return null")
+        .await;
+    let received = "Number(document.getElementById('events-received').dataset.count ?? 0)";
+    let live = "document.getElementById('stream-state')?.dataset.state === 'live'";
+    // Each cut comes after some events arrived live on the stream it cuts.
+    for (cut, at_least) in [(1, 15), (2, 60)] {
+        browser
+            .wait_until(
+                Duration::from_secs(20),
+                &format!("live with {at_least} events received before cut {cut}"),
+                &format!("return {live} && {received} >= {at_least}"),
+            )
+            .await;
+        proxy.sever();
+        // The page asks again, resuming after the last event it received.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while proxy.resumes().len() <= cut {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reconnect after cut {cut}: {:?}",
+                proxy.resumes()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    browser
+        .wait_until(
+            Duration::from_secs(30),
+            "the run finishes on screen, in the same document",
+            "return document.querySelector('#run-status .badge')?.textContent === 'completed' && window.__sameDocument === true",
+        )
+        .await;
+    let finished = service.wait_finished(&run).await;
+    let last = finished["last_event_seq"].as_u64().unwrap();
+    let total = finished["progress"]["total"].as_u64().unwrap();
+    assert_eq!(total, 60);
+    browser
+        .expect(
+            "the progress shown reaches the total",
+            "return document.getElementById('progress-done').textContent === '60 / 60'",
+        )
+        .await;
+
+    // Resumes carried the last event received, further on each time.
+    let resumes = proxy.resumes();
+    let resumed: Vec<u64> = resumes[1..]
+        .iter()
+        .map(|r| r.expect("a Last-Event-ID"))
+        .collect();
+    assert!(resumed.len() >= 2, "{resumes:?}");
+    assert!(
+        resumed.windows(2).all(|w| w[0] < w[1]) && resumed[0] > resumes[0].unwrap_or(0),
+        "each resume starts further on: {resumes:?}"
+    );
+    // Every event from the first shown to the terminal one arrived once: the count spans
+    // them exactly, and the log's tail holds consecutive ids ending at the last.
+    let received = browser
+        .eval("const r = document.getElementById('events-received').dataset; return [Number(r.first), Number(r.count)]")
+        .await;
+    let (first, count) = (received[0].as_u64().unwrap(), received[1].as_u64().unwrap());
+    assert_eq!(
+        count,
+        last - first + 1,
+        "events {first}..={last}, {count} received"
+    );
+    let ids = browser
+        .eval("return [...document.querySelectorAll('#event-log li .mono')].map(s => Number(s.textContent.slice(1)))")
+        .await;
+    let ids: Vec<u64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (last + 1 - ids.len() as u64..=last).rev().collect();
+    assert_eq!(ids, expected, "the log tail has no hole");
+
+    // The cut streams may be logged as failed loads; nothing else may be.
+    for entry in errors(&browser.console().await) {
+        let message = entry["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("/events"),
+            "unexpected console error: {entry}"
+        );
+    }
     browser.close().await;
 }
 

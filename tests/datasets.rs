@@ -317,6 +317,10 @@ async fn referenced_dataset(server: &TestServer, calls: &CallCounter) {
             .unwrap()
             .contains(&run_id)
     );
+    assert_eq!(
+        error["error"]["details"],
+        json!([{"path": "runs[0]", "message": run_id}])
+    );
     let (status, deleted) = server.delete(&format!("/runs/{run_id}")).await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["deleted"], json!([run_id]));
@@ -409,6 +413,10 @@ async fn retry_failed_cases(server: &TestServer, calls: &CallCounter) {
             .as_str()
             .unwrap()
             .contains(&retry_id)
+    );
+    assert_eq!(
+        error["error"]["details"],
+        json!([{"path": "runs[0]", "message": retry_id}])
     );
     let (status, deleted) = server.delete(&format!("/runs/{parent}?cascade=true")).await;
     assert_eq!(status, 200);

@@ -208,6 +208,101 @@ fn imports_run_one_way() {
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
 
+/// The library's public modules: what an embedder needs, and why. Everything else in
+/// `src/` is private to the crate; `lib.rs` declares no other `pub` item.
+const PUBLIC_MODULES: &[&str] = &[
+    // The router (`router`, `ApiConfig`, `CorsOrigins`) to serve or nest the HTTP API.
+    "api",
+    // The `Registry`, the component traits to register one's own, `Outbound` providers.
+    "components",
+    // The outbound policy the server and providers are handed (`parse_allow`, `Egress`).
+    "egress",
+    // `Engine`, `Scheduler`, typed definitions, run ids, comparing runs.
+    "engine",
+    // The records and events every other public signature speaks.
+    "model",
+    // The observation traits an embedder implements or passes (`Observers`, spans).
+    "observe",
+    // `launch` and its `ServerConfig`.
+    "server",
+    // The `Store` trait and the memory, SQLite and Postgres stores.
+    "store",
+    // `Telemetry` to instrument an engine, `Metrics`, `RecordingTracer`.
+    "telemetry",
+];
+
+/// The `pub` declarations of a file's top level (`pub mod x`, `pub use y`, `pub fn z`, ...)
+/// as (kind, name); `pub(crate)` and `pub(super)` are not public.
+fn public_declarations(code: &str) -> Vec<(String, String)> {
+    code.lines()
+        .filter_map(|line| line.strip_prefix("pub "))
+        .map(|rest| {
+            let mut words = rest.split_whitespace();
+            let kind = words.next().unwrap_or_default().to_owned();
+            let name: String = words
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            (kind, name)
+        })
+        .collect()
+}
+
+#[test]
+fn the_library_exports_only_the_embedders_api() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = code_of(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let exported = public_declarations(&lib);
+    let expected: Vec<(String, String)> = PUBLIC_MODULES
+        .iter()
+        .map(|name| ("mod".to_owned(), (*name).to_owned()))
+        .collect();
+    assert_eq!(
+        exported, expected,
+        "src/lib.rs exports other than the embedder's API; update PUBLIC_MODULES (and the \
+         README's Layout) only for what an embedder needs"
+    );
+
+    // Below the top level no module is `pub`: a public module's surface is what its own
+    // file declares and re-exports, so internals cannot leak through a `pub mod`.
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut leaks = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "lib.rs"))
+    {
+        let code = code_of(&std::fs::read_to_string(file).unwrap());
+        for line in code.lines() {
+            if line.trim_start().starts_with("pub mod ") {
+                let relative = file.strip_prefix(&src).unwrap();
+                leaks.push(format!("{}: {}", relative.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "submodules must be private or pub(crate); re-export what the embedder needs:\n{}",
+        leaks.join("\n")
+    );
+}
+
+#[test]
+fn the_surface_reader_sees_only_pub_declarations() {
+    let code = "pub mod api;\npub(crate) mod stats;\nmod x;\npub use a::b;\npub fn run() {}\n";
+    assert_eq!(
+        public_declarations(code),
+        [
+            ("mod".to_owned(), "api".to_owned()),
+            ("use".to_owned(), "a::b".to_owned()),
+            ("fn".to_owned(), "run".to_owned()),
+        ]
+    );
+}
+
 #[test]
 fn the_reader_finds_paths_in_code_only() {
     let code = code_of(

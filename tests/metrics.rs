@@ -1,6 +1,7 @@
-//! `GET /metrics` after real runs: case, stage and commit histograms, finished runs,
-//! provider requests, 429s, retries, breaker state, tokens and cost by endpoint (a fake
-//! provider declared as `fake`), open event streams; and who may read it.
+//! `GET /metrics` after real runs: cases completed and failed, case, stage and commit
+//! histograms, finished runs, provider requests, 429s, retries, breaker state, tokens and
+//! cost by endpoint (a fake provider declared as `fake`), open event streams, webhook
+//! deliveries and failures; and who may read it.
 
 mod common;
 
@@ -22,7 +23,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .map(|value| value.trim().parse().expect("a sample value"))
 }
 
-fn provider_run(provider: &str, cases: usize, webhook: &str) -> Value {
+fn provider_run(provider: &str, cases: usize, webhooks: [&str; 2]) -> Value {
     let cases: Vec<Value> = (0..cases)
         .map(|i| json!({"case_id": format!("c{i}"), "input": {"question": "1+1"}, "expected_output": {"answer": "2"}}))
         .collect();
@@ -37,7 +38,7 @@ fn provider_run(provider: &str, cases: usize, webhook: &str) -> Value {
         "seeds": [1],
         "concurrency": 1,
         "cache": false,
-        "subscribers": [{"kind": "webhook", "url": webhook, "events": ["run_completed"]}]
+        "subscribers": webhooks.map(|url| json!({"kind": "webhook", "url": url, "events": ["run_completed"]}))
     })
 }
 
@@ -65,9 +66,11 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         meter: metrics.clone(),
         ..Outbound::local()
     });
+    // One run at a time, so that a second one waits in the queue.
     let config = ServerConfig {
         database_url: "sqlite::memory:".into(),
         metrics: metrics.clone(),
+        max_running_runs: 1,
         ..Default::default()
     };
     let server = TestServer::start_config(config, registry).await;
@@ -79,9 +82,14 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         "datasets": [{"dataset_id": "d", "cases": [{"case_id": "a", "input": {"question": "1+1"}, "expected_output": {"answer": "2"}}]}],
         "seeds": [1]
     });
-    let (status, slow) = server.post("/runs", &slow).await;
-    assert_eq!(status, 202, "{slow}");
-    let slow_id = slow["run_id"].as_str().unwrap().to_owned();
+    let (status, created) = server.post("/runs", &slow).await;
+    assert_eq!(status, 202, "{created}");
+    let slow_id = created["run_id"].as_str().unwrap().to_owned();
+    let mut waiting = slow.clone();
+    waiting["datasets"][0]["dataset_id"] = json!("waiting");
+    let (status, waiting) = server.post("/runs", &waiting).await;
+    assert_eq!(status, 202, "{waiting}");
+    let waiting_id = waiting["run_id"].as_str().unwrap().to_owned();
     let stream = server
         .client
         .get(server.url(&format!("/runs/{slow_id}/events")))
@@ -92,17 +100,29 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     let (_, _, text) = scrape(&server, None).await;
     assert_eq!(sample(&text, "themis_sse_clients"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "themis_runs_executing"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "themis_runs_queued"), Some(1.0), "{text}");
     common::read_sse(stream, usize::MAX).await;
+    server.wait_finished(&waiting_id).await;
 
-    // A webhook receiver that takes every delivery.
+    // A webhook receiver that takes deliveries at /hook and refuses them at /refuse
+    // (a 4xx is not retried: that delivery fails at once).
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let webhook = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let hooks = format!("http://{}", receiver.local_addr().unwrap());
     tokio::spawn(async move {
-        let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(|| async { "ok" }))
+            .route(
+                "/refuse",
+                axum::routing::post(|| async { axum::http::StatusCode::BAD_REQUEST }),
+            );
         let _ = axum::serve(receiver, app).await;
     });
+    let webhooks = [format!("{hooks}/hook"), format!("{hooks}/refuse")];
     let (status, run) = server
-        .post("/runs", &provider_run("fake", 5, &webhook))
+        .post(
+            "/runs",
+            &provider_run("fake", 5, [&webhooks[0], &webhooks[1]]),
+        )
         .await;
     assert_eq!(status, 202, "{run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
@@ -115,7 +135,8 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     let (status, content_type, text) = loop {
         let scraped = scrape(&server, None).await;
         let delivered = "themis_webhook_deliveries_total{outcome=\"delivered\"}";
-        if sample(&scraped.2, delivered) == Some(1.0) {
+        let failed = "themis_webhook_deliveries_total{outcome=\"failed\"}";
+        if sample(&scraped.2, delivered) == Some(1.0) && sample(&scraped.2, failed) == Some(1.0) {
             break scraped;
         }
         assert!(
@@ -130,13 +151,13 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     };
-    expect("themis_cases_total{status=\"completed\"}", 6.0);
-    expect("themis_runs_finished_total{status=\"completed\"}", 2.0);
-    expect("themis_case_duration_seconds_count", 6.0);
-    expect("themis_case_duration_seconds_bucket{le=\"+Inf\"}", 6.0);
+    expect("themis_cases_total{status=\"completed\"}", 7.0);
+    expect("themis_runs_finished_total{status=\"completed\"}", 3.0);
+    expect("themis_case_duration_seconds_count", 7.0);
+    expect("themis_case_duration_seconds_bucket{le=\"+Inf\"}", 7.0);
     expect(
         "themis_stage_duration_seconds_bucket{stage=\"generation\",le=\"+Inf\"}",
-        6.0,
+        7.0,
     );
     expect(
         "themis_provider_requests_total{endpoint=\"fake\",outcome=\"rate_limited\"}",
@@ -170,12 +191,45 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         sample(&text, "themis_store_commit_duration_seconds_count").unwrap() >= 1.0,
         "{text}"
     );
+    expect("themis_store_commit_failures_total", 0.0);
     // Labels are bounded: no run id or user string becomes a series.
     assert!(
         !text.contains(&run_id) && !text.contains(&slow_id),
         "{text}"
     );
     assert!(!text.contains(&fake.base_url), "{text}");
+
+    // Cases that fail are counted apart, with their run.
+    let broken = json!({
+        "generation": {"generator": {"name": "builtin/demo_generator", "params": {"error_rate": 1.0}}},
+        "evaluation": {"metrics": ["builtin/exact_match"]},
+        "datasets": [{"dataset_id": "d", "cases": [
+            {"case_id": "x", "input": {"question": "1+1"}},
+            {"case_id": "y", "input": {"question": "2+2"}}]}],
+        "seeds": [1]
+    });
+    let (status, broken) = server.post("/runs", &broken).await;
+    assert_eq!(status, 202, "{broken}");
+    let broken = server
+        .wait_finished(broken["run_id"].as_str().unwrap())
+        .await;
+    let (_, _, text) = scrape(&server, None).await;
+    assert_eq!(
+        sample(&text, "themis_cases_total{status=\"failed\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "themis_cases_total{status=\"completed\"}"),
+        Some(7.0)
+    );
+    let finished_as = format!("themis_runs_finished_total{{status={}}}", broken["status"]);
+    let expected = if broken["status"] == "completed" {
+        4.0
+    } else {
+        1.0
+    };
+    assert_eq!(sample(&text, &finished_as), Some(expected), "{text}");
     check_dashboard_and_readme(&text);
     server.stop().await;
 }

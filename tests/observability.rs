@@ -526,11 +526,60 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
     const SECRET: &str = "webhook-test-secret";
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("hooks.db").display());
-    // The real binary, so the secret lives in its environment only.
-    let (mut child, base) =
-        spawn_server_with_env(&database, &[], &[("THEMIS_WEBHOOK_TEST_SECRET", SECRET)]);
-    let client = reqwest::Client::new();
     let (url, hooks) = Hooks::start(2).await;
+    // The real binary, so the secret lives in its environment only, bound to the
+    // receiver's URL.
+    let binding = format!("THEMIS_WEBHOOK_TEST_SECRET={url}");
+    let (mut child, base) = spawn_server_with_env(
+        &database,
+        &["--webhook-secret", &binding],
+        &[("THEMIS_WEBHOOK_TEST_SECRET", SECRET)],
+    );
+    let client = reqwest::Client::new();
+
+    // A client cannot have the secret sign for a URL it was not bound to, nor name one
+    // the operator did not declare: nothing is stored.
+    for (hook_url, secret_env, message) in [
+        (
+            url.replace("/hook", "/elsewhere"),
+            "THEMIS_WEBHOOK_TEST_SECRET",
+            "not bound",
+        ),
+        (
+            url.clone(),
+            "THEMIS_WEBHOOK_UNDECLARED",
+            "no webhook secret",
+        ),
+    ] {
+        let mut body = arithmetic(1, json!("builtin/demo_generator"), 8);
+        body["subscribers"] =
+            json!([{"kind": "webhook", "url": hook_url, "secret_env": secret_env}]);
+        let response = client
+            .post(format!("{base}/runs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422);
+        let error: Value = response.json().await.unwrap();
+        let detail = &error["error"]["details"][0];
+        assert_eq!(detail["path"], "subscribers[0].secret_env", "{error}");
+        assert!(
+            detail["message"].as_str().unwrap().contains(message),
+            "{error}"
+        );
+        assert!(!error.to_string().contains(SECRET));
+    }
+    let runs: Value = client
+        .get(format!("{base}/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+
     let mut body = arithmetic(5, json!("builtin/demo_generator"), 9);
     body["subscribers"] = json!([{
         "kind": "webhook",
@@ -620,7 +669,6 @@ async fn instrumentation_is_validated_with_json_paths() {
                              "headers": {"x-api-key": 1}, "sample_ratio": 1.5});
     body["subscribers"] = json!([
         {"kind": "webhook", "url": "http://h/hook", "events": ["run.finished"]},
-        {"kind": "webhook", "url": "http://h/hook", "secret_env": "THEMIS_WEBHOOK_NOT_SET_ANYWHERE"},
         {"kind": "webhook", "url": "http://h/hook", "secret_env": "PATH"},
         {"kind": "slack"}
     ]);
@@ -638,8 +686,7 @@ async fn instrumentation_is_validated_with_json_paths() {
         [
             "subscribers[0].events[0]",
             "subscribers[1].secret_env",
-            "subscribers[2].secret_env",
-            "subscribers[3].kind",
+            "subscribers[2].kind",
             "tracing.endpoint",
             "tracing.headers.x-api-key",
             "tracing.protocol",
@@ -744,6 +791,61 @@ async fn the_server_default_traces_runs_unless_they_opt_out_and_resumed_runs_kee
         assert_eq!(hex::encode(&root.span.trace_id), TRACE_ID);
         assert_eq!(hex::encode(&root.span.parent_span_id), PARENT_SPAN_ID);
     }
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_runs_tracing_headers_are_sealed_at_rest_and_reopened_after_a_restart() {
+    const TOKEN: &str = "Bearer sealed-s3cret-token";
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let (endpoint, collector) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sealed.db").display());
+    let client = reqwest::Client::new();
+    let env = [("THEMIS_SECRET_KEY", KEY)];
+    let (mut first, base) = spawn_server_with_env(&database, &[], &env);
+    let mut slow = arithmetic(
+        200,
+        json!({"name": "builtin/demo_generator", "params": {"delay_ms": 20}}),
+        31,
+    );
+    slow["tracing"] =
+        json!({"provider": "otlp", "endpoint": endpoint, "headers": {"authorization": TOKEN}});
+    let run_id = common::post_run(&client, &base, &slow).await;
+    wait_until(&client, &base, &run_id, Duration::from_secs(30), |run| {
+        run["progress"]["completed"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Nothing the server wrote holds the token (database, WAL, lock file).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "{} holds the token in plaintext",
+            path.display()
+        );
+    }
+    let exports_before = collector.headers.lock().unwrap().len();
+
+    // Restarted with the same key, the run resumes and exports with its header again.
+    let (mut second, base) = spawn_server_with_env(&database, &[], &env);
+    wait_until(&client, &base, &run_id, Duration::from_secs(60), |run| {
+        run["status"] == "completed" && run["telemetry"].get("spans_dropped").is_some()
+    })
+    .await;
+    let headers = collector.headers.lock().unwrap().clone();
+    assert!(headers.len() > exports_before, "the resumed run exported");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.get("authorization").is_some_and(|v| v == TOKEN)),
+        "every export carries the run's header"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use super::REQUEST_ID;
 
 /// Middleware: runs inside the layer that assigns `x-request-id`, so every line has one.
-pub async fn log_request(request: Request, next: Next) -> Response {
+pub(super) async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

@@ -9,24 +9,24 @@ use subtle::{Choice, ConstantTimeEq};
 
 /// The keys a server accepts; empty means no authentication.
 #[derive(Default)]
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     digests: Vec<[u8; 32]>,
 }
 
 impl ApiKeys {
-    pub fn new(keys: &[String]) -> Self {
+    pub(crate) fn new(keys: &[String]) -> Self {
         ApiKeys {
             digests: keys.iter().map(|k| digest(k.as_bytes())).collect(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }
 
     /// Whether an `Authorization` header value carries one of the keys. The scheme
     /// `Bearer` is matched case-insensitively (RFC 9110 §11.1).
-    pub fn authorizes(&self, header: Option<&str>) -> bool {
+    pub(crate) fn authorizes(&self, header: Option<&str>) -> bool {
         let presented = header
             .and_then(|value| value.trim_start().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))

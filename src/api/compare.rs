@@ -18,9 +18,9 @@ use crate::engine::{
 use crate::model::RunId;
 
 /// Most runs in one `GET /compare`.
-pub const MAX_COMPARED_RUNS: usize = 10;
+pub(super) const MAX_COMPARED_RUNS: usize = 10;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/runs/{run_id}/compare", get(compare))
         .route("/runs/{run_id}/compare/cases", get(compare_cases))

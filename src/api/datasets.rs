@@ -17,7 +17,7 @@ use crate::engine::{CsvMapping, UploadFormat, check_dataset_id};
 use crate::model::{DatasetRevision, DatasetSummary, Revision, Timestamp};
 use crate::store::{DeleteRevisions, PutOutcome, RevisionCursor};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/datasets", get(list_datasets))
         .route(
@@ -109,7 +109,7 @@ async fn put_dataset(
 
 /// A revision as the API shows it.
 #[derive(Debug, Serialize)]
-pub struct RevisionView {
+pub(super) struct RevisionView {
     pub dataset_id: String,
     pub revision: Revision,
     pub case_count: u64,
@@ -307,14 +307,17 @@ async fn delete_dataset(
             dataset_id,
             deleted,
         })),
-        DeleteRevisions::InUse(runs) => Err(ApiError::Conflict(format!(
-            "runs use {}: {} (delete those runs first)",
-            wanted.map_or_else(|| format!("dataset {dataset_id}"), |r| r.to_string()),
-            runs.iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        DeleteRevisions::InUse(runs) => Err(ApiError::RunsInTheWay {
+            message: format!(
+                "runs use {}: {} (delete those runs first)",
+                wanted.map_or_else(|| format!("dataset {dataset_id}"), |r| r.to_string()),
+                runs.iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            runs,
+        }),
         DeleteRevisions::NotFound => Err(missing(&dataset_id, wanted.as_ref())),
     }
 }

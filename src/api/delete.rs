@@ -13,7 +13,7 @@ use super::runs::parse_run_id;
 use crate::model::RunId;
 use crate::store::DeleteRun;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/runs/{run_id}", delete(delete_run))
 }
 
@@ -50,13 +50,19 @@ async fn delete_run(
     {
         DeleteRun::Deleted(deleted) => Ok(Json(Deleted { deleted })),
         DeleteRun::NotFound => Err(ApiError::NotFound(format!("no run {run_id}"))),
-        DeleteRun::Unfinished(runs) => Err(ApiError::Conflict(format!(
-            "not finished: {} (cancel first, or wait for the end)",
-            listed(&runs)
-        ))),
-        DeleteRun::HasChildren(runs) => Err(ApiError::Conflict(format!(
-            "runs were derived from {run_id}: {} (delete them first, or pass cascade=true)",
-            listed(&runs)
-        ))),
+        DeleteRun::Unfinished(runs) => Err(ApiError::RunsInTheWay {
+            message: format!(
+                "not finished: {} (cancel first, or wait for the end)",
+                listed(&runs)
+            ),
+            runs,
+        }),
+        DeleteRun::HasChildren(runs) => Err(ApiError::RunsInTheWay {
+            message: format!(
+                "runs were derived from {run_id}: {} (delete them first, or pass cascade=true)",
+                listed(&runs)
+            ),
+            runs,
+        }),
     }
 }

@@ -14,11 +14,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::engine::EngineError;
-use crate::model::FieldError;
+use crate::model::{FieldError, RunId};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{message}")]
     BadRequest {
         code: &'static str,
@@ -34,6 +34,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A conflict caused by these runs (unfinished, derived, or using a revision):
+    /// `details` names each one, so clients need not parse the message.
+    #[error("{message}")]
+    RunsInTheWay { message: String, runs: Vec<RunId> },
     #[error("{0}")]
     Unprocessable(String),
     #[error("this endpoint does not support that method")]
@@ -54,7 +58,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, path: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, path: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         ApiError::BadRequest {
             code,
@@ -72,7 +76,9 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dataset"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Conflict(_) | ApiError::RunsInTheWay { .. } => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -103,10 +109,15 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        let named_runs: Vec<FieldError>;
         let details: &[FieldError] = match &self {
             ApiError::BadRequest { details, .. }
             | ApiError::Invalid(details)
             | ApiError::InvalidDataset(details) => details,
+            ApiError::RunsInTheWay { runs, .. } => {
+                named_runs = runs_in_the_way(runs);
+                &named_runs
+            }
             _ => &[],
         };
         let body = json!({"error": ErrorBody { code, message: self.to_string(), details }});
@@ -123,6 +134,17 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// One detail per run in the way: `runs[i]`, its id as the message.
+fn runs_in_the_way(runs: &[RunId]) -> Vec<FieldError> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, run)| FieldError {
+            path: format!("runs[{i}]"),
+            message: run.as_str().to_owned(),
+        })
+        .collect()
 }
 
 impl From<StoreError> for ApiError {
@@ -161,7 +183,7 @@ impl From<EngineError> for ApiError {
 }
 
 /// `axum::Json` with our error shape for malformed bodies.
-pub struct ApiJson<T>(pub T);
+pub(super) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -219,7 +241,7 @@ fn out_of_range(rejection: &JsonSyntaxError) -> Option<ApiError> {
 /// A JSON request body as raw bytes, for handlers that parse it themselves (without
 /// building the whole document as one tree): the content type and the body size limit
 /// are checked as for [`ApiJson`].
-pub struct JsonBytes(pub axum::body::Bytes);
+pub(super) struct JsonBytes(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = ApiError;
@@ -290,7 +312,7 @@ fn over_limit(error: &axum::Error) -> bool {
 }
 
 /// `axum::extract::Query` with our error shape.
-pub struct ApiQuery<T>(pub T);
+pub(super) struct ApiQuery<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>
 where

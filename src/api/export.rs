@@ -20,7 +20,7 @@ use crate::store::{CaseQuery, Store};
 const EXPORT_PAGE: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(super) enum ExportFormat {
     /// One row per case: key, status, one column per metric/judge, output text, error.
     Csv,
     /// One whole case record (as `GET /runs/{id}/results` returns it) per line.
@@ -28,7 +28,7 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(raw: &str) -> Result<Self, ApiError> {
         match raw {
             "csv" => Ok(ExportFormat::Csv),
             "jsonl" => Ok(ExportFormat::Jsonl),
@@ -49,6 +49,18 @@ fn csv_field(out: &mut String, field: &str) {
         out.push('"');
     } else {
         out.push_str(field);
+    }
+}
+
+/// A text cell from the data (ids, outputs, errors, metric ids) that a spreadsheet would
+/// read as a formula (`=`, `+`, `-`, `@`, tab or CR first) gets a leading `'`, so opening
+/// an export cannot run what a model or a dataset wrote (CSV injection). Numbers we
+/// format ourselves are left alone.
+fn text_cell(field: String) -> String {
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field
     }
 }
 
@@ -75,8 +87,8 @@ fn csv_line(out: &mut String, record: &CaseRecord, metrics: &[String]) {
     let scores = crate::engine::scores_of(record, metrics);
     let fixed = [
         record.key.case_index.to_string(),
-        record.key.dataset_id.clone(),
-        record.key.case_id.clone(),
+        text_cell(record.key.dataset_id.clone()),
+        text_cell(record.key.case_id.clone()),
         record.key.seed.to_string(),
         match record.status {
             crate::model::CaseStatus::Completed => "completed".into(),
@@ -93,7 +105,8 @@ fn csv_line(out: &mut String, record: &CaseRecord, metrics: &[String]) {
             .as_ref()
             .map(|e| e.message.clone())
             .unwrap_or_default(),
-    ];
+    ]
+    .map(text_cell);
     csv_row(out, fixed.into_iter().chain(scored).chain(tail));
 }
 
@@ -118,7 +131,7 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
         let header = fixed
             .iter()
             .map(|s| (*s).to_owned())
-            .chain(c.metrics.iter().cloned())
+            .chain(c.metrics.iter().cloned().map(text_cell))
             .chain(["output".to_owned(), "error".to_owned()]);
         csv_row(&mut out, header);
     }
@@ -151,7 +164,7 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
 }
 
 /// Streams the records of `run` matching `dataset_id` / `failed_only` in `format`.
-pub fn export(
+pub(super) fn export(
     store: Arc<dyn Store>,
     run: &RunRecord,
     dataset_id: Option<String>,
@@ -206,5 +219,15 @@ mod tests {
             ],
         );
         assert_eq!(out, "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n");
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        for risky in ["=1+1", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(text_cell(risky.to_owned()), format!("'{risky}"));
+        }
+        for safe in ["", "plain", "1-1", "a=b", " =x", "'quoted"] {
+            assert_eq!(text_cell(safe.to_owned()), safe);
+        }
     }
 }

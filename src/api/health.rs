@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -10,7 +10,7 @@ use axum::routing::get;
 use super::AppState;
 use crate::telemetry::METRICS_CONTENT_TYPE;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 

@@ -7,12 +7,13 @@ mod compare;
 mod cors;
 mod datasets;
 mod delete;
-pub mod error;
+mod error;
 mod events;
 mod export;
 mod health;
 mod metrics;
-pub mod openapi;
+mod openapi;
+mod results;
 mod retry;
 mod runs;
 mod ui;
@@ -28,15 +29,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use cors::CorsOrigins;
-pub use error::ApiError;
-pub use runs::RunView;
+pub(crate) use error::ApiError;
 
 use crate::engine::{Scheduler, UploadLimits};
 use crate::telemetry::Metrics;
 
 /// What handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Accepted bearer keys; empty means no authentication.
     pub api_keys: Arc<auth::ApiKeys>,
@@ -118,6 +118,7 @@ pub fn router_with_metrics(
     let protected = Router::new()
         .merge(protected_metrics)
         .merge(runs::router())
+        .merge(results::router())
         .merge(events::router())
         .merge(compare::router())
         .merge(datasets::router())

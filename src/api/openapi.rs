@@ -8,9 +8,9 @@ use axum::routing::get;
 use super::AppState;
 
 /// The OpenAPI 3.1 document of this API (`openapi.yaml` at the repository root).
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+pub(super) const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/openapi.yaml", get(openapi))
 }
 

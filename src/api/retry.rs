@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::runs::{created_response, parse_run_id};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/runs/{run_id}/retry", post(retry_run))
 }
 

@@ -1,4 +1,4 @@
-//! `/runs`: create (idempotent), list, status, results, cancel, rejudge.
+//! `/runs`: create (idempotent), list, status, cancel, rejudge (results: `results.rs`).
 
 use std::collections::BTreeMap;
 
@@ -13,19 +13,17 @@ use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, JsonBytes};
-use crate::engine::{CaseDetail, ScoreBelow, case_detail, parse_evaluation, results_page};
+use crate::engine::parse_evaluation;
 use crate::model::{
-    CaseRecord, MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
+    MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
 };
 use crate::observe::{TelemetryView, redact_runtime};
-use crate::store::{CancelOutcome, CaseQuery, CreateOutcome, RunCursor, RunQuery};
+use crate::store::{CancelOutcome, CreateOutcome, RunCursor, RunQuery};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{run_id}", get(get_run))
-        .route("/runs/{run_id}/results", get(list_results))
-        .route("/runs/{run_id}/cases/{case_index}", get(get_case))
         .route("/runs/{run_id}/cancel", post(cancel_run))
         .route("/runs/{run_id}/rejudge", post(rejudge_run))
 }
@@ -39,7 +37,7 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
 
 /// A run as the API shows it.
 #[derive(Debug, Serialize)]
-pub struct RunView {
+pub(super) struct RunView {
     pub run_id: RunId,
     pub kind: RunKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +65,7 @@ pub struct RunView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Links {
+pub(super) struct Links {
     #[serde(rename = "self")]
     pub this: String,
     pub results: String,
@@ -403,141 +401,6 @@ async fn get_run(
         body,
     )
         .into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultsQuery {
-    dataset_id: Option<String>,
-    failed_only: Option<bool>,
-    cursor: Option<String>,
-    limit: Option<u32>,
-    /// `csv` or `jsonl`: stream every matching record instead of a page.
-    format: Option<String>,
-    /// With `score_below`: the metric or judge id whose score is compared.
-    metric: Option<String>,
-    /// Only cases whose `metric` score is below this (scans a bounded stretch per page).
-    score_below: Option<f64>,
-}
-
-/// `metric` and `score_below` come together; the threshold must be a finite number.
-fn score_filter(query: &ResultsQuery) -> Result<Option<ScoreBelow>, ApiError> {
-    match (&query.metric, query.score_below) {
-        (None, None) => Ok(None),
-        (Some(id), Some(below)) if below.is_finite() && !id.is_empty() => Ok(Some(ScoreBelow {
-            id: id.clone(),
-            below,
-        })),
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "invalid_query",
-            "score_below",
-            "must be a finite number, with a non-empty `metric`",
-        )),
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "invalid_query",
-            "metric",
-            "is required with `score_below` (the metric or judge id whose score is compared)",
-        )),
-        (Some(_), None) => Err(ApiError::bad_request(
-            "invalid_query",
-            "score_below",
-            "is required with `metric`",
-        )),
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct ResultsPage {
-    results: Vec<CaseRecord>,
-    next_cursor: Option<String>,
-}
-
-async fn list_results(
-    State(state): State<AppState>,
-    Path(run_id): Path<String>,
-    ApiQuery(query): ApiQuery<ResultsQuery>,
-) -> Result<Response, ApiError> {
-    let run_id = parse_run_id(&run_id)?;
-    let store = state.scheduler.engine().store();
-    let Some(run) = store.get_run_summary(&run_id).await? else {
-        return Err(ApiError::NotFound(format!("no run {run_id}")));
-    };
-    let score_below = score_filter(&query)?;
-    if let Some(format) = query.format.as_deref() {
-        if score_below.is_some() {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "score_below",
-                "an export streams every record: filter it with `dataset_id` and `failed_only`",
-            ));
-        }
-        let format = super::export::ExportFormat::parse(format)?;
-        if query.cursor.is_some() || query.limit.is_some() {
-            let field = if query.cursor.is_some() {
-                "cursor"
-            } else {
-                "limit"
-            };
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                field,
-                "an export streams every record: `cursor` and `limit` do not apply",
-            ));
-        }
-        let failed_only = query.failed_only.unwrap_or(false);
-        return Ok(super::export::export(
-            store.clone(),
-            &run,
-            query.dataset_id,
-            failed_only,
-            format,
-        ));
-    }
-    let limit = page_limit(query.limit, 100, 1_000)?;
-    let case_query = CaseQuery {
-        after_index: index_cursor(query.cursor.as_deref())?,
-        dataset_id: query.dataset_id,
-        failed_only: query.failed_only.unwrap_or(false),
-        limit,
-    };
-    let page = results_page(
-        store.as_ref(),
-        &run_id,
-        case_query,
-        score_below.as_ref(),
-        limit,
-    )
-    .await?;
-    Ok(Json(ResultsPage {
-        results: page.results,
-        next_cursor: page.next_cursor.map(|i| i.to_string()),
-    })
-    .into_response())
-}
-
-/// `GET /runs/{id}/cases/{case_index}`: one case record with the case's inputs.
-async fn get_case(
-    State(state): State<AppState>,
-    Path((run_id, case_index)): Path<(String, String)>,
-) -> Result<Json<CaseDetail>, ApiError> {
-    let run_id = parse_run_id(&run_id)?;
-    let case_index: u64 = case_index.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_case_index",
-            "case_index",
-            "must be a case index (a non-negative integer)",
-        )
-    })?;
-    let store = state.scheduler.engine().store();
-    if store.get_run_summary(&run_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no run {run_id}")));
-    }
-    case_detail(state.scheduler.engine(), &run_id, case_index)
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("run {run_id} has no record of case {case_index}"))
-        })
 }
 
 async fn cancel_run(

@@ -52,13 +52,13 @@ struct Asset {
 }
 
 /// The embedded files with their content types and ETags, built once with the router.
-pub struct UiAssets {
+pub(crate) struct UiAssets {
     by_path: HashMap<&'static str, Asset>,
 }
 
 impl UiAssets {
     /// `auth_required`: whether the API the dashboard calls has keys.
-    pub fn new(auth_required: bool) -> Self {
+    pub(crate) fn new(auth_required: bool) -> Self {
         let auth = if auth_required { "key" } else { "none" };
         let by_path = ASSETS
             .iter()
@@ -135,7 +135,7 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))

@@ -87,13 +87,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let egress = outbound.egress.clone();
     let registry = Arc::new(Registry::builtin_with(outbound));
     let parse = |body: &Value| {
-        themis::engine::parse_experiment(body, &registry).map_err(|errors| {
-            let lines: Vec<String> = errors
-                .iter()
-                .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
-                .collect();
-            format!("invalid experiment:\n{}", lines.join("\n"))
-        })
+        themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
     };
     // Checked before dataset files are read: they go into the store the definition chooses.
     let probe = parse(&super::definition::without_files(&body))?;
@@ -116,13 +110,33 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?,
         None => Arc::new(themis::store::MemoryStore::new()),
     };
-    let engine = Engine::new(store.clone(), registry.clone(), EngineConfig::default());
+    let mut config = EngineConfig::default();
+    if let Some(sealer) = super::serve::sealer_from_env()? {
+        config.sealer = Arc::new(sealer);
+    }
+    let engine = Engine::new(store.clone(), registry.clone(), config);
     let base = match args.file.parent() {
         Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
         _ => PathBuf::from("."),
     };
     super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
     let request = parse(&body)?;
+    // The run's own tracing and webhooks, as the service would (webhook secrets only
+    // where `--webhook-secret` binds them); `--trace` records the spans here instead.
+    let telemetry =
+        Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?);
+    let mut problems = themis::model::Problems::default();
+    telemetry.check(
+        ObservationRequest {
+            tracing: request.runtime.tracing.as_ref(),
+            subscribers: &request.runtime.subscribers,
+            traceparent: None,
+        },
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        return Err(invalid(&problems.into_details()));
+    }
     let run_id = engine
         .submit(&request)
         .await
@@ -146,9 +160,6 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         events: Mutex::new(Vec::new()),
         keep: args.trace,
     });
-    // The run's own tracing and webhooks, as the service would; `--trace` records the
-    // spans here instead.
-    let telemetry = Telemetry::new(egress, None);
     let recording = Arc::new(RecordingTracer::new());
     let mut observers = telemetry.observers(
         &run_id,
@@ -245,6 +256,15 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         RunStatus::Completed => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
+}
+
+/// A definition's problems, one per line with its path.
+fn invalid(errors: &[themis::model::FieldError]) -> String {
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
+        .collect();
+    format!("invalid experiment:\n{}", lines.join("\n"))
 }
 
 fn display_path(path: &str) -> &str {

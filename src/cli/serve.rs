@@ -107,6 +107,16 @@ pub struct OutboundArgs {
     /// separate entries with `;`.
     #[arg(long = "provider", env = "THEMIS_PROVIDERS", value_delimiter = ';')]
     pub providers: Vec<String>,
+    /// A webhook signing secret and the URL prefixes it may sign for, repeatable:
+    /// `THEMIS_WEBHOOK_CI=https://ci.example.com/hooks/`. The value is read from that
+    /// variable at startup; a run's webhook may name it (`secret_env`) only for a URL
+    /// under one of its prefixes. In the environment, separate entries with `;`.
+    #[arg(
+        long = "webhook-secret",
+        env = "THEMIS_WEBHOOK_SECRETS",
+        value_delimiter = ';'
+    )]
+    pub webhook_secrets: Vec<String>,
 }
 
 impl OutboundArgs {
@@ -117,6 +127,14 @@ impl OutboundArgs {
             .filter(|p| !p.trim().is_empty())
             .map(|p| themis::components::ProviderSpec::parse(p))
             .collect()
+    }
+
+    /// The declared webhook secrets, values read from their variables.
+    pub fn webhook_secrets(&self) -> Result<themis::telemetry::WebhookSecrets, String> {
+        themis::telemetry::WebhookSecrets::parse(&self.webhook_secrets, |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| format!("--webhook-secret {e}"))
     }
 }
 
@@ -147,6 +165,7 @@ impl ServeArgs {
             default_tracing: None,
             // Parsed by `serve` (reading keys and CIDRs can fail).
             providers: Vec::new(),
+            webhook_secrets: Default::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: self.max_outbound_requests.max(1),
             retention: self
@@ -217,6 +236,18 @@ impl ServeArgs {
     }
 }
 
+/// The operator's sealing key (`THEMIS_SECRET_KEY`, 64 hex digits), read from the
+/// environment only (never a flag: command lines are visible to every local user).
+/// Without it, each process seals under a key of its own.
+pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String> {
+    match std::env::var("THEMIS_SECRET_KEY") {
+        Ok(key) if !key.trim().is_empty() => themis::model::Sealer::from_hex_key(&key)
+            .map(Some)
+            .map_err(|e| format!("THEMIS_SECRET_KEY: {e}")),
+        _ => Ok(None),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -238,6 +269,13 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let mut config = args.config();
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
+    config.webhook_secrets = args.outbound.webhook_secrets()?;
+    match sealer_from_env()? {
+        Some(sealer) => config.engine.sealer = std::sync::Arc::new(sealer),
+        None => tracing::info!(
+            "THEMIS_SECRET_KEY is not set: runs' own tracing headers are sealed under a key of this process, so a run resumed by another process exports without them"
+        ),
+    }
     config.allow_egress =
         themis::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
     config.api.cors_origins = themis::api::CorsOrigins::parse(&args.cors_origins)

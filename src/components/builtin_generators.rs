@@ -125,11 +125,11 @@ mod arithmetic {
     /// Deepest nesting of parentheses and unary minus signs evaluated. The parser
     /// recurses once per level, so without a bound a question of a million `-` signs
     /// overflows the worker's stack and aborts the whole process.
-    pub const MAX_DEPTH: usize = 256;
+    pub(super) const MAX_DEPTH: usize = 256;
 
     /// The value of the arithmetic in `text`: `Ok(None)` when there is none (or it does
     /// not evaluate), an error when it nests deeper than [`MAX_DEPTH`].
-    pub fn evaluate_in(text: &str) -> Result<Option<f64>, String> {
+    pub(super) fn evaluate_in(text: &str) -> Result<Option<f64>, String> {
         // The longest run of characters that can belong to an expression.
         let allowed = |c: char| c.is_ascii_digit() || "+-*/(). ".contains(c);
         let mut best = "";
@@ -170,7 +170,7 @@ mod arithmetic {
         Ok(value.filter(|v| parser.pos == parser.tokens.len() && v.is_finite()))
     }
 
-    pub fn format_number(value: f64) -> String {
+    pub(super) fn format_number(value: f64) -> String {
         if value.fract() == 0.0 && value.abs() < 1e15 {
             format!("{}", value as i64)
         } else {

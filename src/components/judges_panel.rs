@@ -12,7 +12,7 @@ use super::{ComponentError, Judge, JudgeRequest, Judgment, Params, Registry, Res
 use crate::model::Usage;
 
 /// Most members of a panel: each case costs one call per member.
-pub const MAX_PANEL_JUDGES: usize = 16;
+pub(super) const MAX_PANEL_JUDGES: usize = 16;
 
 /// Resolves the component named at param `key` (`"builtin/x"` or `{"name", "params",
 /// "id"}`; `index` for an entry of a list param), reporting problems under that param's

@@ -46,6 +46,23 @@ fn actual_side<'v>(parsed: &'v Value, path: Option<&str>, key: &str) -> &'v Valu
     }
 }
 
+/// The (actual, expected) sides as `normalize` leaves them; an expected side that
+/// normalises to nothing is the case's error (there is nothing to compare against).
+fn normalized_sides(
+    parsed: &Value,
+    case: &Case,
+    path: Option<&str>,
+    key: &str,
+    normalize: fn(&str) -> String,
+) -> Result<(String, String), ComponentError> {
+    let expected = normalize(&as_text(expected_side(case, path, key)?));
+    if expected.is_empty() {
+        return Err(ComponentError::new(format!("expected_output has no {key}")));
+    }
+    let actual = normalize(&as_text(actual_side(parsed, path, key)));
+    Ok((actual, expected))
+}
+
 /// A choice as compared: trimmed, surrounding punctuation and brackets removed,
 /// upper-cased (`" (b). "` is `B`).
 fn normalize_choice(text: &str) -> String {
@@ -62,19 +79,13 @@ struct ChoiceAccuracy {
 
 impl Metric for ChoiceAccuracy {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
-        let expected = normalize_choice(&as_text(expected_side(
+        let (actual, expected) = normalized_sides(
+            parsed,
             case,
             self.field.as_deref(),
             "choice",
-        )?));
-        if expected.is_empty() {
-            return Err(ComponentError::new("expected_output has no choice"));
-        }
-        let actual = normalize_choice(&as_text(actual_side(
-            parsed,
-            self.field.as_deref(),
-            "choice",
-        )));
+            normalize_choice,
+        )?;
         Ok(MetricScore::of(if actual == expected { 1.0 } else { 0.0 }))
     }
 }
@@ -115,7 +126,7 @@ pub(super) fn last_boxed(text: &str) -> Option<&str> {
 /// dropped, `\dfrac`/`\tfrac` as `\frac`, `\frac{a}{b}` and `\frac ab` as `a/b`, a
 /// leading `x =` dropped, trailing unit words after a number dropped, lower-cased,
 /// no spaces.
-pub fn normalize_math(text: &str) -> String {
+pub(super) fn normalize_math(text: &str) -> String {
     static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
             (r"\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]*\}", ""),
@@ -177,19 +188,13 @@ fn as_number(text: &str) -> Option<f64> {
 
 impl Metric for MathEquivalence {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
-        let expected = normalize_math(&as_text(expected_side(
+        let (actual, expected) = normalized_sides(
+            parsed,
             case,
             self.field.as_deref(),
             "answer",
-        )?));
-        if expected.is_empty() {
-            return Err(ComponentError::new("expected_output has no answer"));
-        }
-        let actual = normalize_math(&as_text(actual_side(
-            parsed,
-            self.field.as_deref(),
-            "answer",
-        )));
+            normalize_math,
+        )?;
         let equal = match (as_number(&actual), as_number(&expected)) {
             (Some(a), Some(e)) => (a - e).abs() <= self.tolerance * e.abs().max(1.0),
             _ => actual == expected,

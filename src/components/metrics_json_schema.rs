@@ -11,7 +11,7 @@ use crate::model::Case;
 
 /// Largest schema accepted, as compact JSON bytes: compiling and applying a schema
 /// costs in proportion to its size.
-pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+pub(super) const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Most violations listed in a score's details.
 const MAX_VIOLATIONS: usize = 10;
 

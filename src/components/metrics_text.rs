@@ -19,11 +19,11 @@ use crate::model::{BLEU_MAX_ORDER, BleuStats, Case};
 
 /// Longest sequence the quadratic metrics (ROUGE-L, Levenshtein) compare: 5,000 units
 /// is at most 25 million table cells per case.
-pub const MAX_COMPARE_UNITS: usize = 5_000;
+pub(super) const MAX_COMPARE_UNITS: usize = 5_000;
 
 /// Where `builtin/bleu` puts its sufficient statistics in the score details; the run
 /// aggregates sum them into corpus BLEU.
-pub use crate::model::BLEU_DETAILS_KEY;
+pub(crate) use crate::model::BLEU_DETAILS_KEY;
 
 pub(super) fn register(registry: &mut Registry) {
     registry.register_metric("builtin/f1", "1", |p| {
@@ -144,7 +144,7 @@ impl Metric for F1 {
 }
 
 /// sacreBLEU's default `13a` tokenizer (mteval-v13a.pl).
-pub fn tokenize_13a(text: &str) -> Vec<String> {
+pub(super) fn tokenize_13a(text: &str) -> Vec<String> {
     static RULES: LazyLock<[(Regex, &'static str); 4]> = LazyLock::new(|| {
         let rule = |pattern: &str, replacement: &'static str| {
             (Regex::new(pattern).expect("13a rule"), replacement)
@@ -191,7 +191,7 @@ fn ngram_counts(tokens: &[String], n: usize) -> HashMap<&[String], u64> {
 /// BLEU statistics of one hypothesis against its references, as sacreBLEU counts them:
 /// n-gram matches clipped by the most any one reference has, reference length the
 /// closest to the hypothesis (the shorter on a tie).
-pub fn bleu_stats(hypothesis: &str, references: &[String], lowercase: bool) -> BleuStats {
+pub(super) fn bleu_stats(hypothesis: &str, references: &[String], lowercase: bool) -> BleuStats {
     let fold = |s: &str| {
         if lowercase {
             tokenize_13a(&s.to_lowercase())

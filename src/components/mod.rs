@@ -29,9 +29,10 @@ use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
-    implicit_providers, normalize_base_url,
+    implicit_providers,
 };
-pub use params::{MAX_FLOAT, MAX_PARAM_ERRORS, MAX_REGEX_BYTES, Params};
+pub(crate) use params::MAX_FLOAT;
+pub use params::Params;
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
 
 /// A component failed on one input. The case fails at that stage; the run goes on.

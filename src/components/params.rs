@@ -10,12 +10,12 @@ use crate::model::{FieldError, Problems};
 
 /// Most problems listed for one component's params; more are counted in one last entry
 /// (path `""`) so a params object with a million unknown keys costs no million messages.
-pub const MAX_PARAM_ERRORS: usize = 50;
+pub(super) const MAX_PARAM_ERRORS: usize = 50;
 /// Largest compiled regular expression a param may ask for (`regex` size limit), bytes.
-pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_REGEX_BYTES: usize = 1024 * 1024;
 /// Largest magnitude a float param may take unless its reader says otherwise: JSON
 /// carries numbers up to 1.8e308, whose arithmetic overflows to infinity.
-pub const MAX_FLOAT: f64 = 1e15;
+pub(crate) const MAX_FLOAT: f64 = 1e15;
 
 /// Reads params by key; every read key is marked known, [`Params::finish`] reports the rest.
 pub struct Params<'a> {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 /// Looks up a path in a value: a JSON pointer (`/answer/0`) or a dotted path
 /// (`answer.items.0`). An empty path is the value itself.
-pub fn select<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+pub(super) fn select<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
     if path.is_empty() {
         return Some(value);
     }
@@ -21,7 +21,7 @@ pub fn select<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
 
 /// The text a value stands for: strings as they are, `null` as empty, anything else as
 /// compact JSON.
-pub fn as_text(value: &Value) -> String {
+pub(super) fn as_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -61,7 +61,7 @@ fn quote(value: &Value) -> String {
 }
 
 /// Reads the `field` a metric or parser was configured with, or the whole value.
-pub fn field<'v>(value: &'v Value, field: Option<&str>) -> Result<&'v Value, String> {
+pub(super) fn field<'v>(value: &'v Value, field: Option<&str>) -> Result<&'v Value, String> {
     match field {
         None => Ok(value),
         Some(path) => select(value, path).ok_or_else(|| {

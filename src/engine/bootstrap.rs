@@ -15,11 +15,11 @@ use crate::stats::{BOOTSTRAP_SEED, bootstrap_mean_ci95};
 use crate::store::Store;
 
 /// Largest number of scores a bootstrap interval is computed for.
-pub const BOOTSTRAP_MAX_N: u64 = 100_000;
+pub(super) const BOOTSTRAP_MAX_N: u64 = 100_000;
 
 /// Fills `ci95_bootstrap` in `run.aggregates` (overall and per dataset) for every
 /// metric with at most [`BOOTSTRAP_MAX_N`] scores, reading the run's records once.
-pub async fn add_bootstrap_intervals(
+pub(crate) async fn add_bootstrap_intervals(
     store: &dyn Store,
     run: &mut RunRecord,
 ) -> Result<(), EngineError> {

@@ -17,18 +17,18 @@ use crate::stats::{PairedStats, paired};
 use crate::store::{CaseQuery, Store};
 
 /// Records read per store query while pairing.
-pub const PAIRING_PAGE: u32 = 500;
+pub(super) const PAIRING_PAGE: u32 = 500;
 
 /// Where a case sits in both runs: `(dataset_id, case_id, seed)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PairKey {
+pub(super) struct PairKey {
     pub dataset_id: String,
     pub case_id: String,
     pub seed: u64,
 }
 
 impl PairKey {
-    pub fn of(record: &CaseRecord) -> Self {
+    pub(super) fn of(record: &CaseRecord) -> Self {
         PairKey {
             dataset_id: record.key.dataset_id.clone(),
             case_id: record.key.case_id.clone(),
@@ -126,7 +126,7 @@ impl From<NotComparable> for EngineError {
 }
 
 /// Runs `f` on every recorded case of `run_id` in `case_index` order, a page at a time.
-pub async fn for_each_record(
+pub(super) async fn for_each_record(
     store: &dyn Store,
     run_id: &RunId,
     mut f: impl FnMut(CaseRecord),
@@ -152,7 +152,7 @@ pub async fn for_each_record(
 }
 
 /// The score of each of `metrics` in a record (`None`: not scored or not finite).
-pub fn scores_of(record: &CaseRecord, metrics: &[String]) -> Vec<Option<f64>> {
+pub(crate) fn scores_of(record: &CaseRecord, metrics: &[String]) -> Vec<Option<f64>> {
     metrics
         .iter()
         .map(|id| {
@@ -174,7 +174,7 @@ pub fn scores_of(record: &CaseRecord, metrics: &[String]) -> Vec<Option<f64>> {
 }
 
 /// Both runs, or 404.
-pub async fn load_pair(
+pub(super) async fn load_pair(
     store: &dyn Store,
     baseline: &RunId,
     candidate: &RunId,
@@ -191,7 +191,7 @@ pub async fn load_pair(
 }
 
 /// Metric and judge ids both runs have recorded, and those only one has.
-pub fn shared_metrics(
+pub(super) fn shared_metrics(
     baseline: &RunRecord,
     candidate: &RunRecord,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
@@ -206,9 +206,9 @@ pub fn shared_metrics(
 }
 
 /// The baseline side of a pairing: per key, its case index and shared-metric scores.
-pub type BaselineScores = HashMap<PairKey, (u64, Vec<Option<f64>>)>;
+pub(super) type BaselineScores = HashMap<PairKey, (u64, Vec<Option<f64>>)>;
 
-pub async fn baseline_scores(
+pub(super) async fn baseline_scores(
     store: &dyn Store,
     run_id: &RunId,
     metrics: &[String],
@@ -231,7 +231,7 @@ fn side(record: &RunRecord) -> RunSide {
 }
 
 /// A note when either run is still executing.
-pub fn partial_note(runs: &[&RunRecord]) -> Option<String> {
+pub(super) fn partial_note(runs: &[&RunRecord]) -> Option<String> {
     let executing: Vec<String> = runs
         .iter()
         .filter(|r| !r.status.is_terminal())

@@ -17,7 +17,7 @@ use crate::store::{CaseQuery, Store};
 
 /// Which changed cases to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaseFilter {
+pub(crate) enum CaseFilter {
     /// Some shared metric scored lower in the candidate.
     Regressed,
     /// Some shared metric scored higher in the candidate.
@@ -27,7 +27,7 @@ pub enum CaseFilter {
 }
 
 impl CaseFilter {
-    pub fn parse(raw: &str) -> Option<Self> {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
         match raw {
             "regressed" => Some(CaseFilter::Regressed),
             "improved" => Some(CaseFilter::Improved),
@@ -46,7 +46,7 @@ impl CaseFilter {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseChange {
+pub(crate) struct CaseChange {
     pub baseline: f64,
     pub candidate: f64,
     pub delta: f64,
@@ -54,7 +54,7 @@ pub struct CaseChange {
 
 /// One side of a changed case: what the run produced and where its record is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseSide {
+pub(crate) struct CaseSide {
     pub case_index: u64,
     pub status: CaseStatus,
     /// The reduced (chosen) output.
@@ -67,7 +67,7 @@ pub struct CaseSide {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangedCase {
+pub(crate) struct ChangedCase {
     /// The candidate's key (its `case_index`).
     #[serde(flatten)]
     pub key: CaseKey,
@@ -78,7 +78,7 @@ pub struct ChangedCase {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangedCasesPage {
+pub(crate) struct ChangedCasesPage {
     pub baseline: RunSide,
     pub candidate: RunSide,
     pub partial: bool,
@@ -135,7 +135,7 @@ fn changes(
 
 /// Paired cases whose scores changed, in the candidate's `case_index` order, after
 /// `after_index`; at most `limit`. `metric` restricts the comparison to one shared metric.
-pub async fn changed_cases(
+pub(crate) async fn changed_cases(
     store: &dyn Store,
     baseline: &RunId,
     candidate: &RunId,
@@ -245,7 +245,7 @@ pub async fn changed_cases(
 
 /// One run's line in the several-runs table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunMean {
+pub(crate) struct RunMean {
     pub run_id: RunId,
     pub n: u64,
     pub mean: Option<f64>,
@@ -254,7 +254,7 @@ pub struct RunMean {
 
 /// A run against the first run, for one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersusFirst {
+pub(crate) struct VersusFirst {
     pub run_id: RunId,
     pub n_paired: u64,
     pub delta: Option<f64>,
@@ -269,14 +269,14 @@ pub struct VersusFirst {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricTable {
+pub(crate) struct MetricTable {
     pub runs: Vec<RunMean>,
     pub versus_first: Vec<VersusFirst>,
 }
 
 /// `GET /compare?runs=A,B,C`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunsTable {
+pub(crate) struct RunsTable {
     pub runs: Vec<RunSide>,
     pub partial: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,7 +287,10 @@ pub struct RunsTable {
 }
 
 /// Means per run and paired deltas of each later run against the first.
-pub async fn compare_many(store: &dyn Store, runs: &[RunId]) -> Result<RunsTable, EngineError> {
+pub(crate) async fn compare_many(
+    store: &dyn Store,
+    runs: &[RunId],
+) -> Result<RunsTable, EngineError> {
     let mut records = Vec::with_capacity(runs.len());
     for run_id in runs {
         records.push(

@@ -122,7 +122,7 @@ pub fn render_table(report: &CompareReport) -> String {
 }
 
 /// A Markdown table of several runs: means with CIs, and deltas against the first.
-pub fn render_runs_markdown(table: &RunsTable) -> String {
+pub(crate) fn render_runs_markdown(table: &RunsTable) -> String {
     let mut out = String::new();
     for (metric, t) in &table.metrics {
         let _ = writeln!(out, "### {metric}\n");

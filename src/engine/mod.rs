@@ -20,38 +20,39 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bootstrap::{BOOTSTRAP_MAX_N, add_bootstrap_intervals};
+// The embedder's API: typed definitions, executing, following, comparing and
+// identifying runs, datasets.
+pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
-    CompareReport, Comparison, MetricComparison, PairKey, RunSide, compare_runs, for_each_record,
-    scores_of,
+    CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_cases::{
-    CaseChange, CaseFilter, ChangedCase, ChangedCasesPage, RunsTable, changed_cases, compare_many,
-};
-pub use compare_render::{
-    Regression, regressions, render_markdown, render_runs_markdown, render_table,
-};
-pub use datasets::{
-    CsvMapping, MAX_DATASET_ID_BYTES, UploadFormat, UploadLimits, check_dataset_id,
-};
+pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
-    CandidatePolicy, ComponentRef, Dataset, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
-    MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
-    parse_evaluation, parse_experiment,
+    CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
+    Pipeline, RuntimeOptions, StorageConfig, parse_evaluation, parse_experiment,
 };
 pub use execute::RunControl;
 pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
 pub use pipeline::candidate_seed;
-pub use removal::retention_loop;
-pub use rerun::{retry_definition, retry_id};
-pub use results::{CaseDetail, MAX_SCANNED, ResultsPage, ScoreBelow, case_detail, results_page};
-pub use run_id::{rejudge_definition, rejudge_id, run_id};
+pub use rerun::retry_id;
+pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
+// For the API and the server only.
+pub(crate) use bootstrap::add_bootstrap_intervals;
+pub(crate) use compare::scores_of;
+pub(crate) use compare_cases::{CaseFilter, changed_cases, compare_many};
+pub(crate) use compare_render::render_runs_markdown;
+pub(crate) use datasets::check_dataset_id;
+pub(crate) use removal::retention_loop;
+pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
+pub(crate) use run_id::rejudge_definition;
+
 use crate::components::Registry;
-use crate::model::{FieldError, RunId, RunKind, RunRecord, RunStatus, Timestamp};
-use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter};
+use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Sealer, Timestamp};
+use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter, ObservationRequest};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,9 @@ pub struct EngineConfig {
     /// Executions of a run that may end with the process dying (crash, abort, kill)
     /// before the run is quarantined as `failed` instead of executed again.
     pub max_attempts: u64,
+    /// Seals what a client hands over for later use (its tracing headers) before it is
+    /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
+    pub sealer: Arc<Sealer>,
 }
 
 impl Default for EngineConfig {
@@ -122,6 +126,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(15),
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
+            sealer: Arc::new(Sealer::ephemeral()),
         }
     }
 }
@@ -210,6 +215,35 @@ impl Engine {
         self.inner.instrumentation.as_ref()
     }
 
+    /// `422` when a run's instrumentation asks for what the operator did not declare
+    /// (a webhook secret not bound to the webhook's URL); checked before anything is
+    /// stored.
+    pub(crate) fn check_observation(&self, runtime: &RuntimeOptions) -> Result<(), EngineError> {
+        let mut problems = Problems::default();
+        self.instrumentation().check(
+            ObservationRequest {
+                tracing: runtime.tracing.as_ref(),
+                subscribers: &runtime.subscribers,
+                traceparent: None,
+            },
+            &mut problems,
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Invalid(problems.into_details()))
+        }
+    }
+
+    /// A run's runtime options as the store keeps them: client secrets sealed.
+    pub(crate) fn stored_runtime(&self, runtime: &RuntimeOptions) -> serde_json::Value {
+        let mut stored = runtime.clone();
+        if let Some(tracing) = &mut stored.tracing {
+            *tracing = tracing.sealed(&self.config().sealer);
+        }
+        serde_json::to_value(&stored).unwrap_or_default()
+    }
+
     /// Parses and validates an experiment request (every problem at once).
     pub fn parse(&self, body: &serde_json::Value) -> Result<ExperimentRequest, EngineError> {
         parse_experiment(body, &self.inner.registry).map_err(EngineError::Invalid)
@@ -223,6 +257,7 @@ impl Engine {
         evaluation: &EvaluationConfig,
         runtime: &RuntimeOptions,
     ) -> Result<CreateOutcome, EngineError> {
+        self.check_observation(runtime)?;
         let parent = self
             .inner
             .store
@@ -258,7 +293,7 @@ impl Engine {
             kind: RunKind::Rejudge,
             parent_run_id: Some(generations.clone()),
             definition: rejudge_definition(&generations, evaluation),
-            runtime: serde_json::to_value(runtime).unwrap_or_default(),
+            runtime: self.stored_runtime(runtime),
             // Every recorded case of the source, under the source's case indices.
             total_cases: source_record.progress.finished(),
             index_space: source_record.progress.total,
@@ -292,7 +327,7 @@ impl Engine {
 }
 
 /// The experiment run whose generations a rejudge evaluates.
-pub fn generation_source(record: &RunRecord) -> Option<RunId> {
+pub(crate) fn generation_source(record: &RunRecord) -> Option<RunId> {
     match record.kind {
         // A retry's records hold generations: reused ones and its own.
         RunKind::Experiment | RunKind::Retry => Some(record.run_id.clone()),

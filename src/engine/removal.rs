@@ -48,7 +48,7 @@ impl Engine {
 }
 
 /// Deletes expired runs every `interval` until `stop` (the first sweep right away).
-pub async fn retention_loop(
+pub(crate) async fn retention_loop(
     engine: Engine,
     age: Duration,
     interval: Duration,

@@ -15,7 +15,7 @@ use crate::model::{RunId, RunKind, RunRecord, Timestamp};
 use crate::store::{CreateOutcome, NewRun};
 
 /// The stored definition of a retry of `source`.
-pub fn retry_definition(source: &RunId) -> Value {
+pub(super) fn retry_definition(source: &RunId) -> Value {
     json!({ "source_run_id": source })
 }
 

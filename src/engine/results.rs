@@ -13,13 +13,13 @@ use crate::model::{Case, CaseRecord, RunId};
 use crate::store::{CaseQuery, Store};
 
 /// Most records a filtered page reads before it answers.
-pub const MAX_SCANNED: u32 = 10_000;
+pub(super) const MAX_SCANNED: u32 = 10_000;
 /// Records read from the store per query while scanning.
 const SCAN_PAGE: u32 = 1_000;
 
 /// Cases whose score (metric or judge `id`) is below `below`; unscored cases never match.
 #[derive(Debug, Clone)]
-pub struct ScoreBelow {
+pub(crate) struct ScoreBelow {
     pub id: String,
     pub below: f64,
 }
@@ -45,14 +45,14 @@ impl ScoreBelow {
 
 /// One page of case records; `next_cursor` is the case index to continue after.
 #[derive(Debug)]
-pub struct ResultsPage {
+pub(crate) struct ResultsPage {
     pub results: Vec<CaseRecord>,
     pub next_cursor: Option<u64>,
 }
 
 /// Up to `limit` records after `query.after_index` that pass the store's filters and
 /// `score_below`. Without a score filter this is one store query.
-pub async fn results_page(
+pub(crate) async fn results_page(
     store: &dyn Store,
     run_id: &RunId,
     mut query: CaseQuery,
@@ -112,7 +112,7 @@ pub async fn results_page(
 /// A case record with the case its definition gave it (input, expected output,
 /// metadata). `case` is `None` when that definition cannot be read any more.
 #[derive(Debug, Serialize)]
-pub struct CaseDetail {
+pub(crate) struct CaseDetail {
     pub record: CaseRecord,
     pub case: Option<Case>,
 }
@@ -120,7 +120,7 @@ pub struct CaseDetail {
 /// The record of the case at `case_index` and its inputs, or `None` when that case has no
 /// record (yet). A rejudge's or retry's inputs are those of the experiment its chain
 /// starts from; a stored dataset is read for the one case, never whole.
-pub async fn case_detail(
+pub(crate) async fn case_detail(
     engine: &Engine,
     run_id: &RunId,
     case_index: u64,

@@ -39,7 +39,7 @@ pub fn rejudge_id(source: &RunId, evaluation: &EvaluationConfig) -> RunId {
 }
 
 /// The stored definition of a rejudge run.
-pub fn rejudge_definition(source: &RunId, evaluation: &EvaluationConfig) -> Value {
+pub(crate) fn rejudge_definition(source: &RunId, evaluation: &EvaluationConfig) -> Value {
     serde_json::json!({
         "source_run_id": source,
         "evaluation": serde_json::to_value(evaluation).unwrap_or(Value::Null),

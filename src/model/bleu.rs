@@ -9,15 +9,15 @@ use serde::{Deserialize, Serialize};
 
 /// The key of [`BleuStats`] in a score's details: scores carrying it are summed into
 /// the aggregate's `corpus_bleu`.
-pub const BLEU_DETAILS_KEY: &str = "bleu_stats";
+pub(crate) const BLEU_DETAILS_KEY: &str = "bleu_stats";
 
 /// Highest n-gram order (sacreBLEU's default, 4).
-pub const BLEU_MAX_ORDER: usize = 4;
+pub(crate) const BLEU_MAX_ORDER: usize = 4;
 
 /// Matched and total n-gram counts per order, hypothesis length and the closest
 /// reference length.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BleuStats {
+pub(crate) struct BleuStats {
     pub correct: [u64; BLEU_MAX_ORDER],
     pub total: [u64; BLEU_MAX_ORDER],
     pub sys_len: u64,
@@ -25,7 +25,7 @@ pub struct BleuStats {
 }
 
 impl BleuStats {
-    pub fn add(&mut self, other: &BleuStats) {
+    pub(crate) fn add(&mut self, other: &BleuStats) {
         for n in 0..BLEU_MAX_ORDER {
             self.correct[n] = self.correct[n].saturating_add(other.correct[n]);
             self.total[n] = self.total[n].saturating_add(other.total[n]);
@@ -38,7 +38,7 @@ impl BleuStats {
     /// k-th order with no match counts as `1 / (2^k * total)`. `effective_order` (used
     /// for sentence BLEU) averages only over the orders the hypothesis is long enough
     /// to have; corpus BLEU uses all four.
-    pub fn score(&self, effective_order: bool) -> f64 {
+    pub(crate) fn score(&self, effective_order: bool) -> f64 {
         if self.sys_len == 0 || self.correct.iter().all(|c| *c == 0) {
             return 0.0;
         }

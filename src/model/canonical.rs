@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 /// Serialises a JSON value canonically (see the module docs).
-pub fn canonical_json(value: &Value) -> String {
+pub(crate) fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
     out

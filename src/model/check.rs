@@ -20,7 +20,7 @@ pub struct FieldError {
 
 /// Most entries in the `details` of one error response. With more problems, the first
 /// `MAX_DETAILS - 1` are listed and the last entry (path `""`) counts the rest.
-pub const MAX_DETAILS: usize = 100;
+pub(crate) const MAX_DETAILS: usize = 100;
 
 /// The problems found in one input, at most `cap` of them described.
 #[derive(Debug)]
@@ -176,7 +176,7 @@ impl Problems {
 }
 
 /// The path of `key` inside the object at `path` (the root is `""`).
-pub fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -185,12 +185,12 @@ pub fn join(path: &str, key: &str) -> String {
 }
 
 /// A present, non-null field.
-pub fn field<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+pub(crate) fn field<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
     map.get(key).filter(|v| !v.is_null())
 }
 
 /// What a JSON value is, for messages (`must be a string, got a number`).
-pub fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

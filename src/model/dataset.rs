@@ -1,10 +1,7 @@
 //! Datasets as resources: content-addressed revisions of cases, stored once and
 //! referenced by runs.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 
@@ -20,6 +17,8 @@ pub struct InvalidRevision;
 
 impl Revision {
     pub const PREFIX: &'static str = "sha256:";
+    /// SHA-256 in hex.
+    const HEX_LEN: usize = 64;
 
     /// The revision of a finished SHA-256 digest.
     pub fn from_digest(digest: &[u8]) -> Self {
@@ -31,41 +30,7 @@ impl Revision {
     }
 }
 
-impl FromStr for Revision {
-    type Err = InvalidRevision;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix(Self::PREFIX).ok_or(InvalidRevision)?;
-        let valid = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if valid {
-            Ok(Revision(s.to_owned()))
-        } else {
-            Err(InvalidRevision)
-        }
-    }
-}
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for Revision {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Revision {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+super::ids::prefixed_hex_id!(Revision, InvalidRevision);
 
 /// One stored revision of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

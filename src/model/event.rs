@@ -4,7 +4,7 @@ use serde_json::Value;
 use super::{CaseKey, JudgmentRecord, Progress, RunId, Stage, Timestamp};
 
 /// Version of the event payload shape; bumped on incompatible changes.
-pub const EVENT_SCHEMA_VERSION: &str = "1";
+pub(super) const EVENT_SCHEMA_VERSION: &str = "1";
 
 /// A lifecycle event as persisted and streamed: `seq` is per run, starts at 1 and has
 /// no gaps; the store assigns it when the event is committed.

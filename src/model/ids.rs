@@ -1,5 +1,4 @@
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -28,41 +27,51 @@ impl RunId {
     }
 }
 
-impl FromStr for RunId {
-    type Err = InvalidRunId;
+/// The text form of an id made of `Self::PREFIX` and `Self::HEX_LEN` lowercase hex
+/// digits: `FromStr` checks it, `Display` and `Serialize` write it, `Deserialize` reads it
+/// through the same check. `$invalid` is the unit error a malformed string gets.
+macro_rules! prefixed_hex_id {
+    ($id:ident, $invalid:ident) => {
+        impl std::str::FromStr for $id {
+            type Err = $invalid;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix(Self::PREFIX).ok_or(InvalidRunId)?;
-        let valid = hex.len() == Self::HEX_LEN
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if valid {
-            Ok(RunId(s.to_owned()))
-        } else {
-            Err(InvalidRunId)
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let hex = s.strip_prefix(Self::PREFIX).ok_or($invalid)?;
+                let valid = hex.len() == Self::HEX_LEN
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if valid {
+                    Ok($id(s.to_owned()))
+                } else {
+                    Err($invalid)
+                }
+            }
         }
-    }
-}
 
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
 
-impl Serialize for RunId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
+        impl serde::Serialize for $id {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
-impl<'de> Deserialize<'de> for RunId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+        impl<'de> serde::Deserialize<'de> for $id {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
+pub(super) use prefixed_hex_id;
+
+prefixed_hex_id!(RunId, InvalidRunId);
 
 /// A UTC instant with millisecond precision, serialised as RFC 3339 (`2026-01-02T03:04:05.678Z`).
 ///

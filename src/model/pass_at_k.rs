@@ -6,7 +6,7 @@
 /// pass@k for `n` samples with `c` correct; `None` when `k` is 0 or exceeds `n`, or
 /// `c > n`. Computed as the paper's numerically stable product
 /// `1 - prod_{i = n-c+1..=n} (1 - k / i)`, never with factorials.
-pub fn pass_at_k(n: u64, c: u64, k: u64) -> Option<f64> {
+pub(crate) fn pass_at_k(n: u64, c: u64, k: u64) -> Option<f64> {
     if k == 0 || k > n || c > n {
         return None;
     }

@@ -37,12 +37,12 @@ impl Usage {
 
 /// Exact running sum of f64 values (Shewchuk's algorithm, partials without overlap).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExactSum {
+pub(crate) struct ExactSum {
     partials: Vec<f64>,
 }
 
 impl ExactSum {
-    pub fn add(&mut self, mut x: f64) {
+    pub(crate) fn add(&mut self, mut x: f64) {
         let mut kept = 0;
         for i in 0..self.partials.len() {
             let mut y = self.partials[i];
@@ -62,7 +62,7 @@ impl ExactSum {
     }
 
     /// The correctly rounded value of the sum.
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         let mut partials = self.partials.clone();
         let Some(mut hi) = partials.pop() else {
             return 0.0;
@@ -93,11 +93,15 @@ impl ExactSum {
 
 /// Streaming accumulator for one metric (overall or within one dataset).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Accumulator {
+pub(crate) struct Accumulator {
     pub n: u64,
     pub failures: u64,
     sum: ExactSum,
     sum_sq: ExactSum,
+    /// Observations that were exactly 0 or 1. When all are, the interval is Wilson's
+    /// (states stored before this field read 0 here and keep the t-interval).
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    binary: u64,
     /// Summed BLEU statistics of the scores that carried them (`builtin/bleu`): the
     /// corpus-level hook. Absent for every other metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,22 +109,37 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
-    pub fn observe(&mut self, value: f64) {
+    pub(crate) fn observe(&mut self, value: f64) {
         self.n += 1;
+        if value == 0.0 || value == 1.0 {
+            self.binary += 1;
+        }
         self.sum.add(value);
         self.sum_sq.add(value * value);
     }
 
     /// Adds a case's BLEU statistics to the corpus totals.
-    pub fn observe_bleu(&mut self, stats: &super::BleuStats) {
+    pub(crate) fn observe_bleu(&mut self, stats: &super::BleuStats) {
         self.bleu.get_or_insert_with(Default::default).add(stats);
     }
 
-    pub fn fail(&mut self) {
+    pub(crate) fn fail(&mut self) {
         self.failures += 1;
     }
 
-    pub fn summary(&self) -> MetricSummary {
+    /// The summary of scores: the Wilson interval when every score was 0 or 1, else
+    /// Student's t.
+    pub(crate) fn summary(&self) -> MetricSummary {
+        self.summary_with(self.binary == self.n)
+    }
+
+    /// The summary with Student's t-interval whatever the values (differences of
+    /// paired scores, which are not proportions even when they are 0 or 1).
+    pub(crate) fn t_summary(&self) -> MetricSummary {
+        self.summary_with(false)
+    }
+
+    fn summary_with(&self, wilson: bool) -> MetricSummary {
         let n = self.n;
         if n == 0 {
             return MetricSummary {
@@ -138,8 +157,13 @@ impl Accumulator {
         let (stderr, ci95) = if n >= 2 {
             let variance = ((self.sum_sq.value() - self.sum.value() * mean) / (nf - 1.0)).max(0.0);
             let stderr = (variance / nf).sqrt();
-            let half = student_t_975(n - 1) * stderr;
-            (Some(stderr), Some([mean - half, mean + half]))
+            let ci95 = if wilson {
+                wilson_95(mean, nf)
+            } else {
+                let half = student_t_975(n - 1) * stderr;
+                [mean - half, mean + half]
+            };
+            (Some(stderr), Some(ci95))
         } else {
             (None, None)
         };
@@ -190,7 +214,7 @@ pub struct MetricAggregate {
 /// Mergeable accumulator state of a run, kept by the store beside the run and updated
 /// in the same transaction as the case records it counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AggregateState {
+pub(crate) struct AggregateState {
     metrics: BTreeMap<String, MetricState>,
 }
 
@@ -203,7 +227,7 @@ struct MetricState {
 impl AggregateState {
     /// Counts one finished case: each metric score and judge score it holds is an
     /// observation, each missing one (errored or skipped) a failure.
-    pub fn observe(&mut self, record: &crate::model::CaseRecord) {
+    pub(crate) fn observe(&mut self, record: &crate::model::CaseRecord) {
         let scores = record
             .scores
             .iter()
@@ -238,7 +262,7 @@ impl AggregateState {
         }
     }
 
-    pub fn summary(&self) -> Aggregates {
+    pub(crate) fn summary(&self) -> Aggregates {
         Aggregates {
             metrics: self
                 .metrics
@@ -259,11 +283,27 @@ impl AggregateState {
     }
 }
 
+fn is_zero_count(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The 95% Wilson score interval of a proportion `p` out of `n`: it stays within
+/// [0, 1] and keeps its coverage near 0 and 1 and for small `n`, where the t-interval
+/// of 0/1 scores runs past the bounds (0.75 of 4 would give [0.46, 1.04]).
+fn wilson_95(p: f64, n: f64) -> [f64; 2] {
+    const Z: f64 = 1.959_963_984_540_054;
+    let z2 = Z * Z;
+    let denominator = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denominator;
+    let half = Z / denominator * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
 /// The two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
 ///
 /// Exact table values up to 30 degrees of freedom, then the Cornish-Fisher expansion
 /// around the normal quantile (error below 1e-4 from there on).
-pub fn student_t_975(df: u64) -> f64 {
+pub(super) fn student_t_975(df: u64) -> f64 {
     const TABLE: [f64; 30] = [
         12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157,
         2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922,
@@ -306,17 +346,59 @@ mod tests {
     #[test]
     fn summary_matches_hand_computation() {
         let mut acc = Accumulator::default();
-        for v in [1.0, 0.0, 1.0, 1.0] {
+        for v in [2.0, 0.0, 2.0, 2.0] {
             acc.observe(v);
         }
         acc.fail();
         let s = acc.summary();
         assert_eq!(s.n, 4);
         assert_eq!(s.failures, 1);
-        assert_eq!(s.mean, Some(0.75));
-        // sample sd = 0.5, stderr = 0.25, t(3) = 3.182446
-        assert!((s.stderr.unwrap() - 0.25).abs() < 1e-12);
+        assert_eq!(s.mean, Some(1.5));
+        // sample sd = 1, stderr = 0.5, t(3) = 3.182446
+        assert!((s.stderr.unwrap() - 0.5).abs() < 1e-12);
         let [lo, hi] = s.ci95.unwrap();
+        assert!((lo - (1.5 - 3.182446 * 0.5)).abs() < 1e-9);
+        assert!((hi - (1.5 + 3.182446 * 0.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn zero_one_scores_get_the_wilson_interval_inside_the_bounds() {
+        let summary = |values: &[f64]| {
+            let mut acc = Accumulator::default();
+            values.iter().for_each(|v| acc.observe(*v));
+            acc.summary()
+        };
+        // 3 of 4: Wilson [0.3006, 0.9544] where the t-interval was [0.46, 1.04].
+        let s = summary(&[1.0, 0.0, 1.0, 1.0]);
+        assert!(
+            (s.stderr.unwrap() - 0.25).abs() < 1e-12,
+            "stderr is unchanged"
+        );
+        let [lo, hi] = s.ci95.unwrap();
+        assert!(
+            (lo - 0.30064).abs() < 1e-4 && (hi - 0.95442).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        // All correct: not the degenerate [1, 1].
+        let [lo, hi] = summary(&[1.0; 5]).ci95.unwrap();
+        assert!((lo - 0.56552).abs() < 1e-4 && hi == 1.0, "{lo} {hi}");
+        let [lo, hi] = summary(&[0.0; 5]).ci95.unwrap();
+        assert!(lo == 0.0 && (hi - 0.43448).abs() < 1e-4, "{lo} {hi}");
+        // One score that is not 0 or 1 brings the t-interval back.
+        let [_, hi] = summary(&[1.0, 1.0, 1.0, 0.5]).ci95.unwrap();
+        assert!(hi > 1.0, "{hi}");
+    }
+
+    #[test]
+    fn states_stored_before_the_binary_count_keep_the_t_interval() {
+        let mut acc = Accumulator::default();
+        for v in [1.0, 0.0, 1.0, 1.0] {
+            acc.observe(v);
+        }
+        let mut stored = serde_json::to_value(&acc).unwrap();
+        stored.as_object_mut().unwrap().remove("binary");
+        let old: Accumulator = serde_json::from_value(stored).unwrap();
+        let [lo, hi] = old.summary().ci95.unwrap();
         assert!((lo - (0.75 - 3.182446 * 0.25)).abs() < 1e-9);
         assert!((hi - (0.75 + 3.182446 * 0.25)).abs() < 1e-9);
     }

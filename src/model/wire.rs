@@ -13,20 +13,20 @@ use serde::{Deserializer, Serializer};
 
 /// `#[serde(with = "u64_string")]`: a `u64` written as a decimal string, read from a
 /// string or a number.
-pub mod u64_string {
+pub(crate) mod u64_string {
     use super::*;
 
-    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(value)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         deserializer.deserialize_any(U64Visitor)
     }
 }
 
 /// Reads a `u64` from a JSON number or a decimal string (what [`u64_string`] accepts).
-pub fn u64_from_json(value: &serde_json::Value) -> Option<u64> {
+pub(crate) fn u64_from_json(value: &serde_json::Value) -> Option<u64> {
     match value {
         serde_json::Value::Number(n) => n.as_u64(),
         serde_json::Value::String(s) => parse_decimal(s),

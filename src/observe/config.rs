@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::model::Sealer;
+
 /// Where a run's spans go. OTLP fields are optional: left out, they come from the
 /// server's default tracing config (see [`effective_tracing`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +32,32 @@ pub struct TracingConfig {
 }
 
 impl TracingConfig {
+    /// The same config with its header values sealed: what the store keeps.
+    pub fn sealed(&self, sealer: &Sealer) -> Self {
+        let mut sealed = self.clone();
+        for value in sealed.headers.values_mut() {
+            *value = sealer.seal(value);
+        }
+        sealed
+    }
+
+    /// Opens header values read from the store; a header sealed under another key is
+    /// left out, and its name returned so the caller can say so.
+    pub fn open(&mut self, sealer: &Sealer) -> Vec<String> {
+        let mut unopened = Vec::new();
+        self.headers.retain(|name, value| match sealer.open(value) {
+            Ok(plain) => {
+                *value = plain;
+                true
+            }
+            Err(_) => {
+                unopened.push(name.clone());
+                false
+            }
+        });
+        unopened
+    }
+
     /// A config with just a provider.
     pub fn of(provider: TracingProviderKind) -> Self {
         TracingConfig {
@@ -91,7 +119,7 @@ pub struct WebhookConfig {
 }
 
 /// Every event type a subscriber may filter on (`EventKind::event_type`).
-pub const EVENT_TYPES: [&str; 20] = [
+pub(super) const EVENT_TYPES: [&str; 20] = [
     "run_started",
     "run_completed",
     "run_failed",
@@ -116,9 +144,9 @@ pub const EVENT_TYPES: [&str; 20] = [
 
 /// Webhook secrets come only from environment variables with this prefix, so a request
 /// can never make the service sign with (or probe for) its other settings.
-pub const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
+pub(crate) const SECRET_ENV_PREFIX: &str = "THEMIS_WEBHOOK_";
 /// Replaces the values of `tracing.headers` in stored runtime options (for responses).
-pub fn redact_runtime(runtime: &mut Value) {
+pub(crate) fn redact_runtime(runtime: &mut Value) {
     if let Some(headers) = runtime
         .get_mut("tracing")
         .and_then(|t| t.get_mut("headers"))

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::config::{SubscriberConfig, TracingConfig};
 use super::subscriber::Observers;
-use crate::model::RunId;
+use crate::model::{Problems, RunId};
 
 /// What one run asks to be observed with: the instrumentation fields of its runtime
 /// options.
@@ -31,6 +31,10 @@ pub trait Instrumentation: Send + Sync {
     /// What this process knows of a run's span export and webhook deliveries; `None`
     /// when nothing.
     fn report(&self, run_id: &RunId) -> Option<TelemetryView>;
+
+    /// The problems of a request's instrumentation against what the operator declared
+    /// (webhook secrets bound to destinations), found when a run is submitted.
+    fn check(&self, _request: ObservationRequest<'_>, _problems: &mut Problems) {}
 }
 
 /// Observes nothing: the instrumentation of an engine nobody handed one to.

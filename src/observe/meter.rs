@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::model::{CaseRecord, RunStatus, Usage};
 
 /// The endpoint label of a base URL no provider declaration names.
-pub const UNDECLARED_ENDPOINT: &str = "undeclared";
+pub(crate) const UNDECLARED_ENDPOINT: &str = "undeclared";
 
 /// How a provider request ended, as a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

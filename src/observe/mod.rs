@@ -13,16 +13,17 @@ mod meter;
 mod span;
 mod subscriber;
 
+// The traits an embedder implements or passes, and the configuration a run asks for.
 pub use config::{
-    EVENT_TYPES, OtlpProtocol, SECRET_ENV_PREFIX, SubscriberConfig, TracingConfig,
-    TracingProviderKind, WebhookConfig, redact_runtime,
+    OtlpProtocol, SubscriberConfig, TracingConfig, TracingProviderKind, WebhookConfig,
 };
-pub use config_check::{
-    MAX_SUBSCRIBER_EVENTS, MAX_SUBSCRIBERS, MAX_TRACING_HEADERS, parse_subscribers, parse_tracing,
-};
+pub use config_check::{parse_subscribers, parse_tracing};
 pub use instrumentation::{
     Instrumentation, NoInstrumentation, ObservationRequest, TelemetryView, WebhookView,
 };
-pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome, UNDECLARED_ENDPOINT};
+pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome};
+
+pub(crate) use config::{SECRET_ENV_PREFIX, redact_runtime};
+pub(crate) use meter::UNDECLARED_ENDPOINT;
 pub use span::{AttributeValue, Attributes, NoopTracer, Span, SpanStatus, TracingProvider};
 pub use subscriber::{LifecycleSubscriber, Observers, StageContext};

@@ -1,21 +1,21 @@
 //! Seeded percentile bootstrap of a mean.
 
 /// Resamples drawn for a bootstrap interval.
-pub const BOOTSTRAP_RESAMPLES: usize = 1_000;
+pub(super) const BOOTSTRAP_RESAMPLES: usize = 1_000;
 /// Fixed seed, so the same scores always give the same interval.
-pub const BOOTSTRAP_SEED: u64 = 0x7468_656d_6973; // "themis"
+pub(crate) const BOOTSTRAP_SEED: u64 = 0x7468_656d_6973; // "themis"
 
 /// SplitMix64 (Steele, Lea & Flood 2014): small, fast, and fully specified, so
 /// intervals do not change with a dependency's version.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub(super) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -24,7 +24,7 @@ impl SplitMix64 {
     }
 
     /// Uniform index below `n` (multiply-shift; the bias is below n / 2^64).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 }
@@ -33,7 +33,7 @@ impl SplitMix64 {
 /// resamples with replacement drawn from `SplitMix64(seed)`, bounds at the sorted
 /// resample means of index `floor(0.025 B)` and `ceil(0.975 B) - 1`. `None` below two
 /// values. Work is `values.len() * B`.
-pub fn bootstrap_mean_ci95(values: &[f64], seed: u64) -> Option<[f64; 2]> {
+pub(crate) fn bootstrap_mean_ci95(values: &[f64], seed: u64) -> Option<[f64; 2]> {
     let n = values.len();
     if n < 2 {
         return None;

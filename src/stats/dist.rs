@@ -2,7 +2,7 @@
 
 /// `erfc(x)` to about 1e-15 relative error: a positive-term series below 3 (no
 /// cancellation), Lentz's continued fraction above.
-pub fn erfc(x: f64) -> f64 {
+pub(super) fn erfc(x: f64) -> f64 {
     if x.is_nan() {
         return f64::NAN;
     }
@@ -44,7 +44,7 @@ pub fn erfc(x: f64) -> f64 {
 }
 
 /// Two-sided p-value of a standard normal statistic: `P(|Z| >= |z|)`.
-pub fn normal_two_sided(z: f64) -> f64 {
+pub(super) fn normal_two_sided(z: f64) -> f64 {
     erfc(z.abs() / std::f64::consts::SQRT_2).min(1.0)
 }
 
@@ -52,7 +52,7 @@ pub fn normal_two_sided(z: f64) -> f64 {
 /// `min(1, 2 * P(X <= min(k, n - k)))`. Up to n = 1000 the tail is summed directly (small
 /// cases come out exact, e.g. 2 / 2^6); above, relative to its largest term in log
 /// space, so large `n` cannot overflow or underflow.
-pub fn binomial_half_two_sided(k: u64, n: u64) -> f64 {
+pub(super) fn binomial_half_two_sided(k: u64, n: u64) -> f64 {
     if n == 0 {
         return 1.0;
     }

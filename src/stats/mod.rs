@@ -5,13 +5,13 @@ mod bootstrap;
 mod dist;
 mod paired;
 
-pub use bootstrap::{BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SplitMix64, bootstrap_mean_ci95};
-pub use dist::{binomial_half_two_sided, erfc, normal_two_sided};
-pub use paired::{PairedStats, PairedTest, WILCOXON_EXACT_MAX, paired, wilcoxon};
+pub(crate) use bootstrap::{BOOTSTRAP_SEED, bootstrap_mean_ci95};
+pub use paired::{PairedStats, PairedTest};
+pub(crate) use paired::{WILCOXON_EXACT_MAX, paired};
 
 /// Holm's step-down adjustment of p-values (family-wise error control), in input order:
 /// sorted ascending, `p_(i)` becomes `max_{j <= i} min(1, (m - j + 1) p_(j))`.
-pub fn holm(p_values: &[f64]) -> Vec<f64> {
+pub(crate) fn holm(p_values: &[f64]) -> Vec<f64> {
     let m = p_values.len();
     let mut order: Vec<usize> = (0..m).collect();
     // Stable sort on (p, index): ties keep input order, so output is deterministic.

@@ -16,7 +16,7 @@ use super::dist::{binomial_half_two_sided, normal_two_sided};
 use crate::model::{Accumulator, ExactSum};
 
 /// Largest number of non-zero differences the signed-rank p-value is computed exactly for.
-pub const WILCOXON_EXACT_MAX: usize = 50;
+pub(crate) const WILCOXON_EXACT_MAX: usize = 50;
 
 /// The test that produced a p-value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct PairedStats {
 }
 
 /// Paired statistics of `(baseline, candidate)` score pairs (finite values).
-pub fn paired(pairs: &[(f64, f64)]) -> PairedStats {
+pub(crate) fn paired(pairs: &[(f64, f64)]) -> PairedStats {
     let mut base = ExactSum::default();
     let mut cand = ExactSum::default();
     let mut diffs = Accumulator::default();
@@ -89,7 +89,7 @@ pub fn paired(pairs: &[(f64, f64)]) -> PairedStats {
             ties,
         };
     }
-    let summary = diffs.summary();
+    let summary = diffs.t_summary();
     let (p_value, test) = if binary {
         (
             binomial_half_two_sided(wins.min(losses), wins + losses),
@@ -114,7 +114,7 @@ pub fn paired(pairs: &[(f64, f64)]) -> PairedStats {
 }
 
 /// Two-sided Wilcoxon signed-rank test of the differences.
-pub fn wilcoxon(differences: &[f64]) -> (f64, PairedTest) {
+pub(super) fn wilcoxon(differences: &[f64]) -> (f64, PairedTest) {
     let mut nonzero: Vec<f64> = differences.iter().copied().filter(|d| *d != 0.0).collect();
     let n = nonzero.len();
     if n == 0 {

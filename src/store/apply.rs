@@ -18,7 +18,7 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
-    pub fn ensure_open(&self) -> StoreResult<()> {
+    pub(super) fn ensure_open(&self) -> StoreResult<()> {
         if self.record.status.is_terminal() {
             return Err(StoreError::RunFinished {
                 run_id: self.record.run_id.clone(),
@@ -29,7 +29,7 @@ impl RunState {
     }
 
     /// Counts a newly inserted case in progress, usage and aggregates.
-    pub fn count_case(&mut self, case: &CaseRecord) {
+    pub(super) fn count_case(&mut self, case: &CaseRecord) {
         match case.status {
             CaseStatus::Completed => self.record.progress.completed += 1,
             CaseStatus::Failed => self.record.progress.failed += 1,
@@ -39,7 +39,7 @@ impl RunState {
     }
 
     /// Gives events the next sequence numbers of the run.
-    pub fn sequence(&mut self, events: Vec<NewEvent>) -> Vec<RunEvent> {
+    pub(super) fn sequence(&mut self, events: Vec<NewEvent>) -> Vec<RunEvent> {
         events
             .into_iter()
             .map(|event| {
@@ -49,7 +49,7 @@ impl RunState {
             .collect()
     }
 
-    pub fn apply_status(&mut self, change: &StatusChange) {
+    pub(super) fn apply_status(&mut self, change: &StatusChange) {
         let record = &mut self.record;
         record.status = change.status;
         if change.error.is_some() {
@@ -65,7 +65,7 @@ impl RunState {
 
     /// After the batch's cases were counted: appends its run-level and progress events,
     /// applies the status change and sequences everything, in that order.
-    pub fn finish_commit(
+    pub(super) fn finish_commit(
         &mut self,
         mut events: Vec<NewEvent>,
         batch: &CommitBatch,
@@ -84,7 +84,7 @@ impl RunState {
         events
     }
 
-    pub fn outcome(&self, events: Vec<RunEvent>, duplicates: usize) -> CommitOutcome {
+    pub(super) fn outcome(&self, events: Vec<RunEvent>, duplicates: usize) -> CommitOutcome {
         CommitOutcome {
             events,
             progress: self.record.progress,
@@ -97,7 +97,7 @@ impl RunState {
 
     /// Checks a batch against the run before anything is written: `Ok(Some(outcome))`
     /// means skip it (its `expect_status` does not hold), an error means reject it.
-    pub fn precheck(&self, batch: &CommitBatch) -> StoreResult<Option<CommitOutcome>> {
+    pub(super) fn precheck(&self, batch: &CommitBatch) -> StoreResult<Option<CommitOutcome>> {
         if let Some(expected) = batch.expect_status
             && self.record.status != expected
         {
@@ -110,7 +110,7 @@ impl RunState {
     }
 
     /// Marks the row changed: a new version (the ETag) and the aggregate snapshot.
-    pub fn touch(&mut self) {
+    pub(super) fn touch(&mut self) {
         self.record.version += 1;
         self.record.updated_at = Timestamp::now();
         self.record.aggregates = self.aggregates.summary();
@@ -127,7 +127,7 @@ pub(crate) enum CancelStep {
 }
 
 impl RunState {
-    pub fn request_cancel(&mut self) -> CancelStep {
+    pub(super) fn request_cancel(&mut self) -> CancelStep {
         match self.record.status {
             status if status.is_terminal() => return CancelStep::AlreadyFinished,
             RunStatus::Queued => {

@@ -10,13 +10,13 @@ use super::StoreError;
 /// An exclusive `flock` on a lock file; released when dropped (or when the process
 /// dies, however it dies: the kernel drops the lock with the descriptor).
 #[derive(Debug)]
-pub struct FileLock {
+pub(super) struct FileLock {
     _file: File,
 }
 
 impl FileLock {
     /// Locks `<database>.lock` next to the database file, or explains who holds it.
-    pub fn for_database(database: &Path) -> Result<FileLock, StoreError> {
+    pub(super) fn for_database(database: &Path) -> Result<FileLock, StoreError> {
         let mut name = database.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);

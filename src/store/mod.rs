@@ -29,9 +29,9 @@ use crate::model::{
 };
 
 pub use connect::connect;
+pub(crate) use datasets::MAX_NAMED_RUNS;
 pub use datasets::{
-    CaseBatches, DatasetStore, DeleteRevisions, DeleteRun, MAX_NAMED_RUNS, PutOutcome,
-    RevisionCursor,
+    CaseBatches, DatasetStore, DeleteRevisions, DeleteRun, PutOutcome, RevisionCursor,
 };
 pub use error::StoreError;
 pub use memory::MemoryStore;

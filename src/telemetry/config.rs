@@ -5,15 +5,15 @@ use reqwest::Url;
 use crate::observe::{TracingConfig, TracingProviderKind};
 
 /// The service name spans carry unless configured.
-pub const DEFAULT_SERVICE_NAME: &str = "themis";
+pub(super) const DEFAULT_SERVICE_NAME: &str = "themis";
 /// Where an OTLP/HTTP collector listens unless configured (the OTLP default).
-pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318";
+pub(super) const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318";
 
 /// The tracing config a run executes with: its own, else the server default. An OTLP
 /// config without an endpoint takes the default's endpoint with its protocol and
 /// headers; one with its own endpoint never gets the default's headers (they may be
 /// credentials for the operator's collector).
-pub fn effective_tracing(
+pub(crate) fn effective_tracing(
     run: Option<&TracingConfig>,
     default: Option<&TracingConfig>,
 ) -> Option<TracingConfig> {
@@ -43,7 +43,7 @@ pub fn effective_tracing(
 
 /// The URL spans are POSTed to: the endpoint with `/v1/traces` appended unless its path
 /// already ends with it.
-pub fn traces_url(endpoint: &str) -> String {
+pub(super) fn traces_url(endpoint: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
     if trimmed.ends_with("/v1/traces") {
         trimmed.to_owned()
@@ -54,7 +54,7 @@ pub fn traces_url(endpoint: &str) -> String {
 
 /// A URL shown in responses and logs: scheme, host, port and path (credentials and query
 /// left out, since they often carry tokens).
-pub fn display_url(raw: &str) -> String {
+pub(crate) fn display_url(raw: &str) -> String {
     match Url::parse(raw) {
         Ok(url) => {
             let host = url.host_str().unwrap_or("");

@@ -4,7 +4,7 @@ use crate::observe::{Attributes, Span, SpanStatus, TracingProvider};
 
 /// Writes every span as a `tracing` event when it ends (target `themis::spans`), with
 /// its attributes and duration: spans show up in the service's structured logs.
-pub struct LogTracer;
+pub(crate) struct LogTracer;
 
 struct LogSpan {
     attributes: String,

@@ -119,83 +119,46 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register(
-            "cases",
-            "Cases finished on this instance, by status (completed, failed)",
-            metrics.cases.clone(),
-        );
-        r.register(
-            "case_duration_seconds",
-            "Time from a case's start to its record",
-            metrics.case_seconds.clone(),
-        );
-        r.register(
-            "stage_duration_seconds",
-            "Time a case spent in each stage",
-            metrics.stage_seconds.clone(),
-        );
-        r.register(
-            "runs_finished",
-            "Runs that reached a terminal status while executing here, by status",
-            metrics.runs_finished.clone(),
-        );
-        r.register(
-            "runs_executing",
-            "Runs executing on this instance",
-            metrics.runs_executing.clone(),
-        );
-        r.register(
-            "runs_queued",
-            "Runs waiting on this instance for an execution slot (queue depth)",
-            metrics.runs_queued.clone(),
-        );
-        r.register(
-            "store_commit_duration_seconds",
-            "Time of one commit of case records and events",
-            metrics.commit_seconds.clone(),
-        );
-        r.register(
-            "store_commit_failures",
-            "Commits of case records that failed (and were retried)",
-            metrics.commit_failures.clone(),
-        );
-        r.register(
-            "provider_requests",
-            "HTTP requests to model providers, by endpoint and outcome (rate_limited: 429)",
-            metrics.provider_requests.clone(),
-        );
-        r.register(
-            "provider_request_duration_seconds",
-            "Latency of provider requests, by endpoint",
-            metrics.provider_seconds.clone(),
-        );
-        r.register(
-            "provider_retries",
-            "Provider requests retried, by endpoint",
-            metrics.provider_retries.clone(),
-        );
-        r.register(
-            "provider_breaker_state",
-            "Shared circuit breaker of an endpoint: 0 closed, 1 half-open, 2 open",
-            metrics.breaker_state.clone(),
-        );
-        r.register("provider_tokens", "Tokens of provider answers (cache hits excluded), by endpoint and kind (prompt, completion)", metrics.tokens.clone());
-        r.register(
-            "provider_cost_usd",
-            "Spend on providers with a configured price, in USD, by endpoint",
-            metrics.cost_usd.clone(),
-        );
-        r.register(
-            "sse_clients",
-            "Open GET /runs/{id}/events streams",
-            metrics.sse_clients.clone(),
-        );
-        r.register(
-            "webhook_deliveries",
-            "Webhook deliveries that ended, by outcome (delivered, failed)",
-            metrics.webhook_deliveries.clone(),
-        );
+        // Each metric under its name and `# HELP` text.
+        macro_rules! register {
+            ($($field:ident: $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, metrics.$field.clone());)*
+            };
+        }
+        register! {
+            cases: "cases",
+                "Cases finished on this instance, by status (completed, failed)";
+            case_seconds: "case_duration_seconds",
+                "Time from a case's start to its record";
+            stage_seconds: "stage_duration_seconds",
+                "Time a case spent in each stage";
+            runs_finished: "runs_finished",
+                "Runs that reached a terminal status while executing here, by status";
+            runs_executing: "runs_executing",
+                "Runs executing on this instance";
+            runs_queued: "runs_queued",
+                "Runs waiting on this instance for an execution slot (queue depth)";
+            commit_seconds: "store_commit_duration_seconds",
+                "Time of one commit of case records and events";
+            commit_failures: "store_commit_failures",
+                "Commits of case records that failed (and were retried)";
+            provider_requests: "provider_requests",
+                "HTTP requests to model providers, by endpoint and outcome (rate_limited: 429)";
+            provider_seconds: "provider_request_duration_seconds",
+                "Latency of provider requests, by endpoint";
+            provider_retries: "provider_retries",
+                "Provider requests retried, by endpoint";
+            breaker_state: "provider_breaker_state",
+                "Shared circuit breaker of an endpoint: 0 closed, 1 half-open, 2 open";
+            tokens: "provider_tokens",
+                "Tokens of provider answers (cache hits excluded), by endpoint and kind (prompt, completion)";
+            cost_usd: "provider_cost_usd",
+                "Spend on providers with a configured price, in USD, by endpoint";
+            sse_clients: "sse_clients",
+                "Open GET /runs/{id}/events streams";
+            webhook_deliveries: "webhook_deliveries",
+                "Webhook deliveries that ended, by outcome (delivered, failed)";
+        }
         Metrics {
             registry,
             ..metrics

@@ -16,24 +16,25 @@ mod otlp;
 mod recording;
 mod registry;
 mod webhook;
+mod webhook_secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-pub use config::{
-    DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, display_url, effective_tracing, traces_url,
-};
-pub use log::LogTracer;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
-pub use otlp::{OtlpTracer, parse_traceparent};
+pub use metrics::Metrics;
 pub use recording::{RecordedSpan, RecordingTracer};
-pub use webhook::{MAX_ATTEMPTS, SIGNATURE_HEADER, WebhookSubscriber, signature};
+pub use webhook_secrets::WebhookSecrets;
+
+pub(crate) use config::{display_url, effective_tracing};
+pub(crate) use log::LogTracer;
+pub(crate) use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub(crate) use otlp::parse_traceparent;
 
 use self::registry::RunCounters;
 use crate::egress::Egress;
-use crate::model::RunId;
+use crate::model::{Problems, RunId};
 use crate::observe::{
     Instrumentation, LifecycleSubscriber, Meter, NoMeter, NoopTracer, ObservationRequest,
     Observers, SubscriberConfig, TelemetryView, TracingConfig, TracingProvider,
@@ -52,6 +53,8 @@ pub struct Telemetry {
     tasks: TaskTracker,
     /// The operator's metrics: webhook deliveries.
     meter: Arc<dyn Meter>,
+    /// The signing secrets webhooks may name, each bound to its destinations.
+    webhook_secrets: Arc<WebhookSecrets>,
 }
 
 impl Telemetry {
@@ -62,6 +65,15 @@ impl Telemetry {
             counters: RunCounters::default(),
             tasks: TaskTracker::new(),
             meter: NoMeter::shared(),
+            webhook_secrets: Arc::default(),
+        }
+    }
+
+    /// The same telemetry signing webhooks with the operator's declared secrets.
+    pub fn with_webhook_secrets(self, secrets: WebhookSecrets) -> Self {
+        Telemetry {
+            webhook_secrets: Arc::new(secrets),
+            ..self
         }
     }
 
@@ -128,6 +140,7 @@ impl Telemetry {
                 &self.egress,
                 &self.tasks,
                 meter,
+                &self.webhook_secrets,
             ) {
                 Ok(subscriber) => subscribers.push(Arc::new(subscriber)),
                 Err(message) => tracing::warn!(
@@ -173,6 +186,10 @@ impl Instrumentation for Telemetry {
 
     fn report(&self, run_id: &RunId) -> Option<TelemetryView> {
         self.counters.snapshot(run_id)
+    }
+
+    fn check(&self, request: ObservationRequest<'_>, problems: &mut Problems) {
+        self.webhook_secrets.check(request.subscribers, problems);
     }
 }
 

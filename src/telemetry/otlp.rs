@@ -49,7 +49,7 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Parses a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`) into the
 /// remote span context it names; `None` when it is malformed (the header is then
 /// ignored, as the W3C spec asks).
-pub fn parse_traceparent(raw: &str) -> Option<SpanContext> {
+pub(crate) fn parse_traceparent(raw: &str) -> Option<SpanContext> {
     fn lower_hex(part: &str, len: usize) -> bool {
         part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
@@ -183,7 +183,7 @@ pub(super) fn otlp_tracer(
 }
 
 /// Sends spans to an OTLP/HTTP collector; see the module docs.
-pub struct OtlpTracer {
+pub(super) struct OtlpTracer {
     /// Taken by the first shutdown.
     provider: Mutex<Option<SdkTracerProvider>>,
     tracer: SdkTracer,

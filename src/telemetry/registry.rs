@@ -13,11 +13,11 @@ use crate::model::RunId;
 use crate::observe::{TelemetryView, WebhookView};
 
 /// Most runs whose counters are kept; the oldest are forgotten first.
-pub const MAX_RUNS: usize = 10_000;
+pub(super) const MAX_RUNS: usize = 10_000;
 
 /// Span export counters of one run (all executions of it in this process).
 #[derive(Debug, Default)]
-pub struct SpanCounters {
+pub(super) struct SpanCounters {
     /// Sampled spans that ended (the ones meant for export).
     pub ended: AtomicU64,
     pub exported: AtomicU64,
@@ -33,7 +33,7 @@ pub struct SpanCounters {
 
 /// Delivery counters of one webhook subscriber of a run.
 #[derive(Debug)]
-pub struct WebhookCounters {
+pub(super) struct WebhookCounters {
     /// The URL as shown (no credentials, no query).
     pub url: String,
     pub delivered: AtomicU64,
@@ -46,7 +46,7 @@ pub struct WebhookCounters {
 }
 
 impl WebhookCounters {
-    pub fn set_last_error(&self, message: String) {
+    pub(super) fn set_last_error(&self, message: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(message);
         }
@@ -67,7 +67,7 @@ struct Runs {
 
 /// The span and webhook counters of the runs one [`super::Telemetry`] observed.
 #[derive(Default)]
-pub struct RunCounters {
+pub(super) struct RunCounters {
     runs: Mutex<Runs>,
 }
 
@@ -94,7 +94,7 @@ impl RunCounters {
     }
 
     /// The span counters of a run, created on first use.
-    pub fn spans(&self, run_id: &RunId) -> Arc<SpanCounters> {
+    pub(super) fn spans(&self, run_id: &RunId) -> Arc<SpanCounters> {
         self.runs()
             .entry(run_id)
             .spans
@@ -104,7 +104,7 @@ impl RunCounters {
 
     /// The counters of the run's `index`th webhook subscriber, created on first use (a run
     /// executed again in this process keeps counting on the same ones).
-    pub fn webhook(&self, run_id: &RunId, index: usize, url: &str) -> Arc<WebhookCounters> {
+    pub(super) fn webhook(&self, run_id: &RunId, index: usize, url: &str) -> Arc<WebhookCounters> {
         let mut runs = self.runs();
         let entry = runs.entry(run_id);
         if let Some(existing) = entry.webhooks.get(index).filter(|w| w.url == url) {
@@ -127,7 +127,7 @@ impl RunCounters {
     }
 
     /// What this process knows of a run's instrumentation; `None` when nothing.
-    pub fn snapshot(&self, run_id: &RunId) -> Option<TelemetryView> {
+    pub(super) fn snapshot(&self, run_id: &RunId) -> Option<TelemetryView> {
         let runs = self.runs();
         let entry = runs.entries.get(run_id)?;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -9,7 +9,8 @@
 //! by `X-Themis-Delivery` (`{run_id}:{seq}`).
 //!
 //! With `secret_env`, every body is signed: `X-Themis-Signature: sha256=<hex>` is the
-//! HMAC-SHA256 of the raw body under the secret read from that environment variable.
+//! HMAC-SHA256 of the raw body under that declared secret, when the operator bound it to
+//! the webhook's URL ([`WebhookSecrets`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,27 +23,28 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use super::registry::WebhookCounters;
+use super::webhook_secrets::WebhookSecrets;
 use crate::egress::Egress;
 use crate::model::{RunEvent, RunId};
 use crate::observe::{LifecycleSubscriber, Meter, WebhookConfig};
 
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-themis-signature";
+pub(super) const SIGNATURE_HEADER: &str = "x-themis-signature";
 
 /// Events waiting per subscriber; more are dropped (and counted).
 const QUEUE: usize = 10_000;
 /// Bytes of serialised events waiting per subscriber; more are dropped (and counted).
 /// Events carry case inputs and errors, so a count alone does not bound memory.
-pub const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Attempts per event, the first included.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(super) const MAX_ATTEMPTS: u32 = 5;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HMAC-SHA256 of `body` under `secret`, as the signature header's value.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+pub(super) fn signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(mut mac) => {
@@ -54,7 +56,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Queues a run's matching events for its delivery task.
-pub struct WebhookSubscriber {
+pub(super) struct WebhookSubscriber {
     events: Vec<String>,
     queue: mpsc::Sender<Queued>,
     /// Bytes in `queue` and in delivery, shared with the delivery task.
@@ -110,22 +112,20 @@ pub(super) fn webhook_subscriber(
     egress: &Egress,
     tasks: &TaskTracker,
     meter: Arc<dyn Meter>,
+    secrets: &WebhookSecrets,
 ) -> Result<WebhookSubscriber, String> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
     // A webhook URL is the run's choice: never a declared destination.
     let client = egress.client(false).map_err(|e| e.to_string())?;
     let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
-    // A secret that went missing since the run was accepted fails deliveries rather
-    // than sending them unsigned.
+    // A secret that is no longer declared (or bound to this URL) since the run was
+    // accepted fails deliveries rather than sending them unsigned.
     let secret = match &config.secret_env {
         None => Ok(None),
-        Some(name) => match std::env::var(name) {
-            Ok(value) if !value.is_empty() => Ok(Some(value.into_bytes())),
-            _ => Err(format!(
-                "environment variable {name} (the signing secret) is not set on this instance"
-            )),
-        },
+        Some(name) => secrets
+            .for_destination(name, &url)
+            .map(|value| Some(value.to_vec())),
     };
     let (queue, received) = mpsc::channel(QUEUE);
     // Literal IP hosts are never resolved, so the resolver cannot check them: the URL

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod fake_provider;
+pub mod stream_proxy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

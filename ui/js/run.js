@@ -23,6 +23,7 @@ export async function runView(main, {params: [runId], signal, ready}) {
     children: h('div', {id: 'run-children'}),
     log: h('ol', {id: 'event-log', class: 'event-log', reversed: true}),
     stream: h('span', {id: 'stream-state', class: 'muted small'}),
+    received: h('span', {id: 'events-received', class: 'muted small'}, '0'),
   };
   fill(main,
     h('p', {class: 'crumbs'}, h('a', {href: '#/runs'}, 'Runs'), ' / ', h('span', {class: 'mono'}, shortId(runId))),
@@ -31,7 +32,7 @@ export async function runView(main, {params: [runId], signal, ready}) {
     section('Usage and cost', parts.usage),
     section('Rejudges and retries', parts.children),
     definitionSection(runId),
-    section('Events', h('p', {}, 'Latest first. Stream: ', parts.stream), parts.log));
+    section('Events', h('p', {}, 'Latest first. Stream: ', parts.stream, ' · received since opened: ', parts.received), parts.log));
 
   const samples = [];
   const events = [];
@@ -85,6 +86,7 @@ export async function runView(main, {params: [runId], signal, ready}) {
   ready();
 
   let pending = false;
+  let received = 0;
   const renderLog = () => {
     pending = false;
     fill(parts.log, events.slice().reverse().map(eventItem));
@@ -102,6 +104,12 @@ export async function runView(main, {params: [runId], signal, ready}) {
       parts.stream.dataset.state = state;
     },
     onEvent: (event) => {
+      // How many arrived, from which one: with the log's ids, shows that a resumed
+      // stream left no hole (the count spans first..last exactly).
+      received += 1;
+      parts.received.textContent = count(received);
+      parts.received.dataset.count = String(received);
+      parts.received.dataset.first ??= String(event.id);
       events.push(event);
       if (events.length > TAIL) events.shift();
       if (!pending) {

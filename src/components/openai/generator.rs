@@ -43,7 +43,7 @@ pub(super) struct ChatGenerator {
 }
 
 impl ChatGenerator {
-    pub fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+    pub(super) fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
         let client = read_client(p, "openai/chat", shared);
         let mut templates = Templates::new();
         let mut messages = Vec::new();

@@ -71,7 +71,7 @@ pub(super) struct LlmJudge {
 }
 
 impl LlmJudge {
-    pub fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+    pub(super) fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
         let client = read_client(p, "openai/judge", shared);
         let mut templates = Templates::new();
         let rubric_source = p.required_string("rubric");

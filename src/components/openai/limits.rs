@@ -46,7 +46,7 @@ impl Bucket {
 impl RateLimiter {
     /// Sets the limit to `per_minute` (`None`: unlimited); the current level is kept
     /// when only the rate changes.
-    pub fn configure(&self, per_minute: Option<f64>) {
+    pub(super) fn configure(&self, per_minute: Option<f64>) {
         let mut bucket = lock(&self.bucket);
         match (per_minute, bucket.as_mut()) {
             (None, _) => *bucket = None,
@@ -73,7 +73,7 @@ impl RateLimiter {
     }
 
     /// Takes `amount` and returns how long to wait before using it (zero when unlimited).
-    pub fn reserve(&self, amount: f64) -> Duration {
+    pub(super) fn reserve(&self, amount: f64) -> Duration {
         self.reserve_at(amount, Instant::now())
     }
 
@@ -93,7 +93,7 @@ impl RateLimiter {
     }
 
     /// Gives back (positive) or charges (negative) tokens once the real cost is known.
-    pub fn adjust(&self, delta: f64) {
+    pub(super) fn adjust(&self, delta: f64) {
         if let Some(b) = lock(&self.bucket).as_mut() {
             b.refill(Instant::now());
             b.level = (b.level + delta).min(b.capacity);
@@ -147,7 +147,7 @@ pub(super) struct Open {
 
 impl Breaker {
     /// Sets the threshold (0 disables the breaker) and the cool-down.
-    pub fn configure(&self, threshold: u32, cooldown: Duration) {
+    pub(super) fn configure(&self, threshold: u32, cooldown: Duration) {
         let mut state = lock(&self.state);
         state.threshold = threshold;
         state.cooldown = cooldown;
@@ -157,7 +157,7 @@ impl Breaker {
         }
     }
 
-    pub fn admit(&self) -> Result<Admission, Open> {
+    pub(super) fn admit(&self) -> Result<Admission, Open> {
         let mut state = lock(&self.state);
         let Some(until) = state.open_until.filter(|_| state.threshold > 0) else {
             return Ok(Admission::Normal);
@@ -174,7 +174,12 @@ impl Breaker {
         Ok(Admission::Probe)
     }
 
-    pub fn record(&self, admission: Admission, health: Health, failure: impl FnOnce() -> String) {
+    pub(super) fn record(
+        &self,
+        admission: Admission,
+        health: Health,
+        failure: impl FnOnce() -> String,
+    ) {
         let mut state = lock(&self.state);
         if admission == Admission::Probe {
             state.probing = false;
@@ -197,7 +202,7 @@ impl Breaker {
     }
 
     /// The state as the operator's metrics show it.
-    pub fn state(&self) -> crate::observe::BreakerState {
+    pub(super) fn state(&self) -> crate::observe::BreakerState {
         let state = lock(&self.state);
         match state.open_until.filter(|_| state.threshold > 0) {
             None => crate::observe::BreakerState::Closed,
@@ -209,7 +214,7 @@ impl Breaker {
     }
 
     /// Lets a probe that ended without an answer either way (cancelled) be retried.
-    pub fn abandon(&self, admission: Admission) {
+    pub(super) fn abandon(&self, admission: Admission) {
         if admission == Admission::Probe {
             lock(&self.state).probing = false;
         }
@@ -251,7 +256,7 @@ pub(super) struct Permit<'a> {
 }
 
 impl Permit<'_> {
-    pub fn signal(&mut self, signal: Signal) {
+    pub(super) fn signal(&mut self, signal: Signal) {
         self.signal = signal;
     }
 }
@@ -283,7 +288,7 @@ pub(super) const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 impl ConcurrencyLimiter {
     /// `max: None` and not adaptive: unlimited.
-    pub fn configure(&self, adaptive: bool, max: Option<usize>) {
+    pub(super) fn configure(&self, adaptive: bool, max: Option<usize>) {
         let mut state = lock(&self.state);
         let enabled = adaptive || max.is_some();
         let max = max.unwrap_or(DEFAULT_MAX_CONCURRENCY).max(1);
@@ -311,11 +316,11 @@ impl ConcurrencyLimiter {
 
     /// The current limit (for tests and diagnostics).
     #[cfg(test)]
-    pub fn limit(&self) -> f64 {
+    pub(crate) fn limit(&self) -> f64 {
         lock(&self.state).limit
     }
 
-    pub async fn acquire(&self) -> Permit<'_> {
+    pub(super) async fn acquire(&self) -> Permit<'_> {
         loop {
             // Created before checking, so a release in between is not missed.
             let released = self.released.notified();

@@ -31,7 +31,7 @@ use super::Registry;
 use params::{read_client, read_template};
 pub use providers::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
-    implicit_providers, normalize_base_url,
+    implicit_providers,
 };
 use shared::Shared;
 

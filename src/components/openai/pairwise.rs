@@ -40,7 +40,7 @@ pub(super) struct Pairwise {
 }
 
 impl Pairwise {
-    pub fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+    pub(super) fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
         let client = read_client(p, "openai/pairwise", shared);
         let mut templates = Templates::new();
         let criteria = p

@@ -74,7 +74,7 @@ pub struct ProviderSpec {
 
 /// A base URL as compared with declared ones: parsed (scheme and host lower-cased,
 /// default port dropped), without a trailing slash. `None` if it is not a URL.
-pub fn normalize_base_url(raw: &str) -> Option<String> {
+pub(super) fn normalize_base_url(raw: &str) -> Option<String> {
     let url = reqwest::Url::parse(raw.trim()).ok()?;
     Some(url.as_str().trim_end_matches('/').to_owned())
 }

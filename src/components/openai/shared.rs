@@ -27,7 +27,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(outbound: Outbound) -> Self {
+    pub(super) fn new(outbound: Outbound) -> Self {
         Shared {
             providers: outbound.providers.iter().cloned().map(Arc::new).collect(),
             in_flight: Semaphore::new(outbound.max_requests.clamp(1, Semaphore::MAX_PERMITS)),
@@ -37,18 +37,18 @@ impl Shared {
         }
     }
 
-    pub fn named(&self, name: &str) -> Option<&Arc<ProviderSpec>> {
+    pub(super) fn named(&self, name: &str) -> Option<&Arc<ProviderSpec>> {
         self.providers.iter().find(|p| p.name == name)
     }
 
     /// The provider declared at exactly this (normalised) base URL.
-    pub fn at(&self, base_url: &str) -> Option<&Arc<ProviderSpec>> {
+    pub(super) fn at(&self, base_url: &str) -> Option<&Arc<ProviderSpec>> {
         self.providers.iter().find(|p| p.base_url == base_url)
     }
 
     /// The shared state of (base URL, model), created with the provider's limits (the
     /// defaults for undeclared endpoints) on first use.
-    pub fn endpoint(
+    pub(super) fn endpoint(
         &self,
         base_url: &str,
         model: &str,

@@ -21,9 +21,9 @@ use crate::components::JudgeRequest;
 
 /// Fuel per render: enough for any realistic prompt (a loop over a few thousand items),
 /// small enough that a runaway template fails within a fraction of a second.
-pub const FUEL: u64 = 1_000_000;
+pub(super) const FUEL: u64 = 1_000_000;
 /// Largest rendered template, in bytes.
-pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// Compiled templates of one component, addressed by the index [`Templates::add`] gave.
 pub(super) struct Templates {
@@ -34,7 +34,7 @@ pub(super) struct Templates {
 }
 
 impl Templates {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Prompts are plain text: never HTML-escape.
@@ -48,7 +48,7 @@ impl Templates {
 
     /// Compiles `source`; the error names the problem (syntax, or a variable outside
     /// `allowed`).
-    pub fn add(&mut self, source: &str, allowed: &[&str]) -> Result<usize, String> {
+    pub(super) fn add(&mut self, source: &str, allowed: &[&str]) -> Result<usize, String> {
         let name = format!("t{}", self.heavy.len());
         let template = self
             .env
@@ -79,7 +79,7 @@ impl Templates {
     }
 
     /// Whether template `index` reads variable `name` (anywhere, even under a test).
-    pub fn uses(&self, index: usize, name: &str) -> bool {
+    pub(super) fn uses(&self, index: usize, name: &str) -> bool {
         self.env
             .get_template(&format!("t{index}"))
             .is_ok_and(|t| t.undeclared_variables(false).contains(name))
@@ -87,7 +87,7 @@ impl Templates {
 
     /// Renders template `index`, off the async workers when it may be slow. Dropping the
     /// future abandons the render; its fuel bounds how long the blocking thread goes on.
-    pub async fn render(&self, index: usize, context: &Template) -> Result<String, String> {
+    pub(super) async fn render(&self, index: usize, context: &Template) -> Result<String, String> {
         if !self.heavy.get(index).copied().unwrap_or(false) {
             return render_bounded(&self.env, index, context);
         }
@@ -178,7 +178,7 @@ pub(super) struct JudgeVars<'a> {
 }
 
 impl<'a> JudgeVars<'a> {
-    pub fn new(request: &'a JudgeRequest<'a>) -> Self {
+    pub(super) fn new(request: &'a JudgeRequest<'a>) -> Self {
         JudgeVars {
             request,
             case_id: Value::String(request.case.case_id.clone()),
@@ -186,7 +186,7 @@ impl<'a> JudgeVars<'a> {
         }
     }
 
-    pub fn pairs(&self) -> [(&'static str, &Value); 6] {
+    pub(super) fn pairs(&self) -> [(&'static str, &Value); 6] {
         let case = self.request.case;
         [
             ("input", &case.input),

@@ -41,7 +41,7 @@ fn list(names: &str) -> Vec<String> {
 
 impl CsvMapping {
     /// Finds the mapped columns in `header`; a problem is `(query parameter, message)`.
-    pub fn columns(&self, header: &[String]) -> Result<Columns, Vec<(String, String)>> {
+    pub(crate) fn columns(&self, header: &[String]) -> Result<Columns, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let position = |name: &str| header.iter().position(|h| h == name);
         for (i, name) in header.iter().enumerate() {

@@ -20,5 +20,5 @@ mod upload;
 pub use case::check_case;
 pub use csv::CsvMapping;
 pub use ingest::revision_of;
-pub use service::{MAX_DATASET_ID_BYTES, check_dataset_id};
+pub use service::check_dataset_id;
 pub use upload::{UploadFormat, UploadLimits};

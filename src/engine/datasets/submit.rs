@@ -71,6 +71,7 @@ impl Engine {
         request: &ExperimentRequest,
         staged: Staged,
     ) -> Result<CreateOutcome, EngineError> {
+        self.check_observation(&request.runtime)?;
         let resolved = self.resolve_datasets(&request.experiment, staged).await?;
         for (dataset_id, ingested) in resolved.to_store {
             self.store_revision(&dataset_id, ingested).await?;
@@ -95,7 +96,7 @@ impl Engine {
             kind: RunKind::Experiment,
             parent_run_id: None,
             definition: experiment.canonical(),
-            runtime: serde_json::to_value(&request.runtime).unwrap_or_default(),
+            runtime: self.stored_runtime(&request.runtime),
             total_cases: experiment.work_items(),
             index_space: experiment.work_items(),
             datasets: uses,

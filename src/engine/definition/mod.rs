@@ -14,10 +14,11 @@ mod types;
 use serde_json::Value;
 
 use types::MAX_ID_BYTES;
+pub(super) use types::MAX_WORK_ITEMS;
 pub use types::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, MAX_NUM_SAMPLES,
-    MAX_PASS_AT_K, MAX_WORK_ITEMS, PassAtK, PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
+    Pipeline, RuntimeOptions, StorageConfig,
 };
 
 use crate::components::Registry;

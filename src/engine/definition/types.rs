@@ -12,19 +12,19 @@ use crate::model::{Case, Revision};
 use crate::observe::{SubscriberConfig, TracingConfig};
 
 /// Most samples a candidate policy may ask for per case.
-pub const MAX_NUM_SAMPLES: u64 = 1_000;
+pub(super) const MAX_NUM_SAMPLES: u64 = 1_000;
 /// Most work items (cases × seeds) in one run.
-pub const MAX_WORK_ITEMS: u64 = 10_000_000;
+pub(crate) const MAX_WORK_ITEMS: u64 = 10_000_000;
 /// Highest per-run case concurrency.
 pub const MAX_CONCURRENCY: u64 = 4_096;
 /// Most datasets in one run.
-pub const MAX_DATASETS: usize = 1_000;
+pub(super) const MAX_DATASETS: usize = 1_000;
 /// Most seeds in one run.
-pub const MAX_SEEDS: usize = 10_000;
+pub(super) const MAX_SEEDS: usize = 10_000;
 /// Most parsers, metrics or judges (each) in one evaluation.
-pub const MAX_COMPONENTS: usize = 64;
+pub(super) const MAX_COMPONENTS: usize = 64;
 /// Longest `case_id`, `dataset_id` or component `name`/`id`/`version`, in bytes.
-pub const MAX_ID_BYTES: usize = 512;
+pub(super) const MAX_ID_BYTES: usize = 512;
 
 /// A component reference, normalised: `"builtin/x"` becomes
 /// `{"id": "builtin/x", "name": "builtin/x", "params": {}, "version": "1"}`.
@@ -72,7 +72,7 @@ pub struct PassAtKConfig {
 }
 
 /// Most k values in one `pass_at_k`.
-pub const MAX_PASS_AT_K: usize = 16;
+pub(super) const MAX_PASS_AT_K: usize = 16;
 
 /// The resolved `pass_at_k` of an evaluation.
 #[derive(Clone)]

@@ -79,8 +79,13 @@ impl Engine {
             return Ok(record);
         }
         // Stored by this service from the parsed request: it reads back.
-        let runtime: RuntimeOptions =
+        let mut runtime: RuntimeOptions =
             serde_json::from_value(record.runtime.clone()).unwrap_or_default();
+        if let Some(tracing) = &mut runtime.tracing {
+            for header in tracing.open(&self.config().sealer) {
+                tracing::warn!(%run_id, header, "a tracing header sealed under another key is left out");
+            }
+        }
         let observers = observers.unwrap_or_else(|| {
             let request = ObservationRequest {
                 tracing: runtime.tracing.as_ref(),

@@ -8,7 +8,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, cast
 from urllib.parse import quote
 
@@ -45,15 +45,21 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A streamed body (an upload): bytes, or chunks made on demand.
+    content: Any = None
 
     def kwargs(self) -> dict[str, Any]:
+        body = {"content": self.content} if self.content is not None else {"json": self.json}
         return {
             "method": self.method,
             "url": self.path,
             "params": self.params,
-            "json": self.json,
             "headers": self.headers,
+            **body,
         }
+
+    def with_content(self, content: Any) -> Call:
+        return replace(self, content=content)
 
 
 def _run_path(run_id: str, tail: str = "") -> str:
@@ -92,6 +98,14 @@ def results(run_id: str, dataset_id: str | None, failed_only: bool, limit: int, 
 
 def cancel(run_id: str) -> Call:
     return Call("POST", _run_path(run_id, "/cancel"))
+
+
+def retry(run_id: str) -> Call:
+    return Call("POST", _run_path(run_id, "/retry"))
+
+
+def delete_run(run_id: str, cascade: bool) -> Call:
+    return Call("DELETE", _run_path(run_id), params=_query(cascade=cascade))
 
 
 class RejudgeFields(TypedDict, total=False):

@@ -4,13 +4,14 @@ same operations as the sync client, awaited (iterators are ``async for``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Self, Unpack
 
 import httpx
 from httpx_sse import aconnect_sse
 
+from . import _datasets as ds
 from . import _protocol as api
 from . import models as m
 from ._frame import records_to_frame
@@ -89,6 +90,42 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         table = await self._send(api.compare_runs([api.run_id_of(r) for r in runs]))
         return api.load(table, m.RunsTable)
 
+    async def put_dataset(
+        self,
+        dataset_id: str,
+        source: ds.DatasetSource,
+        format: ds.DatasetFormat | None = None,
+        **columns: Unpack[ds.CsvColumns],
+    ) -> m.UploadedRevision:
+        call = ds.upload(dataset_id, source, format, columns)
+        if not isinstance(call.content, bytes):
+            call = call.with_content(_off_the_loop(call.content))
+        return ds.uploaded(await self._send(call))
+
+    def datasets(self, *, page_size: int = 50) -> AsyncIterator[m.DatasetSummary]:
+        return self._pages(lambda c: ds.list_datasets(page_size, c), m.DatasetPage, "datasets")
+
+    def dataset(self, dataset_id: str, *, page_size: int = 50) -> AsyncIterator[m.DatasetRevision]:
+        return self._pages(lambda c: ds.revisions(dataset_id, page_size, c), m.RevisionPage, "revisions")
+
+    def dataset_cases(
+        self, dataset_id: str, revision: str | None = None, *, page_size: int = 100
+    ) -> AsyncIterator[m.StoredCase]:
+        return self._pages(lambda c: ds.cases(dataset_id, revision, page_size, c), m.CasePage, "cases")
+
+    async def delete_dataset_revision(self, dataset_id: str, revision: str) -> m.DeletedRevisions:
+        return api.load(await self._send(ds.delete(dataset_id, revision)), m.DeletedRevisions)
+
+    async def delete_dataset(self, dataset_id: str) -> m.DeletedRevisions:
+        return api.load(await self._send(ds.delete(dataset_id, None)), m.DeletedRevisions)
+
+
+async def _off_the_loop(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """An upload's chunks, each read (file) or encoded (cases) in a worker thread so
+    the event loop never waits on them."""
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk
+
 
 class AsyncRun(RunHandle[AsyncClient]):
     """The async twin of ``Run``."""
@@ -151,6 +188,13 @@ class AsyncRun(RunHandle[AsyncClient]):
     async def cancel(self) -> AsyncRun:
         self.view = (await self.client._run(api.cancel(self.run_id))).view
         return self
+
+    async def retry(self) -> AsyncRun:
+        return await self.client._run(api.retry(self.run_id))
+
+    async def delete(self, cascade: bool = False) -> list[str]:
+        deleted = await self.client._send(api.delete_run(self.run_id, cascade))
+        return api.load(deleted, m.DeletedRuns).deleted
 
     async def compare(self, baseline: RunRef) -> m.CompareReport:
         return await self.client.compare(self, baseline)

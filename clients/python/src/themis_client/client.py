@@ -10,6 +10,7 @@ from typing import Any, Self, Unpack
 import httpx
 from httpx_sse import connect_sse
 
+from . import _datasets as ds
 from . import _protocol as api
 from . import models as m
 from ._frame import records_to_frame
@@ -93,6 +94,43 @@ class Client(ClientBase[httpx.Client]):
         """Means of several runs and paired deltas against the first (Holm-adjusted)."""
         return api.load(self._send(api.compare_runs([api.run_id_of(r) for r in runs])), m.RunsTable)
 
+    def put_dataset(
+        self,
+        dataset_id: str,
+        source: ds.DatasetSource,
+        format: ds.DatasetFormat | None = None,
+        **columns: Unpack[ds.CsvColumns],
+    ) -> m.UploadedRevision:
+        """Uploads a revision of ``dataset_id``, streamed: a JSONL or CSV file (format
+        from its suffix unless ``format`` says), bytes with ``format``, or an iterable
+        of case dicts (sent as JSONL). CSV columns map with ``case_id=``, ``input=``,
+        ``expected_output=``, ``metadata=``. The same content is the same revision
+        (``created`` is then False)."""
+        return ds.uploaded(self._send(ds.upload(dataset_id, source, format, columns)))
+
+    def datasets(self, *, page_size: int = 50) -> Iterator[m.DatasetSummary]:
+        """Every dataset, in id order, with its newest revision."""
+        return self._pages(lambda c: ds.list_datasets(page_size, c), m.DatasetPage, "datasets")
+
+    def dataset(self, dataset_id: str, *, page_size: int = 50) -> Iterator[m.DatasetRevision]:
+        """The revisions of ``dataset_id``, newest first."""
+        return self._pages(lambda c: ds.revisions(dataset_id, page_size, c), m.RevisionPage, "revisions")
+
+    def dataset_cases(
+        self, dataset_id: str, revision: str | None = None, *, page_size: int = 100
+    ) -> Iterator[m.StoredCase]:
+        """The cases of a revision (default: the newest), in order, a page at a time."""
+        return self._pages(lambda c: ds.cases(dataset_id, revision, page_size, c), m.CasePage, "cases")
+
+    def delete_dataset_revision(self, dataset_id: str, revision: str) -> m.DeletedRevisions:
+        """Deletes one revision; while runs use it, ``ThemisError`` ``conflict`` whose
+        ``run_ids`` names them."""
+        return api.load(self._send(ds.delete(dataset_id, revision)), m.DeletedRevisions)
+
+    def delete_dataset(self, dataset_id: str) -> m.DeletedRevisions:
+        """Deletes every revision of ``dataset_id`` (refused like one revision)."""
+        return api.load(self._send(ds.delete(dataset_id, None)), m.DeletedRevisions)
+
 
 class Run(RunHandle[Client]):
     """A run on the service. ``view`` is what was last fetched; ``refresh()`` and
@@ -167,6 +205,17 @@ class Run(RunHandle[Client]):
         """Cancels the run (a finished run is left as it is)."""
         self.view = self.client._run(api.cancel(self.run_id)).view
         return self
+
+    def retry(self) -> Run:
+        """A run of kind ``retry`` that reuses this finished run's completed cases and
+        executes its failed ones again; the same request again finds it."""
+        return self.client._run(api.retry(self.run_id))
+
+    def delete(self, cascade: bool = False) -> list[str]:
+        """Deletes this finished run (with ``cascade``, the runs derived from it too);
+        returns the ids deleted. Refused (``conflict``, ``run_ids``) while it runs or,
+        without ``cascade``, has derived runs."""
+        return api.load(self.client._send(api.delete_run(self.run_id, cascade)), m.DeletedRuns).deleted
 
     def compare(self, baseline: RunRef) -> m.CompareReport:
         return self.client.compare(self, baseline)

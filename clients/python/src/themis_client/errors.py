@@ -51,6 +51,12 @@ class ThemisError(Exception):
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES
 
+    @property
+    def run_ids(self) -> list[str]:
+        """The runs a ``conflict`` names as in the way (unfinished, derived from the
+        run to delete, or using the revision to delete): ``details`` at ``runs[i]``."""
+        return [d.message for d in self.details if d.path.startswith("runs[")]
+
     @classmethod
     def from_response(cls, response: httpx.Response) -> ThemisError:
         """The error of a non-2xx answer (its body must have been read)."""

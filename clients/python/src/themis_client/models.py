@@ -32,6 +32,7 @@ class RunStatus(StrEnum):
 class RunKind(StrEnum):
     EXPERIMENT = "experiment"
     REJUDGE = "rejudge"
+    RETRY = "retry"
 
 
 class Progress(_Model):
@@ -328,3 +329,63 @@ class RunsTable(_Model):
     note: str | None = None
     correction: str
     metrics: dict[str, MetricTable]
+
+
+class DeletedRuns(_Model):
+    deleted: list[str]
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class DatasetRevision(_Model):
+    """A stored revision: ``sha256:`` + the digest of its canonical cases."""
+
+    dataset_id: str
+    revision: str
+    case_count: int
+    bytes: int
+    created_at: str
+
+
+class UploadedRevision(DatasetRevision):
+    """The answer to an upload: ``created`` is False when the dataset already had
+    this revision (the same content is the same revision; nothing changed)."""
+
+    created: bool
+
+
+class DatasetSummary(_Model):
+    dataset_id: str
+    latest: DatasetRevision
+    revisions: int
+
+
+class DatasetPage(_Model):
+    datasets: list[DatasetSummary]
+    next_cursor: str | None
+
+
+class RevisionPage(_Model):
+    dataset_id: str
+    revisions: list[DatasetRevision]
+    next_cursor: str | None
+
+
+class StoredCase(_Model):
+    case_id: str
+    input: Any
+    expected_output: Any
+    metadata: Any = None
+
+
+class CasePage(_Model):
+    dataset_id: str
+    revision: str
+    cases: list[StoredCase]
+    next_cursor: str | None
+
+
+class DeletedRevisions(_Model):
+    dataset_id: str
+    deleted: list[str]

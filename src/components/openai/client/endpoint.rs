@@ -35,7 +35,7 @@ pub(in crate::components::openai) struct Endpoint {
 
 impl Endpoint {
     /// The shared state of an endpoint: the operator's limits, never adaptive.
-    pub fn operator(limits: &OperatorLimits) -> Self {
+    pub(crate) fn operator(limits: &OperatorLimits) -> Self {
         Endpoint::for_run(&RunLimits {
             requests_per_minute: limits.requests_per_minute,
             tokens_per_minute: limits.tokens_per_minute,
@@ -46,7 +46,7 @@ impl Endpoint {
         })
     }
 
-    pub fn for_run(limits: &RunLimits) -> Self {
+    pub(crate) fn for_run(limits: &RunLimits) -> Self {
         let endpoint = Endpoint::default();
         endpoint.requests.configure(limits.requests_per_minute);
         endpoint.tokens.configure(limits.tokens_per_minute);
@@ -59,11 +59,11 @@ impl Endpoint {
         endpoint
     }
 
-    pub fn supports_n(&self) -> bool {
+    pub(crate) fn supports_n(&self) -> bool {
         !self.n_unsupported.load(Ordering::Relaxed)
     }
 
-    pub fn mark_n_unsupported(&self) {
+    pub(crate) fn mark_n_unsupported(&self) {
         if !self.n_unsupported.swap(true, Ordering::Relaxed) {
             tracing::info!("endpoint does not support `n`; asking for samples one by one");
         }

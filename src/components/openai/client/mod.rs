@@ -99,7 +99,7 @@ pub(super) struct Completion {
 
 impl Completion {
     /// The first choice's text ("" when there is none).
-    pub fn text(&self) -> &str {
+    pub(super) fn text(&self) -> &str {
         self.choices
             .first()
             .map(|c| c.content.as_str())
@@ -150,12 +150,12 @@ fn round_cost(usd: f64) -> f64 {
 
 impl ClientConfig {
     /// `model @ base_url`: how notes and messages name the endpoint.
-    pub fn provider(&self) -> String {
+    pub(super) fn provider(&self) -> String {
         format!("{} @ {}", self.model, self.base_url)
     }
 
     /// This endpoint's state shared by all runs (the operator's limits).
-    pub fn endpoint(&self) -> Arc<Endpoint> {
+    pub(super) fn endpoint(&self) -> Arc<Endpoint> {
         self.endpoint
             .get_or_init(|| {
                 self.shared
@@ -165,7 +165,7 @@ impl ClientConfig {
     }
 
     /// The request body for `messages`, with the wire seed and `n` (sent when above 1).
-    pub fn request_body(&self, messages: &[Message], seed: u64, n: u32) -> Value {
+    pub(super) fn request_body(&self, messages: &[Message], seed: u64, n: u32) -> Value {
         let mut body = self.body.clone();
         body.insert("model".into(), self.model.clone().into());
         body.insert("messages".into(), json!(messages));
@@ -213,7 +213,7 @@ impl ClientConfig {
     /// Asks for `n` choices for `messages` with `seed`: from the cache when it has the
     /// same request, else from the endpoint (then cached). Fewer choices than `n` is an
     /// error with `fewer_choices` set (and nothing cached).
-    pub async fn complete(
+    pub(super) async fn complete(
         &self,
         ctx: CallContext<'_>,
         endpoint: &Endpoint,
