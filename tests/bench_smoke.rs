@@ -36,6 +36,15 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
         "a scenario failed:\n{table}"
     );
     assert!(table.contains("Postgres, 2 instances"), "{table}");
+    // Issue 13's memory rows: runs of uploaded datasets and an inline POST (targets are
+    // the bench's to report, never asserted here).
+    for setup in [
+        "run of 2000 uploaded cases",
+        "run of 500 uploaded cases",
+        "POST /runs with 500 inline cases",
+    ] {
+        assert!(table.contains(setup), "no memory row `{setup}`:\n{table}");
+    }
     let fanout = report
         .rows
         .iter()

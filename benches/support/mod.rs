@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 mod engine;
 mod live;
+mod memory;
 mod process;
 mod provider;
 
@@ -51,6 +52,8 @@ pub struct BenchConfig {
     pub multinode_cases: usize,
     /// A Postgres server to create scratch databases on; Postgres rows are skipped without it.
     pub postgres_url: Option<String>,
+    /// Runs by reference and an inline `POST` measured for memory (scenario "memory").
+    pub memory: memory::Sizes,
     /// Run only the scenarios whose name contains one of these (all when empty).
     pub only: Vec<String>,
 }
@@ -77,6 +80,7 @@ impl BenchConfig {
             sse_delay_ms: 8,
             multinode_cases: 20_000,
             postgres_url: None,
+            memory: memory::Sizes::full(),
             only: Vec::new(),
         }
     }
@@ -102,6 +106,7 @@ impl BenchConfig {
             sse_delay_ms: 2,
             multinode_cases: 200,
             postgres_url: None,
+            memory: memory::Sizes::tiny(),
             only: Vec::new(),
         }
     }
@@ -391,6 +396,13 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
     }
     if let Some(scratch) = &mut databases.scratch {
         scratch.drop_all().await;
+    }
+    if wanted("memory") {
+        eprintln!("bench: memory ...");
+        scenarios.push((
+            "memory",
+            Ok(memory::scenarios(&config.memory, &client, &|name| databases.sqlite(name)).await),
+        ));
     }
     for (scenario, outcome) in scenarios {
         match outcome {

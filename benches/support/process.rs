@@ -28,25 +28,23 @@ impl Usage {
 }
 
 impl Service {
-    /// Starts the service on `database_url` with `extra` flags and waits until it serves.
+    /// Starts the service on `database_url` with `extra` flags (which may replace the
+    /// defaults below) and waits until it serves.
     pub async fn start(database_url: &str, instance: &str, extra: &[&str]) -> Result<Self, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_themis"));
+        command.args(["serve", "--addr", "127.0.0.1:0", "--database", database_url]);
+        // Defaults `extra` may override (clap refuses a flag given twice).
+        for (flag, value) in [
+            ("--instance-id", instance),
+            ("--max-running-runs", "4"),
+            ("--poll-interval-ms", "200"),
+            ("--log-format", "json"),
+        ] {
+            if !extra.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
         command
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--database",
-                database_url,
-                "--instance-id",
-                instance,
-                "--max-running-runs",
-                "4",
-                "--poll-interval-ms",
-                "200",
-                "--log-format",
-                "json",
-            ])
             .args(extra)
             .env_remove("THEMIS_API_KEYS")
             // The service's own default filter: what an operator runs.
@@ -109,6 +107,13 @@ impl Service {
             rss_mib: kib("VmRSS:")? / 1024.0,
             peak_rss_mib: kib("VmHWM:")? / 1024.0,
         })
+    }
+
+    /// Resets the process's peak RSS (`VmHWM`) to its current RSS (Linux ≥ 4.0).
+    pub fn reset_peak(&self) -> Result<(), String> {
+        let pid = self.pid().ok_or("the service is stopped")?;
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .map_err(|e| format!("resetting VmHWM: {e}"))
     }
 
     /// SIGTERM, then up to 30 s for a graceful exit, then SIGKILL.

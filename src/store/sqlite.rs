@@ -42,10 +42,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            // A larger page cache keeps hot pages out of read(2). No memory-mapped reads:
-            // with a growing file every read transaction unmapped and remapped the map
-            // (munmap and page faults were ~5% of a run's CPU in `perf`).
-            .pragma("cache_size", "-32768")
+            // No memory-mapped reads: with a growing file every read transaction
+            // unmapped and remapped the map (munmap and page faults were ~5% of a run's
+            // CPU in `perf`, issue 12). The page cache (per connection) is 8 MiB: enough
+            // hot pages to keep most reads out of read(2), not so much that one large
+            // revision upload leaves it all resident (at 32 MiB it did, issue 13).
+            .pragma("cache_size", "-8192")
             .pragma("mmap_size", "0");
         // Before anything touches the file: a second process must not reset our leases.
         let lock = if in_memory {

@@ -116,7 +116,11 @@ where
                     .push_bind(case.case_id.as_str())
                     .push_bind(case.json.as_str());
             });
-            insert.build().execute(self.conn()).await?;
+            insert
+                .build()
+                .persistent(false)
+                .execute(self.conn())
+                .await?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ pub(super) type Row<D> = <<D as Dialect>::Db as Database>::Row;
 
 /// What differs between the SQL databases; everything else is shared.
 pub(crate) trait Dialect: Send + Sync + Sized + 'static {
-    type Db: Database<Arguments: IntoArguments<Self::Db>>;
+    type Db: Database<Arguments: IntoArguments<Self::Db>> + sqlx::database::HasStatementCache;
 
     /// Bound parameters one statement may carry (each database's limit, with room to spare).
     const MAX_PARAMS: usize;

@@ -324,6 +324,7 @@ where
         let mut write = self.begin_one().await?;
         let held = builder
             .build_query_scalar::<i64>()
+            .persistent(false)
             .fetch_all(write.conn())
             .await?;
         write.commit().await?;
