@@ -10,6 +10,10 @@
 //! Only what an embedder needs is public (`tests/layers.rs` pins the list): `stats` is
 //! the engine's, and every public module re-exports its surface from private submodules.
 
+// Everything `pub` below the crate root is the embedder's API or says otherwise
+// (`pub(crate)`): the lint keeps internals from leaking out as the code grows.
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod components;
 pub mod egress;

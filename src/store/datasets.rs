@@ -46,7 +46,7 @@ pub struct RevisionCursor {
 }
 
 /// Most runs named in a refusal to delete.
-pub const MAX_NAMED_RUNS: usize = 100;
+pub(crate) const MAX_NAMED_RUNS: usize = 100;
 
 /// What a deletion of dataset revisions did.
 #[derive(Debug, Clone, PartialEq, Eq)]

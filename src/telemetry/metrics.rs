@@ -17,7 +17,7 @@ use crate::model::{CaseRecord, CaseStatus, RunStatus, Usage};
 use crate::observe::{BreakerState, Meter, ProviderOutcome};
 
 /// The `Content-Type` of the Prometheus text format (0.0.4).
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {

@@ -9,14 +9,14 @@ use crate::model::Problems;
 use crate::model::check::type_name;
 
 /// Longest `case_id`, in bytes (the same cap as every other id of a definition).
-pub const MAX_CASE_ID_BYTES: usize = 512;
+pub(super) const MAX_CASE_ID_BYTES: usize = 512;
 
 /// The fields a case may have.
-pub const CASE_FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
+pub(super) const CASE_FIELDS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
 
 /// Checks one case; `at(field)` names where a problem is (`at("")`: the case itself).
 /// Takes the value so a valid case moves into the result without a copy.
-pub fn check_case(
+pub(crate) fn check_case(
     value: Value,
     problems: &mut Problems,
     at: &dyn Fn(&str) -> String,
@@ -81,7 +81,7 @@ pub fn check_case(
 /// Keys in byte order (`case_id`, `expected_output`, `input`, `metadata`), `metadata`
 /// left out when null: the same text `canonical_json` gives the serialised [`Case`],
 /// without building that value.
-pub fn canonical_case(case: &Case) -> String {
+pub(super) fn canonical_case(case: &Case) -> String {
     use crate::model::canonical_json;
     let mut out = String::with_capacity(64);
     out.push_str("{\"case_id\":");

@@ -23,7 +23,7 @@ pub struct CsvMapping {
 
 /// The column positions of a mapping in one header.
 #[derive(Debug)]
-pub struct Columns {
+pub(crate) struct Columns {
     case_id: usize,
     input: Vec<(String, usize)>,
     expected_output: Option<usize>,
@@ -129,7 +129,7 @@ impl CsvMapping {
 
 impl Columns {
     /// The case of one row, as JSON for the common case checks.
-    pub fn case(&self, row: &[&str]) -> Value {
+    pub(crate) fn case(&self, row: &[&str]) -> Value {
         let cell = |i: usize| row.get(i).copied().unwrap_or("");
         let mut case = Map::new();
         case.insert(
@@ -169,7 +169,7 @@ const MAX_FIELDS: usize = 16_384;
 
 /// What [`CsvRecords::read`] found in the input it was given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CsvStep {
+pub(super) enum CsvStep {
     /// Everything given was consumed without completing a record: feed more.
     NeedInput,
     /// A record that starts on this line: its fields are in [`CsvRecords::fields`].
@@ -182,7 +182,7 @@ pub enum CsvStep {
 
 /// Pull-style records over pushed chunks (csv-core does the parsing: quoting, escaped
 /// quotes, newlines inside quoted fields, CRLF), holding one record at most.
-pub struct CsvRecords {
+pub(super) struct CsvRecords {
     core: Reader,
     out: Vec<u8>,
     ends: Vec<usize>,
@@ -196,7 +196,7 @@ pub struct CsvRecords {
 }
 
 impl CsvRecords {
-    pub fn new(max_record_bytes: usize) -> Self {
+    pub(super) fn new(max_record_bytes: usize) -> Self {
         CsvRecords {
             core: Reader::new(),
             out: vec![0; 4096],
@@ -210,7 +210,7 @@ impl CsvRecords {
     }
 
     /// Parses from `input` (empty: the body ended); returns how much was consumed.
-    pub fn read(&mut self, input: &[u8]) -> (usize, CsvStep) {
+    pub(super) fn read(&mut self, input: &[u8]) -> (usize, CsvStep) {
         let mut consumed = 0;
         loop {
             if self.outlen == 0 && self.endlen == 0 {
@@ -253,7 +253,7 @@ impl CsvRecords {
     }
 
     /// The fields of the record [`CsvRecords::read`] last returned.
-    pub fn fields(&self) -> impl Iterator<Item = &[u8]> {
+    pub(super) fn fields(&self) -> impl Iterator<Item = &[u8]> {
         let ends = &self.ends[..self.fields];
         ends.iter().enumerate().map(|(i, &end)| {
             let start = if i == 0 { 0 } else { ends[i - 1] };

@@ -37,7 +37,7 @@ impl RevisionHasher {
 }
 
 /// The revision of cases already checked (held in memory).
-pub fn revision_of(cases: &[Case]) -> Revision {
+pub(crate) fn revision_of(cases: &[Case]) -> Revision {
     let mut hasher = RevisionHasher::new();
     for case in cases {
         hasher.add(&canonical_case(case));
@@ -46,7 +46,7 @@ pub fn revision_of(cases: &[Case]) -> Revision {
 }
 
 /// A revision being taken in.
-pub struct Ingest {
+pub(super) struct Ingest {
     /// 128 bits of SHA-256 of each case id: two ids collide with probability about
     /// n²/2^129 (1e-26 for a million cases), and nothing else of a case is held.
     seen: HashSet<u128>,
@@ -85,7 +85,7 @@ fn fingerprint(case_id: &str) -> u128 {
 }
 
 impl Ingest {
-    pub fn new() -> io::Result<Self> {
+    pub(super) fn new() -> io::Result<Self> {
         Ok(Ingest {
             seen: HashSet::new(),
             hasher: RevisionHasher::new(),
@@ -98,7 +98,7 @@ impl Ingest {
 
     /// Takes one case; its problems go to `problems`, named by `at(field)`. Once any
     /// problem is known the revision cannot be stored, so cases are only checked.
-    pub fn push(
+    pub(super) fn push(
         &mut self,
         value: Value,
         problems: &mut Problems,
@@ -114,7 +114,7 @@ impl Ingest {
     }
 
     /// Takes one case already checked (its id may still repeat an earlier one).
-    pub fn push_case(
+    pub(super) fn push_case(
         &mut self,
         case: &Case,
         problems: &mut Problems,
@@ -141,7 +141,11 @@ impl Ingest {
 
     /// The revision, unless a problem was found (or the dataset is empty: reported
     /// at `empty_at`).
-    pub fn finish(self, problems: &mut Problems, empty_at: &str) -> io::Result<Option<Ingested>> {
+    pub(super) fn finish(
+        self,
+        problems: &mut Problems,
+        empty_at: &str,
+    ) -> io::Result<Option<Ingested>> {
         if self.case_count + self.rejected == 0 {
             problems.push(empty_at, "must contain at least one case");
         }

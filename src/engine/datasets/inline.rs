@@ -14,7 +14,7 @@ use crate::model::Problems;
 use crate::model::Revision;
 
 /// A definition body with its inline datasets taken out.
-pub struct SplitDefinition {
+pub(super) struct SplitDefinition {
     /// The definition; each inline dataset is `{"dataset_id", "revision", ...}` now.
     pub value: Value,
     /// The inline datasets' revisions, with the position of their dataset.
@@ -24,7 +24,7 @@ pub struct SplitDefinition {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SplitError {
+pub(super) enum SplitError {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error("spooling the cases failed: {0}")]
@@ -33,7 +33,7 @@ pub enum SplitError {
 
 /// Reads a definition body. Only a body that is not JSON fails; any other problem is
 /// left to the definition's checks (or listed in `problems`, for cases).
-pub fn split_definition(body: &[u8]) -> Result<SplitDefinition, SplitError> {
+pub(super) fn split_definition(body: &[u8]) -> Result<SplitDefinition, SplitError> {
     let mut split = SplitDefinition {
         value: Value::Null,
         inline: Vec::new(),
@@ -130,7 +130,7 @@ fn parse_value(raw: &RawValue, at: &str, problems: &mut Problems) -> Result<Valu
 }
 
 /// What a number no 64-bit float holds is told (here and for any JSON body).
-pub const OUT_OF_RANGE: &str =
+pub(super) const OUT_OF_RANGE: &str =
     "is out of range: numbers must be finite 64-bit floats (|x| < 1.8e308)";
 
 fn ingest(

@@ -5,7 +5,7 @@ use bytes::{Buf, BytesMut};
 
 /// One line of the body, numbered from 1.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Line {
+pub(super) enum Line {
     /// The line's bytes, without its `\n` (a trailing `\r` is left to the parser,
     /// which treats it as whitespace).
     Text(u64, BytesMut),
@@ -16,7 +16,7 @@ pub enum Line {
 /// Feed chunks with [`LineSplitter::feed`], take lines with [`LineSplitter::next_line`]
 /// until it returns `None`, then feed the next chunk; [`LineSplitter::finish`] yields a
 /// last line without a newline.
-pub struct LineSplitter {
+pub(super) struct LineSplitter {
     pending: BytesMut,
     /// How far `pending` is known to hold no newline.
     scanned: usize,
@@ -28,7 +28,7 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
-    pub fn new(max_line_bytes: usize) -> Self {
+    pub(super) fn new(max_line_bytes: usize) -> Self {
         LineSplitter {
             pending: BytesMut::new(),
             scanned: 0,
@@ -38,12 +38,12 @@ impl LineSplitter {
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(super) fn feed(&mut self, chunk: &[u8]) {
         self.pending.extend_from_slice(chunk);
     }
 
     /// The next complete line of what was fed, if any.
-    pub fn next_line(&mut self) -> Option<Line> {
+    pub(super) fn next_line(&mut self) -> Option<Line> {
         let newline = self.pending[self.scanned..]
             .iter()
             .position(|&b| b == b'\n');
@@ -72,7 +72,7 @@ impl LineSplitter {
     }
 
     /// The last line, when the body does not end with a newline.
-    pub fn finish(&mut self) -> Option<Line> {
+    pub(super) fn finish(&mut self) -> Option<Line> {
         let number = self.line;
         if self.skipping {
             self.skipping = false;

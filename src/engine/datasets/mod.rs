@@ -17,8 +17,8 @@ mod spool;
 mod submit;
 mod upload;
 
-pub use case::check_case;
+pub(super) use case::check_case;
 pub use csv::CsvMapping;
-pub use ingest::revision_of;
-pub use service::check_dataset_id;
+pub(super) use ingest::revision_of;
+pub(crate) use service::check_dataset_id;
 pub use upload::{UploadFormat, UploadLimits};

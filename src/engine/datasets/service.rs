@@ -11,10 +11,10 @@ use crate::model::{DatasetRevision, Timestamp};
 use crate::store::PutOutcome;
 
 /// Longest `dataset_id`, in bytes.
-pub const MAX_DATASET_ID_BYTES: usize = 512;
+pub(super) const MAX_DATASET_ID_BYTES: usize = 512;
 
 /// A dataset id is a non-blank string of at most [`MAX_DATASET_ID_BYTES`].
-pub fn check_dataset_id(dataset_id: &str) -> Result<(), String> {
+pub(crate) fn check_dataset_id(dataset_id: &str) -> Result<(), String> {
     if dataset_id.trim().is_empty() {
         Err("must not be empty".to_owned())
     } else if dataset_id.len() > MAX_DATASET_ID_BYTES {

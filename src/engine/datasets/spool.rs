@@ -21,18 +21,18 @@ const BATCH: usize = 256;
 
 /// Records are `len(case_id) u32 LE, case_id, len(json) u32 LE, json`: ids and JSON can
 /// hold any byte, so no separator would do.
-pub struct Spool {
+pub(super) struct Spool {
     file: BufWriter<File>,
 }
 
 impl Spool {
-    pub fn new() -> io::Result<Self> {
+    pub(super) fn new() -> io::Result<Self> {
         Ok(Spool {
             file: BufWriter::with_capacity(BUFFER_BYTES, tempfile::tempfile()?),
         })
     }
 
-    pub fn write(&mut self, case_id: &str, json: &str) -> io::Result<()> {
+    pub(super) fn write(&mut self, case_id: &str, json: &str) -> io::Result<()> {
         for part in [case_id, json] {
             let len = u32::try_from(part.len())
                 .map_err(|_| io::Error::other("a case larger than 4 GiB"))?;
@@ -43,7 +43,7 @@ impl Spool {
     }
 
     /// Reads the cases back from the first, numbering them from 0.
-    pub fn into_reader(self) -> io::Result<SpoolReader> {
+    pub(super) fn into_reader(self) -> io::Result<SpoolReader> {
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         Ok(SpoolReader {

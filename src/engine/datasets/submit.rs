@@ -13,7 +13,7 @@ use crate::model::{Case, DatasetUse, Problems, RunKind, Timestamp};
 use crate::store::{CreateOutcome, NewRun};
 
 /// Inline datasets of a request body already taken in (by position in `datasets`).
-pub type Staged = Vec<(usize, Ingested)>;
+pub(super) type Staged = Vec<(usize, Ingested)>;
 
 /// An experiment whose datasets all are stored revisions, and the revisions to store.
 struct Resolved {

@@ -59,7 +59,7 @@ fn line_path(line: u64, key: &str) -> String {
 }
 
 /// Reads the body to its end, checking every case; the revision only if all were valid.
-pub async fn ingest_upload<S, E>(
+pub(super) async fn ingest_upload<S, E>(
     body: S,
     format: &UploadFormat,
     limits: UploadLimits,

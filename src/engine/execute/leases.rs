@@ -28,12 +28,12 @@ impl LeaseSet {
     }
 
     /// A chunk was claimed: its work stops when `lost` is cancelled.
-    pub fn hold(&self, chunk: u64, lost: CancellationToken) {
+    pub(super) fn hold(&self, chunk: u64, lost: CancellationToken) {
         self.chunks().insert(chunk, lost);
     }
 
     /// A chunk is done (its last case is recorded): nothing to renew any more.
-    pub fn done(&self, chunk: u64) {
+    pub(super) fn done(&self, chunk: u64) {
         self.chunks().remove(&chunk);
     }
 

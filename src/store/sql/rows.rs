@@ -52,7 +52,7 @@ pub(super) struct StateRow {
 
 impl RunRow {
     /// The record, with `definition` and `runtime` left `Null`.
-    pub fn into_record(self) -> StoreResult<RunRecord> {
+    pub(super) fn into_record(self) -> StoreResult<RunRecord> {
         Ok(RunRecord {
             run_id: self
                 .run_id
@@ -91,7 +91,7 @@ impl RunRow {
 }
 
 impl FullRunRow {
-    pub fn into_record(self) -> StoreResult<RunRecord> {
+    pub(super) fn into_record(self) -> StoreResult<RunRecord> {
         let mut record = self.run.into_record()?;
         record.definition = from_json(&self.definition)?;
         record.runtime = from_json(&self.runtime)?;
@@ -100,7 +100,7 @@ impl FullRunRow {
 }
 
 impl StateRow {
-    pub fn into_state(self) -> StoreResult<RunState> {
+    pub(super) fn into_state(self) -> StoreResult<RunState> {
         Ok(RunState {
             aggregates: from_json(&self.aggregate_state)?,
             record: self.run.into_record()?,

@@ -35,7 +35,7 @@ pub(super) struct PreparedCase<'b> {
 }
 
 impl<'a, D: Dialect> Write<'a, D> {
-    pub fn transaction(
+    pub(crate) fn transaction(
         dialect: &'a D,
         tx: Transaction<'static, D::Db>,
         turn: Option<MutexGuard<'a, ()>>,
@@ -47,7 +47,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         }
     }
 
-    pub fn single(dialect: &'a D, conn: PoolConnection<D::Db>) -> Self {
+    pub(crate) fn single(dialect: &'a D, conn: PoolConnection<D::Db>) -> Self {
         Write {
             dialect,
             conn: Held::Single(conn),
@@ -55,7 +55,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         }
     }
 
-    pub fn conn(&mut self) -> &mut Conn<D> {
+    pub(crate) fn conn(&mut self) -> &mut Conn<D> {
         match &mut self.conn {
             Held::Transaction(tx) => tx,
             Held::Single(conn) => conn,
@@ -64,7 +64,7 @@ impl<'a, D: Dialect> Write<'a, D> {
 
     /// Commits the transaction (a single statement is already done), then gives up the
     /// writer turn.
-    pub async fn commit(self) -> StoreResult<()> {
+    pub(crate) async fn commit(self) -> StoreResult<()> {
         if let Held::Transaction(tx) = self.conn {
             tx.commit().await?;
         }
