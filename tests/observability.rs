@@ -570,14 +570,7 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
         );
         assert!(!error.to_string().contains(SECRET));
     }
-    let runs: Value = client
-        .get(format!("{base}/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, runs) = common::json_of(client.get(format!("{base}/runs")).send().await.unwrap()).await;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
 
     let mut body = arithmetic(5, json!("builtin/demo_generator"), 9);

@@ -62,22 +62,11 @@ async fn upload(
             .collect();
         Ok::<_, std::io::Error>(Bytes::from(text))
     });
-    let response = client
+    let request = client
         .put(format!("{base}/datasets/{dataset_id}"))
         .header("content-type", "application/x-ndjson")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("PUT /datasets answered {status}: {body}"));
-    }
-    body["revision"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no revision in {body}"))
+        .body(reqwest::Body::wrap_stream(chunks));
+    super::field_of(request, "PUT /datasets", "revision").await
 }
 
 fn by_reference(dataset_id: &str, revision: &str) -> Value {

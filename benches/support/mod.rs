@@ -213,21 +213,27 @@ pub(crate) fn demo_experiment(n: usize, delay_ms: u64, concurrency: usize, salt:
 }
 
 async fn post_run(client: &reqwest::Client, base: &str, body: &Value) -> Result<String, String> {
-    let response = client
-        .post(format!("{base}/runs"))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let request = client.post(format!("{base}/runs")).json(body);
+    field_of(request, "POST /runs", "run_id").await
+}
+
+/// Sends `request` and returns the string `field` of its JSON answer; `what` names the
+/// call in errors.
+async fn field_of(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    field: &str,
+) -> Result<String, String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let run: Value = response.json().await.map_err(|e| e.to_string())?;
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
-        return Err(format!("POST /runs answered {status}: {run}"));
+        return Err(format!("{what} answered {status}: {body}"));
     }
-    run["run_id"]
+    body[field]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| "no run_id".to_owned())
+        .ok_or_else(|| format!("no {field} in {body}"))
 }
 
 /// Waits for the run to finish; returns the final run object.
