@@ -226,14 +226,7 @@ async fn inline_post(
 
 async fn wait_running(client: &reqwest::Client, base: &str, run_id: &str) -> Result<(), String> {
     for _ in 0..400 {
-        let run: Value = client
-            .get(format!("{base}/runs/{run_id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let run = super::get_run(client, base, run_id).await?;
         if run["status"] == "running" {
             return Ok(());
         }

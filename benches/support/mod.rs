@@ -236,17 +236,22 @@ async fn field_of(
         .ok_or_else(|| format!("no {field} in {body}"))
 }
 
+/// `GET /runs/{id}`.
+async fn get_run(client: &reqwest::Client, base: &str, run_id: &str) -> Result<Value, String> {
+    client
+        .get(format!("{base}/runs/{run_id}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Waits for the run to finish; returns the final run object.
 async fn finish(client: &reqwest::Client, base: &str, run_id: &str) -> Result<Value, String> {
     loop {
-        let run: Value = client
-            .get(format!("{base}/runs/{run_id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let run = get_run(client, base, run_id).await?;
         match run["status"].as_str() {
             Some("completed") => return Ok(run),
             Some("failed" | "cancelled") => {
