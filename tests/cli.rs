@@ -134,3 +134,33 @@ fn a_database_keeps_the_run_between_invocations() {
         "the finished run is found, not run again"
     );
 }
+
+#[test]
+fn a_webhook_secret_signs_only_for_the_url_it_is_bound_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooked.json");
+    let mut definition: Value =
+        serde_json::from_str(&std::fs::read_to_string("examples/observe.json").unwrap()).unwrap();
+    definition["subscribers"] = serde_json::json!([{
+        "kind": "webhook", "url": "http://127.0.0.1:9/elsewhere", "secret_env": "THEMIS_WEBHOOK_CLI"
+    }]);
+    std::fs::write(&path, definition.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--webhook-secret",
+            "THEMIS_WEBHOOK_CLI=http://127.0.0.1:9/hooks",
+        ])
+        .env("THEMIS_WEBHOOK_CLI", "cli-s3cret")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run themis");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("  subscribers[0].secret_env: "), "{err}");
+    assert!(
+        err.contains("not bound") && !err.contains("cli-s3cret"),
+        "{err}"
+    );
+}

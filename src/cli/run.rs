@@ -114,33 +114,26 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     if let Some(sealer) = super::serve::sealer_from_env()? {
         config.sealer = Arc::new(sealer);
     }
-    let engine = Engine::new(store.clone(), registry.clone(), config);
+    // The run's own tracing and webhooks, as the service would (webhook secrets only
+    // where `--webhook-secret` binds them, checked at submit); `--trace` records the
+    // spans here instead.
+    let telemetry = Arc::new(
+        Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?),
+    );
+    let engine = Engine::instrumented(store.clone(), registry.clone(), config, telemetry.clone());
     let base = match args.file.parent() {
         Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
         _ => PathBuf::from("."),
     };
     super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
     let request = parse(&body)?;
-    // The run's own tracing and webhooks, as the service would (webhook secrets only
-    // where `--webhook-secret` binds them); `--trace` records the spans here instead.
-    let telemetry =
-        Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?);
-    let mut problems = themis::model::Problems::default();
-    telemetry.check(
-        ObservationRequest {
-            tracing: request.runtime.tracing.as_ref(),
-            subscribers: &request.runtime.subscribers,
-            traceparent: None,
-        },
-        &mut problems,
-    );
-    if !problems.is_empty() {
-        return Err(invalid(&problems.into_details()));
-    }
     let run_id = engine
         .submit(&request)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| match e {
+            themis::engine::EngineError::Invalid(errors) => invalid(&errors),
+            e => e.to_string(),
+        })?
         .into_record()
         .run_id;
 
