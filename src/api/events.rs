@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::runs::parse_run_id;
-use crate::engine::{LiveMessage, SharedEvent, Subscription};
+use crate::engine::{Frames, LiveMessage, Subscription};
 use crate::model::RunId;
 use crate::observe::Meter;
 use crate::store::Store;
@@ -119,15 +119,16 @@ async fn stream_events(
     Ok(response)
 }
 
-/// Follows one run for one client. Frames come encoded from the hub (or are encoded
-/// once per store page); a stream only copies when it joins several frames into one write.
+/// Follows one run for one client. Frames come encoded from the hub, shared with the
+/// run's other streams (live batches, and history read once from the store); a stream
+/// only copies when it joins several of them into one write.
 struct EventCursor {
     store: Arc<dyn Store>,
     run_id: RunId,
     after: u64,
     live: Subscription,
-    /// Events to send, with their frames (shared with other streams when live).
-    pending: VecDeque<Arc<SharedEvent>>,
+    /// Consecutive frames to send (shared with other streams).
+    pending: VecDeque<Frames>,
     finished: bool,
     /// The live channel may have missed something (start, a gap, a lagged channel, a
     /// quiet period): read the store before trusting it again.
@@ -170,16 +171,15 @@ impl EventCursor {
             }
             if self.stale {
                 match self
-                    .store
-                    .events_after(&self.run_id, self.after, PAGE)
+                    .live
+                    .history(self.store.as_ref(), self.after, PAGE)
                     .await
                 {
-                    Ok(events) if !events.is_empty() => {
-                        self.pending
-                            .extend(events.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
+                    Ok(Some(frames)) => {
+                        self.pending.push_back(frames);
                         continue;
                     }
-                    Ok(_) => self.stale = false,
+                    Ok(None) => self.stale = false,
                     Err(e) => {
                         tracing::warn!(run_id = %self.run_id, error = %e, "event stream stopped: store read failed");
                         return None;
@@ -217,15 +217,20 @@ impl EventCursor {
         }
     }
 
-    /// The next event in sequence is queued; old news is dropped; anything else (a gap,
-    /// a wake-up from another instance, a lagged channel) sends us to the store.
+    /// Events that continue the sequence are queued (a whole batch as the hub encoded
+    /// it, or the part of it this stream does not have yet); old news is dropped;
+    /// anything else (a gap, a wake-up from another instance, a lagged channel) sends
+    /// us to the store.
     fn accept(&mut self, message: Result<LiveMessage, broadcast::error::RecvError>) {
-        let next = self.pending.back().map_or(self.after, |e| e.event.seq) + 1;
+        let next = self.pending.back().map_or(self.after, |f| f.last) + 1;
         match message {
-            Ok(LiveMessage::Event(shared)) if shared.event.seq == next => {
-                self.pending.push_back(shared)
+            Ok(LiveMessage::Events(batch)) if batch.whole.first == next => {
+                self.pending.push_back(batch.whole.clone())
             }
-            Ok(LiveMessage::Event(shared)) if shared.event.seq < next => {}
+            Ok(LiveMessage::Events(batch)) if batch.whole.first < next => {
+                let new = batch.each.iter().filter(|f| f.first >= next).cloned();
+                self.pending.extend(new);
+            }
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.stale = true,
             Err(broadcast::error::RecvError::Closed) => self.closed(),
         }
@@ -239,24 +244,18 @@ impl EventCursor {
 
     /// The pending frames up to the terminal event, joined.
     fn drain_pending(&mut self) -> Bytes {
-        let mut frames = Vec::with_capacity(self.pending.len());
-        while let Some(shared) = self.pending.pop_front() {
-            self.after = shared.event.seq;
-            frames.push(shared);
-            if frames.last().is_some_and(|e| e.event.kind.is_terminal()) {
+        let mut chunks = Vec::with_capacity(self.pending.len());
+        while let Some(frames) = self.pending.pop_front() {
+            self.after = frames.last;
+            chunks.push(frames.bytes);
+            if frames.terminal {
                 self.finished = true;
                 self.pending.clear();
             }
         }
-        match frames.as_slice() {
-            [one] => one.frame.clone(),
-            many => {
-                let mut joined = Vec::with_capacity(many.iter().map(|e| e.frame.len()).sum());
-                for shared in many {
-                    joined.extend_from_slice(&shared.frame);
-                }
-                Bytes::from(joined)
-            }
+        match chunks.as_slice() {
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
         }
     }
 }
@@ -284,39 +283,82 @@ mod tests {
         NewEvent::now(kind).sequenced(run_id, seq)
     }
 
-    /// Live events waiting for a stream leave in one write, each frame as the hub
-    /// encoded it, in order; the stream ends after the terminal event.
-    #[tokio::test]
-    async fn waiting_live_frames_are_joined_into_one_write() {
-        let run_id: RunId = "run_00000000000000000000000000000001"
+    fn run() -> RunId {
+        "run_00000000000000000000000000000001"
             .parse()
-            .expect("a run id");
-        let hub = Arc::new(EventHub::new());
-        let mut cursor = EventCursor {
+            .expect("a run id")
+    }
+
+    /// A stream on an empty store: whatever it sends came from the hub.
+    fn cursor(hub: &Arc<EventHub>, after: u64, stale: bool) -> EventCursor {
+        let run_id = run();
+        EventCursor {
             store: Arc::new(MemoryStore::new()),
-            run_id: run_id.clone(),
-            after: 0,
             live: hub.subscribe(&run_id),
+            run_id,
+            after,
             pending: VecDeque::new(),
             finished: false,
-            stale: true,
+            stale,
             last_write: Instant::now(),
             _client: OpenStream::new(Arc::new(crate::telemetry::Metrics::new())),
             _permit: Arc::new(Semaphore::new(1))
                 .try_acquire_owned()
                 .expect("a permit"),
-        };
-        let events: Vec<RunEvent> = (1..=50).map(|seq| event(&run_id, seq, 50)).collect();
-        hub.publish(&run_id, &events);
+        }
+    }
+
+    /// The frames of `events` as the protocol spells them.
+    fn frames(events: &[RunEvent]) -> Vec<u8> {
+        events
+            .iter()
+            .flat_map(|e| {
+                let json = serde_json::to_string(e).expect("json");
+                format!("id: {}\nevent: {}\ndata: {json}\n\n", e.seq, e.event_type()).into_bytes()
+            })
+            .collect()
+    }
+
+    /// Live events waiting for a stream leave in one write, each frame as the protocol
+    /// spells it, in order; the stream ends after the terminal event.
+    #[tokio::test]
+    async fn waiting_live_frames_are_joined_into_one_write() {
+        let hub = Arc::new(EventHub::new());
+        let mut cursor = cursor(&hub, 0, false);
+        let events: Vec<RunEvent> = (1..=50).map(|seq| event(&run(), seq, 50)).collect();
+        hub.publish(&run(), &events[..20]);
+        hub.publish(&run(), &events[20..]);
         let chunk = cursor.next_chunk().await.expect("a write");
-        let expected: Vec<u8> = events
-            .into_iter()
-            .flat_map(|e| SharedEvent::new(e).frame.to_vec())
-            .collect();
-        assert_eq!(chunk.as_ref(), expected.as_slice());
+        assert_eq!(chunk.as_ref(), frames(&events).as_slice());
         assert!(
             cursor.next_chunk().await.is_none(),
             "ends after the terminal event"
         );
+    }
+
+    /// A stream that already has the start of a batch sends only the rest of it.
+    #[tokio::test]
+    async fn a_batch_that_overlaps_what_was_sent_is_sent_from_the_next_event() {
+        let hub = Arc::new(EventHub::new());
+        let mut cursor = cursor(&hub, 3, false);
+        let events: Vec<RunEvent> = (1..=5).map(|seq| event(&run(), seq, 5)).collect();
+        hub.publish(&run(), &events);
+        let chunk = cursor.next_chunk().await.expect("a write");
+        assert_eq!(chunk.as_ref(), frames(&events[3..]).as_slice());
+        assert!(cursor.next_chunk().await.is_none());
+    }
+
+    /// History another stream of the run already has is not read from the store again
+    /// (this store is empty: the frames can only come from the hub's cache).
+    #[tokio::test]
+    async fn history_comes_from_frames_the_run_streams_share() {
+        let hub = Arc::new(EventHub::new());
+        let _following = cursor(&hub, 0, false);
+        let events: Vec<RunEvent> = (1..=3).map(|seq| event(&run(), seq, 10)).collect();
+        hub.publish(&run(), &events);
+        let mut joining = cursor(&hub, 1, true);
+        let chunk = joining.next_chunk().await.expect("a write");
+        assert_eq!(chunk.as_ref(), frames(&events[1..]).as_slice());
+        assert_eq!(joining.after, 3);
     }
 }

@@ -1,52 +1,44 @@
 //! Live fan-out of committed events to in-process listeners (SSE streams).
 //!
 //! The store is the source of truth; the hub only wakes listeners quickly. A listener
-//! that falls behind (the channel overflowed) reads the missed events from the store.
+//! that falls behind (the channel overflowed) reads the missed events from the store, or
+//! from the frames the run's other listeners already read and encoded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
 use tokio::sync::broadcast;
 
+use super::frames::{EncodedBatch, FrameCache, Frames};
 use crate::model::{RunEvent, RunId};
+use crate::store::{Store, StoreResult};
 
-/// Events buffered per run for live listeners before a slow one must catch up from the store.
-const LIVE_BUFFER: usize = 4_096;
-
-/// A committed event with its server-sent-events frame, encoded once and shared (as
-/// reference-counted bytes) by every stream that sends it: a thousand followers cost
-/// one serialisation, not a thousand.
-#[derive(Debug)]
-pub struct SharedEvent {
-    pub event: RunEvent,
-    /// `id: <seq>\nevent: <type>\ndata: <json>\n\n`
-    pub frame: Bytes,
-}
-
-impl SharedEvent {
-    pub fn new(event: RunEvent) -> Self {
-        // Compact JSON has no newline, so it fits one `data:` line.
-        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
-        let frame = format!(
-            "id: {}\nevent: {}\ndata: {json}\n\n",
-            event.seq,
-            event.event_type()
-        );
-        SharedEvent {
-            event,
-            frame: Bytes::from(frame),
-        }
-    }
-}
+/// Messages (committed batches) buffered per run for live listeners before a slow one
+/// must catch up from the cache or the store.
+const LIVE_BUFFER: usize = 1_024;
 
 /// What live listeners receive.
 #[derive(Debug, Clone)]
 pub enum LiveMessage {
-    /// An event committed by this process.
-    Event(Arc<SharedEvent>),
+    /// Events committed together by this process, encoded once for every listener:
+    /// one message (one wake-up per listener) per commit, not per event.
+    Events(Arc<EncodedBatch>),
     /// Something was committed elsewhere (another instance): read the store.
     Wake,
+}
+
+/// What the streams of one run share for as long as any of them lives.
+#[derive(Default)]
+struct Followed {
+    frames: FrameCache,
+    /// Held by the one stream reading history from the store, so the others wait for
+    /// its page in the cache instead of reading (and encoding) the same events again.
+    reading: tokio::sync::Mutex<()>,
+}
+
+struct Channel {
+    sender: broadcast::Sender<LiveMessage>,
+    followed: Arc<Followed>,
 }
 
 /// Live channels per run. A channel exists only while someone listens to the run: it is
@@ -55,7 +47,7 @@ pub enum LiveMessage {
 /// ends. Runs nobody watches cost nothing here.
 #[derive(Default)]
 pub struct EventHub {
-    channels: Mutex<HashMap<RunId, broadcast::Sender<LiveMessage>>>,
+    channels: Mutex<HashMap<RunId, Channel>>,
 }
 
 /// A listener's end of a run's live channel; dropping the last one frees the channel.
@@ -63,9 +55,36 @@ pub struct Subscription {
     hub: Arc<EventHub>,
     run_id: RunId,
     receiver: broadcast::Receiver<LiveMessage>,
+    followed: Arc<Followed>,
 }
 
 impl Subscription {
+    /// Up to `limit` committed frames after `after`, consecutive; `None` once the store
+    /// has nothing after it. They come from what the run's other streams already encoded
+    /// when they can; otherwise one stream at a time reads the store and leaves what it
+    /// read for the others.
+    pub async fn history(
+        &self,
+        store: &dyn Store,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Option<Frames>> {
+        let cache = &self.followed.frames;
+        if let Some(frames) = cache.after(after, limit as usize) {
+            return Ok(Some(frames));
+        }
+        let _reading = self.followed.reading.lock().await;
+        if let Some(frames) = cache.after(after, limit as usize) {
+            return Ok(Some(frames));
+        }
+        let events = store.events_after(&self.run_id, after, limit).await?;
+        let Some(batch) = EncodedBatch::encode_first(&events) else {
+            return Ok(None);
+        };
+        cache.insert(&batch);
+        Ok(Some(batch.whole.clone()))
+    }
+
     pub async fn recv(&mut self) -> Result<LiveMessage, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
@@ -92,7 +111,7 @@ impl Drop for Subscription {
         ));
         if channels
             .get(&self.run_id)
-            .is_some_and(|sender| sender.receiver_count() == 0)
+            .is_some_and(|channel| channel.sender.receiver_count() == 0)
         {
             channels.remove(&self.run_id);
         }
@@ -104,22 +123,23 @@ impl EventHub {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, broadcast::Sender<LiveMessage>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Channel>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Live events of a run committed from now on. Only subscribe to runs that exist:
     /// the channel lives until the returned subscription (and every other) is dropped.
     pub fn subscribe(self: &Arc<Self>, run_id: &RunId) -> Subscription {
-        let receiver = self
-            .lock()
-            .entry(run_id.clone())
-            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
-            .subscribe();
+        let mut channels = self.lock();
+        let channel = channels.entry(run_id.clone()).or_insert_with(|| Channel {
+            sender: broadcast::channel(LIVE_BUFFER).0,
+            followed: Arc::default(),
+        });
         Subscription {
             hub: Arc::clone(self),
             run_id: run_id.clone(),
-            receiver,
+            receiver: channel.sender.subscribe(),
+            followed: Arc::clone(&channel.followed),
         }
     }
 
@@ -131,8 +151,8 @@ impl EventHub {
     /// Tells a run's listeners that another process committed to it.
     pub fn wake(&self, run_id: &RunId) {
         let channels = self.lock();
-        if let Some(sender) = channels.get(run_id) {
-            let _ = sender.send(LiveMessage::Wake);
+        if let Some(channel) = channels.get(run_id) {
+            let _ = channel.sender.send(LiveMessage::Wake);
         }
     }
 
@@ -142,20 +162,18 @@ impl EventHub {
             return;
         }
         // Encoded outside the lock: subscribers and other runs' publishers don't wait on it.
-        let shared: Vec<_> = events
-            .iter()
-            .map(|event| Arc::new(SharedEvent::new(event.clone())))
-            .collect();
+        let batches: Vec<_> = EncodedBatch::encode_all(events).map(Arc::new).collect();
         let mut channels = self.lock();
-        let Some(sender) = channels.get(run_id) else {
+        let Some(channel) = channels.get(run_id) else {
             return;
         };
-        for event in shared {
+        for batch in batches {
+            channel.followed.frames.insert(&batch);
             // An error only means nobody listens right now.
-            let _ = sender.send(LiveMessage::Event(event));
+            let _ = channel.sender.send(LiveMessage::Events(batch));
         }
         let finished = events.last().is_some_and(|e| e.kind.is_terminal());
-        if finished || sender.receiver_count() == 0 {
+        if finished || channel.sender.receiver_count() == 0 {
             // Listeners keep what was sent; later ones find the rest in the store.
             channels.remove(run_id);
         }

@@ -8,6 +8,7 @@ mod compare_render;
 mod datasets;
 mod definition;
 mod execute;
+mod frames;
 mod hub;
 mod pipeline;
 mod removal;
@@ -34,7 +35,8 @@ pub use definition::{
     Pipeline, RuntimeOptions, StorageConfig, parse_evaluation, parse_experiment,
 };
 pub use execute::RunControl;
-pub use hub::{EventHub, LiveMessage, SharedEvent, Subscription};
+pub use frames::{EncodedBatch, Frames};
+pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
 pub use run_id::{rejudge_id, run_id};
