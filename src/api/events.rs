@@ -99,6 +99,7 @@ async fn stream_events(
         pending: VecDeque::new(),
         finished: run.status.is_terminal() && after >= run.last_seq,
         stale: true,
+        unsure_since: Some(std::time::Instant::now()),
         last_write: Instant::now(),
         _permit: permit,
         _client: OpenStream::new(state.metrics.clone()),
@@ -133,6 +134,10 @@ struct EventCursor {
     /// The live channel may have missed something (start, a gap, a lagged channel, a
     /// quiet period): read the store before trusting it again.
     stale: bool,
+    /// Since then, events may have been committed that this process did not publish
+    /// (before the subscription, by another instance, or a wake-up was missed): only a
+    /// store read started later may end the catching up.
+    unsure_since: Option<std::time::Instant>,
     last_write: Instant,
     /// This stream's place under the server's cap, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
@@ -172,14 +177,17 @@ impl EventCursor {
             if self.stale {
                 match self
                     .live
-                    .history(self.store.as_ref(), self.after, PAGE)
+                    .history(self.store.as_ref(), self.after, PAGE, self.unsure_since)
                     .await
                 {
                     Ok(Some(frames)) => {
                         self.pending.push_back(frames);
                         continue;
                     }
-                    Ok(None) => self.stale = false,
+                    Ok(None) => {
+                        self.stale = false;
+                        self.unsure_since = None;
+                    }
                     Err(e) => {
                         tracing::warn!(run_id = %self.run_id, error = %e, "event stream stopped: store read failed");
                         return None;
@@ -195,7 +203,7 @@ impl EventCursor {
                 }
                 Ok(message) => self.accept(message),
                 Err(_) => {
-                    self.stale = true;
+                    self.unsure();
                     if self.last_write.elapsed() >= KEEP_ALIVE {
                         self.last_write = Instant::now();
                         return Some(Bytes::from_static(KEEP_ALIVE_FRAME));
@@ -220,7 +228,7 @@ impl EventCursor {
     /// Events that continue the sequence are queued (a whole batch as the hub encoded
     /// it, or the part of it this stream does not have yet); old news is dropped;
     /// anything else (a gap, a wake-up from another instance, a lagged channel) sends
-    /// us to the store.
+    /// us to the cache or the store.
     fn accept(&mut self, message: Result<LiveMessage, broadcast::error::RecvError>) {
         let next = self.pending.back().map_or(self.after, |f| f.last) + 1;
         match message {
@@ -231,7 +239,10 @@ impl EventCursor {
                 let new = batch.each.iter().filter(|f| f.first >= next).cloned();
                 self.pending.extend(new);
             }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.stale = true,
+            Ok(LiveMessage::Wake) => self.unsure(),
+            Ok(LiveMessage::Events(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.stale = true
+            }
             Err(broadcast::error::RecvError::Closed) => self.closed(),
         }
     }
@@ -239,7 +250,14 @@ impl EventCursor {
     /// The hub dropped the channel (the run finished): the store has the rest.
     fn closed(&mut self) {
         self.live.detach();
+        self.unsure();
+    }
+
+    /// Events this process did not publish may exist: only the store can tell.
+    fn unsure(&mut self) {
         self.stale = true;
+        self.unsure_since
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     /// The pending frames up to the terminal event, joined.
@@ -300,6 +318,7 @@ mod tests {
             pending: VecDeque::new(),
             finished: false,
             stale,
+            unsure_since: stale.then(std::time::Instant::now),
             last_write: Instant::now(),
             _client: OpenStream::new(Arc::new(crate::telemetry::Metrics::new())),
             _permit: Arc::new(Semaphore::new(1))

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use axum::body::Bytes;
 
@@ -101,58 +102,109 @@ fn write_frame(buffer: &mut Vec<u8>, event: &RunEvent) {
     buffer.extend_from_slice(b"\n\n");
 }
 
-/// The most recent frames of one run that its streams encoded or were sent, by sequence
-/// number. Everything in it was committed, so any stream may send it as is.
+/// The most recent frames of one run that its streams read from the store or were sent
+/// live, by sequence number. Everything in it was committed, so any stream may send it
+/// as is.
 #[derive(Debug, Default)]
 pub(crate) struct FrameCache {
-    frames: Mutex<BTreeMap<u64, Frames>>,
+    inner: Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    frames: BTreeMap<u64, Frames>,
+    /// The highest sequence number published live so far.
+    published: Option<u64>,
+    /// The latest store read that reached the end: when it started, and the last
+    /// sequence number the store had then.
+    store_end: Option<(Instant, u64)>,
+}
+
+/// What the cache knows after a sequence number.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// The frames that follow, consecutive.
+    Frames(Frames),
+    /// Nothing yet (a stream subscribed before then gets whatever follows from its
+    /// channel).
+    Nothing,
+    /// The next frame is not cached: read the store.
+    Unknown,
 }
 
 impl FrameCache {
+    /// Frames read from the store.
     pub(crate) fn insert(&self, batch: &EncodedBatch) {
-        let mut frames = self.lock();
-        for one in &batch.each {
-            frames.insert(one.first, one.clone());
-        }
-        // The oldest go first: streams that replay history mostly want the recent part.
-        while frames.len() > CACHED_FRAMES {
-            frames.pop_first();
+        self.lock().insert(batch);
+    }
+
+    /// Frames being sent live to the run's listeners.
+    pub(crate) fn insert_published(&self, batch: &EncodedBatch) {
+        let mut cached = self.lock();
+        cached.insert(batch);
+        cached.published = cached.published.max(Some(batch.whole.last));
+    }
+
+    /// The store had nothing after `last` when a read that started at `started` ran.
+    pub(crate) fn store_ended(&self, started: Instant, last: u64) {
+        let mut cached = self.lock();
+        if cached.store_end.is_none_or(|(at, _)| at <= started) {
+            cached.store_end = Some((started, last));
         }
     }
 
-    /// Up to `limit` consecutive cached frames after `after`, joined; `None` if the next
-    /// one is not cached.
-    pub(crate) fn after(&self, after: u64, limit: usize) -> Option<Frames> {
-        let frames = self.lock();
+    /// Up to `limit` consecutive cached frames after `after`, joined. Past them, the
+    /// cache answers [`Lookup::Nothing`] if nothing more was published live (unless the
+    /// caller is `unsure_since`: events may have been committed elsewhere since then),
+    /// or if the store had nothing more in a read started after `unsure_since`.
+    pub(crate) fn after(&self, after: u64, limit: usize, unsure_since: Option<Instant>) -> Lookup {
+        let cached = self.lock();
         let mut taken = Vec::new();
         let mut terminal = false;
-        for (seq, one) in frames.range(after + 1..).take(limit) {
+        for (seq, one) in cached.frames.range(after + 1..).take(limit) {
             if *seq != after + 1 + taken.len() as u64 || terminal {
                 break;
             }
             taken.push(one.bytes.clone());
             terminal = one.terminal;
         }
-        drop(frames);
-        let last_seq = after + taken.len() as u64;
+        let nothing = match unsure_since {
+            None => cached.published.is_some_and(|last| last <= after),
+            Some(since) => cached
+                .store_end
+                .is_some_and(|(started, last)| started >= since && last <= after),
+        };
+        drop(cached);
         let bytes = match taken.as_slice() {
-            [] => return None,
+            [] if nothing => return Lookup::Nothing,
+            [] => return Lookup::Unknown,
             [one] => one.clone(),
             many => Bytes::from(many.concat()),
         };
-        Some(Frames {
+        Lookup::Frames(Frames {
             first: after + 1,
-            last: last_seq,
+            last: after + taken.len() as u64,
             terminal,
             bytes,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Frames>> {
-        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+impl Cached {
+    fn insert(&mut self, batch: &EncodedBatch) {
+        for one in &batch.each {
+            self.frames.insert(one.first, one.clone());
+        }
+        // The oldest go first: streams that replay history mostly want the recent part.
+        while self.frames.len() > CACHED_FRAMES {
+            self.frames.pop_first();
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +227,13 @@ mod tests {
         .collect()
     }
 
+    fn frames(lookup: Lookup) -> Frames {
+        match lookup {
+            Lookup::Frames(frames) => frames,
+            other => panic!("not cached: {other:?}"),
+        }
+    }
+
     fn run() -> RunId {
         "run_00000000000000000000000000000001"
             .parse()
@@ -184,7 +243,7 @@ mod tests {
     #[test]
     fn a_batch_is_its_frames_back_to_back() {
         let events = events(&run(), 1..=3, 3);
-        let batch = EncodedBatch::encode(&events).expect("a batch");
+        let batch = EncodedBatch::encode_first(&events).expect("a batch");
         let joined: Vec<u8> = batch.each.iter().flat_map(|f| f.bytes.to_vec()).collect();
         assert_eq!(joined.as_slice(), batch.whole.bytes.as_ref());
         assert_eq!((batch.whole.first, batch.whole.last), (1, 3));
@@ -196,7 +255,12 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("}\n\n") && first.matches('\n').count() == 4);
-        assert!(EncodedBatch::encode(&[]).is_none());
+        assert!(EncodedBatch::encode_first(&[]).is_none());
+        let gap = [events[0].clone(), events[2].clone()];
+        let split: Vec<_> = EncodedBatch::encode_all(&gap)
+            .map(|b| b.whole.first)
+            .collect();
+        assert_eq!(split, [1, 3], "a gap splits the batch");
     }
 
     #[test]
@@ -204,18 +268,53 @@ mod tests {
         let cache = FrameCache::default();
         let all = events(&run(), 1..=10, 10);
         for part in [&all[0..3], &all[5..10]] {
-            cache.insert(&EncodedBatch::encode(part).expect("a batch"));
+            cache.insert(&EncodedBatch::encode_first(part).expect("a batch"));
         }
-        let whole = EncodedBatch::encode(&all).expect("a batch");
-        let first = cache.after(0, 100).expect("cached");
+        let whole = EncodedBatch::encode_first(&all).expect("a batch");
+        let first = frames(cache.after(0, 100, None));
         assert_eq!((first.first, first.last, first.terminal), (1, 3, false));
         assert_eq!(first.bytes, whole.whole.bytes.slice(..first.bytes.len()));
-        assert!(cache.after(3, 100).is_none(), "4 is missing");
-        let limited = cache.after(5, 2).expect("cached");
+        assert!(
+            matches!(cache.after(3, 100, None), Lookup::Unknown),
+            "4 is missing"
+        );
+        let limited = frames(cache.after(5, 2, None));
         assert_eq!((limited.first, limited.last), (6, 7));
-        let rest = cache.after(7, 100).expect("cached");
+        let rest = frames(cache.after(7, 100, None));
         assert_eq!((rest.last, rest.terminal), (10, true));
-        assert!(cache.after(10, 100).is_none());
+        assert!(matches!(cache.after(10, 100, None), Lookup::Unknown));
+    }
+
+    /// Past the last frame published live, nothing is known to follow yet; past frames
+    /// only read from the store, the store may have more.
+    #[test]
+    fn only_published_frames_tell_that_nothing_follows() {
+        let cache = FrameCache::default();
+        let all = events(&run(), 1..=6, 0);
+        cache.insert(&EncodedBatch::encode_first(&all[..3]).expect("a batch"));
+        assert!(matches!(cache.after(3, 10, None), Lookup::Unknown));
+        cache.insert_published(&EncodedBatch::encode_first(&all[3..5]).expect("a batch"));
+        assert!(matches!(cache.after(5, 10, None), Lookup::Nothing));
+        assert!(matches!(cache.after(9, 10, None), Lookup::Nothing));
+        let unsure = Instant::now();
+        assert!(
+            matches!(cache.after(5, 10, Some(unsure)), Lookup::Unknown),
+            "published frames say nothing of other instances"
+        );
+        cache.store_ended(unsure - std::time::Duration::from_millis(1), 5);
+        assert!(
+            matches!(cache.after(5, 10, Some(unsure)), Lookup::Unknown),
+            "a read that started earlier says nothing of what came since"
+        );
+        cache.store_ended(Instant::now(), 5);
+        assert!(matches!(cache.after(5, 10, Some(unsure)), Lookup::Nothing));
+        assert!(matches!(
+            cache.after(4, 10, Some(unsure)),
+            Lookup::Frames(_)
+        ));
+        assert_eq!(frames(cache.after(0, 10, None)).last, 5);
+        cache.insert(&EncodedBatch::encode_first(&all[5..]).expect("a batch"));
+        assert!(matches!(cache.after(6, 10, None), Lookup::Unknown));
     }
 
     #[test]
@@ -223,9 +322,12 @@ mod tests {
         let cache = FrameCache::default();
         let total = CACHED_FRAMES as u64 + 10;
         let all = events(&run(), 1..=total, 0);
-        cache.insert(&EncodedBatch::encode(&all).expect("a batch"));
-        assert!(cache.after(0, 1).is_none(), "the oldest were dropped");
-        let last = cache.after(total - 1, 1).expect("the newest are kept");
+        cache.insert(&EncodedBatch::encode_first(&all).expect("a batch"));
+        assert!(
+            matches!(cache.after(0, 1, None), Lookup::Unknown),
+            "the oldest were dropped"
+        );
+        let last = frames(cache.after(total - 1, 1, None));
         assert_eq!(last.last, total);
     }
 }

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use super::frames::{EncodedBatch, FrameCache, Frames};
+use super::frames::{EncodedBatch, FrameCache, Frames, Lookup};
 use crate::model::{RunEvent, RunId};
 use crate::store::{Store, StoreResult};
 
@@ -59,25 +60,39 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Up to `limit` committed frames after `after`, consecutive; `None` once the store
-    /// has nothing after it. They come from what the run's other streams already encoded
-    /// when they can; otherwise one stream at a time reads the store and leaves what it
-    /// read for the others.
+    /// Up to `limit` committed frames after `after`, consecutive; `None` once nothing
+    /// follows yet (this subscription receives what does). They come from what the
+    /// run's other streams already encoded when they can; otherwise one stream at a time
+    /// reads the store and leaves what it read for the others. A caller `unsure_since`
+    /// a moment (it subscribed then, or heard that another instance committed) is only
+    /// told that nothing follows by a store read started after it.
     pub async fn history(
         &self,
         store: &dyn Store,
         after: u64,
         limit: u32,
+        unsure_since: Option<Instant>,
     ) -> StoreResult<Option<Frames>> {
         let cache = &self.followed.frames;
-        if let Some(frames) = cache.after(after, limit as usize) {
-            return Ok(Some(frames));
+        let known = |lookup| match lookup {
+            Lookup::Frames(frames) => Some(Some(frames)),
+            Lookup::Nothing => Some(None),
+            Lookup::Unknown => None,
+        };
+        if let Some(answer) = known(cache.after(after, limit as usize, unsure_since)) {
+            return Ok(answer);
         }
+        // Another stream may be reading these very events: wait for it, then look again.
         let _reading = self.followed.reading.lock().await;
-        if let Some(frames) = cache.after(after, limit as usize) {
-            return Ok(Some(frames));
+        if let Some(answer) = known(cache.after(after, limit as usize, unsure_since)) {
+            return Ok(answer);
         }
+        let started = Instant::now();
         let events = store.events_after(&self.run_id, after, limit).await?;
+        if events.len() < limit as usize {
+            let last = events.last().map_or(after, |e| e.seq);
+            cache.store_ended(started, last);
+        }
         let Some(batch) = EncodedBatch::encode_first(&events) else {
             return Ok(None);
         };
@@ -168,7 +183,7 @@ impl EventHub {
             return;
         };
         for batch in batches {
-            channel.followed.frames.insert(&batch);
+            channel.followed.frames.insert_published(&batch);
             // An error only means nobody listens right now.
             let _ = channel.sender.send(LiveMessage::Events(batch));
         }
