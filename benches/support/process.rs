@@ -51,6 +51,16 @@ impl Service {
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The service runs with the machine's transparent-huge-page setting, as it would
+        // outside the bench (the bench turns it off for itself: see `main`).
+        // SAFETY: one async-signal-safe syscall between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| format!("themis serve: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
