@@ -924,7 +924,8 @@ async fn sqlite_in_memory_works() {
 }
 
 /// A database written before events were stored a commit per row (one `events` row per
-/// event) is migrated: its events read back in order and new ones follow them.
+/// event, case records in a WITHOUT ROWID table) is migrated: its events read back in
+/// order, new ones follow them, and its case records are kept.
 #[tokio::test]
 async fn sqlite_migrates_an_event_per_row_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -965,10 +966,14 @@ async fn sqlite_migrates_an_event_per_row_log() {
     .execute(&mut *conn)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO main.runs SELECT * FROM current.runs")
+    for table in ["runs", "case_records"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO main.{table} SELECT * FROM current.{table}"
+        )))
         .execute(&mut *conn)
         .await
         .unwrap();
+    }
     for event in &written {
         sqlx::query(
             "INSERT INTO events (run_id, seq, event_type, occurred_at, payload) VALUES ($1, $2, $3, $4, $5)",
@@ -988,9 +993,31 @@ async fn sqlite_migrates_an_event_per_row_log() {
     let store = themis::store::SqliteStore::open(&old).await.unwrap();
     assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), written);
     assert_eq!(store.events_after(&run, 1, 1).await.unwrap(), written[1..2]);
+    // The case recorded before the migration is still the run's, once.
     let mut batch = CommitBatch::new(run.clone());
-    batch.cases = vec![case_commit(&run, 1, "a", Some(1.0))];
-    store.commit(&batch).await.unwrap();
+    batch.cases = vec![
+        case_commit(&run, 0, "a", Some(0.0)),
+        case_commit(&run, 1, "a", Some(1.0)),
+    ];
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    let records = store
+        .case_records(
+            &run,
+            &CaseQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.key.case_index, r.scores[0].score))
+            .collect::<Vec<_>>(),
+        [(0, Some(1.0)), (1, Some(1.0))]
+    );
     let seqs: Vec<u64> = store
         .events_after(&run, 0, 100)
         .await
