@@ -127,10 +127,11 @@ where
         dialect.announce(self.conn(), &r.run_id).await
     }
 
-    /// Appends a run's events (consecutive seqs, in order) to its log as one row: one
-    /// B-tree insert per commit rather than one per event (issue 12).
+    /// Appends a run's events (consecutive seqs, in order) to its log, up to
+    /// [`EVENTS_PER_ROW`] to a row: a B-tree insert per commit rather than one per event
+    /// (issue 12), without one buffer the size of a whole commit's events.
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        let Some(first) = events.first() else {
             return Ok(());
         };
         let consecutive = events
@@ -142,16 +143,20 @@ where
                 "events of one commit must be one run's, in sequence".into(),
             ));
         }
-        let payload = encode_event_lines(events)?;
-        sqlx::query(
-            "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(first.run_id.as_str())
-        .bind(to_i64(last.seq)?)
-        .bind(to_i64(first.seq)?)
-        .bind(payload)
-        .execute(self.conn())
-        .await?;
+        for row in events.chunks(EVENTS_PER_ROW) {
+            let (Some(first), Some(last)) = (row.first(), row.last()) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(first.run_id.as_str())
+            .bind(to_i64(last.seq)?)
+            .bind(to_i64(first.seq)?)
+            .bind(encode_event_lines(row)?)
+            .execute(self.conn())
+            .await?;
+        }
         Ok(())
     }
 
@@ -264,6 +269,9 @@ where
         Ok(())
     }
 }
+
+/// Most events stored in one `event_batches` row (~75 KB of JSON).
+const EVENTS_PER_ROW: usize = 256;
 
 /// Most rows of one multi-row statement (a power of two).
 const MAX_ROWS: usize = 256;
