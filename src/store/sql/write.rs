@@ -131,31 +131,41 @@ where
     /// [`EVENTS_PER_ROW`] to a row: a B-tree insert per commit rather than one per event
     /// (issue 12), without one buffer the size of a whole commit's events.
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
-        let Some(first) = events.first() else {
+        let Some(head) = events.first() else {
             return Ok(());
         };
         let consecutive = events
             .iter()
-            .zip(first.seq..)
-            .all(|(event, seq)| event.seq == seq && event.run_id == first.run_id);
+            .zip(head.seq..)
+            .all(|(event, seq)| event.seq == seq && event.run_id == head.run_id);
         if !consecutive {
             return Err(StoreError::Corrupt(
                 "events of one commit must be one run's, in sequence".into(),
             ));
         }
-        for row in events.chunks(EVENTS_PER_ROW) {
-            let (Some(first), Some(last)) = (row.first(), row.last()) else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(first.run_id.as_str())
-            .bind(to_i64(last.seq)?)
-            .bind(to_i64(first.seq)?)
-            .bind(encode_event_lines(row)?)
-            .execute(self.conn())
-            .await?;
+        // Rows go out in few statements (each one a round trip to Postgres).
+        let mut rows = events.chunks(EVENTS_PER_ROW);
+        for size in shapes(rows.len(), 8) {
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) ",
+            );
+            let mut values = Vec::with_capacity(size);
+            for row in rows.by_ref().take(size) {
+                if let (Some(first), Some(last)) = (row.first(), row.last()) {
+                    values.push((
+                        to_i64(last.seq)?,
+                        to_i64(first.seq)?,
+                        encode_event_lines(row)?,
+                    ));
+                }
+            }
+            builder.push_values(values, |mut b, (last, first, payload)| {
+                b.push_bind(head.run_id.as_str())
+                    .push_bind(last)
+                    .push_bind(first)
+                    .push_bind(payload);
+            });
+            builder.build().execute(self.conn()).await?;
         }
         Ok(())
     }
