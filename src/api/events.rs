@@ -99,7 +99,10 @@ async fn stream_events(
         pending: VecDeque::new(),
         finished: run.status.is_terminal() && after >= run.last_seq,
         stale: true,
-        unsure_since: Some(std::time::Instant::now()),
+        // Events this process committed before the subscription are in the store or
+        // the run's frame cache, and later ones reach the subscription; only other
+        // instances' are unknown here, and a wake-up or the poll brings those.
+        unsure_since: None,
         last_write: Instant::now(),
         _permit: permit,
         _client: OpenStream::new(state.metrics.clone()),
@@ -135,8 +138,8 @@ struct EventCursor {
     /// quiet period): read the store before trusting it again.
     stale: bool,
     /// Since then, events may have been committed that this process did not publish
-    /// (before the subscription, by another instance, or a wake-up was missed): only a
-    /// store read started later may end the catching up.
+    /// (by another instance, or a wake-up was missed): only a store read started later
+    /// may end the catching up.
     unsure_since: Option<std::time::Instant>,
     last_write: Instant,
     /// This stream's place under the server's cap, given back when the stream ends.

@@ -64,8 +64,8 @@ impl Subscription {
     /// follows yet (this subscription receives what does). They come from what the
     /// run's other streams already encoded when they can; otherwise one stream at a time
     /// reads the store and leaves what it read for the others. A caller `unsure_since`
-    /// a moment (it subscribed then, or heard that another instance committed) is only
-    /// told that nothing follows by a store read started after it.
+    /// a moment (it heard that another instance committed, or went a while without
+    /// news) is only told that nothing follows by a store read started after it.
     pub async fn history(
         &self,
         store: &dyn Store,
