@@ -321,7 +321,7 @@ mod tests {
             pending: VecDeque::new(),
             finished: false,
             stale,
-            unsure_since: stale.then(std::time::Instant::now),
+            unsure_since: None,
             last_write: Instant::now(),
             _client: OpenStream::new(Arc::new(crate::telemetry::Metrics::new())),
             _permit: Arc::new(Semaphore::new(1))
