@@ -115,22 +115,22 @@ impl ChatGenerator {
 
     fn generation(
         &self,
-        content: &str,
+        content: String,
         finish_reason: Option<String>,
         usage: Usage,
     ) -> Result<Generation, ComponentError> {
         let output = match self.output {
-            Output::Text => Value::String(content.to_owned()),
-            Output::Json => parse_json_output(content).ok_or_else(|| {
+            Output::Text => Value::String(content.clone()),
+            Output::Json => parse_json_output(&content).ok_or_else(|| {
                 ComponentError::new(format!(
                     "openai/chat: the model's answer is not JSON (output: \"json\"): {}",
-                    truncate(content, 300)
+                    truncate(&content, 300)
                 ))
             })?,
         };
         Ok(Generation {
             output,
-            raw_text: Some(content.to_owned()),
+            raw_text: Some(content),
             finish_reason,
             usage,
         })
@@ -166,7 +166,7 @@ impl ChatGenerator {
                     } else {
                         Usage::default()
                     };
-                    self.generation(&choice.content, choice.finish_reason, usage)
+                    self.generation(choice.content, choice.finish_reason, usage)
                 })
                 .collect()),
             // The endpoint ignored `n`, or said it does not take it.
@@ -277,7 +277,7 @@ impl Generator for ChatGenerator {
             .into_iter()
             .next()
             .ok_or_else(|| ComponentError::new("openai/chat: the response has no choices"))?;
-        self.generation(&choice.content, choice.finish_reason, completion.usage)
+        self.generation(choice.content, choice.finish_reason, completion.usage)
     }
 
     /// Several samples of one case are asked for in one request with `n` (the first

@@ -151,13 +151,24 @@ impl std::io::Write for Capped {
     }
 }
 
-/// The render context from `(name, value)` pairs of JSON values.
+/// The render context from `(name, value)` pairs of JSON values, converted straight
+/// from the borrowed values (no copy of the JSON first).
 pub(super) fn context(vars: &[(&str, &Value)]) -> Template {
-    let map: serde_json::Map<String, Value> = vars
-        .iter()
-        .map(|(name, value)| (name.to_string(), (*value).clone()))
-        .collect();
-    Template::from(minijinja::value::Serde(Value::Object(map)))
+    Template::from(minijinja::value::Serde(Vars(vars)))
+}
+
+/// `(name, value)` pairs serialized as a map.
+struct Vars<'a>(&'a [(&'a str, &'a Value)]);
+
+impl serde::Serialize for Vars<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// Variables the judges' templates (rubric, system, criteria) can use.
