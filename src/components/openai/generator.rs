@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::client::{CallError, ClientConfig, Message};
-use super::template::{Templates, context};
+use super::template::Templates;
 use super::{read_client, read_template, truncate};
 use crate::components::{ComponentError, GenerateRequest, Generation, Generator, Params};
 use crate::model::{Case, Usage};
@@ -88,13 +88,13 @@ impl ChatGenerator {
     async fn render(&self, dataset_id: &str, case: &Case) -> Result<Vec<Message>, ComponentError> {
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(dataset_id.to_owned());
-        let vars = context(&[
+        let vars = [
             ("input", &case.input),
             ("expected_output", &case.expected_output),
             ("case_id", &case_id),
             ("dataset_id", &dataset),
             ("metadata", &case.metadata),
-        ]);
+        ];
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, (role, template)) in self.messages.iter().enumerate() {
             let content = self.templates.render(*template, &vars).await.map_err(|e| {

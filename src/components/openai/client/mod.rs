@@ -333,7 +333,8 @@ mod tests {
             "messages": [{"role": "user", "content": "say \"4\"\n"}], "seed": 0x7FFF_FFFF
         });
         assert_eq!(serde_json::to_value(body(None)).unwrap(), expected);
-        let sent: Value = serde_json::from_slice(&serde_json::to_vec(&body(None)).unwrap()).unwrap();
+        let sent: Value =
+            serde_json::from_slice(&serde_json::to_vec(&body(None)).unwrap()).unwrap();
         assert_eq!(sent, expected);
         let mut with_n = expected.clone();
         with_n["n"] = json!(3);

@@ -115,11 +115,14 @@ impl ClientConfig {
             let span = SpanGuard {
                 tracer: ctx.tracer,
                 span: ctx.parent_span.map(|parent| {
-                    ctx.tracer.start_span(
-                        "provider_call",
-                        self.span_attributes(attempt, seed, n),
-                        Some(parent),
-                    )
+                    // Attributes only for a tracer that keeps them.
+                    let attributes = if ctx.tracer.is_recording() {
+                        self.span_attributes(attempt, seed, n)
+                    } else {
+                        Attributes::new()
+                    };
+                    ctx.tracer
+                        .start_span("provider_call", attributes, Some(parent))
                 }),
             };
             requests += 1;
@@ -323,6 +326,9 @@ impl Drop for SpanGuard<'_> {
 /// A rough token count before sending: a quarter of the message characters plus the
 /// completion allowance.
 fn estimate_tokens(messages: &[Message], completion: u64) -> f64 {
-    let chars: usize = messages.iter().map(|m| m.content.chars().count() + 16).sum();
+    let chars: usize = messages
+        .iter()
+        .map(|m| m.content.chars().count() + 16)
+        .sum();
     (chars / 4 + 1) as f64 + completion as f64
 }
