@@ -24,6 +24,8 @@ async fn main() -> ExitCode {
     // then never adds up across requests into the peak (issue 13: 45 → 26 MiB for that
     // request).
     // SAFETY: sets one global option (an atomic store); valid at any time.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
     cli::main(cli::Cli::parse()).await
 }

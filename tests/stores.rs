@@ -820,6 +820,43 @@ async fn executions_are_counted_until_they_end(store: Arc<dyn Store>) {
     ));
 }
 
+/// The log is read in order across many commits, from any point, page by page.
+async fn events_are_read_across_many_commits(store: Arc<dyn Store>) {
+    let run = run_id(60);
+    store.create_run(new_run(60, 1, 40)).await.unwrap();
+    start(store.as_ref(), &run).await;
+    for index in 0..40 {
+        let mut batch = CommitBatch::new(run.clone());
+        batch.cases = vec![case_commit(&run, index, "a", Some(1.0))];
+        store.commit(&batch).await.unwrap();
+    }
+    let seqs = |events: Vec<themis::model::RunEvent>| -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    };
+    // run_started, then two events for each of the 40 commits.
+    assert_eq!(
+        seqs(store.events_after(&run, 0, 1_000).await.unwrap()),
+        (1..=81).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(store.events_after(&run, 30, 25).await.unwrap()),
+        (31..=55).collect::<Vec<_>>()
+    );
+    let mut after = 0;
+    let mut paged = Vec::new();
+    loop {
+        let page = seqs(store.events_after(&run, after, 7).await.unwrap());
+        let Some(&last) = page.last() else { break };
+        assert!(page.len() <= 7);
+        after = last;
+        paged.extend(page);
+    }
+    assert_eq!(paged, (1..=81).collect::<Vec<_>>());
+    let started = store.events_after(&run, 0, 1).await.unwrap();
+    assert_eq!(started[0].event_type(), "run_started");
+    assert_eq!(started[0].run_id, run);
+}
+
 contract!(
     create_is_idempotent,
     commits_sequence_events_and_count_cases,
@@ -836,6 +873,7 @@ contract!(
     renewing_reports_the_chunks_still_held,
     a_stale_lease_owner_cannot_commit,
     executions_are_counted_until_they_end,
+    events_are_read_across_many_commits,
 );
 
 #[tokio::test]
@@ -883,6 +921,111 @@ async fn sqlite_in_memory_works() {
         .await
         .unwrap();
     create_is_idempotent(Arc::new(store)).await;
+}
+
+/// A database written before events were stored a commit per row (one `events` row per
+/// event, case records in a WITHOUT ROWID table) is migrated: its events read back in
+/// order, new ones follow them, and its case records are kept.
+#[tokio::test]
+async fn sqlite_migrates_an_event_per_row_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_id(61);
+    // The events as the current store writes them, copied below into the old layout.
+    let current = dir.path().join("current.db");
+    let written = {
+        let store = themis::store::SqliteStore::open(&current).await.unwrap();
+        store.create_run(new_run(61, 1, 3)).await.unwrap();
+        start(&store, &run).await;
+        let mut batch = CommitBatch::new(run.clone());
+        batch.cases = vec![case_commit(&run, 0, "a", Some(1.0))];
+        store.commit(&batch).await.unwrap();
+        store.events_after(&run, 0, 100).await.unwrap()
+    };
+    assert_eq!(written.len(), 3);
+
+    let old = dir.path().join("old.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", old.display()))
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("./migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261206000000)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    // ATTACH is per connection: one connection for the copy.
+    let mut conn = pool.acquire().await.unwrap();
+    // A temporary directory's path: no quote in it.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ATTACH DATABASE '{}' AS current",
+        current.display()
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for table in ["runs", "case_records"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO main.{table} SELECT * FROM current.{table}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    for event in &written {
+        sqlx::query(
+            "INSERT INTO events (run_id, seq, event_type, occurred_at, payload) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(run.as_str())
+        .bind(event.seq as i64)
+        .bind(event.event_type())
+        .bind(event.occurred_at.as_millis())
+        .bind(serde_json::to_string(event).unwrap())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    drop(conn);
+    pool.close().await;
+
+    let store = themis::store::SqliteStore::open(&old).await.unwrap();
+    assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), written);
+    assert_eq!(store.events_after(&run, 1, 1).await.unwrap(), written[1..2]);
+    // The case recorded before the migration is still the run's, once.
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = vec![
+        case_commit(&run, 0, "a", Some(0.0)),
+        case_commit(&run, 1, "a", Some(1.0)),
+    ];
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    let records = store
+        .case_records(
+            &run,
+            &CaseQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.key.case_index, r.scores[0].score))
+            .collect::<Vec<_>>(),
+        [(0, Some(1.0)), (1, Some(1.0))]
+    );
+    let seqs: Vec<u64> = store
+        .events_after(&run, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
 }
 
 /// One column as the schema test compares it: `(type, not null, in the primary key)`.

@@ -67,6 +67,10 @@ impl Dialect for PostgresStore {
         Ok(Write::single(self, self.pool.acquire().await?))
     }
 
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     /// The database's clock, shared by every instance (not the transaction's start time).
     fn push_now(query: &mut QueryBuilder<Postgres>) {
         query.push("clock_timestamp()");

@@ -103,6 +103,9 @@ impl Dialect for SqliteStore {
     const INSERT_CHUNKS: &'static str = "INSERT INTO run_chunks (run_id, chunk_index) \
          WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < $2) SELECT $1, i FROM c";
     const EXPIRED: &'static str = "0";
+    /// Without statistics (nothing runs `ANALYZE`) SQLite walks the primary key for
+    /// `ORDER BY case_index` and tests `failed` on every case of the run.
+    const FAILED_CASES_INDEX: &'static str = " INDEXED BY case_records_failed";
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -118,6 +121,10 @@ impl Dialect for SqliteStore {
     /// writer's turn like any write.
     async fn begin_one(&self) -> StoreResult<Write<'_, Self>> {
         self.begin().await
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
     }
 
     fn push_now(query: &mut QueryBuilder<Sqlite>) {

@@ -1,19 +1,19 @@
-//! The case stream of an execution: claimed work items run with bounded concurrency,
-//! each contained so one case never takes the run down.
+//! The case tasks of an execution: claimed work items, each run as a task of its own
+//! (so cases use every core, not one task's worth) with bounded concurrency, each
+//! contained so one case never takes the run down.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::leases::LeaseSet;
 use super::plan::{Evaluate, Plan, Work, WorkItem};
 use super::recorder::{CaseNotes, ChunkCommit, RecorderMsg};
 use super::stop::FailureGuard;
 use crate::components::ResponseCache;
-use crate::engine::Engine;
 use crate::engine::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
 use crate::model::{CaseRecord, RunId, Stage};
 use crate::observe::{Observers, Span};
@@ -23,9 +23,9 @@ use crate::store::{CaseCommit, Store, StoreError};
 pub(super) struct Shared<'a> {
     pub(super) run_id: &'a RunId,
     pub(super) observers: &'a Observers,
-    pub(super) run_span: &'a Span,
+    pub(super) run_span: &'a Arc<Span>,
     pub(super) failures: &'a FailureGuard,
-    pub(super) cache: Option<&'a dyn ResponseCache>,
+    pub(super) cache: Option<Arc<dyn ResponseCache>>,
     pub(super) concurrency: usize,
     /// The chunks this execution holds, renewed by its heartbeat.
     pub(super) leases: &'a Arc<LeaseSet>,
@@ -55,105 +55,168 @@ impl ResponseCache for StoreCache {
     }
 }
 
-/// Finished cases; `None` for a case abandoned because its chunk's lease was lost.
-pub(super) type CaseStream<'a> =
-    Pin<Box<dyn Stream<Item = Result<Option<ChunkCommit>, StoreError>> + Send + 'a>>;
+/// What a case task owns a share of (tasks outlive any borrow of the execution).
+struct CaseEnv {
+    run_id: RunId,
+    observers: Observers,
+    run_span: Arc<Span>,
+    cache: Option<Arc<dyn ResponseCache>>,
+    plan: Arc<Plan>,
+    /// Where provider notes go (the recorder).
+    notes: mpsc::Sender<RecorderMsg>,
+}
 
-impl Engine {
-    pub(super) fn case_stream<'a>(
-        &'a self,
-        shared: &'a Shared<'a>,
-        plan: &'a Plan,
+/// A finished case; `None` for a case abandoned because its chunk's lease was lost.
+type CaseOutcome = Result<Option<ChunkCommit>, StoreError>;
+
+/// The running cases of one pass. Take finished ones with [`CaseTasks::next`]; end with
+/// [`CaseTasks::shutdown`], which aborts the cases still running and waits until they are
+/// gone (nothing of theirs, the run span included, outlives the pass).
+pub(super) struct CaseTasks {
+    env: Arc<CaseEnv>,
+    items: mpsc::Receiver<Result<WorkItem, StoreError>>,
+    items_done: bool,
+    running: JoinSet<CaseOutcome>,
+    concurrency: usize,
+}
+
+impl CaseTasks {
+    pub(super) fn new(
+        shared: &Shared<'_>,
+        plan: &Arc<Plan>,
         items: mpsc::Receiver<Result<WorkItem, StoreError>>,
-        tx: &'a mpsc::Sender<RecorderMsg>,
-    ) -> CaseStream<'a> {
-        futures::stream::unfold(items, |mut items| async move {
-            items.recv().await.map(|item| (item, items))
-        })
-        .map(move |item| async move {
-            let item = item?;
-            let (case, source) = match item.work {
-                // A retry's reused record: the same outcome, now this run's.
-                Work::Reuse(record) => {
-                    let record = CaseRecord {
-                        run_id: shared.run_id.clone(),
-                        ..record
-                    };
-                    let commit = CaseCommit {
-                        record,
-                        events: Vec::new(),
-                    };
-                    return Ok(Some(ChunkCommit {
-                        chunk_index: item.chunk_index,
-                        commit,
+        notes: &mpsc::Sender<RecorderMsg>,
+    ) -> Self {
+        let env = CaseEnv {
+            run_id: shared.run_id.clone(),
+            observers: shared.observers.clone(),
+            run_span: Arc::clone(shared.run_span),
+            cache: shared.cache.clone(),
+            plan: Arc::clone(plan),
+            notes: notes.clone(),
+        };
+        CaseTasks {
+            env: Arc::new(env),
+            items,
+            items_done: false,
+            running: JoinSet::new(),
+            concurrency: shared.concurrency.max(1),
+        }
+    }
+
+    /// The next finished case, in order of completion; `None` when the claimer has no
+    /// more items and every case has finished. Cancel-safe: dropping the future loses
+    /// neither an item nor a finished case.
+    pub(super) async fn next(&mut self) -> Option<CaseOutcome> {
+        loop {
+            let room = !self.items_done && self.running.len() < self.concurrency;
+            tokio::select! {
+                biased;
+                item = self.items.recv(), if room => match item {
+                    None => self.items_done = true,
+                    Some(Err(e)) => return Some(Err(e)),
+                    Some(Ok(item)) => {
+                        self.running.spawn(run_item(Arc::clone(&self.env), item));
+                    }
+                },
+                Some(joined) = self.running.join_next() => {
+                    return Some(joined.unwrap_or_else(|e| {
+                        // Panics are caught inside the task; only a bug gets here.
+                        Err(StoreError::Corrupt(format!("a case task ended abnormally: {e}")))
                     }));
                 }
-                Work::Execute(case) => (case, None),
-                Work::Rejudge { case, source } => (case, Some(source)),
+                else => return None,
+            }
+        }
+    }
+
+    /// Aborts the cases still running and waits for them to end.
+    pub(super) async fn shutdown(mut self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// Runs one work item through the pipeline.
+async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
+    let (case, source) = match item.work {
+        // A retry's reused record: the same outcome, now this run's.
+        Work::Reuse(record) => {
+            let record = CaseRecord {
+                run_id: env.run_id.clone(),
+                ..record
             };
-            let notes = CaseNotes {
-                key: item.key.clone(),
-                tx: tx.clone(),
+            let commit = CaseCommit {
+                record,
+                events: Vec::new(),
             };
-            let input = CaseInput {
-                run_id: shared.run_id,
-                key: item.key,
-                case: &case,
-                observers: shared.observers,
-                run_span: shared.run_span,
-                cache: shared.cache,
-                notes: &notes,
-            };
-            let evaluators = plan.evaluate.evaluators();
-            let first_stage = match &plan.evaluate {
-                Evaluate::Experiment { .. } => Stage::Generation,
-                Evaluate::Rejudge { .. } => Stage::Parsing,
-            };
-            let work = async {
-                match (&source, &plan.evaluate) {
-                    (Some(source), Evaluate::Rejudge { evaluators, .. }) => {
-                        Ok(rejudge_case(&input, source, evaluators).await)
-                    }
-                    (
-                        _,
-                        Evaluate::Experiment {
-                            generation,
-                            pipeline,
-                        },
-                    ) => Ok(run_case(
-                        &input,
-                        pipeline,
-                        &generation.generator.id,
-                        &generation.reducer.id,
-                        generation.candidate_policy.num_samples,
-                    )
-                    .await),
-                    (None, Evaluate::Rejudge { .. }) => Err(StoreError::Corrupt(
-                        "rejudge item without its source record".into(),
-                    )),
-                }
-            };
-            // The pipeline contains panics of components per stage; this catches any
-            // other, so one case can never take the run (or the process) down.
-            let commit = tokio::select! {
-                biased;
-                () = item.lost.cancelled() => return Ok(None),
-                outcome = std::panic::AssertUnwindSafe(work).catch_unwind() => match outcome {
-                    Ok(commit) => commit?,
-                    Err(payload) => panicked_case(
-                        &input,
-                        evaluators,
-                        first_stage,
-                        panic_message(payload.as_ref()),
-                    ),
-                },
-            };
-            Ok(Some(ChunkCommit {
+            return Ok(Some(ChunkCommit {
                 chunk_index: item.chunk_index,
                 commit,
-            }))
-        })
-        .buffer_unordered(shared.concurrency)
-        .boxed()
-    }
+            }));
+        }
+        Work::Execute(case) => (case, None),
+        Work::Rejudge { case, source } => (case, Some(source)),
+    };
+    let notes = CaseNotes {
+        key: item.key.clone(),
+        tx: env.notes.clone(),
+    };
+    let input = CaseInput {
+        run_id: &env.run_id,
+        key: item.key,
+        case: &case,
+        observers: &env.observers,
+        run_span: &env.run_span,
+        cache: env.cache.as_deref(),
+        notes: &notes,
+    };
+    let plan = &env.plan;
+    let evaluators = plan.evaluate.evaluators();
+    let first_stage = match &plan.evaluate {
+        Evaluate::Experiment { .. } => Stage::Generation,
+        Evaluate::Rejudge { .. } => Stage::Parsing,
+    };
+    let work = async {
+        match (&source, &plan.evaluate) {
+            (Some(source), Evaluate::Rejudge { evaluators, .. }) => {
+                Ok(rejudge_case(&input, source, evaluators).await)
+            }
+            (
+                _,
+                Evaluate::Experiment {
+                    generation,
+                    pipeline,
+                },
+            ) => Ok(run_case(
+                &input,
+                pipeline,
+                &generation.generator.id,
+                &generation.reducer.id,
+                generation.candidate_policy.num_samples,
+            )
+            .await),
+            (None, Evaluate::Rejudge { .. }) => Err(StoreError::Corrupt(
+                "rejudge item without its source record".into(),
+            )),
+        }
+    };
+    // The pipeline contains panics of components per stage; this catches any other, so
+    // one case can never take the run (or the process) down.
+    let commit = tokio::select! {
+        biased;
+        () = item.lost.cancelled() => return Ok(None),
+        outcome = std::panic::AssertUnwindSafe(work).catch_unwind() => match outcome {
+            Ok(commit) => commit?,
+            Err(payload) => panicked_case(
+                &input,
+                evaluators,
+                first_stage,
+                panic_message(payload.as_ref()),
+            ),
+        },
+    };
+    Ok(Some(ChunkCommit {
+        chunk_index: item.chunk_index,
+        commit,
+    }))
 }

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::RunControl;
-use super::cases::Shared;
+use super::cases::{CaseTasks, Shared};
 use super::plan::Plan;
 use super::recorder::{RecorderMsg, record_cases};
 use super::stop::{Stop, stop_on_store_error};
@@ -101,7 +100,7 @@ impl Engine {
             shared.concurrency,
             shared.leases.clone(),
         );
-        let mut cases = self.case_stream(shared, plan, items, &tx);
+        let mut cases = CaseTasks::new(shared, plan, items, &tx);
         // Watch for cancel requests made elsewhere on a task of its own: awaiting the store
         // here would stall the case stream, which may hold the store's last connection.
         let watcher = tokio::spawn({
@@ -140,11 +139,11 @@ impl Engine {
                 },
             }
         };
-        // Dropping the stream abandons cases in flight; finished ones are still queued
-        // for the recorder, which drains the channel before it returns.
+        // Cases in flight are abandoned; finished ones are still queued for the
+        // recorder, which drains the channel before it returns.
         watcher.abort();
         claimer.abort();
-        drop(cases);
+        cases.shutdown().await;
         drop(tx);
         match recorder.await {
             Ok(Ok(progress)) => (stop, progress),

@@ -31,7 +31,9 @@ use crate::components::ResponseCache;
 use crate::model::{
     EventKind, NewEvent, Progress, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
 };
-use crate::observe::{AttributeValue, ObservationRequest, Observers, SpanStatus};
+use crate::observe::{
+    AttributeValue, ObservationRequest, Observers, Span, SpanStatus, TracingProvider,
+};
 use crate::store::{CommitBatch, StatusChange, StoreError};
 
 /// How a caller can stop an execution.
@@ -130,7 +132,8 @@ impl Engine {
             cancel.cancel();
         }
         let tracer = observers.tracer.clone();
-        let run_span = tracer.start_span(
+        // Shared with the case tasks, which all end before the span does.
+        let run_span = Arc::new(tracer.start_span(
             "run",
             vec![
                 ("run_id", run_id.as_str().into()),
@@ -138,7 +141,7 @@ impl Engine {
                 ("total_cases", AttributeValue::from(record.progress.total)),
             ],
             None,
-        );
+        ));
 
         let chunks = retry(patience, "reading chunk status", || {
             store.chunk_status(run_id, &config.instance_id)
@@ -181,7 +184,7 @@ impl Engine {
                     status_now = RunStatus::Running;
                 }
                 Err(StoreError::RunFinished { .. }) => {
-                    tracer.end_span(run_span, SpanStatus::Ok, None);
+                    end_run_span(tracer.as_ref(), run_span, SpanStatus::Ok, None);
                     tracer.shutdown();
                     return self.current(run_id).await;
                 }
@@ -229,7 +232,7 @@ impl Engine {
                     observers: &observers,
                     run_span: &run_span,
                     failures: &failures,
-                    cache: cache.as_ref().map(|c| c as &dyn ResponseCache),
+                    cache: cache.map(|c| Arc::new(c) as Arc<dyn ResponseCache>),
                     concurrency,
                     leases: &leases,
                 };
@@ -252,7 +255,12 @@ impl Engine {
 
         let (status, kind, error) = match stop {
             Stop::Interrupted => {
-                tracer.end_span(run_span, SpanStatus::Error, Some("interrupted by shutdown"));
+                end_run_span(
+                    tracer.as_ref(),
+                    run_span,
+                    SpanStatus::Error,
+                    Some("interrupted by shutdown"),
+                );
                 tracer.shutdown();
                 return self.current(run_id).await;
             }
@@ -289,7 +297,7 @@ impl Engine {
             SpanStatus::Ok
         };
         let finished = self.commit_and_publish(finish, &observers).await;
-        tracer.end_span(run_span, span_status, error.as_deref());
+        end_run_span(tracer.as_ref(), run_span, span_status, error.as_deref());
         tracer.shutdown();
         match finished {
             Ok(_) | Err(StoreError::RunFinished { .. }) => self.current(run_id).await,
@@ -319,6 +327,19 @@ impl Engine {
         .await?;
         publish(self, &batch.run_id, &outcome.events, observers);
         Ok(outcome.progress)
+    }
+}
+
+/// Ends the run span; by then every case task (each held a share of it) has ended.
+fn end_run_span(
+    tracer: &dyn TracingProvider,
+    span: Arc<Span>,
+    status: SpanStatus,
+    message: Option<&str>,
+) {
+    match Arc::try_unwrap(span) {
+        Ok(span) => tracer.end_span(span, status, message),
+        Err(_) => tracing::warn!("the run span is still shared at the end of the run: not ended"),
     }
 }
 

@@ -5,7 +5,9 @@
 //! Statements use `$N` placeholders (both databases read them) or a `QueryBuilder`, and
 //! the same Rust types: i64 numbers, text, JSON documents as text, and bools.
 
+mod commit;
 mod datasets;
+mod events;
 mod rows;
 mod store;
 mod write;
@@ -42,6 +44,9 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     const INSERT_CHUNKS: &'static str;
     /// A `lease_expires_at` that has run out: a released lease.
     const EXPIRED: &'static str;
+    /// Follows `FROM case_records` in a query for failed cases only: the partial index of
+    /// failed cases, where the planner would not pick it by itself.
+    const FAILED_CASES_INDEX: &'static str = "";
 
     fn pool(&self) -> &Pool<Self::Db>;
 
@@ -50,6 +55,9 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
 
     /// Starts a write of one statement (atomic on its own).
     fn begin_one(&self) -> impl Future<Output = StoreResult<Write<'_, Self>>> + Send;
+
+    /// Rows a statement inserted, updated or deleted.
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 
     /// Pushes the lease clock's present time.
     fn push_now(query: &mut QueryBuilder<Self::Db>);

@@ -10,15 +10,13 @@ use sqlx::{ColumnIndex, Encode, Executor, QueryBuilder, Type};
 use tokio::sync::mpsc;
 
 use super::rows::{FullRunRow, RunRow, SUMMARY_COLUMNS};
-use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
-use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
-};
-use crate::store::apply::{CancelStep, fence, touched_chunks};
+use super::{commit, events};
+use crate::model::{AggregateState, CaseRecord, RunEvent, RunId, RunRecord, RunStatus, Timestamp};
+use crate::store::apply::CancelStep;
 use crate::store::{
-    CancelOutcome, CaseCommit, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
-    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
+    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
+    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
 };
 
 #[async_trait]
@@ -161,67 +159,7 @@ where
     }
 
     async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
-        // Serialise before the write starts: it is the expensive part.
-        let mut prepared = Vec::with_capacity(batch.cases.len());
-        for case in &batch.cases {
-            prepared.push(PreparedCase {
-                index: to_i64(case.record.key.case_index)?,
-                dataset_id: &case.record.key.dataset_id,
-                failed: case.record.status == CaseStatus::Failed,
-                record: json_text(&case.record)?,
-            });
-        }
-        let mut cases: Vec<&CaseCommit> = batch.cases.iter().collect();
-        let mut write = self.begin().await?;
-        let mut state = write.load_state(&batch.run_id).await?;
-        if let Some(skipped) = state.precheck(batch)? {
-            return Ok(skipped);
-        }
-        let mut discarded = 0;
-        let mut completed = batch.completed_chunks.clone();
-        if let Some(owner) = &batch.lease_owner {
-            // The held chunks stay locked until the commit: nobody claims them meanwhile.
-            let touched = touched_chunks(batch)
-                .into_iter()
-                .map(to_i64)
-                .collect::<StoreResult<Vec<_>>>()?;
-            let held = write.held_chunks(&batch.run_id, owner, &touched).await?;
-            let (keep, chunks) = fence(batch, &held);
-            let mut kept = keep.iter();
-            prepared.retain(|_| kept.next().copied().unwrap_or(false));
-            let mut kept = keep.iter();
-            cases.retain(|_| kept.next().copied().unwrap_or(false));
-            discarded = keep.iter().filter(|k| !**k).count();
-            completed = chunks;
-        }
-        let indices: Vec<i64> = prepared.iter().map(|case| case.index).collect();
-        // A case recorded before (by another instance, or earlier in this batch) is
-        // skipped with its events.
-        let mut inserted = write.insert_cases(&batch.run_id, prepared).await?;
-        let mut kept_events = Vec::new();
-        let mut duplicates = 0;
-        for (case, index) in cases.into_iter().zip(indices) {
-            if inserted.remove(&index) {
-                state.count_case(&case.record);
-                kept_events.extend(case.events.iter().cloned());
-            } else {
-                duplicates += 1;
-            }
-        }
-        if !completed.is_empty() {
-            let completed = completed
-                .into_iter()
-                .map(to_i64)
-                .collect::<StoreResult<Vec<_>>>()?;
-            write.finish_chunks(&batch.run_id, &completed).await?;
-        }
-        let events = state.finish_commit(kept_events, batch);
-        write.insert_events(&events).await?;
-        write.save_state(&state).await?;
-        write.commit().await?;
-        let mut outcome = state.outcome(events, duplicates);
-        outcome.discarded = discarded;
-        Ok(outcome)
+        commit::commit(self, batch).await
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
@@ -405,8 +343,11 @@ where
         run_id: &RunId,
         query: &CaseQuery,
     ) -> StoreResult<Vec<CaseRecord>> {
-        let mut builder =
-            QueryBuilder::<D::Db>::new("SELECT record FROM case_records WHERE run_id = ");
+        let mut builder = QueryBuilder::<D::Db>::new("SELECT record FROM case_records");
+        if query.failed_only {
+            builder.push(D::FAILED_CASES_INDEX);
+        }
+        builder.push(" WHERE run_id = ");
         builder.push_bind(run_id.as_str());
         if let Some(after) = query.after_index {
             builder.push(" AND case_index > ").push_bind(to_i64(after)?);
@@ -435,15 +376,7 @@ where
         after: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunEvent>> {
-        let payloads = sqlx::query_scalar::<_, String>(
-            "SELECT payload FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(run_id.as_str())
-        .bind(to_i64(after)?)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
-        payloads.iter().map(|payload| from_json(payload)).collect()
+        events::events_after(self, run_id, after, limit).await
     }
 
     async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<Json>> {

@@ -6,6 +6,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, Type};
 use tokio::sync::MutexGuard;
 
+use super::events::encode_event_lines;
 use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
 use crate::model::{RunEvent, RunId};
@@ -126,34 +127,31 @@ where
         dialect.announce(self.conn(), &r.run_id).await
     }
 
-    // Statement memory: each row count of a multi-row statement is a statement of its
-    // own, and a prepared one for many rows holds megabytes (issue 13: 90 MiB of a
-    // 100,000-case run's RSS was cached statements of every size). Inserts therefore go
-    // out in power-of-two sizes of at most `MAX_ROWS` ([`shapes`]): a few shapes per
-    // table, prepared once and kept (preparing each time costs CPU per case, issue 12).
-    // `IN (...)` lists of any length below are used once (`persistent(false)`).
+    /// Appends a run's events (consecutive seqs, in order) to its log as one row: one
+    /// B-tree insert per commit rather than one per event (issue 12).
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
-        const PER_ROW: usize = 5;
-        let mut rest = events;
-        for size in shapes(events.len(), D::MAX_PARAMS / PER_ROW) {
-            let (chunk, next) = rest.split_at(size);
-            rest = next;
-            let rows = chunk
-                .iter()
-                .map(|e| Ok((e, json_text(e)?, to_i64(e.seq)?)))
-                .collect::<StoreResult<Vec<_>>>()?;
-            let mut builder = QueryBuilder::<D::Db>::new(
-                "INSERT INTO events (run_id, seq, event_type, occurred_at, payload) ",
-            );
-            builder.push_values(rows, |mut b, (event, payload, seq)| {
-                b.push_bind(event.run_id.as_str())
-                    .push_bind(seq)
-                    .push_bind(event.event_type())
-                    .push_bind(event.occurred_at.as_millis())
-                    .push_bind(payload);
-            });
-            builder.build().execute(self.conn()).await?;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let consecutive = events
+            .iter()
+            .zip(first.seq..)
+            .all(|(event, seq)| event.seq == seq && event.run_id == first.run_id);
+        if !consecutive {
+            return Err(StoreError::Corrupt(
+                "events of one commit must be one run's, in sequence".into(),
+            ));
         }
+        let payload = encode_event_lines(events)?;
+        sqlx::query(
+            "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(first.run_id.as_str())
+        .bind(to_i64(last.seq)?)
+        .bind(to_i64(first.seq)?)
+        .bind(payload)
+        .execute(self.conn())
+        .await?;
         Ok(())
     }
 
@@ -187,37 +185,62 @@ where
         Ok(held)
     }
 
-    /// Inserts the cases not recorded before, and returns their `case_index`.
+    // Statement memory: each row count of a multi-row statement is a statement of its
+    // own, and a prepared one for many rows holds megabytes (issue 13: 90 MiB of a
+    // 100,000-case run's RSS was cached statements of every size). Inserts therefore go
+    // out in power-of-two sizes of at most `MAX_ROWS` ([`shapes`]): a few shapes per
+    // table, prepared once and kept (preparing each time costs CPU per case, issue 12).
+    // `IN (...)` lists of any length below are used once (`persistent(false)`).
+
+    /// Inserts the cases not recorded before and returns their `case_index`, or `None`
+    /// when `returning` is off and some case was recorded before. Counting inserted rows
+    /// tells the common case (all new) without a result row per case, each a hand-off
+    /// from SQLite's thread (issue 12); the caller redoes a commit that got `None` with
+    /// `returning` on, to learn which cases were new.
     pub(super) async fn insert_cases(
         &mut self,
         run_id: &RunId,
-        cases: Vec<PreparedCase<'_>>,
-    ) -> StoreResult<HashSet<i64>> {
+        cases: &[&PreparedCase<'_>],
+        returning: bool,
+    ) -> StoreResult<Option<HashSet<i64>>> {
         const PER_ROW: usize = 5;
         let mut inserted = HashSet::with_capacity(cases.len());
-        let sizes = shapes(cases.len(), D::MAX_PARAMS / PER_ROW);
-        let mut cases = cases.into_iter();
-        // A case recorded before is left out of what RETURNING gives back.
-        for size in sizes {
+        let mut counted = 0;
+        let mut rest = cases;
+        for size in shapes(cases.len(), D::MAX_PARAMS / PER_ROW) {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
             let mut builder = QueryBuilder::<D::Db>::new(
                 "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) ",
             );
-            builder.push_values(cases.by_ref().take(size), |mut b, case| {
+            builder.push_values(chunk, |mut b, case| {
                 b.push_bind(run_id.as_str())
                     .push_bind(case.index)
                     .push_bind(case.dataset_id)
                     .push_bind(case.failed)
-                    .push_bind(case.record);
+                    .push_bind(case.record.as_str());
             });
-            builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING RETURNING case_index");
-            inserted.extend(
-                builder
-                    .build_query_scalar::<i64>()
-                    .fetch_all(self.conn())
-                    .await?,
-            );
+            builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING");
+            if returning {
+                builder.push(" RETURNING case_index");
+                inserted.extend(
+                    builder
+                        .build_query_scalar::<i64>()
+                        .fetch_all(self.conn())
+                        .await?,
+                );
+            } else {
+                let result = builder.build().execute(self.conn()).await?;
+                counted += D::rows_affected(&result);
+            }
         }
-        Ok(inserted)
+        if !returning {
+            if usize::try_from(counted).ok() != Some(cases.len()) {
+                return Ok(None);
+            }
+            inserted.extend(cases.iter().map(|case| case.index));
+        }
+        Ok(Some(inserted))
     }
 
     /// Marks chunks done: their leases end with them.

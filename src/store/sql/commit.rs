@@ -1,0 +1,115 @@
+//! A batch of finished cases committed: the run's row, the case records, the chunks they
+//! finish and their events, in one transaction.
+
+use sqlx::{ColumnIndex, Encode, Executor, Type};
+
+use super::write::PreparedCase;
+use super::{Conn, Dialect, Row, Value, json_text, to_i64};
+use crate::model::CaseStatus;
+use crate::store::apply::{fence, touched_chunks};
+use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreError, StoreResult};
+
+/// Commits `batch`. Every case is serialised once, before the write starts (the
+/// expensive part, outside the writer's turn). The first attempt only counts the case
+/// rows it inserts; if some case was recorded before (a retried batch, or another
+/// instance's), the transaction is rolled back and done again learning which.
+pub(super) async fn commit<D>(store: &D, batch: &CommitBatch) -> StoreResult<CommitOutcome>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    i64: Value<D::Db>,
+    bool: Value<D::Db>,
+    String: Value<D::Db>,
+    Option<i64>: Value<D::Db>,
+    Option<String>: Value<D::Db>,
+    for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
+    usize: ColumnIndex<Row<D>>,
+{
+    let mut prepared = Vec::with_capacity(batch.cases.len());
+    for case in &batch.cases {
+        prepared.push(PreparedCase {
+            index: to_i64(case.record.key.case_index)?,
+            dataset_id: &case.record.key.dataset_id,
+            failed: case.record.status == CaseStatus::Failed,
+            record: json_text(&case.record)?,
+        });
+    }
+    if let Some(outcome) = attempt(store, batch, &prepared, false).await? {
+        return Ok(outcome);
+    }
+    attempt(store, batch, &prepared, true)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("case rows inserted but not returned".into()))
+}
+
+/// One transaction of [`commit`]; `None` (rolled back) when `returning` is off and some
+/// case had been recorded before.
+async fn attempt<D>(
+    store: &D,
+    batch: &CommitBatch,
+    prepared: &[PreparedCase<'_>],
+    returning: bool,
+) -> StoreResult<Option<CommitOutcome>>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    i64: Value<D::Db>,
+    bool: Value<D::Db>,
+    String: Value<D::Db>,
+    Option<i64>: Value<D::Db>,
+    Option<String>: Value<D::Db>,
+    for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
+    usize: ColumnIndex<Row<D>>,
+{
+    let mut cases: Vec<(&CaseCommit, &PreparedCase)> = batch.cases.iter().zip(prepared).collect();
+    let mut write = store.begin().await?;
+    let mut state = write.load_state(&batch.run_id).await?;
+    if let Some(skipped) = state.precheck(batch)? {
+        return Ok(Some(skipped));
+    }
+    let mut discarded = 0;
+    let mut completed = batch.completed_chunks.clone();
+    if let Some(owner) = &batch.lease_owner {
+        // The held chunks stay locked until the commit: nobody claims them meanwhile.
+        let touched = touched_chunks(batch)
+            .into_iter()
+            .map(to_i64)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let held = write.held_chunks(&batch.run_id, owner, &touched).await?;
+        let (keep, chunks) = fence(batch, &held);
+        let mut kept = keep.iter();
+        cases.retain(|_| kept.next().copied().unwrap_or(false));
+        discarded = keep.iter().filter(|k| !**k).count();
+        completed = chunks;
+    }
+    let rows: Vec<&PreparedCase> = cases.iter().map(|(_, row)| *row).collect();
+    // A case recorded before (by another instance, or earlier in this batch) is skipped
+    // with its events.
+    let Some(mut inserted) = write.insert_cases(&batch.run_id, &rows, returning).await? else {
+        return Ok(None);
+    };
+    let mut kept_events = Vec::new();
+    let mut duplicates = 0;
+    for (case, row) in cases {
+        if inserted.remove(&row.index) {
+            state.count_case(&case.record);
+            kept_events.extend(case.events.iter().cloned());
+        } else {
+            duplicates += 1;
+        }
+    }
+    if !completed.is_empty() {
+        let completed = completed
+            .into_iter()
+            .map(to_i64)
+            .collect::<StoreResult<Vec<_>>>()?;
+        write.finish_chunks(&batch.run_id, &completed).await?;
+    }
+    let events = state.finish_commit(kept_events, batch);
+    write.insert_events(&events).await?;
+    write.save_state(&state).await?;
+    write.commit().await?;
+    let mut outcome = state.outcome(events, duplicates);
+    outcome.discarded = discarded;
+    Ok(Some(outcome))
+}
