@@ -302,6 +302,12 @@ impl Generator for ChatGenerator {
                 Err(f) => fallback = Some(f),
             }
         }
+        // The usual single sample needs no join (nor its allocations).
+        if let [request] = requests
+            && fallback.is_none()
+        {
+            return vec![self.generate(*request).await];
+        }
         let mut results =
             futures::future::join_all(requests.iter().map(|r| self.generate(*r))).await;
         if let Some(fallback) = fallback {
