@@ -823,35 +823,47 @@ async fn executions_are_counted_until_they_end(store: Arc<dyn Store>) {
 /// The log is read in order across many commits, from any point, page by page.
 async fn events_are_read_across_many_commits(store: Arc<dyn Store>) {
     let run = run_id(60);
-    store.create_run(new_run(60, 1, 40)).await.unwrap();
+    store.create_run(new_run(60, 1, 190)).await.unwrap();
     start(store.as_ref(), &run).await;
     for index in 0..40 {
         let mut batch = CommitBatch::new(run.clone());
         batch.cases = vec![case_commit(&run, index, "a", Some(1.0))];
         store.commit(&batch).await.unwrap();
     }
+    // Then one commit of 300 events (stores may split a commit's events into rows).
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = (40..190)
+        .map(|index| case_commit(&run, index, "a", Some(1.0)))
+        .collect();
+    store.commit(&batch).await.unwrap();
+    let all: Vec<u64> = (1..=381).collect();
     let seqs = |events: Vec<themis::model::RunEvent>| -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
     };
-    // run_started, then two events for each of the 40 commits.
-    assert_eq!(
-        seqs(store.events_after(&run, 0, 1_000).await.unwrap()),
-        (1..=81).collect::<Vec<_>>()
-    );
+    // run_started, then two events for each case.
+    assert_eq!(seqs(store.events_after(&run, 0, 1_000).await.unwrap()), all);
     assert_eq!(
         seqs(store.events_after(&run, 30, 25).await.unwrap()),
         (31..=55).collect::<Vec<_>>()
     );
+    assert_eq!(
+        seqs(store.events_after(&run, 70, 300).await.unwrap()),
+        (71..=370).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(store.events_after(&run, 340, 100).await.unwrap()),
+        (341..=381).collect::<Vec<_>>()
+    );
     let mut after = 0;
     let mut paged = Vec::new();
     loop {
-        let page = seqs(store.events_after(&run, after, 7).await.unwrap());
+        let page = seqs(store.events_after(&run, after, 37).await.unwrap());
         let Some(&last) = page.last() else { break };
-        assert!(page.len() <= 7);
+        assert!(page.len() <= 37);
         after = last;
         paged.extend(page);
     }
-    assert_eq!(paged, (1..=81).collect::<Vec<_>>());
+    assert_eq!(paged, all);
     let started = store.events_after(&run, 0, 1).await.unwrap();
     assert_eq!(started[0].event_type(), "run_started");
     assert_eq!(started[0].run_id, run);

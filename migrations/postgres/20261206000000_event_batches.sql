@@ -1,5 +1,5 @@
--- Issue 12: the event log in one row per commit instead of one per event (see the
--- SQLite migration). `payload` holds the events with seq first_seq..=last_seq (gapless),
+-- Issue 12: the event log in a row per commit (per 256 of its events) instead of one
+-- per event (see the SQLite migration). `payload` holds the events with seq first_seq..=last_seq (gapless),
 -- one compact JSON object per line, in order.
 CREATE TABLE event_batches (
     run_id    TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,

@@ -1,7 +1,7 @@
 -- Issue 12: fewer and cheaper B-tree writes per recorded case.
 --
--- The event log in one row per commit instead of one per event: a case's six events
--- were six inserts keyed by the 36-byte run id. `payload` holds the events with seq
+-- The event log in a row per commit (per 256 of its events) instead of one per event:
+-- a case's six events were six inserts keyed by the 36-byte run id. `payload` holds the events with seq
 -- first_seq..=last_seq (gapless), one compact JSON object per line, in order.
 --
 -- Both tables with large rows are rowid tables (their primary key an index beside the

@@ -10,7 +10,9 @@ use crate::model::{
 
 use std::collections::HashSet;
 
-use super::{CHUNK_SIZE, CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult};
+use super::{
+    CHUNK_SIZE, CaseCommit, CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult,
+};
 
 pub(crate) struct RunState {
     pub record: RunRecord,
@@ -42,11 +44,13 @@ impl RunState {
     pub(super) fn sequence(&mut self, events: Vec<NewEvent>) -> Vec<RunEvent> {
         events
             .into_iter()
-            .map(|event| {
-                self.record.last_seq += 1;
-                event.sequenced(&self.record.run_id, self.record.last_seq)
-            })
+            .map(|event| self.sequenced(event))
             .collect()
+    }
+
+    fn sequenced(&mut self, event: NewEvent) -> RunEvent {
+        self.record.last_seq += 1;
+        event.sequenced(&self.record.run_id, self.record.last_seq)
     }
 
     pub(super) fn apply_status(&mut self, change: &StatusChange) {
@@ -63,23 +67,35 @@ impl RunState {
         }
     }
 
-    /// After the batch's cases were counted: appends its run-level and progress events,
-    /// applies the status change and sequences everything, in that order.
+    /// After the batch's cases were counted: sequences the events of the cases it
+    /// kept, then its run-level and progress events, and applies the status change.
+    /// The events are cloned once, straight into their sequenced place (a commit of
+    /// hundreds of cases holds thousands).
     pub(super) fn finish_commit(
         &mut self,
-        mut events: Vec<NewEvent>,
+        kept: &[&CaseCommit],
         batch: &CommitBatch,
     ) -> Vec<RunEvent> {
-        events.extend(batch.events.iter().cloned());
+        let count = kept.iter().map(|case| case.events.len()).sum::<usize>()
+            + batch.events.len()
+            + usize::from(batch.progress_event);
+        let mut events = Vec::with_capacity(count);
+        for event in kept
+            .iter()
+            .flat_map(|case| &case.events)
+            .chain(&batch.events)
+        {
+            events.push(self.sequenced(event.clone()));
+        }
         if batch.progress_event {
-            events.push(NewEvent::now(EventKind::Progress {
+            let progress = NewEvent::now(EventKind::Progress {
                 progress: self.record.progress,
-            }));
+            });
+            events.push(self.sequenced(progress));
         }
         if let Some(change) = &batch.status {
             self.apply_status(change);
         }
-        let events = self.sequence(events);
         self.touch();
         events
     }

@@ -161,7 +161,7 @@ impl Store for MemoryStore {
         if let Some(skipped) = run.state.precheck(batch)? {
             return Ok(skipped);
         }
-        let mut new_events = Vec::new();
+        let mut kept = Vec::with_capacity(batch.cases.len());
         let mut duplicates = 0;
         let mut discarded = 0;
         // Fencing: only chunks the batch's lease owner still holds.
@@ -189,14 +189,14 @@ impl Store for MemoryStore {
             }
             run.state.count_case(&case.record);
             run.cases.insert(index, case.record.clone());
-            new_events.extend(case.events.iter().cloned());
+            kept.push(case);
         }
         for chunk in completed {
             if let Some(lease) = run.chunks.get_mut(chunk as usize) {
                 lease.done = true;
             }
         }
-        let events = run.state.finish_commit(new_events, batch);
+        let events = run.state.finish_commit(&kept, batch);
         run.events.extend(events.iter().cloned());
         let mut outcome = run.state.outcome(events, duplicates);
         outcome.discarded = discarded;

@@ -88,12 +88,12 @@ where
     let Some(mut inserted) = write.insert_cases(&batch.run_id, &rows, returning).await? else {
         return Ok(None);
     };
-    let mut kept_events = Vec::new();
+    let mut kept = Vec::with_capacity(cases.len());
     let mut duplicates = 0;
     for (case, row) in cases {
         if inserted.remove(&row.index) {
             state.count_case(&case.record);
-            kept_events.extend(case.events.iter().cloned());
+            kept.push(case);
         } else {
             duplicates += 1;
         }
@@ -105,7 +105,7 @@ where
             .collect::<StoreResult<Vec<_>>>()?;
         write.finish_chunks(&batch.run_id, &completed).await?;
     }
-    let events = state.finish_commit(kept_events, batch);
+    let events = state.finish_commit(&kept, batch);
     write.insert_events(&events).await?;
     write.save_state(&state).await?;
     write.commit().await?;

@@ -1,5 +1,6 @@
-//! The event log as stored: one `event_batches` row per commit, holding the events with
-//! seq `first_seq..=last_seq` (gapless), one compact JSON object per line.
+//! The event log as stored: `event_batches` rows of a commit's events (up to 256 a row),
+//! each holding the events with seq `first_seq..=last_seq` (gapless), one compact JSON
+//! object per line.
 
 use sqlx::{ColumnIndex, Encode, Type};
 

@@ -127,31 +127,46 @@ where
         dialect.announce(self.conn(), &r.run_id).await
     }
 
-    /// Appends a run's events (consecutive seqs, in order) to its log as one row: one
-    /// B-tree insert per commit rather than one per event (issue 12).
+    /// Appends a run's events (consecutive seqs, in order) to its log, up to
+    /// [`EVENTS_PER_ROW`] to a row: a B-tree insert per commit rather than one per event
+    /// (issue 12), without one buffer the size of a whole commit's events.
     pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        let Some(head) = events.first() else {
             return Ok(());
         };
         let consecutive = events
             .iter()
-            .zip(first.seq..)
-            .all(|(event, seq)| event.seq == seq && event.run_id == first.run_id);
+            .zip(head.seq..)
+            .all(|(event, seq)| event.seq == seq && event.run_id == head.run_id);
         if !consecutive {
             return Err(StoreError::Corrupt(
                 "events of one commit must be one run's, in sequence".into(),
             ));
         }
-        let payload = encode_event_lines(events)?;
-        sqlx::query(
-            "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(first.run_id.as_str())
-        .bind(to_i64(last.seq)?)
-        .bind(to_i64(first.seq)?)
-        .bind(payload)
-        .execute(self.conn())
-        .await?;
+        // Rows go out in few statements (each one a round trip to Postgres).
+        let mut rows = events.chunks(EVENTS_PER_ROW);
+        for size in shapes(rows.len(), 8) {
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) ",
+            );
+            let mut values = Vec::with_capacity(size);
+            for row in rows.by_ref().take(size) {
+                if let (Some(first), Some(last)) = (row.first(), row.last()) {
+                    values.push((
+                        to_i64(last.seq)?,
+                        to_i64(first.seq)?,
+                        encode_event_lines(row)?,
+                    ));
+                }
+            }
+            builder.push_values(values, |mut b, (last, first, payload)| {
+                b.push_bind(head.run_id.as_str())
+                    .push_bind(last)
+                    .push_bind(first)
+                    .push_bind(payload);
+            });
+            builder.build().execute(self.conn()).await?;
+        }
         Ok(())
     }
 
@@ -264,6 +279,9 @@ where
         Ok(())
     }
 }
+
+/// Most events stored in one `event_batches` row (~75 KB of JSON).
+const EVENTS_PER_ROW: usize = 256;
 
 /// Most rows of one multi-row statement (a power of two).
 const MAX_ROWS: usize = 256;
