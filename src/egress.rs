@@ -240,6 +240,10 @@ fn client(policy: &Arc<EgressPolicy>, declared: bool) -> Result<reqwest::Client,
     reqwest::Client::builder()
         .user_agent(concat!("themis/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
+        // Callers retry themselves; reqwest's own layer (HTTP/2 refusals only, which
+        // these HTTP/1 clients never see) would still copy every request's headers and
+        // extensions in case it retried.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver {
             policy: policy.clone(),

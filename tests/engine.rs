@@ -645,3 +645,57 @@ async fn a_failure_policy_stops_a_run_that_keeps_failing() {
     let request = engine.parse(&plain).unwrap();
     assert_eq!(themis::engine::run_id(&request.experiment), record.run_id);
 }
+
+/// `test/busy`: holds its thread for a moment, as CPU-bound work does, and notes the
+/// most calls inside at once.
+struct BusyGenerator {
+    inside: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl themis::components::Generator for BusyGenerator {
+    async fn generate(
+        &self,
+        request: themis::components::GenerateRequest<'_>,
+    ) -> Result<themis::components::Generation, themis::components::ComponentError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.inside.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.inside.fetch_sub(1, SeqCst);
+        Ok(themis::components::Generation {
+            output: request.case.input["answer"].clone(),
+            raw_text: None,
+            finish_reason: None,
+            usage: themis::model::Usage::default(),
+        })
+    }
+}
+
+/// Cases are tasks of their own: CPU-bound cases of one run use every worker thread
+/// instead of taking turns inside one task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_of_one_run_use_every_worker_thread() {
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = Registry::builtin();
+    let (i, m) = (inside.clone(), most.clone());
+    registry.register_generator("test/busy", "1", move |_| {
+        Arc::new(BusyGenerator {
+            inside: i.clone(),
+            most: m.clone(),
+        })
+    });
+    let mut body = counting_experiment(24, 0);
+    body["generation"]["generator"] = json!("test/busy");
+    body["concurrency"] = json!(8);
+    let engine = engine_with(registry);
+    let run = submit_and_run(&engine, &body, Observers::default()).await;
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.progress.completed, 24);
+    assert!(
+        most.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "no two busy cases ever ran at once: the run's cases share one task"
+    );
+}

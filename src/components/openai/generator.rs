@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::client::{CallError, ClientConfig, Message};
-use super::template::{Templates, context};
+use super::template::Templates;
 use super::{read_client, read_template, truncate};
 use crate::components::{ComponentError, GenerateRequest, Generation, Generator, Params};
 use crate::model::{Case, Usage};
@@ -88,13 +88,13 @@ impl ChatGenerator {
     async fn render(&self, dataset_id: &str, case: &Case) -> Result<Vec<Message>, ComponentError> {
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(dataset_id.to_owned());
-        let vars = context(&[
+        let vars = [
             ("input", &case.input),
             ("expected_output", &case.expected_output),
             ("case_id", &case_id),
             ("dataset_id", &dataset),
             ("metadata", &case.metadata),
-        ]);
+        ];
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, (role, template)) in self.messages.iter().enumerate() {
             let content = self.templates.render(*template, &vars).await.map_err(|e| {
@@ -115,22 +115,22 @@ impl ChatGenerator {
 
     fn generation(
         &self,
-        content: &str,
+        content: String,
         finish_reason: Option<String>,
         usage: Usage,
     ) -> Result<Generation, ComponentError> {
         let output = match self.output {
-            Output::Text => Value::String(content.to_owned()),
-            Output::Json => parse_json_output(content).ok_or_else(|| {
+            Output::Text => Value::String(content.clone()),
+            Output::Json => parse_json_output(&content).ok_or_else(|| {
                 ComponentError::new(format!(
                     "openai/chat: the model's answer is not JSON (output: \"json\"): {}",
-                    truncate(content, 300)
+                    truncate(&content, 300)
                 ))
             })?,
         };
         Ok(Generation {
             output,
-            raw_text: Some(content.to_owned()),
+            raw_text: Some(content),
             finish_reason,
             usage,
         })
@@ -166,7 +166,7 @@ impl ChatGenerator {
                     } else {
                         Usage::default()
                     };
-                    self.generation(&choice.content, choice.finish_reason, usage)
+                    self.generation(choice.content, choice.finish_reason, usage)
                 })
                 .collect()),
             // The endpoint ignored `n`, or said it does not take it.
@@ -277,7 +277,7 @@ impl Generator for ChatGenerator {
             .into_iter()
             .next()
             .ok_or_else(|| ComponentError::new("openai/chat: the response has no choices"))?;
-        self.generation(&choice.content, choice.finish_reason, completion.usage)
+        self.generation(choice.content, choice.finish_reason, completion.usage)
     }
 
     /// Several samples of one case are asked for in one request with `n` (the first
@@ -301,6 +301,12 @@ impl Generator for ChatGenerator {
                 Ok(results) => return results,
                 Err(f) => fallback = Some(f),
             }
+        }
+        // The usual single sample needs no join (nor its allocations).
+        if let [request] = requests
+            && fallback.is_none()
+        {
+            return vec![self.generate(*request).await];
         }
         let mut results =
             futures::future::join_all(requests.iter().map(|r| self.generate(*r))).await;

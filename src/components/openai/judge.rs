@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::client::{ClientConfig, Message};
-use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, context, prompt_text};
+use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, prompt_text};
 use super::verdict::parse_verdict;
 use super::{read_client, read_template, truncate};
 use crate::components::builtin_generators::mix;
@@ -133,9 +133,8 @@ impl LlmJudge {
     async fn messages(&self, request: &JudgeRequest<'_>) -> Result<Vec<Message>, ComponentError> {
         let vars = JudgeVars::new(request);
         let pairs = vars.pairs();
-        let vars = context(&pairs);
         let render = async |index: usize, what: &str| {
-            self.templates.render(index, &vars).await.map_err(|e| {
+            self.templates.render(index, &pairs).await.map_err(|e| {
                 ComponentError::new(format!("openai/judge: rendering {what} failed: {e}"))
             })
         };

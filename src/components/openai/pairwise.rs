@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::client::{ClientConfig, Message};
-use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, context, prompt_text};
+use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, prompt_text};
 use super::verdict::outermost_braces;
 use super::{read_client, read_template, truncate};
 use crate::components::text::select;
@@ -151,10 +151,15 @@ impl Judge for Pairwise {
         let criteria = match self.criteria {
             None => DEFAULT_CRITERIA.to_owned(),
             Some(index) => {
-                let vars = context(&JudgeVars::new(&request).pairs());
-                self.templates.render(index, &vars).await.map_err(|e| {
-                    ComponentError::new(format!("openai/pairwise: rendering criteria failed: {e}"))
-                })?
+                let vars = JudgeVars::new(&request);
+                self.templates
+                    .render(index, &vars.pairs())
+                    .await
+                    .map_err(|e| {
+                        ComponentError::new(format!(
+                            "openai/pairwise: rendering criteria failed: {e}"
+                        ))
+                    })?
             }
         };
         let output = prompt_text(request.parsed);

@@ -135,8 +135,11 @@ pub(super) fn read_client(
         breaker_failures: p.u64_in("breaker_failures", 10, 0, 1_000_000) as u32,
         breaker_cooldown: millis(p, "breaker_cooldown_ms", 30_000, 1, 86_400_000),
     };
+    let url =
+        reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| e.to_string());
     ClientConfig {
         component,
+        url,
         base_url,
         model,
         provider,

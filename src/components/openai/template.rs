@@ -31,6 +31,10 @@ pub(super) struct Templates {
     /// Per template: whether it can do more than substitute values (renders off the
     /// async workers).
     heavy: Vec<bool>,
+    /// Per template: the variables its context holds: those it reads, or `None` for
+    /// all (a template that may see more than it names: `debug()` shows the whole
+    /// context, statements may include another template).
+    reads: Vec<Option<Vec<String>>>,
 }
 
 impl Templates {
@@ -43,6 +47,7 @@ impl Templates {
         Templates {
             env: Arc::new(env),
             heavy: Vec::new(),
+            reads: Vec::new(),
         }
     }
 
@@ -54,8 +59,17 @@ impl Templates {
             .env
             .template_from_str(source)
             .map_err(|e| describe(&e))?;
-        let mut unknown: Vec<String> = template
-            .undeclared_variables(false)
+        let variables = template.undeclared_variables(false);
+        let heavy = is_heavy(source);
+        // Only what a template reads is converted for each render.
+        let reads = (!heavy && !source.contains("debug")).then(|| {
+            variables
+                .iter()
+                .filter(|v| allowed.contains(&v.as_str()))
+                .cloned()
+                .collect()
+        });
+        let mut unknown: Vec<String> = variables
             .into_iter()
             .filter(|var| {
                 !allowed.contains(&var.as_str()) && !self.env.globals().any(|(g, _)| g == var)
@@ -74,7 +88,8 @@ impl Templates {
         Arc::make_mut(&mut self.env)
             .add_template_owned(name, source.to_owned())
             .map_err(|e| describe(&e))?;
-        self.heavy.push(is_heavy(source));
+        self.heavy.push(heavy);
+        self.reads.push(reads);
         Ok(self.heavy.len() - 1)
     }
 
@@ -85,14 +100,22 @@ impl Templates {
             .is_ok_and(|t| t.undeclared_variables(false).contains(name))
     }
 
-    /// Renders template `index`, off the async workers when it may be slow. Dropping the
-    /// future abandons the render; its fuel bounds how long the blocking thread goes on.
-    pub(super) async fn render(&self, index: usize, context: &Template) -> Result<String, String> {
+    /// Renders template `index` with the `(name, value)` variables, off the async workers
+    /// when it may be slow. Dropping the future abandons the render; its fuel bounds how
+    /// long the blocking thread goes on.
+    pub(super) async fn render(
+        &self,
+        index: usize,
+        vars: &[(&str, &Value)],
+    ) -> Result<String, String> {
+        let context = match self.reads.get(index) {
+            Some(Some(reads)) => context(vars, |name| reads.iter().any(|r| r == name)),
+            _ => context(vars, |_| true),
+        };
         if !self.heavy.get(index).copied().unwrap_or(false) {
-            return render_bounded(&self.env, index, context);
+            return render_bounded(&self.env, index, &context);
         }
         let env = Arc::clone(&self.env);
-        let context = context.clone();
         tokio::task::spawn_blocking(move || render_bounded(&env, index, &context))
             .await
             .unwrap_or_else(|e| Err(format!("template render did not finish: {e}")))
@@ -151,13 +174,27 @@ impl std::io::Write for Capped {
     }
 }
 
-/// The render context from `(name, value)` pairs of JSON values.
-pub(super) fn context(vars: &[(&str, &Value)]) -> Template {
-    let map: serde_json::Map<String, Value> = vars
-        .iter()
-        .map(|(name, value)| (name.to_string(), (*value).clone()))
-        .collect();
-    Template::from(minijinja::value::Serde(Value::Object(map)))
+/// The render context: the `(name, value)` pairs that `keep` accepts, converted
+/// straight from the borrowed JSON values (no copy of the JSON first).
+fn context(vars: &[(&str, &Value)], keep: impl Fn(&str) -> bool) -> Template {
+    Template::from(minijinja::value::Serde(Vars { vars, keep }))
+}
+
+/// `(name, value)` pairs serialized as a map.
+struct Vars<'a, F> {
+    vars: &'a [(&'a str, &'a Value)],
+    keep: F,
+}
+
+impl<F: Fn(&str) -> bool> serde::Serialize for Vars<'_, F> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.vars.iter().filter(|(name, _)| (self.keep)(name)) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// Variables the judges' templates (rubric, system, criteria) can use.
@@ -240,13 +277,39 @@ mod tests {
         let input = json!({"question": "2+2 <b>"});
         let case_id = json!("c1");
         let out = t
-            .render(i, &context(&[("input", &input), ("case_id", &case_id)]))
+            .render(i, &[("input", &input), ("case_id", &case_id)])
             .await
             .unwrap();
         assert_eq!(
             out,
             "Q: 2+2 <b> (c1) {\"question\": \"2+2 \\u003cb\\u003e\"}"
         );
+    }
+
+    /// A template's context holds what it reads, except where it could see more.
+    #[tokio::test]
+    async fn contexts_hold_the_variables_a_template_reads() {
+        let mut t = Templates::new();
+        let input = json!({"question": "q"});
+        let case_id = json!("c1");
+        let vars = [("input", &input), ("case_id", &case_id)];
+        let reads_input = t.add("{{ input.question }}", VARS).unwrap();
+        let tests_case_id = t.add("{{ case_id is defined }}", VARS).unwrap();
+        let missing_field = t.add("{{ input.answer }}", VARS).unwrap();
+        let shows_all = t.add("{{ debug() }}", VARS).unwrap();
+        assert_eq!(
+            t.reads[reads_input].as_deref(),
+            Some(&["input".to_owned()][..])
+        );
+        assert_eq!(t.render(reads_input, &vars).await.unwrap(), "q");
+        assert_eq!(t.render(tests_case_id, &vars).await.unwrap(), "True");
+        assert!(
+            t.render(missing_field, &vars).await.is_err(),
+            "still strict"
+        );
+        assert_eq!(t.reads[shows_all], None);
+        let all = t.render(shows_all, &vars).await.unwrap();
+        assert!(all.contains("case_id") && all.contains("input"), "{all}");
     }
 
     #[tokio::test]
@@ -267,7 +330,7 @@ mod tests {
         // Variables a template sets itself are not unknown ones: it compiles and renders.
         let set = t.add("{% set x = 1 %}{{ x }}{{ input }}", VARS).unwrap();
         let input = json!("q");
-        let rendered = t.render(set, &context(&[("input", &input)])).await;
+        let rendered = t.render(set, &[("input", &input)]).await;
         assert_eq!(rendered.unwrap(), "1q");
     }
 
@@ -276,10 +339,7 @@ mod tests {
         let mut t = Templates::new();
         let i = t.add("{{ input.missing }}", VARS).unwrap();
         let input = json!({"question": "q"});
-        let e = t
-            .render(i, &context(&[("input", &input)]))
-            .await
-            .unwrap_err();
+        let e = t.render(i, &[("input", &input)]).await.unwrap_err();
         assert!(e.contains("undefined"), "{e}");
         let j = t
             .add(
@@ -287,10 +347,7 @@ mod tests {
                 VARS,
             )
             .unwrap();
-        assert_eq!(
-            t.render(j, &context(&[("input", &input)])).await.unwrap(),
-            "y"
-        );
+        assert_eq!(t.render(j, &[("input", &input)]).await.unwrap(), "y");
     }
 
     #[tokio::test]
@@ -306,10 +363,7 @@ mod tests {
         let input = json!(null);
         for i in [loops, repeat] {
             let started = std::time::Instant::now();
-            let e = t
-                .render(i, &context(&[("input", &input)]))
-                .await
-                .unwrap_err();
+            let e = t.render(i, &[("input", &input)]).await.unwrap_err();
             assert!(e.contains("ran out of fuel"), "{e}");
             assert!(started.elapsed() < std::time::Duration::from_secs(5));
         }
@@ -323,17 +377,12 @@ mod tests {
             .add("{% for i in range(2048) %}{{ input }}{% endfor %}", VARS)
             .unwrap();
         let input = json!("y".repeat(1024));
-        let e = t
-            .render(i, &context(&[("input", &input)]))
-            .await
-            .unwrap_err();
+        let e = t.render(i, &[("input", &input)]).await.unwrap_err();
         assert!(e.contains("exceeds 1048576 bytes"), "{e}");
         let light = t.add("{{ input }}", VARS).unwrap();
         assert!(!t.heavy[light] && t.heavy[i]);
         assert_eq!(
-            t.render(light, &context(&[("input", &input)]))
-                .await
-                .unwrap(),
+            t.render(light, &[("input", &input)]).await.unwrap(),
             "y".repeat(1024)
         );
     }

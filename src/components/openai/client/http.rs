@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::ClientConfig;
 
@@ -15,11 +16,15 @@ impl ClientConfig {
     pub(super) async fn attempt(
         &self,
         client: &reqwest::Client,
-        url: &str,
-        body: &Value,
+        url: &reqwest::Url,
+        body: Bytes,
         api_key: Option<&str>,
     ) -> Attempt {
-        let mut request = client.post(url).timeout(self.timeout).json(body);
+        let mut request = client
+            .post(url.clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
         if let Some(key) = api_key {
             request = request.bearer_auth(key);
         }
@@ -107,14 +112,19 @@ enum Unread {
 
 /// The body as text (lossy UTF-8), refusing more than [`MAX_BODY_BYTES`].
 async fn read_body(mut response: reqwest::Response) -> Result<String, Unread> {
-    let mut bytes = Vec::new();
+    // The announced length sizes the buffer once; it is only a hint (capped), the
+    // chunks read are what is checked.
+    let hint = response.content_length().unwrap_or(0).min(64 * 1024) as usize;
+    let mut bytes = Vec::with_capacity(hint);
     while let Some(chunk) = response.chunk().await.map_err(Unread::Transport)? {
         if bytes.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(Unread::TooLarge);
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Valid UTF-8 (the usual case) is kept without a copy.
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// An error with its sources ("error sending request: connection refused").

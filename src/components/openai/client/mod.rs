@@ -53,6 +53,8 @@ pub(super) struct ClientConfig {
     pub component: &'static str,
     /// Without a trailing slash; requests go to `{base_url}/chat/completions`.
     pub base_url: String,
+    /// `{base_url}/chat/completions`, parsed once (an unparsable one fails each call).
+    pub url: Result<reqwest::Url, String>,
     pub model: String,
     /// The declared provider at `base_url`: its key is sent, its errors quoted.
     pub provider: Option<Arc<ProviderSpec>>,
@@ -126,6 +128,19 @@ impl From<CallError> for ComponentError {
     }
 }
 
+/// A request body as sent, serialized from borrowed parts (no intermediate `Value`).
+/// `params` never holds the keys set here (`extra_body` may not override them).
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    #[serde(flatten)]
+    params: &'a Map<String, Value>,
+    model: &'a str,
+    messages: &'a [Message],
+    seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+}
+
 /// The cache key of a request: SHA-256 (hex) of the canonical JSON of the base URL and
 /// the full request body (model, messages, sampling params, seed, `n`, extra body).
 pub(super) fn cache_key(base_url: &str, body: &Value) -> String {
@@ -164,16 +179,14 @@ impl ClientConfig {
             .clone()
     }
 
-    /// The request body for `messages`, with the wire seed and `n` (sent when above 1).
-    pub(super) fn request_body(&self, messages: &[Message], seed: u64, n: u32) -> Value {
-        let mut body = self.body.clone();
-        body.insert("model".into(), self.model.clone().into());
-        body.insert("messages".into(), json!(messages));
-        body.insert("seed".into(), wire_seed(seed).into());
-        if n > 1 {
-            body.insert("n".into(), n.into());
+    fn request_body<'a>(&'a self, messages: &'a [Message], seed: u64, n: u32) -> RequestBody<'a> {
+        RequestBody {
+            params: &self.body,
+            model: &self.model,
+            messages,
+            seed: wire_seed(seed),
+            n: (n > 1).then_some(n),
         }
-        Value::Object(body)
     }
 
     fn fail(&self, message: impl std::fmt::Display) -> CallError {
@@ -222,9 +235,17 @@ impl ClientConfig {
         n: u32,
     ) -> Result<Completion, CallError> {
         let body = self.request_body(messages, seed, n);
-        let key = cache_key(&self.base_url, &body);
+        // Only a run with a response cache needs the body as a `Value` (for its key).
+        let key = match ctx.cache {
+            Some(_) => Some(cache_key(
+                &self.base_url,
+                &serde_json::to_value(&body).map_err(|e| self.fail(e))?,
+            )),
+            None => None,
+        };
         if let Some(cache) = ctx.cache
-            && let Some(cached) = cache.get(&key).await
+            && let Some(key) = &key
+            && let Some(cached) = cache.get(key).await
         {
             match parse_response(&cached) {
                 Ok(parsed) if parsed.choices.len() >= n as usize => {
@@ -242,8 +263,9 @@ impl ClientConfig {
                 _ => tracing::warn!(key, "ignoring an unusable cached provider response"),
             }
         }
+        let bytes = serde_json::to_vec(&body).map_err(|e| self.fail(e))?;
         let (raw, parsed, requests) = self
-            .send(ctx, endpoint, &body, self.api_key(), seed, n)
+            .send(ctx, endpoint, messages, bytes.into(), seed, n)
             .await?;
         let usage = self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens);
         if parsed.choices.len() < n as usize {
@@ -255,8 +277,14 @@ impl ClientConfig {
             error.usage = usage;
             return Err(error);
         }
-        if let Some(cache) = ctx.cache {
-            cache.put(&key, &raw).await;
+        if let Some(cache) = ctx.cache
+            && let Some(key) = &key
+        {
+            // The body parsed once already, so this cannot fail; a cache miss is harmless.
+            match serde_json::from_str::<Value>(&raw) {
+                Ok(raw) => cache.put(key, &raw).await,
+                Err(e) => tracing::warn!(key, "not caching a provider response: {e}"),
+            }
         }
         Ok(Completion {
             choices: parsed.choices,
@@ -282,6 +310,35 @@ mod tests {
         c["seed"] = json!(2);
         assert_ne!(cache_key("http://h/v1", &a), cache_key("http://h/v1", &c));
         assert_eq!(cache_key("u", &a).len(), 64);
+    }
+
+    #[test]
+    fn request_body_is_the_params_plus_the_call() {
+        let mut params = Map::new();
+        params.insert("temperature".into(), json!(0.7));
+        params.insert("response_format".into(), json!({"type": "json_object"}));
+        let messages = [Message {
+            role: "user".into(),
+            content: "say \"4\"\n".into(),
+        }];
+        let body = |n| RequestBody {
+            params: &params,
+            model: "m",
+            messages: &messages,
+            seed: wire_seed(u64::MAX),
+            n,
+        };
+        let expected = json!({
+            "temperature": 0.7, "response_format": {"type": "json_object"}, "model": "m",
+            "messages": [{"role": "user", "content": "say \"4\"\n"}], "seed": 0x7FFF_FFFF
+        });
+        assert_eq!(serde_json::to_value(body(None)).unwrap(), expected);
+        let sent: Value =
+            serde_json::from_slice(&serde_json::to_vec(&body(None)).unwrap()).unwrap();
+        assert_eq!(sent, expected);
+        let mut with_n = expected.clone();
+        with_n["n"] = json!(3);
+        assert_eq!(serde_json::to_value(body(Some(3))).unwrap(), with_n);
     }
 
     #[test]

@@ -17,7 +17,8 @@ const BODY_CHARS: usize = 500;
 
 /// An attempt judged: its result and what it tells the breaker and the limiter.
 pub(super) struct Outcome {
-    pub result: Result<(Value, Parsed), Failure>,
+    /// On success: the response body and its parsed form.
+    pub result: Result<(String, Parsed), Failure>,
     /// A one-line description for notes, spans and messages (secrets redacted).
     pub reason: String,
     /// `reason` without any quoted provider message.
@@ -63,20 +64,19 @@ impl Attempt {
                 retry_after,
             } => (status, body, retry_after),
         };
-        // Kept for recognising a rejected `n`, never shown.
-        let kept = truncate(&redact(&body), BODY_CHARS);
-        let quoted = if declared {
-            provider_message(&body).map(|m| sanitize(&redact(&m), REASON_CHARS))
-        } else {
-            None
+        // Kept for recognising a rejected `n`, never shown; only failures need it.
+        let kept = |body: &str| truncate(&redact(body), BODY_CHARS);
+        let quoted = |body: &str| {
+            if declared {
+                provider_message(body).map(|m| sanitize(&redact(&m), REASON_CHARS))
+            } else {
+                None
+            }
         };
         if (200..300).contains(&status) {
-            let parsed = serde_json::from_str::<Value>(&body)
-                .map_err(|_| "is not JSON".to_owned())
-                .and_then(|raw| parse_response(&raw).map(|parsed| (raw, parsed)));
-            return match parsed {
-                Ok(ok) => Outcome {
-                    result: Ok(ok),
+            return match parse_body(&body) {
+                Ok(parsed) => Outcome {
+                    result: Ok((body, parsed)),
                     reason: format!("HTTP {status}"),
                     summary: format!("HTTP {status}"),
                     health: Health::Alive,
@@ -84,7 +84,7 @@ impl Attempt {
                 },
                 Err(problem) => Outcome {
                     summary: format!("HTTP {status} but the response {problem}"),
-                    reason: match &quoted {
+                    reason: match quoted(&body) {
                         Some(message) => {
                             format!("HTTP {status} but the response {problem}: {message}")
                         }
@@ -93,7 +93,7 @@ impl Attempt {
                     result: Err(Failure {
                         retryable: false,
                         status: Some(status),
-                        body: kept,
+                        body: kept(&body),
                         retry_after: None,
                         signature: None,
                     }),
@@ -116,7 +116,7 @@ impl Attempt {
                 .map(|r| format!(" {r}"))
                 .unwrap_or_default(),
         );
-        let reason = match quoted {
+        let reason = match quoted(&body) {
             Some(message) => format!("{summary}: {message}"),
             None => summary.clone(),
         };
@@ -127,7 +127,7 @@ impl Attempt {
                 retryable,
                 status: Some(status),
                 signature: (status != 429).then(|| format!("{status}\n{body}")),
-                body: kept,
+                body: kept(&body),
                 retry_after,
             }),
             health,
@@ -168,6 +168,97 @@ pub(super) struct Parsed {
     pub choices: Vec<Choice>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+}
+
+/// Parses a response body: [`parse_response`] on its JSON, with a fast path for the usual
+/// shape that reads the fields it needs straight from the text instead of building a
+/// `Value` tree. Anything the fast path does not read exactly as [`parse_response`]
+/// would (an error member, legacy `text` choices, a field of an unexpected type) goes
+/// the general way, so both give the same answer.
+pub(super) fn parse_body(body: &str) -> Result<Parsed, String> {
+    if let Some(parsed) = parse_usual(body) {
+        return Ok(parsed);
+    }
+    let raw = serde_json::from_str::<Value>(body).map_err(|_| "is not JSON".to_owned())?;
+    parse_response(&raw)
+}
+
+/// `{"choices": [{"index", "message": {"content"}, "finish_reason"}], "usage"}` with
+/// every field of the type [`parse_response`] reads; `None` for anything else.
+fn parse_usual(body: &str) -> Option<Parsed> {
+    let wire: wire::Response<'_> = serde_json::from_str(body).ok()?;
+    if wire.error.is_some() {
+        return None;
+    }
+    let mut indexed = Vec::with_capacity(wire.choices.len());
+    for (position, choice) in wire.choices.into_iter().enumerate() {
+        let content = choice.message?.content?;
+        indexed.push((
+            choice.index.unwrap_or(position as u64),
+            Choice {
+                content: content.0.into_owned(),
+                finish_reason: choice.finish_reason.map(|r| r.0.into_owned()),
+            },
+        ));
+    }
+    indexed.sort_by_key(|(index, _)| *index);
+    let usage = wire.usage.unwrap_or_default();
+    Some(Parsed {
+        choices: indexed.into_iter().map(|(_, choice)| choice).collect(),
+        prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+        completion_tokens: usage.completion_tokens.unwrap_or(0),
+    })
+}
+
+/// The fields of a chat-completions response the fast path reads; strings are borrowed
+/// from the body unless they contain escapes.
+mod wire {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+
+    #[derive(Deserialize)]
+    pub(super) struct Response<'a> {
+        /// Present and not null: an error, left to the general path.
+        #[serde(default)]
+        pub error: Option<IgnoredAny>,
+        #[serde(borrow)]
+        pub choices: Vec<Choice<'a>>,
+        #[serde(default)]
+        pub usage: Option<Usage>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Choice<'a> {
+        #[serde(default)]
+        pub index: Option<u64>,
+        /// Absent, null or without string content: left to the general path (which
+        /// looks for a legacy `text`, or reports the choice).
+        #[serde(default, borrow)]
+        pub message: Option<Message<'a>>,
+        #[serde(default, borrow)]
+        pub finish_reason: Option<Text<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Message<'a> {
+        #[serde(default, borrow)]
+        pub content: Option<Text<'a>>,
+    }
+
+    /// A string borrowed from the body when it has no escapes (a bare `Cow` field
+    /// inside an `Option` would always be copied).
+    #[derive(Deserialize)]
+    pub(super) struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+    #[derive(Deserialize, Default)]
+    pub(super) struct Usage {
+        #[serde(default)]
+        pub prompt_tokens: Option<u64>,
+        #[serde(default)]
+        pub completion_tokens: Option<u64>,
+    }
 }
 
 /// Reads `choices[].message.content` (or a legacy `choices[].text`), ordered by `index`,
@@ -246,6 +337,52 @@ mod tests {
         assert!(parse_response(&json!({"choices": [{"message": {"content": null}}]})).is_err());
         assert!(parse_response(&json!({"error": {"message": "boom"}})).is_err());
         assert!(parse_response(&json!([])).is_err());
+    }
+
+    /// The fast path reads what the general one reads, and leaves everything else to it.
+    #[test]
+    fn body_parsing_agrees_with_the_value_parser() {
+        let bodies = [
+            r#"{"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}"#,
+            r#"{"choices": [{"index": 1, "message": {"content": "b\n\"q\""}, "finish_reason": "length"}, {"index": 0, "message": {"content": "a"}}]}"#,
+            r#"{"choices": [{"message": {"content": "x"}, "finish_reason": null}], "usage": null}"#,
+            r#"{"choices": [{"index": 1.5, "message": {"content": "x"}}], "usage": {"prompt_tokens": 2.0}}"#,
+            r#"{"choices": [{"text": "legacy", "finish_reason": 3}]}"#,
+            r#"{"choices": [{"message": null, "text": "legacy"}]}"#,
+            r#"{"choices": [{"message": {"content": null}, "text": "ignored"}]}"#,
+            r#"{"choices": [{"message": {"content": ["parts"]}}]}"#,
+            r#"{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": -1}}"#,
+            r#"{"choices": [{"message": {"content": "a"}}], "error": {"message": "boom"}}"#,
+            r#"{"choices": [{"message": {"content": "a"}}], "error": null}"#,
+            r#"{"choices": {"message": "no"}}"#,
+            r#"{"choices": [{"message": {"content": "a", "content": "b"}}]}"#,
+            r#"{"object": "chat.completion"}"#,
+            r#"[]"#,
+            "not json",
+        ];
+        for body in bodies {
+            let general = serde_json::from_str::<Value>(body)
+                .map_err(|_| "is not JSON".to_owned())
+                .and_then(|raw| parse_response(&raw));
+            let fast = parse_body(body);
+            match (fast, general) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.choices, b.choices, "{body}");
+                    assert_eq!(
+                        (a.prompt_tokens, a.completion_tokens),
+                        (b.prompt_tokens, b.completion_tokens),
+                        "{body}"
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{body}"),
+                (a, b) => panic!("{body}: {a:?} vs {b:?}"),
+            }
+        }
+        // The usual shape takes the fast path, escaped strings included.
+        assert!(parse_usual(bodies[0]).is_some());
+        let escaped = parse_usual(bodies[1]).unwrap();
+        assert_eq!(escaped.choices[1].content, "b\n\"q\"");
+        assert!(parse_usual(bodies[4]).is_none());
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::endpoint::{BreakerGuard, Endpoint};
 use super::http::Attempt;
 use super::response::{Parsed, redact};
-use super::{CallError, ClientConfig, wire_seed};
+use super::{CallError, ClientConfig, Message, wire_seed};
 use crate::components::builtin_generators::mix;
 use crate::components::{CallContext, CallNote};
 use crate::observe::{
@@ -25,17 +26,18 @@ const NOTE_WAIT: Duration = Duration::from_millis(50);
 const SHARED_TIMEOUT_FLOOR: Duration = Duration::from_secs(10);
 
 impl ClientConfig {
-    /// Sends the request with retries. Returns the raw response, its parsed form and how
-    /// many HTTP requests were sent.
+    /// Sends `body` (the request for `messages`) with retries. Returns the raw response
+    /// body, its parsed form and how many HTTP requests were sent.
     pub(super) async fn send(
         &self,
         ctx: CallContext<'_>,
         endpoint: &Endpoint,
-        body: &Value,
-        api_key: Option<&str>,
+        messages: &[Message],
+        body: Bytes,
         seed: u64,
         n: u32,
-    ) -> Result<(Value, Parsed, u64), CallError> {
+    ) -> Result<(String, Parsed, u64), CallError> {
+        let api_key = self.api_key();
         let declared = self.provider.is_some();
         let client = self
             .shared
@@ -43,18 +45,16 @@ impl ClientConfig {
             .egress
             .client(declared)
             .map_err(|e| self.fail(e))?;
-        let url = format!("{}/chat/completions", self.base_url);
+        let url = self.url.as_ref().map_err(|e| self.fail(e))?;
         // Literal IP hosts are not resolved, so the resolver cannot check them.
-        let parsed_url = reqwest::Url::parse(&url).map_err(|e| self.fail(e))?;
         self.shared
             .outbound
             .egress
-            .check_url(&parsed_url, declared)
+            .check_url(url, declared)
             .map_err(|e| self.fail(e))?;
         let own = &*self.own;
-        let provider = self.provider();
         let started = Instant::now();
-        let estimate = estimate_tokens(body, self.completion_estimate * u64::from(n));
+        let estimate = estimate_tokens(messages, self.completion_estimate * u64::from(n));
         let mut requests = 0u64;
         let mut repeated: Option<(String, u32)> = None;
         let redact = |text: &str| redact(text, api_key);
@@ -76,7 +76,7 @@ impl ClientConfig {
                 .max(own.tokens.reserve(estimate));
             if wait > NOTE_WAIT {
                 ctx.observer.note(CallNote::RateLimited {
-                    provider: provider.clone(),
+                    provider: self.provider(),
                     wait_ms: wait.as_millis() as u64,
                 });
             }
@@ -115,11 +115,14 @@ impl ClientConfig {
             let span = SpanGuard {
                 tracer: ctx.tracer,
                 span: ctx.parent_span.map(|parent| {
-                    ctx.tracer.start_span(
-                        "provider_call",
-                        self.span_attributes(attempt, seed, n),
-                        Some(parent),
-                    )
+                    // Attributes only for a tracer that keeps them.
+                    let attributes = if ctx.tracer.is_recording() {
+                        self.span_attributes(attempt, seed, n)
+                    } else {
+                        Attributes::new()
+                    };
+                    ctx.tracer
+                        .start_span("provider_call", attributes, Some(parent))
                 }),
             };
             requests += 1;
@@ -127,7 +130,7 @@ impl ClientConfig {
                 // The server-wide cap; closed never (the semaphore lives as long as we do).
                 let _slot = self.shared.in_flight.acquire().await.ok();
                 let sent = Instant::now();
-                let outcome = self.attempt(client, &url, body, api_key).await;
+                let outcome = self.attempt(client, url, body.clone(), api_key).await;
                 let label = match &outcome {
                     Attempt::Answered { status, .. } => ProviderOutcome::of_status(*status),
                     Attempt::Transport { .. } => ProviderOutcome::NoAnswer,
@@ -232,9 +235,10 @@ impl ClientConfig {
                 )));
             }
             meter.provider_retry(endpoint_label);
+            let provider = self.provider();
             tracing::debug!(provider, attempt, delay_ms = delay.as_millis() as u64, reason = %outcome.reason, "retrying provider call");
             ctx.observer.note(CallNote::Retry {
-                provider: provider.clone(),
+                provider,
                 attempt,
                 delay_ms: delay.as_millis() as u64,
                 reason: outcome.reason.clone(),
@@ -321,17 +325,10 @@ impl Drop for SpanGuard<'_> {
 
 /// A rough token count before sending: a quarter of the message characters plus the
 /// completion allowance.
-fn estimate_tokens(body: &Value, completion: u64) -> f64 {
-    let chars: usize = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(|messages| {
-            messages
-                .iter()
-                .filter_map(|m| m.get("content").and_then(Value::as_str))
-                .map(|c| c.chars().count() + 16)
-                .sum()
-        })
-        .unwrap_or(0);
+fn estimate_tokens(messages: &[Message], completion: u64) -> f64 {
+    let chars: usize = messages
+        .iter()
+        .map(|m| m.content.chars().count() + 16)
+        .sum();
     (chars / 4 + 1) as f64 + completion as f64
 }
