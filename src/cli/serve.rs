@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// derived from it are gone). Unset: runs are kept until deleted.
     #[arg(long, env = "THEMIS_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// How long finished cases wait to be committed together (at most 1000): longer
+    /// windows mean fewer, larger commits (less CPU per case) and later events.
+    #[arg(long, env = "THEMIS_COMMIT_WINDOW_MS", default_value_t = 25)]
+    pub commit_window_ms: u64,
 }
 
 /// The model providers the operator declares (`themis serve` and `themis run`).
@@ -179,6 +183,9 @@ impl ServeArgs {
                         .default_concurrency
                         .clamp(1, themis::engine::MAX_CONCURRENCY as usize),
                     lease: std::time::Duration::from_millis(self.lease_ms.max(300)),
+                    commit_window: std::time::Duration::from_millis(
+                        self.commit_window_ms.min(1_000),
+                    ),
                     instance_id: self
                         .instance_id
                         .clone()
