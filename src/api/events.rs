@@ -287,21 +287,12 @@ mod tests {
 
     use super::*;
     use crate::engine::EventHub;
-    use crate::model::{EventKind, NewEvent, Progress, RunEvent};
+    use crate::model::RunEvent;
+    use crate::model::sample_event;
     use crate::store::MemoryStore;
 
     fn event(run_id: &RunId, seq: u64, total: u64) -> RunEvent {
-        let kind = if seq == total {
-            EventKind::RunCompleted {
-                progress: Progress::default(),
-            }
-        } else {
-            EventKind::RunStarted {
-                total_cases: seq,
-                resumed: false,
-            }
-        };
-        NewEvent::now(kind).sequenced(run_id, seq)
+        sample_event(run_id, seq, seq == total)
     }
 
     fn run() -> RunId {

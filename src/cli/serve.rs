@@ -96,7 +96,7 @@ pub struct ServeArgs {
     pub retention_days: Option<u32>,
     /// How long finished cases wait to be committed together (at most 1000): longer
     /// windows mean fewer, larger commits (less CPU per case) and later events.
-    #[arg(long, env = "THEMIS_COMMIT_WINDOW_MS", default_value_t = 50)]
+    #[arg(long, env = "THEMIS_COMMIT_WINDOW_MS", default_value_t = EngineConfig::default().commit_window.as_millis() as u64)]
     pub commit_window_ms: u64,
 }
 

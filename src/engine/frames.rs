@@ -208,23 +208,12 @@ impl Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventKind, NewEvent, Progress, RunId};
+    use crate::model::RunId;
+    use crate::model::sample_event;
 
     fn events(run_id: &RunId, seqs: std::ops::RangeInclusive<u64>, terminal: u64) -> Vec<RunEvent> {
-        seqs.map(|seq| {
-            let kind = if seq == terminal {
-                EventKind::RunCompleted {
-                    progress: Progress::default(),
-                }
-            } else {
-                EventKind::RunStarted {
-                    total_cases: seq,
-                    resumed: false,
-                }
-            };
-            NewEvent::now(kind).sequenced(run_id, seq)
-        })
-        .collect()
+        seqs.map(|seq| sample_event(run_id, seq, seq == terminal))
+            .collect()
     }
 
     fn frames(lookup: Lookup) -> Frames {

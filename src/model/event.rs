@@ -215,6 +215,23 @@ impl EventKind {
     }
 }
 
+/// A run event for tests of what carries events: `run_completed` when `terminal`, else a
+/// `run_started` (numbered by its seq).
+#[cfg(test)]
+pub(crate) fn sample_event(run_id: &RunId, seq: u64, terminal: bool) -> RunEvent {
+    let kind = if terminal {
+        EventKind::RunCompleted {
+            progress: Progress::default(),
+        }
+    } else {
+        EventKind::RunStarted {
+            total_cases: seq,
+            resumed: false,
+        }
+    };
+    NewEvent::now(kind).sequenced(run_id, seq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ mod case;
 pub(crate) mod check;
 mod dataset;
 mod event;
+#[cfg(test)]
+pub(crate) use event::sample_event;
 mod ids;
 mod pass_at_k;
 mod run;
