@@ -98,6 +98,20 @@ fn status(status: RunStatus) -> Option<StatusChange> {
     })
 }
 
+/// The run's first ten case records.
+async fn first_records(store: &dyn Store, run: &RunId) -> Vec<CaseRecord> {
+    store
+        .case_records(
+            run,
+            &CaseQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
 async fn start(store: &dyn Store, run: &RunId) {
     let mut batch = CommitBatch::new(run.clone());
     batch.status = status(RunStatus::Running);
@@ -244,16 +258,7 @@ async fn a_case_twice_in_one_batch_counts_once(store: Arc<dyn Store>) {
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(outcome.events.len(), 2, "only the first copy's events");
     assert_eq!(outcome.progress.completed, 1);
-    let stored = store
-        .case_records(
-            &run,
-            &CaseQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let stored = first_records(store.as_ref(), &run).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(
         stored[0].scores[0].score,
@@ -1013,16 +1018,7 @@ async fn sqlite_migrates_an_event_per_row_log() {
     ];
     let outcome = store.commit(&batch).await.unwrap();
     assert_eq!(outcome.duplicates, 1);
-    let records = store
-        .case_records(
-            &run,
-            &CaseQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let records = first_records(&store, &run).await;
     assert_eq!(
         records
             .iter()

@@ -4,47 +4,14 @@
 use sqlx::{ColumnIndex, Encode, Executor, Type};
 
 use super::write::PreparedCase;
-use super::{Conn, Dialect, Row, Value, json_text, to_i64};
-use crate::model::CaseStatus;
+use super::{Conn, Dialect, Row, Value, to_i64};
 use crate::store::apply::{fence, touched_chunks};
-use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreError, StoreResult};
+use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreResult};
 
-/// Commits `batch`. Every case is serialised once, before the write starts (the
-/// expensive part, outside the writer's turn). The first attempt only counts the case
-/// rows it inserts; if some case was recorded before (a retried batch, or another
-/// instance's), the transaction is rolled back and done again learning which.
-pub(super) async fn commit<D>(store: &D, batch: &CommitBatch) -> StoreResult<CommitOutcome>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
-    i64: Value<D::Db>,
-    bool: Value<D::Db>,
-    String: Value<D::Db>,
-    Option<i64>: Value<D::Db>,
-    Option<String>: Value<D::Db>,
-    for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
-    usize: ColumnIndex<Row<D>>,
-{
-    let mut prepared = Vec::with_capacity(batch.cases.len());
-    for case in &batch.cases {
-        prepared.push(PreparedCase {
-            index: to_i64(case.record.key.case_index)?,
-            dataset_id: &case.record.key.dataset_id,
-            failed: case.record.status == CaseStatus::Failed,
-            record: json_text(&case.record)?,
-        });
-    }
-    if let Some(outcome) = attempt(store, batch, &prepared, false).await? {
-        return Ok(outcome);
-    }
-    attempt(store, batch, &prepared, true)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("case rows inserted but not returned".into()))
-}
-
-/// One transaction of [`commit`]; `None` (rolled back) when `returning` is off and some
-/// case had been recorded before.
-async fn attempt<D>(
+/// One transaction of a commit of `batch`, its cases serialised before (`prepared`):
+/// `None` (rolled back) when `returning` is off and some case had been recorded before.
+/// The caller then commits again with `returning` on, to learn which.
+pub(super) async fn attempt<D>(
     store: &D,
     batch: &CommitBatch,
     prepared: &[PreparedCase<'_>],

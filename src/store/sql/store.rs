@@ -10,9 +10,12 @@ use sqlx::{ColumnIndex, Encode, Executor, QueryBuilder, Type};
 use tokio::sync::mpsc;
 
 use super::rows::{FullRunRow, RunRow, SUMMARY_COLUMNS};
+use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
 use super::{commit, events};
-use crate::model::{AggregateState, CaseRecord, RunEvent, RunId, RunRecord, RunStatus, Timestamp};
+use crate::model::{
+    AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
+};
 use crate::store::apply::CancelStep;
 use crate::store::{
     CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
@@ -158,8 +161,26 @@ where
             .collect()
     }
 
+    /// Every case is serialised once, before the write starts (the expensive part,
+    /// outside the writer's turn). The first attempt only counts the case rows it
+    /// inserts; if some case was recorded before (a retried batch, or another
+    /// instance's), it is rolled back and done again learning which.
     async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
-        commit::commit(self, batch).await
+        let mut prepared = Vec::with_capacity(batch.cases.len());
+        for case in &batch.cases {
+            prepared.push(PreparedCase {
+                index: to_i64(case.record.key.case_index)?,
+                dataset_id: &case.record.key.dataset_id,
+                failed: case.record.status == CaseStatus::Failed,
+                record: json_text(&case.record)?,
+            });
+        }
+        if let Some(outcome) = commit::attempt(self, batch, &prepared, false).await? {
+            return Ok(outcome);
+        }
+        commit::attempt(self, batch, &prepared, true)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("case rows inserted but not returned".into()))
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {
