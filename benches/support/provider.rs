@@ -33,9 +33,14 @@ pub(crate) async fn fake_provider(latency: Duration) -> Result<SocketAddr, Strin
             }))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // A backlog of 1,024 (tokio's default) overflows when C = 1,024 cases connect at
+    // once: the dropped SYNs are retried after the kernel's 1 s timeout, which made the
+    // latency-bound row measure this fake's accept queue, not the service.
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| e.to_string())?;
+    let listener = socket.listen(4_096).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

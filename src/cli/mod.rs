@@ -5,6 +5,7 @@
 mod compare;
 mod datasets;
 mod definition;
+mod listen;
 mod run;
 mod serve;
 

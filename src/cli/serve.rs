@@ -270,7 +270,8 @@ fn init_logging(format: &str) {
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(&args.log_format);
-    let listener = tokio::net::TcpListener::bind(&args.addr)
+    super::listen::raise_open_file_limit();
+    let listener = super::listen::listen(&args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let mut config = args.config();
