@@ -695,8 +695,8 @@ async fn losing_a_lease_stops_the_chunk_and_its_late_results_are_discarded() {
     let mut batch = CommitBatch::new(run_id.clone());
     for i in 0..8u64 {
         let at = Timestamp::now();
-        batch.cases.push(CaseCommit {
-            record: CaseRecord {
+        batch.cases.push(CaseCommit::new(
+            CaseRecord {
                 run_id: run_id.clone(),
                 key: CaseKey {
                     case_index: i,
@@ -717,8 +717,8 @@ async fn losing_a_lease_stops_the_chunk_and_its_late_results_are_discarded() {
                 started_at: at,
                 finished_at: at,
             },
-            events: Vec::new(),
-        });
+            Vec::new(),
+        ));
     }
     batch.completed_chunks = vec![chunk.chunk_index];
     batch.lease_owner = Some("other".into());

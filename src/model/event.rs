@@ -50,6 +50,53 @@ impl NewEvent {
     }
 }
 
+/// What an event's JSON holds after its `seq`: `"occurred_at":…,"event_type":…}`.
+/// Encoded where the event was made (a case's task, on any core) so the commit, which
+/// runs one at a time, only puts the sequenced head in front ([`write_sequenced`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBody(String);
+
+#[derive(Serialize)]
+struct BodyFields<'a> {
+    occurred_at: &'a Timestamp,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+}
+
+impl EventBody {
+    pub fn encode(event: &NewEvent) -> serde_json::Result<Self> {
+        let fields = BodyFields {
+            occurred_at: &event.occurred_at,
+            kind: &event.kind,
+        };
+        let mut json = serde_json::to_string(&fields)?;
+        // Without the object's `{`: the head of the sequenced event opens it.
+        json.remove(0);
+        Ok(EventBody(json))
+    }
+}
+
+/// Writes the JSON of the event `body` came from, sequenced `seq` in `run_id`: byte for
+/// byte what serialising its [`RunEvent`] writes.
+pub fn write_sequenced(out: &mut Vec<u8>, run_id: &RunId, seq: u64, body: &EventBody) {
+    out.extend_from_slice(b"{\"schema_version\":\"");
+    out.extend_from_slice(EVENT_SCHEMA_VERSION.as_bytes());
+    out.extend_from_slice(b"\",\"run_id\":");
+    let id = run_id.as_str();
+    if id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        out.push(b'"');
+        out.extend_from_slice(id.as_bytes());
+        out.push(b'"');
+    } else {
+        // Not an id this service makes; serde escapes it as it would.
+        let _ = serde_json::to_writer(&mut *out, id);
+    }
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(body.0.as_bytes());
+}
+
 /// Typed event payloads; `event_type` names follow the framework (`run_started`,
 /// `generation_completed`, `score_completed`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,5 +307,44 @@ mod tests {
         let back: RunEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.event_type(), "score_completed");
+    }
+
+    #[test]
+    fn a_sequenced_body_is_the_events_own_json() {
+        let run_id = RunId::from_digest(&[7; 32]);
+        let case = CaseKey {
+            case_index: 12,
+            dataset_id: "d \"quoted\" \u{e9}\n".into(),
+            case_id: "c\\1".into(),
+            seed: 3,
+        };
+        let kinds = [
+            EventKind::CaseStarted { case: case.clone() },
+            EventKind::ScoreCompleted {
+                case: case.clone(),
+                candidate_id: "x".into(),
+                metric_id: "builtin/exact_match".into(),
+                score: 0.1 + 0.2,
+            },
+            EventKind::CaseCompleted {
+                case,
+                duration_ms: 41,
+            },
+            EventKind::RunFailed {
+                error_message: "\u{1}broke".into(),
+                progress: Progress::default(),
+            },
+        ];
+        for (seq, kind) in (1..).zip(kinds) {
+            let event = NewEvent::now(kind);
+            let body = EventBody::encode(&event).unwrap();
+            let mut line = Vec::new();
+            write_sequenced(&mut line, &run_id, seq * 1_000_003, &body);
+            let expected = serde_json::to_vec(&event.sequenced(&run_id, seq * 1_000_003)).unwrap();
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::StoreResult;
+use super::checkpoint::{self, Checkpointer};
 use super::lock::FileLock;
 use super::sql::{Dialect, Write};
 use crate::model::Timestamp;
@@ -25,6 +26,8 @@ pub struct SqliteStore {
     write: Mutex<()>,
     /// Held for the store's lifetime (none for in-memory databases).
     _lock: Option<FileLock>,
+    /// WAL checkpoints beside the writer (none for in-memory databases).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -48,7 +51,9 @@ impl SqliteStore {
             // hot pages to keep most reads out of read(2), not so much that one large
             // revision upload leaves it all resident (at 32 MiB it did, issue 13).
             .pragma("cache_size", "-8192")
-            .pragma("mmap_size", "0");
+            .pragma("mmap_size", "0")
+            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
+            .pragma("journal_size_limit", checkpoint::WAL_SIZE_LIMIT.to_string());
         // Before anything touches the file: a second process must not reset our leases.
         let lock = if in_memory {
             None
@@ -69,7 +74,7 @@ impl SqliteStore {
             } else {
                 Some(Duration::from_secs(3600))
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         // SQLite serves one process: any lease left in the file belongs to a process that
@@ -83,6 +88,7 @@ impl SqliteStore {
             pool,
             write: Mutex::new(()),
             _lock: lock,
+            checkpointer: (!in_memory).then(|| Checkpointer::start(options)),
         })
     }
 
@@ -113,6 +119,9 @@ impl Dialect for SqliteStore {
 
     async fn begin(&self) -> StoreResult<Write<'_, Self>> {
         let turn = self.write.lock().await;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.wrote();
+        }
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Write::transaction(self, tx, Some(turn)))
     }

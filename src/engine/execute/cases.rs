@@ -145,10 +145,7 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
                 run_id: env.run_id.clone(),
                 ..record
             };
-            let commit = CaseCommit {
-                record,
-                events: Vec::new(),
-            };
+            let commit = CaseCommit::new(record, Vec::new());
             return Ok(Some(ChunkCommit {
                 chunk_index: item.chunk_index,
                 commit,
@@ -217,6 +214,7 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
     };
     Ok(Some(ChunkCommit {
         chunk_index: item.chunk_index,
-        commit,
+        // Here, on this case's task, rather than in the commit that waits for the writer.
+        commit: commit.encode()?,
     }))
 }

@@ -171,10 +171,7 @@ impl<'a> CaseRun<'a> {
         if let Some(span) = self.case_span.take() {
             self.end_span(span, span_error.as_deref());
         }
-        CaseCommit {
-            record: self.record,
-            events: self.events,
-        }
+        CaseCommit::new(self.record, self.events)
     }
 
     /// A stage of `stages` panicked: the first of them not closed yet is where. The case

@@ -5,6 +5,7 @@ use sqlx::{ColumnIndex, Encode, Executor, Type};
 
 use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, to_i64};
+use crate::model::EventBody;
 use crate::store::apply::{fence, touched_chunks};
 use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreResult};
 
@@ -73,7 +74,17 @@ where
         write.finish_chunks(&batch.run_id, &completed).await?;
     }
     let events = state.finish_commit(&kept, batch);
-    write.insert_events(&events).await?;
+    // By position in `events`: the kept cases' events come first, in order.
+    let bodies: Vec<Option<&EventBody>> = kept
+        .iter()
+        .flat_map(|case| match &case.encoded {
+            Some(encoded) if encoded.events.len() == case.events.len() => {
+                encoded.events.iter().map(Some).collect::<Vec<_>>()
+            }
+            _ => vec![None; case.events.len()],
+        })
+        .collect();
+    write.insert_events(&events, &bodies).await?;
     write.save_state(&state).await?;
     write.commit().await?;
     let mut outcome = state.outcome(events, duplicates);

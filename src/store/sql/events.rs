@@ -5,21 +5,27 @@
 use sqlx::{ColumnIndex, Encode, Type};
 
 use super::{Dialect, Row, Value, from_json, to_i64, to_u64};
-use crate::model::{RunEvent, RunId};
+use crate::model::{EventBody, RunEvent, RunId, write_sequenced};
 use crate::store::{StoreError, StoreResult};
 
 /// Rows read per query while collecting a page of events.
 const ROWS_PER_READ: i64 = 16;
 
 /// Events as stored in one row. Compact JSON never holds a newline.
-pub(super) fn encode_event_lines(events: &[RunEvent]) -> StoreResult<String> {
+pub(super) fn encode_event_lines(
+    events: &[RunEvent],
+    bodies: &[Option<&EventBody>],
+) -> StoreResult<String> {
     let mut payload = Vec::with_capacity(events.len() * 320);
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             payload.push(b'\n');
         }
-        serde_json::to_writer(&mut payload, event)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match bodies.get(i).copied().flatten() {
+            Some(body) => write_sequenced(&mut payload, &event.run_id, event.seq, body),
+            None => serde_json::to_writer(&mut payload, event)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        }
     }
     String::from_utf8(payload).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

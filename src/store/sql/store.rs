@@ -1,6 +1,7 @@
 //! [`Store`] for every [`Dialect`]: the statements and transactions both SQL databases
 //! run.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -172,7 +173,10 @@ where
                 index: to_i64(case.record.key.case_index)?,
                 dataset_id: &case.record.key.dataset_id,
                 failed: case.record.status == CaseStatus::Failed,
-                record: json_text(&case.record)?,
+                record: match &case.encoded {
+                    Some(encoded) => Cow::Borrowed(encoded.record.as_str()),
+                    None => Cow::Owned(json_text(&case.record)?),
+                },
             });
         }
         if let Some(outcome) = commit::attempt(self, batch, &prepared, false).await? {
@@ -188,7 +192,7 @@ where
         let mut state = write.load_state(run_id).await?;
         let step = state.request_cancel();
         if let CancelStep::Cancelled(events) = &step {
-            write.insert_events(events).await?;
+            write.insert_events(events, &[]).await?;
         }
         if !matches!(step, CancelStep::AlreadyFinished) {
             write.save_state(&state).await?;

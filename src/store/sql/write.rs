@@ -1,5 +1,6 @@
 //! An open write, and the statements a commit makes inside one.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use sqlx::pool::PoolConnection;
@@ -9,7 +10,7 @@ use tokio::sync::MutexGuard;
 use super::events::encode_event_lines;
 use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
-use crate::model::{RunEvent, RunId};
+use crate::model::{EventBody, RunEvent, RunId};
 use crate::store::apply::RunState;
 use crate::store::{StoreError, StoreResult};
 
@@ -32,7 +33,8 @@ pub(super) struct PreparedCase<'b> {
     pub index: i64,
     pub dataset_id: &'b str,
     pub failed: bool,
-    pub record: String,
+    /// Encoded by the engine, or here when it did not.
+    pub record: Cow<'b, str>,
 }
 
 impl<'a, D: Dialect> Write<'a, D> {
@@ -130,7 +132,13 @@ where
     /// Appends a run's events (consecutive seqs, in order) to its log, up to
     /// [`EVENTS_PER_ROW`] to a row: a B-tree insert per commit rather than one per event
     /// (issue 12), without one buffer the size of a whole commit's events.
-    pub(super) async fn insert_events(&mut self, events: &[RunEvent]) -> StoreResult<()> {
+    /// `bodies`, where given (`Some`), are the events' JSON encoded before
+    /// ([`crate::model::EventBody`]), by position; the others are encoded here.
+    pub(super) async fn insert_events(
+        &mut self,
+        events: &[RunEvent],
+        bodies: &[Option<&EventBody>],
+    ) -> StoreResult<()> {
         let Some(head) = events.first() else {
             return Ok(());
         };
@@ -144,18 +152,19 @@ where
             ));
         }
         // Rows go out in few statements (each one a round trip to Postgres).
-        let mut rows = events.chunks(EVENTS_PER_ROW);
+        let mut rows = events.chunks(EVENTS_PER_ROW).enumerate();
         for size in shapes(rows.len(), 8) {
             let mut builder = QueryBuilder::<D::Db>::new(
                 "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) ",
             );
             let mut values = Vec::with_capacity(size);
-            for row in rows.by_ref().take(size) {
+            for (i, row) in rows.by_ref().take(size) {
                 if let (Some(first), Some(last)) = (row.first(), row.last()) {
+                    let start = (i * EVENTS_PER_ROW).min(bodies.len());
                     values.push((
                         to_i64(last.seq)?,
                         to_i64(first.seq)?,
-                        encode_event_lines(row)?,
+                        encode_event_lines(row, &bodies[start..])?,
                     ));
                 }
             }
@@ -233,7 +242,7 @@ where
                     .push_bind(case.index)
                     .push_bind(case.dataset_id)
                     .push_bind(case.failed)
-                    .push_bind(case.record.as_str());
+                    .push_bind(case.record.as_ref());
             });
             builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING");
             if returning {
