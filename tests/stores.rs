@@ -937,6 +937,46 @@ async fn sqlite_keeps_everything_across_reopening() {
     );
 }
 
+/// Commits copy their pages back into the database file without waiting for the writer:
+/// a few MiB of commits, below the writer's own checkpoint threshold, reach the file soon
+/// after they are written.
+#[tokio::test]
+async fn sqlite_checkpoints_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.db");
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    let run = run_id(52);
+    let cases = 2_000;
+    store.create_run(new_run(52, 1, cases)).await.unwrap();
+    start(&store, &run).await;
+    let before = std::fs::metadata(&path).unwrap().len();
+    for first in (0..cases).step_by(200) {
+        let mut batch = CommitBatch::new(run.clone());
+        batch.cases = (first..first + 200)
+            .map(|i| case_commit(&run, i, "a", Some(1.0)))
+            .collect();
+        store.commit(&batch).await.unwrap();
+    }
+    let wal = dir.path().join("checkpoint.db-wal");
+    let written = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        written > 1 << 20,
+        "the commits wrote {written} bytes of WAL"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let grown = std::fs::metadata(&path).unwrap().len() - before;
+        if grown > written / 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file grew by {grown} bytes only, for {written} bytes of WAL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_works() {
     let store = themis::store::SqliteStore::connect("sqlite::memory:")
