@@ -37,6 +37,9 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     pub(super) fn start(options: SqliteConnectOptions) -> Self {
         let written = Arc::new(Notify::new());
+        // A checkpoint copies pages from the WAL file to the database file without the
+        // page cache: the connection needs next to none.
+        let options = options.pragma("cache_size", "-256");
         let task = tokio::spawn(checkpoints(options, Arc::clone(&written)));
         Checkpointer { written, task }
     }

@@ -97,7 +97,7 @@ impl Engine {
             shared.run_id.clone(),
             plan.clone(),
             tx.clone(),
-            shared.concurrency,
+            claim_lookahead(shared.concurrency, config.max_batch),
             shared.leases.clone(),
         );
         let mut cases = CaseTasks::new(shared, plan, items, &tx);
@@ -154,5 +154,26 @@ impl Engine {
             ),
             Err(e) => (Stop::Failed(format!("the recorder crashed: {e}")), None),
         }
+    }
+}
+
+/// Cases claimed ahead of execution. A claim is a write: it waits for the writer's turn
+/// behind the commit in progress, which at engine-only rates takes as long as executing
+/// the batch it records. Claiming only the run's concurrency ahead let case slots run dry
+/// behind every commit; a commit's worth more keeps them fed (issue 12: engine-only
+/// 16.0–16.7k → 16.6–17.6k cases/s). Claimed chunks are leased and renewed, so another
+/// instance sharing the run finds at most this many more cases taken.
+fn claim_lookahead(concurrency: usize, max_batch: usize) -> usize {
+    concurrency.saturating_add(max_batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claimer_runs_a_whole_commit_batch_ahead_of_the_case_slots() {
+        assert_eq!(claim_lookahead(64, 512), 576);
+        assert_eq!(claim_lookahead(usize::MAX, 512), usize::MAX);
     }
 }
