@@ -173,7 +173,7 @@ pub struct CaseCommit {
     pub events: Vec<NewEvent>,
     /// `record` and `events` as JSON, when encoded before the commit
     /// ([`CaseCommit::encode`]); a SQL store encodes what is missing itself.
-    pub encoded: Option<EncodedCase>,
+    pub encoded: Option<Box<EncodedCase>>,
 }
 
 /// A case commit's JSON, encoded where the case ran: case tasks run on every core,
@@ -212,7 +212,7 @@ impl CaseCommit {
                 .map_err(corrupt)?,
         };
         Ok(CaseCommit {
-            encoded: Some(encoded),
+            encoded: Some(Box::new(encoded)),
             ..self
         })
     }
