@@ -4,8 +4,8 @@
 //! the inserted case records and sequenced events, and saves the row back.
 
 use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, EventKind, NewEvent, RunEvent, RunRecord, RunStatus,
-    Timestamp,
+    AggregateState, CaseRecord, CaseStatus, EventKind, NewEvent, RunEvent, RunId, RunRecord,
+    RunStatus, Timestamp,
 };
 
 use std::collections::HashSet;
@@ -76,28 +76,39 @@ impl RunState {
         kept: &[&CaseCommit],
         batch: &CommitBatch,
     ) -> Vec<RunEvent> {
-        let count = kept.iter().map(|case| case.events.len()).sum::<usize>()
-            + batch.events.len()
-            + usize::from(batch.progress_event);
-        let mut events = Vec::with_capacity(count);
-        for event in kept
-            .iter()
-            .flat_map(|case| &case.events)
-            .chain(&batch.events)
-        {
-            events.push(self.sequenced(event.clone()));
+        let (first, tail) = self.sequence_commit(kept, batch);
+        let mut events = case_events(&self.record.run_id, first, kept);
+        events.extend(tail);
+        events
+    }
+
+    /// [`RunState::finish_commit`] without the copies of the kept cases' events: they
+    /// take the sequence numbers from the returned first one on, in order (build them
+    /// with [`case_events`], after the write that must not wait for it); returned are the
+    /// batch's own events and the progress event, sequenced after them.
+    pub(super) fn sequence_commit(
+        &mut self,
+        kept: &[&CaseCommit],
+        batch: &CommitBatch,
+    ) -> (u64, Vec<RunEvent>) {
+        let first = self.record.last_seq + 1;
+        let case_events: usize = kept.iter().map(|case| case.events.len()).sum();
+        self.record.last_seq += case_events as u64;
+        let mut tail = Vec::with_capacity(batch.events.len() + usize::from(batch.progress_event));
+        for event in &batch.events {
+            tail.push(self.sequenced(event.clone()));
         }
         if batch.progress_event {
             let progress = NewEvent::now(EventKind::Progress {
                 progress: self.record.progress,
             });
-            events.push(self.sequenced(progress));
+            tail.push(self.sequenced(progress));
         }
         if let Some(change) = &batch.status {
             self.apply_status(change);
         }
         self.touch();
-        events
+        (first, tail)
     }
 
     pub(super) fn outcome(&self, events: Vec<RunEvent>, duplicates: usize) -> CommitOutcome {
@@ -131,6 +142,15 @@ impl RunState {
         self.record.updated_at = Timestamp::now();
         self.record.aggregates = self.aggregates.summary();
     }
+}
+
+/// The kept cases' events of a commit, sequenced from `first` on.
+pub(super) fn case_events(run_id: &RunId, first: u64, kept: &[&CaseCommit]) -> Vec<RunEvent> {
+    kept.iter()
+        .flat_map(|case| &case.events)
+        .zip(first..)
+        .map(|(event, seq)| event.clone().sequenced(run_id, seq))
+        .collect()
 }
 
 /// What a cancel request does to a run's row.

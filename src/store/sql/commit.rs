@@ -3,10 +3,10 @@
 
 use sqlx::{ColumnIndex, Encode, Executor, Type};
 
+use super::events::Pending;
 use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, to_i64};
-use crate::model::EventBody;
-use crate::store::apply::{fence, touched_chunks};
+use crate::store::apply::{case_events, fence, touched_chunks};
 use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreResult};
 
 /// One transaction of a commit of `batch`, its cases serialised before (`prepared`):
@@ -73,20 +73,27 @@ where
             .collect::<StoreResult<Vec<_>>>()?;
         write.finish_chunks(&batch.run_id, &completed).await?;
     }
-    let events = state.finish_commit(&kept, batch);
-    // By position in `events`: the kept cases' events come first, in order.
-    let bodies: Vec<Option<&EventBody>> = kept
-        .iter()
-        .flat_map(|case| match &case.encoded {
+    let (first_seq, tail) = state.sequence_commit(&kept, batch);
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+    for case in &kept {
+        match &case.encoded {
             Some(encoded) if encoded.events.len() == case.events.len() => {
-                encoded.events.iter().map(Some).collect::<Vec<_>>()
+                pending.extend(encoded.events.iter().map(Pending::Encoded));
             }
-            _ => vec![None; case.events.len()],
-        })
-        .collect();
-    write.insert_events(&events, &bodies).await?;
+            _ => pending.extend(case.events.iter().map(Pending::New)),
+        }
+    }
+    pending.extend(tail.iter().map(Pending::Sequenced));
+    write
+        .insert_events(&batch.run_id, first_seq, &pending)
+        .await?;
+    drop(pending);
     write.save_state(&state).await?;
     write.commit().await?;
+    // The published copies of the cases' events, made once the writer's turn is over:
+    // commits wait for each other, not for this.
+    let mut events = case_events(&batch.run_id, first_seq, &kept);
+    events.extend(tail);
     let mut outcome = state.outcome(events, duplicates);
     outcome.discarded = discarded;
     Ok(Some(outcome))

@@ -5,26 +5,54 @@
 use sqlx::{ColumnIndex, Encode, Type};
 
 use super::{Dialect, Row, Value, from_json, to_i64, to_u64};
-use crate::model::{EventBody, RunEvent, RunId, write_sequenced};
+use crate::model::{EventBody, NewEvent, RunEvent, RunId, write_sequenced};
 use crate::store::{StoreError, StoreResult};
 
 /// Rows read per query while collecting a page of events.
 const ROWS_PER_READ: i64 = 16;
 
-/// Events as stored in one row. Compact JSON never holds a newline.
+/// An event to append to the log, in whichever form the commit has it.
+#[derive(Clone, Copy)]
+pub(super) enum Pending<'e> {
+    /// Encoded where its case ran.
+    Encoded(&'e EventBody),
+    /// Not encoded yet.
+    New(&'e NewEvent),
+    /// Sequenced already; its seq and run must be the ones it is stored under.
+    Sequenced(&'e RunEvent),
+}
+
+/// Events as stored in one row, `events[i]` under seq `first_seq + i`. Compact JSON
+/// never holds a newline.
 pub(super) fn encode_event_lines(
-    events: &[RunEvent],
-    bodies: &[Option<&EventBody>],
+    run_id: &RunId,
+    first_seq: u64,
+    events: &[Pending<'_>],
 ) -> StoreResult<String> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     let mut payload = Vec::with_capacity(events.len() * 320);
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
+    for (event, seq) in events.iter().zip(first_seq..) {
+        if seq > first_seq {
             payload.push(b'\n');
         }
-        match bodies.get(i).copied().flatten() {
-            Some(body) => write_sequenced(&mut payload, &event.run_id, event.seq, body),
-            None => serde_json::to_writer(&mut payload, event)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        match event {
+            Pending::Encoded(body) => write_sequenced(&mut payload, run_id, seq, body),
+            Pending::New(event) => {
+                write_sequenced(
+                    &mut payload,
+                    run_id,
+                    seq,
+                    &EventBody::encode(event).map_err(corrupt)?,
+                );
+            }
+            Pending::Sequenced(event) => {
+                if event.seq != seq || &event.run_id != run_id {
+                    return Err(StoreError::Corrupt(
+                        "events of one commit must be one run's, in sequence".into(),
+                    ));
+                }
+                serde_json::to_writer(&mut payload, event).map_err(corrupt)?;
+            }
         }
     }
     String::from_utf8(payload).map_err(|e| StoreError::Corrupt(e.to_string()))

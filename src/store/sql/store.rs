@@ -192,7 +192,7 @@ where
         let mut state = write.load_state(run_id).await?;
         let step = state.request_cancel();
         if let CancelStep::Cancelled(events) = &step {
-            write.insert_events(events, &[]).await?;
+            write.insert_sequenced(events).await?;
         }
         if !matches!(step, CancelStep::AlreadyFinished) {
             write.save_state(&state).await?;

@@ -7,10 +7,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, Type};
 use tokio::sync::MutexGuard;
 
-use super::events::encode_event_lines;
+use super::events::{Pending, encode_event_lines};
 use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
-use crate::model::{EventBody, RunEvent, RunId};
+use crate::model::{RunEvent, RunId};
 use crate::store::apply::RunState;
 use crate::store::{StoreError, StoreResult};
 
@@ -129,47 +129,35 @@ where
         dialect.announce(self.conn(), &r.run_id).await
     }
 
-    /// Appends a run's events (consecutive seqs, in order) to its log, up to
+    /// Appends a run's events to its log under seqs `first_seq..`, in order, up to
     /// [`EVENTS_PER_ROW`] to a row: a B-tree insert per commit rather than one per event
     /// (issue 12), without one buffer the size of a whole commit's events.
-    /// `bodies`, where given (`Some`), are the events' JSON encoded before
-    /// ([`crate::model::EventBody`]), by position; the others are encoded here.
     pub(super) async fn insert_events(
         &mut self,
-        events: &[RunEvent],
-        bodies: &[Option<&EventBody>],
+        run_id: &RunId,
+        first_seq: u64,
+        events: &[Pending<'_>],
     ) -> StoreResult<()> {
-        let Some(head) = events.first() else {
-            return Ok(());
-        };
-        let consecutive = events
-            .iter()
-            .zip(head.seq..)
-            .all(|(event, seq)| event.seq == seq && event.run_id == head.run_id);
-        if !consecutive {
-            return Err(StoreError::Corrupt(
-                "events of one commit must be one run's, in sequence".into(),
-            ));
-        }
         // Rows go out in few statements (each one a round trip to Postgres).
-        let mut rows = events.chunks(EVENTS_PER_ROW).enumerate();
-        for size in shapes(rows.len(), 8) {
+        let row_count = events.len().div_ceil(EVENTS_PER_ROW);
+        let mut rows = events
+            .chunks(EVENTS_PER_ROW)
+            .zip((first_seq..).step_by(EVENTS_PER_ROW));
+        for size in shapes(row_count, 8) {
             let mut builder = QueryBuilder::<D::Db>::new(
                 "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) ",
             );
             let mut values = Vec::with_capacity(size);
-            for (i, row) in rows.by_ref().take(size) {
-                if let (Some(first), Some(last)) = (row.first(), row.last()) {
-                    let start = (i * EVENTS_PER_ROW).min(bodies.len());
-                    values.push((
-                        to_i64(last.seq)?,
-                        to_i64(first.seq)?,
-                        encode_event_lines(row, &bodies[start..])?,
-                    ));
-                }
+            for (row, first) in rows.by_ref().take(size) {
+                let last = first + row.len() as u64 - 1;
+                values.push((
+                    to_i64(last)?,
+                    to_i64(first)?,
+                    encode_event_lines(run_id, first, row)?,
+                ));
             }
             builder.push_values(values, |mut b, (last, first, payload)| {
-                b.push_bind(head.run_id.as_str())
+                b.push_bind(run_id.as_str())
                     .push_bind(last)
                     .push_bind(first)
                     .push_bind(payload);
@@ -177,6 +165,15 @@ where
             builder.build().execute(self.conn()).await?;
         }
         Ok(())
+    }
+
+    /// Appends events sequenced already (consecutive, one run's).
+    pub(super) async fn insert_sequenced(&mut self, events: &[RunEvent]) -> StoreResult<()> {
+        let Some(head) = events.first() else {
+            return Ok(());
+        };
+        let pending: Vec<Pending<'_>> = events.iter().map(Pending::Sequenced).collect();
+        self.insert_events(&head.run_id, head.seq, &pending).await
     }
 
     /// Which of `chunks` of the run `owner` holds (not done), locked until the write ends.
