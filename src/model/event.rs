@@ -50,7 +50,8 @@ impl NewEvent {
     }
 }
 
-/// What an event's JSON holds after its `seq`: `"occurred_at":…,"event_type":…}`.
+/// What an event's JSON holds after its `seq`, as the object `{"occurred_at":…,
+/// "event_type":…}`.
 /// Encoded where the event was made (a case's task, on any core) so the commit, which
 /// runs one at a time, only puts the sequenced head in front ([`write_sequenced`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +70,7 @@ impl EventBody {
             occurred_at: &event.occurred_at,
             kind: &event.kind,
         };
-        let mut json = serde_json::to_string(&fields)?;
-        // Without the object's `{`: the head of the sequenced event opens it.
-        json.remove(0);
-        Ok(EventBody(json))
+        serde_json::to_string(&fields).map(EventBody)
     }
 }
 
@@ -94,7 +92,8 @@ pub fn write_sequenced(out: &mut Vec<u8>, run_id: &RunId, seq: u64, body: &Event
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.push(b',');
-    out.extend_from_slice(body.0.as_bytes());
+    // Without the body's own `{`: the head opened the object.
+    out.extend_from_slice(body.0.as_bytes().get(1..).unwrap_or_default());
 }
 
 /// Typed event payloads; `event_type` names follow the framework (`run_started`,
