@@ -28,6 +28,10 @@ pub(super) const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// commits of a burst.
 const DELAY: Duration = Duration::from_millis(100);
 
+/// How long the task rests after a failure, so a database that keeps failing is not
+/// retried (and logged) after every write.
+const AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 /// Checkpoints the database of `options` after writes it is told of; ends when dropped.
 pub(super) struct Checkpointer {
     written: Arc<Notify>,
@@ -67,6 +71,7 @@ async fn checkpoints(options: SqliteConnectOptions, written: Arc<Notify>) {
                 Err(e) => {
                     // The writer's backstop checkpoints meanwhile; retry after the next write.
                     tracing::warn!(error = %e, "cannot open the checkpoint connection");
+                    tokio::time::sleep(AFTER_FAILURE).await;
                     continue;
                 }
             }
@@ -83,6 +88,7 @@ async fn checkpoints(options: SqliteConnectOptions, written: Arc<Notify>) {
             if let Some(conn) = connection.take() {
                 let _ = conn.close().await;
             }
+            tokio::time::sleep(AFTER_FAILURE).await;
         }
     }
 }
