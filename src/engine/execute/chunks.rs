@@ -166,14 +166,3 @@ impl Engine {
 fn claim_lookahead(concurrency: usize, max_batch: usize) -> usize {
     concurrency.saturating_add(max_batch)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_claimer_runs_a_whole_commit_batch_ahead_of_the_case_slots() {
-        assert_eq!(claim_lookahead(64, 512), 576);
-        assert_eq!(claim_lookahead(usize::MAX, 512), usize::MAX);
-    }
-}
