@@ -167,9 +167,10 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
     ];
     batch.progress_event = true;
     let outcome = store.commit(&batch).await.unwrap();
-    let seqs: Vec<u64> = outcome.events.iter().map(|e| e.seq).collect();
+    let events = outcome.events(&batch);
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [2, 3, 4, 5, 6], "gapless after run_started");
-    let last = outcome.events.last().unwrap();
+    let last = events.last().unwrap();
     assert_eq!(last.event_type(), "progress");
     assert_eq!(
         serde_json::to_value(last).unwrap()["progress"]["completed"],
@@ -186,7 +187,11 @@ async fn commits_sequence_events_and_count_cases(store: Arc<dyn Store>) {
     let outcome = store.commit(&again).await.unwrap();
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(
-        outcome.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        outcome
+            .events(&again)
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
         [7, 8]
     );
 
@@ -261,7 +266,12 @@ async fn a_case_twice_in_one_batch_counts_once(store: Arc<dyn Store>) {
     ];
     let outcome = store.commit(&batch).await.unwrap();
     assert_eq!(outcome.duplicates, 1);
-    assert_eq!(outcome.events.len(), 2, "only the first copy's events");
+    assert_eq!(outcome.kept_cases, [0], "the first copy is kept");
+    assert_eq!(
+        outcome.events(&batch).len(),
+        2,
+        "only the first copy's events"
+    );
     assert_eq!(outcome.progress.completed, 1);
     let stored = first_records(store.as_ref(), &run).await;
     assert_eq!(stored.len(), 1);
@@ -329,7 +339,7 @@ async fn expect_status_decides_between_instances(store: Arc<dyn Store>) {
     let first = store.commit(&starter()).await.unwrap();
     let second = store.commit(&starter()).await.unwrap();
     assert!(!first.skipped && second.skipped);
-    assert!(second.events.is_empty());
+    assert!(second.kept_cases.is_empty() && second.tail.is_empty());
     let run_now = store.get_run(&run).await.unwrap().unwrap();
     assert_eq!(run_now.last_seq, 1);
     // A finish expecting `running` after the run ended elsewhere is skipped, not an error.
@@ -765,7 +775,8 @@ async fn a_stale_lease_owner_cannot_commit(store: Arc<dyn Store>) {
         batch.lease_owner = Some(owner.to_owned());
         batch
     };
-    let outcome = store.commit(&stale("a")).await.unwrap();
+    let stale_batch = stale("a");
+    let outcome = store.commit(&stale_batch).await.unwrap();
     assert_eq!(outcome.discarded, 2);
     assert_eq!(
         (outcome.progress.completed, outcome.progress.failed),
@@ -773,7 +784,7 @@ async fn a_stale_lease_owner_cannot_commit(store: Arc<dyn Store>) {
     );
     assert!(
         outcome
-            .events
+            .events(&stale_batch)
             .iter()
             .all(|e| !matches!(e.kind, EventKind::CaseCompleted { .. })),
         "no events of discarded cases"
@@ -839,14 +850,14 @@ async fn events_are_read_across_many_commits(store: Arc<dyn Store>) {
     for index in 0..40 {
         let mut batch = CommitBatch::new(run.clone());
         batch.cases = vec![case_commit(&run, index, "a", Some(1.0))];
-        committed.extend(store.commit(&batch).await.unwrap().events);
+        committed.extend(store.commit(&batch).await.unwrap().events(&batch));
     }
     // Then one commit of 300 events (stores may split a commit's events into rows).
     let mut batch = CommitBatch::new(run.clone());
     batch.cases = (40..190)
         .map(|index| case_commit(&run, index, "a", Some(1.0)))
         .collect();
-    committed.extend(store.commit(&batch).await.unwrap().events);
+    committed.extend(store.commit(&batch).await.unwrap().events(&batch));
     // Read back as committed, whoever encoded them (odd cases come encoded).
     assert_eq!(store.events_after(&run, 1, 1_000).await.unwrap(), committed);
     let all: Vec<u64> = (1..=381).collect();

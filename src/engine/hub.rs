@@ -163,6 +163,12 @@ impl EventHub {
         self.lock().len()
     }
 
+    /// Whether anyone listens to the run now. A listener that arrives after this said
+    /// no reads what was committed before from the store.
+    pub fn is_followed(&self, run_id: &RunId) -> bool {
+        self.lock().contains_key(run_id)
+    }
+
     /// Tells a run's listeners that another process committed to it.
     pub fn wake(&self, run_id: &RunId) {
         let channels = self.lock();

@@ -67,25 +67,11 @@ impl RunState {
         }
     }
 
-    /// After the batch's cases were counted: sequences the events of the cases it
-    /// kept, then its run-level and progress events, and applies the status change.
-    /// The events are cloned once, straight into their sequenced place (a commit of
-    /// hundreds of cases holds thousands).
-    pub(super) fn finish_commit(
-        &mut self,
-        kept: &[&CaseCommit],
-        batch: &CommitBatch,
-    ) -> Vec<RunEvent> {
-        let (first, tail) = self.sequence_commit(kept, batch);
-        let mut events = case_events(&self.record.run_id, first, kept);
-        events.extend(tail);
-        events
-    }
-
-    /// [`RunState::finish_commit`] without the copies of the kept cases' events: they
-    /// take the sequence numbers from the returned first one on, in order (build them
-    /// with [`case_events`], after the write that must not wait for it); returned are the
-    /// batch's own events and the progress event, sequenced after them.
+    /// After the batch's cases were counted: sequences the events of the cases it kept,
+    /// then its run-level and progress events, and applies the status change. The kept
+    /// cases' events take the sequence numbers from the returned first one on, in order
+    /// (their copies are built with [`case_events`] only when someone reads them);
+    /// returned are the batch's own events and the progress event, sequenced after them.
     pub(super) fn sequence_commit(
         &mut self,
         kept: &[&CaseCommit],
@@ -111,11 +97,14 @@ impl RunState {
         (first, tail)
     }
 
-    pub(super) fn outcome(&self, events: Vec<RunEvent>, duplicates: usize) -> CommitOutcome {
+    /// The outcome of a commit that wrote no events (yet): callers fill in what it did.
+    pub(super) fn outcome(&self) -> CommitOutcome {
         CommitOutcome {
-            events,
+            kept_cases: Vec::new(),
+            first_case_seq: self.record.last_seq + 1,
+            tail: Vec::new(),
             progress: self.record.progress,
-            duplicates,
+            duplicates: 0,
             cancel_requested: self.record.cancel_requested,
             skipped: false,
             discarded: 0,
@@ -128,7 +117,7 @@ impl RunState {
         if let Some(expected) = batch.expect_status
             && self.record.status != expected
         {
-            let mut outcome = self.outcome(Vec::new(), 0);
+            let mut outcome = self.outcome();
             outcome.skipped = true;
             return Ok(Some(outcome));
         }

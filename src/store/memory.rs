@@ -11,7 +11,7 @@ use crate::model::{
     AggregateState, CaseRecord, CaseStatus, DatasetUse, RunEvent, RunId, RunRecord, RunStatus,
 };
 
-use super::apply::{CancelStep, RunState};
+use super::apply::{CancelStep, RunState, case_events};
 use super::memory_datasets::MemoryDatasets;
 use super::{
     CHUNK_SIZE, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
@@ -177,7 +177,8 @@ impl Store for MemoryStore {
             .copied()
             .filter(|chunk| held(&run.chunks, *chunk))
             .collect();
-        for case in &batch.cases {
+        let mut kept_cases = Vec::with_capacity(batch.cases.len());
+        for (position, case) in batch.cases.iter().enumerate() {
             let index = case.record.key.case_index;
             if !held(&run.chunks, index / CHUNK_SIZE) {
                 discarded += 1;
@@ -190,17 +191,25 @@ impl Store for MemoryStore {
             run.state.count_case(&case.record);
             run.cases.insert(index, case.record.clone());
             kept.push(case);
+            kept_cases.push(position);
         }
         for chunk in completed {
             if let Some(lease) = run.chunks.get_mut(chunk as usize) {
                 lease.done = true;
             }
         }
-        let events = run.state.finish_commit(&kept, batch);
-        run.events.extend(events.iter().cloned());
-        let mut outcome = run.state.outcome(events, duplicates);
-        outcome.discarded = discarded;
-        Ok(outcome)
+        let (first_case_seq, tail) = run.state.sequence_commit(&kept, batch);
+        run.events
+            .extend(case_events(&batch.run_id, first_case_seq, &kept));
+        run.events.extend(tail.iter().cloned());
+        Ok(CommitOutcome {
+            kept_cases,
+            first_case_seq,
+            tail,
+            duplicates,
+            discarded,
+            ..run.state.outcome()
+        })
     }
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome> {

@@ -28,13 +28,11 @@ use super::definition::RuntimeOptions;
 use super::retry::retry;
 use super::{Engine, EngineError};
 use crate::components::ResponseCache;
-use crate::model::{
-    EventKind, NewEvent, Progress, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
-};
+use crate::model::{EventKind, NewEvent, Progress, RunId, RunRecord, RunStatus, Timestamp};
 use crate::observe::{
     AttributeValue, ObservationRequest, Observers, Span, SpanStatus, TracingProvider,
 };
-use crate::store::{CommitBatch, StatusChange, StoreError};
+use crate::store::{CommitBatch, CommitOutcome, StatusChange, StoreError};
 
 /// How a caller can stop an execution.
 #[derive(Debug, Clone, Default)]
@@ -325,7 +323,7 @@ impl Engine {
             store.commit(&batch)
         })
         .await?;
-        publish(self, &batch.run_id, &outcome.events, observers);
+        publish(self, &batch, &outcome, observers);
         Ok(outcome.progress)
     }
 }
@@ -343,9 +341,15 @@ fn end_run_span(
     }
 }
 
-fn publish(engine: &Engine, run_id: &RunId, events: &[RunEvent], observers: &Observers) {
-    engine.hub().publish(run_id, events);
-    for event in events {
+/// Hands the events a commit of `batch` wrote to live listeners and lifecycle
+/// subscribers, building their copies only when someone is there to read them.
+fn publish(engine: &Engine, batch: &CommitBatch, outcome: &CommitOutcome, observers: &Observers) {
+    if observers.subscribers.is_empty() && !engine.hub().is_followed(&batch.run_id) {
+        return;
+    }
+    let events = outcome.events(batch);
+    engine.hub().publish(&batch.run_id, &events);
+    for event in &events {
         observers.notify(|s| s.on_event(event));
     }
 }

@@ -149,7 +149,7 @@ pub(super) async fn record_cases(
             cancel.cancel();
         }
         failures.check(&outcome.progress);
-        publish(&engine, &run_id, &outcome.events, &observers);
+        publish(&engine, &batch, &outcome, &observers);
         progress = Some(outcome.progress);
         if failures.tripped.is_cancelled() {
             // The policy stops the run within this commit batch: cases that finish

@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Encode, Executor, Type};
 use super::events::Pending;
 use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, to_i64};
-use crate::store::apply::{case_events, fence, touched_chunks};
+use crate::store::apply::{fence, touched_chunks};
 use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreResult};
 
 /// One transaction of a commit of `batch`, its cases serialised before (`prepared`):
@@ -29,7 +29,13 @@ where
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
 {
-    let mut cases: Vec<(&CaseCommit, &PreparedCase)> = batch.cases.iter().zip(prepared).collect();
+    let mut cases: Vec<(usize, &CaseCommit, &PreparedCase)> = batch
+        .cases
+        .iter()
+        .zip(prepared)
+        .enumerate()
+        .map(|(position, (case, row))| (position, case, row))
+        .collect();
     let mut write = store.begin().await?;
     let mut state = write.load_state(&batch.run_id).await?;
     if let Some(skipped) = state.precheck(batch)? {
@@ -50,18 +56,20 @@ where
         discarded = keep.iter().filter(|k| !**k).count();
         completed = chunks;
     }
-    let rows: Vec<&PreparedCase> = cases.iter().map(|(_, row)| *row).collect();
+    let rows: Vec<&PreparedCase> = cases.iter().map(|(_, _, row)| *row).collect();
     // A case recorded before (by another instance, or earlier in this batch) is skipped
     // with its events.
     let Some(mut inserted) = write.insert_cases(&batch.run_id, &rows, returning).await? else {
         return Ok(None);
     };
     let mut kept = Vec::with_capacity(cases.len());
+    let mut kept_cases = Vec::with_capacity(cases.len());
     let mut duplicates = 0;
-    for (case, row) in cases {
+    for (position, case, row) in cases {
         if inserted.remove(&row.index) {
             state.count_case(&case.record);
             kept.push(case);
+            kept_cases.push(position);
         } else {
             duplicates += 1;
         }
@@ -90,11 +98,12 @@ where
     drop(pending);
     write.save_state(&state).await?;
     write.commit().await?;
-    // The published copies of the cases' events, made once the writer's turn is over:
-    // commits wait for each other, not for this.
-    let mut events = case_events(&batch.run_id, first_seq, &kept);
-    events.extend(tail);
-    let mut outcome = state.outcome(events, duplicates);
-    outcome.discarded = discarded;
-    Ok(Some(outcome))
+    Ok(Some(CommitOutcome {
+        kept_cases,
+        first_case_seq: first_seq,
+        tail,
+        duplicates,
+        discarded,
+        ..state.outcome()
+    }))
 }
