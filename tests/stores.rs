@@ -991,6 +991,43 @@ async fn sqlite_checkpoints_beside_the_writer() {
     }
 }
 
+/// The log stores each event's body: its run and seq are the row's and the line's, not
+/// repeated in every line (issue 12); read back, the events are whole.
+#[tokio::test]
+async fn sqlite_event_lines_hold_bodies_without_run_or_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bodies.db");
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    let run = run_id(53);
+    store.create_run(new_run(53, 1, 3)).await.unwrap();
+    start(&store, &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = (0..3)
+        .map(|i| case_commit(&run, i, "a", Some(1.0)))
+        .collect();
+    batch.progress_event = true;
+    let outcome = store.commit(&batch).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload FROM event_batches")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = payloads.iter().flat_map(|p| p.split('\n')).collect();
+    assert!(lines.len() > 3, "{lines:?}");
+    for line in &lines {
+        assert!(line.starts_with("{\"occurred_at\""), "{line}");
+        assert!(!line.contains(run.as_str()), "{line}");
+    }
+    let read = store.events_after(&run, 1, 100).await.unwrap();
+    assert_eq!(read, outcome.events(&batch));
+    assert!(
+        read.iter()
+            .all(|e| e.run_id == run && e.schema_version == "1")
+    );
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_works() {
     let store = themis::store::SqliteStore::connect("sqlite::memory:")

@@ -26,7 +26,7 @@ pub(crate) use canonical::canonical_json;
 pub use case::*;
 pub use check::{FieldError, Problems};
 pub use dataset::*;
-pub use event::{EventBody, EventKind, NewEvent, RunEvent, write_sequenced};
+pub use event::{EventBody, EventKind, NewEvent, RunEvent};
 pub use ids::*;
 pub(crate) use pass_at_k::pass_at_k;
 pub use run::*;

@@ -1,11 +1,13 @@
 //! The event log as stored: `event_batches` rows of a commit's events (up to 256 a row),
 //! each holding the events with seq `first_seq..=last_seq` (gapless), one compact JSON
-//! object per line.
+//! object per line: the event's [`EventBody`], whose run is the row's and whose seq is
+//! its line's. Rows written before bodies hold whole events (with their own `run_id`
+//! and `seq`); both are read.
 
 use sqlx::{ColumnIndex, Encode, Type};
 
 use super::{Dialect, Row, Value, from_json, to_i64, to_u64};
-use crate::model::{EventBody, NewEvent, RunEvent, RunId, write_sequenced};
+use crate::model::{EventBody, NewEvent, RunEvent, RunId};
 use crate::store::{StoreError, StoreResult};
 
 /// Rows read per query while collecting a page of events.
@@ -30,20 +32,15 @@ pub(super) fn encode_event_lines(
     events: &[Pending<'_>],
 ) -> StoreResult<String> {
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
-    let mut payload = Vec::with_capacity(events.len() * 320);
+    let mut payload = String::with_capacity(events.len() * 256);
     for (event, seq) in events.iter().zip(first_seq..) {
         if seq > first_seq {
-            payload.push(b'\n');
+            payload.push('\n');
         }
         match event {
-            Pending::Encoded(body) => write_sequenced(&mut payload, run_id, seq, body),
+            Pending::Encoded(body) => payload.push_str(body.as_str()),
             Pending::New(event) => {
-                write_sequenced(
-                    &mut payload,
-                    run_id,
-                    seq,
-                    &EventBody::encode(event).map_err(corrupt)?,
-                );
+                payload.push_str(EventBody::encode(event).map_err(corrupt)?.as_str());
             }
             Pending::Sequenced(event) => {
                 if event.seq != seq || &event.run_id != run_id {
@@ -51,11 +48,27 @@ pub(super) fn encode_event_lines(
                         "events of one commit must be one run's, in sequence".into(),
                     ));
                 }
-                serde_json::to_writer(&mut payload, event).map_err(corrupt)?;
+                payload.push_str(EventBody::of_sequenced(event).map_err(corrupt)?.as_str());
             }
         }
     }
-    String::from_utf8(payload).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(payload)
+}
+
+/// The event stored as `line` under `seq` of the run.
+fn decode_line(line: &str, run_id: &RunId, seq: u64) -> StoreResult<RunEvent> {
+    if EventBody::is_body(line) {
+        return EventBody::decode(line, run_id, seq)
+            .map_err(|e| StoreError::Corrupt(format!("event {seq} of run {run_id}: {e}")));
+    }
+    let event: RunEvent = from_json(line)?;
+    if event.seq != seq || &event.run_id != run_id {
+        return Err(StoreError::Corrupt(format!(
+            "event {} of run {} stored as seq {seq} of run {run_id}",
+            event.seq, event.run_id
+        )));
+    }
+    Ok(event)
 }
 
 /// Up to `limit` events of the run with seq above `after`, in order. Lines before
@@ -97,14 +110,7 @@ where
                 if events.len() == limit {
                     return Ok(events);
                 }
-                let event: RunEvent = from_json(line)?;
-                if event.seq != seq {
-                    return Err(StoreError::Corrupt(format!(
-                        "event {} stored as seq {seq} of run {run_id}",
-                        event.seq
-                    )));
-                }
-                events.push(event);
+                events.push(decode_line(line, run_id, seq)?);
                 last = seq;
             }
         }
