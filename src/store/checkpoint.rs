@@ -24,9 +24,18 @@ pub(super) const BACKSTOP_PAGES: u32 = 16_384;
 /// burst of writes; without a limit it keeps its largest size).
 pub(super) const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// How long after a write the checkpoint waits, so that one checkpoint covers the
-/// commits of a burst.
-const DELAY: Duration = Duration::from_millis(100);
+/// How long after a write the checkpoint waits, at least and at most: one checkpoint
+/// covers many commits. Each commit appends the pages it changed to the WAL, among them
+/// the same few every time (the run's row, the ends of the B-trees); a checkpoint copies
+/// each page once and syncs both files, so the fewer checkpoints, the less of both.
+const MIN_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// WAL pages a checkpoint aims to find (8 MiB): the wait is paced to the rate of writes
+/// so that fast writers are checkpointed often, far below the writer's backstop, and a
+/// trickle of commits (a provider-backed run) once a second (issue 12: the syncs of a
+/// checkpoint every 100 ms were 2% of such a run's CPU).
+const TARGET_PAGES: f64 = 2_048.0;
 
 /// How long the task rests after a failure, so a database that keeps failing is not
 /// retried (and logged) after every write.
@@ -62,9 +71,10 @@ impl Drop for Checkpointer {
 
 async fn checkpoints(options: SqliteConnectOptions, written: Arc<Notify>) {
     let mut connection = None;
+    let mut delay = MIN_DELAY;
     loop {
         written.notified().await;
-        tokio::time::sleep(DELAY).await;
+        tokio::time::sleep(delay).await;
         if connection.is_none() {
             match options.connect().await {
                 Ok(opened) => connection = Some(opened),
@@ -80,15 +90,45 @@ async fn checkpoints(options: SqliteConnectOptions, written: Arc<Notify>) {
             continue;
         };
         // PASSIVE: copies what no reader still needs and never waits for a lock.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut *conn)
+        // Answers (busy, pages in the WAL, pages checkpointed).
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
             .await
         {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-            if let Some(conn) = connection.take() {
-                let _ = conn.close().await;
+            Ok((_, pages, _)) => delay = paced(delay, pages),
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                if let Some(conn) = connection.take() {
+                    let _ = conn.close().await;
+                }
+                tokio::time::sleep(AFTER_FAILURE).await;
             }
-            tokio::time::sleep(AFTER_FAILURE).await;
         }
+    }
+}
+
+/// The next wait: the one that would have found [`TARGET_PAGES`] when the last wait,
+/// `delay`, found `pages` (the WAL holds what was written since the last checkpoint).
+fn paced(delay: Duration, pages: i64) -> Duration {
+    let per_second = pages.max(1) as f64 / delay.as_secs_f64();
+    Duration::from_secs_f64(TARGET_PAGES / per_second).clamp(MIN_DELAY, MAX_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_follows_the_rate_of_writes() {
+        // 40,000 pages a second (an engine-only run writes about half that): often.
+        assert_eq!(paced(MAX_DELAY, 40_000), MIN_DELAY);
+        // 1,000 pages a second (a provider-backed run): once a second.
+        assert_eq!(paced(MIN_DELAY, 100), MAX_DELAY);
+        // In between: the wait that finds the target.
+        let wait = paced(Duration::from_millis(500), 2_048).as_secs_f64();
+        assert!((wait - 0.5).abs() < 1e-6, "{wait}");
+        // An empty WAL (a failed or idle checkpoint) waits the longest.
+        assert_eq!(paced(MIN_DELAY, 0), MAX_DELAY);
+        assert_eq!(paced(MIN_DELAY, -1), MAX_DELAY);
     }
 }
