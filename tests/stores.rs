@@ -1222,3 +1222,26 @@ async fn sqlite_and_postgres_schemas_are_equivalent() {
         differences.join("\n")
     );
 }
+
+/// Postgres stores the event log's payloads without compressing them: pglz was 16% of
+/// the database server's CPU in an engine-only run (issue 12).
+#[tokio::test]
+async fn postgres_stores_event_payloads_uncompressed() {
+    let database = common::TestDatabase::create().await;
+    drop(
+        themis::store::PostgresStore::connect(&database.url)
+            .await
+            .unwrap(),
+    );
+    let postgres = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let storage: i8 = sqlx::query_scalar(
+        "SELECT attstorage FROM pg_attribute \
+         WHERE attrelid = 'event_batches'::regclass AND attname = 'payload'",
+    )
+    .fetch_one(&postgres)
+    .await
+    .unwrap();
+    postgres.close().await;
+    database.drop_database().await;
+    assert_eq!(storage as u8, b'e', "external: out of line, uncompressed");
+}
