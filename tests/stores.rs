@@ -647,6 +647,29 @@ async fn chunks_are_claimed_once_and_taken_over_after_lease(store: Arc<dyn Store
     assert_eq!(store.chunk_status(&run, "f").await.unwrap().unfinished, 0);
 }
 
+/// A claim searches from the chunk it is given: the chunks before it are not looked at.
+async fn claims_search_from_the_chunk_given(store: Arc<dyn Store>) {
+    let run = run_id(47);
+    store.create_run(new_run(47, 1, 150)).await.unwrap(); // 3 chunks: 64 + 64 + 22
+    let lease = Duration::from_secs(60);
+    let claim = |from: u64| {
+        let store = store.clone();
+        let run = run.clone();
+        async move {
+            store
+                .claim_chunk_from(&run, "a", lease, from)
+                .await
+                .unwrap()
+                .map(|chunk| chunk.chunk_index)
+        }
+    };
+    assert_eq!(claim(1).await, Some(1));
+    assert_eq!(claim(1).await, Some(2), "the next claimable one after it");
+    assert_eq!(claim(3).await, None, "past the last chunk");
+    assert_eq!(claim(1).await, None, "1 and 2 are held");
+    assert_eq!(claim(0).await, Some(0), "the first one, still free");
+}
+
 async fn concurrent_claims_never_share_a_chunk(store: Arc<dyn Store>) {
     let run = run_id(41);
     store.create_run(new_run(41, 1, 64 * 20)).await.unwrap();
@@ -904,6 +927,7 @@ contract!(
     case_records_page_and_filter,
     chunks_are_claimed_once_and_taken_over_after_lease,
     concurrent_claims_never_share_a_chunk,
+    claims_search_from_the_chunk_given,
     response_cache_keeps_the_first_value,
     leases_are_released_per_run,
     renewing_reports_the_chunks_still_held,

@@ -240,11 +240,12 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn claim_chunk(
+    async fn claim_chunk_from(
         &self,
         run_id: &RunId,
         owner: &str,
         lease: Duration,
+        from: u64,
     ) -> StoreResult<Option<Chunk>> {
         let mut runs = self.runs.lock().await;
         let Some(run) = runs.get_mut(run_id) else {
@@ -256,6 +257,7 @@ impl Store for MemoryStore {
             .chunks
             .iter_mut()
             .enumerate()
+            .skip(usize::try_from(from).unwrap_or(usize::MAX))
             .find(|(_, c)| !c.done && !c.is_live(now))
         else {
             return Ok(None);

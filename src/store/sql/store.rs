@@ -226,11 +226,12 @@ where
         indices.into_iter().map(to_u64).collect()
     }
 
-    async fn claim_chunk(
+    async fn claim_chunk_from(
         &self,
         run_id: &RunId,
         owner: &str,
         lease: Duration,
+        from: u64,
     ) -> StoreResult<Option<Chunk>> {
         let mut builder = QueryBuilder::<D::Db>::new("UPDATE run_chunks SET owner = ");
         builder.push_bind(owner).push(", lease_expires_at = ");
@@ -240,6 +241,8 @@ where
             .push_bind(run_id.as_str())
             .push(" AND chunk_index = (SELECT chunk_index FROM run_chunks WHERE run_id = ")
             .push_bind(run_id.as_str())
+            .push(" AND chunk_index >= ")
+            .push_bind(to_i64(from)?)
             .push(" AND done = FALSE AND (lease_expires_at IS NULL OR lease_expires_at <= ");
         D::push_now(&mut builder);
         builder
