@@ -14,8 +14,8 @@ use themis::model::{
     Timestamp, Usage,
 };
 use themis::store::{
-    CancelOutcome, CaseCommit, CaseQuery, CommitBatch, CreateOutcome, NewRun, RunCursor, RunQuery,
-    StatusChange, Store, StoreError,
+    CancelOutcome, CaseCommit, CaseQuery, CommitBatch, CreateOutcome, DeleteRun, NewRun, RunCursor,
+    RunQuery, StatusChange, Store, StoreError,
 };
 
 fn run_id(n: u8) -> RunId {
@@ -670,6 +670,30 @@ async fn claims_search_from_the_chunk_given(store: Arc<dyn Store>) {
     assert_eq!(claim(0).await, Some(0), "the first one, still free");
 }
 
+/// A deleted run leaves nothing behind: the same run created again starts empty.
+async fn a_deleted_run_leaves_no_records_or_events(store: Arc<dyn Store>) {
+    let run = run_id(48);
+    store.create_run(new_run(48, 1, 3)).await.unwrap();
+    start(store.as_ref(), &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = (0..3)
+        .map(|i| case_commit(&run, i, "a", Some(1.0)))
+        .collect();
+    batch.status = status(RunStatus::Completed);
+    store.commit(&batch).await.unwrap();
+    assert_eq!(
+        store.delete_run(&run, false).await.unwrap(),
+        DeleteRun::Deleted(vec![run.clone()])
+    );
+    store.create_run(new_run(48, 1, 3)).await.unwrap();
+    assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), []);
+    assert_eq!(
+        store.recorded_case_indices(&run, 0..3).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(store.get_run(&run).await.unwrap().unwrap().last_seq, 0);
+}
+
 async fn concurrent_claims_never_share_a_chunk(store: Arc<dyn Store>) {
     let run = run_id(41);
     store.create_run(new_run(41, 1, 64 * 20)).await.unwrap();
@@ -928,6 +952,7 @@ contract!(
     chunks_are_claimed_once_and_taken_over_after_lease,
     concurrent_claims_never_share_a_chunk,
     claims_search_from_the_chunk_given,
+    a_deleted_run_leaves_no_records_or_events,
     response_cache_keeps_the_first_value,
     leases_are_released_per_run,
     renewing_reports_the_chunks_still_held,

@@ -414,8 +414,8 @@ where
         if !unfinished.is_empty() {
             return Ok(DeleteRun::Unfinished(unfinished));
         }
-        // Children first: each run's rows go with it (records, events, chunks, dataset
-        // uses and its notes of responses it used cascade). A response it stored that
+        // Children first: each run's rows go with it (its records and events deleted
+        // here, its chunks, dataset uses and notes of responses it used by cascade). A response it stored that
         // another run used passes to one of those runs; an heir's own note of it may
         // stay, harmlessly: every query below looks past the owner's own note.
         for id in ids.iter().rev() {
@@ -434,6 +434,16 @@ where
             .bind(id)
             .execute(write.conn())
             .await?;
+            // Not by cascade on Postgres: these have no foreign key (each insert checked
+            // it, and the commit already holds the run; see the migration).
+            for table in ["case_records", "event_batches"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE run_id = $1"
+                )))
+                .bind(id)
+                .execute(write.conn())
+                .await?;
+            }
             sqlx::query("DELETE FROM runs WHERE run_id = $1")
                 .bind(id)
                 .execute(write.conn())
