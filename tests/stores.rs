@@ -1219,13 +1219,7 @@ async fn sqlite_and_postgres_schemas_are_equivalent() {
         .map(|(table, column, ty, not_null, pk)| ((table, column), (ty, not_null, pk > 0)))
         .collect();
 
-    let database = common::TestDatabase::create().await;
-    drop(
-        themis::store::PostgresStore::connect(&database.url)
-            .await
-            .unwrap(),
-    );
-    let postgres = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let (database, postgres) = migrated_postgres().await;
     let rows: Vec<(String, String, String, String, bool)> = sqlx::query_as(
         "SELECT c.table_name::text, c.column_name::text, c.data_type::text, c.is_nullable::text, \
          EXISTS (SELECT 1 FROM information_schema.table_constraints AS t \
@@ -1272,10 +1266,8 @@ async fn sqlite_and_postgres_schemas_are_equivalent() {
     );
 }
 
-/// Postgres stores the event log's payloads without compressing them: pglz was 16% of
-/// the database server's CPU in an engine-only run (issue 12).
-#[tokio::test]
-async fn postgres_stores_event_payloads_uncompressed() {
+/// A fresh Postgres database with the store's migrations run, and a pool on it.
+async fn migrated_postgres() -> (common::TestDatabase, sqlx::PgPool) {
     let database = common::TestDatabase::create().await;
     drop(
         themis::store::PostgresStore::connect(&database.url)
@@ -1283,6 +1275,14 @@ async fn postgres_stores_event_payloads_uncompressed() {
             .unwrap(),
     );
     let postgres = sqlx::PgPool::connect(&database.url).await.unwrap();
+    (database, postgres)
+}
+
+/// Postgres stores the event log's payloads without compressing them: pglz was 16% of
+/// the database server's CPU in an engine-only run (issue 12).
+#[tokio::test]
+async fn postgres_stores_event_payloads_uncompressed() {
+    let (database, postgres) = migrated_postgres().await;
     let storage: i8 = sqlx::query_scalar(
         "SELECT attstorage FROM pg_attribute \
          WHERE attrelid = 'event_batches'::regclass AND attname = 'payload'",
