@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod code;
 pub mod fake_provider;
 pub mod stream_proxy;
 
