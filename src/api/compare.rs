@@ -136,6 +136,7 @@ async fn compare_several(
     let raw = query
         .runs
         .as_deref()
+        .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_query", "runs", "is required"))?;
     let runs: Vec<RunId> = raw
         .split(',')

@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::post;
 
 use super::AppState;
-use super::error::{ApiPath, ApiError};
+use super::error::{ApiError, ApiPath};
 use super::runs::{created_response, parse_run_id};
 
 pub(super) fn router() -> Router<AppState> {

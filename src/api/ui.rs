@@ -17,7 +17,7 @@ use axum::routing::get;
 use sha2::Digest;
 
 use super::AppState;
-use super::error::{ApiPath, ApiError};
+use super::error::{ApiError, ApiPath};
 
 /// Every file of the dashboard, by its path under `/ui/`.
 const ASSETS: &[(&str, &[u8])] = &[
