@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use themis::model::{NewReview, RunId, RunKind, RunStatus, Timestamp};
-use themis::store::{
-    CommitBatch, DeleteRun, NewRun, ReviewQuery, StatusChange, Store, StoreError,
-};
+use themis::store::{CommitBatch, DeleteRun, NewRun, ReviewQuery, StatusChange, Store, StoreError};
 
 fn id(n: u8) -> RunId {
     RunId::from_digest(&[n; 32])
@@ -61,17 +59,29 @@ async fn reviews_are_appended_and_read_back_in_order(store: Arc<dyn Store>) {
     let first = store.add_review(review(&run, 3, "ana", 1.0)).await.unwrap();
     let second = store.add_review(review(&run, 3, "ana", 0.0)).await.unwrap();
     let third = store.add_review(review(&run, 5, "bo", 1.0)).await.unwrap();
-    store.add_review(review(&other, 3, "ana", 1.0)).await.unwrap();
+    store
+        .add_review(review(&other, 3, "ana", 1.0))
+        .await
+        .unwrap();
     assert!(first.review_id < second.review_id && second.review_id < third.review_id);
     assert_eq!(first.scores["exact"], 1.0);
-    assert_eq!(first.comment.as_deref(), Some("right, with \"quotes\" and ünïcode"));
+    assert_eq!(
+        first.comment.as_deref(),
+        Some("right, with \"quotes\" and ünïcode")
+    );
 
     // Appended, not replaced: both of ana's reviews of case 3 are kept, in order, equal
     // to what was stored.
-    let case3 = store.reviews(&run, &ReviewQuery::case(3, 100)).await.unwrap();
+    let case3 = store
+        .reviews(&run, &ReviewQuery::case(3, 100))
+        .await
+        .unwrap();
     assert_eq!(case3, vec![first.clone(), second.clone()]);
     let everything = store.reviews(&run, &all(100)).await.unwrap();
-    assert_eq!(everything, vec![first.clone(), second.clone(), third.clone()]);
+    assert_eq!(
+        everything,
+        vec![first.clone(), second.clone(), third.clone()]
+    );
 
     // The keyset cursor and the limit page through the history.
     let page = store.reviews(&run, &all(2)).await.unwrap();
