@@ -39,7 +39,7 @@ pub fn sandboxes(specs: Vec<SandboxSpec>, pool: usize) -> Sandboxes {
 }
 
 /// The builtin registry with `sandboxes` and `test/samples`, a generator answering
-/// candidate `i` with `input.samples[i % len]` (or `input.code` for every candidate).
+/// candidate `i` with `input.samples[i % len]`.
 pub fn registry_with(sandboxes: Sandboxes) -> Registry {
     let mut registry = Registry::builtin().with_sandboxes(Arc::new(sandboxes));
     registry.register_generator("test/samples", "1", |_| Arc::new(Samples));
@@ -56,7 +56,7 @@ impl Generator for Samples {
             Some(samples) if !samples.is_empty() => {
                 samples[request.candidate_index as usize % samples.len()].clone()
             }
-            _ => input.get("code").cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
         };
         Ok(Generation {
             output,
@@ -67,11 +67,11 @@ impl Generator for Samples {
     }
 }
 
-/// A run of `cases` (`{"case_id", "input": {"code"}, "expected_output"}`) scored by
-/// `metric` (`{"name", "params"}`).
+/// A run of `cases` (`{"case_id", "input": {"code"}, "expected_output"}`) whose "model"
+/// answers with the case's `code`, scored by `metric` (`{"name", "params"}`).
 pub fn code_run(dataset_id: &str, cases: Vec<Value>, metric: Value) -> Value {
     json!({
-        "generation": {"generator": "test/samples"},
+        "generation": {"generator": {"name": "builtin/echo", "params": {"field": "code"}}},
         "evaluation": {"metrics": [metric]},
         "datasets": [{"dataset_id": dataset_id, "cases": cases}],
         "seeds": [1],
