@@ -263,7 +263,7 @@ async fn metrics_need_the_key_unless_made_public() {
 
 /// The Grafana dashboard in deploy/ queries only series the service exposes (in
 /// `exposed`, a scrape where every family has samples), every family is on a panel, and
-/// the README's metrics list names every one of them.
+/// docs/operations/metrics.md names every one of them.
 fn check_dashboard_and_readme(exposed: &str) {
     let families: Vec<&str> = exposed
         .lines()
@@ -299,11 +299,12 @@ fn check_dashboard_and_readme(exposed: &str) {
     let all: std::collections::BTreeSet<String> =
         families.iter().map(|f| (*f).to_owned()).collect();
     assert_eq!(queried, all, "every exposed family has a panel");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let readme = std::fs::read_to_string(format!("{root}/docs/operations/metrics.md"))
+        .expect("docs/operations/metrics.md");
     for family in &families {
         assert!(
             readme.contains(&format!("`{family}`")),
-            "README does not list {family}"
+            "docs/operations/metrics.md does not list {family}"
         );
     }
 }
