@@ -1,0 +1,11 @@
+//! What a run tells the outside while it executes: spans, webhooks, metrics and logs,
+//! each against a real receiver from `tests/common`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod instrumentation;
+mod logging;
+mod metrics;
+mod spans;
+mod webhooks;
