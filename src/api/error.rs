@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
     /// An uploaded dataset's problems, each naming its line.
     #[error("the dataset is invalid")]
     InvalidDataset(Vec<FieldError>),
+    /// A review's problems, each naming its field.
+    #[error("the review is invalid")]
+    InvalidReview(Vec<FieldError>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dataset"),
+            ApiError::InvalidReview(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_review"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) | ApiError::RunsInTheWay { .. } => {
                 (StatusCode::CONFLICT, "conflict")
@@ -113,7 +117,8 @@ impl IntoResponse for ApiError {
         let details: &[FieldError] = match &self {
             ApiError::BadRequest { details, .. }
             | ApiError::Invalid(details)
-            | ApiError::InvalidDataset(details) => details,
+            | ApiError::InvalidDataset(details)
+            | ApiError::InvalidReview(details) => details,
             ApiError::RunsInTheWay { runs, .. } => {
                 named_runs = runs_in_the_way(runs);
                 &named_runs
@@ -177,6 +182,8 @@ impl From<EngineError> for ApiError {
                 ApiError::bad_request("malformed_json", "", message)
             }
             EngineError::Internal(message) => ApiError::Internal(message),
+            EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
+            EngineError::NotFound(message) => ApiError::NotFound(message),
             EngineError::Store(e) => e.into(),
         }
     }

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit, parse_run_id};
-use crate::engine::{CaseDetail, ScoreBelow, case_detail, results_page};
-use crate::model::CaseRecord;
+use crate::engine::{CaseDetail, ReviewedRecord, ScoreBelow, case_detail, results_page};
 use crate::store::CaseQuery;
 
 pub(super) fn router() -> Router<AppState> {
@@ -63,7 +62,7 @@ fn score_filter(query: &ResultsQuery) -> Result<Option<ScoreBelow>, ApiError> {
 
 #[derive(Debug, Serialize)]
 struct ResultsPage {
-    results: Vec<CaseRecord>,
+    results: Vec<ReviewedRecord>,
     next_cursor: Option<String>,
 }
 
@@ -100,12 +99,14 @@ async fn list_results(
             ));
         }
         let failed_only = query.failed_only.unwrap_or(false);
+        let reviews = export_reviews(&state, &run_id).await?;
         return Ok(super::export::export(
             store.clone(),
             &run,
             query.dataset_id,
             failed_only,
             format,
+            reviews,
         ));
     }
     let limit = page_limit(query.limit, 100, 1_000)?;
@@ -123,11 +124,42 @@ async fn list_results(
         limit,
     )
     .await?;
+    let results = state
+        .scheduler
+        .engine()
+        .with_reviews(&run_id, page.results)
+        .await?;
     Ok(Json(ResultsPage {
-        results: page.results,
+        results,
         next_cursor: page.next_cursor.map(|i| i.to_string()),
     })
     .into_response())
+}
+
+/// Where the run's reviews are, when it has any (an export then shows them).
+async fn export_reviews(
+    state: &AppState,
+    run_id: &crate::model::RunId,
+) -> Result<Option<super::export::ExportReviews>, ApiError> {
+    let engine = state.scheduler.engine();
+    let target = engine.review_target(run_id).await?;
+    let any = crate::store::ReviewQuery {
+        cases: 0..u64::MAX,
+        after: None,
+        limit: 1,
+    };
+    if engine
+        .store()
+        .reviews(&target.generations, &any)
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some(super::export::ExportReviews {
+        run_id: target.generations,
+        components: target.components.into_iter().map(|c| c.id).collect(),
+    }))
 }
 
 /// `GET /runs/{id}/cases/{case_index}`: one case record with the case's inputs.
