@@ -1,6 +1,6 @@
 //! Themis: an async evaluation service for LLM and model outputs.
 //!
-//! Layers, bottom first, each importing only layers below it (README "Layout"):
+//! Layers, bottom first, each importing only layers below it (docs/design/layout.md):
 //! [`model`] (domain types, canonical JSON, input checking), [`egress`] (where outbound
 //! requests may go), `stats`, [`store`] (persistence), [`observe`] (observation
 //! traits), [`components`] (generators, reducers, parsers, metrics, judges),

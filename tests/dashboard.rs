@@ -5,8 +5,8 @@
 //! the way; on a phone-sized window nothing overflows and the keyboard alone reaches and
 //! opens a run. Another test severs a run page's event stream and sees it resume.
 //!
-//! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the README's come from
-//! `THEMIS_SCREENSHOTS=docs cargo test --test dashboard`), else to the target folder.
+//! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the docs' come from
+//! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard`), else to the target folder.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Imports run one way. Every file under `src/` belongs to a layer (its top-level module);
 //! a layer may name (`crate::…`) only the layers its rule lists, and a rule lists only
-//! layers below it, so no cycle can form. The README's Layout section states the rule.
+//! layers below it, so no cycle can form. docs/design/layout.md states the rule.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ fn imports_run_one_way() {
         }
         let Some(position) = LAYERS.iter().position(|(name, _)| *name == module) else {
             violations.push(format!(
-                "{}: module `{module}` is in no layer; place it in LAYERS (and the README)",
+                "{}: module `{module}` is in no layer; place it in LAYERS (and docs/design/layout.md)",
                 file.display()
             ));
             continue;
@@ -262,7 +262,7 @@ fn the_library_exports_only_the_embedders_api() {
     assert_eq!(
         exported, expected,
         "src/lib.rs exports other than the embedder's API; update PUBLIC_MODULES (and the \
-         README's Layout) only for what an embedder needs"
+         docs/design/layout.md) only for what an embedder needs"
     );
 
     // Below the top level no module is `pub`: a public module's surface is what its own

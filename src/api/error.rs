@@ -347,3 +347,33 @@ where
         }
     }
 }
+
+/// `axum::extract::Path` with our error shape: a segment that is not UTF-8 once
+/// percent-decoded (`%ff`) is a `400` naming the path, never axum's plain-text answer.
+pub(super) struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                // The message is fixed: axum's quotes the segment, which may be long.
+                let message = match e.kind() {
+                    axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. } => {
+                        "a path segment is not UTF-8 once percent-decoded"
+                    }
+                    _ => "a path segment is not what this endpoint takes",
+                };
+                Err(ApiError::bad_request("invalid_path", "path", message))
+            }
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
+}

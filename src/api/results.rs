@@ -1,14 +1,14 @@
 //! `/runs/{id}/results` (a page, filtered, or a streamed export) and
 //! `/runs/{id}/cases/{case_index}` (one case with its inputs).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit, parse_run_id};
 use crate::engine::{CaseDetail, ReviewedRecord, ScoreBelow, case_detail, results_page};
 use crate::store::CaseQuery;
@@ -68,7 +68,7 @@ struct ResultsPage {
 
 async fn list_results(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
@@ -165,7 +165,7 @@ async fn export_reviews(
 /// `GET /runs/{id}/cases/{case_index}`: one case record with the case's inputs.
 async fn get_case(
     State(state): State<AppState>,
-    Path((run_id, case_index)): Path<(String, String)>,
+    ApiPath((run_id, case_index)): ApiPath<(String, String)>,
 ) -> Result<Json<CaseDetail>, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let case_index: u64 = case_index.parse().map_err(|_| {
@@ -178,6 +178,12 @@ async fn get_case(
     let store = state.scheduler.engine().store();
     if store.get_run_summary(&run_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no run {run_id}")));
+    }
+    // Stores index cases with signed 64-bit integers: no case sits beyond that.
+    if i64::try_from(case_index).is_err() {
+        return Err(ApiError::NotFound(format!(
+            "run {run_id} has no record of case {case_index}"
+        )));
     }
     case_detail(state.scheduler.engine(), &run_id, case_index)
         .await?
