@@ -155,6 +155,16 @@ impl Engine {
                 )
             });
 
+        let concurrency = runtime
+            .concurrency
+            .unwrap_or(config.default_concurrency)
+            .max(1);
+        let limit =
+            super::ConcurrencyLimit::of(&record.definition, concurrency, config.outbound_cap);
+        let _limit_shown = limit
+            .as_ref()
+            .map(|limit| self.inner.limits.hold(run_id, limit.clone()));
+
         // Start the run, or join / resume it. The status check in the store decides
         // which instance writes `run_started`.
         let mut start = CommitBatch::new(run_id.clone());
@@ -176,6 +186,9 @@ impl Engine {
                 total_cases: record.progress.total,
                 resumed,
             }));
+            if let Some(limit) = &limit {
+                start.events.push(NewEvent::now(limit.event()));
+            }
             match self.commit_and_publish(start, &observers).await {
                 Ok(p) => {
                     progress = p;
@@ -213,10 +226,6 @@ impl Engine {
         let stop = match plan {
             Err(message) => Stop::Failed(message),
             Ok(plan) => {
-                let concurrency = runtime
-                    .concurrency
-                    .unwrap_or(config.default_concurrency)
-                    .max(1);
                 let cache = runtime
                     .cache
                     .unwrap_or(true)
