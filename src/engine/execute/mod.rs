@@ -21,13 +21,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::cases::{Shared, StoreCache};
+use self::cases::Shared;
 use self::leases::{LeaseSet, heartbeat};
 use self::stop::{FailureGuard, Stop};
 use super::definition::RuntimeOptions;
 use super::retry::retry;
 use super::{Engine, EngineError};
-use crate::components::ResponseCache;
 use crate::model::{EventKind, NewEvent, Progress, RunId, RunRecord, RunStatus, Timestamp};
 use crate::observe::{
     AttributeValue, ObservationRequest, Observers, Span, SpanStatus, TracingProvider,
@@ -226,10 +225,7 @@ impl Engine {
         let stop = match plan {
             Err(message) => Stop::Failed(message),
             Ok(plan) => {
-                let cache = runtime
-                    .cache
-                    .unwrap_or(true)
-                    .then(|| StoreCache(store.clone(), run_id.clone()));
+                let cache = runtime.cache.unwrap_or(true).then(|| store.clone());
                 let failures = FailureGuard {
                     policy: runtime.failure_policy,
                     ..FailureGuard::default()
@@ -239,7 +235,7 @@ impl Engine {
                     observers: &observers,
                     run_span: &run_span,
                     failures: &failures,
-                    cache: cache.map(|c| Arc::new(c) as Arc<dyn ResponseCache>),
+                    cache,
                     concurrency,
                     leases: &leases,
                 };
