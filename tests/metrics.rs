@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::fake_provider::FakeProvider;
+use common::webhook::WebhookReceiver;
 use common::{TestServer, json_of};
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
@@ -106,18 +107,9 @@ async fn metrics_count_cases_stages_providers_and_streams() {
 
     // A webhook receiver that takes deliveries at /hook and refuses them at /refuse
     // (a 4xx is not retried: that delivery fails at once).
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hooks = format!("http://{}", receiver.local_addr().unwrap());
-    tokio::spawn(async move {
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(|| async { "ok" }))
-            .route(
-                "/refuse",
-                axum::routing::post(|| async { axum::http::StatusCode::BAD_REQUEST }),
-            );
-        let _ = axum::serve(receiver, app).await;
-    });
-    let webhooks = [format!("{hooks}/hook"), format!("{hooks}/refuse")];
+    let taking = WebhookReceiver::start().await;
+    let refusing = WebhookReceiver::answering(axum::http::StatusCode::BAD_REQUEST).await;
+    let webhooks = [taking.url("/hook"), refusing.url("/refuse")];
     let (status, run) = server
         .post(
             "/runs",

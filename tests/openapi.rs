@@ -1,6 +1,8 @@
 //! `openapi.yaml` against the real router: the document lists exactly the routes the
 //! router serves, and real responses validate against the schemas it declares for them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +14,9 @@ use regex::Regex;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use themis::api::{ApiConfig, router};
-use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Scheduler};
 use themis::store::{MemoryStore, SqliteStore, Store};
-use themis::telemetry::Telemetry;
+
+use common::TestApp;
 
 /// Every (method, path) the router in `src/api/*.rs` serves. Keep in sync with the
 /// router; the tests below fail when this list, the router and the document disagree.
@@ -125,26 +125,12 @@ fn app_with(api_keys: Vec<String>) -> Router {
 
 /// The real router over `store` (the in-memory store unless a test says otherwise).
 fn app_on(store: Arc<dyn Store>, api_keys: Vec<String>) -> Router {
-    // Server-side causes of failures (logged, not returned) show with a failing test.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("themis=warn")
-        .with_test_writer()
-        .try_init();
-    let engine = Engine::instrumented(
-        store,
-        Arc::new(Registry::builtin()),
-        EngineConfig::default(),
-        Arc::new(Telemetry::local()),
-    );
-    let scheduler = Scheduler::new(engine, 2);
-    router(
-        scheduler,
-        &ApiConfig {
-            api_keys,
-            max_body_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
+    TestApp::new()
+        .store(store)
+        .api_keys(api_keys)
+        .configure(|c| c.max_running_runs = 2)
+        .router()
+        .router
 }
 
 struct Reply {
@@ -1430,12 +1416,7 @@ async fn instrumented_run_responses_match_the_schemas() {
     let h = Harness::new();
     // Nothing listens on this port: span export and webhook deliveries fail, and the
     // run's telemetry says so.
-    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::webhook::closed_port().await;
     let mut definition = example("observe.json");
     definition["seeds"] = json!([31]);
     definition["tracing"] = json!({

@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use sha2::Digest;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 
 /// Every file of the dashboard, by its path under `/ui/`.
 const ASSETS: &[(&str, &[u8])] = &[
@@ -149,7 +149,7 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
 
 async fn asset(
     State(state): State<AppState>,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.ui.respond(&path, &headers)

@@ -18,6 +18,7 @@ mod openai;
 mod params;
 mod parsers_extract;
 mod registry;
+mod review_scales;
 mod selectors;
 mod text;
 
@@ -34,6 +35,7 @@ pub use openai::{
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
+pub use review_scales::review_scale;
 
 /// A component failed on one input. The case fails at that stage; the run goes on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

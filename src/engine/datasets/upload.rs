@@ -77,6 +77,12 @@ where
         })),
     };
     let mut problems = Problems::default();
+    if let UploadFormat::Csv(mapping) = format {
+        mapping.check(&mut problems);
+        if !problems.is_empty() {
+            return Err(UploadError::Invalid(problems.into_details()));
+        }
+    }
     let mut ingest = Ingest::new()?;
     let mut received = 0u64;
     let mut body = std::pin::pin!(body);
@@ -196,14 +202,9 @@ impl CsvReader {
                     }
                     let Some(columns) = columns else {
                         let header: Vec<String> = row.iter().map(|s| s.to_string()).collect();
-                        match mapping.columns(&header) {
-                            Ok(found) => *columns = Some(found),
-                            Err(errors) => {
-                                for (path, message) in errors {
-                                    problems.push(path, message);
-                                }
-                                return Ok(false);
-                            }
+                        match mapping.columns(&header, problems) {
+                            Some(found) => *columns = Some(found),
+                            None => return Ok(false),
                         }
                         continue;
                     };
