@@ -30,7 +30,7 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
 pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
