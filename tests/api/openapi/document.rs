@@ -235,6 +235,9 @@ async fn every_documented_route_is_served() {
             ("POST", "/runs/{run_id}/rejudge") => {
                 Payload::Json(json!({"metrics": ["builtin/exact_match"]}))
             }
+            ("POST", "/runs/{run_id}/cases/{case_index}/reviews") => {
+                Payload::Json(json!({"scores": {"builtin/exact_match": 1}}))
+            }
             ("PUT", "/datasets/{dataset_id}") => Payload::Raw(
                 "application/x-ndjson",
                 br#"{"case_id": "a", "input": "x", "expected_output": "x"}"#.to_vec(),

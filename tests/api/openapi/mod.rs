@@ -4,6 +4,7 @@
 mod compare_datasets;
 mod document;
 mod errors;
+mod reviews;
 mod runs;
 
 use crate::common;
@@ -35,6 +36,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/results"),
     ("GET", "/runs/{run_id}/cases/{case_index}"),
+    ("GET", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("POST", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("GET", "/runs/{run_id}/agreement"),
     ("GET", "/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/rejudge"),
