@@ -1,5 +1,5 @@
-//! The clients of the service: the `themis` CLI (runs, datasets, exit codes) and the
-//! Python client's own test suite.
+//! The clients of the service: the `themis` CLI (runs, datasets, exit codes, what it
+//! tells its user) and the Python client's own test suite.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -7,4 +7,5 @@ mod common;
 mod cli;
 mod cli_datasets;
 mod cli_exit;
+mod feedback;
 mod python;

@@ -1,10 +1,13 @@
 //! `openai/chat` and `openai/judge` against the fake OpenAI-compatible provider on a real
 //! port, driven through the real engine; each module one concern of the provider call.
 
+#[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
 
 mod budgets;
+mod cache;
+mod concurrency;
 mod judges;
 mod keys;
 mod limits;

@@ -5,6 +5,7 @@
 mod common;
 
 mod instrumentation;
+mod log_output;
 mod logging;
 mod metrics;
 mod spans;

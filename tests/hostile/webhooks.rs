@@ -1,7 +1,7 @@
 //! A webhook secret signs only for the destinations it is bound to, compared as a
 //! receiver would see them: percent-decoded segments, no `..` smuggled in encoded.
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 use themis::components::Registry;

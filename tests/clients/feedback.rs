@@ -3,7 +3,7 @@
 //! flags and report the first problem alone, an unreachable server reads "connection
 //! refused", p-values read the same everywhere, and the documented example files run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

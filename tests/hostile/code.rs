@@ -2,7 +2,7 @@
 //! contained, is reported as its own case's outcome, and another run on the same server
 //! finishes meanwhile as if nothing happened.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,53 +3,22 @@
 //! why (in `GET /runs/{id}` while it runs, and in one event), instead of being held
 //! there silently.
 
-mod common;
+use crate::common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
 use serde_json::{Value, json};
 use themis::components::{Outbound, Registry};
 
+use common::fake_provider::{FakeProvider, Reply};
 use common::{TestServer, events_of};
 
-/// A provider answering every request after `delay`, counting the most requests it
-/// held at once.
-#[derive(Clone, Default)]
-struct SlowProvider {
-    in_flight: Arc<AtomicUsize>,
-    most: Arc<AtomicUsize>,
-    delay: Duration,
-}
-
-async fn answer(State(fake): State<SlowProvider>) -> axum::Json<Value> {
-    let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    fake.most.fetch_max(now, Ordering::SeqCst);
-    tokio::time::sleep(fake.delay).await;
-    fake.in_flight.fetch_sub(1, Ordering::SeqCst);
-    axum::Json(json!({
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "{\"answer\": \"4\"}"}}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
-    }))
-}
-
-async fn start_provider(delay: Duration) -> (SlowProvider, String) {
-    let fake = SlowProvider {
-        delay,
-        ..Default::default()
-    };
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(answer))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (fake, format!("http://{addr}/v1"))
+/// A provider answering `{"answer": "4"}` to every request after `delay` (the fake
+/// counts the most requests it held at once).
+async fn start_provider(delay: Duration) -> (FakeProvider, String) {
+    let fake = FakeProvider::start_with(delay, |_, _| Reply::text("{\"answer\": \"4\"}", 3)).await;
+    let base_url = fake.base_url.clone();
+    (fake, base_url)
 }
 
 fn cases(n: usize) -> Vec<Value> {
@@ -119,7 +88,7 @@ async fn a_run_above_the_outbound_cap_shows_the_concurrency_it_gets() {
         finished.get("concurrency").is_none(),
         "shown only while it runs: {finished}"
     );
-    assert!(fake.most.load(Ordering::SeqCst) <= 2);
+    assert!(fake.max_in_flight() <= 2);
 
     let events = events_of(&server.client, &server.base, &run_id).await;
     let limited: Vec<_> = events

@@ -2,29 +2,25 @@
 //! no `Access-Control-*` header at all, and a wildcard origin pattern (which browsers
 //! never send) stops the server at startup instead of silently matching nothing.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Method, Request};
 use tower::ServiceExt;
 
-use themis::api::{ApiConfig, CorsOrigins, router};
-use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Scheduler};
-use themis::store::MemoryStore;
+use themis::api::{ApiConfig, CorsOrigins};
+
+use crate::common::TestApp;
 
 fn app(origins: &[&str]) -> axum::Router {
-    let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(Registry::builtin()),
-        EngineConfig::default(),
-    );
     let entries: Vec<String> = origins.iter().map(|o| (*o).to_owned()).collect();
     let config = ApiConfig {
         cors_origins: CorsOrigins::parse(&entries).unwrap(),
         ..ApiConfig::default()
     };
-    router(Scheduler::new(engine, 1), &config)
+    TestApp::new()
+        .api(config)
+        .configure(|c| c.max_running_runs = 1)
+        .router()
+        .router
 }
 
 /// The `access-control-*` headers of a preflight from `origin`, and its status.

@@ -8,7 +8,7 @@
 //! Screenshots of the pages go to `$THEMIS_SCREENSHOTS` (the docs' come from
 //! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard`), else to the target folder.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! SandboxFusion services (fakes answering in their documented shapes) and
 //! `themis serve --sandbox local`.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

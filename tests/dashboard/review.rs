@@ -9,7 +9,7 @@
 //! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard_review`), else to the
 //! target folder.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

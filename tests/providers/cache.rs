@@ -2,13 +2,11 @@
 //! of its own), lookups write nothing, hits cost no provider call across runs and
 //! restarts, and deleting runs keeps what other runs used.
 
-#[macro_use]
-mod common;
+use crate::common::fake_provider::{FakeProvider, Reply};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::State;
 use serde_json::{Value, json};
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, RunControl};
@@ -175,26 +173,10 @@ async fn cache_writes_commit_with_their_case(store: Arc<dyn Store>) {
 
 contract!(cache_writes_commit_with_their_case);
 
-/// A provider answering `{"answer": "4"}`, counting requests.
-async fn provider() -> (Arc<AtomicUsize>, String) {
-    async fn answer(State(count): State<Arc<AtomicUsize>>) -> axum::Json<Value> {
-        count.fetch_add(1, Ordering::SeqCst);
-        axum::Json(json!({
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "{\"answer\": \"4\"}"}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
-        }))
-    }
-    let count = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(answer))
-        .with_state(count.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (count, format!("http://{addr}/v1"))
+/// A provider answering `{"answer": "4"}`; its `requests` count what it received.
+async fn provider() -> (Arc<AtomicUsize>, String, FakeProvider) {
+    let fake = FakeProvider::replying(|_, _| Reply::text("{\"answer\": \"4\"}", 3)).await;
+    (fake.requests.clone(), fake.base_url.clone(), fake)
 }
 
 /// The same requests under a different metric (so a different run).
@@ -241,7 +223,7 @@ async fn engine_on(path: &std::path::Path) -> Engine {
 /// run that used them.
 #[tokio::test]
 async fn cached_responses_survive_a_restart_and_the_deletion_of_their_owner() {
-    let (requests, base_url) = provider().await;
+    let (requests, base_url, _provider) = provider().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.db");
 

@@ -1,7 +1,7 @@
 //! Markdown comparisons are pasted into pull requests: client-chosen ids (metrics,
 //! datasets) must show as written and never add rows, headings, links or HTML.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 
