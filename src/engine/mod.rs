@@ -1,10 +1,12 @@
 //! The evaluation engine: experiment definitions, run ids, the five-stage pipeline,
 //! lifecycle events and execution. No HTTP here; the API and the CLI both drive it.
 
+mod agreement;
 mod bootstrap;
 mod compare;
 mod compare_cases;
 mod compare_render;
+mod concurrency;
 mod datasets;
 mod definition;
 mod execute;
@@ -15,6 +17,7 @@ mod removal;
 mod rerun;
 mod results;
 mod retry;
+mod reviews;
 mod run_id;
 mod scheduler;
 
@@ -27,7 +30,8 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
+pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
@@ -43,6 +47,7 @@ pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
 // For the API and the server only.
+pub(crate) use agreement::Agreement;
 pub(crate) use bootstrap::add_bootstrap_intervals;
 pub(crate) use compare::scores_of;
 pub(crate) use compare_cases::{CaseFilter, changed_cases, compare_many};
@@ -50,6 +55,9 @@ pub(crate) use compare_render::render_runs_markdown;
 pub(crate) use datasets::check_dataset_id;
 pub(crate) use removal::retention_loop;
 pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
+pub(crate) use reviews::{
+    MAX_COMMENT_BYTES, MAX_REVIEW_SCORES, ReviewInput, Reviewable, ReviewedRecord,
+};
 pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
@@ -81,6 +89,12 @@ pub enum EngineError {
     MalformedJson(String),
     #[error("{0}")]
     Internal(String),
+    /// A review's problems, each naming its field (`scores.<component id>`).
+    #[error("the review is invalid")]
+    InvalidReview(Vec<FieldError>),
+    /// A part of a run that does not exist (a case without a record).
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +128,10 @@ pub struct EngineConfig {
     /// Seals what a client hands over for later use (its tracing headers) before it is
     /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
     pub sealer: Arc<Sealer>,
+    /// Provider requests this instance sends at once across all runs (the outbound cap
+    /// of its provider components), when it has one: a provider-backed run asking for
+    /// more concurrency says that it gets this much.
+    pub outbound_cap: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -133,6 +151,7 @@ impl Default for EngineConfig {
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
+            outbound_cap: None,
         }
     }
 }
@@ -151,6 +170,8 @@ struct EngineInner {
     instrumentation: Arc<dyn Instrumentation>,
     /// The operator's metrics: cases, stages, commits, finished runs.
     meter: Arc<dyn Meter>,
+    /// Runs executing here below the concurrency they asked for.
+    limits: Arc<concurrency::LiveLimits>,
 }
 
 impl Engine {
@@ -176,6 +197,7 @@ impl Engine {
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
+                limits: Default::default(),
             }),
         }
     }
@@ -192,6 +214,7 @@ impl Engine {
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
                 meter,
+                limits: inner.limits.clone(),
             }),
         }
     }
@@ -214,6 +237,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The concurrency `run_id` gets while this instance executes it, when less than it
+    /// asked for.
+    pub fn concurrency_limit(&self, run_id: &RunId) -> Option<ConcurrencyLimit> {
+        self.inner.limits.get(run_id)
     }
 
     /// What observes this engine's runs (and knows what became of their exports).

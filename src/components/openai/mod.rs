@@ -21,6 +21,7 @@ mod limits;
 mod pairwise;
 mod params;
 mod providers;
+mod redact;
 mod shared;
 mod template;
 mod verdict;
@@ -34,6 +35,10 @@ pub use providers::{
     implicit_providers,
 };
 use shared::Shared;
+
+/// The components that send requests to model providers: all of them share the
+/// instance's outbound cap.
+pub const PROVIDER_COMPONENTS: [&str; 3] = ["openai/chat", "openai/judge", "openai/pairwise"];
 
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     let shared = Arc::new(Shared::new(outbound));
