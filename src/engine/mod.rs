@@ -10,6 +10,7 @@ mod datasets;
 mod definition;
 mod execute;
 mod frames;
+mod heavy;
 mod hub;
 mod pipeline;
 mod removal;
@@ -38,6 +39,7 @@ pub use definition::{
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
+pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
@@ -93,6 +95,9 @@ pub enum EngineError {
     /// A part of a run that does not exist (a case without a record).
     #[error("{0}")]
     NotFound(String),
+    /// At a per-instance limit on heavy reads: retry shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -126,6 +131,9 @@ pub struct EngineConfig {
     /// Seals what a client hands over for later use (its tracing headers) before it is
     /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
     pub sealer: Arc<Sealer>,
+    /// Bootstrap intervals and comparisons computed at once on this instance; more are
+    /// refused as busy (`429`) until one ends.
+    pub max_heavy_reads: usize,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +153,7 @@ impl Default for EngineConfig {
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
+            max_heavy_reads: heavy::default_limit(),
         }
     }
 }
@@ -163,6 +172,8 @@ struct EngineInner {
     instrumentation: Arc<dyn Instrumentation>,
     /// The operator's metrics: cases, stages, commits, finished runs.
     meter: Arc<dyn Meter>,
+    /// The limit on, and the answers of, bootstrap intervals and comparisons.
+    heavy: Arc<heavy::HeavyReads>,
 }
 
 impl Engine {
@@ -185,6 +196,7 @@ impl Engine {
                 store,
                 registry,
                 hub: Arc::new(EventHub::new()),
+                heavy: Arc::new(heavy::HeavyReads::new(config.max_heavy_reads)),
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
@@ -203,6 +215,7 @@ impl Engine {
                 hub: inner.hub.clone(),
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
+                heavy: inner.heavy.clone(),
                 meter,
             }),
         }
