@@ -386,7 +386,7 @@ async fn get_run(
     .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
     if bootstrap {
         // The intervals are part of the body, so the body's digest (the ETag) covers them.
-        crate::engine::add_bootstrap_intervals(store.as_ref(), &mut record).await?;
+        state.scheduler.engine().add_bootstrap(&mut record).await?;
     }
     let (tag, body) = tagged_body(RunView::new(record, &state))?;
     let matches = headers

@@ -11,6 +11,7 @@ mod datasets;
 mod definition;
 mod execute;
 mod frames;
+mod heavy;
 mod hub;
 mod pipeline;
 mod removal;
@@ -40,6 +41,7 @@ pub use definition::{
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
+pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
@@ -95,6 +97,9 @@ pub enum EngineError {
     /// A part of a run that does not exist (a case without a record).
     #[error("{0}")]
     NotFound(String),
+    /// At a per-instance limit on heavy reads: retry shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -132,6 +137,9 @@ pub struct EngineConfig {
     /// of its provider components), when it has one: a provider-backed run asking for
     /// more concurrency says that it gets this much.
     pub outbound_cap: Option<usize>,
+    /// Bootstrap intervals and comparisons computed at once on this instance; more are
+    /// refused as busy (`429`) until one ends.
+    pub max_heavy_reads: usize,
 }
 
 impl Default for EngineConfig {
@@ -152,6 +160,7 @@ impl Default for EngineConfig {
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
             outbound_cap: None,
+            max_heavy_reads: heavy::default_limit(),
         }
     }
 }
@@ -172,6 +181,8 @@ struct EngineInner {
     meter: Arc<dyn Meter>,
     /// Runs executing here below the concurrency they asked for.
     limits: Arc<concurrency::LiveLimits>,
+    /// The limit on, and the answers of, bootstrap intervals and comparisons.
+    heavy: Arc<heavy::HeavyReads>,
 }
 
 impl Engine {
@@ -194,6 +205,7 @@ impl Engine {
                 store,
                 registry,
                 hub: Arc::new(EventHub::new()),
+                heavy: Arc::new(heavy::HeavyReads::new(config.max_heavy_reads)),
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
@@ -213,6 +225,7 @@ impl Engine {
                 hub: inner.hub.clone(),
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
+                heavy: inner.heavy.clone(),
                 meter,
                 limits: inner.limits.clone(),
             }),
