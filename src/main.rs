@@ -21,7 +21,7 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// batch of cases gave pages back and faulted them in again (page faults and `madvise`
 /// were a fifth of an engine-only run's CPU); at mimalloc's own 1 s a 100,000-case
 /// `POST /runs` peaked at 5× its body. 100 ms keeps steady work on warm pages and that
-/// request at ~2.4× (issue 12; README, Performance).
+/// request at ~2.4× (issue 12; docs/performance.md).
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 /// Transparent huge pages off for this process: mimalloc asks for them on its arenas,

@@ -13,6 +13,7 @@ use crate::components::{Outbound, ProviderSpec, Registry};
 use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;
+use crate::sandbox::{SandboxConfig, Sandboxes};
 use crate::store::{self, Store};
 use crate::telemetry::{Metrics, Telemetry, WebhookSecrets};
 
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     /// Clones of a config share it; a registry built by the caller
     /// ([`launch_with_registry`]) reports provider metrics where its `Outbound.meter` says.
     pub metrics: Arc<Metrics>,
+    /// Where code metrics run programs (`--sandbox`, `--sandbox-pool`); none by default.
+    pub sandbox: SandboxConfig,
 }
 
 /// The outbound cap of an instance allowed `open_files` descriptors (`None`: unknown):
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
             retention: None,
             metrics: Arc::new(Metrics::new()),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -134,7 +138,12 @@ pub async fn launch(
         max_outbound_requests = outbound.max_requests,
         "model providers"
     );
-    let registry = Arc::new(Registry::builtin_with(outbound));
+    let sandboxes =
+        Sandboxes::build(&config.sandbox, egress.clone()).map_err(LaunchError::Config)?;
+    if !sandboxes.is_empty() {
+        tracing::info!(sandboxes = %sandboxes.listing(), pool = config.sandbox.pool_size, "code sandboxes");
+    }
+    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     serve(config, registry, egress, listener, shutdown).await
 }
 

@@ -1,6 +1,6 @@
 //! The component catalogue end to end: each example experiment of a family runs offline
 //! through the engine with hand-worked expected values, and every registered component
-//! is documented in the README and listed in the OpenAPI document.
+//! is documented in docs/reference/components.md and listed in the OpenAPI document.
 
 use std::sync::Arc;
 
@@ -138,7 +138,7 @@ async fn math_example_selects_the_best_sample_and_normalises_answers() {
 
 #[test]
 fn every_component_is_documented_and_listed() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/reference/components.md");
     let openapi = include_str!("../openapi.yaml");
     let registry = Registry::builtin();
     for kind in [
@@ -150,7 +150,10 @@ fn every_component_is_documented_and_listed() {
     ] {
         for name in registry.names(kind) {
             let quoted = format!("`{name}`");
-            assert!(readme.contains(&quoted), "README does not document {name}");
+            assert!(
+                readme.contains(&quoted),
+                "docs/reference/components.md does not document {name}"
+            );
             assert!(
                 openapi.contains(&quoted),
                 "openapi.yaml does not list {name}"

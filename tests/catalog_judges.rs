@@ -3,79 +3,17 @@
 //! kept) and `openai/judge`'s default prompt layout (a rubric without `{{ output }}`
 //! still shows the judge each case's answer, so cached verdicts never cross cases).
 
-use std::sync::{Arc, Mutex};
+mod common;
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use common::fake_provider::FakeProvider;
 use serde_json::{Value, json};
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseRecord, JudgmentRecord, RunStatus};
 use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
-
-type Answer = Box<dyn Fn(&str) -> String + Send + Sync>;
-
-struct FakeState {
-    answer: Answer,
-    prompts: Mutex<Vec<String>>,
-}
-
-/// A chat-completions endpoint answering each request with `answer(user message)`;
-/// the server task ends when the fake is dropped.
-struct Fake {
-    base_url: String,
-    state: Arc<FakeState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn chat(State(state): State<Arc<FakeState>>, body: axum::Json<Value>) -> axum::Json<Value> {
-    let user = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let content = (state.answer)(&user);
-    state.prompts.lock().unwrap().push(user);
-    axum::Json(json!({
-        "id": "x", "object": "chat.completion", "model": body["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    }))
-}
-
-impl Fake {
-    async fn start(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Fake {
-        let state = Arc::new(FakeState {
-            answer: Box::new(answer),
-            prompts: Mutex::new(Vec::new()),
-        });
-        let app = axum::Router::new()
-            .route("/v1/chat/completions", axum::routing::post(chat))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Fake {
-            base_url: format!("http://{addr}/v1"),
-            state,
-            task,
-        }
-    }
-
-    fn prompts(&self) -> Vec<String> {
-        self.state.prompts.lock().unwrap().clone()
-    }
-}
 
 async fn run(body: &Value) -> Vec<CaseRecord> {
     let engine = Engine::new(
@@ -112,7 +50,7 @@ fn section<'p>(prompt: &'p str, heading: &str) -> &'p str {
 }
 
 /// The pairwise example with its provider pointed at `fake`.
-fn pairwise_example(fake: &Fake) -> Value {
+fn pairwise_example(fake: &FakeProvider) -> Value {
     let mut body: Value = serde_json::from_str(include_str!("../examples/pairwise.json")).unwrap();
     body["evaluation"]["judges"][0]["params"]["base_url"] = json!(fake.base_url);
     body
@@ -121,7 +59,7 @@ fn pairwise_example(fake: &Fake) -> Value {
 #[tokio::test]
 async fn pairwise_runs_both_orders_and_scores_from_the_outputs_side() {
     // A fair judge: the response naming the right capital wins; equal ones tie.
-    let fake = Fake::start(|prompt| {
+    let fake = FakeProvider::answering(|prompt| {
         let right = ["Paris", "Canberra", "Tokyo"];
         let good = |s: &str| right.iter().any(|r| s.contains(r));
         let (a, b) = (section(prompt, "Response A"), section(prompt, "Response B"));
@@ -167,7 +105,7 @@ async fn pairwise_runs_both_orders_and_scores_from_the_outputs_side() {
 
 #[tokio::test]
 async fn pairwise_cancels_a_judge_that_always_prefers_the_first_response() {
-    let fake = Fake::start(|_| "[[A]]".to_owned()).await;
+    let fake = FakeProvider::answering(|_| "[[A]]".to_owned()).await;
     let records = run(&pairwise_example(&fake)).await;
     for case in ["france", "australia", "japan"] {
         let j = judgment(&records, case);
@@ -179,7 +117,7 @@ async fn pairwise_cancels_a_judge_that_always_prefers_the_first_response() {
 
 #[tokio::test]
 async fn pairwise_reads_a_named_reference_field() {
-    let fake = Fake::start(|prompt| {
+    let fake = FakeProvider::answering(|prompt| {
         let winner = if section(prompt, "Response A").contains("baseline") {
             "B"
         } else {
@@ -206,7 +144,7 @@ async fn pairwise_reads_a_named_reference_field() {
 #[tokio::test]
 async fn a_rubric_without_output_still_shows_each_answer() {
     // PASS only when the answer shown to the judge names the expected capital.
-    let fake = Fake::start(|prompt| {
+    let fake = FakeProvider::answering(|prompt| {
         let expected = section(prompt, "Expected output").trim_end_matches('.');
         if section(prompt, "Output to judge").contains(expected) {
             "PASS".to_owned()

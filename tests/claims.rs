@@ -1,6 +1,6 @@
 //! README claims that had no test (issue 18): the failure policy's threshold and its
 //! overshoot, CLI exit code 1, `/readyz` 503, SIGTERM of the real binary releasing its
-//! leases, and the README's claims table naming tests that exist.
+//! leases, and the claims table (docs/design/claims.md) naming tests that exist.
 
 mod common;
 
@@ -241,14 +241,14 @@ async fn the_server_process_runs_without_transparent_huge_pages() {
         .lines()
         .find_map(|line| line.strip_prefix("THP_enabled:"))
         .unwrap_or_else(|| panic!("no THP_enabled line in\n{status}"));
-    // 2 MiB zeroed on every fault into memory mimalloc purged (README, Performance).
+    // 2 MiB zeroed on every fault into memory mimalloc purged (docs/performance.md).
     assert_eq!(thp.trim(), "0", "THP_enabled of themis serve");
 }
 
 #[test]
 fn readme_claims_name_tests_that_exist() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/docs/design/claims.md")).unwrap();
     let start = readme
         .find("<!-- claims:start -->")
         .expect("claims table start");
@@ -272,7 +272,7 @@ fn readme_claims_name_tests_that_exist() {
                 .unwrap_or_else(|e| panic!("{test}: tests/{file}.rs: {e}"));
             assert!(
                 source.contains(&format!("fn {name}()")),
-                "{test} is named in the README but does not exist"
+                "{test} is named in docs/design/claims.md but does not exist"
             );
         }
         rows += 1;

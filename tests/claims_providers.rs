@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use common::fake_provider::{FakeProvider, Reply};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, RunControl};
@@ -19,56 +16,18 @@ use themis::model::{CaseStatus, EventKind, RunRecord, RunStatus};
 use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
 
-/// What the fake provider does with every request.
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// 503 asking for a retry after this many milliseconds.
-    Busy(u64),
-    /// A right answer reporting this many prompt and completion tokens each.
-    Answer(u64),
+/// A fake provider that answers every request with 503, asking for a retry after `ms`.
+async fn busy(ms: u64) -> FakeProvider {
+    FakeProvider::replying(move |_, _| {
+        Reply::StatusWithHeaders(503, "busy".into(), vec![("retry-after-ms", ms.to_string())])
+    })
+    .await
 }
 
-#[derive(Clone)]
-struct Fake {
-    behaviour: Behaviour,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-}
-
-async fn chat(State(fake): State<Fake>) -> Response {
-    fake.arrivals.lock().unwrap().push(Instant::now());
-    match fake.behaviour {
-        Behaviour::Busy(ms) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("retry-after-ms", ms.to_string())],
-            "busy",
-        )
-            .into_response(),
-        Behaviour::Answer(tokens) => axum::Json(json!({
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "{\"answer\": \"2\"}"}}],
-            "usage": {"prompt_tokens": tokens, "completion_tokens": tokens,
-                      "total_tokens": 2 * tokens}
-        }))
-        .into_response(),
-    }
-}
-
-async fn fake(behaviour: Behaviour) -> (String, Fake) {
-    let fake = Fake {
-        behaviour,
-        arrivals: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/v1"), fake)
+/// A fake provider giving the right answer, reporting `tokens` prompt and completion
+/// tokens each.
+async fn answering(tokens: u64) -> FakeProvider {
+    FakeProvider::replying(move |_, _| Reply::text("{\"answer\": \"2\"}", tokens)).await
 }
 
 /// `cases` one-at-a-time `openai/chat` cases against `base_url`; `params` merged in.
@@ -112,7 +71,8 @@ async fn run(base_url: &str, model: &str, params: Value, cases: usize) -> (Engin
 
 #[tokio::test]
 async fn no_retry_starts_once_its_wait_would_pass_the_retry_budget() {
-    let (base_url, busy) = fake(Behaviour::Busy(300)).await;
+    let busy = busy(300).await;
+    let base_url = busy.base_url.clone();
     // Attempt 1 at 0 ms, attempt 2 at ~300 ms; a third would start at ~600 ms > 500.
     let (engine, record) = run(
         &base_url,
@@ -122,11 +82,7 @@ async fn no_retry_starts_once_its_wait_would_pass_the_retry_budget() {
     )
     .await;
     assert_eq!(record.status, RunStatus::Completed);
-    assert_eq!(
-        busy.arrivals.lock().unwrap().len(),
-        2,
-        "one retry, then the budget"
-    );
+    assert_eq!(busy.hits(), 2, "one retry, then the budget");
     let cases = engine
         .store()
         .case_records(
@@ -149,18 +105,20 @@ async fn no_retry_starts_once_its_wait_would_pass_the_retry_budget() {
 #[tokio::test]
 async fn tokens_per_minute_paces_requests_by_the_reported_usage() {
     const TOKENS: u64 = 250; // prompt and completion each: 500 per request
-    let (base_url, unlimited) = fake(Behaviour::Answer(TOKENS)).await;
+    let unlimited = answering(TOKENS).await;
+    let base_url = unlimited.base_url.clone();
     let (_, record) = run(&base_url, "free", json!({}), 6).await;
     assert_eq!(record.progress.completed, 6);
-    let arrivals = unlimited.arrivals.lock().unwrap().clone();
+    let arrivals = unlimited.arrivals();
     let free = *arrivals.last().unwrap() - arrivals[0];
 
     // 60000 per minute: 1000 tokens a second, a burst of 1000. Five answered requests
     // (2500 tokens) come before the sixth, so it cannot start before ~1.5 s.
-    let (base_url, limited) = fake(Behaviour::Answer(TOKENS)).await;
+    let limited = answering(TOKENS).await;
+    let base_url = limited.base_url.clone();
     let (engine, record) = run(&base_url, "paced", json!({"tokens_per_minute": 60000}), 6).await;
     assert_eq!(record.progress.completed, 6, "{:?}", record.error);
-    let arrivals = limited.arrivals.lock().unwrap().clone();
+    let arrivals = limited.arrivals();
     let paced = *arrivals.last().unwrap() - arrivals[0];
     assert!(
         paced >= Duration::from_millis(1_400),

@@ -4,58 +4,17 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
+use axum::http::{StatusCode, header};
 use serde_json::{Value, json};
 use themis::components::Registry;
 
+use common::otlp::Collector;
+use common::webhook::{WebhookReceiver, answer, hanging_listener};
 use common::{TestServer, wait_until};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-
-/// Serves `app` on 127.0.0.1:0, returning its base URL.
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
-/// An OTLP/HTTP receiver keeping the hex trace id of every span it decodes.
-async fn collector() -> (String, Arc<Mutex<Vec<String>>>) {
-    let traces = Arc::new(Mutex::new(Vec::new()));
-    let app = Router::new()
-        .route(
-            "/v1/traces",
-            post(
-                |State(traces): State<Arc<Mutex<Vec<String>>>>, body: Bytes| async move {
-                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                        return StatusCode::BAD_REQUEST;
-                    };
-                    let mut traces = traces.lock().unwrap();
-                    for resource in request.resource_spans {
-                        for scope in resource.scope_spans {
-                            traces.extend(scope.spans.iter().map(|s| hex::encode(&s.trace_id)));
-                        }
-                    }
-                    StatusCode::OK
-                },
-            ),
-        )
-        .with_state(traces.clone());
-    (serve(app).await, traces)
-}
 
 fn arithmetic(cases: usize, seed: u64) -> Value {
     let cases: Vec<Value> = (0..cases)
@@ -93,7 +52,7 @@ async fn flushed(server: &TestServer, run_id: &str) -> Value {
 
 #[tokio::test]
 async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_overrides_the_ratio() {
-    let (endpoint, traces) = collector().await;
+    let (endpoint, traces) = Collector::start().await;
     let server = TestServer::start("memory", Registry::builtin()).await;
     let mut body = arithmetic(2, 1);
     body["tracing"] = json!({"provider": "otlp", "endpoint": endpoint});
@@ -118,7 +77,7 @@ async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_over
     let run = flushed(&server, &sampled).await;
     let exported = run["telemetry"]["spans_exported"].as_u64().unwrap();
     assert!(exported > 0, "{run}");
-    let received = traces.lock().unwrap().clone();
+    let received = traces.trace_ids();
     assert_eq!(
         received.len() as u64,
         exported,
@@ -131,7 +90,7 @@ async fn a_traceparent_with_the_sampled_flag_off_exports_nothing_and_one_on_over
 #[tokio::test]
 async fn sample_ratio_keeps_a_share_of_whole_run_traces() {
     const RUNS: u64 = 24;
-    let (endpoint, traces) = collector().await;
+    let (endpoint, traces) = Collector::start().await;
     let server = TestServer::start("memory", Registry::builtin()).await;
     let mut sampled = 0;
     let mut exported_total = 0;
@@ -152,48 +111,8 @@ async fn sample_ratio_keeps_a_share_of_whole_run_traces() {
         0 < sampled && sampled < RUNS,
         "{sampled} of {RUNS} runs sampled"
     );
-    assert_eq!(traces.lock().unwrap().len() as u64, exported_total);
+    assert_eq!(traces.trace_ids().len() as u64, exported_total);
     server.stop().await;
-}
-
-/// A webhook receiver answering from a script: the nth request gets `script[n]`
-/// (the last entry repeats); records when each request came.
-#[derive(Clone)]
-struct Receiver {
-    script: Arc<Vec<Response<String>>>,
-    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-fn answer(status: StatusCode, headers: &[(header::HeaderName, &str)]) -> Response<String> {
-    let mut response = Response::new(String::new());
-    *response.status_mut() = status;
-    for (name, value) in headers {
-        response
-            .headers_mut()
-            .insert(name.clone(), value.parse().unwrap());
-    }
-    response
-}
-
-async fn receiver(script: Vec<Response<String>>) -> (String, Receiver) {
-    let receiver = Receiver {
-        script: Arc::new(script),
-        attempts: Arc::default(),
-    };
-    async fn hook(State(r): State<Receiver>, uri: axum::http::Uri, _: HeaderMap) -> Response {
-        let mut attempts = r.attempts.lock().unwrap();
-        attempts.push((uri.path().to_owned(), Instant::now()));
-        let pick = &r.script[(attempts.len() - 1).min(r.script.len() - 1)];
-        let mut response = Response::new(pick.body().clone());
-        *response.status_mut() = pick.status();
-        *response.headers_mut() = pick.headers().clone();
-        response.into_response()
-    }
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .route("/elsewhere", post(hook))
-        .with_state(receiver.clone());
-    (format!("{}/hook", serve(app).await), receiver)
 }
 
 /// Runs a small experiment whose `run_completed` goes to `url`; returns its webhook
@@ -227,36 +146,34 @@ async fn deliver_run_completed(server: &TestServer, url: &str, seed: u64) -> Val
 async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured() {
     let server = TestServer::start("memory", Registry::builtin()).await;
 
-    let (url, rejecting) = receiver(vec![answer(StatusCode::BAD_REQUEST, &[])]).await;
+    let rejecting = WebhookReceiver::scripted(vec![answer(StatusCode::BAD_REQUEST, &[])]).await;
+    let url = rejecting.url("/hook");
     let hook = deliver_run_completed(&server, &url, 1).await;
     assert_eq!(
         (hook["delivered"].as_u64(), hook["failed"].as_u64()),
         (Some(0), Some(1))
     );
     assert_eq!(hook["last_error"], "HTTP 400 (not retried)", "{hook}");
-    assert_eq!(
-        rejecting.attempts.lock().unwrap().len(),
-        1,
-        "a 4xx is final"
-    );
+    assert_eq!(rejecting.attempts().len(), 1, "a 4xx is final");
 
-    let (url, redirecting) = receiver(vec![answer(
+    let redirecting = WebhookReceiver::scripted(vec![answer(
         StatusCode::TEMPORARY_REDIRECT,
         &[(header::LOCATION, "/elsewhere")],
     )])
     .await;
+    let url = redirecting.url("/hook");
     let hook = deliver_run_completed(&server, &url, 2).await;
     assert_eq!(hook["failed"], 1, "{hook}");
     assert_eq!(hook["last_error"], "HTTP 307 (not retried)", "{hook}");
-    let attempts = redirecting.attempts.lock().unwrap().clone();
+    let attempts = redirecting.attempts();
     assert_eq!(
         attempts.len(),
         1,
         "a redirect is neither followed nor retried"
     );
-    assert_eq!(attempts[0].0, "/hook");
+    assert_eq!(attempts[0].path, "/hook");
 
-    let (url, busy) = receiver(vec![
+    let busy = WebhookReceiver::scripted(vec![
         answer(
             StatusCode::SERVICE_UNAVAILABLE,
             &[(header::RETRY_AFTER, "1")],
@@ -264,11 +181,12 @@ async fn webhook_4xx_and_redirects_are_not_retried_and_retry_after_is_honoured()
         answer(StatusCode::OK, &[]),
     ])
     .await;
+    let url = busy.url("/hook");
     let hook = deliver_run_completed(&server, &url, 3).await;
     assert_eq!(hook["delivered"], 1, "{hook}");
-    let attempts = busy.attempts.lock().unwrap().clone();
+    let attempts = busy.attempts();
     assert_eq!(attempts.len(), 2);
-    let waited = attempts[1].1 - attempts[0].1;
+    let waited = attempts[1].at - attempts[0].at;
     // The backoff alone would retry after 200 ms.
     assert!(
         waited >= Duration::from_millis(950),
@@ -282,16 +200,9 @@ async fn a_full_webhook_queue_drops_and_counts_events_without_slowing_the_run() 
     const QUEUE: u64 = 10_000;
     let server = TestServer::start("memory", Registry::builtin()).await;
     // The receiver never answers: the first event stays in flight, the queue fills.
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = hanging.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    let hanging = hanging_listener().await;
     let mut body = arithmetic(2_500, 4);
-    body["subscribers"] = json!([{"kind": "webhook", "url": format!("http://{addr}/hook")}]);
+    body["subscribers"] = json!([{"kind": "webhook", "url": format!("{hanging}/hook")}]);
     let run_id = post_run(&server, &body, None).await;
     let run = server.wait_finished(&run_id).await;
     assert_eq!(run["status"], "completed", "{run}");
@@ -318,7 +229,8 @@ async fn a_full_webhook_queue_drops_and_counts_events_without_slowing_the_run() 
 /// own deliveries.
 #[tokio::test]
 async fn two_servers_in_one_process_keep_their_own_telemetry() {
-    let (url, receiving) = receiver(vec![answer(StatusCode::OK, &[])]).await;
+    let receiving = WebhookReceiver::scripted(vec![answer(StatusCode::OK, &[])]).await;
+    let url = receiving.url("/hook");
     let mut body = arithmetic(2, 11);
     body["subscribers"] = json!([{"kind": "webhook", "url": url, "events": ["run_completed"]}]);
     let servers = [
@@ -344,7 +256,7 @@ async fn two_servers_in_one_process_keep_their_own_telemetry() {
         run_ids.push(run_id);
     }
     assert_eq!(run_ids[0], run_ids[1], "the same run on both");
-    assert_eq!(receiving.attempts.lock().unwrap().len(), 2);
+    assert_eq!(receiving.attempts().len(), 2);
     for server in &servers {
         let (status, run) = server.get(&format!("/runs/{}", run_ids[0])).await;
         assert_eq!(status, 200);

@@ -4,139 +4,21 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use common::fake_provider::{FakeProvider, Reply};
+use common::webhook::WebhookReceiver;
+use common::{TestApp, TestServer};
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
 use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::model::{CaseRecord, CaseStatus, RunRecord};
 use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
-
-// ---------------------------------------------------------------------------------
-// A listener that records what reaches it
-
-type Handler = Box<dyn Fn(&Value) -> Response + Send + Sync>;
-
-struct HostState {
-    handler: Handler,
-    hits: Mutex<Vec<(Option<String>, Value)>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    delay: Duration,
-}
-
-/// A fake host: answers every POST with `handler`, after `delay`.
-struct Host {
-    base_url: String,
-    port: u16,
-    state: Arc<HostState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn record(State(state): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    state
-        .hits
-        .lock()
-        .unwrap()
-        .push((authorization, body.clone()));
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    if !state.delay.is_zero() {
-        tokio::time::sleep(state.delay).await;
-    }
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    (state.handler)(&body)
-}
-
-impl Host {
-    async fn start(
-        delay: Duration,
-        handler: impl Fn(&Value) -> Response + Send + Sync + 'static,
-    ) -> Host {
-        let state = Arc::new(HostState {
-            handler: Box::new(handler),
-            hits: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            delay,
-        });
-        let app = axum::Router::new()
-            .fallback(axum::routing::post(record))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Host {
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            port,
-            state,
-            task,
-        }
-    }
-
-    /// A provider answering `{"answer": "ok"}` to everything.
-    async fn provider(delay: Duration) -> Host {
-        Host::start(delay, |_| answer("{\"answer\": \"ok\"}")).await
-    }
-
-    fn hits(&self) -> usize {
-        self.state.hits.lock().unwrap().len()
-    }
-
-    fn authorizations(&self) -> Vec<Option<String>> {
-        self.state
-            .hits
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|h| h.0.clone())
-            .collect()
-    }
-
-    /// The prompts (last user message) the host received.
-    fn prompts(&self) -> Vec<String> {
-        self.state
-            .hits
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                h.1["messages"][0]["content"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned()
-            })
-            .collect()
-    }
-}
-
-fn answer(content: &str) -> Response {
-    axum::Json(json!({
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1}
-    }))
-    .into_response()
-}
 
 // ---------------------------------------------------------------------------------
 // Driving runs
@@ -205,7 +87,7 @@ fn errors(cases: &[CaseRecord]) -> Vec<String> {
         .collect()
 }
 
-fn declared(name: &str, host: &Host, key: &str) -> ProviderSpec {
+fn declared(name: &str, host: &FakeProvider, key: &str) -> ProviderSpec {
     ProviderSpec::new(name, &host.base_url)
         .unwrap()
         .with_key(key)
@@ -213,19 +95,12 @@ fn declared(name: &str, host: &Host, key: &str) -> ProviderSpec {
 
 /// A server started in-process on `addr` (0.0.0.0:0 for a non-loopback listener),
 /// stopped on drop.
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
+struct Server(TestServer);
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
     }
 }
 
@@ -234,27 +109,13 @@ impl Server {
         addr: &str,
         configure: impl FnOnce(&mut themis::server::ServerConfig),
     ) -> Server {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut config = themis::server::ServerConfig {
-            database_url: "memory".into(),
-            ..Default::default()
-        };
-        configure(&mut config);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            themis::server::launch(config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        let server = Server {
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-            shutdown: Some(tx),
-            task,
-        };
+        let server = Server(
+            TestApp::new()
+                .listen_on(addr)
+                .configure(configure)
+                .serve()
+                .await,
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while server
             .client
@@ -338,8 +199,8 @@ fn detail_paths(body: &Value) -> Vec<String> {
 /// The reproduction: a run naming a server variable and its own host.
 #[tokio::test]
 async fn naming_an_unbound_variable_is_a_422_listing_the_providers() {
-    let listener = Host::provider(Duration::ZERO).await;
-    let corp = Host::provider(Duration::ZERO).await;
+    let listener = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
+    let corp = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
     let provider = ProviderSpec {
         key_env: Some("CORP_KEY".into()),
         ..declared("corp", &corp, "sk-corp")
@@ -371,8 +232,8 @@ async fn naming_an_unbound_variable_is_a_422_listing_the_providers() {
 
 #[tokio::test]
 async fn a_declared_key_reaches_only_its_host() {
-    let corp = Host::provider(Duration::ZERO).await;
-    let other = Host::provider(Duration::ZERO).await;
+    let corp = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
+    let other = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
     let engine = engine(registry(vec![declared("corp", &corp, "sk-corp-123")], 64));
     let (record, cases) = run(&engine, &experiment(json!({"provider": "corp"}), "a", 2)).await;
     assert_eq!(record.progress.completed, 2, "{:?}", errors(&cases));
@@ -395,14 +256,16 @@ async fn a_declared_key_reaches_only_its_host() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let elsewhere = Host::provider(Duration::ZERO).await;
+    let elsewhere = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
     let target = format!("{}/chat/completions", elsewhere.base_url);
-    let corp = Host::start(Duration::ZERO, move |_| {
-        (
-            StatusCode::TEMPORARY_REDIRECT,
-            [("location", target.clone())],
+    let corp = FakeProvider::replying(move |_, _| {
+        Reply::Raw(
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", target.clone())],
+            )
+                .into_response(),
         )
-            .into_response()
     })
     .await;
     let engine = engine(registry(vec![declared("corp", &corp, "sk-corp")], 64));
@@ -419,16 +282,16 @@ async fn redirects_are_not_followed() {
 #[tokio::test]
 async fn error_bodies_are_quoted_only_from_declared_providers_and_sanitised() {
     let body = "{\"error\": {\"message\": \"internal-token-4242 at\\n\\u001b[31mdb01\"}}";
-    let undeclared = Host::start(Duration::ZERO, move |_| {
-        (StatusCode::BAD_REQUEST, body).into_response()
+    let undeclared = FakeProvider::replying(move |_, _| {
+        Reply::Raw((StatusCode::BAD_REQUEST, body).into_response())
     })
     .await;
-    let plain = Host::start(Duration::ZERO, |_| {
-        (StatusCode::OK, "root:x:0:0:root:/root:/bin/bash").into_response()
+    let plain = FakeProvider::replying(|_, _| {
+        Reply::Raw((StatusCode::OK, "root:x:0:0:root:/root:/bin/bash").into_response())
     })
     .await;
-    let corp = Host::start(Duration::ZERO, move |_| {
-        (StatusCode::BAD_REQUEST, body).into_response()
+    let corp = FakeProvider::replying(move |_, _| {
+        Reply::Raw((StatusCode::BAD_REQUEST, body).into_response())
     })
     .await;
     let engine = engine(registry(vec![declared("corp", &corp, "k")], 64));
@@ -480,8 +343,8 @@ async fn webhooks_and_collectors_at_metadata_addresses_are_refused() {
 
 #[tokio::test]
 async fn internal_addresses_are_refused_on_a_public_listener_unless_allowed() {
-    let provider = Host::provider(Duration::ZERO).await;
-    let hook = Host::start(Duration::ZERO, |_| StatusCode::OK.into_response()).await;
+    let provider = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
+    let hook = WebhookReceiver::start().await;
     let by_name = format!("http://localhost:{}/v1", provider.port);
     let hook_url = format!("http://localhost:{}/hook", hook.port);
     let strict = Server::start("0.0.0.0:0", |_| {}).await;
@@ -529,7 +392,7 @@ async fn internal_addresses_are_refused_on_a_public_listener_unless_allowed() {
         telemetry.to_string().contains("egress policy"),
         "{telemetry}"
     );
-    assert_eq!((provider.hits(), hook.hits()), (0, 0));
+    assert_eq!((provider.hits(), hook.attempts().len()), (0, 0));
     drop(strict);
 
     // A provider the operator declared on an internal address is reachable.
@@ -557,18 +420,18 @@ async fn internal_addresses_are_refused_on_a_public_listener_unless_allowed() {
     let run_id = answer["run_id"].as_str().unwrap().to_owned();
     let run = allowed.finished(&run_id).await;
     assert_eq!(run["progress"]["completed"], 1, "{run}");
-    wait_for("the webhook delivery", || hook.hits() == 1).await;
+    wait_for("the webhook delivery", || hook.attempts().len() == 1).await;
 }
 
 #[tokio::test]
 async fn one_runs_breaker_and_rate_params_do_not_affect_other_runs() {
     // Requests of the "bad" run fail; everyone else's succeed.
-    let host = Host::start(Duration::ZERO, |body| {
+    let host = FakeProvider::replying(|body, _| {
         let prompt = body["messages"][0]["content"].as_str().unwrap_or("");
         if prompt.starts_with("bad") {
-            (StatusCode::BAD_GATEWAY, "down").into_response()
+            Reply::Status(502, "down".into(), None)
         } else {
-            answer("{\"answer\": \"ok\"}")
+            Reply::text("{\"answer\": \"ok\"}", 1)
         }
     })
     .await;
@@ -625,19 +488,19 @@ async fn one_runs_breaker_and_rate_params_do_not_affect_other_runs() {
 
 #[tokio::test]
 async fn the_outbound_cap_bounds_requests_in_flight() {
-    let host = Host::provider(Duration::from_millis(80)).await;
+    let host = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::from_millis(80)).await;
     let engine = engine(registry(vec![declared("corp", &host, "k")], 2));
     let (record, cases) = run(&engine, &experiment(json!({"provider": "corp"}), "cap", 12)).await;
     assert_eq!(record.progress.completed, 12, "{:?}", errors(&cases));
-    assert_eq!(host.state.max_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(host.max_in_flight(), 2);
 }
 
 /// The real binary: `--provider` (keys read from the server's environment at startup) and
 /// `THEMIS_PROVIDERS` (entries separated by `;`).
 #[tokio::test]
 async fn providers_are_declared_by_flag_or_environment_of_the_real_binary() {
-    let a = Host::provider(Duration::ZERO).await;
-    let b = Host::provider(Duration::ZERO).await;
+    let a = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
+    let b = FakeProvider::fixed("{\"answer\": \"ok\"}", Duration::ZERO).await;
     let client = reqwest::Client::new();
     let flag = format!("name=a,base_url={},key_env=EGRESS_TEST_KEY_A", a.base_url);
     let env = format!(

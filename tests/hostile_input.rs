@@ -8,74 +8,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use themis::api::{ApiConfig, router};
+use themis::api::ApiConfig;
 use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Scheduler};
-use themis::store::MemoryStore;
-use themis::telemetry::Telemetry;
+use themis::engine::Scheduler;
 
-use common::{TestServer, all_results, post_run, wait_finished};
+use common::webhook::hanging_listener;
+use common::{TestApp, TestServer, all_results, post_run, wait_finished};
 
 /// The API over the in-memory store on an ephemeral port, with its scheduler at hand
-/// (the tests look at the event hub). The server task is aborted on drop.
-struct Service {
-    base: String,
-    client: reqwest::Client,
-    scheduler: Arc<Scheduler>,
-    handle: tokio::task::JoinHandle<()>,
+/// (the tests look at the event hub).
+async fn service(config: ApiConfig) -> TestServer {
+    TestApp::new().api(config).serve_router().await
 }
 
-impl Service {
-    async fn start(config: ApiConfig) -> Service {
-        let engine = Engine::instrumented(
-            Arc::new(MemoryStore::new()),
-            Arc::new(Registry::builtin()),
-            EngineConfig::default(),
-            Arc::new(Telemetry::local()),
-        );
-        let scheduler = Scheduler::new(engine, 4);
-        let app = router(scheduler.clone(), &config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let handle = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Service {
-            base,
-            client: reqwest::Client::new(),
-            scheduler,
-            handle,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("reply {status} is not JSON ({e}): {text}"));
-        (status, body)
-    }
-
-    fn channels(&self) -> usize {
-        self.scheduler.engine().hub().channel_count()
-    }
+/// Event channels open on the server's hub.
+fn channels(service: &TestServer) -> usize {
+    scheduler(service).engine().hub().channel_count()
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.handle.abort();
-    }
+fn scheduler(service: &TestServer) -> &Arc<Scheduler> {
+    service
+        .scheduler
+        .as_ref()
+        .expect("served with its scheduler")
 }
 
 fn config() -> ApiConfig {
@@ -146,7 +101,7 @@ async fn a_million_minus_signs_fail_their_case_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn a_runaway_template_runs_out_of_fuel_quickly() {
-    let service = Service::start(config()).await;
+    let service = service(config()).await;
     // The render fails before any request is made, so the endpoint need not exist.
     let definition = json!({
         "generation": {"generator": {"name": "openai/chat", "params": {
@@ -179,7 +134,7 @@ async fn a_runaway_template_runs_out_of_fuel_quickly() {
 
 #[tokio::test]
 async fn a_422_lists_at_most_100_problems_and_counts_the_rest() {
-    let service = Service::start(config()).await;
+    let service = service(config()).await;
     // 50,000 empty cases: two problems each (no case_id, no input).
     let cases: Vec<Value> = (0..50_000).map(|_| json!({})).collect();
     let definition = json!({
@@ -228,7 +183,7 @@ async fn a_422_lists_at_most_100_problems_and_counts_the_rest() {
 
 #[tokio::test]
 async fn out_of_range_numbers_are_rejected_naming_the_field() {
-    let service = Service::start(config()).await;
+    let service = service(config()).await;
     let base = json!({
         "generation": {"generator": "builtin/echo"},
         "evaluation": {"metrics": ["builtin/exact_match"]},
@@ -279,7 +234,7 @@ async fn out_of_range_numbers_are_rejected_naming_the_field() {
 
 #[tokio::test]
 async fn event_streams_allocate_only_for_real_runs_and_free_with_their_last_listener() {
-    let service = Service::start(ApiConfig {
+    let service = service(ApiConfig {
         max_event_streams: 2,
         ..config()
     })
@@ -295,7 +250,7 @@ async fn event_streams_allocate_only_for_real_runs_and_free_with_their_last_list
             .unwrap();
         assert_eq!(response.status().as_u16(), 404);
     }
-    assert_eq!(service.channels(), 0);
+    assert_eq!(channels(&service), 0);
 
     // A run that stays busy: streams on it hold a channel while they are open.
     let definition = json!({
@@ -312,7 +267,7 @@ async fn event_streams_allocate_only_for_real_runs_and_free_with_their_last_list
     let second = service.client.get(&events_url).send().await.unwrap();
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(second.status().as_u16(), 200);
-    assert_eq!(service.channels(), 1, "one channel per run");
+    assert_eq!(channels(&service), 1, "one channel per run");
 
     // Beyond the server's cap: 503, retry later.
     let third = service.client.get(&events_url).send().await.unwrap();
@@ -325,7 +280,7 @@ async fn event_streams_allocate_only_for_real_runs_and_free_with_their_last_list
     // a disconnect at the latest on its next keep-alive, every 15 s).
     drop(first);
     drop(second);
-    let hub = service.scheduler.engine().hub().clone();
+    let hub = scheduler(&service).engine().hub().clone();
     eventually(Duration::from_secs(40), "the channel to be freed", || {
         hub.channel_count() == 0
     })
@@ -342,17 +297,9 @@ async fn event_streams_allocate_only_for_real_runs_and_free_with_their_last_list
 
 #[tokio::test]
 async fn webhook_queues_are_bounded_by_bytes() {
-    let service = Service::start(config()).await;
+    let service = service(config()).await;
     // A receiver that accepts connections and never answers: every delivery hangs.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    // Detached: it ends with the test process.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let hook = format!("{}/hook", hanging_listener().await);
     // 100 cases of 200 KB each; each `generation_completed` event carries its case's
     // output (the input, echoed): 20 MB in 100 events, far below the count cap.
     let payload = "x".repeat(200 * 1024);

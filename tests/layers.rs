@@ -1,6 +1,6 @@
 //! Imports run one way. Every file under `src/` belongs to a layer (its top-level module);
 //! a layer may name (`crate::…`) only the layers its rule lists, and a rule lists only
-//! layers below it, so no cycle can form. The README's Layout section states the rule.
+//! layers below it, so no cycle can form. docs/design/layout.md states the rule.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,11 +18,17 @@ const LAYERS: &[(&str, May)] = &[
     ("model", May::Only(&[])),
     // Where outbound requests may go; a leaf.
     ("egress", May::Only(&[])),
+    // Running untrusted code (bubblewrap, remote sandbox services); built by the server
+    // and handed to the components.
+    ("sandbox", May::Only(&["egress"])),
     ("stats", May::Only(&["model"])),
     ("store", May::Only(&["model"])),
     // The observation traits and the instrumentation a run asks for.
     ("observe", May::Only(&["model", "egress"])),
-    ("components", May::Only(&["model", "egress", "observe"])),
+    (
+        "components",
+        May::Only(&["model", "egress", "sandbox", "observe"]),
+    ),
     // Implements `observe`; handed to the engine by the server, never imported by it.
     ("telemetry", May::Only(&["model", "egress", "observe"])),
     (
@@ -189,7 +195,7 @@ fn imports_run_one_way() {
         }
         let Some(position) = LAYERS.iter().position(|(name, _)| *name == module) else {
             violations.push(format!(
-                "{}: module `{module}` is in no layer; place it in LAYERS (and the README)",
+                "{}: module `{module}` is in no layer; place it in LAYERS (and docs/design/layout.md)",
                 file.display()
             ));
             continue;
@@ -223,6 +229,8 @@ const PUBLIC_MODULES: &[&str] = &[
     "model",
     // The observation traits an embedder implements or passes (`Observers`, spans).
     "observe",
+    // The sandboxes code metrics run programs in (`Sandboxes`, `SandboxSpec`).
+    "sandbox",
     // `launch` and its `ServerConfig`.
     "server",
     // The `Store` trait and the memory, SQLite and Postgres stores.
@@ -262,7 +270,7 @@ fn the_library_exports_only_the_embedders_api() {
     assert_eq!(
         exported, expected,
         "src/lib.rs exports other than the embedder's API; update PUBLIC_MODULES (and the \
-         README's Layout) only for what an embedder needs"
+         docs/design/layout.md) only for what an embedder needs"
     );
 
     // Below the top level no module is `pub`: a public module's surface is what its own

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::fake_provider::FakeProvider;
+use common::webhook::WebhookReceiver;
 use common::{TestServer, json_of};
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
@@ -106,18 +107,9 @@ async fn metrics_count_cases_stages_providers_and_streams() {
 
     // A webhook receiver that takes deliveries at /hook and refuses them at /refuse
     // (a 4xx is not retried: that delivery fails at once).
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hooks = format!("http://{}", receiver.local_addr().unwrap());
-    tokio::spawn(async move {
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(|| async { "ok" }))
-            .route(
-                "/refuse",
-                axum::routing::post(|| async { axum::http::StatusCode::BAD_REQUEST }),
-            );
-        let _ = axum::serve(receiver, app).await;
-    });
-    let webhooks = [format!("{hooks}/hook"), format!("{hooks}/refuse")];
+    let taking = WebhookReceiver::start().await;
+    let refusing = WebhookReceiver::answering(axum::http::StatusCode::BAD_REQUEST).await;
+    let webhooks = [taking.url("/hook"), refusing.url("/refuse")];
     let (status, run) = server
         .post(
             "/runs",
@@ -136,7 +128,13 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         let scraped = scrape(&server, None).await;
         let delivered = "themis_webhook_deliveries_total{outcome=\"delivered\"}";
         let failed = "themis_webhook_deliveries_total{outcome=\"failed\"}";
-        if sample(&scraped.2, delivered) == Some(1.0) && sample(&scraped.2, failed) == Some(1.0) {
+        // The scheduler counts a run finished after its webhooks are queued, so a fast
+        // receiver can see them before the counter moves: wait for both.
+        let finished = "themis_runs_finished_total{status=\"completed\"}";
+        if sample(&scraped.2, delivered) == Some(1.0)
+            && sample(&scraped.2, failed) == Some(1.0)
+            && sample(&scraped.2, finished) == Some(3.0)
+        {
             break scraped;
         }
         assert!(
@@ -265,7 +263,7 @@ async fn metrics_need_the_key_unless_made_public() {
 
 /// The Grafana dashboard in deploy/ queries only series the service exposes (in
 /// `exposed`, a scrape where every family has samples), every family is on a panel, and
-/// the README's metrics list names every one of them.
+/// docs/operations/metrics.md names every one of them.
 fn check_dashboard_and_readme(exposed: &str) {
     let families: Vec<&str> = exposed
         .lines()
@@ -301,11 +299,12 @@ fn check_dashboard_and_readme(exposed: &str) {
     let all: std::collections::BTreeSet<String> =
         families.iter().map(|f| (*f).to_owned()).collect();
     assert_eq!(queried, all, "every exposed family has a panel");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let readme = std::fs::read_to_string(format!("{root}/docs/operations/metrics.md"))
+        .expect("docs/operations/metrics.md");
     for family in &families {
         assert!(
             readme.contains(&format!("`{family}`")),
-            "README does not list {family}"
+            "docs/operations/metrics.md does not list {family}"
         );
     }
 }

@@ -5,148 +5,21 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use hmac::{Hmac, Mac};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value;
-use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
-use prost::Message;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use themis::components::Registry;
 
+use common::otlp::{Collector, Received};
+use common::webhook::{WebhookReceiver, closed_port, hanging_listener};
 use common::{TestServer, all_results, events_of, spawn_server_with_env, wait_until};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 const STATUS_OK: i32 = 1;
 const STATUS_ERROR: i32 = 2;
-
-/// A span as the receiver decoded it, with its resource's `service.name`.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: ProtoSpan,
-}
-
-impl Received {
-    fn attr(&self, key: &str) -> Option<Value> {
-        self.span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| v.value.as_ref())
-            .map(|v| match v {
-                any_value::Value::StringValue(s) => json!(s),
-                any_value::Value::IntValue(i) => json!(i),
-                any_value::Value::DoubleValue(f) => json!(f),
-                any_value::Value::BoolValue(b) => json!(b),
-                other => json!(format!("{other:?}")),
-            })
-    }
-
-    fn run_id(&self) -> Option<String> {
-        self.attr("run_id")
-            .and_then(|v| v.as_str().map(str::to_owned))
-    }
-
-    fn status(&self) -> (i32, String) {
-        self.span
-            .status
-            .as_ref()
-            .map(|s| (s.code, s.message.clone()))
-            .unwrap_or_default()
-    }
-}
-
-/// An OTLP/HTTP receiver on 127.0.0.1:0: decodes `/v1/traces` payloads (protobuf, or
-/// JSON kept as is) and keeps every span.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Received>>>,
-    json: Arc<Mutex<Vec<Value>>>,
-    headers: Arc<Mutex<Vec<HeaderMap>>>,
-}
-
-async fn receive_traces(
-    State(collector): State<Collector>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    collector.headers.lock().unwrap().push(headers);
-    if content_type == "application/json" {
-        match serde_json::from_slice(&body) {
-            Ok(value) => collector.json.lock().unwrap().push(value),
-            Err(_) => return StatusCode::BAD_REQUEST,
-        }
-        return StatusCode::OK;
-    }
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    let mut spans = collector.spans.lock().unwrap();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| match &v.value {
-                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                spans.push(Received {
-                    service: service.clone(),
-                    span,
-                });
-            }
-        }
-    }
-    StatusCode::OK
-}
-
-impl Collector {
-    async fn start() -> (String, Collector) {
-        let collector = Collector::default();
-        let app = Router::new()
-            .route("/v1/traces", post(receive_traces))
-            .with_state(collector.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}"), collector)
-    }
-
-    fn spans_of(&self, run_id: &str) -> Vec<Received> {
-        self.spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.run_id().as_deref() == Some(run_id))
-            .cloned()
-            .collect()
-    }
-}
 
 /// Polls until the run's telemetry says its spans are flushed (`spans_dropped` is only
 /// known then), returning the run.
@@ -155,25 +28,6 @@ async fn wait_flushed(client: &reqwest::Client, base: &str, run_id: &str) -> Val
         run["telemetry"].get("spans_dropped").is_some()
     })
     .await
-}
-
-/// A TCP port nothing listens on.
-async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A collector that accepts connections and never answers.
-async fn hanging_collector() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// Arithmetic cases for the demo generator: every answer is right.
@@ -368,7 +222,7 @@ async fn a_collector_that_is_down_or_hangs_never_slows_or_changes_a_run() {
     let plain = TestServer::start("memory", Registry::builtin()).await;
     let generator = json!({"name": "builtin/demo_generator", "params": {"delay_ms": 2}});
     let down = format!("http://127.0.0.1:{}", closed_port().await);
-    let hanging = hanging_collector().await;
+    let hanging = hanging_listener().await;
     for (seed, endpoint) in [(11, down), (12, hanging)] {
         let body = arithmetic(40, generator.clone(), seed);
         let baseline = post_run(&plain, &body, None).await;
@@ -426,7 +280,8 @@ async fn a_collector_that_is_down_or_hangs_never_slows_or_changes_a_run() {
 #[tokio::test]
 async fn same_definition_with_other_instrumentation_has_the_same_id_and_results() {
     let (endpoint, collector) = Collector::start().await;
-    let (hook_url, hooks) = Hooks::start(0).await;
+    let hooks = WebhookReceiver::start().await;
+    let hook_url = hooks.url("/hook");
     let body = arithmetic(
         12,
         json!({"name": "builtin/demo_generator", "params": {"wrong_rate": 0.3}}),
@@ -464,7 +319,7 @@ async fn same_definition_with_other_instrumentation_has_the_same_id_and_results(
             assert!(exported > 0, "{run}");
             assert_eq!(collector.spans_of(&run_id).len() as u64, exported);
             assert_eq!(
-                json!(hooks.delivered.lock().unwrap().len()),
+                json!(hooks.delivered().len()),
                 run["last_event_seq"],
                 "{run}"
             );
@@ -480,41 +335,6 @@ async fn same_definition_with_other_instrumentation_has_the_same_id_and_results(
     }
 }
 
-/// A webhook receiver: answers 500 to its first `failures` requests, then 200.
-#[derive(Clone)]
-struct Hooks {
-    attempts: Arc<AtomicUsize>,
-    failures: usize,
-    delivered: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-}
-
-async fn receive_hook(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    if hooks.attempts.fetch_add(1, Ordering::SeqCst) < hooks.failures {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    hooks.delivered.lock().unwrap().push((headers, body));
-    StatusCode::OK
-}
-
-impl Hooks {
-    async fn start(failures: usize) -> (String, Hooks) {
-        let hooks = Hooks {
-            attempts: Arc::new(AtomicUsize::new(0)),
-            failures,
-            delivered: Arc::default(),
-        };
-        let app = Router::new()
-            .route("/hook", post(receive_hook))
-            .with_state(hooks.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}/hook"), hooks)
-    }
-}
-
 fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
@@ -526,7 +346,8 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
     const SECRET: &str = "webhook-test-secret";
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("hooks.db").display());
-    let (url, hooks) = Hooks::start(2).await;
+    let hooks = WebhookReceiver::failing_first(2).await;
+    let url = hooks.url("/hook");
     // The real binary, so the secret lives in its environment only, bound to the
     // receiver's URL.
     let binding = format!("THEMIS_WEBHOOK_TEST_SECRET={url}");
@@ -592,12 +413,15 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
     assert_eq!(hook["last_error"], Value::Null);
     assert_eq!(hook["url"], url);
 
-    let delivered = hooks.delivered.lock().unwrap().clone();
+    let delivered = hooks.delivered();
     assert_eq!(delivered.len(), 7, "each event once");
-    assert_eq!(hooks.attempts.load(Ordering::SeqCst), 9, "two retries");
+    assert_eq!(hooks.attempts().len(), 9, "two retries");
     let mut last_seq = 0;
     let mut types = Vec::new();
-    for (headers, raw) in &delivered {
+    for common::webhook::Delivery {
+        headers, body: raw, ..
+    } in &delivered
+    {
         let signature = headers["x-themis-signature"].to_str().unwrap();
         assert_eq!(signature, format!("sha256={}", hmac_hex(SECRET, raw)));
         let event: Value = serde_json::from_slice(raw).unwrap();
@@ -628,8 +452,8 @@ async fn webhooks_are_signed_filtered_in_order_and_retried() {
         .collect();
     let got: Vec<u64> = delivered
         .iter()
-        .map(|(_, raw)| {
-            serde_json::from_slice::<Value>(raw).unwrap()["seq"]
+        .map(|delivery| {
+            serde_json::from_slice::<Value>(&delivery.body).unwrap()["seq"]
                 .as_u64()
                 .unwrap()
         })

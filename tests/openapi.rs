@@ -1,6 +1,8 @@
 //! `openapi.yaml` against the real router: the document lists exactly the routes the
 //! router serves, and real responses validate against the schemas it declares for them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +14,9 @@ use regex::Regex;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use themis::api::{ApiConfig, router};
-use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Scheduler};
 use themis::store::{MemoryStore, SqliteStore, Store};
-use themis::telemetry::Telemetry;
+
+use common::TestApp;
 
 /// Every (method, path) the router in `src/api/*.rs` serves. Keep in sync with the
 /// router; the tests below fail when this list, the router and the document disagree.
@@ -34,6 +34,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/results"),
     ("GET", "/runs/{run_id}/cases/{case_index}"),
+    ("GET", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("POST", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("GET", "/runs/{run_id}/agreement"),
     ("GET", "/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/rejudge"),
@@ -125,26 +128,12 @@ fn app_with(api_keys: Vec<String>) -> Router {
 
 /// The real router over `store` (the in-memory store unless a test says otherwise).
 fn app_on(store: Arc<dyn Store>, api_keys: Vec<String>) -> Router {
-    // Server-side causes of failures (logged, not returned) show with a failing test.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("themis=warn")
-        .with_test_writer()
-        .try_init();
-    let engine = Engine::instrumented(
-        store,
-        Arc::new(Registry::builtin()),
-        EngineConfig::default(),
-        Arc::new(Telemetry::local()),
-    );
-    let scheduler = Scheduler::new(engine, 2);
-    router(
-        scheduler,
-        &ApiConfig {
-            api_keys,
-            max_body_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
+    TestApp::new()
+        .store(store)
+        .api_keys(api_keys)
+        .configure(|c| c.max_running_runs = 2)
+        .router()
+        .router
 }
 
 struct Reply {
@@ -677,6 +666,9 @@ async fn every_documented_route_is_served() {
             ("POST", "/runs") => Payload::Json(example("observe.json")),
             ("POST", "/runs/{run_id}/rejudge") => {
                 Payload::Json(json!({"metrics": ["builtin/exact_match"]}))
+            }
+            ("POST", "/runs/{run_id}/cases/{case_index}/reviews") => {
+                Payload::Json(json!({"scores": {"builtin/exact_match": 1}}))
             }
             ("PUT", "/datasets/{dataset_id}") => Payload::Raw(
                 "application/x-ndjson",
@@ -1430,12 +1422,7 @@ async fn instrumented_run_responses_match_the_schemas() {
     let h = Harness::new();
     // Nothing listens on this port: span export and webhook deliveries fail, and the
     // run's telemetry says so.
-    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::webhook::closed_port().await;
     let mut definition = example("observe.json");
     definition["seeds"] = json!([31]);
     definition["tracing"] = json!({
@@ -1777,4 +1764,60 @@ async fn case_and_filtered_results_match_the_schemas() {
     assert_eq!(kinds, [&json!(rejudge)]);
     let reply = h.get("/runs?kind=bogus").await;
     h.check(Method::GET, "/runs", &reply, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn review_responses_match_the_schemas() {
+    let h = Harness::sqlite().await;
+    let (run_id, _) = h.run(example("arithmetic.json")).await;
+    let reviews = "/runs/{run_id}/cases/{case_index}/reviews";
+    let uri = format!("/runs/{run_id}/cases/0/reviews");
+    for (reviewer, label) in [("ana", 1), ("bo", 1), ("cy", 0), ("ana", 0)] {
+        let reply = h
+            .send(
+                Method::POST,
+                &uri,
+                Payload::Json(json!({"scores": {"exact": label}, "comment": "checked"})),
+                &[("x-themis-reviewer", reviewer)],
+            )
+            .await;
+        let review = h.check(Method::POST, reviews, &reply, StatusCode::CREATED);
+        assert_eq!(review["reviewer"], reviewer);
+    }
+    let reply = h
+        .post(&uri, json!({"scores": {"exact": 2, "nope": 1}}))
+        .await;
+    let error = h.check(
+        Method::POST,
+        reviews,
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(error["error"]["code"], "invalid_review");
+    let history = h.check(Method::GET, reviews, &h.get(&uri).await, StatusCode::OK);
+    assert_eq!(history["reviews"].as_array().unwrap().len(), 4);
+    let reply = h.get(&format!("{uri}?limit=0")).await;
+    h.check(Method::GET, reviews, &reply, StatusCode::BAD_REQUEST);
+    let agreement = h.check(
+        Method::GET,
+        "/runs/{run_id}/agreement",
+        &h.get(&format!("/runs/{run_id}/agreement")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(agreement["reviewed_cases"], 1);
+    assert!(agreement["reviewable"].as_array().unwrap().len() >= 2);
+    let case = h.check(
+        Method::GET,
+        "/runs/{run_id}/cases/{case_index}",
+        &h.get(&format!("/runs/{run_id}/cases/0")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(case["reviews"].as_array().unwrap().len(), 3);
+    let page = h.check(
+        Method::GET,
+        "/runs/{run_id}/results",
+        &h.get(&format!("/runs/{run_id}/results?limit=1")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(page["results"][0]["reviews"].as_array().unwrap().len(), 3);
 }

@@ -4,16 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use serde_json::{Value, json};
 use themis::components::Registry;
 
+use common::webhook::WebhookReceiver;
 use common::{TestServer, events_of, spawn_server, try_spawn_server, wait_until};
 
 const BIG_SEED: &str = "14654362444250397125";
@@ -30,31 +26,6 @@ fn demo(cases: usize, seeds: Value) -> Value {
     })
 }
 
-/// A webhook receiver that holds every delivery until the test opens the gate.
-async fn gated_receiver() -> (String, Arc<tokio::sync::Semaphore>) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let app = Router::new()
-        .route(
-            "/hook",
-            post(
-                |State(gate): State<Arc<tokio::sync::Semaphore>>| async move {
-                    match gate.acquire().await {
-                        Ok(permit) => permit.forget(),
-                        Err(_) => return StatusCode::SERVICE_UNAVAILABLE,
-                    }
-                    StatusCode::OK
-                },
-            ),
-        )
-        .with_state(gate.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), gate)
-}
-
 async fn get_with_tag(server: &TestServer, path: &str, tag: Option<&str>) -> (u16, String) {
     let mut request = server.client.get(server.url(path));
     if let Some(tag) = tag {
@@ -68,7 +39,8 @@ async fn get_with_tag(server: &TestServer, path: &str, tag: Option<&str>) -> (u1
 #[tokio::test]
 async fn the_etag_changes_when_only_the_telemetry_changes() {
     let server = TestServer::start("memory", Registry::builtin()).await;
-    let (hook, gate) = gated_receiver().await;
+    let receiver = WebhookReceiver::gated().await;
+    let hook = receiver.url("/hook");
     let mut body = demo(3, json!([1]));
     body["subscribers"] = json!([{"kind": "webhook", "url": hook, "events": ["run_completed"]}]);
     let (status, created) = server.post("/runs", &body).await;
@@ -88,7 +60,7 @@ async fn the_etag_changes_when_only_the_telemetry_changes() {
     let (_, before) = get_with_tag(&server, &path, None).await;
     assert_eq!(get_with_tag(&server, &path, Some(&before)).await.0, 304);
 
-    gate.add_permits(1);
+    receiver.open(1);
     wait_until(
         &server.client,
         &server.base,

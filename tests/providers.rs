@@ -3,14 +3,12 @@
 //! timeouts, malformed answers, `n` fallback, rate limits, the breaker, the response
 //! cache, usage totals, verdict parsing and API-key handling.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use themis::components::{Outbound, ProviderSpec, Registry};
 use themis::engine::{Engine, EngineConfig, RunControl, candidate_seed};
@@ -21,183 +19,7 @@ use themis::observe::{AttributeValue, Observers, SpanStatus};
 use themis::store::{CaseQuery, MemoryStore};
 use themis::telemetry::RecordingTracer;
 
-// ---------------------------------------------------------------------------------
-// The fake provider
-
-/// What the fake answers one request with.
-enum Reply {
-    /// 200 with these choices' contents.
-    Answer(Vec<String>),
-    /// A status with a body and optional `Retry-After`.
-    Status(u16, String, Option<&'static str>),
-    /// 200 with a body that is not JSON.
-    Malformed,
-    /// Waits, then replies.
-    After(Duration, Box<Reply>),
-}
-
-type Handler = Box<dyn Fn(&Value, usize) -> Reply + Send + Sync>;
-
-struct Seen {
-    body: Value,
-    authorization: Option<String>,
-    at: Instant,
-}
-
-struct FakeState {
-    handler: Handler,
-    seen: Mutex<Vec<Seen>>,
-    /// Tokens the fake reported in successful answers: (prompt, completion).
-    reported: Mutex<(u64, u64)>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-struct Fake {
-    base_url: String,
-    state: Arc<FakeState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Fake {
-    async fn start(handler: impl Fn(&Value, usize) -> Reply + Send + Sync + 'static) -> Fake {
-        let state = Arc::new(FakeState {
-            handler: Box::new(handler),
-            seen: Mutex::new(Vec::new()),
-            reported: Mutex::new((0, 0)),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        });
-        let app = axum::Router::new()
-            .route("/v1/chat/completions", axum::routing::post(chat))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Fake {
-            base_url: format!("http://{addr}/v1"),
-            state,
-            task,
-        }
-    }
-
-    fn requests(&self) -> usize {
-        self.state.seen.lock().unwrap().len()
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        let seen = self.state.seen.lock().unwrap();
-        seen.iter().map(|s| s.body.clone()).collect()
-    }
-
-    fn authorizations(&self) -> Vec<Option<String>> {
-        let seen = self.state.seen.lock().unwrap();
-        seen.iter().map(|s| s.authorization.clone()).collect()
-    }
-
-    fn arrivals(&self) -> Vec<Instant> {
-        self.state
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.at)
-            .collect()
-    }
-
-    fn reported(&self) -> (u64, u64) {
-        *self.state.reported.lock().unwrap()
-    }
-}
-
-async fn chat(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let index = {
-        let mut seen = state.seen.lock().unwrap();
-        seen.push(Seen {
-            body: body.clone(),
-            authorization: headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            at: Instant::now(),
-        });
-        seen.len() - 1
-    };
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let mut reply = (state.handler)(&body, index);
-    while let Reply::After(delay, next) = reply {
-        tokio::time::sleep(delay).await;
-        reply = *next;
-    }
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    match reply {
-        Reply::Answer(contents) => {
-            // Deterministic token counts the test can add up: characters.
-            let prompt: u64 = body["messages"]
-                .as_array()
-                .map(|m| {
-                    m.iter()
-                        .map(|m| m["content"].as_str().unwrap_or("").len() as u64)
-                        .sum()
-                })
-                .unwrap_or(0);
-            let completion: u64 = contents.iter().map(|c| c.len() as u64).sum();
-            {
-                let mut reported = state.reported.lock().unwrap();
-                reported.0 += prompt;
-                reported.1 += completion;
-            }
-            let choices: Vec<Value> = contents
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    json!({"index": i, "message": {"role": "assistant", "content": c},
-                           "finish_reason": "stop"})
-                })
-                .collect();
-            axum::Json(json!({
-                "id": format!("chatcmpl-{index}"),
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": choices,
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                          "total_tokens": prompt + completion}
-            }))
-            .into_response()
-        }
-        Reply::Status(status, text, retry_after) => {
-            let mut response = (StatusCode::from_u16(status).unwrap(), text).into_response();
-            if let Some(after) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", after.parse().unwrap());
-            }
-            response
-        }
-        Reply::Malformed => (StatusCode::OK, "<html>definitely not json").into_response(),
-        Reply::After(..) => unreachable!(),
-    }
-}
-
-/// The text of the last user message of a request.
-fn user_text(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned()
-}
+use common::fake_provider::{FakeProvider, Reply, user_text};
 
 /// Answers "a+b" questions as `{"answer": "<sum>"}`, once per asked-for choice.
 fn arithmetic(body: &Value) -> Reply {
@@ -224,7 +46,7 @@ fn engine() -> Engine {
 
 /// An engine on which `fake` is a declared provider (named `fake`) with `key`: its key
 /// is sent to it and its error messages are quoted (an undeclared host's never are).
-fn engine_for(fake: &Fake, key: Option<&str>) -> Engine {
+fn engine_for(fake: &FakeProvider, key: Option<&str>) -> Engine {
     let mut provider = ProviderSpec::new("fake", &fake.base_url).unwrap();
     if let Some(key) = key {
         provider = provider.with_key(key);
@@ -327,7 +149,7 @@ fn merge(mut base: Value, extra: &Value) -> Value {
 }
 
 /// An experiment with `openai/chat` on `fake`, `params` merged into the generator's.
-fn experiment(fake: &Fake, params: Value, cases: Vec<Value>) -> Value {
+fn experiment(fake: &FakeProvider, params: Value, cases: Vec<Value>) -> Value {
     let generator = merge(
         merge(
             json!({
@@ -363,7 +185,7 @@ fn key(case_index: u64, case_id: &str) -> CaseKey {
 
 #[tokio::test]
 async fn requests_carry_rendered_messages_seed_and_sampling_and_usage_adds_up() {
-    let fake = Fake::start(|body, _| arithmetic(body)).await;
+    let fake = FakeProvider::replying(|body, _| arithmetic(body)).await;
     let body = experiment(
         &fake,
         json!({
@@ -509,7 +331,7 @@ async fn server_error_bursts_are_retried_until_success() {
     // Each case's first two requests fail with 500, the third succeeds.
     let attempts: Arc<Mutex<std::collections::HashMap<String, usize>>> = Default::default();
     let counter = attempts.clone();
-    let fake = Fake::start(move |body, _| {
+    let fake = FakeProvider::replying(move |body, _| {
         let mut attempts = counter.lock().unwrap();
         let seen = attempts.entry(user_text(body)).or_default();
         *seen += 1;
@@ -533,7 +355,7 @@ async fn server_error_bursts_are_retried_until_success() {
     .await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
     assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
-    assert_eq!(fake.requests(), 12);
+    assert_eq!(fake.hits(), 12);
     // Each HTTP request is a span; the failed ones carry the reason.
     let spans = tracer.spans();
     let calls: Vec<_> = spans.iter().filter(|s| s.name == "provider_call").collect();
@@ -559,7 +381,7 @@ async fn server_error_bursts_are_retried_until_success() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let fake = Fake::start(|body, index| {
+    let fake = FakeProvider::replying(|body, index| {
         if index == 0 {
             Reply::Status(429, "{\"error\": \"slow down\"}".into(), Some("1"))
         } else {
@@ -580,7 +402,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn client_errors_fail_the_case_without_retries_and_the_run_goes_on() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if user_text(body).contains("1 + 1") {
             Reply::Status(
                 401,
@@ -598,7 +420,7 @@ async fn client_errors_fail_the_case_without_retries_and_the_run_goes_on() {
     )
     .await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
-    assert_eq!(fake.requests(), 3, "a 401 is not retried");
+    assert_eq!(fake.hits(), 3, "a 401 is not retried");
     assert_eq!(outcome.failed().len(), 1);
     let failed = outcome.failed()[0];
     assert_eq!(failed.key.case_id, "c1");
@@ -614,9 +436,10 @@ async fn client_errors_fail_the_case_without_retries_and_the_run_goes_on() {
 
 #[tokio::test]
 async fn timeouts_are_retried_then_fail() {
-    let fake =
-        Fake::start(|body, _| Reply::After(Duration::from_secs(5), Box::new(arithmetic(body))))
-            .await;
+    let fake = FakeProvider::replying(|body, _| {
+        Reply::After(Duration::from_secs(5), Box::new(arithmetic(body)))
+    })
+    .await;
     let started = Instant::now();
     let outcome = run(
         &engine(),
@@ -633,7 +456,7 @@ async fn timeouts_are_retried_then_fail() {
         started.elapsed()
     );
     assert_eq!(outcome.run.status, RunStatus::Completed);
-    assert_eq!(fake.requests(), 3);
+    assert_eq!(fake.hits(), 3);
     let message = outcome.error_of("c0");
     assert!(
         message.contains("timed out after 150 ms") && message.contains("3 attempts"),
@@ -644,7 +467,7 @@ async fn timeouts_are_retried_then_fail() {
 
 #[tokio::test]
 async fn malformed_answers_are_case_errors() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if user_text(body).contains("0 + 1") {
             Reply::Malformed
         } else {
@@ -655,7 +478,7 @@ async fn malformed_answers_are_case_errors() {
     .await;
     let outcome = run(&engine(), &experiment(&fake, json!({}), cases(2))).await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
-    assert_eq!(fake.requests(), 2, "malformed answers are not retried");
+    assert_eq!(fake.hits(), 2, "malformed answers are not retried");
     let message = outcome.error_of("c0");
     // An arbitrary body is never quoted.
     assert!(
@@ -671,12 +494,12 @@ async fn malformed_answers_are_case_errors() {
 
 #[tokio::test]
 async fn samples_use_n_when_supported() {
-    let fake = Fake::start(|body, _| arithmetic(body)).await;
+    let fake = FakeProvider::replying(|body, _| arithmetic(body)).await;
     let mut body = experiment(&fake, json!({"temperature": 0.8}), cases(2));
     body["generation"]["candidate_policy"] = json!({"num_samples": 3});
     let outcome = run(&engine(), &body).await;
     assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
-    assert_eq!(fake.requests(), 2, "one request per case");
+    assert_eq!(fake.hits(), 2, "one request per case");
     for request in fake.bodies() {
         assert_eq!(request["n"], 3);
     }
@@ -690,7 +513,7 @@ async fn samples_use_n_when_supported() {
 
 #[tokio::test]
 async fn rejected_n_falls_back_to_one_request_per_sample_and_is_remembered() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if body.get("n").is_some() {
             Reply::Status(
                 400,
@@ -717,7 +540,7 @@ async fn rejected_n_falls_back_to_one_request_per_sample_and_is_remembered() {
         .filter(|b| b.get("n").is_some())
         .count();
     assert_eq!(with_n, 1, "the endpoint remembers that n is unsupported");
-    assert_eq!(fake.requests(), 7);
+    assert_eq!(fake.hits(), 7);
     // Each sample used its own candidate seed.
     let seeds: std::collections::HashSet<u64> = fake
         .bodies()
@@ -733,7 +556,7 @@ async fn rejected_n_falls_back_to_one_request_per_sample_and_is_remembered() {
 #[tokio::test]
 async fn an_unexplained_400_on_n_is_tried_without_n() {
     // Like llama.cpp's server: n is refused without being named.
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if body.get("n").is_some() {
             Reply::Status(
                 400,
@@ -759,10 +582,10 @@ async fn an_unexplained_400_on_n_is_tried_without_n() {
         with_n, 1,
         "once single requests worked, n is not tried again"
     );
-    assert_eq!(fake.requests(), 5);
+    assert_eq!(fake.hits(), 5);
 
     // A request that is bad whatever n is fails the case, and n stays in use.
-    let fake = Fake::start(|_, _| {
+    let fake = FakeProvider::replying(|_, _| {
         Reply::Status(
             400,
             "{\"error\": {\"message\": \"context too long\"}}".into(),
@@ -787,7 +610,7 @@ async fn an_unexplained_400_on_n_is_tried_without_n() {
 #[tokio::test]
 async fn fewer_choices_than_n_falls_back() {
     // A server that ignores n and always answers with one choice.
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         let mut one = body.clone();
         one.as_object_mut().unwrap().remove("n");
         arithmetic(&one)
@@ -798,13 +621,13 @@ async fn fewer_choices_than_n_falls_back() {
     let outcome = run(&engine(), &body).await;
     assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
     assert_eq!(outcome.records[0].candidates.len(), 2);
-    assert_eq!(fake.requests(), 3);
+    assert_eq!(fake.hits(), 3);
     assert_eq!(outcome.run.usage.requests, 3);
 }
 
 #[tokio::test]
 async fn rate_limits_pace_requests_and_are_reported() {
-    let fake = Fake::start(|body, _| arithmetic(body)).await;
+    let fake = FakeProvider::replying(|body, _| arithmetic(body)).await;
     let mut body = experiment(&fake, json!({"requests_per_minute": 600}), cases(20));
     body["concurrency"] = json!(20);
     let started = Instant::now();
@@ -825,9 +648,10 @@ async fn rate_limits_pace_requests_and_are_reported() {
 
 #[tokio::test]
 async fn adaptive_concurrency_never_exceeds_max_concurrency() {
-    let fake =
-        Fake::start(|body, _| Reply::After(Duration::from_millis(30), Box::new(arithmetic(body))))
-            .await;
+    let fake = FakeProvider::replying(|body, _| {
+        Reply::After(Duration::from_millis(30), Box::new(arithmetic(body)))
+    })
+    .await;
     let mut body = experiment(
         &fake,
         json!({"adaptive_concurrency": true, "max_concurrency": 3}),
@@ -836,14 +660,16 @@ async fn adaptive_concurrency_never_exceeds_max_concurrency() {
     body["concurrency"] = json!(12);
     let outcome = run(&engine(), &body).await;
     assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
-    let max = fake.state.max_in_flight.load(Ordering::SeqCst);
+    let max = fake.max_in_flight();
     assert!((1..=3).contains(&max), "max in flight {max}");
 }
 
 #[tokio::test]
 async fn circuit_breaker_opens_and_fails_fast() {
-    let fake =
-        Fake::start(|_, index| Reply::Status(502, format!("bad gateway #{index}"), None)).await;
+    let fake = FakeProvider::replying(|_, index| {
+        Reply::Status(502, format!("bad gateway #{index}"), None)
+    })
+    .await;
     let mut body = experiment(
         &fake,
         json!({"max_retries": 0, "breaker_failures": 3, "breaker_cooldown_ms": 60000}),
@@ -853,11 +679,7 @@ async fn circuit_breaker_opens_and_fails_fast() {
     let outcome = run(&engine(), &body).await;
     assert_eq!(outcome.run.status, RunStatus::Completed);
     assert_eq!(outcome.failed().len(), 6);
-    assert_eq!(
-        fake.requests(),
-        3,
-        "the breaker stops calls after 3 failures"
-    );
+    assert_eq!(fake.hits(), 3, "the breaker stops calls after 3 failures");
     let message = outcome.error_of("c5");
     assert!(
         message.contains("circuit breaker open") && message.contains("HTTP 502"),
@@ -867,15 +689,16 @@ async fn circuit_breaker_opens_and_fails_fast() {
 
 #[tokio::test]
 async fn identical_failures_stop_retrying_early() {
-    let fake =
-        Fake::start(|_, _| Reply::Status(503, "{\"error\": \"model is loading\"}".into(), None))
-            .await;
+    let fake = FakeProvider::replying(|_, _| {
+        Reply::Status(503, "{\"error\": \"model is loading\"}".into(), None)
+    })
+    .await;
     let outcome = run(
         &engine_for(&fake, None),
         &experiment(&fake, json!({"max_retries": 10}), cases(1)),
     )
     .await;
-    assert_eq!(fake.requests(), 3);
+    assert_eq!(fake.hits(), 3);
     let message = outcome.error_of("c0");
     assert!(
         message.contains("HTTP 503")
@@ -885,7 +708,7 @@ async fn identical_failures_stop_retrying_early() {
     );
 }
 
-fn judged_experiment(fake: &Fake, extra_metric: bool) -> Value {
+fn judged_experiment(fake: &FakeProvider, extra_metric: bool) -> Value {
     let mut body = experiment(fake, json!({}), cases(2));
     body["evaluation"]["judges"] = json!([{
         "name": "openai/judge",
@@ -905,7 +728,7 @@ fn judged_experiment(fake: &Fake, extra_metric: bool) -> Value {
 
 #[tokio::test]
 async fn cached_responses_make_new_runs_of_the_same_requests_free() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if body["model"] == "judge" {
             Reply::Answer(vec!["{\"score\": 5, \"rationale\": \"correct\"}".into()])
         } else {
@@ -916,14 +739,14 @@ async fn cached_responses_make_new_runs_of_the_same_requests_free() {
     let engine = engine();
     let first = run(&engine, &judged_experiment(&fake, false)).await;
     assert!(first.failed().is_empty(), "{:?}", first.records);
-    assert_eq!(fake.requests(), 4);
+    assert_eq!(fake.hits(), 4);
     assert_eq!(first.run.usage.requests, 4);
 
     // Another run (a new metric makes a new run id) sends the same requests: all cached.
     let second = run(&engine, &judged_experiment(&fake, true)).await;
     assert_ne!(first.run.run_id, second.run.run_id);
     assert!(second.failed().is_empty(), "{:?}", second.records);
-    assert_eq!(fake.requests(), 4, "no request reached the provider");
+    assert_eq!(fake.hits(), 4, "no request reached the provider");
     assert_eq!(second.run.usage.requests, 0);
     assert_eq!(
         (
@@ -963,7 +786,7 @@ async fn cached_responses_make_new_runs_of_the_same_requests_free() {
         rejudged.aggregates.metrics["openai/judge"].overall.mean,
         Some(1.0)
     );
-    assert_eq!(fake.requests(), 4, "the rejudge sent nothing");
+    assert_eq!(fake.hits(), 4, "the rejudge sent nothing");
     assert_eq!(rejudged.usage.requests, 0);
 
     // With the cache off (and another metric, for a new run id), requests are sent again.
@@ -975,12 +798,12 @@ async fn cached_responses_make_new_runs_of_the_same_requests_free() {
         .push(json!("builtin/token_f1"));
     let third = run(&engine, &uncached).await;
     assert_eq!(third.run.usage.requests, 4);
-    assert_eq!(fake.requests(), 8);
+    assert_eq!(fake.hits(), 8);
 }
 
 #[tokio::test]
 async fn judge_verdicts_are_parsed_from_json_score_lines_and_pass_fail() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         let text = user_text(body);
         let case = text.lines().next().unwrap_or("").to_owned();
         let answer = match (body["model"].as_str().unwrap(), case.as_str()) {
@@ -1067,7 +890,7 @@ async fn judge_verdicts_are_parsed_from_json_score_lines_and_pass_fail() {
 async fn judge_samples_are_averaged_with_a_majority_verdict() {
     let answered = Arc::new(AtomicUsize::new(0));
     let counter = answered.clone();
-    let fake = Fake::start(move |body, _| {
+    let fake = FakeProvider::replying(move |body, _| {
         if body["model"] != "judge" {
             return arithmetic(body);
         }
@@ -1104,7 +927,7 @@ async fn judge_samples_are_averaged_with_a_majority_verdict() {
 
 #[tokio::test]
 async fn declared_keys_are_sent_to_their_provider_and_never_leak() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         if user_text(body).contains("1 + 1") {
             Reply::Status(
                 401,
@@ -1135,7 +958,7 @@ async fn declared_keys_are_sent_to_their_provider_and_never_leak() {
     assert!(outcome.error_of("c1").contains("HTTP 401"));
 
     // A provider declared without a key gets no Authorization header.
-    let before = fake.requests();
+    let before = fake.hits();
     let keyless = run(
         &engine_for(&fake, None),
         &experiment(&fake, json!({"model": "other"}), cases(1)),
@@ -1160,7 +983,7 @@ async fn echoed_keys_are_redacted_from_errors() {
     // A provider that quotes the rejected key back in its error body.
     let fake = {
         let secret = secret.clone();
-        Fake::start(move |_, _| {
+        FakeProvider::replying(move |_, _| {
             Reply::Status(
                 401,
                 format!("{{\"error\": {{\"message\": \"Incorrect API key provided: {secret}\"}}}}"),
@@ -1189,7 +1012,7 @@ async fn echoed_keys_are_redacted_from_errors() {
 
 #[tokio::test]
 async fn the_ollama_example_runs_against_a_compatible_server() {
-    let fake = Fake::start(|body, _| {
+    let fake = FakeProvider::replying(|body, _| {
         let n = body["n"].as_u64().unwrap_or(1) as usize;
         if body["messages"][0]["content"]
             .as_str()
@@ -1223,7 +1046,7 @@ async fn the_ollama_example_runs_against_a_compatible_server() {
         );
     }
     // Three samples per case in one request with n, plus one judge request.
-    assert_eq!(fake.requests(), 10);
+    assert_eq!(fake.hits(), 10);
     assert!(fake.bodies().iter().all(|b| {
         b["response_format"]["type"] == "json_object"
             || b["messages"][0]["content"]

@@ -1,62 +1,22 @@
 //! JSON shapes pinned with insta snapshots, through the real router (`oneshot`).
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
-use themis::api::ApiConfig;
-use themis::components::Registry;
-use themis::engine::{Engine, EngineConfig, Scheduler};
-use themis::store::MemoryStore;
-use themis::telemetry::Telemetry;
 use tower::ServiceExt;
 
+use common::app::call;
+use common::{TestApp, seed_example};
+
 fn router() -> axum::Router {
-    let engine = Engine::instrumented(
-        Arc::new(MemoryStore::new()),
-        Arc::new(Registry::builtin()),
-        EngineConfig::default(),
-        Arc::new(Telemetry::local()),
-    );
-    themis::api::router(
-        Scheduler::new(engine, 2),
-        &ApiConfig {
-            api_keys: Vec::new(),
-            max_body_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
-}
-
-async fn call(
-    router: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let request = Request::builder().method(method).uri(uri);
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string())),
-        None => request.body(Body::empty()),
-    }
-    .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-fn seed_example() -> Value {
-    serde_json::from_str(include_str!("../examples/observe.json")).unwrap()
+    TestApp::new()
+        .configure(|c| c.max_running_runs = 2)
+        .router()
+        .router
 }
 
 async fn completed_run(router: &axum::Router, body: Value) -> String {

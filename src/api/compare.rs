@@ -3,14 +3,14 @@
 //! paged) and `GET /compare?runs=A,B,C` (several runs against the first).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit, parse_run_id};
 use crate::engine::{
     CaseFilter, changed_cases, compare_many, compare_runs, render_markdown, render_runs_markdown,
@@ -64,7 +64,7 @@ struct CompareQuery {
 
 async fn compare(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CompareQuery>,
 ) -> Result<Response, ApiError> {
     let candidate = parse_run_id(&run_id)?;
@@ -91,7 +91,7 @@ struct CasesQuery {
 
 async fn compare_cases(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CasesQuery>,
 ) -> Result<Response, ApiError> {
     let candidate = parse_run_id(&run_id)?;
@@ -136,6 +136,7 @@ async fn compare_several(
     let raw = query
         .runs
         .as_deref()
+        .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_query", "runs", "is required"))?;
     let runs: Vec<RunId> = raw
         .split(',')

@@ -2,7 +2,7 @@
 //! revisions, page through a revision's cases, delete revisions no run uses.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
-use super::runs::{index_cursor, page_limit};
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::runs::{cursor_given, index_cursor, page_limit};
 use crate::engine::{CsvMapping, UploadFormat, check_dataset_id};
 use crate::model::{DatasetRevision, DatasetSummary, Revision, Timestamp};
 use crate::store::{DeleteRevisions, PutOutcome, RevisionCursor};
@@ -83,7 +83,7 @@ fn upload_format(headers: &HeaderMap, mapping: CsvMapping) -> Result<UploadForma
 
 async fn put_dataset(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    ApiPath(raw_id): ApiPath<String>,
     ApiQuery(mapping): ApiQuery<CsvMapping>,
     headers: HeaderMap,
     body: Body,
@@ -156,7 +156,7 @@ async fn list_datasets(
     let limit = page_limit(query.limit, 50, 200)?;
     let store = state.scheduler.engine().store();
     let mut datasets = store
-        .list_datasets(query.cursor.as_deref(), limit + 1)
+        .list_datasets(cursor_given(query.cursor.as_deref()), limit + 1)
         .await?;
     let more = datasets.len() > limit as usize;
     datasets.truncate(limit as usize);
@@ -201,14 +201,12 @@ fn decode_revision_cursor(raw: &str) -> Result<RevisionCursor, ApiError> {
 
 async fn get_dataset(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    ApiPath(raw_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<RevisionPage>, ApiError> {
     let dataset_id = dataset_id(raw_id)?;
     let limit = page_limit(query.limit, 50, 200)?;
-    let before = query
-        .cursor
-        .as_deref()
+    let before = cursor_given(query.cursor.as_deref())
         .map(decode_revision_cursor)
         .transpose()?;
     let store = state.scheduler.engine().store();
@@ -253,7 +251,7 @@ struct CasePage {
 
 async fn list_cases(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    ApiPath(raw_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CasesQuery>,
 ) -> Result<Json<CasePage>, ApiError> {
     let dataset_id = dataset_id(raw_id)?;
@@ -296,7 +294,7 @@ struct Deleted {
 
 async fn delete_dataset(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    ApiPath(raw_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<Json<Deleted>, ApiError> {
     let dataset_id = dataset_id(raw_id)?;

@@ -2,13 +2,13 @@
 //! responses only it used; `?cascade=true` also deletes the rejudges and retries made
 //! from it (without it, their existence is a 409 naming them).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::delete;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::parse_run_id;
 use crate::model::RunId;
 use crate::store::DeleteRun;
@@ -37,7 +37,7 @@ fn listed(runs: &[RunId]) -> String {
 
 async fn delete_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<Json<Deleted>, ApiError> {
     let run_id = parse_run_id(&run_id)?;

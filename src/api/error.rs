@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
     /// An uploaded dataset's problems, each naming its line.
     #[error("the dataset is invalid")]
     InvalidDataset(Vec<FieldError>),
+    /// A review's problems, each naming its field.
+    #[error("the review is invalid")]
+    InvalidReview(Vec<FieldError>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dataset"),
+            ApiError::InvalidReview(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_review"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) | ApiError::RunsInTheWay { .. } => {
                 (StatusCode::CONFLICT, "conflict")
@@ -113,7 +117,8 @@ impl IntoResponse for ApiError {
         let details: &[FieldError] = match &self {
             ApiError::BadRequest { details, .. }
             | ApiError::Invalid(details)
-            | ApiError::InvalidDataset(details) => details,
+            | ApiError::InvalidDataset(details)
+            | ApiError::InvalidReview(details) => details,
             ApiError::RunsInTheWay { runs, .. } => {
                 named_runs = runs_in_the_way(runs);
                 &named_runs
@@ -177,6 +182,8 @@ impl From<EngineError> for ApiError {
                 ApiError::bad_request("malformed_json", "", message)
             }
             EngineError::Internal(message) => ApiError::Internal(message),
+            EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
+            EngineError::NotFound(message) => ApiError::NotFound(message),
             EngineError::Store(e) => e.into(),
         }
     }
@@ -337,6 +344,36 @@ where
                 "query",
                 other.body_text(),
             )),
+        }
+    }
+}
+
+/// `axum::extract::Path` with our error shape: a segment that is not UTF-8 once
+/// percent-decoded (`%ff`) is a `400` naming the path, never axum's plain-text answer.
+pub(super) struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                // The message is fixed: axum's quotes the segment, which may be long.
+                let message = match e.kind() {
+                    axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. } => {
+                        "a path segment is not UTF-8 once percent-decoded"
+                    }
+                    _ => "a path segment is not what this endpoint takes",
+                };
+                Err(ApiError::bad_request("invalid_path", "path", message))
+            }
+            Err(other) => Err(ApiError::Internal(other.body_text())),
         }
     }
 }

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::model::{CaseRecord, RunId, RunRecord};
-use crate::store::{CaseQuery, Store};
+use crate::model::{CaseRecord, Review, RunId, RunRecord, latest_per_reviewer};
+use crate::store::{CaseQuery, ReviewQuery, Store};
 
 /// Records read per store query while exporting.
 const EXPORT_PAGE: u32 = 500;
@@ -83,7 +83,13 @@ fn output_text(record: &CaseRecord) -> String {
     }
 }
 
-fn csv_line(out: &mut String, record: &CaseRecord, metrics: &[String]) {
+fn csv_line(
+    out: &mut String,
+    record: &CaseRecord,
+    metrics: &[String],
+    reviews: Option<&ExportReviews>,
+    latest: &[Review],
+) {
     let scores = crate::engine::scores_of(record, metrics);
     let fixed = [
         record.key.case_index.to_string(),
@@ -107,8 +113,40 @@ fn csv_line(out: &mut String, record: &CaseRecord, metrics: &[String]) {
             .unwrap_or_default(),
     ]
     .map(text_cell);
-    csv_row(out, fixed.into_iter().chain(scored).chain(tail));
+    let human = reviews.into_iter().flat_map(|r| {
+        r.components
+            .iter()
+            .map(|id| {
+                let values: Vec<f64> = latest
+                    .iter()
+                    .filter_map(|l| l.scores.get(id))
+                    .copied()
+                    .collect();
+                if values.is_empty() {
+                    String::new()
+                } else {
+                    (values.iter().sum::<f64>() / values.len() as f64).to_string()
+                }
+            })
+            .chain([latest.len().to_string()])
+    });
+    csv_row(
+        out,
+        fixed.into_iter().chain(scored).chain(tail).chain(human),
+    );
 }
+
+/// Where an exported run's reviews are, when it has any: each record then carries the
+/// latest review of each reviewer (JSONL), or a `human:<id>` column per reviewable
+/// component with the mean of those reviewers' values and a `reviewers` count (CSV).
+pub(super) struct ExportReviews {
+    /// The run the reviews are stored under (its generations' run).
+    pub run_id: RunId,
+    pub components: Vec<String>,
+}
+
+/// Most reviews read for one page of an export (history included).
+const MAX_EXPORT_PAGE_REVIEWS: u32 = 50_000;
 
 /// Where the export stream is.
 struct Cursor {
@@ -116,6 +154,7 @@ struct Cursor {
     run_id: RunId,
     query: CaseQuery,
     metrics: Vec<String>,
+    reviews: Option<ExportReviews>,
     format: ExportFormat,
     header_sent: bool,
     done: bool,
@@ -132,7 +171,13 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
             .iter()
             .map(|s| (*s).to_owned())
             .chain(c.metrics.iter().cloned().map(text_cell))
-            .chain(["output".to_owned(), "error".to_owned()]);
+            .chain(["output".to_owned(), "error".to_owned()])
+            .chain(c.reviews.iter().flat_map(|r| {
+                r.components
+                    .iter()
+                    .map(|id| text_cell(format!("human:{id}")))
+                    .chain(["reviewers".to_owned()])
+            }));
         csv_row(&mut out, header);
     }
     c.header_sent = true;
@@ -145,11 +190,29 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
         }
     };
     c.done = page.len() < c.query.limit as usize;
+    let reviews = match page_reviews(&c, &page).await {
+        Ok(reviews) => reviews,
+        Err(error) => {
+            tracing::error!(run_id = %c.run_id, %error, "export failed midway");
+            c.done = true;
+            return Some((Err(std::io::Error::other(error.to_string())), c));
+        }
+    };
+    let none = Vec::new();
     for record in &page {
+        let latest = reviews.get(&record.key.case_index).unwrap_or(&none);
         match c.format {
-            ExportFormat::Csv => csv_line(&mut out, record, &c.metrics),
+            ExportFormat::Csv => csv_line(&mut out, record, &c.metrics, c.reviews.as_ref(), latest),
             ExportFormat::Jsonl => {
-                if let Ok(line) = serde_json::to_string(record) {
+                let line = if latest.is_empty() {
+                    serde_json::to_string(record)
+                } else {
+                    serde_json::to_value(record).and_then(|mut value| {
+                        value["reviews"] = serde_json::to_value(latest)?;
+                        serde_json::to_string(&value)
+                    })
+                };
+                if let Ok(line) = line {
                     out.push_str(&line);
                     out.push('\n');
                 }
@@ -163,6 +226,33 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
     Some((Ok(Bytes::from(out)), c))
 }
 
+/// The latest review of each reviewer of the cases of `page`, by case index.
+async fn page_reviews(
+    c: &Cursor,
+    page: &[CaseRecord],
+) -> Result<std::collections::HashMap<u64, Vec<Review>>, crate::store::StoreError> {
+    let mut out = std::collections::HashMap::new();
+    let (Some(reviews), Some(first), Some(last)) = (&c.reviews, page.first(), page.last()) else {
+        return Ok(out);
+    };
+    let query = ReviewQuery {
+        cases: first.key.case_index..last.key.case_index.saturating_add(1),
+        after: None,
+        limit: MAX_EXPORT_PAGE_REVIEWS,
+    };
+    let mut by_case: std::collections::HashMap<u64, Vec<Review>> = Default::default();
+    for review in c.store.reviews(&reviews.run_id, &query).await? {
+        by_case.entry(review.case_index).or_default().push(review);
+    }
+    for (index, history) in by_case {
+        out.insert(
+            index,
+            latest_per_reviewer(&history).into_iter().cloned().collect(),
+        );
+    }
+    Ok(out)
+}
+
 /// Streams the records of `run` matching `dataset_id` / `failed_only` in `format`.
 pub(super) fn export(
     store: Arc<dyn Store>,
@@ -170,6 +260,7 @@ pub(super) fn export(
     dataset_id: Option<String>,
     failed_only: bool,
     format: ExportFormat,
+    reviews: Option<ExportReviews>,
 ) -> Response {
     let cursor = Cursor {
         store,
@@ -181,6 +272,7 @@ pub(super) fn export(
             limit: EXPORT_PAGE,
         },
         metrics: run.aggregates.metrics.keys().cloned().collect(),
+        reviews,
         format,
         header_sent: false,
         done: false,

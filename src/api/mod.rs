@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod results;
 mod retry;
+mod reviews;
 mod runs;
 mod ui;
 
@@ -124,6 +125,7 @@ pub fn router_with_metrics(
         .merge(datasets::router())
         .merge(delete::router())
         .merge(retry::router())
+        .merge(reviews::router())
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -163,17 +165,43 @@ pub fn router_with_metrics(
         .with_state(state)
 }
 
-async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.api_keys.is_empty() {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if state.api_keys.authorizes(presented) {
-        next.run(request).await
+/// Lets a request through with a key (or when there are none), naming its [`auth::Caller`].
+async fn require_api_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = if state.api_keys.is_empty() {
+        let claimed = request
+            .headers()
+            .get(auth::REVIEWER_HEADER)
+            .map(|v| v.to_str().ok().filter(|name| auth::is_caller_name(name)));
+        match claimed {
+            None => auth::Caller::default(),
+            Some(Some(name)) => auth::Caller {
+                name: Some(name.to_owned()),
+            },
+            Some(None) => {
+                return ApiError::bad_request(
+                    "invalid_header",
+                    auth::REVIEWER_HEADER,
+                    "must be 1 to 64 letters, digits, `.`, `_`, `-` or `@`",
+                )
+                .into_response();
+            }
+        }
     } else {
-        ApiError::Unauthorized.into_response()
-    }
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match state.api_keys.identify(presented) {
+            Some(name) => auth::Caller {
+                name: Some(name.to_owned()),
+            },
+            None => return ApiError::Unauthorized.into_response(),
+        }
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }

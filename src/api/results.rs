@@ -1,17 +1,16 @@
 //! `/runs/{id}/results` (a page, filtered, or a streamed export) and
 //! `/runs/{id}/cases/{case_index}` (one case with its inputs).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit, parse_run_id};
-use crate::engine::{CaseDetail, ScoreBelow, case_detail, results_page};
-use crate::model::CaseRecord;
+use crate::engine::{CaseDetail, ReviewedRecord, ScoreBelow, case_detail, results_page};
 use crate::store::CaseQuery;
 
 pub(super) fn router() -> Router<AppState> {
@@ -63,13 +62,13 @@ fn score_filter(query: &ResultsQuery) -> Result<Option<ScoreBelow>, ApiError> {
 
 #[derive(Debug, Serialize)]
 struct ResultsPage {
-    results: Vec<CaseRecord>,
+    results: Vec<ReviewedRecord>,
     next_cursor: Option<String>,
 }
 
 async fn list_results(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
@@ -100,12 +99,14 @@ async fn list_results(
             ));
         }
         let failed_only = query.failed_only.unwrap_or(false);
+        let reviews = export_reviews(&state, &run_id).await?;
         return Ok(super::export::export(
             store.clone(),
             &run,
             query.dataset_id,
             failed_only,
             format,
+            reviews,
         ));
     }
     let limit = page_limit(query.limit, 100, 1_000)?;
@@ -123,17 +124,48 @@ async fn list_results(
         limit,
     )
     .await?;
+    let results = state
+        .scheduler
+        .engine()
+        .with_reviews(&run_id, page.results)
+        .await?;
     Ok(Json(ResultsPage {
-        results: page.results,
+        results,
         next_cursor: page.next_cursor.map(|i| i.to_string()),
     })
     .into_response())
 }
 
+/// Where the run's reviews are, when it has any (an export then shows them).
+async fn export_reviews(
+    state: &AppState,
+    run_id: &crate::model::RunId,
+) -> Result<Option<super::export::ExportReviews>, ApiError> {
+    let engine = state.scheduler.engine();
+    let target = engine.review_target(run_id).await?;
+    let any = crate::store::ReviewQuery {
+        cases: 0..u64::MAX,
+        after: None,
+        limit: 1,
+    };
+    if engine
+        .store()
+        .reviews(&target.generations, &any)
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some(super::export::ExportReviews {
+        run_id: target.generations,
+        components: target.components.into_iter().map(|c| c.id).collect(),
+    }))
+}
+
 /// `GET /runs/{id}/cases/{case_index}`: one case record with the case's inputs.
 async fn get_case(
     State(state): State<AppState>,
-    Path((run_id, case_index)): Path<(String, String)>,
+    ApiPath((run_id, case_index)): ApiPath<(String, String)>,
 ) -> Result<Json<CaseDetail>, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let case_index: u64 = case_index.parse().map_err(|_| {
@@ -146,6 +178,12 @@ async fn get_case(
     let store = state.scheduler.engine().store();
     if store.get_run_summary(&run_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no run {run_id}")));
+    }
+    // Stores index cases with signed 64-bit integers: no case sits beyond that.
+    if i64::try_from(case_index).is_err() {
+        return Err(ApiError::NotFound(format!(
+            "run {run_id} has no record of case {case_index}"
+        )));
     }
     case_detail(state.scheduler.engine(), &run_id, case_index)
         .await?

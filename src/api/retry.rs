@@ -2,12 +2,12 @@
 //! of their own (kind `retry`) that reuses the completed ones.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use super::runs::{created_response, parse_run_id};
 
 pub(super) fn router() -> Router<AppState> {
@@ -16,7 +16,7 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn retry_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let outcome = state.scheduler.engine().submit_retry(&run_id, None).await?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiQuery, JsonBytes};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
 use crate::engine::{ConcurrencyLimit, parse_evaluation};
 use crate::model::{
     MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
@@ -211,17 +211,26 @@ fn decode_run_cursor(raw: &str) -> Result<RunCursor, ApiError> {
     })
 }
 
-/// A `cursor` that pages by case index, as this API hands it out.
+/// A `cursor` query parameter as given: empty (`cursor=`) is the first page, as absent.
+pub(super) fn cursor_given(cursor: Option<&str>) -> Option<&str> {
+    cursor.filter(|c| !c.is_empty())
+}
+
+/// A `cursor` that pages by case index, as this API hands it out: the stores index cases
+/// with signed 64-bit integers, so a larger number is no cursor of ours.
 pub(super) fn index_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
-    cursor
+    cursor_given(cursor)
         .map(|c| {
-            c.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "cursor",
-                    "not a cursor returned by this API",
-                )
-            })
+            c.parse::<u64>()
+                .ok()
+                .filter(|i| i64::try_from(*i).is_ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "cursor",
+                        "not a cursor returned by this API",
+                    )
+                })
         })
         .transpose()
 }
@@ -279,7 +288,9 @@ async fn list_runs(
         status,
         kind,
         parent_run_id,
-        before: query.cursor.as_deref().map(decode_run_cursor).transpose()?,
+        before: cursor_given(query.cursor.as_deref())
+            .map(decode_run_cursor)
+            .transpose()?,
         limit: limit + 1,
     };
     let mut runs = state
@@ -339,7 +350,7 @@ fn tagged_body(mut view: RunView) -> Result<(String, Vec<u8>), ApiError> {
 
 async fn get_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<GetRunQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -414,7 +425,7 @@ async fn get_run(
 
 async fn cancel_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
     let (status, record) = match state.scheduler.cancel(&run_id).await? {
@@ -431,7 +442,7 @@ async fn cancel_run(
 
 async fn rejudge_run(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    ApiPath(run_id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {

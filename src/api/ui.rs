@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use sha2::Digest;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 
 /// Every file of the dashboard, by its path under `/ui/`.
 const ASSETS: &[(&str, &[u8])] = &[
@@ -33,6 +33,22 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/results.js", include_bytes!("../../ui/js/results.js")),
     ("js/case.js", include_bytes!("../../ui/js/case.js")),
     ("js/compare.js", include_bytes!("../../ui/js/compare.js")),
+    ("js/review.js", include_bytes!("../../ui/js/review.js")),
+    (
+        "js/agreement.js",
+        include_bytes!("../../ui/js/agreement.js"),
+    ),
+    ("js/svg.js", include_bytes!("../../ui/js/svg.js")),
+    ("js/charts.js", include_bytes!("../../ui/js/charts.js")),
+    (
+        "js/run_charts.js",
+        include_bytes!("../../ui/js/run_charts.js"),
+    ),
+    (
+        "js/compare_charts.js",
+        include_bytes!("../../ui/js/compare_charts.js"),
+    ),
+    ("js/timeline.js", include_bytes!("../../ui/js/timeline.js")),
     ("favicon.svg", include_bytes!("../../ui/favicon.svg")),
 ];
 
@@ -149,7 +165,7 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
 
 async fn asset(
     State(state): State<AppState>,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.ui.respond(&path, &headers)

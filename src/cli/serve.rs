@@ -76,6 +76,8 @@ pub struct ServeArgs {
     pub trace_sample_ratio: Option<f64>,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
     /// Networks (CIDRs or addresses, comma-separated) that provider, webhook and OTLP
     /// requests may reach although they are loopback or private and the server listens
     /// on a non-loopback address. Link-local and cloud metadata addresses stay refused.
@@ -125,6 +127,38 @@ pub struct OutboundArgs {
     pub webhook_secrets: Vec<String>,
 }
 
+/// Where code metrics run programs (`themis serve` and `themis run`).
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// A sandbox code metrics may name, repeatable: `local` (bubblewrap on this machine,
+    /// Python and C) or `name=NAME,kind=local|piston|sandbox_fusion,url=URL` with
+    /// optional `languages=python+c`. Remote URLs follow the egress policy as declared
+    /// destinations. In the environment, separate entries with `;`.
+    #[arg(long = "sandbox", env = "THEMIS_SANDBOXES", value_delimiter = ';')]
+    pub sandboxes: Vec<String>,
+    /// Programs running at once across all sandboxes; more wait.
+    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE)]
+    pub sandbox_pool: usize,
+}
+
+impl SandboxArgs {
+    pub fn config(&self) -> Result<themis::sandbox::SandboxConfig, String> {
+        let specs = self
+            .sandboxes
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                themis::sandbox::SandboxSpec::parse(s).map_err(|e| format!("--sandbox {s}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(themis::sandbox::SandboxConfig {
+            specs,
+            pool_size: self.sandbox_pool.max(1),
+            ..Default::default()
+        })
+    }
+}
+
 impl OutboundArgs {
     /// The declared providers, keys read from their variables.
     pub fn providers(&self) -> Result<Vec<themis::components::ProviderSpec>, String> {
@@ -166,6 +200,8 @@ impl ServeArgs {
                 metrics_public: self.metrics_public,
             },
             metrics: Default::default(),
+            // Parsed by `serve` (a declaration can be invalid).
+            sandbox: Default::default(),
             max_running_runs: self.max_running_runs.max(1),
             // Parsed by `serve` (reading flags can fail).
             default_tracing: None,
@@ -296,6 +332,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
     config.webhook_secrets = args.outbound.webhook_secrets()?;
+    config.sandbox = args.sandbox.config()?;
     match sealer_from_env()? {
         Some(sealer) => config.engine.sealer = std::sync::Arc::new(sealer),
         None => tracing::info!(

@@ -12,12 +12,14 @@ mod builtin_parsers;
 mod builtin_reducers;
 mod judges_panel;
 mod metrics_choice_math;
+mod metrics_code;
 mod metrics_json_schema;
 mod metrics_text;
 mod openai;
 mod params;
 mod parsers_extract;
 mod registry;
+mod review_scales;
 mod selectors;
 mod text;
 
@@ -34,6 +36,7 @@ pub use openai::{
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
 pub use registry::{ComponentKind, Registry, ResolveError, Resolved};
+pub use review_scales::review_scale;
 
 /// A component failed on one input. The case fails at that stage; the run goes on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -217,8 +220,15 @@ impl MetricScore {
     }
 }
 
+#[async_trait]
 pub trait Metric: Send + Sync {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError>;
+
+    /// The score as the engine asks for it. Metrics that run something (a program in
+    /// a sandbox) override it; the rest keep the default.
+    async fn score_case(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
+        self.score(parsed, case)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! The evaluation engine: experiment definitions, run ids, the five-stage pipeline,
 //! lifecycle events and execution. No HTTP here; the API and the CLI both drive it.
 
+mod agreement;
 mod bootstrap;
 mod compare;
 mod compare_cases;
@@ -17,6 +18,7 @@ mod removal;
 mod rerun;
 mod results;
 mod retry;
+mod reviews;
 mod run_id;
 mod scheduler;
 
@@ -29,7 +31,7 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
 pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
@@ -46,6 +48,7 @@ pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
 // For the API and the server only.
+pub(crate) use agreement::Agreement;
 pub(crate) use bootstrap::add_bootstrap_intervals;
 pub(crate) use compare::scores_of;
 pub(crate) use compare_cases::{CaseFilter, changed_cases, compare_many};
@@ -53,6 +56,9 @@ pub(crate) use compare_render::render_runs_markdown;
 pub(crate) use datasets::check_dataset_id;
 pub(crate) use removal::retention_loop;
 pub(crate) use results::{CaseDetail, ScoreBelow, case_detail, results_page};
+pub(crate) use reviews::{
+    MAX_COMMENT_BYTES, MAX_REVIEW_SCORES, ReviewInput, Reviewable, ReviewedRecord,
+};
 pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
@@ -84,6 +90,12 @@ pub enum EngineError {
     MalformedJson(String),
     #[error("{0}")]
     Internal(String),
+    /// A review's problems, each naming its field (`scores.<component id>`).
+    #[error("the review is invalid")]
+    InvalidReview(Vec<FieldError>),
+    /// A part of a run that does not exist (a case without a record).
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

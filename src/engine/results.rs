@@ -9,11 +9,13 @@
 use serde::Serialize;
 
 use super::{Engine, EngineError};
-use crate::model::{Case, CaseRecord, RunId};
+use crate::model::{Case, CaseRecord, Review, RunId, latest_per_reviewer};
 use crate::store::{CaseQuery, Store};
 
 /// Most records a filtered page reads before it answers.
 pub(super) const MAX_SCANNED: u32 = 10_000;
+/// Most reviews of one case read for its view (its latest per reviewer among them).
+const MAX_CASE_REVIEWS: u32 = 10_000;
 /// Records read from the store per query while scanning.
 const SCAN_PAGE: u32 = 1_000;
 
@@ -115,6 +117,9 @@ pub(crate) async fn results_page(
 pub(crate) struct CaseDetail {
     pub record: CaseRecord,
     pub case: Option<Case>,
+    /// The latest review of each reviewer (left out when nobody reviewed the case).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reviews: Vec<Review>,
 }
 
 /// The record of the case at `case_index` and its inputs, or `None` when that case has no
@@ -146,5 +151,13 @@ pub(crate) async fn case_detail(
             None
         }
     };
-    Ok(Some(CaseDetail { record, case }))
+    let history = engine
+        .case_reviews(run_id, case_index, None, MAX_CASE_REVIEWS)
+        .await?;
+    let reviews = latest_per_reviewer(&history).into_iter().cloned().collect();
+    Ok(Some(CaseDetail {
+        record,
+        case,
+        reviews,
+    }))
 }

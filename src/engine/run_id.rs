@@ -1,6 +1,6 @@
 //! The deterministic run id.
 //!
-//! The rule (also in the README), version 2: the run id is `run_` + the first 32 hex
+//! The rule (also in docs/design/run-id.md), version 2: the run id is `run_` + the first 32 hex
 //! digits of SHA-256 over `themis/run/v2\n` followed by the canonical JSON (see
 //! [`canonical_json`]) of the normalised logical definition (`generation`,
 //! `evaluation`, `datasets`, `seeds`). Normalised means defaults filled in, every

@@ -150,6 +150,24 @@ impl Problems {
         }
     }
 
+    /// An id (dataset, case, component): not blank, at most `max_bytes` long, and free
+    /// of characters that hide or reorder what a person reads ([`id_problem`]).
+    pub fn id_at_most<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        max_bytes: usize,
+    ) -> Option<&'v str> {
+        let id = self.string_at_most(value, path, max_bytes)?;
+        match id_problem(id) {
+            Some(message) => {
+                self.push(path, message);
+                None
+            }
+            None => Some(id),
+        }
+    }
+
     /// A string that is not blank and at most `max_bytes` long.
     pub fn string_at_most<'v>(
         &mut self,
@@ -173,6 +191,21 @@ impl Problems {
         }
         items
     }
+}
+
+/// Why `id` cannot name anything, if it cannot: control characters (newlines, NUL) and
+/// bidirectional formatting characters (U+202E and kin) make an id print differently from
+/// what it is, in logs, tables, terminals and file names.
+pub(crate) fn id_problem(id: &str) -> Option<&'static str> {
+    id.chars().find_map(|c| {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            Some("must not contain control characters (newlines, tabs, NUL)")
+        } else if matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+            Some("must not contain bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C)")
+        } else {
+            None
+        }
+    })
 }
 
 /// The path of `key` inside the object at `path` (the root is `""`).

@@ -52,6 +52,40 @@ pub(crate) fn bootstrap_mean_ci95(values: &[f64], seed: u64) -> Option<[f64; 2]>
     Some([means[lo], means[hi]])
 }
 
+/// 95% percentile bootstrap interval of any statistic of `items`, resampled as
+/// [`bootstrap_mean_ci95`] does; resamples where the statistic is undefined (`None`) are
+/// left out. `None` below two items or when fewer than half the resamples are defined.
+/// Work is `B` times the statistic's on `items.len()` items.
+pub(crate) fn bootstrap_ci95<T: Clone>(
+    items: &[T],
+    seed: u64,
+    statistic: impl Fn(&[T]) -> Option<f64>,
+) -> Option<[f64; 2]> {
+    let n = items.len();
+    if n < 2 {
+        return None;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut sample: Vec<T> = items.to_vec();
+    let mut values: Vec<f64> = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        for slot in sample.iter_mut() {
+            *slot = items[rng.below(n)].clone();
+        }
+        if let Some(value) = statistic(&sample).filter(|v| v.is_finite()) {
+            values.push(value);
+        }
+    }
+    if values.len() * 2 < BOOTSTRAP_RESAMPLES {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let b = values.len() as f64;
+    let lo = (0.025 * b).floor() as usize;
+    let hi = ((0.975 * b).ceil() as usize).saturating_sub(1);
+    Some([values[lo], values[hi]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

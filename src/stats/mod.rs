@@ -1,11 +1,18 @@
-//! Pure statistics for comparing runs: paired tests and intervals, multiple-comparison
-//! correction and a seeded bootstrap. No I/O; deterministic for the same input.
+//! Pure statistics for comparing runs and raters: paired tests and intervals,
+//! multiple-comparison correction, a seeded bootstrap, and agreement (kappa,
+//! correlations, Krippendorff's alpha). No I/O; deterministic for the same input.
 
+mod alpha;
 mod bootstrap;
+mod correlation;
 mod dist;
+mod kappa;
 mod paired;
 
-pub(crate) use bootstrap::{BOOTSTRAP_SEED, bootstrap_mean_ci95};
+pub(crate) use alpha::{Level, krippendorff_alpha};
+pub(crate) use bootstrap::{BOOTSTRAP_SEED, bootstrap_ci95, bootstrap_mean_ci95};
+pub(crate) use correlation::{Correlation, correlation_ci95, pearson, spearman};
+pub(crate) use kappa::{Weights, cohen_kappa, confusion};
 pub use paired::{PairedStats, PairedTest};
 pub(crate) use paired::{WILCOXON_EXACT_MAX, paired};
 

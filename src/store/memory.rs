@@ -25,6 +25,8 @@ pub struct MemoryStore {
     pub(super) runs: Mutex<HashMap<RunId, MemoryRun>>,
     pub(super) cache: Mutex<HashMap<String, CacheEntry>>,
     pub(super) datasets: Mutex<MemoryDatasets>,
+    /// The last `review_id` given out (under the runs lock).
+    pub(super) last_review_id: std::sync::atomic::AtomicU64,
 }
 
 /// A cached response, its owner (the run that stored it) and the other runs that used it.
@@ -43,6 +45,8 @@ pub(super) struct MemoryRun {
     /// Executions begun and not ended (see [`Store::begin_attempt`]).
     attempts: u64,
     pub(super) datasets: Vec<DatasetUse>,
+    /// Human reviews of the run's cases, oldest first.
+    pub(super) reviews: Vec<crate::model::Review>,
 }
 
 impl MemoryRun {
@@ -105,6 +109,7 @@ impl Store for MemoryStore {
                 index_space,
                 attempts: 0,
                 datasets,
+                reviews: Vec::new(),
             },
         );
         Ok(CreateOutcome::Created(record))

@@ -13,7 +13,9 @@ mod error;
 mod lock;
 mod memory;
 mod memory_datasets;
+mod memory_reviews;
 mod postgres;
+mod reviews;
 mod sql;
 mod sqlite;
 
@@ -37,6 +39,7 @@ pub use datasets::{
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
+pub use reviews::{ReviewQuery, ReviewStore};
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -359,7 +362,7 @@ pub enum CancelOutcome {
 }
 
 #[async_trait]
-pub trait Store: DatasetStore + Send + Sync + 'static {
+pub trait Store: DatasetStore + ReviewStore + Send + Sync + 'static {
     /// Inserts a queued run unless one with the same id exists (the id decides, atomically).
     async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome>;
 

@@ -1,9 +1,15 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod browser;
+pub mod code;
 pub mod fake_provider;
+pub mod otlp;
 pub mod stream_proxy;
+pub mod webhook;
+
+pub use app::TestApp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,54 +107,66 @@ pub fn counting_experiment(n: usize, delay_ms: u64) -> Value {
     })
 }
 
-/// A server started in-process on an ephemeral port.
+/// A server started in-process on an ephemeral port (see [`TestApp`]).
 pub struct TestServer {
     pub base: String,
+    pub port: u16,
     pub client: reqwest::Client,
+    /// The scheduler, when the test built the router itself ([`TestApp::serve_router`]).
+    pub scheduler: Option<Arc<themis::engine::Scheduler>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
-    pub async fn start(database_url: &str, registry: Registry) -> TestServer {
-        Self::start_with(database_url, registry, Vec::new()).await
+    fn new(
+        addr: std::net::SocketAddr,
+        shutdown: tokio::sync::oneshot::Sender<()>,
+        handle: tokio::task::JoinHandle<()>,
+        scheduler: Option<Arc<themis::engine::Scheduler>>,
+    ) -> TestServer {
+        TestServer {
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            port: addr.port(),
+            client: reqwest::Client::new(),
+            scheduler,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+        }
     }
 
+    /// `TestApp::new().database(url).registry(registry).serve()`.
+    pub async fn start(database_url: &str, registry: Registry) -> TestServer {
+        TestApp::new()
+            .database(database_url)
+            .registry(registry)
+            .serve()
+            .await
+    }
+
+    /// [`TestServer::start`] with API keys.
     pub async fn start_with(
         database_url: &str,
         registry: Registry,
         api_keys: Vec<String>,
     ) -> TestServer {
-        let mut config = themis::server::ServerConfig {
-            database_url: database_url.to_owned(),
-            ..Default::default()
-        };
-        config.api.api_keys = api_keys;
-        config.api.max_body_bytes = 1024 * 1024;
-        Self::start_config(config, registry).await
+        TestApp::new()
+            .database(database_url)
+            .registry(registry)
+            .api_keys(api_keys)
+            .serve()
+            .await
     }
 
-    /// A server with a configuration of the test's own.
+    /// `TestApp::from_config(config).registry(registry).serve()`.
     pub async fn start_config(
         config: themis::server::ServerConfig,
         registry: Registry,
     ) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            themis::server::launch_with_registry(config, Arc::new(registry), listener, async {
-                let _ = rx.await;
-            })
+        TestApp::from_config(config)
+            .registry(registry)
+            .serve()
             .await
-            .unwrap();
-        });
-        TestServer {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -435,7 +453,7 @@ impl Drop for TestDatabase {
 /// Starts the real `themis serve` binary on an ephemeral port with `extra` flags and
 /// returns the process and its base URL (read from its first JSON log lines).
 pub fn spawn_server(database_url: &str, extra: &[&str]) -> (ServerProcess, String) {
-    spawn_server_with_env(database_url, extra, &[])
+    TestApp::new().database(database_url).process(extra, &[])
 }
 
 /// `POST {base}/runs` with `body`; returns the run id.
@@ -501,8 +519,7 @@ pub fn spawn_server_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (ServerProcess, String) {
-    try_spawn_server(database_url, extra, env)
-        .unwrap_or_else(|stderr| panic!("themis serve did not start:\n{stderr}"))
+    TestApp::new().database(database_url).process(extra, env)
 }
 
 /// How long a spawned server may take to log that it is serving.

@@ -21,6 +21,7 @@ mod limits;
 mod pairwise;
 mod params;
 mod providers;
+mod redact;
 mod shared;
 mod template;
 mod verdict;

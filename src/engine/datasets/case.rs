@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::model::Case;
 use crate::model::Problems;
-use crate::model::check::type_name;
+use crate::model::check::{id_problem, type_name};
 
 /// Longest `case_id`, in bytes (the same cap as every other id of a definition).
 pub(super) const MAX_CASE_ID_BYTES: usize = 512;
@@ -45,7 +45,11 @@ pub(crate) fn check_case(
             problems.report(|| (at("case_id"), "is required".to_owned()));
             None
         }
-        Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_CASE_ID_BYTES => {
+        Some(Value::String(id))
+            if !id.trim().is_empty()
+                && id.len() <= MAX_CASE_ID_BYTES
+                && id_problem(&id).is_none() =>
+        {
             Some(id)
         }
         Some(other) => {
@@ -54,7 +58,7 @@ pub(crate) fn check_case(
                     Some(id) if id.len() > MAX_CASE_ID_BYTES => {
                         format!("must be at most {MAX_CASE_ID_BYTES} bytes")
                     }
-                    Some(_) => "must not be empty".to_owned(),
+                    Some(id) => id_problem(id).unwrap_or("must not be empty").to_owned(),
                     None => format!("must be a string, got {}", type_name(&other)),
                 };
                 (at("case_id"), message)

@@ -7,9 +7,13 @@
 //! `metadata=source,tags` (only those columns). Cells are strings; an empty
 //! `expected_output` cell means none.
 
+use std::collections::{HashMap, HashSet};
+
 use csv_core::{ReadRecordResult, Reader};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::model::Problems;
 
 /// How CSV columns map to case fields (the query parameters of an upload).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -30,40 +34,94 @@ pub(crate) struct Columns {
     metadata: Vec<(String, usize)>,
 }
 
+/// Most columns one mapping parameter may name.
+pub(crate) const MAX_MAPPED_COLUMNS: usize = 1_024;
+
+/// A header is quoted in a message only when it is this short; otherwise its size is.
+const QUOTED_HEADER_BYTES: usize = 200;
+
+/// A column name is quoted in a message up to this many characters.
+const QUOTED_NAME_CHARS: usize = 64;
+
+/// The names of a parameter, each once, in order (`input=q,q` is `input=q`).
 fn list(names: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
     names
         .split(',')
         .map(str::trim)
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && seen.insert(*n))
         .map(str::to_owned)
         .collect()
 }
 
+/// `name` as a message quotes it: at most [`QUOTED_NAME_CHARS`] characters.
+fn quoted(name: &str) -> String {
+    match name.char_indices().nth(QUOTED_NAME_CHARS) {
+        Some((end, _)) => format!("`{}…`", &name[..end]),
+        None => format!("`{name}`"),
+    }
+}
+
+/// The header as a message describes it: its columns when short, else their number.
+fn describe(header: &[String]) -> String {
+    let joined_len: usize = header.iter().map(|h| h.len() + 2).sum();
+    if joined_len <= QUOTED_HEADER_BYTES {
+        format!("columns: {}", header.join(", "))
+    } else {
+        format!("{} columns", header.len())
+    }
+}
+
 impl CsvMapping {
-    /// Finds the mapped columns in `header`; a problem is `(query parameter, message)`.
-    pub(crate) fn columns(&self, header: &[String]) -> Result<Columns, Vec<(String, String)>> {
-        let mut problems = Vec::new();
-        let position = |name: &str| header.iter().position(|h| h == name);
-        for (i, name) in header.iter().enumerate() {
-            if header[..i].contains(name) {
-                problems.push((
-                    "header".to_owned(),
-                    format!("column `{name}` appears twice"),
-                ));
+    /// The mapping's own problems, before any body is read: a parameter naming more
+    /// than [`MAX_MAPPED_COLUMNS`] distinct columns.
+    pub(crate) fn check(&self, problems: &mut Problems) {
+        for (param, names) in [("input", &self.input), ("metadata", &self.metadata)] {
+            if let Some(names) = names
+                && list(names).len() > MAX_MAPPED_COLUMNS
+            {
+                problems.push(
+                    param,
+                    format!("names more than {MAX_MAPPED_COLUMNS} columns"),
+                );
             }
+        }
+    }
+
+    /// Finds the mapped columns in `header`; problems are listed at their query
+    /// parameter (or `header`). Work is linear in the header and the mapping.
+    pub(crate) fn columns(&self, header: &[String], problems: &mut Problems) -> Option<Columns> {
+        let before = problems.count();
+        let mut positions: HashMap<&str, usize> = HashMap::with_capacity(header.len());
+        for (i, name) in header.iter().enumerate() {
+            if positions.insert(name.as_str(), i).is_some() {
+                problems.report(|| {
+                    (
+                        "header".to_owned(),
+                        format!("column {} appears twice", quoted(name)),
+                    )
+                });
+            }
+        }
+        // The first column of a repeated name, as a reader of the header would expect.
+        for (i, name) in header.iter().enumerate().rev() {
+            positions.insert(name.as_str(), i);
         }
         let mut find = |param: &str, names: Vec<String>, required: bool| {
             let mut found = Vec::new();
             for name in names {
-                match position(&name) {
-                    Some(i) => found.push((name, i)),
-                    None if required || self.given(param) => problems.push((
-                        param.to_owned(),
-                        format!(
-                            "the header has no column `{name}` (columns: {}); name the column with `?{param}=`",
-                            header.join(", ")
-                        ),
-                    )),
+                match positions.get(name.as_str()) {
+                    Some(&i) => found.push((name, i)),
+                    None if required || self.given(param) => problems.report(|| {
+                        (
+                            param.to_owned(),
+                            format!(
+                                "the header has no column {} ({}); name the column with `?{param}=`",
+                                quoted(&name),
+                                describe(header)
+                            ),
+                        )
+                    }),
                     None => {}
                 }
             }
@@ -88,7 +146,7 @@ impl CsvMapping {
             ],
             false,
         );
-        let used: Vec<usize> = case_id
+        let used: HashSet<usize> = case_id
             .iter()
             .chain(&input)
             .chain(&expected_output)
@@ -103,14 +161,14 @@ impl CsvMapping {
                 .map(|(i, name)| (name.clone(), i))
                 .collect(),
         };
-        if input.is_empty() && problems.is_empty() {
-            problems.push(("input".to_owned(), "names no column".to_owned()));
+        if input.is_empty() && problems.count() == before {
+            problems.push("input", "names no column");
         }
-        if !problems.is_empty() {
-            return Err(problems);
+        if problems.count() != before {
+            return None;
         }
-        Ok(Columns {
-            case_id: case_id[0].1,
+        Some(Columns {
+            case_id: case_id.first()?.1,
             input,
             expected_output: expected_output.first().map(|(_, i)| *i),
             metadata,

@@ -7,18 +7,22 @@ use super::ingest::Ingested;
 use super::upload::{UploadError, UploadFormat, UploadLimits, ingest_upload};
 use crate::engine::{Engine, EngineError};
 use crate::model::FieldError;
+use crate::model::check::id_problem;
 use crate::model::{DatasetRevision, Timestamp};
 use crate::store::PutOutcome;
 
 /// Longest `dataset_id`, in bytes.
 pub(super) const MAX_DATASET_ID_BYTES: usize = 512;
 
-/// A dataset id is a non-blank string of at most [`MAX_DATASET_ID_BYTES`].
+/// A dataset id is a non-blank string of at most [`MAX_DATASET_ID_BYTES`], without
+/// control or bidirectional characters.
 pub(crate) fn check_dataset_id(dataset_id: &str) -> Result<(), String> {
     if dataset_id.trim().is_empty() {
         Err("must not be empty".to_owned())
     } else if dataset_id.len() > MAX_DATASET_ID_BYTES {
         Err(format!("must be at most {MAX_DATASET_ID_BYTES} bytes"))
+    } else if let Some(problem) = id_problem(dataset_id) {
+        Err(problem.to_owned())
     } else {
         Ok(())
     }

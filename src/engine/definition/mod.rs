@@ -38,10 +38,11 @@ impl<'r> Checker<'r> {
         }
     }
 
-    /// A name, id or version: a non-blank string of at most [`MAX_ID_BYTES`].
+    /// A name, id or version: a non-blank string of at most [`MAX_ID_BYTES`] without
+    /// control or bidirectional characters.
     fn id(&mut self, value: &Value, path: &str) -> Option<String> {
         self.problems
-            .string_at_most(value, path, MAX_ID_BYTES)
+            .id_at_most(value, path, MAX_ID_BYTES)
             .map(str::to_owned)
     }
 }

@@ -8,6 +8,7 @@
 mod commit;
 mod datasets;
 mod events;
+mod reviews;
 mod rows;
 mod store;
 mod write;

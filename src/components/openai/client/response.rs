@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::Choice;
 use super::http::Attempt;
 use crate::components::openai::limits::{Health, Signal};
+use crate::components::openai::redact::redact_key;
 use crate::components::openai::truncate;
 
 /// Error messages of declared providers are quoted up to this many characters.
@@ -74,6 +75,8 @@ impl Attempt {
             }
         };
         if (200..300).contains(&status) {
+            // Outputs are stored, exported and shown: an echoed key never gets there.
+            let body = redact(&body);
             return match parse_body(&body) {
                 Ok(parsed) => Outcome {
                     result: Ok((body, parsed)),
@@ -308,11 +311,11 @@ pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
     })
 }
 
-/// Removes the API key from text that may quote it (some providers echo it back).
+/// Removes the API key, and what a provider may echo of it, from text that may quote it.
 pub(super) fn redact(text: &str, key: Option<&str>) -> String {
     match key {
-        Some(key) if key.len() >= 4 && text.contains(key) => text.replace(key, "[redacted]"),
-        _ => text.to_owned(),
+        Some(key) => redact_key(text, key).into_owned(),
+        None => text.to_owned(),
     }
 }
 
