@@ -13,6 +13,7 @@ mod execute;
 mod frames;
 mod heavy;
 mod hub;
+mod live;
 mod pipeline;
 mod removal;
 mod rerun;
@@ -183,6 +184,8 @@ struct EngineInner {
     limits: Arc<concurrency::LiveLimits>,
     /// The limit on, and the answers of, bootstrap intervals and comparisons.
     heavy: Arc<heavy::HeavyReads>,
+    /// Summaries of the runs executing here, as of their last commit.
+    live: Arc<live::LiveRuns>,
 }
 
 impl Engine {
@@ -210,6 +213,7 @@ impl Engine {
                 instrumentation,
                 meter: NoMeter::shared(),
                 limits: Default::default(),
+                live: Default::default(),
             }),
         }
     }
@@ -228,6 +232,7 @@ impl Engine {
                 heavy: inner.heavy.clone(),
                 meter,
                 limits: inner.limits.clone(),
+                live: inner.live.clone(),
             }),
         }
     }
@@ -256,6 +261,13 @@ impl Engine {
     /// asked for.
     pub fn concurrency_limit(&self, run_id: &RunId) -> Option<ConcurrencyLimit> {
         self.inner.limits.get(run_id)
+    }
+
+    /// The summary (no definition or runtime) of a run this instance executes, as of
+    /// its last commit here or the executor's last read of it (at most
+    /// `cancel_poll_interval` old for changes made elsewhere); `None` for other runs.
+    pub fn live_summary(&self, run_id: &RunId) -> Option<Arc<RunRecord>> {
+        self.inner.live.get(run_id)
     }
 
     /// What observes this engine's runs (and knows what became of their exports).
@@ -358,8 +370,15 @@ impl Engine {
         run_id: &RunId,
     ) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.inner.store.request_cancel(run_id).await?;
-        if let crate::store::CancelOutcome::Cancelled(_, events) = &outcome {
-            self.inner.hub.publish(run_id, events);
+        match &outcome {
+            crate::store::CancelOutcome::Cancelled(record, events) => {
+                self.inner.live.update(record);
+                self.inner.hub.publish(run_id, events);
+            }
+            crate::store::CancelOutcome::Requested(record)
+            | crate::store::CancelOutcome::AlreadyFinished(record) => {
+                self.inner.live.update(record)
+            }
         }
         Ok(outcome)
     }
