@@ -16,7 +16,8 @@ pub struct ServeArgs {
     /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
     pub database: String,
-    /// Comma-separated bearer keys; when set, every endpoint but health needs one.
+    /// Comma-separated bearer keys, each `KEY` or `NAME:KEY` (NAME: who reviews with
+    /// it); when set, every endpoint but health needs one.
     #[arg(
         long,
         env = "THEMIS_API_KEYS",
