@@ -365,6 +365,17 @@ impl Databases {
         format!("sqlite://{}", self.dir.path().join(name).display())
     }
 
+    /// Bytes the SQLite database `name` takes on disk, its write-ahead log included.
+    fn sqlite_bytes(&self, name: &str) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                std::fs::metadata(self.dir.path().join(format!("{name}{suffix}"))).ok()
+            })
+            .map(|file| file.len())
+            .sum()
+    }
+
     /// A fresh Postgres database, when the bench was given a server.
     async fn postgres(&mut self) -> Result<Option<String>, String> {
         match &mut self.scratch {

@@ -16,7 +16,8 @@ pub struct ServeArgs {
     /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
     pub database: String,
-    /// Comma-separated bearer keys; when set, every endpoint but health needs one.
+    /// Comma-separated bearer keys, each `KEY` or `NAME:KEY` (NAME: who reviews with
+    /// it); when set, every endpoint but health needs one.
     #[arg(
         long,
         env = "THEMIS_API_KEYS",
@@ -83,9 +84,11 @@ pub struct ServeArgs {
     /// on a non-loopback address. Link-local and cloud metadata addresses stay refused.
     #[arg(long, env = "THEMIS_ALLOW_EGRESS", value_delimiter = ',')]
     pub allow_egress: Vec<String>,
-    /// Provider requests in flight at once, across all runs of this instance.
-    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", default_value_t = themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)]
-    pub max_outbound_requests: usize,
+    /// Provider requests in flight at once, across all runs of this instance. Default: a
+    /// quarter of the open-file limit (each request holds a connection), from 256 to
+    /// 16,384.
+    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS")]
+    pub max_outbound_requests: Option<usize>,
     /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
     #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = themis::engine::UploadLimits::default().max_body_bytes)]
     pub max_dataset_bytes: u64,
@@ -207,7 +210,11 @@ impl ServeArgs {
             providers: Vec::new(),
             webhook_secrets: Default::default(),
             allow_egress: Vec::new(),
-            max_outbound_requests: self.max_outbound_requests.max(1),
+            // Set by `serve` from the open-file limit unless given.
+            max_outbound_requests: self
+                .max_outbound_requests
+                .unwrap_or(themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)
+                .max(1),
             retention: self
                 .retention_days
                 .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
@@ -291,26 +298,38 @@ pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String>
     }
 }
 
-fn init_logging(format: &str) {
+/// The service's log subscriber, writing to stderr from a thread of its own (requests
+/// never wait on the log's reader); the guard writes what is queued when dropped.
+fn init_logging(format: &str) -> Result<super::log_writer::LogFlush, String> {
+    use std::io::IsTerminal;
+    let (writer, flush) = super::log_writer::QueuedStderr::start()
+        .map_err(|e| format!("starting the log writer: {e}"))?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colour codes only for a person at a terminal: a file, pipe or log collector
+        // would keep the escape sequences as text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    Ok(flush)
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    init_logging(&args.log_format);
-    super::listen::raise_open_file_limit();
+    let _log_flush = init_logging(&args.log_format)?;
+    let open_files = super::listen::raise_open_file_limit();
     let listener = super::listen::listen(&args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let mut config = args.config();
+    if args.max_outbound_requests.is_none() {
+        config.max_outbound_requests = themis::server::default_max_outbound_requests(open_files);
+    }
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
     config.webhook_secrets = args.outbound.webhook_secrets()?;

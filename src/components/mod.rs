@@ -30,8 +30,8 @@ use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use openai::{
-    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
-    implicit_providers,
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
+    ProviderSpec, implicit_providers,
 };
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
