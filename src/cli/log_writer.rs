@@ -48,8 +48,10 @@ impl QueuedStderr {
 }
 
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
-    let mut stderr = std::io::stderr().lock();
     while let Ok(message) = lines.recv() {
+        // Locked per message, never while waiting: `main` prints a startup error with
+        // `eprintln!` while this thread still waits for lines, and would block forever.
+        let mut stderr = std::io::stderr().lock();
         match message {
             Message::Line(line) => {
                 let lost = dropped.swap(0, Ordering::Relaxed);
