@@ -178,6 +178,8 @@ async fn reviews_are_kept_checked_and_shown_everywhere() {
     assert!((exact["kappa"]["value"].as_f64().unwrap() - 0.5).abs() < 1e-12);
     let [lo, hi] = [0, 1].map(|i| exact["kappa"]["ci95"][i].as_f64().unwrap());
     assert!(lo < 0.5 && 0.5 < hi, "{lo} {hi}");
+    // The seeded bootstrap gives the same interval every time (the guide shows it).
+    assert!((lo + 3.0 / 13.0).abs() < 1e-12 && hi == 1.0, "{lo} {hi}");
     // Between the three: 24 values, twelve 1s; cases 1 and 4 split 2-1.
     // D_o = 2 * 2 / 24, D_e = (576 - 144 - 144) / (24 * 23): alpha = 1 - 552 / 1728.
     let alpha = exact["reviewers"]["krippendorff_alpha"]["value"]

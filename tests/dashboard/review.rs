@@ -41,7 +41,11 @@ fn experiment(n: usize, wrong_rate: f64) -> Value {
             "params": {"wrong_rate": wrong_rate, "error_rate": 0.05, "delay_ms": 0}}},
         "evaluation": {
             "metrics": [EXACT],
-            "judges": [{"name": KEYWORDS, "params": {"from_expected": true, "pass_threshold": 0.5}}],
+            "judges": [
+                {"name": KEYWORDS, "params": {"from_expected": true}},
+                // Half its keywords in most outputs: unsure, and at odds with the other judge.
+                {"id": "mentions", "name": KEYWORDS, "params": {"keywords": ["answer", "1"]}},
+            ],
         },
         "datasets": [dataset("arith", 0..n / 2), dataset("sums", n / 2..n)],
         "seeds": [1],
@@ -130,17 +134,24 @@ fn score(record: &Value, id: &str) -> Option<f64> {
 }
 
 /// What the queue puts first: the largest need (a judge's distance from a sure verdict,
-/// or its distance from the metric), the lowest index among equals.
+/// the judges' spread, a judge's distance from the metric), the lowest index among equals.
 fn neediest(records: &[Value]) -> (u64, f64) {
     let mut best = (u64::MAX, -1.0);
     for record in records {
         let index = record["case_index"].as_u64().unwrap();
-        let Some(judge) = score(record, KEYWORDS) else {
-            continue;
-        };
-        let mut need = 1.0 - (2.0 * judge - 1.0).abs();
-        if let Some(metric) = score(record, EXACT) {
-            need = f64::max(need, (judge - metric).abs());
+        let judges: Vec<f64> = [KEYWORDS, "mentions"]
+            .iter()
+            .filter_map(|id| score(record, id))
+            .collect();
+        let mut need: f64 = 0.0;
+        for judge in &judges {
+            need = need.max(1.0 - (2.0 * judge - 1.0).abs());
+            if let Some(metric) = score(record, EXACT) {
+                need = need.max((judge - metric).abs());
+            }
+        }
+        if judges.len() == 2 {
+            need = need.max((judges[0] - judges[1]).abs());
         }
         if need > best.1 + 1e-12 || ((need - best.1).abs() < 1e-12 && index < best.0) {
             best = (index, need);
@@ -201,7 +212,7 @@ async fn charts_and_the_review_queue_in_a_real_browser() {
         );
     }
     let counts = browser
-        .eval("return [...document.querySelectorAll('#dist-builtin-exact-match rect.bar')].map(r => Number(r.dataset.count))")
+        .eval("return [...document.querySelectorAll('#dist-builtin-exact-match rect.col')].map(r => Number(r.dataset.count))")
         .await;
     let counts: Vec<u64> = counts
         .as_array()
@@ -316,7 +327,7 @@ async fn charts_and_the_review_queue_in_a_real_browser() {
         .expect(
             "n skips to another case",
             &format!(
-                "return document.querySelector('.review-card').dataset.caseIndex !== '{}'",
+                "const c = document.querySelector('.review-card'); return !!c && c.dataset.caseIndex !== '{}'",
                 second.clone().unwrap()
             ),
         )

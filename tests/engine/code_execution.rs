@@ -468,3 +468,25 @@ async fn serve_with_sandbox_local_runs_code_and_refuses_bad_declarations() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_code_example_scores_as_written() {
+    let server = TestServer::start("memory", registry_with(local_sandboxes(4))).await;
+    let body: Value = serde_json::from_str(include_str!("../examples/code.json")).unwrap();
+    let results = run_and_results(&server, &body).await;
+    for (case_id, expected) in [
+        ("has_close_elements", 1.0),
+        ("truncate_number", 1.0),
+        ("below_zero", 0.0),
+        ("fib", 0.0),
+        ("sum_two", 1.0),
+        ("reverse_words", 1.0),
+    ] {
+        let tests = score(case(&results, case_id), "tests");
+        assert_eq!(tests["score"], expected, "{case_id}: {tests}");
+    }
+    let fib = score(case(&results, "fib"), "tests");
+    let limit = fib["details"]["limit"].as_str().unwrap_or("none");
+    assert!(["cpu_time", "wall_time"].contains(&limit), "{fib}");
+    server.stop().await;
+}

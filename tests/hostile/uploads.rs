@@ -120,3 +120,53 @@ async fn repeated_and_overlong_column_names_are_bounded() {
             .contains("appears twice")
     );
 }
+
+/// A dataset of `rows` tiny CSV rows.
+fn tiny_rows(rows: usize) -> String {
+    let mut csv = String::with_capacity(rows * 12 + 16);
+    csv.push_str("case_id,input\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},q\n"));
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_never_holds_the_writer_from_a_concurrent_post_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("themis.db").display());
+    let server = std::sync::Arc::new(TestServer::start(&url, Registry::builtin()).await);
+    // Scaled down from a gigabyte: enough rows that storing them in one transaction
+    // kept every other write waiting for seconds.
+    let upload = {
+        let server = server.clone();
+        tokio::spawn(async move { put_raw(&server, "/datasets/big", tiny_rows(100_000)).await })
+    };
+    let mut slowest = std::time::Duration::ZERO;
+    let mut posted = 0u64;
+    while !upload.is_finished() {
+        let definition = serde_json::json!({
+            "generation": {"generator": "builtin/demo_generator"},
+            "evaluation": {"metrics": ["builtin/exact_match"]},
+            "datasets": [{"dataset_id": "d", "cases": [
+                {"case_id": "a", "input": {"question": "1+1"}, "expected_output": {"answer": "2"}}
+            ]}],
+            "seeds": [posted]
+        });
+        let started = std::time::Instant::now();
+        let (status, body) = server.post("/runs", &definition).await;
+        assert!((200..300).contains(&status), "{status} {body}");
+        slowest = slowest.max(started.elapsed());
+        posted += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, text) = upload.await.unwrap();
+    assert_eq!(status, 201, "{}", &text[..text.len().min(300)]);
+    assert!(posted > 3, "runs were posted during the upload");
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "a POST /runs waited {slowest:?} behind the upload"
+    );
+    let (_, page) = server.get("/datasets/big").await;
+    assert_eq!(page["revisions"][0]["case_count"], 100_000, "{page}");
+}

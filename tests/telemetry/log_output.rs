@@ -55,3 +55,55 @@ fn the_text_log_through_a_pipe_has_no_colour_codes() {
         "escape sequences in a piped log: {coloured:#?}"
     );
 }
+
+/// A log nobody reads (a stalled shipper, a pipe left full) never stalls the service:
+/// every request writes an access line, far more than a pipe holds, and every one is
+/// answered. Writing the lines on the request's thread blocked it once the pipe filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_never_wait_for_a_log_reader() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--database", "memory"])
+        .args(["--log-format", "json"])
+        .env_remove("THEMIS_API_KEYS")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start themis serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    // Read up to the line with the address, then never again.
+    let (addr, stderr) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                return (None, stderr);
+            }
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
+                && log["fields"]["message"] == "themis is serving"
+            {
+                let addr = log["fields"]["addr"].as_str().map(str::to_owned);
+                return (addr, stderr);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let addr = addr.expect("the server's address");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // ~250 bytes of access log each: ~1 MB, sixteen times a pipe's 64 KiB.
+    let mut answered = 0;
+    for _ in 0..4_000 {
+        match client.get(format!("http://{addr}/healthz")).send().await {
+            Ok(response) if response.status() == 200 => answered += 1,
+            other => panic!("request {answered} was not answered: {other:?}"),
+        }
+    }
+    assert_eq!(answered, 4_000);
+    drop(stderr);
+    let _ = child.kill();
+    let _ = child.wait();
+}
