@@ -18,7 +18,8 @@ fn interval(value: Option<[f64; 2]>) -> String {
     value.map_or("–".into(), |[lo, hi]| format!("[{lo:+.4}, {hi:+.4}]"))
 }
 
-fn p(value: Option<f64>) -> String {
+/// A p-value as every report shows it: four decimals, `<0.0001` below that.
+pub fn format_p_value(value: Option<f64>) -> String {
     match value {
         None => "–".into(),
         Some(v) if v < 1e-4 => "<0.0001".into(),
@@ -81,7 +82,7 @@ fn rows(report: &CompareReport) -> Vec<[String; 10]> {
             num(s.candidate_mean),
             signed(s.delta),
             interval(s.delta_ci95),
-            p(s.p_value),
+            format_p_value(s.p_value),
             s.test.map_or("–", |t| t.as_str()).to_owned(),
             format!("{}/{}/{}", s.wins, s.losses, s.ties),
         ]
@@ -180,7 +181,7 @@ pub(crate) fn render_runs_markdown(table: &RunsTable) -> String {
                 ci,
                 versus.map_or("–".into(), |v| signed(v.delta)),
                 versus.map_or("–".into(), |v| interval(v.delta_ci95)),
-                versus.map_or("–".into(), |v| p(v.p_value_holm)),
+                versus.map_or("–".into(), |v| format_p_value(v.p_value_holm)),
             );
         }
         out.push('\n');
