@@ -18,7 +18,7 @@ pub(super) async fn log_request(request: Request, next: Next) -> Response {
     let request_id = header_text(request.headers().get(REQUEST_ID)).unwrap_or_default();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let latency_ms = millis(started.elapsed());
     // A run's own paths name it; creating a run names it in `Location`.
     let run_id = run_id_in(&path).or_else(|| {
         header_text(response.headers().get(header::LOCATION)).and_then(|l| run_id_in(&l))
@@ -44,8 +44,16 @@ fn run_id_in(path: &str) -> Option<String> {
         .map(|id| id.to_string())
 }
 
+/// Milliseconds to the microsecond: a whole number of microseconds divided by 1,000
+/// prints as that decimal (`0.088`), not with the noise of `secs * 1e3`.
+fn millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_nanos() as f64 / 1e3).round() / 1e3
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn finds_the_run_id_of_run_paths_only() {
         let id = format!("run_{}", "ab".repeat(16));
@@ -57,5 +65,18 @@ mod tests {
         assert_eq!(super::run_id_in("/runs/not-an-id"), None);
         assert_eq!(super::run_id_in("/runs"), None);
         assert_eq!(super::run_id_in("/healthz"), None);
+    }
+
+    #[test]
+    fn latency_is_logged_without_float_noise() {
+        assert_eq!(
+            super::millis(Duration::from_nanos(87_670)).to_string(),
+            "0.088"
+        );
+        assert_eq!(
+            super::millis(Duration::from_micros(1_800)).to_string(),
+            "1.8"
+        );
+        assert_eq!(super::millis(Duration::from_secs(2)).to_string(), "2000");
     }
 }

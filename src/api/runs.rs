@@ -13,7 +13,7 @@ use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
-use crate::engine::parse_evaluation;
+use crate::engine::{ConcurrencyLimit, parse_evaluation};
 use crate::model::{
     MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
 };
@@ -61,6 +61,10 @@ pub(super) struct RunView {
     /// Span export and webhook delivery counters, when this instance knows any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TelemetryView>,
+    /// While this instance executes the run below the concurrency it asked for: how
+    /// much it gets and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
     pub links: Links,
 }
 
@@ -75,11 +79,9 @@ pub(super) struct Links {
 impl RunView {
     /// The view of `record` with what the server's telemetry knows of it.
     fn new(record: RunRecord, state: &AppState) -> Self {
-        let telemetry = state
-            .scheduler
-            .engine()
-            .instrumentation()
-            .report(&record.run_id);
+        let engine = state.scheduler.engine();
+        let telemetry = engine.instrumentation().report(&record.run_id);
+        let concurrency = engine.concurrency_limit(&record.run_id);
         let base = format!("/runs/{}", record.run_id);
         let duration_ms = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => Some(end.millis_since(start)),
@@ -114,6 +116,7 @@ impl RunView {
                 runtime
             },
             telemetry,
+            concurrency,
         }
     }
 }
@@ -374,16 +377,22 @@ async fn get_run(
             ));
         }
     };
-    let store = state.scheduler.engine().store();
-    let mut record = if with_definition {
-        store.get_run(&run_id).await?
-    } else {
-        store.get_run_summary(&run_id).await?
+    let engine = state.scheduler.engine();
+    let store = engine.store();
+    // A run executing here is answered from the engine's summary of it, without a
+    // database round trip (status polling is most of a dashboard's requests).
+    let live = (!with_definition && !bootstrap)
+        .then(|| engine.live_summary(&run_id))
+        .flatten();
+    let mut record = match live {
+        Some(summary) => Some(RunRecord::clone(&summary)),
+        None if with_definition => store.get_run(&run_id).await?,
+        None => store.get_run_summary(&run_id).await?,
     }
     .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
     if bootstrap {
         // The intervals are part of the body, so the body's digest (the ETag) covers them.
-        crate::engine::add_bootstrap_intervals(store.as_ref(), &mut record).await?;
+        state.scheduler.engine().add_bootstrap(&mut record).await?;
     }
     let (tag, body) = tagged_body(RunView::new(record, &state))?;
     let matches = headers

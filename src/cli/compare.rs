@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use themis::engine::{CompareReport, compare_runs, regressions, render_markdown, render_table};
+use themis::engine::{
+    CompareReport, compare_runs, format_p_value, regressions, render_markdown, render_table,
+};
 use themis::model::RunId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,7 +69,7 @@ async fn from_server(
     let response = request
         .send()
         .await
-        .map_err(|e| format!("asking {server}: {e}"))?;
+        .map_err(|e| super::unreachable(server, &e))?;
     let status = response.status();
     let body = response
         .text()
@@ -128,8 +130,10 @@ pub async fn compare(args: CompareArgs) -> Result<ExitCode, String> {
         if !found.is_empty() {
             for r in &found {
                 eprintln!(
-                    "regression: {} delta {:+.4} (p = {:.4})",
-                    r.metric, r.delta, r.p_value
+                    "regression: {} delta {:+.4} (p = {})",
+                    r.metric,
+                    r.delta,
+                    format_p_value(Some(r.p_value))
                 );
             }
             return Ok(ExitCode::from(1));

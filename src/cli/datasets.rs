@@ -53,6 +53,23 @@ pub struct CsvColumns {
     pub metadata: Option<String>,
 }
 
+/// The CSV mapping's parameters, as the server names them in a problem's path.
+const CSV_PARAMETERS: [&str; 4] = ["case_id", "input", "expected_output", "metadata"];
+
+/// A dataset problem in the words of the command line: the server names a CSV column
+/// mapping by its query parameter (`case_id`, "name the column with `?case_id=`"); here
+/// it is what `name` calls it (`--case-id`, or `datasets[0].columns.case_id`).
+pub fn in_cli_terms(path: &str, message: &str, name: impl Fn(&str) -> String) -> (String, String) {
+    if !CSV_PARAMETERS.contains(&path) {
+        return (path.to_owned(), message.to_owned());
+    }
+    let named = name(path);
+    (
+        named.clone(),
+        message.replace(&format!("`?{path}=`"), &format!("`{named}`")),
+    )
+}
+
 /// What a file's extension says about its format: `(content type, is CSV)`.
 pub fn content_type(file: &Path) -> Result<(&'static str, bool), String> {
     match file
@@ -124,7 +141,7 @@ async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
     let response = request
         .send()
         .await
-        .map_err(|e| format!("uploading to {}: {e}", args.server))?;
+        .map_err(|e| super::unreachable(&args.server, &e))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| e.to_string())?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -146,11 +163,12 @@ async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
         body["error"]["message"].as_str().unwrap_or("")
     );
     for detail in body["error"]["details"].as_array().into_iter().flatten() {
-        message.push_str(&format!(
-            "\n  {}: {}",
+        let (path, text) = in_cli_terms(
             detail["path"].as_str().unwrap_or(""),
-            detail["message"].as_str().unwrap_or("")
-        ));
+            detail["message"].as_str().unwrap_or(""),
+            |param| format!("--{}", param.replace('_', "-")),
+        );
+        message.push_str(&format!("\n  {path}: {text}"));
     }
     Err(message)
 }

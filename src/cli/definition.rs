@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 use themis::engine::{CsvMapping, Engine, EngineError, UploadFormat, UploadLimits};
 
-use super::datasets::{content_type, default_dataset_id};
+use super::datasets::{content_type, default_dataset_id, in_cli_terms};
 
 /// The definition in `file` (`-`: standard input, JSON).
 pub fn read_definition(file: &Path) -> Result<Value, String> {
@@ -123,7 +123,11 @@ async fn upload(
         Err(EngineError::InvalidDataset(details)) => {
             let lines: Vec<String> = details
                 .iter()
-                .map(|d| format!("  {}: {}", d.path, d.message))
+                .map(|d| {
+                    let (path, message) =
+                        in_cli_terms(&d.path, &d.message, |param| format!("{at}.columns.{param}"));
+                    format!("  {path}: {message}")
+                })
                 .collect();
             Err(format!(
                 "{} is invalid:\n{}",

@@ -6,8 +6,10 @@ mod compare;
 mod datasets;
 mod definition;
 mod listen;
+mod log_writer;
 mod run;
 mod serve;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,32 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Datasets on a server: `themis datasets push FILE --server URL`.
     Datasets(datasets::DatasetsArgs),
+}
+
+/// A request to a server that failed before any answer, in plain words: "connection
+/// refused" rather than the HTTP client's chain of wrappers.
+fn unreachable(server: &str, error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            let what = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused (is `themis serve` running there?)".to_owned()
+                }
+                std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+                _ => io.to_string(),
+            };
+            return format!("cannot reach {server}: {what}");
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        return format!("cannot reach {server}: timed out");
+    }
+    if error.is_connect() {
+        return format!("cannot reach {server}: cannot connect");
+    }
+    format!("asking {server}: {error}")
 }
 
 /// Runs the CLI; returns the process exit code (0 completed, 1 run failed or

@@ -11,16 +11,20 @@ use serde_json::{Value, json};
 
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, RunControl};
-use themis::model::{EventKind, RunEvent, RunRecord, RunStatus};
+use themis::model::{EventKind, RunEvent, RunStatus};
 use themis::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
-use themis::store::{CaseQuery, Store};
+use themis::store::{CaseQuery, CreateOutcome, Store};
 use themis::telemetry::{RecordingTracer, Telemetry};
 
-use super::serve::OutboundArgs;
+use super::serve::{OutboundArgs, SandboxArgs};
+use super::summary::{duration_ms, most_common_error, summary};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Experiment definition (JSON); `-` reads standard input.
+    /// Experiment file: JSON, or YAML when named `.yaml`/`.yml` (`-` reads JSON from
+    /// standard input). A dataset may list its cases or name a JSONL or CSV file,
+    /// `{"path": "qa.jsonl"}`, relative to the experiment file (see
+    /// examples/questions.yaml).
     pub file: PathBuf,
     /// Print the full result as JSON (run id, status, aggregates, per-case records).
     #[arg(long)]
@@ -40,6 +44,8 @@ pub struct RunArgs {
     /// keyless `ollama` at http://localhost:11434/v1 are available.
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Counts events for the progress bar and keeps them for `--trace`.
@@ -85,7 +91,8 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     };
     outbound.validate()?;
     let egress = outbound.egress.clone();
-    let registry = Arc::new(Registry::builtin_with(outbound));
+    let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
+    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     let parse = |body: &Value| {
         themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
     };
@@ -127,15 +134,16 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     };
     super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
     let request = parse(&body)?;
-    let run_id = engine
-        .submit(&request)
-        .await
-        .map_err(|e| match e {
-            themis::engine::EngineError::Invalid(errors) => invalid(&errors),
-            e => e.to_string(),
-        })?
-        .into_record()
-        .run_id;
+    let outcome = engine.submit(&request).await.map_err(|e| match e {
+        themis::engine::EngineError::Invalid(errors) => invalid(&errors),
+        e => e.to_string(),
+    })?;
+    // Only a database keeps runs between invocations: say when this one was there.
+    let reused = match &outcome {
+        CreateOutcome::Existing(found) => Some(found.status),
+        CreateOutcome::Created(_) => None,
+    };
+    let run_id = outcome.into_record().run_id;
 
     let bar = if std::io::stderr().is_terminal() && !args.json {
         ProgressBar::new(request.experiment.work_items())
@@ -210,6 +218,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             "status": record.status,
             "progress": record.progress,
             "duration_ms": duration_ms(&record),
+            "reused": reused.is_some(),
             "aggregates": record.aggregates.metrics,
             "usage": record.usage,
             "error": record.error,
@@ -228,7 +237,22 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             serde_json::to_string_pretty(&output).unwrap_or_default()
         );
     } else {
-        print!("{}", summary(&record));
+        match (reused, &database) {
+            (Some(status), Some(url)) if status.is_terminal() => println!(
+                "Reused run {run_id} from {url}: it had finished ({}), so nothing was executed again.",
+                status.as_str()
+            ),
+            (Some(_), Some(url)) => {
+                println!("Resumed run {run_id} from {url}: its finished cases were kept.")
+            }
+            _ => {}
+        }
+        let common_error = if record.progress.failed > 0 {
+            most_common_error(store.as_ref(), &run_id).await?
+        } else {
+            None
+        };
+        print!("{}", summary(&record, common_error.as_ref()));
         if args.trace {
             println!("\nSpans:");
             for span in recording.spans() {
@@ -245,8 +269,9 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             }
         }
     }
+    let all_failed = record.progress.completed == 0 && record.progress.failed > 0;
     Ok(match record.status {
-        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Completed if !all_failed => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     })
 }
@@ -262,60 +287,4 @@ fn invalid(errors: &[themis::model::FieldError]) -> String {
 
 fn display_path(path: &str) -> &str {
     if path.is_empty() { "(document)" } else { path }
-}
-
-fn duration_ms(record: &RunRecord) -> Option<u64> {
-    Some(record.finished_at?.millis_since(record.started_at?))
-}
-
-/// The human-readable result of a run.
-pub fn summary(record: &RunRecord) -> String {
-    let mut out = String::new();
-    let seconds = duration_ms(record).map_or(0.0, |ms| ms as f64 / 1e3);
-    out.push_str(&format!(
-        "Run {}: {} in {seconds:.2}s\n",
-        record.run_id,
-        record.status.as_str()
-    ));
-    let p = record.progress;
-    out.push_str(&format!(
-        "Cases: {} total, {} completed, {} failed\n",
-        p.total, p.completed, p.failed
-    ));
-    if let Some(error) = &record.error {
-        out.push_str(&format!("Error: {error}\n"));
-    }
-    if record.usage.requests > 0 {
-        out.push_str(&format!(
-            "Usage: {} requests, {} prompt + {} completion tokens\n",
-            record.usage.requests, record.usage.prompt_tokens, record.usage.completion_tokens
-        ));
-    }
-    if record.aggregates.metrics.is_empty() {
-        return out;
-    }
-    let width = record
-        .aggregates
-        .metrics
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    out.push_str(&format!(
-        "\n{:<width$}  {:>7}  {:<19} {:>6}  {:>8}\n",
-        "metric", "mean", "95% CI", "n", "failures"
-    ));
-    for (metric, aggregate) in &record.aggregates.metrics {
-        let s = &aggregate.overall;
-        let mean = s.mean.map_or("-".to_owned(), |m| format!("{m:.3}"));
-        let ci = s
-            .ci95
-            .map_or("-".to_owned(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"));
-        out.push_str(&format!(
-            "{metric:<width$}  {mean:>7}  {ci:<19} {:>6}  {:>8}\n",
-            s.n, s.failures
-        ));
-    }
-    out
 }

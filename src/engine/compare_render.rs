@@ -18,12 +18,43 @@ fn interval(value: Option<[f64; 2]>) -> String {
     value.map_or("–".into(), |[lo, hi]| format!("[{lo:+.4}, {hi:+.4}]"))
 }
 
-fn p(value: Option<f64>) -> String {
+/// A p-value as every report shows it: four decimals, `<0.0001` below that.
+pub fn format_p_value(value: Option<f64>) -> String {
     match value {
         None => "–".into(),
         Some(v) if v < 1e-4 => "<0.0001".into(),
         Some(v) => format!("{v:.4}"),
     }
+}
+
+/// Client-chosen text (metric, judge and dataset ids) as one line of Markdown that shows
+/// as written: line breaks and other control characters become spaces (a cell or heading
+/// cannot end early or start a block), and every character that formats, links or opens
+/// HTML mid-line is backslash-escaped (`|` cannot split a cell, `<` cannot open a tag,
+/// `[`, `*`, `` ` `` cannot link or format).
+pub(crate) fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous = ' ';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied().unwrap_or(' ');
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push(' ');
+        } else if c == '_' && previous.is_alphanumeric() && next.is_alphanumeric() {
+            // Within a word `_` never emphasises (`exact_match` stays as it reads).
+            out.push(c);
+        } else if matches!(
+            c,
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&'
+        ) {
+            out.push('\\');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
 }
 
 const HEADER: [&str; 10] = [
@@ -51,7 +82,7 @@ fn rows(report: &CompareReport) -> Vec<[String; 10]> {
             num(s.candidate_mean),
             signed(s.delta),
             interval(s.delta_ci95),
-            p(s.p_value),
+            format_p_value(s.p_value),
             s.test.map_or("–", |t| t.as_str()).to_owned(),
             format!("{}/{}/{}", s.wins, s.losses, s.ties),
         ]
@@ -87,9 +118,12 @@ pub fn render_markdown(report: &CompareReport) -> String {
     );
     let _ = writeln!(out, "| {} |", HEADER.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
-    for r in rows(report) {
-        let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
-        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    for mut r in rows(report) {
+        // The metric and dataset are the client's text; the rest are our numbers.
+        for cell in &mut r[..2] {
+            *cell = markdown_text(cell);
+        }
+        let _ = writeln!(out, "| {} |", r.join(" | "));
     }
     let _ = writeln!(out, "\n{}", footer(report));
     out
@@ -125,7 +159,7 @@ pub fn render_table(report: &CompareReport) -> String {
 pub(crate) fn render_runs_markdown(table: &RunsTable) -> String {
     let mut out = String::new();
     for (metric, t) in &table.metrics {
-        let _ = writeln!(out, "### {metric}\n");
+        let _ = writeln!(out, "### {}\n", markdown_text(metric));
         let _ = writeln!(
             out,
             "| run | n | mean | 95% CI | delta vs first | 95% CI | p (Holm) |"
@@ -147,7 +181,7 @@ pub(crate) fn render_runs_markdown(table: &RunsTable) -> String {
                 ci,
                 versus.map_or("–".into(), |v| signed(v.delta)),
                 versus.map_or("–".into(), |v| interval(v.delta_ci95)),
-                versus.map_or("–".into(), |v| p(v.p_value_holm)),
+                versus.map_or("–".into(), |v| format_p_value(v.p_value_holm)),
             );
         }
         out.push('\n');
@@ -182,4 +216,23 @@ pub fn regressions(report: &CompareReport, max_drop: f64, alpha: f64) -> Vec<Reg
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod markdown_tests {
+    use super::markdown_text;
+
+    #[test]
+    fn client_text_cannot_break_a_line_a_cell_or_format() {
+        assert_eq!(markdown_text("builtin/exact_match"), "builtin/exact_match");
+        assert_eq!(
+            markdown_text("m\n\n# Approved\r\n| a | b |"),
+            "m  \\# Approved  \\| a \\| b \\|"
+        );
+        assert_eq!(
+            markdown_text("<img src=x> [x](y) `c` *b* _i_ ~s~ !"),
+            "\\<img src=x\\> \\[x\\](y) \\`c\\` \\*b\\* \\_i\\_ \\~s\\~ \\!"
+        );
+        assert_eq!(markdown_text("a\u{2028}b\u{85}c\\"), "a b c\\\\");
+    }
 }

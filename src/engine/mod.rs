@@ -6,11 +6,14 @@ mod bootstrap;
 mod compare;
 mod compare_cases;
 mod compare_render;
+mod concurrency;
 mod datasets;
 mod definition;
 mod execute;
 mod frames;
+mod heavy;
 mod hub;
+mod live;
 mod pipeline;
 mod removal;
 mod rerun;
@@ -29,7 +32,8 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
-pub use compare_render::{Regression, regressions, render_markdown, render_table};
+pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
+pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
@@ -38,6 +42,7 @@ pub use definition::{
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
+pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
@@ -93,6 +98,9 @@ pub enum EngineError {
     /// A part of a run that does not exist (a case without a record).
     #[error("{0}")]
     NotFound(String),
+    /// At a per-instance limit on heavy reads: retry shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -126,6 +134,13 @@ pub struct EngineConfig {
     /// Seals what a client hands over for later use (its tracing headers) before it is
     /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
     pub sealer: Arc<Sealer>,
+    /// Provider requests this instance sends at once across all runs (the outbound cap
+    /// of its provider components), when it has one: a provider-backed run asking for
+    /// more concurrency says that it gets this much.
+    pub outbound_cap: Option<usize>,
+    /// Bootstrap intervals and comparisons computed at once on this instance; more are
+    /// refused as busy (`429`) until one ends.
+    pub max_heavy_reads: usize,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +160,8 @@ impl Default for EngineConfig {
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
+            outbound_cap: None,
+            max_heavy_reads: heavy::default_limit(),
         }
     }
 }
@@ -163,6 +180,12 @@ struct EngineInner {
     instrumentation: Arc<dyn Instrumentation>,
     /// The operator's metrics: cases, stages, commits, finished runs.
     meter: Arc<dyn Meter>,
+    /// Runs executing here below the concurrency they asked for.
+    limits: Arc<concurrency::LiveLimits>,
+    /// The limit on, and the answers of, bootstrap intervals and comparisons.
+    heavy: Arc<heavy::HeavyReads>,
+    /// Summaries of the runs executing here, as of their last commit.
+    live: Arc<live::LiveRuns>,
 }
 
 impl Engine {
@@ -185,9 +208,12 @@ impl Engine {
                 store,
                 registry,
                 hub: Arc::new(EventHub::new()),
+                heavy: Arc::new(heavy::HeavyReads::new(config.max_heavy_reads)),
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
+                limits: Default::default(),
+                live: Default::default(),
             }),
         }
     }
@@ -203,7 +229,10 @@ impl Engine {
                 hub: inner.hub.clone(),
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
+                heavy: inner.heavy.clone(),
                 meter,
+                limits: inner.limits.clone(),
+                live: inner.live.clone(),
             }),
         }
     }
@@ -226,6 +255,19 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The concurrency `run_id` gets while this instance executes it, when less than it
+    /// asked for.
+    pub fn concurrency_limit(&self, run_id: &RunId) -> Option<ConcurrencyLimit> {
+        self.inner.limits.get(run_id)
+    }
+
+    /// The summary (no definition or runtime) of a run this instance executes, as of
+    /// its last commit here or the executor's last read of it (at most
+    /// `cancel_poll_interval` old for changes made elsewhere); `None` for other runs.
+    pub fn live_summary(&self, run_id: &RunId) -> Option<Arc<RunRecord>> {
+        self.inner.live.get(run_id)
     }
 
     /// What observes this engine's runs (and knows what became of their exports).
@@ -328,8 +370,15 @@ impl Engine {
         run_id: &RunId,
     ) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.inner.store.request_cancel(run_id).await?;
-        if let crate::store::CancelOutcome::Cancelled(_, events) = &outcome {
-            self.inner.hub.publish(run_id, events);
+        match &outcome {
+            crate::store::CancelOutcome::Cancelled(record, events) => {
+                self.inner.live.update(record);
+                self.inner.hub.publish(run_id, events);
+            }
+            crate::store::CancelOutcome::Requested(record)
+            | crate::store::CancelOutcome::AlreadyFinished(record) => {
+                self.inner.live.update(record)
+            }
         }
         Ok(outcome)
     }

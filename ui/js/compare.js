@@ -3,7 +3,7 @@
 
 import {ApiError, call, runPath, withQuery} from './api.js';
 import {fill, h, jsonBlock, section, table} from './dom.js';
-import {count, num, shortId} from './format.js';
+import {count, num, pValue, shortId} from './format.js';
 import {renderCompareCharts} from './compare_charts.js';
 
 const CASES_PAGE = 10;
@@ -78,7 +78,7 @@ function comparisonRow(metric, dataset, c, cls) {
     h('td', {class: 'num'}, num(c.baseline_mean)), h('td', {class: 'num'}, num(c.candidate_mean)),
     h('td', {class: 'num'}, c.delta === null ? '–' : `${c.delta > 0 ? '+' : ''}${num(c.delta)}`),
     h('td', {class: 'num'}, c.delta_ci95 ? `[${num(c.delta_ci95[0])}, ${num(c.delta_ci95[1])}]` : '–'),
-    h('td', {class: 'num'}, c.p_value === null ? '–' : c.p_value < 0.001 ? '<0.001' : num(c.p_value)),
+    h('td', {class: 'num'}, pValue(c.p_value)),
     h('td', {class: 'small'}, c.test ?? '–'),
     h('td', {class: 'num'}, `${c.wins} / ${c.losses} / ${c.ties}`));
 }

@@ -5,6 +5,12 @@ export function num(x, digits = 3) {
   return Number(x).toFixed(digits);
 }
 
+/** A p-value as every report shows it: four decimals, `<0.0001` below that. */
+export function pValue(p) {
+  if (p === null || p === undefined || Number.isNaN(p)) return '–';
+  return p < 1e-4 ? '<0.0001' : Number(p).toFixed(4);
+}
+
 /** `0.812 [0.780, 0.845]` from a summary with `mean` and `ci95`. */
 export function meanWithCi(summary) {
   if (!summary || summary.mean === null || summary.mean === undefined) return '–';

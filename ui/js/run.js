@@ -185,7 +185,12 @@ function renderProgress(el, run, samples) {
       h('dt', {}, 'Failed'), h('dd', {}, count(failed)),
       h('dt', {}, 'Duration'), h('dd', {id: 'duration'}, duration(elapsed)),
       h('dt', {}, 'Throughput'), h('dd', {id: 'throughput'}, rate ? `${num(rate, 1)} cases/s` : '–'),
-      h('dt', {}, 'ETA'), h('dd', {id: 'eta'}, eta)));
+      h('dt', {}, 'ETA'), h('dd', {id: 'eta'}, eta),
+      // Present while this instance runs the run below the concurrency it asked for.
+      run.concurrency ? [
+        h('dt', {}, 'Concurrency'),
+        h('dd', {id: 'concurrency', title: run.concurrency.reason},
+          `${count(run.concurrency.effective)} of ${count(run.concurrency.requested)} asked: ${run.concurrency.reason}`)] : null));
 }
 
 function renderActions(el, run, refresh) {

@@ -86,6 +86,7 @@ where
     let mut ingest = Ingest::new()?;
     let mut received = 0u64;
     let mut body = std::pin::pin!(body);
+    let mut complete = true;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
         received += chunk.len() as u64;
@@ -93,10 +94,15 @@ where
             return Err(UploadError::TooLarge(limits.max_body_bytes));
         }
         if !reader.feed(&chunk, &mut ingest, &mut problems)? {
+            complete = false;
             break;
         }
     }
-    reader.finish(&mut ingest, &mut problems)?;
+    // Reading that stopped at a problem (a header mapping no case) reports that problem
+    // alone: the cases it never read are not also "missing".
+    if !complete || !reader.finish(&mut ingest, &mut problems)? {
+        return Err(UploadError::Invalid(problems.into_details()));
+    }
     match ingest.finish(&mut problems, "body")? {
         Some(ingested) => Ok(ingested),
         None => Err(UploadError::Invalid(problems.into_details())),
@@ -136,13 +142,20 @@ impl BodyReader {
         }
     }
 
-    fn finish(&mut self, ingest: &mut Ingest, problems: &mut Problems) -> Result<(), UploadError> {
+    /// The end of the body; `false` as for [`BodyReader::feed`].
+    fn finish(
+        &mut self,
+        ingest: &mut Ingest,
+        problems: &mut Problems,
+    ) -> Result<bool, UploadError> {
         match self {
-            BodyReader::Jsonl(lines) => match lines.finish() {
-                Some(line) => jsonl_line(line, ingest, problems),
-                None => Ok(()),
-            },
-            BodyReader::Csv(csv) => csv.read(&[], ingest, problems).map(|_| ()),
+            BodyReader::Jsonl(lines) => {
+                if let Some(line) = lines.finish() {
+                    jsonl_line(line, ingest, problems)?;
+                }
+                Ok(true)
+            }
+            BodyReader::Csv(csv) => csv.read(&[], ingest, problems),
         }
     }
 }
