@@ -7,7 +7,7 @@
 //! overflows a 390 px phone.
 //!
 //! Screenshots go to `$THEMIS_SCREENSHOTS` (the docs' come from
-//! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard_review`), else to the
+//! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard review::`), else to the
 //! target folder.
 
 use crate::common;
