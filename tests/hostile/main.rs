@@ -12,6 +12,7 @@ mod egress;
 mod input;
 mod markdown;
 mod paths;
+mod reads;
 mod secrets;
 mod uploads;
 mod webhooks;

@@ -1,6 +1,7 @@
 //! The stores: one contract suite run against every store (memory, SQLite, Postgres),
-//! split by what it covers, and the tests of each dialect. What a store must guarantee
-//! is written here once; dialects stay inside the stores.
+//! split by what it covers, the tests of each dialect, and the run summary commits report
+//! (what `GET /runs/{id}` answers from). What a store must guarantee is written here
+//! once; dialects stay inside the stores.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -11,6 +12,7 @@ mod dialects;
 mod leases;
 mod reviews;
 mod runs;
+mod status;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -2,8 +2,7 @@
 //! the summary its commits report (no database round trip), and that summary is the
 //! run as stored.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
