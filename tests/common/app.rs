@@ -149,14 +149,16 @@ impl TestApp {
             .with_env_filter("themis=warn")
             .with_test_writer()
             .try_init();
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let registry = self.registry.unwrap_or_else(Registry::builtin);
-        let engine = Engine::instrumented(
-            store,
-            Arc::new(registry),
-            EngineConfig::default(),
-            Arc::new(Telemetry::local()),
-        );
+        let engine = self.engine.unwrap_or_else(|| {
+            let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+            let registry = self.registry.unwrap_or_else(Registry::builtin);
+            Engine::instrumented(
+                store,
+                Arc::new(registry),
+                EngineConfig::default(),
+                Arc::new(Telemetry::local()),
+            )
+        });
         let scheduler = Scheduler::new(engine, self.config.max_running_runs);
         let router = themis::api::router(scheduler.clone(), &self.config.api);
         InProcess { router, scheduler }

@@ -2,7 +2,7 @@
 //! limit a request is refused at once with `429` and `Retry-After`, and the answers for
 //! finished runs are kept, so asking again needs no slot.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 use themis::server::ServerConfig;
