@@ -142,19 +142,19 @@ impl TestApp {
     }
 
     /// The scheduler and router `themis serve` would build (no background polling, no
-    /// resumption), over the store given or an in-memory one.
+    /// resumption), over the engine given, else over the store given (or an in-memory
+    /// one) with the registry given (or the builtin one).
     pub fn router(self) -> InProcess {
         // Server-side causes of failures (logged, not returned) show with a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("themis=warn")
             .with_test_writer()
             .try_init();
+        let (store, registry) = (self.store, self.registry);
         let engine = self.engine.unwrap_or_else(|| {
-            let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-            let registry = self.registry.unwrap_or_else(Registry::builtin);
             Engine::instrumented(
-                store,
-                Arc::new(registry),
+                store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                Arc::new(registry.unwrap_or_else(Registry::builtin)),
                 EngineConfig::default(),
                 Arc::new(Telemetry::local()),
             )
