@@ -1,6 +1,6 @@
-//! Hostile input, egress, paths, secrets, uploads, programs, CORS origins, markdown ids,
-//! webhook destinations and durability faults: each test here pins a request or fault
-//! that once crashed the service, leaked, or made it do unbounded work.
+//! Hostile input, egress, paths, secrets, uploads, heavy reads, programs, CORS origins,
+//! markdown ids, webhook destinations and durability faults: each test here pins a
+//! request or fault that once crashed the service, leaked, or made it do unbounded work.
 
 #[path = "../common/mod.rs"]
 mod common;
