@@ -1,7 +1,7 @@
 -- Human reviews of cases: append-only (every review is history; the latest of each
 -- reviewer counts), under the run whose generations were reviewed, deleted with it.
 CREATE TABLE case_reviews (
-    review_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+    review_id  INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
     run_id     TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     case_index INTEGER NOT NULL,
     reviewer   TEXT NOT NULL,
