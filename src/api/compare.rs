@@ -12,9 +12,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit, parse_run_id};
-use crate::engine::{
-    CaseFilter, changed_cases, compare_many, compare_runs, render_markdown, render_runs_markdown,
-};
+use crate::engine::{CaseFilter, render_markdown, render_runs_markdown};
 use crate::model::RunId;
 
 /// Most runs in one `GET /compare`.
@@ -70,12 +68,15 @@ async fn compare(
     let candidate = parse_run_id(&run_id)?;
     let baseline = query_run_id(query.baseline.as_deref(), "baseline")?;
     let as_markdown = wants_markdown(query.format.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let report = compare_runs(store.as_ref(), &baseline, &candidate).await?;
+    let report = state
+        .scheduler
+        .engine()
+        .compare(&baseline, &candidate)
+        .await?;
     Ok(if as_markdown {
         markdown(render_markdown(&report))
     } else {
-        axum::Json(report).into_response()
+        axum::Json(&*report).into_response()
     })
 }
 
@@ -108,17 +109,18 @@ async fn compare_cases(
     };
     let limit = page_limit(query.limit, 50, 200)?;
     let after = index_cursor(query.cursor.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let page = changed_cases(
-        store.as_ref(),
-        &baseline,
-        &candidate,
-        filter,
-        query.metric.as_deref(),
-        after,
-        limit,
-    )
-    .await?;
+    let page = state
+        .scheduler
+        .engine()
+        .changed_cases(
+            &baseline,
+            &candidate,
+            filter,
+            query.metric.as_deref(),
+            after,
+            limit,
+        )
+        .await?;
     Ok(axum::Json(page).into_response())
 }
 
@@ -157,8 +159,7 @@ async fn compare_several(
         ));
     }
     let as_markdown = wants_markdown(query.format.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let table = compare_many(store.as_ref(), &runs).await?;
+    let table = state.scheduler.engine().compare_many(&runs).await?;
     Ok(if as_markdown {
         markdown(render_runs_markdown(&table))
     } else {
