@@ -151,6 +151,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error with its sources, for the log ("database error: ...: connection refused");
+/// a source whose text its parent already quotes is not repeated.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = cause.source();
+    }
+    chain
+}
+
 /// One detail per run in the way: `runs[i]`, its id as the message.
 fn runs_in_the_way(runs: &[RunId]) -> Vec<FieldError> {
     runs.iter()
@@ -169,11 +185,14 @@ impl From<StoreError> for ApiError {
             StoreError::RunFinished { run_id, status } => {
                 ApiError::Conflict(format!("run {run_id} is already {}", status.as_str()))
             }
-            StoreError::Database(cause) => ApiError::Unavailable(cause),
             missing @ StoreError::MissingRevision { .. } => ApiError::Conflict(format!(
                 "{missing}: it was deleted while the run was being created"
             )),
-            other => ApiError::Internal(other.to_string()),
+            database @ (StoreError::Database(_)
+            | StoreError::Constraint(_)
+            | StoreError::Migrate(_)
+            | StoreError::UnsupportedUrl(_)) => ApiError::Unavailable(cause_chain(&database)),
+            other => ApiError::Internal(cause_chain(&other)),
         }
     }
 }
@@ -196,6 +215,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
             EngineError::Store(e) => e.into(),
+            task @ EngineError::Task(_) => ApiError::Internal(cause_chain(&task)),
         }
     }
 }
@@ -386,5 +406,49 @@ where
             }
             Err(other) => Err(ApiError::Internal(other.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: StoreError) -> (StatusCode, &'static str) {
+        ApiError::from(error).parts()
+    }
+
+    #[test]
+    fn store_errors_map_to_the_same_responses() {
+        assert_eq!(
+            status(StoreError::Database(sqlx::Error::RowNotFound)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert_eq!(
+            status(StoreError::Constraint(sqlx::Error::RowNotFound)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert_eq!(
+            status(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        assert_eq!(
+            status(StoreError::Corrupt("x".into())),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+    }
+
+    #[test]
+    fn server_errors_keep_the_cause_chain_for_the_log() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let ApiError::Internal(cause) =
+            ApiError::from(StoreError::Unavailable(sqlx::Error::Io(io)))
+        else {
+            panic!("not internal");
+        };
+        assert!(cause.starts_with("database unavailable: "), "{cause}");
+        assert!(cause.contains("refused"), "{cause}");
+        // The response says nothing of it.
+        let response = ApiError::Internal(cause).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use themis::engine::EngineConfig;
@@ -26,10 +27,11 @@ pub struct ServeArgs {
     )]
     pub api_keys: Vec<String>,
     /// Runs executing at once on this instance; more wait in the queue.
-    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4)]
+    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4, value_parser = at_least(1))]
     pub max_running_runs: usize,
     /// Cases of one run executed at once unless the run sets `concurrency`.
-    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = 16,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=themis::engine::MAX_CONCURRENCY))]
     pub default_concurrency: usize,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -46,14 +48,16 @@ pub struct ServeArgs {
     /// Default: none (no CORS headers; `OPTIONS` answers 405).
     #[arg(long, env = "THEMIS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "THEMIS_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
-    /// How often to look for queued runs and runs left by dead instances, in ms.
-    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = 2_000)]
+    /// Log format.
+    #[arg(long, env = "THEMIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How often to look for queued runs and runs left by dead instances, in ms (at
+    /// least 50).
+    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = 2_000, value_parser = RangedU64ValueParser::<u64>::new().range(50..))]
     pub poll_interval_ms: u64,
-    /// Lease on claimed work, in ms: a dead instance's cases are taken over this late.
-    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = 15_000)]
+    /// Lease on claimed work, in ms (at least 300): a dead instance's cases are taken
+    /// over this late.
+    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = 15_000, value_parser = RangedU64ValueParser::<u64>::new().range(300..))]
     pub lease_ms: u64,
     /// This instance's name on its leases (default: random per process).
     #[arg(long, env = "THEMIS_INSTANCE_ID")]
@@ -87,13 +91,13 @@ pub struct ServeArgs {
     /// Provider requests in flight at once, across all runs of this instance. Default: a
     /// quarter of the open-file limit (each request holds a connection), from 256 to
     /// 16,384.
-    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS")]
+    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", value_parser = at_least(1))]
     pub max_outbound_requests: Option<usize>,
     /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
     #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = themis::engine::UploadLimits::default().max_body_bytes)]
     pub max_dataset_bytes: u64,
     /// Longest line (JSONL) or record (CSV) of a dataset upload, in bytes.
-    #[arg(long, env = "THEMIS_MAX_CASE_BYTES", default_value_t = themis::engine::UploadLimits::default().max_case_bytes)]
+    #[arg(long, env = "THEMIS_MAX_CASE_BYTES", default_value_t = themis::engine::UploadLimits::default().max_case_bytes, value_parser = at_least(1))]
     pub max_case_bytes: usize,
     /// Delete finished runs this many days after they ended (a run only once the runs
     /// derived from it are gone). Unset: runs are kept until deleted.
@@ -101,7 +105,8 @@ pub struct ServeArgs {
     pub retention_days: Option<u32>,
     /// How long finished cases wait to be committed together (at most 1000): longer
     /// windows mean fewer, larger commits (less CPU per case) and later events.
-    #[arg(long, env = "THEMIS_COMMIT_WINDOW_MS", default_value_t = EngineConfig::default().commit_window.as_millis() as u64)]
+    #[arg(long, env = "THEMIS_COMMIT_WINDOW_MS", default_value_t = EngineConfig::default().commit_window.as_millis() as u64,
+          value_parser = RangedU64ValueParser::<u64>::new().range(0..=1_000))]
     pub commit_window_ms: u64,
 }
 
@@ -138,7 +143,7 @@ pub struct SandboxArgs {
     #[arg(long = "sandbox", env = "THEMIS_SANDBOXES", value_delimiter = ';')]
     pub sandboxes: Vec<String>,
     /// Programs running at once across all sandboxes; more wait.
-    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE)]
+    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE, value_parser = at_least(1))]
     pub sandbox_pool: usize,
 }
 
@@ -154,7 +159,7 @@ impl SandboxArgs {
             .collect::<Result<_, _>>()?;
         Ok(themis::sandbox::SandboxConfig {
             specs,
-            pool_size: self.sandbox_pool.max(1),
+            pool_size: self.sandbox_pool,
             ..Default::default()
         })
     }
@@ -186,7 +191,7 @@ impl ServeArgs {
             api: themis::api::ApiConfig {
                 upload_limits: themis::engine::UploadLimits {
                     max_body_bytes: self.max_dataset_bytes,
-                    max_case_bytes: self.max_case_bytes.max(1),
+                    max_case_bytes: self.max_case_bytes,
                 },
                 api_keys: self
                     .api_keys
@@ -203,7 +208,7 @@ impl ServeArgs {
             metrics: Default::default(),
             // Parsed by `serve` (a declaration can be invalid).
             sandbox: Default::default(),
-            max_running_runs: self.max_running_runs.max(1),
+            max_running_runs: self.max_running_runs,
             // Parsed by `serve` (reading flags can fail).
             default_tracing: None,
             // Parsed by `serve` (reading keys and CIDRs can fail).
@@ -213,22 +218,17 @@ impl ServeArgs {
             // Set by `serve` from the open-file limit unless given.
             max_outbound_requests: self
                 .max_outbound_requests
-                .unwrap_or(themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)
-                .max(1),
+                .unwrap_or(themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS),
             retention: self
                 .retention_days
                 .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
-            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(50)),
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
             engine: {
                 let defaults = EngineConfig::default();
                 EngineConfig {
-                    default_concurrency: self
-                        .default_concurrency
-                        .clamp(1, themis::engine::MAX_CONCURRENCY as usize),
-                    lease: std::time::Duration::from_millis(self.lease_ms.max(300)),
-                    commit_window: std::time::Duration::from_millis(
-                        self.commit_window_ms.min(1_000),
-                    ),
+                    default_concurrency: self.default_concurrency,
+                    lease: std::time::Duration::from_millis(self.lease_ms),
+                    commit_window: std::time::Duration::from_millis(self.commit_window_ms),
                     instance_id: self
                         .instance_id
                         .clone()
@@ -298,9 +298,24 @@ pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String>
     }
 }
 
+/// How the server writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line (for log collectors).
+    Json,
+}
+
+/// A count of at least `min`: smaller values are refused at startup with a message
+/// naming the flag, never raised silently.
+fn at_least(min: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(min..)
+}
+
 /// The service's log subscriber, writing to stderr from a thread of its own (requests
 /// never wait on the log's reader); the guard writes what is queued when dropped.
-fn init_logging(format: &str) -> Result<super::log_writer::LogFlush, String> {
+fn init_logging(format: LogFormat) -> Result<super::log_writer::LogFlush, String> {
     use std::io::IsTerminal;
     let (writer, flush) = super::log_writer::QueuedStderr::start()
         .map_err(|e| format!("starting the log writer: {e}"))?;
@@ -312,7 +327,7 @@ fn init_logging(format: &str) -> Result<super::log_writer::LogFlush, String> {
         // would keep the escape sequences as text.
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    let _ = if format == "json" {
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -321,7 +336,7 @@ fn init_logging(format: &str) -> Result<super::log_writer::LogFlush, String> {
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let _log_flush = init_logging(&args.log_format)?;
+    let _log_flush = init_logging(args.log_format)?;
     let open_files = super::listen::raise_open_file_limit();
     let listener = super::listen::listen(&args.addr)
         .await
@@ -348,4 +363,69 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::LogFormat;
+    use crate::cli::{Cli, Command};
+
+    fn serve(flags: &[&str]) -> Result<super::ServeArgs, String> {
+        let args = ["themis", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Serve(args) => Ok(*args),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_flag() {
+        for (flag, value) in [
+            ("--poll-interval-ms", "10"),
+            ("--lease-ms", "299"),
+            ("--commit-window-ms", "1001"),
+            ("--max-running-runs", "0"),
+            ("--default-concurrency", "0"),
+            ("--default-concurrency", "4097"),
+            ("--max-outbound-requests", "0"),
+            ("--max-case-bytes", "0"),
+            ("--sandbox-pool", "0"),
+            ("--log-format", "yaml"),
+        ] {
+            let error = serve(&[flag, value]).expect_err(flag);
+            assert!(
+                error.contains(&format!("invalid value '{value}' for '{flag}")),
+                "{flag} {value}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_in_range_are_taken_as_given() {
+        let args = serve(&[
+            "--poll-interval-ms",
+            "50",
+            "--lease-ms",
+            "300",
+            "--commit-window-ms",
+            "1000",
+            "--default-concurrency",
+            "4096",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        let config = args.config();
+        assert_eq!(config.poll_interval.as_millis(), 50);
+        assert_eq!(config.engine.lease.as_millis(), 300);
+        assert_eq!(config.engine.commit_window.as_millis(), 1000);
+        assert_eq!(config.engine.default_concurrency, 4096);
+        assert_eq!(serve(&[]).unwrap().log_format, LogFormat::Text);
+    }
 }

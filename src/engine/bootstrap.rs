@@ -61,7 +61,7 @@ pub(crate) async fn add_bootstrap_intervals(
             .collect::<Vec<_>>()
     })
     .await
-    .map_err(|e| EngineError::Store(crate::store::StoreError::Database(e.to_string())))?;
+    .map_err(EngineError::Task)?;
     for (metric, (overall, per_dataset)) in metrics.iter().zip(intervals) {
         if let Some(aggregate) = run.aggregates.metrics.get_mut(metric) {
             aggregate.overall.ci95_bootstrap = overall;

@@ -103,6 +103,9 @@ pub enum EngineError {
     Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Work handed to a blocking task did not finish (it panicked): a bug.
+    #[error("a background computation failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Tuning of execution; none of it changes results.

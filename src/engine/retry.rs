@@ -55,7 +55,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let value = retry(Duration::from_secs(10), "test", || async {
             match calls.fetch_add(1, Ordering::SeqCst) {
-                0 | 1 => Err(StoreError::Unavailable("down".into())),
+                0 | 1 => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
                 _ => Ok(7),
             }
         })
@@ -81,7 +81,7 @@ mod tests {
     async fn patience_bounds_the_retries() {
         let started = Instant::now();
         let error = retry(Duration::from_millis(300), "test", || async {
-            Err::<(), _>(StoreError::Unavailable("down".into()))
+            Err::<(), _>(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
         })
         .await
         .unwrap_err();

@@ -20,9 +20,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(PostgresStore::connect(url).await?));
     }
     if url.contains("://") {
-        return Err(StoreError::Database(format!(
-            "unsupported database URL `{url}`; use sqlite://FILE, postgres://... or memory"
-        )));
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
     }
     Ok(Arc::new(
         SqliteStore::connect(&format!("sqlite://{url}")).await?,

@@ -15,9 +15,21 @@ pub enum StoreError {
     /// pool timeout, serialization failure, deadlock, busy file, server shutting down).
     /// Nothing was written: retrying the same operation later is safe.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] sqlx::Error),
+    /// A statement broke a constraint (unique, foreign key, not null, check): the
+    /// operation conflicts with what is stored.
     #[error("database error: {0}")]
-    Database(String),
+    Constraint(#[source] sqlx::Error),
+    /// Any other database error: a statement or a decoding the code got wrong.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("database error: migrating: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// `--database` names no store this build has.
+    #[error(
+        "database error: unsupported database URL `{0}`; use sqlite://FILE, postgres://... or memory"
+    )]
+    UnsupportedUrl(String),
     /// Another process holds the SQLite database.
     #[error("{0}")]
     Locked(String),
@@ -42,16 +54,33 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         if is_transient(&error) {
-            StoreError::Unavailable(error.to_string())
+            StoreError::Unavailable(error)
+        } else if is_constraint(&error) {
+            StoreError::Constraint(error)
         } else {
-            StoreError::Database(error.to_string())
+            StoreError::Database(error)
         }
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Database(format!("migrating: {error}"))
+        StoreError::Migrate(error)
+    }
+}
+
+/// A unique, foreign-key, not-null or check violation (both dialects say which).
+fn is_constraint(error: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    match error {
+        sqlx::Error::Database(db) => matches!(
+            db.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        ),
+        _ => false,
     }
 }
 
@@ -113,7 +142,7 @@ mod tests {
         assert!(!StoreError::from(sqlx::Error::PoolClosed).is_transient());
         assert!(!StoreError::from(sqlx::Error::ColumnNotFound("x".into())).is_transient());
         assert!(!StoreError::Corrupt("x".into()).is_transient());
-        assert!(!StoreError::Database("x".into()).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
     }
 
     #[test]
@@ -138,6 +167,34 @@ mod tests {
         for code in ["1555", "1", "11", "x"] {
             assert!(!is_transient_sqlite_code(code), "{code}");
         }
+    }
+
+    /// A real SQLite constraint violation is its own variant, with the cause kept.
+    #[tokio::test]
+    async fn a_constraint_violation_is_told_from_other_errors() {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let duplicate = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut db)
+            .await
+            .unwrap_err();
+        let error = StoreError::from(duplicate);
+        assert!(matches!(error, StoreError::Constraint(_)), "{error:?}");
+        assert!(!error.is_transient());
+        let source = std::error::Error::source(&error).expect("the sqlx error is kept");
+        assert!(source.to_string().contains("UNIQUE"), "{source}");
+        let typo = sqlx::query("SELEC 1").execute(&mut db).await.unwrap_err();
+        assert!(matches!(StoreError::from(typo), StoreError::Database(_)));
     }
 
     /// A real SQLite lock conflict comes back classified as transient.
@@ -171,5 +228,6 @@ mod tests {
             .unwrap_err();
         let error = StoreError::from(error);
         assert!(error.is_transient(), "{error}");
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     }
 }
