@@ -48,7 +48,9 @@ impl QueuedStderr {
 }
 
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
-    let mut stderr = std::io::stderr().lock();
+    // Locked per line, never for the thread's life: `eprintln!` elsewhere (the CLI's
+    // final error) would wait for it forever.
+    let mut stderr = std::io::stderr();
     while let Ok(message) = lines.recv() {
         match message {
             Message::Line(line) => {

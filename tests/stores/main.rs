@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod commit_summary;
 mod datasets;
 mod dialects;
 mod leases;
