@@ -472,7 +472,7 @@ async fn serve_with_sandbox_local_runs_code_and_refuses_bad_declarations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_code_example_scores_as_written() {
     let server = TestServer::start("memory", registry_with(local_sandboxes(4))).await;
-    let body: Value = serde_json::from_str(include_str!("../examples/code.json")).unwrap();
+    let body: Value = serde_json::from_str(include_str!("../../examples/code.json")).unwrap();
     let results = run_and_results(&server, &body).await;
     for (case_id, expected) in [
         ("has_close_elements", 1.0),
