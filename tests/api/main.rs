@@ -13,3 +13,4 @@ mod openapi;
 mod representation;
 mod reviews;
 mod snapshots;
+mod status_polling;

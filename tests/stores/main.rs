@@ -7,12 +7,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod commit_summary;
 mod datasets;
 mod dialects;
 mod leases;
 mod reviews;
 mod runs;
-mod status;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
