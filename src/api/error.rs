@@ -184,6 +184,13 @@ impl From<EngineError> for ApiError {
             EngineError::Internal(message) => ApiError::Internal(message),
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
+            EngineError::AmbiguousName { name, runs } => ApiError::RunsInTheWay {
+                message: format!(
+                    "{} runs are named `{name}`; give one of their ids",
+                    runs.len()
+                ),
+                runs,
+            },
             EngineError::Store(e) => e.into(),
         }
     }
