@@ -2,9 +2,9 @@
 //!
 //! Layers, bottom first, each importing only layers below it (docs/design/layout.md):
 //! [`model`] (domain types, canonical JSON, input checking), [`egress`] (where outbound
-//! requests may go), `stats`, [`store`] (persistence), [`observe`] (observation
-//! traits), [`components`] (generators, reducers, parsers, metrics, judges),
-//! [`telemetry`] (implements `observe`, handed to the engine), [`engine`] (definitions,
+//! requests may go), [`sandbox`] (where untrusted code runs), `stats`, [`store`]
+//! (persistence), [`observe`] (observation traits), [`components`] (generators,
+//! reducers, parsers, metrics, judges), [`telemetry`] (implements `observe`, handed to the engine), [`engine`] (definitions,
 //! run ids, pipeline, execution), [`api`] and [`server`].
 //!
 //! Only what an embedder needs is public (`tests/layers.rs` pins the list): `stats` is
@@ -20,6 +20,7 @@ pub mod egress;
 pub mod engine;
 pub mod model;
 pub mod observe;
+pub mod sandbox;
 pub mod server;
 mod stats;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::components::{Outbound, ProviderSpec, Registry};
 use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;
+use crate::sandbox::{SandboxConfig, Sandboxes};
 use crate::store::{self, Store};
 use crate::telemetry::{Metrics, Telemetry, WebhookSecrets};
 
@@ -47,6 +48,19 @@ pub struct ServerConfig {
     /// Clones of a config share it; a registry built by the caller
     /// ([`launch_with_registry`]) reports provider metrics where its `Outbound.meter` says.
     pub metrics: Arc<Metrics>,
+    /// Where code metrics run programs (`--sandbox`, `--sandbox-pool`); none by default.
+    pub sandbox: SandboxConfig,
+}
+
+/// The outbound cap of an instance allowed `open_files` descriptors (`None`: unknown):
+/// a quarter of them, since each request in flight holds a connection and the rest serve
+/// clients, event streams and the database; at least the historical 256, at most 16,384
+/// (four runs at the highest concurrency a run may ask for). With the usual raised limit
+/// of 65,536 a run gets the concurrency it asks for.
+pub fn default_max_outbound_requests(open_files: Option<u64>) -> usize {
+    const MOST: u64 = 16_384;
+    let floor = crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS as u64;
+    open_files.map_or(floor, |files| (files / 4).clamp(floor, MOST)) as usize
 }
 
 /// How often retention looks for expired runs.
@@ -78,6 +92,7 @@ impl Default for ServerConfig {
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
             retention: None,
             metrics: Arc::new(Metrics::new()),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -98,10 +113,12 @@ pub enum LaunchError {
 /// `shutdown` resolves; then stops taking requests, lets runs in flight persist what
 /// finished (they resume on the next start) and returns.
 pub async fn launch(
-    config: ServerConfig,
+    mut config: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
+    // The registry below applies this cap: runs asking for more are told so.
+    config.engine.outbound_cap = Some(config.max_outbound_requests);
     let egress = config.egress(&listener)?;
     let loopback = egress.policy().internal_allowed;
     let providers = if config.providers.is_empty() && loopback {
@@ -116,8 +133,17 @@ pub async fn launch(
         meter: config.metrics.clone(),
     };
     outbound.validate().map_err(LaunchError::Config)?;
-    tracing::info!(providers = %outbound.listing(), "model providers");
-    let registry = Arc::new(Registry::builtin_with(outbound));
+    tracing::info!(
+        providers = %outbound.listing(),
+        max_outbound_requests = outbound.max_requests,
+        "model providers"
+    );
+    let sandboxes =
+        Sandboxes::build(&config.sandbox, egress.clone()).map_err(LaunchError::Config)?;
+    if !sandboxes.is_empty() {
+        tracing::info!(sandboxes = %sandboxes.listing(), pool = config.sandbox.pool_size, "code sandboxes");
+    }
+    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     serve(config, registry, egress, listener, shutdown).await
 }
 

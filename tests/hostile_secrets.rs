@@ -5,53 +5,41 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::Json;
 use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use themis::api::{ApiConfig, router};
+use themis::api::ApiConfig;
 use themis::components::{Outbound, ProviderSpec, Registry};
-use themis::engine::{Engine, EngineConfig, RunControl, Scheduler};
+use themis::engine::{Engine, EngineConfig, RunControl};
 use themis::observe::Observers;
 use themis::store::{CaseQuery, MemoryStore};
+
+use common::TestApp;
+use common::fake_provider::{FakeProvider, Reply};
 
 const KEY: &str = "sk-TOPSECRET-9f8e7d6c5b4a3210";
 
 /// Case `fail`: a 401 quoting the key without its prefix and a 12-character piece of
 /// it. Any other case: an answer whose text carries the key's tail.
-async fn chat(Json(body): Json<Value>) -> Response {
-    let prompt = body["messages"][0]["content"].as_str().unwrap_or("");
-    if prompt.contains("fail") {
-        let message = "rate limited for key TOPSECRET-9f8e7d6c5b4a3210; partial=sk-TOPSECRET";
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"message": message}})),
-        )
-            .into_response();
-    }
-    axum::Json(json!({
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "your key ends 9f8e7d6c5b4a3210"}}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    }))
-    .into_response()
-}
-
-async fn fake_provider() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/v1/chat/completions", post(chat));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/v1")
+async fn fake_provider() -> FakeProvider {
+    FakeProvider::replying(|body, _| {
+        let prompt = body["messages"][0]["content"].as_str().unwrap_or("");
+        if prompt.contains("fail") {
+            let message = "rate limited for key TOPSECRET-9f8e7d6c5b4a3210; partial=sk-TOPSECRET";
+            return Reply::Raw(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": {"message": message}})),
+                )
+                    .into_response(),
+            );
+        }
+        Reply::text("your key ends 9f8e7d6c5b4a3210", 1)
+    })
+    .await
 }
 
 /// Every piece of the key a reader could use: the key, the key without `sk-`, and
@@ -75,7 +63,8 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test]
 async fn echoed_key_variants_are_redacted_everywhere() {
-    let base_url = fake_provider().await;
+    let fake = fake_provider().await;
+    let base_url = fake.base_url.clone();
     let engine = Engine::new(
         Arc::new(MemoryStore::new()),
         Arc::new(Registry::builtin_with(Outbound {
@@ -128,7 +117,12 @@ async fn echoed_key_variants_are_redacted_everywhere() {
     assert_clean("events", &serde_json::to_string(&events).unwrap());
 
     // What the API serves of the run: its page of results, both exports, the run.
-    let app = router(Scheduler::new(engine.clone(), 1), &ApiConfig::default());
+    let app = TestApp::new()
+        .engine(engine.clone())
+        .api(ApiConfig::default())
+        .configure(|c| c.max_running_runs = 1)
+        .router()
+        .router;
     for path in [
         format!("/runs/{run_id}"),
         format!("/runs/{run_id}/results"),

@@ -18,11 +18,17 @@ const LAYERS: &[(&str, May)] = &[
     ("model", May::Only(&[])),
     // Where outbound requests may go; a leaf.
     ("egress", May::Only(&[])),
+    // Running untrusted code (bubblewrap, remote sandbox services); built by the server
+    // and handed to the components.
+    ("sandbox", May::Only(&["egress"])),
     ("stats", May::Only(&["model"])),
     ("store", May::Only(&["model"])),
     // The observation traits and the instrumentation a run asks for.
     ("observe", May::Only(&["model", "egress"])),
-    ("components", May::Only(&["model", "egress", "observe"])),
+    (
+        "components",
+        May::Only(&["model", "egress", "sandbox", "observe"]),
+    ),
     // Implements `observe`; handed to the engine by the server, never imported by it.
     ("telemetry", May::Only(&["model", "egress", "observe"])),
     (
@@ -223,6 +229,8 @@ const PUBLIC_MODULES: &[&str] = &[
     "model",
     // The observation traits an embedder implements or passes (`Observers`, spans).
     "observe",
+    // The sandboxes code metrics run programs in (`Sandboxes`, `SandboxSpec`).
+    "sandbox",
     // `launch` and its `ServerConfig`.
     "server",
     // The `Store` trait and the memory, SQLite and Postgres stores.

@@ -128,7 +128,13 @@ async fn metrics_count_cases_stages_providers_and_streams() {
         let scraped = scrape(&server, None).await;
         let delivered = "themis_webhook_deliveries_total{outcome=\"delivered\"}";
         let failed = "themis_webhook_deliveries_total{outcome=\"failed\"}";
-        if sample(&scraped.2, delivered) == Some(1.0) && sample(&scraped.2, failed) == Some(1.0) {
+        // The scheduler counts a run finished after its webhooks are queued, so a fast
+        // receiver can see them before the counter moves: wait for both.
+        let finished = "themis_runs_finished_total{status=\"completed\"}";
+        if sample(&scraped.2, delivered) == Some(1.0)
+            && sample(&scraped.2, failed) == Some(1.0)
+            && sample(&scraped.2, finished) == Some(3.0)
+        {
             break scraped;
         }
         assert!(

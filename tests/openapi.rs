@@ -34,6 +34,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/results"),
     ("GET", "/runs/{run_id}/cases/{case_index}"),
+    ("GET", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("POST", "/runs/{run_id}/cases/{case_index}/reviews"),
+    ("GET", "/runs/{run_id}/agreement"),
     ("GET", "/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/rejudge"),
@@ -663,6 +666,9 @@ async fn every_documented_route_is_served() {
             ("POST", "/runs") => Payload::Json(example("observe.json")),
             ("POST", "/runs/{run_id}/rejudge") => {
                 Payload::Json(json!({"metrics": ["builtin/exact_match"]}))
+            }
+            ("POST", "/runs/{run_id}/cases/{case_index}/reviews") => {
+                Payload::Json(json!({"scores": {"builtin/exact_match": 1}}))
             }
             ("PUT", "/datasets/{dataset_id}") => Payload::Raw(
                 "application/x-ndjson",
@@ -1758,4 +1764,60 @@ async fn case_and_filtered_results_match_the_schemas() {
     assert_eq!(kinds, [&json!(rejudge)]);
     let reply = h.get("/runs?kind=bogus").await;
     h.check(Method::GET, "/runs", &reply, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn review_responses_match_the_schemas() {
+    let h = Harness::sqlite().await;
+    let (run_id, _) = h.run(example("arithmetic.json")).await;
+    let reviews = "/runs/{run_id}/cases/{case_index}/reviews";
+    let uri = format!("/runs/{run_id}/cases/0/reviews");
+    for (reviewer, label) in [("ana", 1), ("bo", 1), ("cy", 0), ("ana", 0)] {
+        let reply = h
+            .send(
+                Method::POST,
+                &uri,
+                Payload::Json(json!({"scores": {"exact": label}, "comment": "checked"})),
+                &[("x-themis-reviewer", reviewer)],
+            )
+            .await;
+        let review = h.check(Method::POST, reviews, &reply, StatusCode::CREATED);
+        assert_eq!(review["reviewer"], reviewer);
+    }
+    let reply = h
+        .post(&uri, json!({"scores": {"exact": 2, "nope": 1}}))
+        .await;
+    let error = h.check(
+        Method::POST,
+        reviews,
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(error["error"]["code"], "invalid_review");
+    let history = h.check(Method::GET, reviews, &h.get(&uri).await, StatusCode::OK);
+    assert_eq!(history["reviews"].as_array().unwrap().len(), 4);
+    let reply = h.get(&format!("{uri}?limit=0")).await;
+    h.check(Method::GET, reviews, &reply, StatusCode::BAD_REQUEST);
+    let agreement = h.check(
+        Method::GET,
+        "/runs/{run_id}/agreement",
+        &h.get(&format!("/runs/{run_id}/agreement")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(agreement["reviewed_cases"], 1);
+    assert!(agreement["reviewable"].as_array().unwrap().len() >= 2);
+    let case = h.check(
+        Method::GET,
+        "/runs/{run_id}/cases/{case_index}",
+        &h.get(&format!("/runs/{run_id}/cases/0")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(case["reviews"].as_array().unwrap().len(), 3);
+    let page = h.check(
+        Method::GET,
+        "/runs/{run_id}/results",
+        &h.get(&format!("/runs/{run_id}/results?limit=1")).await,
+        StatusCode::OK,
+    );
+    assert_eq!(page["results"][0]["reviews"].as_array().unwrap().len(), 3);
 }

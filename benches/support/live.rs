@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::process::Service;
-use super::provider::{OUTBOUND, fake_provider, provider_experiment};
+use super::provider::{fake_provider, provider_experiment};
 use super::{
     BenchConfig, Databases, Row, demo_experiment, finish, measured, percentile, post_run,
     run_seconds,
@@ -22,8 +22,7 @@ pub(crate) async fn polling_and_fanout(
     databases: &Databases,
 ) -> Result<Vec<Row>, String> {
     let provider = fake_provider(config.provider_latency).await?;
-    let service =
-        Service::start(&databases.sqlite("polling.db"), "bench-polling", OUTBOUND).await?;
+    let service = Service::start(&databases.sqlite("polling.db"), "bench-polling", &[]).await?;
     let result = async {
         let body = provider_experiment(
             config.polling_cases,

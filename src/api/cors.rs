@@ -4,7 +4,8 @@
 //! `405`. With origins, tower-http's `CorsLayer` answers preflights before routing (so
 //! before the API key check: browsers never send `Authorization` on a preflight) and
 //! adds `Access-Control-Allow-Origin` to every response for an allowed origin, errors
-//! and event streams included. Keys travel in `Authorization`, never in cookies, so
+//! and event streams included; any other origin gets no `Access-Control-*` header at
+//! all, preflights included. Keys travel in `Authorization`, never in cookies, so
 //! credentials mode is not enabled and `*` is safe to offer.
 
 use std::time::Duration;
@@ -70,6 +71,12 @@ fn parse_origin(raw: &str) -> Result<HeaderValue, String> {
         return Err(invalid());
     }
     let host = authority.host().to_ascii_lowercase();
+    // Browsers send one exact origin; a pattern would never match it as a literal.
+    if host.contains('*') {
+        return Err(format!(
+            "`{raw}`: wildcard origins are not supported; list each origin (scheme://host[:port])"
+        ));
+    }
     let default_port = if scheme == "https" { 443 } else { 80 };
     let origin = match authority.port_u16().filter(|p| *p != default_port) {
         Some(port) => format!("{scheme}://{host}:{port}"),
@@ -127,12 +134,24 @@ pub(super) fn layer(origins: &CorsOrigins) -> Option<CorsLayer> {
 }
 
 /// `CorsLayer` answers a preflight `200` with an empty body; `204 No Content` says
-/// what it is.
+/// what it is. It also lists the allowed methods and headers to any origin, allowed or
+/// not: without an allowed origin no `Access-Control-*` header is sent at all.
 pub(super) async fn preflight_no_content(request: Request, next: Next) -> Response {
     let preflight = request.method() == Method::OPTIONS;
     let mut response = next.run(request).await;
     if preflight && response.status() == StatusCode::OK {
         *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let cors: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
     }
     response
 }
@@ -170,6 +189,7 @@ mod tests {
             "https://dash.example.com/app",
             "https://user:pw@dash.example.com",
             "https://dash.example.com?x=1",
+            "https://*.example.com",
             "null",
         ] {
             let error = parse(&[bad]).unwrap_err();

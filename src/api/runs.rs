@@ -13,7 +13,7 @@ use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
-use crate::engine::{check_run_name, check_tag, parse_evaluation};
+use crate::engine::{ConcurrencyLimit, check_run_name, check_tag, parse_evaluation};
 use crate::model::{
     MetricAggregate, Progress, RunId, RunKind, RunLabels, RunRecord, RunStatus, Timestamp, Usage,
 };
@@ -63,6 +63,10 @@ pub(super) struct RunView {
     /// Span export and webhook delivery counters, when this instance knows any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TelemetryView>,
+    /// While this instance executes the run below the concurrency it asked for: how
+    /// much it gets and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
     pub links: Links,
 }
 
@@ -77,11 +81,9 @@ pub(super) struct Links {
 impl RunView {
     /// The view of `record` with what the server's telemetry knows of it.
     fn new(record: RunRecord, state: &AppState) -> Self {
-        let telemetry = state
-            .scheduler
-            .engine()
-            .instrumentation()
-            .report(&record.run_id);
+        let engine = state.scheduler.engine();
+        let telemetry = engine.instrumentation().report(&record.run_id);
+        let concurrency = engine.concurrency_limit(&record.run_id);
         let base = format!("/runs/{}", record.run_id);
         let duration_ms = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => Some(end.millis_since(start)),
@@ -117,6 +119,7 @@ impl RunView {
                 runtime
             },
             telemetry,
+            concurrency,
         }
     }
 }

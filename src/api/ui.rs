@@ -33,6 +33,22 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/results.js", include_bytes!("../../ui/js/results.js")),
     ("js/case.js", include_bytes!("../../ui/js/case.js")),
     ("js/compare.js", include_bytes!("../../ui/js/compare.js")),
+    ("js/review.js", include_bytes!("../../ui/js/review.js")),
+    (
+        "js/agreement.js",
+        include_bytes!("../../ui/js/agreement.js"),
+    ),
+    ("js/svg.js", include_bytes!("../../ui/js/svg.js")),
+    ("js/charts.js", include_bytes!("../../ui/js/charts.js")),
+    (
+        "js/run_charts.js",
+        include_bytes!("../../ui/js/run_charts.js"),
+    ),
+    (
+        "js/compare_charts.js",
+        include_bytes!("../../ui/js/compare_charts.js"),
+    ),
+    ("js/timeline.js", include_bytes!("../../ui/js/timeline.js")),
     ("favicon.svg", include_bytes!("../../ui/favicon.svg")),
 ];
 

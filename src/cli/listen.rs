@@ -33,8 +33,9 @@ pub(super) async fn listen(addr: &str) -> std::io::Result<TcpListener> {
 /// Raises the soft limit on open files to the hard limit (at most 65,536). Every SSE
 /// follower, poller and in-flight provider request holds a descriptor, and the usual soft
 /// limit of 1,024 would fail `accept` or `connect` well below the concurrency a run may
-/// ask for; the hard limit stays the operator's.
-pub(super) fn raise_open_file_limit() {
+/// ask for; the hard limit stays the operator's. Returns the soft limit in force after
+/// (`None` when it cannot be read).
+pub(super) fn raise_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -42,11 +43,11 @@ pub(super) fn raise_open_file_limit() {
     // SAFETY: plain libc calls with a valid, initialised struct.
     let raised = unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+            return None;
         }
         let wanted = limit.rlim_max.min(65_536);
         if limit.rlim_cur >= wanted {
-            return;
+            return Some(limit.rlim_cur);
         }
         let previous = limit.rlim_cur;
         limit.rlim_cur = wanted;
@@ -58,12 +59,18 @@ pub(super) fn raise_open_file_limit() {
                 from = previous,
                 to = limit.rlim_cur,
                 "open file limit raised"
-            )
+            );
+            Some(limit.rlim_cur)
         }
-        None => tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "cannot raise the open file limit"
-        ),
+        None => {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open file limit"
+            );
+            // SAFETY: as above.
+            (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0)
+                .then_some(limit.rlim_cur)
+        }
     }
 }
 
@@ -107,7 +114,7 @@ mod tests {
 
     #[test]
     fn the_soft_open_file_limit_reaches_the_hard_one() {
-        raise_open_file_limit();
+        let reported = raise_open_file_limit();
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -118,5 +125,6 @@ mod tests {
             0
         );
         assert!(limit.rlim_cur >= limit.rlim_max.min(65_536));
+        assert_eq!(reported, Some(limit.rlim_cur));
     }
 }

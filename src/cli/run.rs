@@ -16,7 +16,7 @@ use themis::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
 use themis::store::{CaseQuery, CreateOutcome, Store};
 use themis::telemetry::{RecordingTracer, Telemetry};
 
-use super::serve::OutboundArgs;
+use super::serve::{OutboundArgs, SandboxArgs};
 use super::summary::{duration_ms, most_common_error, summary};
 
 #[derive(Debug, Args)]
@@ -44,6 +44,8 @@ pub struct RunArgs {
     /// keyless `ollama` at http://localhost:11434/v1 are available.
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Counts events for the progress bar and keeps them for `--trace`.
@@ -89,7 +91,8 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     };
     outbound.validate()?;
     let egress = outbound.egress.clone();
-    let registry = Arc::new(Registry::builtin_with(outbound));
+    let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
+    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     let parse = |body: &Value| {
         themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
     };

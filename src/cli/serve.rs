@@ -76,14 +76,18 @@ pub struct ServeArgs {
     pub trace_sample_ratio: Option<f64>,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
     /// Networks (CIDRs or addresses, comma-separated) that provider, webhook and OTLP
     /// requests may reach although they are loopback or private and the server listens
     /// on a non-loopback address. Link-local and cloud metadata addresses stay refused.
     #[arg(long, env = "THEMIS_ALLOW_EGRESS", value_delimiter = ',')]
     pub allow_egress: Vec<String>,
-    /// Provider requests in flight at once, across all runs of this instance.
-    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", default_value_t = themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)]
-    pub max_outbound_requests: usize,
+    /// Provider requests in flight at once, across all runs of this instance. Default: a
+    /// quarter of the open-file limit (each request holds a connection), from 256 to
+    /// 16,384.
+    #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS")]
+    pub max_outbound_requests: Option<usize>,
     /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
     #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = themis::engine::UploadLimits::default().max_body_bytes)]
     pub max_dataset_bytes: u64,
@@ -121,6 +125,38 @@ pub struct OutboundArgs {
         value_delimiter = ';'
     )]
     pub webhook_secrets: Vec<String>,
+}
+
+/// Where code metrics run programs (`themis serve` and `themis run`).
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// A sandbox code metrics may name, repeatable: `local` (bubblewrap on this machine,
+    /// Python and C) or `name=NAME,kind=local|piston|sandbox_fusion,url=URL` with
+    /// optional `languages=python+c`. Remote URLs follow the egress policy as declared
+    /// destinations. In the environment, separate entries with `;`.
+    #[arg(long = "sandbox", env = "THEMIS_SANDBOXES", value_delimiter = ';')]
+    pub sandboxes: Vec<String>,
+    /// Programs running at once across all sandboxes; more wait.
+    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE)]
+    pub sandbox_pool: usize,
+}
+
+impl SandboxArgs {
+    pub fn config(&self) -> Result<themis::sandbox::SandboxConfig, String> {
+        let specs = self
+            .sandboxes
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                themis::sandbox::SandboxSpec::parse(s).map_err(|e| format!("--sandbox {s}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(themis::sandbox::SandboxConfig {
+            specs,
+            pool_size: self.sandbox_pool.max(1),
+            ..Default::default()
+        })
+    }
 }
 
 impl OutboundArgs {
@@ -164,6 +200,8 @@ impl ServeArgs {
                 metrics_public: self.metrics_public,
             },
             metrics: Default::default(),
+            // Parsed by `serve` (a declaration can be invalid).
+            sandbox: Default::default(),
             max_running_runs: self.max_running_runs.max(1),
             // Parsed by `serve` (reading flags can fail).
             default_tracing: None,
@@ -171,7 +209,11 @@ impl ServeArgs {
             providers: Vec::new(),
             webhook_secrets: Default::default(),
             allow_egress: Vec::new(),
-            max_outbound_requests: self.max_outbound_requests.max(1),
+            // Set by `serve` from the open-file limit unless given.
+            max_outbound_requests: self
+                .max_outbound_requests
+                .unwrap_or(themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS)
+                .max(1),
             retention: self
                 .retention_days
                 .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
@@ -256,10 +298,14 @@ pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String>
 }
 
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal: a file, pipe or log collector
+        // would keep the escape sequences as text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
@@ -270,14 +316,18 @@ fn init_logging(format: &str) {
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(&args.log_format);
-    super::listen::raise_open_file_limit();
+    let open_files = super::listen::raise_open_file_limit();
     let listener = super::listen::listen(&args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let mut config = args.config();
+    if args.max_outbound_requests.is_none() {
+        config.max_outbound_requests = themis::server::default_max_outbound_requests(open_files);
+    }
     config.default_tracing = args.default_tracing()?;
     config.providers = args.outbound.providers()?;
     config.webhook_secrets = args.outbound.webhook_secrets()?;
+    config.sandbox = args.sandbox.config()?;
     match sealer_from_env()? {
         Some(sealer) => config.engine.sealer = std::sync::Arc::new(sealer),
         None => tracing::info!(

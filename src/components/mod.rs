@@ -12,6 +12,7 @@ mod builtin_parsers;
 mod builtin_reducers;
 mod judges_panel;
 mod metrics_choice_math;
+mod metrics_code;
 mod metrics_json_schema;
 mod metrics_text;
 mod openai;
@@ -29,8 +30,8 @@ use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use openai::{
-    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
-    implicit_providers,
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
+    ProviderSpec, implicit_providers,
 };
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
@@ -219,8 +220,15 @@ impl MetricScore {
     }
 }
 
+#[async_trait]
 pub trait Metric: Send + Sync {
     fn score(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError>;
+
+    /// The score as the engine asks for it. Metrics that run something (a program in
+    /// a sandbox) override it; the rest keep the default.
+    async fn score_case(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
+        self.score(parsed, case)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ use super::{
     builtin_parsers, builtin_reducers, openai,
 };
 use crate::model::FieldError;
+use crate::sandbox::Sandboxes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentKind {
@@ -179,7 +180,16 @@ impl Registry {
         super::metrics_json_schema::register(&mut registry);
         super::parsers_extract::register(&mut registry);
         openai::register(&mut registry, outbound);
+        // Known without a sandbox, so naming them is a clear error rather than unknown.
+        super::metrics_code::register(&mut registry, Arc::new(Sandboxes::none()));
         registry
+    }
+
+    /// The code metrics (`builtin/code_execution`, `builtin/python_grader`) running in
+    /// the operator's sandboxes.
+    pub fn with_sandboxes(mut self, sandboxes: Arc<Sandboxes>) -> Self {
+        super::metrics_code::register(&mut self, sandboxes);
+        self
     }
 
     kind_methods!(

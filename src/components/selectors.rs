@@ -98,7 +98,8 @@ impl BestOfN {
         }
         let score = match &self.scorer {
             Scorer::Metric(metric) => metric
-                .score(&value, request.case)
+                .score_case(&value, request.case)
+                .await
                 .map(|s| s.score)
                 .map_err(|e| e.message)?,
             Scorer::Judge(judge) => {

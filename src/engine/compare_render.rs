@@ -27,6 +27,36 @@ pub fn format_p_value(value: Option<f64>) -> String {
     }
 }
 
+/// Client-chosen text (metric, judge and dataset ids) as one line of Markdown that shows
+/// as written: line breaks and other control characters become spaces (a cell or heading
+/// cannot end early or start a block), and every character that formats, links or opens
+/// HTML mid-line is backslash-escaped (`|` cannot split a cell, `<` cannot open a tag,
+/// `[`, `*`, `` ` `` cannot link or format).
+pub(crate) fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous = ' ';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied().unwrap_or(' ');
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push(' ');
+        } else if c == '_' && previous.is_alphanumeric() && next.is_alphanumeric() {
+            // Within a word `_` never emphasises (`exact_match` stays as it reads).
+            out.push(c);
+        } else if matches!(
+            c,
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '!' | '~' | '&'
+        ) {
+            out.push('\\');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
+}
+
 const HEADER: [&str; 10] = [
     "metric",
     "dataset",
@@ -88,9 +118,12 @@ pub fn render_markdown(report: &CompareReport) -> String {
     );
     let _ = writeln!(out, "| {} |", HEADER.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
-    for r in rows(report) {
-        let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
-        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    for mut r in rows(report) {
+        // The metric and dataset are the client's text; the rest are our numbers.
+        for cell in &mut r[..2] {
+            *cell = markdown_text(cell);
+        }
+        let _ = writeln!(out, "| {} |", r.join(" | "));
     }
     let _ = writeln!(out, "\n{}", footer(report));
     out
@@ -126,7 +159,7 @@ pub fn render_table(report: &CompareReport) -> String {
 pub(crate) fn render_runs_markdown(table: &RunsTable) -> String {
     let mut out = String::new();
     for (metric, t) in &table.metrics {
-        let _ = writeln!(out, "### {metric}\n");
+        let _ = writeln!(out, "### {}\n", markdown_text(metric));
         let _ = writeln!(
             out,
             "| run | n | mean | 95% CI | delta vs first | 95% CI | p (Holm) |"
@@ -183,4 +216,23 @@ pub fn regressions(report: &CompareReport, max_drop: f64, alpha: f64) -> Vec<Reg
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod markdown_tests {
+    use super::markdown_text;
+
+    #[test]
+    fn client_text_cannot_break_a_line_a_cell_or_format() {
+        assert_eq!(markdown_text("builtin/exact_match"), "builtin/exact_match");
+        assert_eq!(
+            markdown_text("m\n\n# Approved\r\n| a | b |"),
+            "m  \\# Approved  \\| a \\| b \\|"
+        );
+        assert_eq!(
+            markdown_text("<img src=x> [x](y) `c` *b* _i_ ~s~ !"),
+            "\\<img src=x\\> \\[x\\](y) \\`c\\` \\*b\\* \\_i\\_ \\~s\\~ \\!"
+        );
+        assert_eq!(markdown_text("a\u{2028}b\u{85}c\\"), "a b c\\\\");
+    }
 }

@@ -6,6 +6,7 @@ mod bootstrap;
 mod compare;
 mod compare_cases;
 mod compare_render;
+mod concurrency;
 mod datasets;
 mod definition;
 mod execute;
@@ -31,6 +32,7 @@ pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
 pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
+pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
@@ -134,6 +136,10 @@ pub struct EngineConfig {
     /// Seals what a client hands over for later use (its tracing headers) before it is
     /// stored; the operator's key (`THEMIS_SECRET_KEY`) or one of this process.
     pub sealer: Arc<Sealer>,
+    /// Provider requests this instance sends at once across all runs (the outbound cap
+    /// of its provider components), when it has one: a provider-backed run asking for
+    /// more concurrency says that it gets this much.
+    pub outbound_cap: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -153,6 +159,7 @@ impl Default for EngineConfig {
             store_patience: Duration::from_secs(60),
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
+            outbound_cap: None,
         }
     }
 }
@@ -171,6 +178,8 @@ struct EngineInner {
     instrumentation: Arc<dyn Instrumentation>,
     /// The operator's metrics: cases, stages, commits, finished runs.
     meter: Arc<dyn Meter>,
+    /// Runs executing here below the concurrency they asked for.
+    limits: Arc<concurrency::LiveLimits>,
 }
 
 impl Engine {
@@ -196,6 +205,7 @@ impl Engine {
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
+                limits: Default::default(),
             }),
         }
     }
@@ -212,6 +222,7 @@ impl Engine {
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
                 meter,
+                limits: inner.limits.clone(),
             }),
         }
     }
@@ -234,6 +245,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The concurrency `run_id` gets while this instance executes it, when less than it
+    /// asked for.
+    pub fn concurrency_limit(&self, run_id: &RunId) -> Option<ConcurrencyLimit> {
+        self.inner.limits.get(run_id)
     }
 
     /// What observes this engine's runs (and knows what became of their exports).

@@ -234,6 +234,13 @@ pub enum EventKind {
         provider: String,
         wait_ms: u64,
     },
+    /// The run asked for more cases at once than this instance gives it (written when an
+    /// execution starts): it runs at `effective`, for `reason`.
+    ConcurrencyLimited {
+        requested: u64,
+        effective: u64,
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -259,6 +266,7 @@ impl EventKind {
             EventKind::Progress { .. } => "progress",
             EventKind::ProviderRetry { .. } => "provider_retry",
             EventKind::ProviderRateLimited { .. } => "provider_rate_limited",
+            EventKind::ConcurrencyLimited { .. } => "concurrency_limited",
         }
     }
 

@@ -14,8 +14,9 @@ use crate::model::{
 use super::apply::{CancelStep, RunState, case_events};
 use super::memory_datasets::MemoryDatasets;
 use super::{
-    CHUNK_SIZE, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
-    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
+    CHUNK_SIZE, CacheWrite, CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus,
+    CommitBatch, CommitOutcome, CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult,
+    chunk_count,
 };
 
 #[derive(Default)]
@@ -210,6 +211,14 @@ impl Store for MemoryStore {
                 lease.done = true;
             }
         }
+        // Lock order: runs, then cache.
+        let writes: Vec<&CacheWrite> = kept.iter().flat_map(|case| &case.cache).collect();
+        if !writes.is_empty() {
+            let mut cache = self.cache.lock().await;
+            for write in writes {
+                apply_cache_write(&mut cache, write, &batch.run_id)?;
+            }
+        }
         let (first_case_seq, tail) = run.state.sequence_commit(&kept, batch);
         run.events
             .extend(case_events(&batch.run_id, first_case_seq, &kept));
@@ -400,6 +409,18 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn cache_lookup(&self, key: &str) -> StoreResult<Option<CachedResponse>> {
+        Ok(self
+            .cache
+            .lock()
+            .await
+            .get(key)
+            .map(|entry| CachedResponse {
+                value: entry.value.clone(),
+                owner: Some(entry.owner.as_str().to_owned()),
+            }))
+    }
+
     async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<serde_json::Value>> {
         let mut cache = self.cache.lock().await;
         Ok(cache.get_mut(key).map(|entry| {
@@ -431,4 +452,36 @@ impl Store for MemoryStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
+}
+
+/// A case's cache write, applied as the SQL stores apply it in their commit.
+fn apply_cache_write(
+    cache: &mut HashMap<String, CacheEntry>,
+    write: &CacheWrite,
+    run_id: &RunId,
+) -> StoreResult<()> {
+    match write {
+        CacheWrite::Put { key, value } => {
+            if !cache.contains_key(key) {
+                let value = serde_json::from_str(value)
+                    .map_err(|e| StoreError::Corrupt(format!("cached response: {e}")))?;
+                cache.insert(
+                    key.clone(),
+                    CacheEntry {
+                        value,
+                        owner: run_id.clone(),
+                        users: Default::default(),
+                    },
+                );
+            }
+        }
+        CacheWrite::Used { key } => {
+            if let Some(entry) = cache.get_mut(key)
+                && entry.owner != *run_id
+            {
+                entry.users.insert(run_id.clone());
+            }
+        }
+    }
+    Ok(())
 }

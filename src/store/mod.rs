@@ -176,6 +176,9 @@ pub struct StatusChange {
 pub struct CaseCommit {
     pub record: CaseRecord,
     pub events: Vec<NewEvent>,
+    /// What the case did to the response cache, written in the same commit: a response
+    /// cached by the case that received it costs no transaction of its own.
+    pub cache: Vec<CacheWrite>,
     /// `record` and `events` as JSON, when encoded before the commit
     /// ([`CaseCommit::encode`]); a SQL store encodes what is missing itself.
     pub encoded: Option<Box<EncodedCase>>,
@@ -197,6 +200,7 @@ impl CaseCommit {
         CaseCommit {
             record,
             events,
+            cache: Vec::new(),
             encoded: None,
         }
     }
@@ -221,6 +225,25 @@ impl CaseCommit {
             ..self
         })
     }
+}
+
+/// A change to the response cache, committed with the case that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheWrite {
+    /// A provider response (JSON text) received by the case: stored under `key`, owned
+    /// by the case's run, unless a response is stored under `key` already.
+    Put { key: String, value: String },
+    /// A response another run stored, used by the case: noted, so deleting the run
+    /// that stored it keeps it for this one.
+    Used { key: String },
+}
+
+/// A cached response and the run that stored it (`None`: stored before runs could be
+/// deleted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedResponse {
+    pub value: Value,
+    pub owner: Option<String>,
 }
 
 /// One atomic write to a run: case commits first (in order), then run-level events, then
@@ -445,6 +468,10 @@ pub trait Store: DatasetStore + ReviewStore + Send + Sync + 'static {
     /// Stores a provider response under `key` (the first one stored wins), owned by
     /// `run_id`: deleting that run deletes it unless another run used it.
     async fn cache_put(&self, key: &str, value: &Value, run_id: &RunId) -> StoreResult<()>;
+
+    /// The response cached under `key` and its owner, read without writing anything:
+    /// the engine commits what it stores and uses with its cases ([`CaseCommit::cache`]).
+    async fn cache_lookup(&self, key: &str) -> StoreResult<Option<CachedResponse>>;
 
     /// Run ids of commits made by other processes on the same database, as they happen
     /// (`None` when nobody else can write to this store). Wakes event streams at once.

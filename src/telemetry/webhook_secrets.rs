@@ -123,9 +123,11 @@ impl WebhookSecrets {
     }
 }
 
-/// Whether `url` is at or below `prefix`: same scheme, host and port, and a path that
-/// equals the prefix's or continues it at a `/` (`/hooks` covers `/hooks/ci`, not
-/// `/hooksevil`).
+/// Whether `url` is at or below `prefix`: same scheme, host and port, and a path whose
+/// segments, percent-decoded, start with the prefix's (`/hooks` covers `/hooks/ci`, not
+/// `/hooksevil`; `/hooks/` covers what continues it). A segment that decodes to `.`,
+/// `..`, or holds `/`, `\` or a control character is never under anything: a receiver
+/// may decode and resolve it (`/hooks/..%2fevil` is `/evil` there).
 fn is_under(url: &Url, prefix: &Url) -> bool {
     if url.scheme() != prefix.scheme()
         || url.host_str() != prefix.host_str()
@@ -133,10 +135,55 @@ fn is_under(url: &Url, prefix: &Url) -> bool {
     {
         return false;
     }
-    let (path, base) = (url.path(), prefix.path());
-    path == base
-        || base.ends_with('/') && path.starts_with(base)
-        || path.starts_with(base) && path[base.len()..].starts_with('/')
+    let (Some(path), Some(mut base)) = (segments(url.path()), segments(prefix.path())) else {
+        return false;
+    };
+    if prefix.path().ends_with('/') {
+        // `/hooks/` covers `/hooks/` and below, not `/hooks`.
+        base.pop();
+        path.len() > base.len() && path.starts_with(&base)
+    } else {
+        path.starts_with(&base)
+    }
+}
+
+/// The decoded segments of a URL path; `None` when one is unsafe to compare.
+fn segments(path: &str) -> Option<Vec<String>> {
+    path.strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(|segment| {
+            let decoded = percent_decode(segment)?;
+            let unsafe_segment = decoded == "."
+                || decoded == ".."
+                || decoded.contains(['/', '\\'])
+                || decoded.chars().any(char::is_control);
+            (!unsafe_segment).then_some(decoded)
+        })
+        .collect()
+}
+
+/// `%XX` escapes decoded; `None` when the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

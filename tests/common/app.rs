@@ -27,6 +27,7 @@ pub struct TestApp {
     config: ServerConfig,
     registry: Option<Registry>,
     store: Option<Arc<dyn Store>>,
+    engine: Option<Engine>,
     addr: String,
 }
 
@@ -49,6 +50,7 @@ impl TestApp {
             config,
             registry: None,
             store: None,
+            engine: None,
             addr: "127.0.0.1:0".to_owned(),
         }
     }
@@ -71,6 +73,13 @@ impl TestApp {
     /// [`TestApp::serve_router`] only).
     pub fn store(mut self, store: Arc<dyn Store>) -> TestApp {
         self.store = Some(store);
+        self
+    }
+
+    /// An engine the test built and drove itself ([`TestApp::router`] and
+    /// [`TestApp::serve_router`] only; its store and registry are the ones used).
+    pub fn engine(mut self, engine: Engine) -> TestApp {
+        self.engine = Some(engine);
         self
     }
 

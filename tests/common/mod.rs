@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod code;
 pub mod fake_provider;
 pub mod otlp;
 pub mod stream_proxy;

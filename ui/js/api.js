@@ -49,8 +49,8 @@ export class ApiError extends Error {
 export class Unreachable extends Error {}
 
 /** `GET`/`POST` a path of the API; resolves to the parsed JSON body. */
-export async function call(path, {method = 'GET', body, signal} = {}) {
-  const headers = {accept: 'application/json', ...authHeaders()};
+export async function call(path, {method = 'GET', body, signal, headers: extra = {}} = {}) {
+  const headers = {accept: 'application/json', ...authHeaders(), ...extra};
   const init = {method, headers, signal, cache: 'no-cache'};
   if (body !== undefined) {
     headers['content-type'] = 'application/json';

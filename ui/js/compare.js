@@ -4,6 +4,7 @@
 import {ApiError, call, runPath, withQuery} from './api.js';
 import {fill, h, jsonBlock, section, table} from './dom.js';
 import {count, num, pValue, shortId} from './format.js';
+import {renderCompareCharts} from './compare_charts.js';
 
 const CASES_PAGE = 10;
 
@@ -50,16 +51,19 @@ export async function compareView(main, {query, signal, navigate}) {
     for (const [dataset, c] of Object.entries(comparison.by_dataset)) rows.push(comparisonRow('', dataset, c));
   }
   const cases = h('div', {id: 'changed-cases'}, h('p', {class: 'muted'}, 'Loading cases…'));
+  const charts = h('div', {id: 'compare-charts'});
   fill(body,
     report.note ? h('p', {class: 'note'}, report.note) : null,
     h('p', {}, `${count(report.n_paired_cases)} paired cases; ${count(report.unpaired_baseline)} only in the baseline, ${count(report.unpaired_candidate)} only in the candidate.`),
     table(['Metric / judge', 'Dataset', 'n', 'Baseline', 'Candidate', 'Δ', 'Δ 95% CI', 'p', 'Test', 'W / L / T'], rows, {id: 'compare-table'}),
+    section('Charts', charts),
     report.only_in_baseline.length ? h('p', {class: 'small'}, `Only in the baseline: ${report.only_in_baseline.join(', ')}`) : null,
     report.only_in_candidate.length ? h('p', {class: 'small'}, `Only in the candidate: ${report.only_in_candidate.join(', ')}`) : null,
     section('Cases',
       h('p', {}, ['regressed', 'improved', 'changed'].map((f) => [
         f === filter ? h('strong', {'aria-current': 'true'}, f) : h('a', {href: `#/compare?${new URLSearchParams({baseline, candidate, filter: f})}`}, f), ' ']).flat()),
       cases));
+  await renderCompareCharts(charts, report, {baseline, candidate, signal});
   const page = await call(withQuery(`${runPath(candidate)}/compare/cases`, {baseline, filter, cursor, limit: CASES_PAGE}), {signal});
   fill(cases,
     page.cases.length ? page.cases.map((c) => changedCase(c, baseline, candidate)) : h('p', {class: 'muted'}, `No ${filter} cases.`),

@@ -8,12 +8,14 @@ import {runView} from './run.js';
 import {resultsView} from './results.js';
 import {caseView} from './case.js';
 import {compareView} from './compare.js';
+import {reviewView} from './review.js';
 
 const ROUTES = [
   [/^\/runs\/?$/, runsView, 'runs'],
   [/^\/runs\/(run_[0-9a-f]+)\/?$/, runView, 'runs'],
   [/^\/runs\/(run_[0-9a-f]+)\/results\/?$/, resultsView, 'runs'],
   [/^\/runs\/(run_[0-9a-f]+)\/cases\/(\d+)\/?$/, caseView, 'runs'],
+  [/^\/runs\/(run_[0-9a-f]+)\/review\/?$/, reviewView, 'runs'],
   [/^\/compare\/?$/, compareView, 'compare'],
 ];
 

@@ -6,6 +6,8 @@ import {call, runPath, withQuery} from './api.js';
 import {badge, fill, h, jsonBlock, progressBar, section, table} from './dom.js';
 import {TERMINAL, cost, count, duration, meanWithCi, num, preview, shortId, time} from './format.js';
 import {followEvents} from './sse.js';
+import {renderAgreement} from './agreement.js';
+import {renderRunCharts} from './run_charts.js';
 
 /** Events kept in the log tail (and asked for when the page opens). */
 const TAIL = 50;
@@ -20,6 +22,8 @@ export async function runView(main, {params: [runId], signal, ready}) {
     actions: h('div', {id: 'run-actions', class: 'actions'}),
     aggregates: h('div', {id: 'run-aggregates'}),
     usage: h('div', {id: 'run-usage'}),
+    charts: h('div', {id: 'run-charts'}),
+    agreement: h('div', {id: 'run-agreement'}),
     children: h('div', {id: 'run-children'}),
     log: h('ol', {id: 'event-log', class: 'event-log', reversed: true}),
     stream: h('span', {id: 'stream-state', class: 'muted small'}),
@@ -29,6 +33,8 @@ export async function runView(main, {params: [runId], signal, ready}) {
     h('p', {class: 'crumbs'}, h('a', {href: '#/runs'}, 'Runs'), ' / ', h('span', {class: 'mono'}, shortId(runId))),
     parts.header, parts.progress, parts.actions,
     section('Aggregates', parts.aggregates),
+    section('Charts', parts.charts),
+    section('Agreement with reviewers', parts.agreement),
     section('Usage and cost', parts.usage),
     section('Rejudges and retries', parts.children),
     definitionSection(runId),
@@ -83,6 +89,14 @@ export async function runView(main, {params: [runId], signal, ready}) {
   sample(run.progress);
   renderAll();
   renderChildren(parts.children, runId, signal);
+  const drawExtras = () => Promise.all([
+    renderRunCharts(parts.charts, run, {signal, finished: TERMINAL.has(run.status)}),
+    renderAgreement(parts.agreement, runId, signal),
+  ]).catch((e) => {
+    if (!signal.aborted) fill(parts.charts, h('p', {class: 'error'}, e.message));
+  });
+  await drawExtras();
+  const drewFinished = TERMINAL.has(run.status);
   ready();
 
   let pending = false;
@@ -129,6 +143,7 @@ export async function runView(main, {params: [runId], signal, ready}) {
     renderLog();
     await refresh();
     renderChildren(parts.children, runId, signal);
+    if (!drewFinished) drawExtras();
   }
 }
 
@@ -170,7 +185,12 @@ function renderProgress(el, run, samples) {
       h('dt', {}, 'Failed'), h('dd', {}, count(failed)),
       h('dt', {}, 'Duration'), h('dd', {id: 'duration'}, duration(elapsed)),
       h('dt', {}, 'Throughput'), h('dd', {id: 'throughput'}, rate ? `${num(rate, 1)} cases/s` : '–'),
-      h('dt', {}, 'ETA'), h('dd', {id: 'eta'}, eta)));
+      h('dt', {}, 'ETA'), h('dd', {id: 'eta'}, eta),
+      // Present while this instance runs the run below the concurrency it asked for.
+      run.concurrency ? [
+        h('dt', {}, 'Concurrency'),
+        h('dd', {id: 'concurrency', title: run.concurrency.reason},
+          `${count(run.concurrency.effective)} of ${count(run.concurrency.requested)} asked: ${run.concurrency.reason}`)] : null));
 }
 
 function renderActions(el, run, refresh) {
@@ -178,6 +198,7 @@ function renderActions(el, run, refresh) {
   const cancel = TERMINAL.has(run.status) ? null : cancelButton(run, refresh);
   fill(el,
     h('a', {class: 'button primary', href: `${base}/results`, id: 'results-link'}, 'Results'),
+    h('a', {class: 'button', href: `${base}/review`, id: 'review-link'}, 'Review cases'),
     h('a', {class: 'button', href: `#/compare?candidate=${run.run_id}${run.parent_run_id ? `&baseline=${run.parent_run_id}` : ''}`}, 'Compare…'),
     TERMINAL.has(run.status) ? rejudgeForm(run) : null,
     cancel);

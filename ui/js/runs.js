@@ -5,6 +5,7 @@
 import {call, sleep, withQuery} from './api.js';
 import {badge, fill, h, progressBar} from './dom.js';
 import {TERMINAL, cost, count, duration, meanWithCi, shortId, time} from './format.js';
+import {bars} from './charts.js';
 
 const PAGE = 25;
 const STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -27,7 +28,8 @@ export async function runsView(main, {query, signal, navigate, ready}) {
       KINDS.map(([value, label]) => h('option', {value, selected: value === (kind === 'all' ? '' : kind)}, label)))));
   const body = h('div', {id: 'runs-body'}, h('p', {class: 'muted'}, 'Loading runs…'));
   const pager = h('nav', {class: 'pager', 'aria-label': 'Pages'});
-  fill(main, h('h1', {}, 'Runs'), filters, body, pager);
+  const spend = h('div', {id: 'runs-spend'});
+  fill(main, h('h1', {}, 'Runs'), filters, body, pager, spend);
 
   const listQuery = {status, kind: kind === 'all' ? '' : kind, cursor, limit: PAGE};
   for (;;) {
@@ -43,6 +45,11 @@ export async function runsView(main, {query, signal, navigate, ready}) {
       page.next_cursor
         ? h('a', {class: 'button', id: 'older', href: pageLink({status, kind, cursor: page.next_cursor, back: [...back, cursor]})}, 'Older →')
         : null);
+    const costly = [...page.runs, ...[...children.values()].flat()].filter((r) => r.usage?.cost_usd > 0);
+    fill(spend, costly.length ? bars({
+      id: 'spend-chart', title: 'Spend per run on this page', xLabel: 'USD', format: cost,
+      rows: costly.map((r) => ({label: shortId(r.run_id), value: r.usage.cost_usd})),
+    }) : null);
     ready();
     const live = page.runs.some((r) => !TERMINAL.has(r.status))
       || [...children.values()].flat().some((r) => !TERMINAL.has(r.status));

@@ -51,7 +51,7 @@ export async function followEvents(runId, {after = 0, signal, onEvent, onState, 
 }
 
 /** The text of each frame (the block before a blank line) of an event stream body. */
-async function* frames(body) {
+export async function* frames(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   try {

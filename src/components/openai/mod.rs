@@ -36,6 +36,10 @@ pub use providers::{
 };
 use shared::Shared;
 
+/// The components that send requests to model providers: all of them share the
+/// instance's outbound cap.
+pub const PROVIDER_COMPONENTS: [&str; 3] = ["openai/chat", "openai/judge", "openai/pairwise"];
+
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     let shared = Arc::new(Shared::new(outbound));
     let for_judge = shared.clone();

@@ -2,7 +2,7 @@
 //! (so cases use every core, not one task's worth) with bounded concurrency, each
 //! contained so one case never takes the run down.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use crate::components::ResponseCache;
 use crate::engine::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
 use crate::model::{CaseRecord, RunId, Stage};
 use crate::observe::{Observers, Span};
-use crate::store::{CaseCommit, Store, StoreError};
+use crate::store::{CacheWrite, CachedResponse, CaseCommit, Store, StoreError};
 
 /// What every case of one execution shares.
 pub(super) struct Shared<'a> {
@@ -25,22 +25,55 @@ pub(super) struct Shared<'a> {
     pub(super) observers: &'a Observers,
     pub(super) run_span: &'a Arc<Span>,
     pub(super) failures: &'a FailureGuard,
-    pub(super) cache: Option<Arc<dyn ResponseCache>>,
+    /// The response cache, unless the run turned it off.
+    pub(super) cache: Option<Arc<dyn Store>>,
     pub(super) concurrency: usize,
     /// The chunks this execution holds, renewed by its heartbeat.
     pub(super) leases: &'a Arc<LeaseSet>,
 }
 
-/// The response cache backed by the run's store, on the run's behalf (entries it stores
-/// are its own; entries of other runs it uses are noted); a cache failure is a miss,
-/// never an error.
-pub(super) struct StoreCache(pub(super) Arc<dyn Store>, pub(super) RunId);
+/// One case's view of the response cache backed by the run's store. Lookups only read;
+/// what the case stores (responses it received) and uses (other runs' responses) is
+/// collected and committed with the case, in its group commit. A cache failure is a
+/// miss, never an error.
+struct CaseCache {
+    store: Arc<dyn Store>,
+    run_id: RunId,
+    writes: Mutex<Vec<CacheWrite>>,
+}
+
+impl CaseCache {
+    fn writes(&self) -> std::sync::MutexGuard<'_, Vec<CacheWrite>> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A response this case stored itself, not committed yet.
+    fn own(&self, wanted: &str) -> Option<Value> {
+        self.writes().iter().find_map(|write| match write {
+            CacheWrite::Put { key, value } if key == wanted => serde_json::from_str(value).ok(),
+            _ => None,
+        })
+    }
+}
 
 #[async_trait::async_trait]
-impl ResponseCache for StoreCache {
+impl ResponseCache for CaseCache {
     async fn get(&self, key: &str) -> Option<Value> {
-        match self.0.cache_get(key, &self.1).await {
-            Ok(value) => value,
+        if let Some(value) = self.own(key) {
+            return Some(value);
+        }
+        match self.store.cache_lookup(key).await {
+            Ok(Some(CachedResponse { value, owner })) => {
+                // Another run's response: noted, so deleting that run keeps it. (One from
+                // before runs could be deleted has no owner and is never deleted.)
+                if owner.is_some_and(|owner| owner != self.run_id.as_str()) {
+                    self.writes().push(CacheWrite::Used {
+                        key: key.to_owned(),
+                    });
+                }
+                Some(value)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "response cache read failed");
                 None
@@ -49,8 +82,12 @@ impl ResponseCache for StoreCache {
     }
 
     async fn put(&self, key: &str, value: &Value) {
-        if let Err(e) = self.0.cache_put(key, value, &self.1).await {
-            tracing::warn!(error = %e, "response cache write failed");
+        match serde_json::to_string(value) {
+            Ok(value) => self.writes().push(CacheWrite::Put {
+                key: key.to_owned(),
+                value,
+            }),
+            Err(e) => tracing::warn!(error = %e, "not caching a provider response"),
         }
     }
 }
@@ -60,7 +97,7 @@ struct CaseEnv {
     run_id: RunId,
     observers: Observers,
     run_span: Arc<Span>,
-    cache: Option<Arc<dyn ResponseCache>>,
+    cache: Option<Arc<dyn Store>>,
     plan: Arc<Plan>,
     /// Where provider notes go (the recorder).
     notes: mpsc::Sender<RecorderMsg>,
@@ -158,13 +195,18 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
         key: item.key.clone(),
         tx: env.notes.clone(),
     };
+    let cache = env.cache.as_ref().map(|store| CaseCache {
+        store: Arc::clone(store),
+        run_id: env.run_id.clone(),
+        writes: Mutex::default(),
+    });
     let input = CaseInput {
         run_id: &env.run_id,
         key: item.key,
         case: &case,
         observers: &env.observers,
         run_span: &env.run_span,
-        cache: env.cache.as_deref(),
+        cache: cache.as_ref().map(|cache| cache as &dyn ResponseCache),
         notes: &notes,
     };
     let plan = &env.plan;
@@ -199,7 +241,7 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
     };
     // The pipeline contains panics of components per stage; this catches any other, so
     // one case can never take the run (or the process) down.
-    let commit = tokio::select! {
+    let mut commit = tokio::select! {
         biased;
         () = item.lost.cancelled() => return Ok(None),
         outcome = std::panic::AssertUnwindSafe(work).catch_unwind() => match outcome {
@@ -212,6 +254,12 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
             ),
         },
     };
+    if let Some(cache) = cache {
+        commit.cache = cache
+            .writes
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+    }
     Ok(Some(ChunkCommit {
         chunk_index: item.chunk_index,
         // Here, on this case's task, rather than in the commit that waits for the writer.

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::cases::{Shared, StoreCache};
+use self::cases::Shared;
 use self::leases::{LeaseSet, heartbeat};
 use self::stop::{FailureGuard, Stop};
 use super::definition::RuntimeOptions;
 use super::retry::retry;
 use super::{Engine, EngineError};
-use crate::components::ResponseCache;
 use crate::model::{EventKind, NewEvent, Progress, RunId, RunRecord, RunStatus, Timestamp};
 use crate::observe::{
     AttributeValue, ObservationRequest, Observers, Span, SpanStatus, TracingProvider,
@@ -155,6 +154,16 @@ impl Engine {
                 )
             });
 
+        let concurrency = runtime
+            .concurrency
+            .unwrap_or(config.default_concurrency)
+            .max(1);
+        let limit =
+            super::ConcurrencyLimit::of(&record.definition, concurrency, config.outbound_cap);
+        let _limit_shown = limit
+            .as_ref()
+            .map(|limit| self.inner.limits.hold(run_id, limit.clone()));
+
         // Start the run, or join / resume it. The status check in the store decides
         // which instance writes `run_started`.
         let mut start = CommitBatch::new(run_id.clone());
@@ -176,6 +185,9 @@ impl Engine {
                 total_cases: record.progress.total,
                 resumed,
             }));
+            if let Some(limit) = &limit {
+                start.events.push(NewEvent::now(limit.event()));
+            }
             match self.commit_and_publish(start, &observers).await {
                 Ok(p) => {
                     progress = p;
@@ -213,14 +225,7 @@ impl Engine {
         let stop = match plan {
             Err(message) => Stop::Failed(message),
             Ok(plan) => {
-                let concurrency = runtime
-                    .concurrency
-                    .unwrap_or(config.default_concurrency)
-                    .max(1);
-                let cache = runtime
-                    .cache
-                    .unwrap_or(true)
-                    .then(|| StoreCache(store.clone(), run_id.clone()));
+                let cache = runtime.cache.unwrap_or(true).then(|| store.clone());
                 let failures = FailureGuard {
                     policy: runtime.failure_policy,
                     ..FailureGuard::default()
@@ -230,7 +235,7 @@ impl Engine {
                     observers: &observers,
                     run_span: &run_span,
                     failures: &failures,
-                    cache: cache.map(|c| Arc::new(c) as Arc<dyn ResponseCache>),
+                    cache,
                     concurrency,
                     leases: &leases,
                 };

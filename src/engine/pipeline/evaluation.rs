@@ -72,7 +72,7 @@ impl CaseRun<'_> {
         observers.notify(|s| s.before_score(&parsed, self.ctx()));
         let mut score_error = None;
         for (metric_id, metric) in &evaluators.metrics {
-            let record = match metric.score(&parsed, case) {
+            let record = match metric.score_case(&parsed, case).await {
                 Ok(score) => {
                     self.event(EventKind::ScoreCompleted {
                         case: key.clone(),
@@ -113,7 +113,7 @@ impl CaseRun<'_> {
             self.record.scores.push(record);
         }
         if let Some(pass) = &evaluators.pass_at_k {
-            for record in pass_at_k_scores(pass, evaluators, &self.record.candidates, case) {
+            for record in pass_at_k_scores(pass, evaluators, &self.record.candidates, case).await {
                 if let Some(score) = record.score {
                     self.event(EventKind::ScoreCompleted {
                         case: key.clone(),
@@ -193,30 +193,34 @@ impl CaseRun<'_> {
 /// The `pass@{k}` scores of a case: every candidate through the parser chain and the
 /// pass@k metric; a candidate that failed to generate, parse or score counts as
 /// incorrect (it is one of the `n` samples drawn). Details hold `n`, `c` and the metric.
-fn pass_at_k_scores(
+async fn pass_at_k_scores(
     pass: &PassAtK,
     evaluators: &Evaluators,
     candidates: &[Candidate],
     case: &Case,
 ) -> Vec<ScoreRecord> {
-    let correct = candidates
-        .iter()
-        .filter(|candidate| {
-            if candidate.error.is_some() {
-                return false;
+    // Candidates are scored together: a metric that runs code waits on the sandbox pool,
+    // not on the candidate before it.
+    let correct = futures::future::join_all(candidates.iter().map(|candidate| async move {
+        if candidate.error.is_some() {
+            return false;
+        }
+        let mut value = candidate.output.clone();
+        for (_, parser) in &evaluators.parsers {
+            match parser.parse(&value) {
+                Ok(parsed) => value = parsed,
+                Err(_) => return false,
             }
-            let mut value = candidate.output.clone();
-            for (_, parser) in &evaluators.parsers {
-                match parser.parse(&value) {
-                    Ok(parsed) => value = parsed,
-                    Err(_) => return false,
-                }
-            }
-            pass.metric
-                .score(&value, case)
-                .is_ok_and(|s| s.score >= pass.threshold)
-        })
-        .count() as u64;
+        }
+        pass.metric
+            .score_case(&value, case)
+            .await
+            .is_ok_and(|s| s.score >= pass.threshold)
+    }))
+    .await
+    .into_iter()
+    .filter(|correct| *correct)
+    .count() as u64;
     let n = candidates.len() as u64;
     pass.k
         .iter()

@@ -96,6 +96,7 @@ where
         .insert_events(&batch.run_id, first_seq, &pending)
         .await?;
     drop(pending);
+    write.insert_cache_writes(&batch.run_id, &kept).await?;
     write.save_state(&state).await?;
     write.commit().await?;
     Ok(Some(CommitOutcome {

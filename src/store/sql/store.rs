@@ -20,8 +20,8 @@ use crate::model::{
 };
 use crate::store::apply::CancelStep;
 use crate::store::{
-    CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome, CreateOutcome,
-    NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
+    CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
+    CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
 };
 
 #[async_trait]
@@ -419,6 +419,22 @@ where
         limit: u32,
     ) -> StoreResult<Vec<RunEvent>> {
         events::events_after(self, run_id, after, limit).await
+    }
+
+    async fn cache_lookup(&self, key: &str) -> StoreResult<Option<CachedResponse>> {
+        let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT value, run_id FROM response_cache WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(CachedResponse {
+            value: from_json(&value)?,
+            owner,
+        }))
     }
 
     async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<Json>> {

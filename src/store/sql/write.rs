@@ -10,9 +10,9 @@ use tokio::sync::MutexGuard;
 use super::events::{Pending, encode_event_lines};
 use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
-use crate::model::{RunEvent, RunId};
+use crate::model::{RunEvent, RunId, Timestamp};
 use crate::store::apply::RunState;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{CacheWrite, CaseCommit, StoreError, StoreResult};
 
 /// A write in progress: a transaction, or a pooled connection for one statement that is
 /// atomic by itself. Dropped without [`Write::commit`], a transaction rolls back.
@@ -262,6 +262,53 @@ where
             inserted.extend(cases.iter().map(|case| case.index));
         }
         Ok(Some(inserted))
+    }
+
+    /// The response-cache writes of `cases`: responses stored (a key stored before keeps
+    /// its response and owner) and uses of other runs' responses noted.
+    pub(super) async fn insert_cache_writes(
+        &mut self,
+        run_id: &RunId,
+        cases: &[&CaseCommit],
+    ) -> StoreResult<()> {
+        let mut puts = Vec::new();
+        let mut uses = Vec::new();
+        for write in cases.iter().flat_map(|case| &case.cache) {
+            match write {
+                CacheWrite::Put { key, value } => puts.push((key.as_str(), value.as_str())),
+                CacheWrite::Used { key } => uses.push(key.as_str()),
+            }
+        }
+        let now = Timestamp::now().as_millis();
+        let mut rest = puts.as_slice();
+        for size in shapes(rest.len(), D::MAX_PARAMS / 4) {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
+            let mut builder = QueryBuilder::<D::Db>::new(
+                "INSERT INTO response_cache (key, value, created_at, run_id) ",
+            );
+            builder.push_values(chunk, |mut b, (key, value)| {
+                b.push_bind(*key)
+                    .push_bind(*value)
+                    .push_bind(now)
+                    .push_bind(run_id.as_str());
+            });
+            builder.push(" ON CONFLICT (key) DO NOTHING");
+            builder.build().execute(self.conn()).await?;
+        }
+        let mut rest = uses.as_slice();
+        for size in shapes(rest.len(), D::MAX_PARAMS / 2) {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
+            let mut builder =
+                QueryBuilder::<D::Db>::new("INSERT INTO response_cache_users (key, run_id) ");
+            builder.push_values(chunk, |mut b, key| {
+                b.push_bind(*key).push_bind(run_id.as_str());
+            });
+            builder.push(" ON CONFLICT (key, run_id) DO NOTHING");
+            builder.build().execute(self.conn()).await?;
+        }
+        Ok(())
     }
 
     /// Marks chunks done: their leases end with them.
