@@ -593,9 +593,15 @@ fn document_enums_match_the_source() {
     };
     let logical = fields("LOGICAL_FIELDS");
     let runtime = fields("RUNTIME_FIELDS");
+    let labels = fields("LABEL_FIELDS");
+    assert_eq!(labels.len(), 3, "{labels:?}");
     assert_eq!(
         keys(&schemas["Experiment"]),
-        logical.union(&runtime).cloned().collect()
+        logical
+            .union(&runtime)
+            .chain(labels.iter())
+            .cloned()
+            .collect()
     );
     let forms = &schemas["RejudgeRequest"]["oneOf"];
     assert_eq!(
@@ -1573,10 +1579,18 @@ async fn compare_responses_match_the_schemas() {
         );
         assert_eq!(body["error"]["code"], "unprocessable");
     }
+    // A name no run has (names stand for runs here).
+    let body = h.check(
+        Method::GET,
+        "/runs/{run_id}/compare",
+        &h.get(&format!("/runs/{b}/compare?baseline=nobody")).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(body["error"]["code"], "not_found");
     for (template, uri) in [
         (
             "/runs/{run_id}/compare",
-            format!("/runs/{b}/compare?baseline=nope"),
+            format!("/runs/{b}/compare?baseline=run_nope"),
         ),
         (
             "/runs/{run_id}/compare/cases",

@@ -78,9 +78,9 @@ async fn labels_are_stored_returned_filtered_and_not_part_of_the_id() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(listed("?name=baseline").await, [id.clone()]);
-    assert_eq!(listed("?tag=nightly").await, [id.clone()]);
-    assert_eq!(listed("?tag=demo&name=baseline").await, [id.clone()]);
+    assert_eq!(listed("?name=baseline").await, [id.as_str()]);
+    assert_eq!(listed("?tag=nightly").await, [id.as_str()]);
+    assert_eq!(listed("?tag=demo&name=baseline").await, [id.as_str()]);
     assert!(listed("?tag=night").await.is_empty());
     assert_eq!(listed("").await.len(), 2);
     let (_, page) = server.get("/runs?name=baseline").await;
