@@ -22,6 +22,7 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
         "polling",
         "SSE fan-out",
         "store comparison",
+        "code execution",
     ] {
         assert!(
             table.contains(&format!("| {scenario} |")),

@@ -339,3 +339,53 @@ fn the_cli_reference_matches_every_commands_help() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// The source file of the test a claims-table entry names: `bin::module::test` lives in
+/// `tests/bin/module.rs` (or `…/module/mod.rs`), `bin::test` in `tests/bin.rs` or
+/// `tests/bin/main.rs`.
+fn source_of(test: &str) -> Option<(PathBuf, String)> {
+    let (module, _) = test.rsplit_once("::")?;
+    let base = root().join("tests").join(module.replace("::", "/"));
+    [
+        base.with_extension("rs"),
+        base.join("mod.rs"),
+        base.join("main.rs"),
+    ]
+    .into_iter()
+    .find_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
+}
+
+#[test]
+fn readme_claims_name_tests_that_exist() {
+    let claims = read(&root().join("docs/design/claims.md"));
+    let start = claims
+        .find("<!-- claims:start -->")
+        .expect("claims table start");
+    let end = claims
+        .find("<!-- claims:end -->")
+        .expect("claims table end");
+    let table = &claims[start..end];
+    let mut rows = 0;
+    let rows_of_claims = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| claim") && !l.starts_with("| ---"));
+    for row in rows_of_claims {
+        let Some(tests) = row.rsplit('|').nth(1) else {
+            panic!("malformed row {row}");
+        };
+        let named: Vec<&str> = tests.split('`').filter(|t| t.contains("::")).collect();
+        assert!(!named.is_empty(), "a claim without a test: {row}");
+        for test in named {
+            let name = test.rsplit("::").next().unwrap_or(test);
+            let (path, source) =
+                source_of(test).unwrap_or_else(|| panic!("{test}: no file under tests/ holds it"));
+            assert!(
+                source.contains(&format!("fn {name}()")),
+                "{test} is named in docs/design/claims.md but {} has no such test",
+                path.display()
+            );
+        }
+        rows += 1;
+    }
+    assert!(rows >= 20, "{rows} rows");
+}

@@ -20,13 +20,14 @@ pub(crate) async fn overhead(
     let after = service.usage();
     service.stop().await;
     let sqlite = sqlite?;
+    let bytes_per_case = databases.sqlite_bytes("overhead.db") as f64 / n.max(1) as f64;
     let setup = |store: &str| format!("demo generator, {n} cases, exact_match + token_f1, {store}");
     let mut rows = vec![
         Row {
             scenario: "engine overhead".into(),
             setup: setup("SQLite"),
             result: format!(
-                "{:.0} cases/s ({:.0}/min)",
+                "{:.0} cases/s ({:.0}/min), {bytes_per_case:.0} bytes per case on disk",
                 sqlite.per_second,
                 sqlite.per_second * 60.0
             ),

@@ -9,12 +9,14 @@
 //!
 //! Scenarios, one file each: `provider.rs` (provider-backed CPU per case, latency-bound
 //! throughput), `engine.rs` (engine-only overhead, memory, store comparison), `live.rs`
-//! (polling and SSE fan-out while a run executes).
+//! (polling and SSE fan-out while a run executes), `code.rs` (programs in the local
+//! sandbox).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod code;
 mod engine;
 mod live;
 mod memory;
@@ -56,6 +58,9 @@ pub struct BenchConfig {
     pub memory: memory::Sizes,
     /// Run only the scenarios whose name contains one of these (all when empty).
     pub only: Vec<String>,
+    /// Cases of the code-execution run and the sandbox pool it runs on.
+    pub code_cases: usize,
+    pub code_pool: usize,
 }
 
 impl BenchConfig {
@@ -84,6 +89,9 @@ impl BenchConfig {
             postgres_url: None,
             memory: memory::Sizes::full(),
             only: Vec::new(),
+            // A thousand fresh sandboxes; the pool is the machine's cores, twice over.
+            code_cases: 1_000,
+            code_pool: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -110,6 +118,8 @@ impl BenchConfig {
             postgres_url: None,
             memory: memory::Sizes::tiny(),
             only: Vec::new(),
+            code_cases: 20,
+            code_pool: 2,
         }
     }
 }
@@ -355,6 +365,17 @@ impl Databases {
         format!("sqlite://{}", self.dir.path().join(name).display())
     }
 
+    /// Bytes the SQLite database `name` takes on disk, its write-ahead log included.
+    fn sqlite_bytes(&self, name: &str) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                std::fs::metadata(self.dir.path().join(format!("{name}{suffix}"))).ok()
+            })
+            .map(|file| file.len())
+            .sum()
+    }
+
     /// A fresh Postgres database, when the bench was given a server.
     async fn postgres(&mut self) -> Result<Option<String>, String> {
         match &mut self.scratch {
@@ -406,6 +427,11 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         eprintln!("bench: store comparison ...");
         let rows = engine::compare_stores(config, &client, &mut databases).await;
         scenarios.push(("store comparison", rows));
+    }
+    if wanted("code execution") {
+        eprintln!("bench: code execution ...");
+        let rows = code::humaneval(config, &client, &databases).await;
+        scenarios.push(("code execution", rows));
     }
     if let Some(scratch) = &mut databases.scratch {
         scratch.drop_all().await;

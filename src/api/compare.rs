@@ -12,10 +12,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::{index_cursor, page_limit};
-use crate::engine::{
-    CaseFilter, RunRef, changed_cases, compare_many, compare_runs, render_markdown,
-    render_runs_markdown, resolve_run,
-};
+use crate::engine::{CaseFilter, RunRef, render_markdown, render_runs_markdown, resolve_run};
 use crate::model::RunId;
 
 /// Most runs in one `GET /compare`.
@@ -73,12 +70,15 @@ async fn compare(
     let candidate = run_named(&state, Some(&run_id), "run_id").await?;
     let baseline = run_named(&state, query.baseline.as_deref(), "baseline").await?;
     let as_markdown = wants_markdown(query.format.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let report = compare_runs(store.as_ref(), &baseline, &candidate).await?;
+    let report = state
+        .scheduler
+        .engine()
+        .compare(&baseline, &candidate)
+        .await?;
     Ok(if as_markdown {
         markdown(render_markdown(&report))
     } else {
-        axum::Json(report).into_response()
+        axum::Json(&*report).into_response()
     })
 }
 
@@ -111,17 +111,18 @@ async fn compare_cases(
     };
     let limit = page_limit(query.limit, 50, 200)?;
     let after = index_cursor(query.cursor.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let page = changed_cases(
-        store.as_ref(),
-        &baseline,
-        &candidate,
-        filter,
-        query.metric.as_deref(),
-        after,
-        limit,
-    )
-    .await?;
+    let page = state
+        .scheduler
+        .engine()
+        .changed_cases(
+            &baseline,
+            &candidate,
+            filter,
+            query.metric.as_deref(),
+            after,
+            limit,
+        )
+        .await?;
     Ok(axum::Json(page).into_response())
 }
 
@@ -161,8 +162,7 @@ async fn compare_several(
         ));
     }
     let as_markdown = wants_markdown(query.format.as_deref())?;
-    let store = state.scheduler.engine().store();
-    let table = compare_many(store.as_ref(), &runs).await?;
+    let table = state.scheduler.engine().compare_many(&runs).await?;
     Ok(if as_markdown {
         markdown(render_runs_markdown(&table))
     } else {

@@ -58,6 +58,9 @@ pub(crate) enum ApiError {
     /// The server is at a capacity limit (open event streams): retry later.
     #[error("{0}")]
     Busy(String),
+    /// Too many heavy reads at once on this instance: retry after a moment.
+    #[error("{0}")]
+    TooManyRequests(String),
 }
 
 impl ApiError {
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         }
     }
 }
@@ -136,6 +140,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if matches!(self, ApiError::TooManyRequests(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::engine::RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -182,6 +192,7 @@ impl From<EngineError> for ApiError {
                 ApiError::bad_request("malformed_json", "", message)
             }
             EngineError::Internal(message) => ApiError::Internal(message),
+            EngineError::Busy(message) => ApiError::TooManyRequests(message),
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
             EngineError::AmbiguousName { name, runs } => ApiError::RunsInTheWay {

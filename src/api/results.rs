@@ -99,7 +99,7 @@ async fn list_results(
             ));
         }
         let failed_only = query.failed_only.unwrap_or(false);
-        let reviews = export_reviews(&state, &run_id).await?;
+        let reviews = export_reviews(&state, &run).await?;
         return Ok(super::export::export(
             store.clone(),
             &run,
@@ -139,26 +139,22 @@ async fn list_results(
 /// Where the run's reviews are, when it has any (an export then shows them).
 async fn export_reviews(
     state: &AppState,
-    run_id: &crate::model::RunId,
+    run: &crate::model::RunRecord,
 ) -> Result<Option<super::export::ExportReviews>, ApiError> {
     let engine = state.scheduler.engine();
-    let target = engine.review_target(run_id).await?;
+    let generations = engine.reviews_run(&run.run_id).await?;
     let any = crate::store::ReviewQuery {
         cases: 0..u64::MAX,
         after: None,
         limit: 1,
     };
-    if engine
-        .store()
-        .reviews(&target.generations, &any)
-        .await?
-        .is_empty()
-    {
+    if engine.store().reviews(&generations, &any).await?.is_empty() {
         return Ok(None);
     }
+    // A human column beside each score column.
     Ok(Some(super::export::ExportReviews {
-        run_id: target.generations,
-        components: target.components.into_iter().map(|c| c.id).collect(),
+        run_id: generations,
+        components: run.aggregates.metrics.keys().cloned().collect(),
     }))
 }
 

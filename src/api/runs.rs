@@ -395,16 +395,22 @@ async fn get_run(
             ));
         }
     };
-    let store = state.scheduler.engine().store();
-    let mut record = if with_definition {
-        store.get_run(&run_id).await?
-    } else {
-        store.get_run_summary(&run_id).await?
+    let engine = state.scheduler.engine();
+    let store = engine.store();
+    // A run executing here is answered from the engine's summary of it, without a
+    // database round trip (status polling is most of a dashboard's requests).
+    let live = (!with_definition && !bootstrap)
+        .then(|| engine.live_summary(&run_id))
+        .flatten();
+    let mut record = match live {
+        Some(summary) => Some(RunRecord::clone(&summary)),
+        None if with_definition => store.get_run(&run_id).await?,
+        None => store.get_run_summary(&run_id).await?,
     }
     .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
     if bootstrap {
         // The intervals are part of the body, so the body's digest (the ETag) covers them.
-        crate::engine::add_bootstrap_intervals(store.as_ref(), &mut record).await?;
+        state.scheduler.engine().add_bootstrap(&mut record).await?;
     }
     let (tag, body) = tagged_body(RunView::new(record, &state))?;
     let matches = headers

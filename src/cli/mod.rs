@@ -6,6 +6,7 @@ mod compare;
 mod datasets;
 mod definition;
 mod listen;
+mod log_writer;
 mod run;
 mod serve;
 mod summary;

@@ -16,7 +16,8 @@ pub struct ServeArgs {
     /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
     pub database: String,
-    /// Comma-separated bearer keys; when set, every endpoint but health needs one.
+    /// Comma-separated bearer keys, each `KEY` or `NAME:KEY` (NAME: who reviews with
+    /// it); when set, every endpoint but health needs one.
     #[arg(
         long,
         env = "THEMIS_API_KEYS",
@@ -297,8 +298,12 @@ pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String>
     }
 }
 
-fn init_logging(format: &str) {
+/// The service's log subscriber, writing to stderr from a thread of its own (requests
+/// never wait on the log's reader); the guard writes what is queued when dropped.
+fn init_logging(format: &str) -> Result<super::log_writer::LogFlush, String> {
     use std::io::IsTerminal;
+    let (writer, flush) = super::log_writer::QueuedStderr::start()
+        .map_err(|e| format!("starting the log writer: {e}"))?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
@@ -306,16 +311,17 @@ fn init_logging(format: &str) {
         // Colour codes only for a person at a terminal: a file, pipe or log collector
         // would keep the escape sequences as text.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    Ok(flush)
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    init_logging(&args.log_format);
+    let _log_flush = init_logging(&args.log_format)?;
     let open_files = super::listen::raise_open_file_limit();
     let listener = super::listen::listen(&args.addr)
         .await

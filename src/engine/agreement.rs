@@ -315,7 +315,57 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn judged(index: u64, score: f64) -> CaseRecord {
+        serde_json::from_value(json!({
+            "run_id": RunId::from_digest(&[1; 16]), "case_index": index, "dataset_id": "d",
+            "case_id": format!("c{index}"), "seed": "1", "status": "completed", "candidates": [],
+            "reduced": null, "parsed": null, "parse_steps": [], "scores": [],
+            "judgments": [{"judge_id": "j", "score": score}], "error": null, "stages": [],
+            "usage": {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0},
+            "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z",
+        }))
+        .expect("a case record")
+    }
+
+    #[test]
+    fn an_ordinal_judge_against_people_hand_worked() {
+        // People 1 3 5 4; the judge's recorded 0, 0.5, 1, 0.5 on 1..5 are 1 3 5 3.
+        // Label indices (people, judge): (0,0) (2,2) (4,4) (3,2). Rows 1 0 1 1 1, columns
+        // 1 0 2 0 1 over 4 cases. Kappa: p_o = 3/4, p_e = (1 + 2 + 1)/16 = 1/4: 2/3.
+        // Quadratic weights (i-j)^2/16: observed (1/16)/4 = 4/256; expected
+        // sum w r_i c_j / 16 = (24 + 8 + 12 + 24)/16 / 16 = 68/256: 1 - 4/68 = 16/17.
+        // Spearman: ranks 1 2 4 3 and 1 2.5 4 2.5: 4.5 / sqrt(5 * 4.5).
+        let scale = ReviewScale::Ordinal { min: 1, max: 5 };
+        let people = [1.0, 3.0, 5.0, 4.0];
+        let recorded = [0.0, 0.5, 1.0, 0.5];
+        let mut cases = BTreeMap::new();
+        let mut records = BTreeMap::new();
+        for (i, (p, r)) in people.iter().zip(recorded).enumerate() {
+            cases.insert(i as u64, BTreeMap::from([("ana".to_owned(), *p)]));
+            records.insert(i as u64, judged(i as u64, r));
+        }
+        let a = component_agreement("j", "judge", &scale, &cases, &records);
+        assert_eq!(a.n, 4);
+        let close =
+            |e: &Option<Estimate>, v: f64| (e.as_ref().expect("defined").value - v).abs() < 1e-12;
+        assert!(close(&a.kappa, 2.0 / 3.0), "{:?}", a.kappa);
+        assert!(
+            close(&a.weighted_kappa, 16.0 / 17.0),
+            "{:?}",
+            a.weighted_kappa
+        );
+        assert!(close(&a.spearman, 4.5 / 22.5f64.sqrt()), "{:?}", a.spearman);
+        assert_eq!(a.pearson, None);
+        let confusion = a.confusion.expect("labels have a matrix");
+        assert_eq!(confusion.labels, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(confusion.matrix[3], vec![0, 0, 1, 0, 0]);
+        assert_eq!(a.reviewers.count, 1);
+        assert_eq!(a.reviewers.krippendorff_alpha, None);
+    }
 
     #[test]
     fn the_people_agree_on_the_median_and_ties_of_labels_are_contested() {

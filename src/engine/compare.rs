@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::EngineError;
 use crate::model::{CaseRecord, RunId, RunKind, RunRecord, RunStatus};
@@ -19,21 +20,24 @@ use crate::store::{CaseQuery, Store};
 /// Records read per store query while pairing.
 pub(super) const PAIRING_PAGE: u32 = 500;
 
-/// Where a case sits in both runs: `(dataset_id, case_id, seed)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct PairKey {
-    pub dataset_id: String,
-    pub case_id: String,
-    pub seed: u64,
-}
+/// Where a case sits in both runs: `(dataset_id, case_id, seed)`, held as 128 bits of
+/// SHA-256 over them, so a pairing's memory does not grow with the length of ids (two
+/// keys collide with probability about n²/2^129).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct PairKey(u128);
 
 impl PairKey {
     pub(super) fn of(record: &CaseRecord) -> Self {
-        PairKey {
-            dataset_id: record.key.dataset_id.clone(),
-            case_id: record.key.case_id.clone(),
-            seed: record.key.seed,
+        let mut hasher = Sha256::new();
+        for part in [&record.key.dataset_id, &record.key.case_id] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
         }
+        hasher.update(record.key.seed.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        PairKey(u128::from_le_bytes(bytes))
     }
 }
 
@@ -205,21 +209,47 @@ pub(super) fn shared_metrics(
     )
 }
 
-/// The baseline side of a pairing: per key, its case index and shared-metric scores.
-pub(super) type BaselineScores = HashMap<PairKey, (u64, Vec<Option<f64>>)>;
+/// One baseline case of a pairing: where it is and its shared-metric scores.
+pub(super) struct BaselineCase {
+    pub case_index: u64,
+    /// Index into [`BaselineScores::datasets`].
+    pub dataset: usize,
+    pub scores: Vec<Option<f64>>,
+}
+
+/// The baseline side of a pairing, by key; dataset ids are held once each.
+#[derive(Default)]
+pub(super) struct BaselineScores {
+    pub cases: HashMap<PairKey, BaselineCase>,
+    pub datasets: Vec<String>,
+}
 
 pub(super) async fn baseline_scores(
     store: &dyn Store,
     run_id: &RunId,
     metrics: &[String],
 ) -> Result<BaselineScores, EngineError> {
-    let mut map = HashMap::new();
+    let mut base = BaselineScores::default();
+    let mut dataset_index: HashMap<String, usize> = HashMap::new();
     for_each_record(store, run_id, |record| {
-        let scores = scores_of(&record, metrics);
-        map.insert(PairKey::of(&record), (record.key.case_index, scores));
+        let dataset = match dataset_index.get(&record.key.dataset_id) {
+            Some(&i) => i,
+            None => {
+                let i = base.datasets.len();
+                base.datasets.push(record.key.dataset_id.clone());
+                dataset_index.insert(record.key.dataset_id.clone(), i);
+                i
+            }
+        };
+        let case = BaselineCase {
+            case_index: record.key.case_index,
+            dataset,
+            scores: scores_of(&record, metrics),
+        };
+        base.cases.insert(PairKey::of(&record), case);
     })
     .await?;
-    Ok(map)
+    Ok(base)
 }
 
 fn side(record: &RunRecord) -> RunSide {
@@ -290,24 +320,30 @@ pub async fn compare_runs(
         let entry = datasets
             .entry(record.key.dataset_id.clone())
             .or_insert_with(|| DatasetPairs::new(m));
-        let Some((_, base_scores)) = base.remove(&PairKey::of(&record)) else {
+        let Some(base_case) = base.cases.remove(&PairKey::of(&record)) else {
             entry.unpaired_candidate += 1;
             return;
         };
         n_paired += 1;
         for (i, cand) in scores_of(&record, &metrics).into_iter().enumerate() {
-            match (base_scores[i], cand) {
+            match (base_case.scores[i], cand) {
                 (Some(x), Some(y)) => entry.pairs[i].push((x, y)),
                 _ => entry.unscored[i] += 1,
             }
         }
     })
     .await?;
-    for key in base.keys() {
-        datasets
-            .entry(key.dataset_id.clone())
-            .or_insert_with(|| DatasetPairs::new(m))
-            .unpaired_baseline += 1;
+    let mut unpaired_by_dataset = vec![0u64; base.datasets.len()];
+    for case in base.cases.values() {
+        unpaired_by_dataset[case.dataset] += 1;
+    }
+    for (dataset, unpaired) in base.datasets.iter().zip(unpaired_by_dataset) {
+        if unpaired > 0 {
+            datasets
+                .entry(dataset.clone())
+                .or_insert_with(|| DatasetPairs::new(m))
+                .unpaired_baseline += unpaired;
+        }
     }
     if n_paired == 0 {
         return Err(NotComparable::NothingPaired(format!(
@@ -316,8 +352,38 @@ pub async fn compare_runs(
         ))
         .into());
     }
-    let unpaired_baseline = base.len() as u64;
+    let unpaired_baseline = base.cases.len() as u64;
     let unpaired_candidate: u64 = datasets.values().map(|d| d.unpaired_candidate).sum();
+    // The statistics (sorting and ranking every metric's pairs) run off the async
+    // workers: a 100k-case comparison is CPU for a while.
+    let report_metrics = tokio::task::spawn_blocking(move || {
+        paired_metrics(&metrics, &datasets, unpaired_baseline, unpaired_candidate)
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("comparing failed: {e}")))?;
+    let note = partial_note(&[&b, &c]);
+    Ok(CompareReport {
+        baseline: side(&b),
+        candidate: side(&c),
+        partial: note.is_some(),
+        note,
+        n_paired_cases: n_paired,
+        unpaired_baseline,
+        unpaired_candidate,
+        metrics: report_metrics,
+        only_in_baseline: only_b,
+        only_in_candidate: only_c,
+        methods: Methods::default(),
+    })
+}
+
+/// The paired statistics of every shared metric, overall and per dataset.
+fn paired_metrics(
+    metrics: &[String],
+    datasets: &BTreeMap<String, DatasetPairs>,
+    unpaired_baseline: u64,
+    unpaired_candidate: u64,
+) -> BTreeMap<String, MetricComparison> {
     let mut report_metrics = BTreeMap::new();
     for (i, metric) in metrics.iter().enumerate() {
         let by_dataset: BTreeMap<String, Comparison> = datasets
@@ -352,18 +418,5 @@ pub async fn compare_runs(
             },
         );
     }
-    let note = partial_note(&[&b, &c]);
-    Ok(CompareReport {
-        baseline: side(&b),
-        candidate: side(&c),
-        partial: note.is_some(),
-        note,
-        n_paired_cases: n_paired,
-        unpaired_baseline,
-        unpaired_candidate,
-        metrics: report_metrics,
-        only_in_baseline: only_b,
-        only_in_candidate: only_c,
-        methods: Methods::default(),
-    })
+    report_metrics
 }

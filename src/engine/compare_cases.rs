@@ -176,10 +176,11 @@ pub(crate) async fn changed_cases(
         let full = page.len() == super::compare::PAIRING_PAGE as usize;
         for record in page {
             cursor = Some(record.key.case_index);
-            let Some((base_index, base_scores)) = base.get(&PairKey::of(&record)) else {
+            let Some(base_case) = base.cases.get(&PairKey::of(&record)) else {
                 continue;
             };
-            let diff = changes(&metrics, base_scores, &scores_of(&record, &metrics));
+            let base_index = &base_case.case_index;
+            let diff = changes(&metrics, &base_case.scores, &scores_of(&record, &metrics));
             if !filter.keeps(&diff) {
                 continue;
             }

@@ -11,7 +11,9 @@ mod datasets;
 mod definition;
 mod execute;
 mod frames;
+mod heavy;
 mod hub;
+mod live;
 mod pipeline;
 mod removal;
 mod rerun;
@@ -42,6 +44,7 @@ pub use definition::{
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
+pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
@@ -103,6 +106,9 @@ pub enum EngineError {
     /// A name given for a run that several runs have.
     #[error("{} runs are named `{name}`; give one of their ids", runs.len())]
     AmbiguousName { name: String, runs: Vec<RunId> },
+    /// At a per-instance limit on heavy reads: retry shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -140,6 +146,9 @@ pub struct EngineConfig {
     /// of its provider components), when it has one: a provider-backed run asking for
     /// more concurrency says that it gets this much.
     pub outbound_cap: Option<usize>,
+    /// Bootstrap intervals and comparisons computed at once on this instance; more are
+    /// refused as busy (`429`) until one ends.
+    pub max_heavy_reads: usize,
 }
 
 impl Default for EngineConfig {
@@ -160,6 +169,7 @@ impl Default for EngineConfig {
             max_attempts: 5,
             sealer: Arc::new(Sealer::ephemeral()),
             outbound_cap: None,
+            max_heavy_reads: heavy::default_limit(),
         }
     }
 }
@@ -180,6 +190,10 @@ struct EngineInner {
     meter: Arc<dyn Meter>,
     /// Runs executing here below the concurrency they asked for.
     limits: Arc<concurrency::LiveLimits>,
+    /// The limit on, and the answers of, bootstrap intervals and comparisons.
+    heavy: Arc<heavy::HeavyReads>,
+    /// Summaries of the runs executing here, as of their last commit.
+    live: Arc<live::LiveRuns>,
 }
 
 impl Engine {
@@ -202,10 +216,12 @@ impl Engine {
                 store,
                 registry,
                 hub: Arc::new(EventHub::new()),
+                heavy: Arc::new(heavy::HeavyReads::new(config.max_heavy_reads)),
                 config,
                 instrumentation,
                 meter: NoMeter::shared(),
                 limits: Default::default(),
+                live: Default::default(),
             }),
         }
     }
@@ -221,8 +237,10 @@ impl Engine {
                 hub: inner.hub.clone(),
                 config: inner.config.clone(),
                 instrumentation: inner.instrumentation.clone(),
+                heavy: inner.heavy.clone(),
                 meter,
                 limits: inner.limits.clone(),
+                live: inner.live.clone(),
             }),
         }
     }
@@ -251,6 +269,13 @@ impl Engine {
     /// asked for.
     pub fn concurrency_limit(&self, run_id: &RunId) -> Option<ConcurrencyLimit> {
         self.inner.limits.get(run_id)
+    }
+
+    /// The summary (no definition or runtime) of a run this instance executes, as of
+    /// its last commit here or the executor's last read of it (at most
+    /// `cancel_poll_interval` old for changes made elsewhere); `None` for other runs.
+    pub fn live_summary(&self, run_id: &RunId) -> Option<Arc<RunRecord>> {
+        self.inner.live.get(run_id)
     }
 
     /// What observes this engine's runs (and knows what became of their exports).
@@ -354,8 +379,15 @@ impl Engine {
         run_id: &RunId,
     ) -> Result<crate::store::CancelOutcome, EngineError> {
         let outcome = self.inner.store.request_cancel(run_id).await?;
-        if let crate::store::CancelOutcome::Cancelled(_, events) = &outcome {
-            self.inner.hub.publish(run_id, events);
+        match &outcome {
+            crate::store::CancelOutcome::Cancelled(record, events) => {
+                self.inner.live.update(record);
+                self.inner.hub.publish(run_id, events);
+            }
+            crate::store::CancelOutcome::Requested(record)
+            | crate::store::CancelOutcome::AlreadyFinished(record) => {
+                self.inner.live.update(record)
+            }
         }
         Ok(outcome)
     }

@@ -11,7 +11,7 @@ use std::ops::Range;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Engine, EngineError, generation_source};
+use super::{Engine, EngineError};
 use crate::components::{ComponentKind, review_scale};
 use crate::model::{
     CaseRecord, FieldError, NewReview, Review, ReviewScale, RunId, RunKind, RunRecord, Timestamp,
@@ -111,11 +111,7 @@ impl Engine {
             .get_run(run_id)
             .await?
             .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))?;
-        let generations = generation_source(&current).ok_or_else(|| {
-            EngineError::Store(StoreError::Corrupt(format!(
-                "run {run_id} has no source run"
-            )))
-        })?;
+        let generations = generations_of(&current)?;
         // A retry repeats the evaluation of the run it retries.
         for _ in 0..MAX_CHAIN {
             if current.kind != RunKind::Retry {
@@ -198,10 +194,10 @@ impl Engine {
         after: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Review>, EngineError> {
-        let target = self.review_target(run_id).await?;
+        let generations = self.reviews_run(run_id).await?;
         let mut query = ReviewQuery::case(case_index, limit);
         query.after = after;
-        Ok(self.store().reviews(&target.generations, &query).await?)
+        Ok(self.store().reviews(&generations, &query).await?)
     }
 
     /// Every review of `run_id`'s cases in `cases` (history included), oldest first, at
@@ -233,6 +229,17 @@ impl Engine {
         }
     }
 
+    /// The run `run_id`'s reviews are stored under, read from its summary (a run's
+    /// definition can hold its datasets: results pages must not read it).
+    pub(crate) async fn reviews_run(&self, run_id: &RunId) -> Result<RunId, EngineError> {
+        let run = self
+            .store()
+            .get_run_summary(run_id)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(run_id.clone()))?;
+        generations_of(&run)
+    }
+
     /// `records` (of `run_id`, in case order) each with its latest review per reviewer.
     pub(crate) async fn with_reviews(
         &self,
@@ -243,9 +250,9 @@ impl Engine {
             return Ok(Vec::new());
         };
         let range = first.key.case_index..last.key.case_index.saturating_add(1);
-        let target = self.review_target(run_id).await?;
+        let generations = self.reviews_run(run_id).await?;
         let (reviews, _) = self
-            .reviews_in(&target.generations, range, MAX_PAGE_REVIEWS)
+            .reviews_in(&generations, range, MAX_PAGE_REVIEWS)
             .await?;
         let mut by_case: HashMap<u64, Vec<Review>> = HashMap::new();
         for review in reviews {
@@ -261,6 +268,20 @@ impl Engine {
                 ReviewedRecord { record, reviews }
             })
             .collect())
+    }
+}
+
+/// The run whose generations `run` evaluates: a rejudge's parent (the run it was
+/// created over), any other run itself.
+fn generations_of(run: &RunRecord) -> Result<RunId, EngineError> {
+    match run.kind {
+        RunKind::Rejudge => run.parent_run_id.clone().ok_or_else(|| {
+            EngineError::Store(StoreError::Corrupt(format!(
+                "rejudge {} has no parent",
+                run.run_id
+            )))
+        }),
+        RunKind::Experiment | RunKind::Retry => Ok(run.run_id.clone()),
     }
 }
 

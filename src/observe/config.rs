@@ -119,7 +119,7 @@ pub struct WebhookConfig {
 }
 
 /// Every event type a subscriber may filter on (`EventKind::event_type`).
-pub(super) const EVENT_TYPES: [&str; 20] = [
+pub(super) const EVENT_TYPES: [&str; 21] = [
     "run_started",
     "run_completed",
     "run_failed",
@@ -140,6 +140,7 @@ pub(super) const EVENT_TYPES: [&str; 20] = [
     "progress",
     "provider_retry",
     "provider_rate_limited",
+    "concurrency_limited",
 ];
 
 /// Webhook secrets come only from environment variables with this prefix, so a request

@@ -116,4 +116,16 @@ mod tests {
         assert_eq!(constant, [0.25, 0.25]);
         assert_eq!(bootstrap_mean_ci95(&[1.0], 1), None);
     }
+
+    #[test]
+    fn a_bootstrap_of_any_statistic_is_seeded_and_brackets_it() {
+        let values: Vec<f64> = (0..50).map(|i| f64::from(i % 7)).collect();
+        let mean = |s: &[f64]| Some(s.iter().sum::<f64>() / s.len() as f64);
+        let [lo, hi] = bootstrap_ci95(&values, 7, mean).expect("an interval");
+        assert!(lo < 2.94 && 2.94 < hi, "{lo} {hi}");
+        assert_eq!(bootstrap_ci95(&values, 7, mean), Some([lo, hi]));
+        // Resamples where the statistic is undefined are left out; mostly undefined: none.
+        assert_eq!(bootstrap_ci95(&values, 7, |_| None), None);
+        assert_eq!(bootstrap_ci95(&values[..1], 7, mean), None);
+    }
 }

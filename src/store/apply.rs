@@ -10,6 +10,8 @@ use crate::model::{
 
 use std::collections::HashSet;
 
+use serde_json::Value;
+
 use super::{
     CHUNK_SIZE, CaseCommit, CommitBatch, CommitOutcome, StatusChange, StoreError, StoreResult,
 };
@@ -108,6 +110,11 @@ impl RunState {
             cancel_requested: self.record.cancel_requested,
             skipped: false,
             discarded: 0,
+            run: Box::new(RunRecord {
+                definition: Value::Null,
+                runtime: Value::Null,
+                ..self.record.clone()
+            }),
         }
     }
 

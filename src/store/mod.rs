@@ -306,6 +306,9 @@ pub struct CommitOutcome {
     pub skipped: bool,
     /// Case commits dropped because their chunk is not held by the batch's `lease_owner`.
     pub discarded: usize,
+    /// The run's summary (no definition or runtime) as it stands after the commit, as
+    /// [`Store::get_run_summary`] would read it now.
+    pub run: Box<RunRecord>,
 }
 
 impl CommitOutcome {

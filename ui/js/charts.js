@@ -26,7 +26,7 @@ export function histogram({id, title, values, bins = 10, domain = [0, 1], xLabel
   const x = scale(domain, [area.left, area.right]);
   const y = scale([0, max], [area.bottom, area.top]);
   const bars = data.map((d) => s('rect', {
-    class: 'bar', x: x(d.lo) + 1, width: Math.max(0, x(d.hi) - x(d.lo) - 2),
+    class: 'col', x: x(d.lo) + 1, width: Math.max(0, x(d.hi) - x(d.lo) - 2),
     y: y(d.count), height: area.bottom - y(d.count), 'data-count': d.count, 'data-lo': d.lo, 'data-hi': d.hi,
   }, s('title', {}, `${tickText(d.lo)}–${tickText(d.hi)}: ${d.count}`)));
   const mode = data.reduce((a, b) => (b.count > a.count ? b : a), data[0]);
@@ -148,7 +148,7 @@ export function bars({id, title, rows, format = (v) => String(v), xLabel}) {
     return s('g', {class: 'hbar', tabindex: 0, 'aria-label': `${r.label}: ${format(r.value)}`, 'data-label': r.label, 'data-value': r.value},
       s('title', {}, `${r.label}: ${format(r.value)}`),
       s('text', {class: 'row-label', x: labelWidth - 6, y: top + 12, 'text-anchor': 'end'}, r.label),
-      s('rect', {class: 'bar', x: area.left, y: top, height: rowHeight - 8, width: Math.max(1, x(r.value) - area.left)}),
+      s('rect', {class: 'col', x: area.left, y: top, height: rowHeight - 8, width: Math.max(1, x(r.value) - area.left)}),
       s('text', {class: 'tick-label', x: x(r.value) + 4, y: top + 12}, format(r.value)));
   });
   const total = rows.reduce((a, r) => a + r.value, 0);

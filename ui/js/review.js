@@ -211,10 +211,10 @@ export async function reviewView(main, {params: [runId], query, signal}) {
         body: {scores: Object.fromEntries(values), ...(comment ? {comment} : {})},
       });
       reviewed.add(entry.record.case_index);
-      status.textContent = `Saved review ${review.review_id} of case ${entry.record.case_index} by ${review.reviewer}.`;
-      status.dataset.saved = String(review.review_id);
       at = Math.min(at + 1, queue.length - 1);
       await drawCase();
+      status.textContent = `Saved review ${review.review_id} of case ${entry.record.case_index} by ${review.reviewer}.`;
+      status.dataset.saved = String(review.review_id);
     } catch (e) {
       if (e instanceof ApiError) {
         status.textContent = `Not saved: ${e.message}${e.details.length ? ` (${e.details.map((d) => `${d.path}: ${d.message}`).join('; ')})` : ''}`;

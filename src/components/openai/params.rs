@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::client::{ClientConfig, Endpoint, Price, RunLimits};
+use super::client::{ClientConfig, Endpoint, Price, RetryPolicy, RunLimits};
 use super::providers::{ProviderSpec, normalize_base_url};
 use super::shared::Shared;
 use super::template::Templates;
@@ -137,6 +137,7 @@ pub(super) fn read_client(
     };
     let url =
         reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| e.to_string());
+    let stack = shared.stack(provider.as_deref());
     ClientConfig {
         component,
         url,
@@ -146,12 +147,15 @@ pub(super) fn read_client(
         shared: shared.clone(),
         endpoint: Arc::default(),
         own: Arc::new(Endpoint::for_run(&own)),
+        stack,
         timeout: millis(p, "timeout_ms", 60_000, 1, 3_600_000),
-        max_attempts: max_retries + 1,
-        retry_budget: millis(p, "retry_budget_ms", 120_000, 0, 86_400_000),
-        initial_backoff,
-        max_backoff,
-        max_identical_failures: p.u64_in("max_identical_failures", 3, 1, 100) as u32,
+        retry: RetryPolicy {
+            max_attempts: max_retries + 1,
+            budget: millis(p, "retry_budget_ms", 120_000, 0, 86_400_000),
+            initial_backoff,
+            max_backoff,
+            max_identical_failures: p.u64_in("max_identical_failures", 3, 1, 100) as u32,
+        },
         price: read_price(p),
         body,
         completion_estimate: max_tokens.unwrap_or(256),

@@ -1,15 +1,14 @@
 //! What every `openai/...` component of one registry shares: the operator's providers
 //! and egress ([`Outbound`]), the endpoint state every run shares (configured from the
-//! operator's limits only, never from a run's params), the server-wide cap on provider
-//! requests in flight, and the counter that makes retry backoff jitter distinct per call.
+//! operator's limits only, never from a run's params), and the provider call stacks,
+//! composed once per declared provider (and once for undeclared endpoints) around one
+//! server-wide cap on provider requests in flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
-
-use super::client::Endpoint;
+use super::client::{Endpoint, OutboundCapLayer, ProviderService, compose};
 use super::providers::{OperatorLimits, Outbound, ProviderSpec};
 
 /// Undeclared endpoints beyond this many are forgotten once no component uses them, so
@@ -20,21 +19,38 @@ pub(super) struct Shared {
     pub outbound: Outbound,
     providers: Vec<Arc<ProviderSpec>>,
     endpoints: Mutex<HashMap<(String, String), Arc<Endpoint>>>,
-    /// One permit per provider request in flight, across all runs.
-    pub in_flight: Semaphore,
-    /// Source of backoff jitter: distinct per call, no RNG state beyond a counter.
-    pub jitter: AtomicU64,
+    /// The call stack of each declared provider, by name.
+    stacks: HashMap<String, ProviderService>,
+    /// The call stack of undeclared endpoints.
+    undeclared: ProviderService,
 }
 
 impl Shared {
     pub(super) fn new(outbound: Outbound) -> Self {
+        let providers: Vec<Arc<ProviderSpec>> =
+            outbound.providers.iter().cloned().map(Arc::new).collect();
+        let cap = OutboundCapLayer::new(outbound.max_requests);
+        // Backoff jitter: distinct per call, no RNG state beyond a counter.
+        let jitter = Arc::new(AtomicU64::new(0));
+        let stacks = providers
+            .iter()
+            .map(|p| (p.name.clone(), compose(Some(p), &outbound, &cap, &jitter)))
+            .collect();
         Shared {
-            providers: outbound.providers.iter().cloned().map(Arc::new).collect(),
-            in_flight: Semaphore::new(outbound.max_requests.clamp(1, Semaphore::MAX_PERMITS)),
+            undeclared: compose(None, &outbound, &cap, &jitter),
+            stacks,
+            providers,
             outbound,
             endpoints: Mutex::default(),
-            jitter: AtomicU64::new(0),
         }
+    }
+
+    /// The call stack of `provider` (`None`: an undeclared endpoint).
+    pub(super) fn stack(&self, provider: Option<&ProviderSpec>) -> ProviderService {
+        provider
+            .and_then(|p| self.stacks.get(&p.name))
+            .unwrap_or(&self.undeclared)
+            .clone()
     }
 
     pub(super) fn named(&self, name: &str) -> Option<&Arc<ProviderSpec>> {

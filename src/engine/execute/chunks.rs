@@ -108,14 +108,17 @@ impl Engine {
             let run_id = shared.run_id.clone();
             let cancel = cancel.clone();
             let interval = config.cancel_poll_interval;
+            let live = self.inner.live.clone();
             async move {
                 loop {
                     tokio::time::sleep(interval).await;
-                    if let Ok(Some(run)) = store.get_run_summary(&run_id).await
-                        && run.cancel_requested
-                    {
-                        cancel.cancel();
-                        return;
+                    if let Ok(Some(run)) = store.get_run_summary(&run_id).await {
+                        // What others changed shows in status reads within an interval.
+                        live.update(&run);
+                        if run.cancel_requested {
+                            cancel.cancel();
+                            return;
+                        }
                     }
                 }
             }
@@ -132,7 +135,7 @@ impl Engine {
                     // The chunk's lease was lost: its work belongs to another instance.
                     Some(Ok(None)) => {}
                     Some(Ok(Some(commit))) => {
-                        if tx.send(RecorderMsg::Case(commit)).await.is_err() {
+                        if tx.send(RecorderMsg::Case(Box::new(commit))).await.is_err() {
                             break Stop::Failed("the recorder stopped".to_owned());
                         }
                     }

@@ -121,6 +121,8 @@ impl Engine {
         control: RunControl,
     ) -> Result<RunRecord, EngineError> {
         let run_id = &record.run_id.clone();
+        let _executing = self.inner.live.executing(run_id);
+        self.inner.live.update(&record);
         let cancel = &control.cancel;
         let store = self.store().clone();
         let config = self.config().clone();
@@ -349,6 +351,7 @@ fn end_run_span(
 /// Hands the events a commit of `batch` wrote to live listeners and lifecycle
 /// subscribers, building their copies only when someone is there to read them.
 fn publish(engine: &Engine, batch: &CommitBatch, outcome: &CommitOutcome, observers: &Observers) {
+    engine.inner.live.update(&outcome.run);
     if observers.subscribers.is_empty() && !engine.hub().is_followed(&batch.run_id) {
         return;
     }

@@ -26,8 +26,9 @@ pub(super) enum RecorderMsg {
         chunk_index: u64,
         pending: usize,
     },
-    Case(ChunkCommit),
-    Event(NewEvent),
+    /// Boxed, as is the event: the messages in the channel stay small.
+    Case(Box<ChunkCommit>),
+    Event(Box<NewEvent>),
 }
 
 /// A finished case and the chunk it belongs to.
@@ -65,7 +66,9 @@ impl CallObserver for CaseNotes {
                 wait_ms,
             },
         };
-        let _ = self.tx.try_send(RecorderMsg::Event(NewEvent::now(kind)));
+        let _ = self
+            .tx
+            .try_send(RecorderMsg::Event(Box::new(NewEvent::now(kind))));
     }
 }
 
@@ -103,10 +106,11 @@ pub(super) async fn record_cases(
                 } => {
                     remaining.insert(chunk_index, pending);
                 }
-                RecorderMsg::Case(ChunkCommit {
-                    chunk_index,
-                    commit,
-                }) => {
+                RecorderMsg::Case(case) => {
+                    let ChunkCommit {
+                        chunk_index,
+                        commit,
+                    } = *case;
                     batch.cases.push(commit);
                     if let Some(left) = remaining.get_mut(&chunk_index) {
                         *left -= 1;
@@ -116,7 +120,7 @@ pub(super) async fn record_cases(
                         }
                     }
                 }
-                RecorderMsg::Event(event) => batch.events.push(event),
+                RecorderMsg::Event(event) => batch.events.push(*event),
             }
         }
         batch.progress_event = !batch.cases.is_empty()

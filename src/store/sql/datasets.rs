@@ -71,6 +71,10 @@ fn parse_run_id(raw: &str) -> StoreResult<RunId> {
 /// Columns bound per inserted case.
 const CASE_PARAMS: usize = 4;
 
+/// How long one transaction of an upload's cases may hold the writer before it commits
+/// and lets other writes in.
+const CHUNK_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl<D> Write<'_, D>
 where
     D: Dialect,
@@ -116,6 +120,8 @@ where
                     .push_bind(case.case_id.as_str())
                     .push_bind(case.json.as_str());
             });
+            // The same content uploaded at once twice: both store the same rows.
+            insert.push(" ON CONFLICT DO NOTHING");
             insert
                 .build()
                 .persistent(false)
@@ -162,44 +168,81 @@ where
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
 {
+    /// Cases go in as transactions of their own, each ending once it held the writer
+    /// for [`CHUNK_HOLD`], so an upload of any size never keeps other writes (a run's
+    /// commits, a `POST /runs`) waiting longer than that. The revision row comes last:
+    /// until it is written no one reads the cases. A revision whose cases were stored in
+    /// part (an upload cut short by a crash) is taken up after its last stored case.
     async fn put_revision(
         &self,
         revision: DatasetRevision,
         cases: &mut dyn CaseBatches,
     ) -> StoreResult<PutOutcome> {
+        if let Some(existing) = self
+            .get_revision(&revision.dataset_id, Some(&revision.revision))
+            .await?
+        {
+            return Ok(PutOutcome::Existing(existing));
+        }
+        // Cases of this content already stored (for another dataset, or in part).
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(case_index) FROM dataset_cases WHERE revision = $1")
+                .bind(revision.revision.as_str())
+                .fetch_one(self.pool())
+                .await?;
+        let mut next = stored.map_or(0, |last| last + 1);
+        let mut pending: Vec<StoredCase> = Vec::new();
+        // All stored (another dataset holds the same content): nothing to read.
+        let complete = u64::try_from(next).is_ok_and(|n| n >= revision.case_count);
+        while !complete {
+            let batch = cases.next_batch().await?;
+            let done = batch.is_empty();
+            for case in batch {
+                if to_i64(case.case_index)? >= next {
+                    pending.push(case);
+                }
+            }
+            if pending.is_empty() {
+                if done {
+                    break;
+                }
+                continue;
+            }
+            let mut write = self.begin().await?;
+            let held = std::time::Instant::now();
+            write
+                .insert_revision_cases(&revision.revision, &pending)
+                .await?;
+            next += pending.len() as i64;
+            pending.clear();
+            // More of the spool into the same transaction while it is young.
+            while !done && held.elapsed() < CHUNK_HOLD {
+                let more = cases.next_batch().await?;
+                if more.is_empty() {
+                    break;
+                }
+                next += more.len() as i64;
+                write
+                    .insert_revision_cases(&revision.revision, &more)
+                    .await?;
+            }
+            write.commit().await?;
+            if done {
+                break;
+            }
+        }
+        if u64::try_from(next).ok() != Some(revision.case_count) {
+            return Err(StoreError::Input(format!(
+                "{next} cases for a revision of {}",
+                revision.case_count
+            )));
+        }
         let mut write = self.begin().await?;
         if let Some(existing) = write
             .revision_row(&revision.dataset_id, &revision.revision)
             .await?
         {
             return Ok(PutOutcome::Existing(existing));
-        }
-        // Another dataset holds the same content: its cases serve this one too.
-        let known = sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM dataset_cases WHERE revision = $1 AND case_index = 0",
-        )
-        .bind(revision.revision.as_str())
-        .fetch_one(write.conn())
-        .await?
-            > 0;
-        if !known {
-            let mut stored = 0u64;
-            loop {
-                let batch = cases.next_batch().await?;
-                if batch.is_empty() {
-                    break;
-                }
-                stored += batch.len() as u64;
-                write
-                    .insert_revision_cases(&revision.revision, &batch)
-                    .await?;
-            }
-            if stored != revision.case_count {
-                return Err(StoreError::Input(format!(
-                    "{stored} cases for a revision of {}",
-                    revision.case_count
-                )));
-            }
         }
         sqlx::query(
             "INSERT INTO dataset_revisions (dataset_id, revision, case_count, bytes, created_at) \

@@ -6,69 +6,66 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
-use super::ClientConfig;
-
 /// The largest response body read.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-impl ClientConfig {
-    /// One HTTP request.
-    pub(super) async fn attempt(
-        &self,
-        client: &reqwest::Client,
-        url: &reqwest::Url,
-        body: Bytes,
-        api_key: Option<&str>,
-    ) -> Attempt {
-        let mut request = client
-            .post(url.clone())
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        if let Some(key) = api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return self.transport(&e),
-        };
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        match read_body(response).await {
-            Ok(text) => Attempt::Answered {
-                status,
-                body: text,
-                retry_after,
-            },
-            Err(Unread::TooLarge) => Attempt::Answered {
-                status,
-                body: String::new(),
-                retry_after,
-            },
-            Err(Unread::Transport(e)) => self.transport(&e),
-        }
+/// One HTTP request: `body` POSTed to `url` (with `api_key` as the bearer token), the
+/// answer read within `timeout`.
+pub(super) async fn post(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    body: Bytes,
+    api_key: Option<&str>,
+    timeout: Duration,
+) -> Attempt {
+    let mut request = client
+        .post(url.clone())
+        .timeout(timeout)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(body);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
     }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return transport(&e, timeout),
+    };
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    match read_body(response).await {
+        Ok(text) => Attempt::Answered {
+            status,
+            body: text,
+            retry_after,
+        },
+        Err(Unread::TooLarge) => Attempt::Answered {
+            status,
+            body: String::new(),
+            retry_after,
+        },
+        Err(Unread::Transport(e)) => transport(&e, timeout),
+    }
+}
 
-    fn transport(&self, error: &reqwest::Error) -> Attempt {
-        if error.is_timeout() {
-            Attempt::Transport {
-                message: format!(
-                    "request timed out after {} ms (timeout_ms)",
-                    self.timeout.as_millis()
-                ),
-                timed_out: true,
-            }
-        } else {
-            Attempt::Transport {
-                message: error_chain(error),
-                timed_out: false,
-            }
+fn transport(error: &reqwest::Error, timeout: Duration) -> Attempt {
+    if error.is_timeout() {
+        Attempt::Transport {
+            message: format!(
+                "request timed out after {} ms (timeout_ms)",
+                timeout.as_millis()
+            ),
+            timed_out: true,
+        }
+    } else {
+        Attempt::Transport {
+            message: error_chain(error),
+            timed_out: false,
         }
     }
 }
 
 /// What one HTTP request came back with.
-pub(super) enum Attempt {
+pub(in crate::components::openai) enum Attempt {
     Answered {
         status: u16,
         body: String,

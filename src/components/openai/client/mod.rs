@@ -1,6 +1,6 @@
-//! One chat-completions call: response cache, per-endpoint rate limits, concurrency
-//! limit and circuit breaker, retries with backoff, and a `provider_call` span per HTTP
-//! request.
+//! One chat-completions call: the response cache, then the provider's [`stack`] of
+//! layers (per-endpoint rate limits, concurrency limit and circuit breaker, retries with
+//! backoff, the outbound cap, metrics and a `provider_call` span per HTTP request).
 //!
 //! Limits are layered: the endpoint state every run shares (keyed by base URL and model,
 //! held by [`Shared`]) is configured once from the operator's limits of the declared
@@ -16,14 +16,14 @@
 //! when the endpoint is a declared provider: bodies from elsewhere are never quoted.
 //!
 //! - [`endpoint`]: an endpoint's limiters and breaker, shared or a run's own.
-//! - [`retry`]: the attempts of one call (limits, breaker, backoff, spans).
+//! - [`stack`]: the layers a call goes through, composed once per declared provider.
 //! - [`http`]: one HTTP request and what came back.
 //! - [`response`]: an answer judged (retry or not, what to quote) and parsed.
 
 mod endpoint;
 mod http;
 mod response;
-mod retry;
+mod stack;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tower::Service;
 
 use super::Shared;
 use super::providers::ProviderSpec;
@@ -38,6 +39,8 @@ use crate::components::{CallContext, ComponentError};
 use crate::model::Usage;
 pub(super) use endpoint::{Endpoint, RunLimits};
 use response::parse_response;
+use stack::{Call, Sent};
+pub(super) use stack::{OutboundCapLayer, ProviderService, RetryPolicy, compose};
 
 /// USD per 1,000 tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,13 +66,10 @@ pub(super) struct ClientConfig {
     pub endpoint: Arc<OnceLock<Arc<Endpoint>>>,
     /// This run's own limits (this component instance serves one run execution).
     pub own: Arc<Endpoint>,
+    /// The provider's stack every call goes through.
+    pub stack: ProviderService,
     pub timeout: Duration,
-    pub max_attempts: u32,
-    pub retry_budget: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// The same failure (status and body) this many times in a row ends the retries.
-    pub max_identical_failures: u32,
+    pub retry: RetryPolicy,
     pub price: Option<Price>,
     /// Sampling params and `extra_body`, sent with every request.
     pub body: Map<String, Value>,
@@ -214,15 +214,6 @@ impl ClientConfig {
         }
     }
 
-    /// The key the operator bound to this endpoint's provider, if any.
-    fn api_key(&self) -> Option<&str> {
-        self.provider
-            .as_ref()
-            .and_then(|p| p.key.as_ref())
-            .map(|k| k.expose())
-            .filter(|k| !k.is_empty())
-    }
-
     /// Asks for `n` choices for `messages` with `seed`: from the cache when it has the
     /// same request, else from the endpoint (then cached). Fewer choices than `n` is an
     /// error with `fewer_choices` set (and nothing cached).
@@ -264,9 +255,21 @@ impl ClientConfig {
             }
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| self.fail(e))?;
-        let (raw, parsed, requests) = self
-            .send(ctx, endpoint, messages, bytes.into(), seed, n)
-            .await?;
+        let call = Call {
+            ctx,
+            client: self,
+            endpoint,
+            body: bytes.into(),
+            seed,
+            n,
+            tokens: estimate_tokens(messages, self.completion_estimate * u64::from(n)),
+            attempt: 1,
+        };
+        let Sent {
+            raw,
+            parsed,
+            requests,
+        } = self.stack.clone().call(call).await?;
         let usage = self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens);
         if parsed.choices.len() < n as usize {
             let mut error = self.fail(format_args!(
@@ -291,6 +294,16 @@ impl ClientConfig {
             usage,
         })
     }
+}
+
+/// A rough token count before sending: a quarter of the message characters plus the
+/// completion allowance.
+fn estimate_tokens(messages: &[Message], completion: u64) -> f64 {
+    let chars: usize = messages
+        .iter()
+        .map(|m| m.content.chars().count() + 16)
+        .sum();
+    (chars / 4 + 1) as f64 + completion as f64
 }
 
 #[cfg(test)]

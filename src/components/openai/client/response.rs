@@ -17,7 +17,8 @@ const REASON_CHARS: usize = 200;
 const BODY_CHARS: usize = 500;
 
 /// An attempt judged: its result and what it tells the breaker and the limiter.
-pub(super) struct Outcome {
+#[derive(Debug)]
+pub(in crate::components::openai) struct Outcome {
     /// On success: the response body and its parsed form.
     pub result: Result<(String, Parsed), Failure>,
     /// A one-line description for notes, spans and messages (secrets redacted).
@@ -26,9 +27,14 @@ pub(super) struct Outcome {
     pub summary: String,
     pub health: Health,
     pub signal: Signal,
+    /// The answer's HTTP status (`None`: no answer).
+    pub status: Option<u16>,
+    /// No answer within the call's timeout.
+    pub timed_out: bool,
 }
 
-pub(super) struct Failure {
+#[derive(Debug)]
+pub(in crate::components::openai) struct Failure {
     pub retryable: bool,
     pub status: Option<u16>,
     pub body: String,
@@ -41,9 +47,13 @@ pub(super) struct Failure {
 impl Attempt {
     /// Judges an attempt. `declared`: the endpoint is a declared provider, whose error
     /// messages may be quoted (sanitised); nothing else's body ever is.
-    pub(super) fn classify(self, redact: &dyn Fn(&str) -> String, declared: bool) -> Outcome {
+    pub(in crate::components::openai) fn classify(
+        self,
+        redact: &dyn Fn(&str) -> String,
+        declared: bool,
+    ) -> Outcome {
         let (status, body, retry_after) = match self {
-            Attempt::Transport { message, .. } => {
+            Attempt::Transport { message, timed_out } => {
                 let reason = redact(&message);
                 return Outcome {
                     summary: reason.clone(),
@@ -57,6 +67,8 @@ impl Attempt {
                     reason,
                     health: Health::Failed,
                     signal: Signal::Neutral,
+                    status: None,
+                    timed_out,
                 };
             }
             Attempt::Answered {
@@ -84,6 +96,8 @@ impl Attempt {
                     summary: format!("HTTP {status}"),
                     health: Health::Alive,
                     signal: Signal::Success,
+                    status: Some(status),
+                    timed_out: false,
                 },
                 Err(problem) => Outcome {
                     summary: format!("HTTP {status} but the response {problem}"),
@@ -102,6 +116,8 @@ impl Attempt {
                     }),
                     health: Health::Failed,
                     signal: Signal::Neutral,
+                    status: Some(status),
+                    timed_out: false,
                 },
             };
         }
@@ -139,6 +155,8 @@ impl Attempt {
             } else {
                 Signal::Neutral
             },
+            status: Some(status),
+            timed_out: false,
         }
     }
 }
@@ -167,7 +185,7 @@ fn sanitize(text: &str, max_chars: usize) -> String {
 
 /// The parts of a chat-completions response the components use.
 #[derive(Debug, Clone)]
-pub(super) struct Parsed {
+pub(in crate::components::openai) struct Parsed {
     pub choices: Vec<Choice>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

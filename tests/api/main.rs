@@ -1,0 +1,15 @@
+//! The HTTP API through the real router: runs over HTTP, representations, CORS,
+//! comparisons, datasets, human reviews, the JSON shapes (insta snapshots) and
+//! `openapi.yaml` against the router.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod compare;
+mod cors;
+mod datasets;
+mod http;
+mod openapi;
+mod representation;
+mod reviews;
+mod snapshots;

@@ -1,0 +1,8 @@
+//! The dashboard in a real browser (headless Debian Chromium driven over WebDriver):
+//! its pages, and human review with charts.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod pages;
+mod review;
