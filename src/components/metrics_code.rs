@@ -88,7 +88,7 @@ impl Target {
                         sandboxes.names().join(", ")
                     ),
                 ),
-                Some(languages) if !languages.iter().any(|l| *l == language) => p.error(
+                Some(languages) if !languages.contains(&language) => p.error(
                     language_key,
                     format!(
                         "sandbox `{sandbox}` does not run `{language}`; it runs {}",

@@ -73,6 +73,14 @@ impl Problems {
         }
     }
 
+    /// Counts `n` more problems without describing them (found where listing them all
+    /// would cost more than counting).
+    pub fn omit(&mut self, n: u64) {
+        self.omitted = self
+            .omitted
+            .saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+
     /// The details of an error response: at most [`MAX_DETAILS`] entries.
     pub fn into_details(self) -> Vec<FieldError> {
         let shown = self.cap - 1;

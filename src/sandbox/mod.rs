@@ -269,7 +269,7 @@ impl Sandboxes {
             .by_name
             .get(name)
             .ok_or_else(|| SandboxError::Unknown(name.to_owned()))?;
-        if !sandbox.languages().iter().any(|l| *l == request.language) {
+        if !sandbox.languages().contains(&request.language) {
             return Err(SandboxError::Language(request.language.clone()));
         }
         let mut request = request.clone();
@@ -282,15 +282,15 @@ impl Sandboxes {
 /// Keeps at most `max` bytes of `bytes` as text, cut at a character boundary.
 pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
     let mut end = bytes.len().min(max);
-    let text = loop {
+    loop {
         match std::str::from_utf8(&bytes[..end]) {
-            Ok(text) => break text.to_owned(),
-            // Invalid in the middle: lossy is fine; at the cut: step back.
+            Ok(text) => return text.to_owned(),
+            // Invalid at the cut: step back to the last whole character.
             Err(e) if e.error_len().is_none() => end = e.valid_up_to(),
-            Err(_) => break String::from_utf8_lossy(&bytes[..end]).into_owned(),
+            // Invalid in the middle: the program's bytes, shown lossily.
+            Err(_) => return String::from_utf8_lossy(&bytes[..end]).into_owned(),
         }
-    };
-    text
+    }
 }
 
 #[cfg(test)]

@@ -142,21 +142,23 @@ impl TestApp {
     }
 
     /// The scheduler and router `themis serve` would build (no background polling, no
-    /// resumption), over the store given or an in-memory one.
+    /// resumption), over the engine given, else over the store given (or an in-memory
+    /// one) with the registry given (or the builtin one).
     pub fn router(self) -> InProcess {
         // Server-side causes of failures (logged, not returned) show with a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("themis=warn")
             .with_test_writer()
             .try_init();
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let registry = self.registry.unwrap_or_else(Registry::builtin);
-        let engine = Engine::instrumented(
-            store,
-            Arc::new(registry),
-            EngineConfig::default(),
-            Arc::new(Telemetry::local()),
-        );
+        let (store, registry) = (self.store, self.registry);
+        let engine = self.engine.unwrap_or_else(|| {
+            Engine::instrumented(
+                store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                Arc::new(registry.unwrap_or_else(Registry::builtin)),
+                EngineConfig::default(),
+                Arc::new(Telemetry::local()),
+            )
+        });
         let scheduler = Scheduler::new(engine, self.config.max_running_runs);
         let router = themis::api::router(scheduler.clone(), &self.config.api);
         InProcess { router, scheduler }

@@ -1,4 +1,5 @@
-//! Human review and charts in a real browser (headless Chromium): the run page draws its
+//! Human review and charts in a real browser (headless Chromium): the runs list draws the
+//! spend of the run with a cost (a priced fake provider); the run page draws its
 //! score distributions, per-dataset means with CIs and timeline as SVG with the numbers
 //! the API gives; the review queue opens on the case that most needs a person and is
 //! worked through by keyboard alone (scores, save, skip), its reviews reach the API and
@@ -6,7 +7,7 @@
 //! overflows a 390 px phone.
 //!
 //! Screenshots go to `$THEMIS_SCREENSHOTS` (the docs' come from
-//! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard_review`), else to the
+//! `THEMIS_SCREENSHOTS=docs/images cargo test --test dashboard review::`), else to the
 //! target folder.
 
 use crate::common;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::fake_provider::FakeProvider;
 use common::{ServerProcess, json_of, spawn_server_with_env};
 use serde_json::{Value, json};
 
@@ -60,10 +62,12 @@ struct Service {
 }
 
 impl Service {
-    fn start() -> Service {
+    /// The binary on a fresh SQLite file, with the fake provider declared as `fake`.
+    fn start(provider: &FakeProvider) -> Service {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let database = format!("sqlite://{}", dir.join("themis.db").display());
-        let (process, base) = spawn_server_with_env(&database, &[], &[]);
+        let flag = format!("name=fake,base_url={}", provider.base_url);
+        let (process, base) = spawn_server_with_env(&database, &["--provider", &flag], &[]);
         Service {
             _process: process,
             base,
@@ -175,15 +179,45 @@ async fn press(browser: &Browser, keys: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_and_the_review_queue_in_a_real_browser() {
-    let service = Service::start();
+    let provider = FakeProvider::fixed("{\"answer\": \"1\"}", Duration::ZERO).await;
+    let service = Service::start(&provider);
     let base = service.base.clone();
     let a = service.run(&experiment(60, 0.3)).await;
     let b = service.run(&experiment(60, 0.6)).await;
+    // A run with a cost: a priced provider (one prompt and one completion token a
+    // request, $1 and $2 per token).
+    let priced = service
+        .run(&json!({
+            "generation": {"generator": {"name": "openai/chat", "params": {
+                "provider": "fake", "model": "m", "prompt": "{{ input }}", "output": "json",
+                "price": {"prompt_per_1k": 1000.0, "completion_per_1k": 2000.0}}}},
+            "evaluation": {"metrics": [EXACT]},
+            "datasets": [{"dataset_id": "d", "cases": [
+                {"case_id": "a", "input": "x", "expected_output": {"answer": "1"}},
+                {"case_id": "b", "input": "y", "expected_output": {"answer": "2"}}]}],
+            "seeds": [1],
+        }))
+        .await;
     let run = service.get(&format!("/runs/{a}")).await;
     let results = service.get(&format!("/runs/{a}/results?limit=1000")).await;
     let records = results["results"].as_array().unwrap().clone();
     let shots = screenshots();
     let mut browser = Browser::start(1280, 900).await;
+
+    // The runs list: spend per run, for the run with a cost only.
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    let spend = browser
+        .eval("return [...document.querySelectorAll('#spend-chart g.hbar')].map(g => [g.dataset.label, Number(g.dataset.value)])")
+        .await;
+    let cost = service.get(&format!("/runs/{priced}")).await["usage"]["cost_usd"]
+        .as_f64()
+        .unwrap();
+    assert!((cost - 6.0).abs() < 1e-9, "two requests at $3: {cost}");
+    let spend = spend.as_array().unwrap();
+    assert_eq!(spend.len(), 1, "only the run with a cost: {spend:?}");
+    assert_eq!(spend[0][0], format!("{}…", &priced[..12]));
+    assert!((spend[0][1].as_f64().unwrap() - cost).abs() < 1e-9);
 
     // The run page's charts carry the API's numbers.
     browser.goto(&format!("{base}/ui/#/runs/{a}")).await;

@@ -1,16 +1,17 @@
 //! Taking in the cases of one dataset revision, one at a time: each is checked, its id
-//! checked for repeats, its canonical JSON hashed into the revision and spooled, so
-//! nothing grows with the dataset but a 16-byte fingerprint per case id.
+//! noted for the repeat check (bounded memory, see [`Repeats`]), its canonical JSON
+//! hashed into the revision and spooled, so nothing in memory grows with the dataset.
 
-use std::collections::HashSet;
 use std::io;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::case::{canonical_case, check_case};
+use super::repeats::Repeats;
 use super::spool::{Spool, SpoolReader};
 use crate::model::Problems;
+use crate::model::check::MAX_DETAILS;
 use crate::model::{Case, Revision};
 
 /// What the revision hash starts with: a new canonical form of cases gets a new one.
@@ -47,9 +48,11 @@ pub(crate) fn revision_of(cases: &[Case]) -> Revision {
 
 /// A revision being taken in.
 pub(super) struct Ingest {
-    /// 128 bits of SHA-256 of each case id: two ids collide with probability about
-    /// n²/2^129 (1e-26 for a million cases), and nothing else of a case is held.
-    seen: HashSet<u128>,
+    /// 128 bits of SHA-256 of each case id with the case's label: two ids collide with
+    /// probability about n²/2^129 (1e-26 for a million cases).
+    repeats: Repeats,
+    /// Where the case with a label is, for problems (`line 12`, `cases[3]`).
+    name: Box<dyn Fn(u64) -> String + Send>,
     hasher: RevisionHasher,
     spool: Spool,
     case_count: u64,
@@ -85,9 +88,11 @@ fn fingerprint(case_id: &str) -> u128 {
 }
 
 impl Ingest {
-    pub(super) fn new() -> io::Result<Self> {
+    /// `name` tells where the case with a label (its line, its index) is.
+    pub(super) fn new(name: impl Fn(u64) -> String + Send + 'static) -> io::Result<Self> {
         Ok(Ingest {
-            seen: HashSet::new(),
+            repeats: Repeats::default(),
+            name: Box::new(name),
             hasher: RevisionHasher::new(),
             spool: Spool::new()?,
             case_count: 0,
@@ -96,16 +101,18 @@ impl Ingest {
         })
     }
 
-    /// Takes one case; its problems go to `problems`, named by `at(field)`. Once any
-    /// problem is known the revision cannot be stored, so cases are only checked.
+    /// Takes one case, at `label` (its line or index, increasing); its problems go to
+    /// `problems`, named by `at(field)`. Once any problem is known the revision cannot be
+    /// stored, so cases are only checked.
     pub(super) fn push(
         &mut self,
         value: Value,
+        label: u64,
         problems: &mut Problems,
         at: &dyn Fn(&str) -> String,
     ) -> io::Result<()> {
         match check_case(value, problems, at) {
-            Some(case) => self.push_case(&case, problems, at),
+            Some(case) => self.push_case(&case, label, problems),
             None => {
                 self.rejected += 1;
                 Ok(())
@@ -113,22 +120,15 @@ impl Ingest {
         }
     }
 
-    /// Takes one case already checked (its id may still repeat an earlier one).
+    /// Takes one case already checked (its id may still repeat an earlier one: that is
+    /// found at the end).
     pub(super) fn push_case(
         &mut self,
         case: &Case,
+        label: u64,
         problems: &mut Problems,
-        at: &dyn Fn(&str) -> String,
     ) -> io::Result<()> {
-        if !self.seen.insert(fingerprint(&case.case_id)) {
-            problems.report(|| {
-                (
-                    at("case_id"),
-                    format!("duplicate case_id `{}` in dataset", case.case_id),
-                )
-            });
-            return Ok(());
-        }
+        self.repeats.add(fingerprint(&case.case_id), label)?;
         self.case_count += 1;
         if !problems.is_empty() {
             return Ok(());
@@ -149,6 +149,18 @@ impl Ingest {
         if self.case_count + self.rejected == 0 {
             problems.push(empty_at, "must contain at least one case");
         }
+        let found = self.repeats.find(MAX_DETAILS)?;
+        let listed = found.first.len() as u64;
+        for (label, first) in found.first {
+            problems.push(
+                format!("{}.case_id", (self.name)(label)),
+                format!(
+                    "duplicate case_id in dataset (the same as {})",
+                    (self.name)(first)
+                ),
+            );
+        }
+        problems.omit(found.total.saturating_sub(listed));
         if !problems.is_empty() {
             return Ok(None);
         }
@@ -168,10 +180,12 @@ mod tests {
 
     fn ingest(cases: &[Value]) -> (Option<Ingested>, Vec<String>) {
         let mut problems = Problems::default();
-        let mut ingest = Ingest::new().unwrap();
+        let mut ingest = Ingest::new(|i| format!("cases[{i}]")).unwrap();
         for (i, case) in cases.iter().enumerate() {
             let at = |key: &str| format!("cases[{i}].{key}");
-            ingest.push(case.clone(), &mut problems, &at).unwrap();
+            ingest
+                .push(case.clone(), i as u64, &mut problems, &at)
+                .unwrap();
         }
         let done = ingest.finish(&mut problems, "cases").unwrap();
         let details = problems
@@ -219,7 +233,7 @@ mod tests {
         assert!(done.is_none());
         assert_eq!(
             problems,
-            ["cases[1].case_id: duplicate case_id `1` in dataset"]
+            ["cases[1].case_id: duplicate case_id in dataset (the same as cases[0])"]
         );
         let (done, problems) = ingest(&[]);
         assert!(done.is_none());

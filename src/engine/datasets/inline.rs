@@ -138,7 +138,8 @@ fn ingest(
     path: &str,
     problems: &mut Problems,
 ) -> Result<Option<Ingested>, SplitError> {
-    let mut ingest = Ingest::new()?;
+    let name = path.to_owned();
+    let mut ingest = Ingest::new(move |index| format!("{name}[{index}]"))?;
     for (index, raw) in cases.iter().enumerate() {
         let at = |key: &str| {
             if key.is_empty() {
@@ -148,7 +149,7 @@ fn ingest(
             }
         };
         match serde_json::from_str::<Value>(raw.get()) {
-            Ok(case) => ingest.push(case, problems, &at)?,
+            Ok(case) => ingest.push(case, index as u64, problems, &at)?,
             // Valid JSON that a 64-bit float cannot hold (`1e400`).
             Err(_) => problems.report(|| (at(""), OUT_OF_RANGE.to_owned())),
         }

@@ -12,6 +12,7 @@ mod csv;
 mod ingest;
 mod inline;
 mod lines;
+mod repeats;
 mod service;
 mod spool;
 mod submit;

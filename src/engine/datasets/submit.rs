@@ -24,11 +24,12 @@ struct Resolved {
 /// An inline dataset's cases (checked when parsed) into a revision.
 fn ingest_cases(cases: &[Case], path: &str) -> Result<Ingested, EngineError> {
     let mut problems = Problems::default();
-    let mut ingest = Ingest::new().map_err(|e| EngineError::Internal(e.to_string()))?;
+    let name = path.to_owned();
+    let mut ingest = Ingest::new(move |index| format!("{name}[{index}]"))
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
     for (index, case) in cases.iter().enumerate() {
-        let at = |key: &str| format!("{path}[{index}].{key}");
         ingest
-            .push_case(case, &mut problems, &at)
+            .push_case(case, index as u64, &mut problems)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
     }
     match ingest.finish(&mut problems, path) {

@@ -83,7 +83,7 @@ where
             return Err(UploadError::Invalid(problems.into_details()));
         }
     }
-    let mut ingest = Ingest::new()?;
+    let mut ingest = Ingest::new(|line| line_path(line, ""))?;
     let mut received = 0u64;
     let mut body = std::pin::pin!(body);
     let mut complete = true;
@@ -209,7 +209,7 @@ impl CsvReader {
                         continue;
                     };
                     let at = |key: &str| line_path(line, key);
-                    ingest.push(columns.case(&row), problems, &at)?;
+                    ingest.push(columns.case(&row), line, problems, &at)?;
                 }
             }
         }
@@ -235,7 +235,7 @@ fn jsonl_line(line: Line, ingest: &mut Ingest, problems: &mut Problems) -> Resul
     match serde_json::from_slice::<Value>(text) {
         Ok(value) => {
             let at = |key: &str| line_path(number, key);
-            ingest.push(value, problems, &at)?;
+            ingest.push(value, number, problems, &at)?;
         }
         Err(e) => problems.report(|| (line_path(number, ""), format!("is not valid JSON: {e}"))),
     }

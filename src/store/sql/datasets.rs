@@ -194,41 +194,43 @@ where
         let mut pending: Vec<StoredCase> = Vec::new();
         // All stored (another dataset holds the same content): nothing to read.
         let complete = u64::try_from(next).is_ok_and(|n| n >= revision.case_count);
-        while !complete {
-            let batch = cases.next_batch().await?;
-            let done = batch.is_empty();
-            for case in batch {
-                if to_i64(case.case_index)? >= next {
-                    pending.push(case);
+        if !complete {
+            loop {
+                let batch = cases.next_batch().await?;
+                let done = batch.is_empty();
+                for case in batch {
+                    if to_i64(case.case_index)? >= next {
+                        pending.push(case);
+                    }
                 }
-            }
-            if pending.is_empty() {
+                if pending.is_empty() {
+                    if done {
+                        break;
+                    }
+                    continue;
+                }
+                let mut write = self.begin().await?;
+                let held = std::time::Instant::now();
+                write
+                    .insert_revision_cases(&revision.revision, &pending)
+                    .await?;
+                next += pending.len() as i64;
+                pending.clear();
+                // More of the spool into the same transaction while it is young.
+                while !done && held.elapsed() < CHUNK_HOLD {
+                    let more = cases.next_batch().await?;
+                    if more.is_empty() {
+                        break;
+                    }
+                    next += more.len() as i64;
+                    write
+                        .insert_revision_cases(&revision.revision, &more)
+                        .await?;
+                }
+                write.commit().await?;
                 if done {
                     break;
                 }
-                continue;
-            }
-            let mut write = self.begin().await?;
-            let held = std::time::Instant::now();
-            write
-                .insert_revision_cases(&revision.revision, &pending)
-                .await?;
-            next += pending.len() as i64;
-            pending.clear();
-            // More of the spool into the same transaction while it is young.
-            while !done && held.elapsed() < CHUNK_HOLD {
-                let more = cases.next_batch().await?;
-                if more.is_empty() {
-                    break;
-                }
-                next += more.len() as i64;
-                write
-                    .insert_revision_cases(&revision.revision, &more)
-                    .await?;
-            }
-            write.commit().await?;
-            if done {
-                break;
             }
         }
         if u64::try_from(next).ok() != Some(revision.case_count) {
