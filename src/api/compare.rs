@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery};
-use super::runs::{index_cursor, page_limit, parse_run_id};
-use crate::engine::{CaseFilter, render_markdown, render_runs_markdown};
+use super::runs::{index_cursor, page_limit};
+use crate::engine::{CaseFilter, RunRef, render_markdown, render_runs_markdown, resolve_run};
 use crate::model::RunId;
 
 /// Most runs in one `GET /compare`.
@@ -25,11 +25,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/compare", get(compare_several))
 }
 
-fn query_run_id(raw: Option<&str>, field: &str) -> Result<RunId, ApiError> {
+/// A run named by its id or by a name only it has.
+async fn run_named(state: &AppState, raw: Option<&str>, field: &str) -> Result<RunId, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::bad_request("invalid_query", field, "is required"))?;
-    raw.parse().map_err(|e: crate::model::InvalidRunId| {
-        ApiError::bad_request("invalid_run_id", field, e.to_string())
-    })
+    let reference = RunRef::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_run_id", field, e.to_string()))?;
+    let store = state.scheduler.engine().store();
+    Ok(resolve_run(store.as_ref(), &reference).await?)
 }
 
 /// `json` (default) or `markdown`.
@@ -65,8 +67,8 @@ async fn compare(
     ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CompareQuery>,
 ) -> Result<Response, ApiError> {
-    let candidate = parse_run_id(&run_id)?;
-    let baseline = query_run_id(query.baseline.as_deref(), "baseline")?;
+    let candidate = run_named(&state, Some(&run_id), "run_id").await?;
+    let baseline = run_named(&state, query.baseline.as_deref(), "baseline").await?;
     let as_markdown = wants_markdown(query.format.as_deref())?;
     let report = state
         .scheduler
@@ -95,8 +97,8 @@ async fn compare_cases(
     ApiPath(run_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CasesQuery>,
 ) -> Result<Response, ApiError> {
-    let candidate = parse_run_id(&run_id)?;
-    let baseline = query_run_id(query.baseline.as_deref(), "baseline")?;
+    let candidate = run_named(&state, Some(&run_id), "run_id").await?;
+    let baseline = run_named(&state, query.baseline.as_deref(), "baseline").await?;
     let filter = match query.filter.as_deref() {
         None => CaseFilter::Changed,
         Some(raw) => CaseFilter::parse(raw).ok_or_else(|| {
@@ -140,16 +142,17 @@ async fn compare_several(
         .as_deref()
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid_query", "runs", "is required"))?;
-    let runs: Vec<RunId> = raw
-        .split(',')
-        .map(|r| query_run_id(Some(r.trim()), "runs"))
-        .collect::<Result<_, _>>()?;
-    if !(2..=MAX_COMPARED_RUNS).contains(&runs.len()) {
+    let named: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if !(2..=MAX_COMPARED_RUNS).contains(&named.len()) {
         return Err(ApiError::bad_request(
             "invalid_query",
             "runs",
             format!("list 2 to {MAX_COMPARED_RUNS} comma-separated run ids"),
         ));
+    }
+    let mut runs = Vec::with_capacity(named.len());
+    for name in named {
+        runs.push(run_named(&state, Some(name), "runs").await?);
     }
     if runs.iter().enumerate().any(|(i, r)| runs[..i].contains(r)) {
         return Err(ApiError::bad_request(

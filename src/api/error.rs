@@ -214,6 +214,13 @@ impl From<EngineError> for ApiError {
             EngineError::Busy(message) => ApiError::TooManyRequests(message),
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
+            EngineError::AmbiguousName { name, runs } => ApiError::RunsInTheWay {
+                message: format!(
+                    "{} runs are named `{name}`; give one of their ids",
+                    runs.len()
+                ),
+                runs,
+            },
             EngineError::Store(e) => e.into(),
             task @ EngineError::Task(_) => ApiError::Internal(cause_chain(&task)),
         }

@@ -13,9 +13,9 @@ use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
-use crate::engine::{ConcurrencyLimit, parse_evaluation};
+use crate::engine::{ConcurrencyLimit, check_run_name, check_tag, parse_evaluation};
 use crate::model::{
-    MetricAggregate, Progress, RunId, RunKind, RunRecord, RunStatus, Timestamp, Usage,
+    MetricAggregate, Progress, RunId, RunKind, RunLabels, RunRecord, RunStatus, Timestamp, Usage,
 };
 use crate::observe::{TelemetryView, redact_runtime};
 use crate::store::{CancelOutcome, CreateOutcome, RunCursor, RunQuery};
@@ -42,6 +42,8 @@ pub(super) struct RunView {
     pub kind: RunKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<RunId>,
+    #[serde(flatten)]
+    pub labels: RunLabels,
     pub status: RunStatus,
     pub progress: Progress,
     pub usage: Usage,
@@ -97,6 +99,7 @@ impl RunView {
             run_id: record.run_id,
             kind: record.kind,
             parent_run_id: record.parent_run_id,
+            labels: record.labels,
             status: record.status,
             progress: record.progress,
             usage: record.usage,
@@ -181,6 +184,8 @@ struct ListRunsQuery {
     status: Option<String>,
     kind: Option<String>,
     parent_run_id: Option<String>,
+    name: Option<String>,
+    tag: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -283,11 +288,24 @@ async fn list_runs(
         .as_deref()
         .map(parse_run_id)
         .transpose()?;
+    let checked = |value: Option<String>, field: &str, check: fn(&str) -> Result<(), String>| {
+        value
+            .map(|v| {
+                check(&v)
+                    .map(|()| v)
+                    .map_err(|message| ApiError::bad_request("invalid_query", field, message))
+            })
+            .transpose()
+    };
+    let name = checked(query.name, "name", check_run_name)?;
+    let tag = checked(query.tag, "tag", check_tag)?;
     let limit = page_limit(query.limit, 50, 200)?;
     let store_query = RunQuery {
         status,
         kind,
         parent_run_id,
+        name,
+        tag,
         before: cursor_given(query.cursor.as_deref())
             .map(decode_run_cursor)
             .transpose()?,

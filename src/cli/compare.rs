@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use themis::engine::{
-    CompareReport, compare_runs, format_p_value, regressions, render_markdown, render_table,
+    CompareReport, EngineError, RunRef, compare_runs, format_p_value, regressions, render_markdown,
+    render_table, resolve_run,
 };
-use themis::model::RunId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareFormat {
@@ -19,9 +19,9 @@ pub enum CompareFormat {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The run compared against (the "before").
+    /// The run compared against (the "before"): its id, or a name only it has.
     pub baseline: String,
-    /// The run under test (the "after"); deltas are candidate − baseline.
+    /// The run under test (the "after"), by id or name; deltas are candidate − baseline.
     pub candidate: String,
     /// A Themis server to ask (`http://localhost:8080`).
     #[arg(long, env = "THEMIS_SERVER", conflicts_with = "database")]
@@ -46,23 +46,33 @@ pub struct CompareArgs {
     pub alpha: f64,
 }
 
-fn run_id(raw: &str, what: &str) -> Result<RunId, String> {
-    raw.parse()
-        .map_err(|e: themis::model::InvalidRunId| format!("{what}: {e}"))
+fn run_ref(raw: &str, what: &str) -> Result<RunRef, String> {
+    RunRef::parse(raw).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The id or name as written (a name may hold any character; the URL escapes it).
+fn as_text(reference: &RunRef) -> String {
+    match reference {
+        RunRef::Id(id) => id.to_string(),
+        RunRef::Name(name) => name.clone(),
+    }
 }
 
 /// The report and, from a server, its JSON exactly as served.
 async fn from_server(
     server: &str,
     api_key: Option<&str>,
-    baseline: &RunId,
-    candidate: &RunId,
+    baseline: &RunRef,
+    candidate: &RunRef,
 ) -> Result<(CompareReport, String), String> {
-    let url = format!(
-        "{}/runs/{candidate}/compare?baseline={baseline}",
-        server.trim_end_matches('/')
-    );
-    let mut request = reqwest::Client::new().get(&url);
+    let mut url = reqwest::Url::parse(server).map_err(|e| format!("--server {server}: {e}"))?;
+    url.path_segments_mut()
+        .map_err(|()| format!("--server {server}: not a base URL"))?
+        .pop_if_empty()
+        .extend(["runs", &as_text(candidate), "compare"]);
+    url.query_pairs_mut()
+        .append_pair("baseline", &as_text(baseline));
+    let mut request = reqwest::Client::new().get(url);
     if let Some(key) = api_key {
         request = request.bearer_auth(key);
     }
@@ -80,7 +90,21 @@ async fn from_server(
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| body.chars().take(300).collect());
-        return Err(format!("{server} answered {status}: {message}"));
+        let mut message = format!("{server} answered {status}: {message}");
+        // An ambiguous name: the runs it could mean.
+        for detail in serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["details"].as_array().cloned())
+            .unwrap_or_default()
+        {
+            let is_run = detail["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("runs["));
+            if let (true, Some(run)) = (is_run, detail["message"].as_str()) {
+                message.push_str(&format!("\n  {run}"));
+            }
+        }
+        return Err(message);
     }
     let report = serde_json::from_str(&body)
         .map_err(|e| format!("{server} sent an unexpected comparison: {e}"))?;
@@ -89,13 +113,26 @@ async fn from_server(
 
 async fn from_database(
     database: &str,
-    baseline: &RunId,
-    candidate: &RunId,
+    baseline: &RunRef,
+    candidate: &RunRef,
 ) -> Result<(CompareReport, String), String> {
     let store = themis::store::connect(database)
         .await
         .map_err(|e| format!("opening {database}: {e}"))?;
-    let report = compare_runs(store.as_ref(), baseline, candidate)
+    let resolve = async |reference: &RunRef, what: &str| {
+        resolve_run(store.as_ref(), reference)
+            .await
+            .map_err(|e| match e {
+                EngineError::AmbiguousName { ref runs, .. } => {
+                    let ids: Vec<String> = runs.iter().map(|r| format!("  {r}")).collect();
+                    format!("{what}: {e}:\n{}", ids.join("\n"))
+                }
+                e => format!("{what}: {e}"),
+            })
+    };
+    let baseline = resolve(baseline, "BASELINE").await?;
+    let candidate = resolve(candidate, "CANDIDATE").await?;
+    let report = compare_runs(store.as_ref(), &baseline, &candidate)
         .await
         .map_err(|e| e.to_string())?;
     let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
@@ -105,8 +142,8 @@ async fn from_database(
 /// Exit code: 0 compared (no regression), 1 regression with `--fail-on-regression`,
 /// 2 the comparison could not be made.
 pub async fn compare(args: CompareArgs) -> Result<ExitCode, String> {
-    let baseline = run_id(&args.baseline, "BASELINE")?;
-    let candidate = run_id(&args.candidate, "CANDIDATE")?;
+    let baseline = run_ref(&args.baseline, "BASELINE")?;
+    let candidate = run_ref(&args.candidate, "CANDIDATE")?;
     if !(args.max_drop >= 0.0 && args.max_drop.is_finite()) {
         return Err("--max-drop must be a number >= 0".into());
     }

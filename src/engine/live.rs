@@ -76,6 +76,7 @@ mod tests {
             kind: RunKind::Experiment,
             parent_run_id: None,
             status: RunStatus::Running,
+            labels: Default::default(),
             definition: json!({"large": true}),
             runtime: json!({}),
             progress: Progress::default(),

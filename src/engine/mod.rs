@@ -17,6 +17,7 @@ mod live;
 mod pipeline;
 mod removal;
 mod rerun;
+mod resolve;
 mod results;
 mod retry;
 mod reviews;
@@ -38,7 +39,8 @@ pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
     ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
-    Pipeline, RuntimeOptions, StorageConfig, parse_evaluation, parse_experiment,
+    Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag, parse_evaluation,
+    parse_experiment,
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
@@ -46,6 +48,7 @@ pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
+pub use resolve::{RUN_ID_PREFIX, RunRef, resolve_run};
 pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
 
@@ -64,7 +67,9 @@ pub(crate) use reviews::{
 pub(crate) use run_id::rejudge_definition;
 
 use crate::components::Registry;
-use crate::model::{FieldError, Problems, RunId, RunKind, RunRecord, RunStatus, Sealer, Timestamp};
+use crate::model::{
+    FieldError, Problems, RunId, RunKind, RunLabels, RunRecord, RunStatus, Sealer, Timestamp,
+};
 use crate::observe::{Instrumentation, Meter, NoInstrumentation, NoMeter, ObservationRequest};
 use crate::store::{CreateOutcome, NewRun, Store, StoreError};
 
@@ -98,6 +103,9 @@ pub enum EngineError {
     /// A part of a run that does not exist (a case without a record).
     #[error("{0}")]
     NotFound(String),
+    /// A name given for a run that several runs have.
+    #[error("{} runs are named `{name}`; give one of their ids", runs.len())]
+    AmbiguousName { name: String, runs: Vec<RunId> },
     /// At a per-instance limit on heavy reads: retry shortly.
     #[error("{0}")]
     Busy(String),
@@ -355,6 +363,7 @@ impl Engine {
             run_id: rejudge_id(&generations, evaluation),
             kind: RunKind::Rejudge,
             parent_run_id: Some(generations.clone()),
+            labels: RunLabels::default(),
             definition: rejudge_definition(&generations, evaluation),
             runtime: self.stored_runtime(runtime),
             // Every recorded case of the source, under the source's case indices.

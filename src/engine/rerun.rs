@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::run_id::digest;
 use super::{Engine, EngineError, RuntimeOptions};
 use crate::model::canonical_json;
-use crate::model::{RunId, RunKind, RunRecord, Timestamp};
+use crate::model::{RunId, RunKind, RunLabels, RunRecord, Timestamp};
 use crate::store::{CreateOutcome, NewRun};
 
 /// The stored definition of a retry of `source`.
@@ -55,6 +55,7 @@ impl Engine {
             run_id: retry_id(source),
             kind: RunKind::Retry,
             parent_run_id: Some(source.clone()),
+            labels: RunLabels::default(),
             definition: retry_definition(source),
             runtime,
             total_cases: parent.progress.total,

@@ -91,6 +91,26 @@ impl Progress {
     }
 }
 
+/// What a person calls a run: a name, tags and free-form metadata. Like instrumentation,
+/// never part of the run id; set when the run is created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunLabels {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+impl RunLabels {
+    /// How a tag is written in the stored list (`["a","b"]`): its JSON string. Tags hold
+    /// no `"` or `\`, so this text occurs in the list exactly when the tag is in it.
+    pub fn tag_pattern(tag: &str) -> String {
+        serde_json::to_string(tag).unwrap_or_default()
+    }
+}
+
 /// A run as it is stored: definition, status, progress and the aggregate snapshot.
 ///
 /// Progress, usage and aggregates are kept up to date on every commit, so reading a
@@ -102,6 +122,9 @@ pub struct RunRecord {
     /// For a rejudge: the run whose stored generations it evaluates.
     pub parent_run_id: Option<RunId>,
     pub status: RunStatus,
+    /// Name, tags and metadata (not part of the id).
+    #[serde(default)]
+    pub labels: RunLabels,
     /// The canonical logical definition the run id was derived from.
     pub definition: Value,
     /// Runtime-only options (tracing, subscribers, concurrency). Never part of the id.

@@ -135,6 +135,13 @@ impl Store for MemoryStore {
             })
             .filter(|r| {
                 query
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| r.labels.name.as_ref() == Some(n))
+            })
+            .filter(|r| query.tag.as_ref().is_none_or(|t| r.labels.tags.contains(t)))
+            .filter(|r| {
+                query
                     .before
                     .as_ref()
                     .is_none_or(|c| (r.created_at, &r.run_id) < (c.created_at, &c.run_id))

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{
-    CaseRecord, DatasetUse, EventBody, NewEvent, Progress, RunEvent, RunId, RunKind, RunRecord,
-    RunStatus, Timestamp,
+    CaseRecord, DatasetUse, EventBody, NewEvent, Progress, RunEvent, RunId, RunKind, RunLabels,
+    RunRecord, RunStatus, Timestamp,
 };
 
 pub use connect::connect;
@@ -96,6 +96,7 @@ pub struct NewRun {
     pub run_id: RunId,
     pub kind: RunKind,
     pub parent_run_id: Option<RunId>,
+    pub labels: RunLabels,
     pub definition: Value,
     pub runtime: Value,
     pub total_cases: u64,
@@ -115,6 +116,7 @@ impl NewRun {
             kind: self.kind,
             parent_run_id: self.parent_run_id,
             status: RunStatus::Queued,
+            labels: self.labels,
             definition: self.definition,
             runtime: self.runtime,
             progress: Progress {
@@ -329,6 +331,10 @@ pub struct RunQuery {
     pub status: Option<RunStatus>,
     pub kind: Option<RunKind>,
     pub parent_run_id: Option<RunId>,
+    /// Only runs of this name.
+    pub name: Option<String>,
+    /// Only runs with this tag.
+    pub tag: Option<String>,
     /// Only runs strictly older than this position in the newest-first order.
     pub before: Option<RunCursor>,
     pub limit: u32,

@@ -439,6 +439,7 @@ async fn a_run_stored_under_rule_v1_still_executes() {
     let run_id = RunId::from_digest(&[7; 32]);
     store
         .create_run(NewRun {
+            labels: themis::model::RunLabels::default(),
             run_id: run_id.clone(),
             kind: RunKind::Experiment,
             parent_run_id: None,

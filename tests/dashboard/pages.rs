@@ -142,7 +142,19 @@ async fn dashboard_in_a_real_browser() {
         fillers.push(filler["run_id"].as_str().unwrap().to_owned());
     }
     // A finished run with failures, a rejudge of it, and a second run to compare with.
-    let a = service.post("/runs", &experiment(120, 0.3, 0, 8)).await;
+    // The two compared runs carry names and tags.
+    let labelled = |mut body: Value, name: &str, tags: &[&str]| {
+        body["name"] = json!(name);
+        body["tags"] = json!(tags);
+        body["metadata"] = json!({"prompt": name});
+        body
+    };
+    let a = service
+        .post(
+            "/runs",
+            &labelled(experiment(120, 0.3, 0, 8), "baseline", &["nightly"]),
+        )
+        .await;
     let a = a["run_id"].as_str().unwrap().to_owned();
     service.wait_finished(&a).await;
     let rejudge = service
@@ -152,7 +164,16 @@ async fn dashboard_in_a_real_browser() {
         )
         .await;
     let rejudge = rejudge["run_id"].as_str().unwrap().to_owned();
-    let b = service.post("/runs", &experiment(120, 0.6, 0, 8)).await;
+    let b = service
+        .post(
+            "/runs",
+            &labelled(
+                experiment(120, 0.6, 0, 8),
+                "candidate",
+                &["nightly", "prompt-v2"],
+            ),
+        )
+        .await;
     let b = b["run_id"].as_str().unwrap().to_owned();
     service.wait_finished(&rejudge).await;
     service.wait_finished(&b).await;
@@ -228,6 +249,43 @@ async fn dashboard_in_a_real_browser() {
             "return document.getElementById('runs-table') === null && document.getElementById('runs-body').textContent.includes('No runs match')",
         )
         .await;
+
+    // Names and tags show in the list; a tag links to the runs that have it.
+    browser.goto(&format!("{base}/ui/#/runs")).await;
+    browser.wait_view().await;
+    let b_row = format!("#runs-table tr[data-run-id=\"{b}\"]");
+    assert_eq!(
+        browser.text(&format!("{b_row} .run-name")).await,
+        "candidate"
+    );
+    assert_eq!(
+        browser
+            .text(&format!("{b_row} .tags"))
+            .await
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["nightly", "prompt-v2"]
+    );
+    browser
+        .click_to_view(&format!("{b_row} .tag[href*=\"prompt-v2\"]"))
+        .await;
+    let tagged = browser
+        .eval("return [...document.querySelectorAll('#runs-table tbody tr')].map(r => r.dataset.runId)")
+        .await;
+    assert_eq!(tagged, json!([b]), "only the run tagged prompt-v2");
+    browser.click_to_view("#filter-tag a").await;
+    browser
+        .wait_for(&format!("#runs-table tr[data-run-id=\"{a}\"]"))
+        .await;
+    // A run's page shows its name, tags and metadata.
+    browser.goto(&format!("{base}/ui/#/runs/{a}")).await;
+    browser.wait_view().await;
+    assert_eq!(browser.text("#run-name").await, "baseline");
+    assert_eq!(browser.text("#run-tags").await, "nightly");
+    assert_eq!(
+        browser.text("#run-metadata").await,
+        r#"{"prompt":"baseline"}"#
+    );
 
     // The runs list follows an executing run without a reload (it reads the page again
     // while a run on it executes): drawn unfinished, it turns completed, 40 / 40.

@@ -63,6 +63,7 @@ fn meta(dataset: &str, n: u8, cases: u64, at: i64) -> DatasetRevision {
 
 fn run(n: u8, parent: Option<u8>, uses: Vec<DatasetUse>) -> NewRun {
     NewRun {
+        labels: themis::model::RunLabels::default(),
         run_id: RunId::from_digest(&[n; 32]),
         kind: if parent.is_some() {
             RunKind::Retry

@@ -171,8 +171,16 @@ async fn sqlite_migrates_an_event_per_row_log() {
     .await
     .unwrap();
     for table in ["runs", "case_records"] {
+        // The columns the older schema has (later migrations add some).
+        let columns: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM main.pragma_table_info('{table}')"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let columns = columns.join(", ");
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO main.{table} SELECT * FROM current.{table}"
+            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM current.{table}"
         )))
         .execute(&mut *conn)
         .await

@@ -33,6 +33,7 @@ fn run_id(n: u8) -> RunId {
 
 fn new_run(n: u8, created_at: i64, total: u64) -> NewRun {
     NewRun {
+        labels: themis::model::RunLabels::default(),
         run_id: run_id(n),
         kind: RunKind::Experiment,
         parent_run_id: None,

@@ -16,6 +16,7 @@ fn id(n: u8) -> RunId {
 async fn create(store: &dyn Store, n: u8) -> RunId {
     store
         .create_run(NewRun {
+            labels: themis::model::RunLabels::default(),
             run_id: id(n),
             kind: RunKind::Experiment,
             parent_run_id: None,

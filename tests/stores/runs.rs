@@ -2,6 +2,7 @@
 //! listings, cancels, case pages, deletes and the response cache.
 
 use super::*;
+use themis::model::RunLabels;
 
 pub(super) async fn create_is_idempotent(store: Arc<dyn Store>) {
     let first = store.create_run(new_run(1, 1_000, 3)).await.unwrap();
@@ -548,7 +549,89 @@ async fn events_are_read_across_many_commits(store: Arc<dyn Store>) {
     assert_eq!(started[0].run_id, run);
 }
 
+/// Name, tags and metadata come back as stored, in listings too; lists filter by name
+/// and by tag (exactly: not by a part of one, not ignoring case).
+async fn labels_are_stored_listed_and_filtered(store: Arc<dyn Store>) {
+    let labelled = |n: u8, name: &str, tags: &[&str]| {
+        let mut run = new_run(n, i64::from(n), 1);
+        run.labels = RunLabels {
+            name: Some(name.to_owned()),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            metadata: json!({"owner": "ml", "n": n}).as_object().unwrap().clone(),
+        };
+        run
+    };
+    store
+        .create_run(labelled(71, "baseline", &["nightly", "gpt-4o"]))
+        .await
+        .unwrap();
+    store
+        .create_run(labelled(72, "candidate", &["nightly_v2"]))
+        .await
+        .unwrap();
+    store
+        .create_run(labelled(73, "candidate", &["Nightly"]))
+        .await
+        .unwrap();
+    store.create_run(new_run(74, 74, 1)).await.unwrap();
+
+    let full = store.get_run(&run_id(71)).await.unwrap().unwrap();
+    assert_eq!(full.labels.name.as_deref(), Some("baseline"));
+    assert_eq!(full.labels.tags, ["nightly", "gpt-4o"]);
+    assert_eq!(full.labels.metadata["owner"], "ml");
+    let plain = store.get_run_summary(&run_id(74)).await.unwrap().unwrap();
+    assert_eq!(plain.labels, RunLabels::default());
+
+    let ids = |runs: Vec<themis::model::RunRecord>| -> Vec<RunId> {
+        runs.into_iter().map(|r| r.run_id).collect()
+    };
+    let list = |name: Option<&str>, tag: Option<&str>| RunQuery {
+        name: name.map(str::to_owned),
+        tag: tag.map(str::to_owned),
+        limit: 10,
+        ..RunQuery::default()
+    };
+    let listed = store
+        .list_runs(&list(Some("baseline"), None))
+        .await
+        .unwrap();
+    assert_eq!(listed[0].labels.tags, ["nightly", "gpt-4o"]);
+    assert_eq!(listed[0].labels.metadata["n"], 71);
+    assert_eq!(ids(listed), [run_id(71)]);
+    assert_eq!(
+        ids(store
+            .list_runs(&list(Some("candidate"), None))
+            .await
+            .unwrap()),
+        [run_id(73), run_id(72)]
+    );
+    assert_eq!(
+        ids(store.list_runs(&list(None, Some("nightly"))).await.unwrap()),
+        [run_id(71)],
+        "a tag matches whole tags only, and with its case"
+    );
+    assert_eq!(
+        ids(store.list_runs(&list(None, Some("gpt-4o"))).await.unwrap()),
+        [run_id(71)]
+    );
+    assert!(
+        store
+            .list_runs(&list(Some("candidate"), Some("gpt-4o")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs(&list(None, Some("night")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 contract!(
+    labels_are_stored_listed_and_filtered,
     create_is_idempotent,
     commits_sequence_events_and_count_cases,
     a_case_twice_in_one_batch_counts_once,

@@ -8,6 +8,7 @@ import {TERMINAL, cost, count, duration, meanWithCi, num, preview, shortId, time
 import {followEvents} from './sse.js';
 import {renderAgreement} from './agreement.js';
 import {renderRunCharts} from './run_charts.js';
+import {tagList} from './runs.js';
 
 /** Events kept in the log tail (and asked for when the page opens). */
 const TAIL = 50;
@@ -149,8 +150,11 @@ export async function runView(main, {params: [runId], signal, ready}) {
 
 function renderHeader(el, run) {
   fill(el,
-    h('h1', {}, 'Run ', h('span', {class: 'mono'}, run.run_id)),
+    h('h1', {}, 'Run ', run.name ? [h('span', {class: 'run-name', id: 'run-name'}, run.name), ' '] : null,
+      h('span', {class: 'mono'}, run.run_id)),
     h('dl', {class: 'facts inline'},
+      run.tags?.length ? [h('dt', {}, 'Tags'), h('dd', {id: 'run-tags'}, tagList(run.tags))] : null,
+      run.metadata ? [h('dt', {}, 'Metadata'), h('dd', {id: 'run-metadata', class: 'mono small'}, JSON.stringify(run.metadata))] : null,
       h('dt', {}, 'Status'), h('dd', {id: 'run-status'}, badge(run.status), run.cancel_requested && !TERMINAL.has(run.status) ? ' (cancel requested)' : null),
       h('dt', {}, 'Kind'), h('dd', {}, run.kind),
       run.parent_run_id ? [h('dt', {}, 'Evaluates'), h('dd', {}, h('a', {href: `#/runs/${run.parent_run_id}`, class: 'mono'}, shortId(run.parent_run_id)))] : null,

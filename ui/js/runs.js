@@ -17,21 +17,24 @@ export async function runsView(main, {query, signal, navigate, ready}) {
   const status = query.get('status') ?? '';
   const kind = query.has('kind') ? query.get('kind') : 'experiment';
   const cursor = query.get('cursor') ?? '';
+  // A tag chosen by clicking one (`#/runs?tag=nightly`): lists every kind with it.
+  const tag = query.get('tag') ?? '';
   // Cursors of the pages before this one, so "Newer" can go back.
   const back = query.get('back') ? query.get('back').split(' ').map((c) => (c === '-' ? '' : c)) : [];
   const grouped = kind === 'experiment';
 
   const filters = h('form', {class: 'filters', 'aria-label': 'Filter runs', onsubmit: (e) => e.preventDefault()},
-    h('label', {}, 'Status ', h('select', {id: 'filter-status', onchange: (e) => navigate('/runs', {status: e.target.value, kind})},
+    h('label', {}, 'Status ', h('select', {id: 'filter-status', onchange: (e) => navigate('/runs', {status: e.target.value, kind, tag})},
       h('option', {value: ''}, 'Any'), STATUSES.map((s) => h('option', {value: s, selected: s === status}, s)))),
-    h('label', {}, 'Kind ', h('select', {id: 'filter-kind', onchange: (e) => navigate('/runs', {status, kind: e.target.value || 'all'})},
-      KINDS.map(([value, label]) => h('option', {value, selected: value === (kind === 'all' ? '' : kind)}, label)))));
+    h('label', {}, 'Kind ', h('select', {id: 'filter-kind', onchange: (e) => navigate('/runs', {status, kind: e.target.value || 'all', tag})},
+      KINDS.map(([value, label]) => h('option', {value, selected: value === (kind === 'all' ? '' : kind)}, label)))),
+    tag ? h('span', {id: 'filter-tag'}, 'Tag ', h('span', {class: 'tag'}, tag), ' ', h('a', {href: pageLink({status, kind, tag: '', cursor: '', back: []})}, 'any tag')) : null);
   const body = h('div', {id: 'runs-body'}, h('p', {class: 'muted'}, 'Loading runs…'));
   const pager = h('nav', {class: 'pager', 'aria-label': 'Pages'});
   const spend = h('div', {id: 'runs-spend'});
   fill(main, h('h1', {}, 'Runs'), filters, body, pager, spend);
 
-  const listQuery = {status, kind: kind === 'all' ? '' : kind, cursor, limit: PAGE};
+  const listQuery = {status, kind: kind === 'all' ? '' : kind, tag, cursor, limit: PAGE};
   for (;;) {
     const page = await call(withQuery('/runs', listQuery), {signal});
     const children = grouped ? await childrenOf(page.runs, signal) : new Map();
@@ -40,10 +43,10 @@ export async function runsView(main, {query, signal, navigate, ready}) {
       : h('p', {class: 'muted'}, 'No runs match. Start one with POST /runs.'));
     fill(pager,
       back.length || cursor
-        ? h('a', {class: 'button', href: pageLink({status, kind, cursor: back.at(-1) ?? '', back: back.slice(0, -1)})}, '← Newer')
+        ? h('a', {class: 'button', href: pageLink({status, kind, tag, cursor: back.at(-1) ?? '', back: back.slice(0, -1)})}, '← Newer')
         : null,
       page.next_cursor
-        ? h('a', {class: 'button', id: 'older', href: pageLink({status, kind, cursor: page.next_cursor, back: [...back, cursor]})}, 'Older →')
+        ? h('a', {class: 'button', id: 'older', href: pageLink({status, kind, tag, cursor: page.next_cursor, back: [...back, cursor]})}, 'Older →')
         : null);
     const costly = [...page.runs, ...[...children.values()].flat()].filter((r) => r.usage?.cost_usd > 0);
     fill(spend, costly.length ? bars({
@@ -59,10 +62,11 @@ export async function runsView(main, {query, signal, navigate, ready}) {
   }
 }
 
-function pageLink({status, kind, cursor, back}) {
+function pageLink({status, kind, tag, cursor, back}) {
   const params = new URLSearchParams();
   if (status) params.set('status', status);
   if (kind !== 'experiment') params.set('kind', kind);
+  if (tag) params.set('tag', tag);
   if (cursor) params.set('cursor', cursor);
   // The first page has no cursor: '-' keeps its place in the list.
   if (back.length) params.set('back', back.map((c) => c || '-').join(' '));
@@ -97,7 +101,10 @@ function runRow(run, child) {
   const cell = (label, attrs, ...content) => h('td', {...attrs, 'data-label': label}, ...content);
   return h('tr', {class: child ? 'child' : null, dataset: {runId: run.run_id, status: run.status}},
     h('th', {scope: 'row'}, child ? h('span', {'aria-hidden': 'true'}, '↳ ') : null,
-      h('a', {href: `#/runs/${run.run_id}`, class: 'mono', title: run.run_id}, shortId(run.run_id))),
+      run.name ? h('a', {href: `#/runs/${run.run_id}`, class: 'run-name', title: run.run_id}, run.name) : null,
+      run.name ? ' ' : null,
+      h('a', {href: `#/runs/${run.run_id}`, class: 'mono', title: run.run_id}, shortId(run.run_id)),
+      tagList(run.tags)),
     cell('Kind', {}, run.kind),
     cell('Status', {}, badge(run.status)),
     cell('Progress', {class: 'progress-cell'}, progressBar(run.progress),
@@ -110,4 +117,11 @@ function runRow(run, child) {
       ? h('ul', {class: 'plain'}, metrics.map(([id, summary]) => h('li', {}, h('span', {class: 'metric-id'}, id), ' ', meanWithCi(summary))))
       : '–'),
     cell('Created', {class: 'small'}, time(run.created_at)));
+}
+
+/** A run's tags, each a link to the runs that have it. */
+export function tagList(tags) {
+  if (!tags?.length) return null;
+  return h('span', {class: 'tags'}, tags.map((tag) =>
+    h('a', {class: 'tag', href: `#/runs?${new URLSearchParams({kind: 'all', tag})}`}, tag)));
 }

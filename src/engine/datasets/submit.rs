@@ -96,6 +96,7 @@ impl Engine {
             run_id: run_id(&experiment),
             kind: RunKind::Experiment,
             parent_run_id: None,
+            labels: request.labels.clone(),
             definition: experiment.canonical(),
             runtime: self.stored_runtime(&request.runtime),
             total_cases: experiment.work_items(),

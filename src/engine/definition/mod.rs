@@ -8,11 +8,13 @@
 
 mod components;
 mod data;
+mod labels;
 mod runtime;
 mod types;
 
 use serde_json::Value;
 
+pub use labels::{check_run_name, check_tag};
 use types::MAX_ID_BYTES;
 pub(super) use types::MAX_WORK_ITEMS;
 pub use types::{
@@ -49,6 +51,8 @@ impl<'r> Checker<'r> {
 
 /// Fields of the logical definition; everything else at the top level is runtime-only.
 const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seeds"];
+/// What a person calls the run; like runtime fields, not part of the id.
+const LABEL_FIELDS: [&str; 3] = ["name", "tags", "metadata"];
 const RUNTIME_FIELDS: [&str; 6] = [
     "storage",
     "subscribers",
@@ -67,6 +71,7 @@ pub fn parse_experiment(
     let known: Vec<&str> = LOGICAL_FIELDS
         .iter()
         .chain(RUNTIME_FIELDS.iter())
+        .chain(LABEL_FIELDS.iter())
         .copied()
         .collect();
     let Some(map) = checker.problems.object(value, "", &known) else {
@@ -89,6 +94,7 @@ pub fn parse_experiment(
         .required(map, "", "seeds")
         .and_then(|v| checker.seeds(v));
     let runtime = checker.runtime(map);
+    let labels = checker.labels(map);
     // Stored datasets count once resolved, at submit.
     if let (Some(datasets), Some(seeds)) = (&datasets, &seeds) {
         let cases: u64 = datasets.iter().filter_map(Dataset::case_count).sum();
@@ -133,6 +139,7 @@ pub fn parse_experiment(
                 evaluators,
             },
             runtime,
+            labels,
         }),
         _ => Err(checker.problems.into_details()),
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::components::{Generator, Judge, Metric, Parser, Reducer};
 use crate::engine::datasets::revision_of;
-use crate::model::{Case, Revision};
+use crate::model::{Case, Revision, RunLabels};
 use crate::observe::{SubscriberConfig, TracingConfig};
 
 /// Most samples a candidate policy may ask for per case.
@@ -247,4 +247,6 @@ pub struct ExperimentRequest {
     pub experiment: Experiment,
     pub pipeline: Pipeline,
     pub runtime: RuntimeOptions,
+    /// Name, tags and metadata, stored with the run (not part of its id).
+    pub labels: RunLabels,
 }

@@ -3,14 +3,15 @@
 use serde_json::Value;
 
 use super::{from_json, to_u64};
-use crate::model::{Progress, RunKind, RunRecord, RunStatus, Timestamp};
+use crate::model::{Progress, RunKind, RunLabels, RunRecord, RunStatus, Timestamp};
 use crate::store::apply::RunState;
 use crate::store::{StoreError, StoreResult};
 
 /// The run columns every listing and status read selects (not the large definition);
 /// [`RunRow`]'s fields.
 pub(super) const SUMMARY_COLUMNS: &str = "run_id, kind, parent_run_id, status, total, completed, failed, usage, \
-     aggregates, error, cancel_requested, last_seq, version, created_at, started_at, finished_at, updated_at";
+     aggregates, error, cancel_requested, last_seq, version, created_at, started_at, finished_at, updated_at, \
+     name, tags, metadata";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RunRow {
@@ -31,6 +32,9 @@ pub(super) struct RunRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    name: Option<String>,
+    tags: String,
+    metadata: String,
 }
 
 /// A run with its definition and runtime options.
@@ -69,6 +73,11 @@ impl RunRow {
                 .transpose()?,
             status: RunStatus::parse(&self.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown status {}", self.status)))?,
+            labels: RunLabels {
+                name: self.name,
+                tags: from_json(&self.tags)?,
+                metadata: from_json(&self.metadata)?,
+            },
             definition: Value::Null,
             runtime: Value::Null,
             progress: Progress {

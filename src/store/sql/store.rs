@@ -15,7 +15,8 @@ use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
 use super::{commit, events};
 use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunRecord, RunStatus, Timestamp,
+    AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
+    Timestamp,
 };
 use crate::store::apply::CancelStep;
 use crate::store::{
@@ -45,8 +46,8 @@ where
         // The primary key decides between concurrent identical submissions.
         let created = sqlx::query(
             "INSERT INTO runs (run_id, kind, parent_run_id, status, definition, runtime, total, usage, aggregates, \
-             aggregate_state, version, created_at, updated_at, index_space) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             aggregate_state, version, created_at, updated_at, index_space, name, tags, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         )
         .bind(record.run_id.as_str())
@@ -63,6 +64,9 @@ where
         .bind(record.created_at.as_millis())
         .bind(record.updated_at.as_millis())
         .bind(index_space)
+        .bind(record.labels.name.clone())
+        .bind(json_text(&record.labels.tags)?)
+        .bind(json_text(&record.labels.metadata)?)
         .fetch_optional(write.conn())
         .await?
         .is_some();
@@ -121,6 +125,16 @@ where
             builder
                 .push(" AND parent_run_id = ")
                 .push_bind(parent.as_str());
+        }
+        if let Some(name) = &query.name {
+            builder.push(" AND name = ").push_bind(name.clone());
+        }
+        if let Some(tag) = &query.tag {
+            // `replace` is case-sensitive in both databases (SQLite's LIKE is not).
+            builder
+                .push(" AND tags <> replace(tags, ")
+                .push_bind(RunLabels::tag_pattern(tag))
+                .push(", '')");
         }
         if let Some(cursor) = &query.before {
             builder

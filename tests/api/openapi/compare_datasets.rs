@@ -86,10 +86,18 @@ async fn compare_responses_match_the_schemas() {
         );
         assert_eq!(body["error"]["code"], "unprocessable");
     }
+    // A name no run has (names stand for runs here).
+    let body = h.check(
+        Method::GET,
+        "/runs/{run_id}/compare",
+        &h.get(&format!("/runs/{b}/compare?baseline=nobody")).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(body["error"]["code"], "not_found");
     for (template, uri) in [
         (
             "/runs/{run_id}/compare",
-            format!("/runs/{b}/compare?baseline=nope"),
+            format!("/runs/{b}/compare?baseline=run_nope"),
         ),
         (
             "/runs/{run_id}/compare/cases",

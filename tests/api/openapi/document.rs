@@ -161,9 +161,15 @@ fn document_enums_match_the_source() {
     };
     let logical = fields("LOGICAL_FIELDS");
     let runtime = fields("RUNTIME_FIELDS");
+    let labels = fields("LABEL_FIELDS");
+    assert_eq!(labels.len(), 3, "{labels:?}");
     assert_eq!(
         keys(&schemas["Experiment"]),
-        logical.union(&runtime).cloned().collect()
+        logical
+            .union(&runtime)
+            .chain(labels.iter())
+            .cloned()
+            .collect()
     );
     let forms = &schemas["RejudgeRequest"]["oneOf"];
     assert_eq!(
