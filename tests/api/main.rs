@@ -9,6 +9,7 @@ mod compare;
 mod cors;
 mod datasets;
 mod http;
+mod labels;
 mod openapi;
 mod representation;
 mod reviews;

@@ -2,11 +2,10 @@
 //! filtered on in lists, and a name stands for its run where runs are compared (over
 //! HTTP and in `themis compare`) when exactly one run has it.
 
-mod common;
 
 use std::process::Command;
 
-use common::app::TestApp;
+use crate::common::app::TestApp;
 use serde_json::{Value, json};
 
 /// `n` sums the demo generator answers wrongly with probability `wrong_rate`.
