@@ -42,6 +42,7 @@ async fn a_commit_reports_the_run_as_stored(store: Arc<dyn Store>) {
             run_id: run.clone(),
             kind: RunKind::Experiment,
             parent_run_id: None,
+            labels: themis::model::RunLabels::default(),
             definition: json!({"seeds": [1]}),
             runtime: json!({"concurrency": 2}),
             total_cases: 3,
