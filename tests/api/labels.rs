@@ -2,7 +2,6 @@
 //! filtered on in lists, and a name stands for its run where runs are compared (over
 //! HTTP and in `themis compare`) when exactly one run has it.
 
-
 use std::process::Command;
 
 use crate::common::app::TestApp;
