@@ -1,10 +1,13 @@
 //! Code-execution helpers: registries with the local bubblewrap sandbox, runs whose
 //! "model" answers with the code the case carries, and reading scores back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
 use serde_json::{Value, json};
 use themis::components::{ComponentError, GenerateRequest, Generation, Generator, Registry};
 use themis::egress::Egress;
@@ -98,4 +101,42 @@ pub fn case<'r>(results: &'r [Value], case_id: &str) -> &'r Value {
         .iter()
         .find(|r| r["case_id"] == case_id)
         .unwrap_or_else(|| panic!("no case {case_id} in the results"))
+}
+
+/// A fake remote sandbox service (Piston, SandboxFusion) at `path`: records each request body and answers with `respond`.
+pub struct Fake {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn fake_remote_sandbox(path: &'static str, respond: fn(&Value) -> Value) -> Fake {
+    type Shared = (Arc<Mutex<Vec<Value>>>, fn(&Value) -> Value);
+    async fn handle(
+        State((requests, respond)): State<Shared>,
+        Json(body): Json<Value>,
+    ) -> Json<Value> {
+        requests.lock().unwrap().push(body.clone());
+        Json(respond(&body))
+    }
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(path, post(handle))
+        .with_state((requests.clone(), respond));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Fake {
+        url,
+        requests,
+        task,
+    }
 }

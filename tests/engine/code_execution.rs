@@ -6,14 +6,10 @@
 
 use crate::common;
 
-use std::sync::{Arc, Mutex};
-
-use axum::Json;
-use axum::extract::State;
-use axum::routing::post;
 use common::TestServer;
 use common::code::{
-    case, code_run, local_metric, local_sandboxes, registry_with, sandboxes, score,
+    case, code_run, fake_remote_sandbox, local_metric, local_sandboxes, registry_with, sandboxes,
+    score,
 };
 use serde_json::{Value, json};
 use themis::components::Registry;
@@ -280,44 +276,6 @@ async fn runs_naming_an_unconfigured_sandbox_or_language_are_refused_at_submissi
     server.stop().await;
 }
 
-/// A fake remote sandbox: records each request body and answers with `respond`.
-struct Fake {
-    url: String,
-    requests: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn fake(path: &'static str, respond: fn(&Value) -> Value) -> Fake {
-    type Shared = (Arc<Mutex<Vec<Value>>>, fn(&Value) -> Value);
-    async fn handle(
-        State((requests, respond)): State<Shared>,
-        Json(body): Json<Value>,
-    ) -> Json<Value> {
-        requests.lock().unwrap().push(body.clone());
-        Json(respond(&body))
-    }
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route(path, post(handle))
-        .with_state((requests.clone(), respond));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Fake {
-        url,
-        requests,
-        task,
-    }
-}
-
 /// What the fakes "run": a program containing `FAIL` fails its assertion; otherwise it
 /// prints its stdin upper-cased.
 fn outcome(source: &str, stdin: &str) -> (String, String, i32) {
@@ -356,8 +314,8 @@ fn fusion_answer(request: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn remote_piston_and_sandbox_fusion_services_run_the_code() {
-    let piston = fake("/api/v2/execute", piston_answer).await;
-    let fusion = fake("/run_code", fusion_answer).await;
+    let piston = fake_remote_sandbox("/api/v2/execute", piston_answer).await;
+    let fusion = fake_remote_sandbox("/run_code", fusion_answer).await;
     let specs = vec![
         SandboxSpec::parse(&format!(
             "name=piston,kind=piston,url={},languages=python+c",
