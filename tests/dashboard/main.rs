@@ -6,3 +6,4 @@ mod common;
 
 mod pages;
 mod review;
+mod service;

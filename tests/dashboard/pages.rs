@@ -10,13 +10,14 @@
 
 use crate::common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::json_of;
 use common::stream_proxy::StreamProxy;
-use common::{ServerProcess, json_of, spawn_server_with_env};
 use serde_json::{Value, json};
+
+use super::service::{Service, screenshots};
 
 const KEY: &str = "dashboard-test-key";
 
@@ -49,64 +50,10 @@ fn experiment(n: usize, wrong_rate: f64, delay_ms: u64, concurrency: u64) -> Val
     })
 }
 
-struct Service {
-    _process: ServerProcess,
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Service {
-    fn start() -> Service {
-        let dir = tempfile::tempdir().expect("temp dir").keep();
-        let database = format!("sqlite://{}", dir.join("themis.db").display());
-        let (process, base) = spawn_server_with_env(&database, &[], &[("THEMIS_API_KEYS", KEY)]);
-        Service {
-            _process: process,
-            base,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let (status, value) = json_of(response).await;
-        assert!(
-            status == 200 || status == 202,
-            "POST {path}: {status} {value}"
-        );
-        value
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .expect("GET");
-        let (status, value) = json_of(response).await;
-        assert_eq!(status, 200, "GET {path}: {value}");
-        value
-    }
-
     async fn wait_finished(&self, run_id: &str) -> Value {
         for _ in 0..1_200 {
-            let response = self
-                .client
-                .get(format!("{}/runs/{run_id}", self.base))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .expect("GET run");
-            let (_, run) = json_of(response).await;
+            let (_, run) = self.get_any(&format!("/runs/{run_id}")).await;
             if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))
             {
                 return run;
@@ -115,12 +62,6 @@ impl Service {
         }
         panic!("run {run_id} did not finish within 60 s");
     }
-}
-
-fn screenshots() -> PathBuf {
-    std::env::var_os("THEMIS_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard"))
 }
 
 /// Console entries that are errors (exceptions, failed loads, `console.error`).
@@ -133,7 +74,7 @@ fn errors(entries: &[Value]) -> Vec<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
-    let service = Service::start();
+    let service = Service::start(&[], Some(KEY));
     let base = service.base.clone();
     // More runs than a page of the runs list (25), older than the rest.
     let mut fillers = Vec::new();
@@ -602,7 +543,7 @@ async fn dashboard_in_a_real_browser() {
 /// terminal one arrived exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_page_resumes_its_event_stream_without_a_gap() {
-    let service = Service::start();
+    let service = Service::start(&[], Some(KEY));
     let proxy = StreamProxy::start(&service.base).await;
     let base = proxy.base.clone();
     // Slow enough (60 cases one at a time, 150 ms each) to be cut twice mid-run.

@@ -12,13 +12,13 @@
 
 use crate::common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::Browser;
 use common::fake_provider::FakeProvider;
-use common::{ServerProcess, json_of, spawn_server_with_env};
 use serde_json::{Value, json};
+
+use super::service::{Service, screenshots};
 
 const EXACT: &str = "builtin/exact_match";
 const KEYWORDS: &str = "builtin/rubric_keywords";
@@ -55,54 +55,7 @@ fn experiment(n: usize, wrong_rate: f64) -> Value {
     })
 }
 
-struct Service {
-    _process: ServerProcess,
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Service {
-    /// The binary on a fresh SQLite file, with the fake provider declared as `fake`.
-    fn start(provider: &FakeProvider) -> Service {
-        let dir = tempfile::tempdir().expect("temp dir").keep();
-        let database = format!("sqlite://{}", dir.join("themis.db").display());
-        let flag = format!("name=fake,base_url={}", provider.base_url);
-        let (process, base) = spawn_server_with_env(&database, &["--provider", &flag], &[]);
-        Service {
-            _process: process,
-            base,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let (status, value) = json_of(response).await;
-        assert!(
-            status == 200 || status == 202,
-            "POST {path}: {status} {value}"
-        );
-        value
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("GET");
-        let (status, value) = json_of(response).await;
-        assert_eq!(status, 200, "GET {path}: {value}");
-        value
-    }
-
     async fn run(&self, body: &Value) -> String {
         let created = self.post("/runs", body).await;
         let run = created["run_id"].as_str().unwrap().to_owned();
@@ -115,12 +68,6 @@ impl Service {
         }
         panic!("run {run} did not finish");
     }
-}
-
-fn screenshots() -> PathBuf {
-    std::env::var_os("THEMIS_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard"))
 }
 
 fn score(record: &Value, id: &str) -> Option<f64> {
@@ -180,7 +127,13 @@ async fn press(browser: &Browser, keys: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_and_the_review_queue_in_a_real_browser() {
     let provider = FakeProvider::fixed("{\"answer\": \"1\"}", Duration::ZERO).await;
-    let service = Service::start(&provider);
+    let service = Service::start(
+        &[
+            "--provider",
+            &format!("name=fake,base_url={}", provider.base_url),
+        ],
+        None,
+    );
     let base = service.base.clone();
     let a = service.run(&experiment(60, 0.3)).await;
     let b = service.run(&experiment(60, 0.6)).await;
