@@ -160,6 +160,11 @@ async fn charts_and_the_review_queue_in_a_real_browser() {
     // The runs list: spend per run, for the run with a cost only.
     browser.goto(&format!("{base}/ui/#/runs")).await;
     browser.wait_view().await;
+    // A server without keys asks for none: the key button stays out of sight.
+    let key_button = browser
+        .eval("return getComputedStyle(document.getElementById('key-button')).display")
+        .await;
+    assert_eq!(key_button, json!("none"), "no API key button without keys");
     let spend = browser
         .eval("return [...document.querySelectorAll('#spend-chart g.hbar')].map(g => [g.dataset.label, Number(g.dataset.value)])")
         .await;
