@@ -481,7 +481,7 @@ where
             .await?;
             // Not by cascade on Postgres: these have no foreign key (each insert checked
             // it, and the commit already holds the run; see the migration).
-            for table in ["case_records", "event_batches"] {
+            for table in ["case_records", "record_batches", "event_batches"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE run_id = $1"
                 )))
