@@ -11,6 +11,7 @@ mod commit_summary;
 mod datasets;
 mod dialects;
 mod leases;
+mod migrations;
 mod reviews;
 mod runs;
 

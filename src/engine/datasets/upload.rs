@@ -58,7 +58,22 @@ fn line_path(line: u64, key: &str) -> String {
     }
 }
 
+/// Body chunks waiting for the parser: enough to keep it busy while the next arrive,
+/// few enough that a slow parser holds back the client (TCP backpressure), not memory.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// What the body reader hands the parser.
+enum Piece {
+    Chunk(Bytes),
+    /// The body ended whole (a parser whose channel closes without it stops).
+    End,
+}
+
 /// Reads the body to its end, checking every case; the revision only if all were valid.
+///
+/// The body is read here, on the async workers; parsing, checking, hashing and spooling
+/// (CPU and file writes in proportion to the body) run on a blocking thread fed by a
+/// bounded channel, so an upload of any size never holds up other requests.
 pub(super) async fn ingest_upload<S, E>(
     body: S,
     format: &UploadFormat,
@@ -68,6 +83,50 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
+    let (sender, receiver) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    let format = format.clone();
+    let parser = tokio::task::spawn_blocking(move || parse_body(receiver, &format, limits));
+    let mut received = 0u64;
+    let mut body = std::pin::pin!(body);
+    let mut failed = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                failed = Some(UploadError::Body(e.to_string()));
+                break;
+            }
+        };
+        received += chunk.len() as u64;
+        if received > limits.max_body_bytes {
+            failed = Some(UploadError::TooLarge(limits.max_body_bytes));
+            break;
+        }
+        if sender.send(Piece::Chunk(chunk)).await.is_err() {
+            // The parser stopped reading (a problem that ends reading): its answer says why.
+            break;
+        }
+    }
+    if failed.is_none() {
+        // Ignored when the parser has stopped already.
+        let _ = sender.send(Piece::End).await;
+    }
+    drop(sender);
+    let parsed = parser
+        .await
+        .map_err(|e| UploadError::Spool(std::io::Error::other(e.to_string())))?;
+    match failed {
+        Some(error) => Err(error),
+        None => parsed,
+    }
+}
+
+/// The parser's side of [`ingest_upload`], on a blocking thread.
+fn parse_body(
+    mut pieces: tokio::sync::mpsc::Receiver<Piece>,
+    format: &UploadFormat,
+    limits: UploadLimits,
+) -> Result<Ingested, UploadError> {
     let mut reader = match format {
         UploadFormat::Jsonl => BodyReader::Jsonl(LineSplitter::new(limits.max_case_bytes)),
         UploadFormat::Csv(mapping) => BodyReader::Csv(Box::new(CsvReader {
@@ -84,18 +143,18 @@ where
         }
     }
     let mut ingest = Ingest::new(|line| line_path(line, ""))?;
-    let mut received = 0u64;
-    let mut body = std::pin::pin!(body);
     let mut complete = true;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
-        received += chunk.len() as u64;
-        if received > limits.max_body_bytes {
-            return Err(UploadError::TooLarge(limits.max_body_bytes));
-        }
-        if !reader.feed(&chunk, &mut ingest, &mut problems)? {
-            complete = false;
-            break;
+    loop {
+        match pieces.blocking_recv() {
+            Some(Piece::Chunk(chunk)) => {
+                if !reader.feed(&chunk, &mut ingest, &mut problems)? {
+                    complete = false;
+                    break;
+                }
+            }
+            Some(Piece::End) => break,
+            // The reader failed (its error is the answer).
+            None => return Err(UploadError::Body("the body ended early".into())),
         }
     }
     // Reading that stopped at a problem (a header mapping no case) reports that problem

@@ -9,13 +9,15 @@ use super::{Conn, Dialect, Row, Value, to_i64};
 use crate::store::apply::{fence, touched_chunks};
 use crate::store::{CaseCommit, CommitBatch, CommitOutcome, StoreResult};
 
-/// One transaction of a commit of `batch`, its cases serialised before (`prepared`):
+/// One transaction of a commit of `batch`, its cases serialised before (`prepared`,
+/// their records compressed together in `records`, slot `i` the record of case `i`):
 /// `None` (rolled back) when `returning` is off and some case had been recorded before.
 /// The caller then commits again with `returning` on, to learn which.
 pub(super) async fn attempt<D>(
     store: &D,
     batch: &CommitBatch,
     prepared: &[PreparedCase<'_>],
+    records: &[u8],
     returning: bool,
 ) -> StoreResult<Option<CommitOutcome>>
 where
@@ -28,6 +30,8 @@ where
     Option<String>: Value<D::Db>,
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
+    Vec<u8>: Value<D::Db>,
+    Option<Vec<u8>>: Value<D::Db>,
 {
     let mut cases: Vec<(usize, &CaseCommit, &PreparedCase)> = batch
         .cases
@@ -57,11 +61,22 @@ where
         completed = chunks;
     }
     let rows: Vec<&PreparedCase> = cases.iter().map(|(_, _, row)| *row).collect();
+    // The records' batch is numbered by the version this commit gives the run: the
+    // run's row is held until the commit, so no other commit takes the same number.
+    let records_batch = to_i64(state.record.version + 1)?;
     // A case recorded before (by another instance, or earlier in this batch) is skipped
     // with its events.
-    let Some(mut inserted) = write.insert_cases(&batch.run_id, &rows, returning).await? else {
+    let Some(mut inserted) = write
+        .insert_cases(&batch.run_id, &rows, records_batch, returning)
+        .await?
+    else {
         return Ok(None);
     };
+    if !inserted.is_empty() {
+        write
+            .insert_record_batch(&batch.run_id, records_batch, records.to_vec())
+            .await?;
+    }
     let mut kept = Vec::with_capacity(cases.len());
     let mut kept_cases = Vec::with_capacity(cases.len());
     let mut duplicates = 0;

@@ -103,19 +103,19 @@ where
 
     async fn insert_revision_cases(
         &mut self,
-        revision: &Revision,
+        content_id: i64,
         cases: &[StoredCase],
     ) -> StoreResult<()> {
         for part in cases.chunks(D::MAX_PARAMS / CASE_PARAMS) {
             let mut insert = QueryBuilder::<D::Db>::new(
-                "INSERT INTO dataset_cases (revision, case_index, case_id, case_json) ",
+                "INSERT INTO dataset_cases (content_id, case_index, case_id, case_json) ",
             );
             let mut rows = Vec::with_capacity(part.len());
             for case in part {
                 rows.push((to_i64(case.case_index)?, case));
             }
             insert.push_values(rows, |mut row, (index, case)| {
-                row.push_bind(revision.as_str())
+                row.push_bind(content_id)
                     .push_bind(index)
                     .push_bind(case.case_id.as_str())
                     .push_bind(case.json.as_str());
@@ -129,6 +129,24 @@ where
                 .await?;
         }
         Ok(())
+    }
+
+    /// The number a revision's content is stored under, given to it now if it has none.
+    /// It is kept when the revision is deleted: an upload of the same content under way
+    /// meanwhile goes on writing under it.
+    async fn content_id(&mut self, revision: &Revision) -> StoreResult<i64> {
+        sqlx::query(
+            "INSERT INTO dataset_contents (revision) VALUES ($1) ON CONFLICT (revision) DO NOTHING",
+        )
+        .bind(revision.as_str())
+        .execute(self.conn())
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT content_id FROM dataset_contents WHERE revision = $1")
+                .bind(revision.as_str())
+                .fetch_one(self.conn())
+                .await?,
+        )
     }
 
     /// The runs of the family: `run_id`'s row and every run derived from it (its
@@ -184,10 +202,24 @@ where
         {
             return Ok(PutOutcome::Existing(existing));
         }
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT content_id FROM dataset_contents WHERE revision = $1")
+                .bind(revision.revision.as_str())
+                .fetch_optional(self.pool())
+                .await?;
+        let content_id = match known {
+            Some(id) => id,
+            None => {
+                let mut write = self.begin().await?;
+                let id = write.content_id(&revision.revision).await?;
+                write.commit().await?;
+                id
+            }
+        };
         // Cases of this content already stored (for another dataset, or in part).
         let stored: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(case_index) FROM dataset_cases WHERE revision = $1")
-                .bind(revision.revision.as_str())
+            sqlx::query_scalar("SELECT MAX(case_index) FROM dataset_cases WHERE content_id = $1")
+                .bind(content_id)
                 .fetch_one(self.pool())
                 .await?;
         let mut next = stored.map_or(0, |last| last + 1);
@@ -211,9 +243,7 @@ where
                 }
                 let mut write = self.begin().await?;
                 let held = std::time::Instant::now();
-                write
-                    .insert_revision_cases(&revision.revision, &pending)
-                    .await?;
+                write.insert_revision_cases(content_id, &pending).await?;
                 next += pending.len() as i64;
                 pending.clear();
                 // More of the spool into the same transaction while it is young.
@@ -223,9 +253,7 @@ where
                         break;
                     }
                     next += more.len() as i64;
-                    write
-                        .insert_revision_cases(&revision.revision, &more)
-                        .await?;
+                    write.insert_revision_cases(content_id, &more).await?;
                 }
                 write.commit().await?;
                 if done {
@@ -350,8 +378,9 @@ where
         range: Range<u64>,
     ) -> StoreResult<Vec<StoredCase>> {
         let rows = sqlx::query_as::<_, CaseRow>(
-            "SELECT case_index, case_id, case_json FROM dataset_cases \
-             WHERE revision = $1 AND case_index >= $2 AND case_index < $3 ORDER BY case_index",
+            "SELECT case_index, case_id, case_json FROM dataset_cases WHERE content_id = \
+             (SELECT content_id FROM dataset_contents WHERE revision = $1) \
+             AND case_index >= $2 AND case_index < $3 ORDER BY case_index",
         )
         .bind(revision.as_str())
         .bind(to_i64(range.start)?)
@@ -420,7 +449,8 @@ where
                 .await?;
             // The cases stay while another dataset holds the same revision.
             sqlx::query(
-                "DELETE FROM dataset_cases WHERE revision = $1 AND NOT EXISTS \
+                "DELETE FROM dataset_cases WHERE content_id = \
+                 (SELECT content_id FROM dataset_contents WHERE revision = $1) AND NOT EXISTS \
                  (SELECT 1 FROM dataset_revisions WHERE revision = $1)",
             )
             .bind(gone.as_str())
@@ -481,7 +511,7 @@ where
             .await?;
             // Not by cascade on Postgres: these have no foreign key (each insert checked
             // it, and the commit already holds the run; see the migration).
-            for table in ["case_records", "event_batches"] {
+            for table in ["case_records", "record_batches", "event_batches"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE run_id = $1"
                 )))

@@ -1,11 +1,13 @@
 //! The event log as stored: `event_batches` rows of a commit's events (up to 256 a row),
 //! each holding the events with seq `first_seq..=last_seq` (gapless), one compact JSON
 //! object per line: the event's [`EventBody`], whose run is the row's and whose seq is
-//! its line's. Rows written before bodies hold whole events (with their own `run_id`
-//! and `seq`); both are read.
+//! its line's. The lines are compressed together in `packed`; rows written before that
+//! hold them as text in `payload`, and rows written before bodies hold whole events
+//! (with their own `run_id` and `seq`); all are read.
 
 use sqlx::{ColumnIndex, Encode, Type};
 
+use super::packed::decompress;
 use super::{Dialect, Row, Value, from_json, to_i64, to_u64};
 use crate::model::{EventBody, NewEvent, RunEvent, RunId};
 use crate::store::{StoreError, StoreResult};
@@ -86,14 +88,14 @@ where
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
     for<'c> &'c sqlx::Pool<D::Db>: sqlx::Executor<'c, Database = D::Db>,
-    (i64, String): for<'r> sqlx::FromRow<'r, Row<D>>,
+    (i64, String, Option<Vec<u8>>): for<'r> sqlx::FromRow<'r, Row<D>>,
 {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut events = Vec::new();
     let mut last = after;
     while events.len() < limit {
-        let rows = sqlx::query_as::<_, (i64, String)>(
-            "SELECT first_seq, payload FROM event_batches WHERE run_id = $1 AND last_seq > $2 \
+        let rows = sqlx::query_as::<_, (i64, String, Option<Vec<u8>>)>(
+            "SELECT first_seq, payload, packed FROM event_batches WHERE run_id = $1 AND last_seq > $2 \
              ORDER BY last_seq LIMIT $3",
         )
         .bind(run_id.as_str())
@@ -102,7 +104,11 @@ where
         .fetch_all(store.pool())
         .await?;
         let full = rows.len() == usize::try_from(ROWS_PER_READ).unwrap_or(usize::MAX);
-        for (first_seq, payload) in rows {
+        for (first_seq, payload, packed) in rows {
+            let payload = match packed {
+                Some(packed) => decompress(&packed)?,
+                None => payload,
+            };
             for (seq, line) in (to_u64(first_seq)?..).zip(payload.split('\n')) {
                 if seq <= last {
                     continue;

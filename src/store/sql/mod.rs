@@ -8,6 +8,8 @@
 mod commit;
 mod datasets;
 mod events;
+mod packed;
+mod records;
 mod reviews;
 mod rows;
 mod store;

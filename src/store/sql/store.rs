@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::rows::{FullRunRow, RunRow, SUMMARY_COLUMNS};
 use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
-use super::{commit, events};
+use super::{commit, events, packed, records};
 use crate::model::{
     AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
     Timestamp,
@@ -36,6 +36,8 @@ where
     Option<String>: Value<D::Db>,
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
+    Vec<u8>: Value<D::Db>,
+    Option<Vec<u8>>: Value<D::Db>,
 {
     async fn create_run(&self, mut run: NewRun) -> StoreResult<CreateOutcome> {
         let datasets = std::mem::take(&mut run.datasets);
@@ -176,14 +178,15 @@ where
             .collect()
     }
 
-    /// Every case is serialised once, before the write starts (the expensive part,
-    /// outside the writer's turn). The first attempt only counts the case rows it
+    /// Every case is serialised once, and the records compressed together, before the
+    /// write starts (the expensive part, outside the writer's turn). The first attempt only counts the case rows it
     /// inserts; if some case was recorded before (a retried batch, or another
     /// instance's), it is rolled back and done again learning which.
     async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome> {
         let mut prepared = Vec::with_capacity(batch.cases.len());
-        for case in &batch.cases {
+        for (slot, case) in batch.cases.iter().enumerate() {
             prepared.push(PreparedCase {
+                slot: to_i64(slot as u64)?,
                 index: to_i64(case.record.key.case_index)?,
                 dataset_id: &case.record.key.dataset_id,
                 failed: case.record.status == CaseStatus::Failed,
@@ -193,10 +196,15 @@ where
                 },
             });
         }
-        if let Some(outcome) = commit::attempt(self, batch, &prepared, false).await? {
+        let records = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            packed::pack_lines(prepared.iter().map(|case| case.record.as_ref()))?
+        };
+        if let Some(outcome) = commit::attempt(self, batch, &prepared, &records, false).await? {
             return Ok(outcome);
         }
-        commit::attempt(self, batch, &prepared, true)
+        commit::attempt(self, batch, &prepared, &records, true)
             .await?
             .ok_or_else(|| StoreError::Corrupt("case rows inserted but not returned".into()))
     }
@@ -385,7 +393,7 @@ where
         run_id: &RunId,
         query: &CaseQuery,
     ) -> StoreResult<Vec<CaseRecord>> {
-        let mut builder = QueryBuilder::<D::Db>::new("SELECT record FROM case_records");
+        let mut builder = QueryBuilder::<D::Db>::new("SELECT batch, slot FROM case_records");
         if query.failed_only {
             builder.push(D::FAILED_CASES_INDEX);
         }
@@ -405,11 +413,11 @@ where
         builder
             .push(" ORDER BY case_index LIMIT ")
             .push_bind(i64::from(query.limit));
-        let records = builder
-            .build_query_scalar::<String>()
+        let places = builder
+            .build_query_as::<(i64, i64)>()
             .fetch_all(self.pool())
             .await?;
-        records.iter().map(|record| from_json(record)).collect()
+        records::read(self, run_id, &places).await
     }
 
     async fn events_after(

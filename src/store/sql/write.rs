@@ -8,6 +8,7 @@ use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, T
 use tokio::sync::MutexGuard;
 
 use super::events::{Pending, encode_event_lines};
+use super::packed::{self, Codec};
 use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
 use crate::model::{RunEvent, RunId, Timestamp};
@@ -35,6 +36,8 @@ pub(super) struct PreparedCase<'b> {
     pub failed: bool,
     /// Encoded by the engine, or here when it did not.
     pub record: Cow<'b, str>,
+    /// Its line in the commit's record batch (its position in the batch's cases).
+    pub slot: i64,
 }
 
 impl<'a, D: Dialect> Write<'a, D> {
@@ -86,6 +89,8 @@ where
     Option<String>: Value<D::Db>,
     for<'s> &'s str: Encode<'s, D::Db> + Type<D::Db> + ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
+    Vec<u8>: Value<D::Db>,
+    Option<Vec<u8>>: Value<D::Db>,
 {
     /// Loads a run's row with its aggregate state, locked until the write ends.
     pub(super) async fn load_state(&mut self, run_id: &RunId) -> StoreResult<RunState> {
@@ -145,22 +150,20 @@ where
             .zip((first_seq..).step_by(EVENTS_PER_ROW));
         for size in shapes(row_count, 8) {
             let mut builder = QueryBuilder::<D::Db>::new(
-                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) ",
+                "INSERT INTO event_batches (run_id, last_seq, first_seq, payload, packed) ",
             );
             let mut values = Vec::with_capacity(size);
             for (row, first) in rows.by_ref().take(size) {
                 let last = first + row.len() as u64 - 1;
-                values.push((
-                    to_i64(last)?,
-                    to_i64(first)?,
-                    encode_event_lines(run_id, first, row)?,
-                ));
+                let lines = encode_event_lines(run_id, first, row)?;
+                values.push((to_i64(last)?, to_i64(first)?, packed::compress(&lines)?));
             }
-            builder.push_values(values, |mut b, (last, first, payload)| {
+            builder.push_values(values, |mut b, (last, first, packed)| {
                 b.push_bind(run_id.as_str())
                     .push_bind(last)
                     .push_bind(first)
-                    .push_bind(payload);
+                    .push_bind("")
+                    .push_bind(Some(packed));
             });
             builder.build().execute(self.conn()).await?;
         }
@@ -213,7 +216,8 @@ where
     // table, prepared once and kept (preparing each time costs CPU per case, issue 12).
     // `IN (...)` lists of any length below are used once (`persistent(false)`).
 
-    /// Inserts the cases not recorded before and returns their `case_index`, or `None`
+    /// Inserts the cases not recorded before, their records in `batch` of the run, and
+    /// returns their `case_index`, or `None`
     /// when `returning` is off and some case was recorded before. Counting inserted rows
     /// tells the common case (all new) without a result row per case, each a hand-off
     /// from SQLite's thread (issue 12); the caller redoes a commit that got `None` with
@@ -222,9 +226,10 @@ where
         &mut self,
         run_id: &RunId,
         cases: &[&PreparedCase<'_>],
+        batch: i64,
         returning: bool,
     ) -> StoreResult<Option<HashSet<i64>>> {
-        const PER_ROW: usize = 5;
+        const PER_ROW: usize = 6;
         let mut inserted = HashSet::with_capacity(cases.len());
         let mut counted = 0;
         let mut rest = cases;
@@ -232,14 +237,15 @@ where
             let (chunk, next) = rest.split_at(size);
             rest = next;
             let mut builder = QueryBuilder::<D::Db>::new(
-                "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) ",
+                "INSERT INTO case_records (run_id, case_index, dataset_id, failed, batch, slot) ",
             );
             builder.push_values(chunk, |mut b, case| {
                 b.push_bind(run_id.as_str())
                     .push_bind(case.index)
                     .push_bind(case.dataset_id)
                     .push_bind(case.failed)
-                    .push_bind(case.record.as_ref());
+                    .push_bind(batch)
+                    .push_bind(case.slot);
             });
             builder.push(" ON CONFLICT (run_id, case_index) DO NOTHING");
             if returning {
@@ -262,6 +268,26 @@ where
             inserted.extend(cases.iter().map(|case| case.index));
         }
         Ok(Some(inserted))
+    }
+
+    /// Stores a commit's records (compressed by [`packed::pack_lines`]) as `batch` of
+    /// the run.
+    pub(super) async fn insert_record_batch(
+        &mut self,
+        run_id: &RunId,
+        batch: i64,
+        payload: Vec<u8>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO record_batches (run_id, batch, codec, payload) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(run_id.as_str())
+        .bind(batch)
+        .bind(Codec::Zstd.code())
+        .bind(payload)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// The response-cache writes of `cases`: responses stored (a key stored before keeps
@@ -333,7 +359,7 @@ where
     }
 }
 
-/// Most events stored in one `event_batches` row (~75 KB of JSON).
+/// Most events stored in one `event_batches` row (~75 KB of JSON before compression).
 const EVENTS_PER_ROW: usize = 256;
 
 /// Most rows of one multi-row statement (a power of two).

@@ -1,0 +1,175 @@
+//! Databases written by earlier versions, migrated: what they hold reads back the same.
+
+use super::*;
+use themis::store::DatasetStore;
+
+/// A Postgres database written before records and events were compressed (a record's
+/// JSON in its `case_records` row, event lines as text) is migrated: its records and
+/// events read back, a case it recorded stays recorded once, and new ones follow.
+#[tokio::test]
+async fn postgres_migrates_text_records_and_event_rows() {
+    let database = common::TestDatabase::create().await;
+    let run = run_id(62);
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut before = sqlx::migrate!("./migrations/postgres");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261207210000)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO runs (run_id, kind, status, definition, runtime, total, usage, aggregates, \
+         aggregate_state, created_at, updated_at, index_space, last_seq) \
+         VALUES ($1, 'experiment', 'running', '{}', '{}', 3, $2, '{\"metrics\":{}}', \
+         '{\"metrics\":{}}', 1, 1, 3, 2)",
+    )
+    .bind(run.as_str())
+    .bind(serde_json::to_string(&Usage::default()).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO run_chunks (run_id, chunk_index) VALUES ($1, 0)")
+        .bind(run.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let old = record(&run, 0, "a", Some(1.0));
+    sqlx::query(
+        "INSERT INTO case_records (run_id, case_index, dataset_id, failed, record) \
+         VALUES ($1, 0, 'a', FALSE, $2)",
+    )
+    .bind(run.as_str())
+    .bind(serde_json::to_string(&old).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let logged: Vec<_> = case_commit(&run, 0, "a", Some(1.0))
+        .events
+        .into_iter()
+        .zip(1..)
+        .map(|(event, seq)| event.sequenced(&run, seq))
+        .collect();
+    let lines: Vec<String> = logged
+        .iter()
+        .map(|event| serde_json::to_string(event).unwrap())
+        .collect();
+    sqlx::query(
+        "INSERT INTO event_batches (run_id, last_seq, first_seq, payload) VALUES ($1, 2, 1, $2)",
+    )
+    .bind(run.as_str())
+    .bind(lines.join("\n"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = themis::store::PostgresStore::connect(&database.url)
+        .await
+        .unwrap();
+    assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), logged);
+    assert_eq!(first_records(&store, &run).await, vec![old.clone()]);
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = vec![
+        case_commit(&run, 0, "a", Some(0.0)),
+        case_commit(&run, 1, "a", Some(1.0)),
+    ];
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    let records = first_records(&store, &run).await;
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.key.case_index, r.scores[0].score))
+            .collect::<Vec<_>>(),
+        [(0, Some(1.0)), (1, Some(1.0))]
+    );
+    let seqs: Vec<u64> = store
+        .events_after(&run, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    drop(store);
+    database.drop_database().await;
+}
+
+/// A SQLite database whose dataset cases were keyed by the revision's text is migrated:
+/// the cases read back, and the revision's content is found again by a new upload.
+#[tokio::test]
+async fn sqlite_migrates_dataset_cases_keyed_by_revision_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("datasets.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("./migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261207210001)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let revision = themis::model::Revision::from_digest(&[0xab; 32]);
+    sqlx::query(
+        "INSERT INTO dataset_revisions (dataset_id, revision, case_count, bytes, created_at) \
+         VALUES ('d', $1, 2, 20, 1)",
+    )
+    .bind(revision.as_str())
+    .execute(&pool)
+    .await
+    .unwrap();
+    for i in 0..2 {
+        sqlx::query(
+            "INSERT INTO dataset_cases (revision, case_index, case_id, case_json) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(revision.as_str())
+        .bind(i)
+        .bind(format!("c{i}"))
+        .bind(format!(r#"{{"case_id":"c{i}","input":{i}}}"#))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    let cases = store.revision_cases(&revision, 0..10).await.unwrap();
+    assert_eq!(
+        cases
+            .iter()
+            .map(|c| (c.case_index, c.case_id.as_str(), c.json.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (0, "c0", r#"{"case_id":"c0","input":0}"#),
+            (1, "c1", r#"{"case_id":"c1","input":1}"#)
+        ]
+    );
+    // The same content under another dataset: stored already, nothing to read.
+    let again = themis::model::DatasetRevision {
+        dataset_id: "e".into(),
+        revision: revision.clone(),
+        case_count: 2,
+        bytes: 20,
+        created_at: Timestamp::from_millis(2),
+    };
+    let outcome = store.put_revision(again, &mut NoCases).await.unwrap();
+    assert!(matches!(outcome, themis::store::PutOutcome::Created(_)));
+    assert_eq!(store.revision_cases(&revision, 0..10).await.unwrap(), cases);
+}
+
+/// Cases of a revision stored already: reading them again is a mistake.
+struct NoCases;
+
+#[async_trait::async_trait]
+impl themis::store::CaseBatches for NoCases {
+    async fn next_batch(&mut self) -> themis::store::StoreResult<Vec<themis::model::StoredCase>> {
+        Err(StoreError::Input("the cases were stored already".into()))
+    }
+}
