@@ -8,6 +8,7 @@
 mod commit;
 mod datasets;
 mod events;
+mod openai_evals;
 mod reviews;
 mod rows;
 mod store;
