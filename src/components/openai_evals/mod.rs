@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::{ComponentError, GenerateRequest, Generation, Generator, Registry};
 use crate::model::Usage;
 
-pub(crate) use grader::{DEFAULT_PASS_THRESHOLD, resolve_model};
+pub(crate) use grader::resolve_model;
 pub(crate) use spec::{Grader, parse_grader};
-pub(crate) use template::{Namespaces, content_text, render};
+pub(crate) use template::{Namespaces, content_text, lookup, render};
 
 pub(super) fn register(registry: &mut Registry) {
     registry.register_generator("openai_evals/sample", "1", |_| Arc::new(RowSample));
