@@ -96,7 +96,9 @@ pub struct EvalObjectQuery {
 /// An output item's id: `outputitem_`, the run's 32 hex digits, then the case index in
 /// hex, so the item is found from its id alone.
 pub fn output_item_id(run_id: &str, case_index: u64) -> String {
-    let hex = run_id.strip_prefix(EvalKind::Run.prefix()).unwrap_or(run_id);
+    let hex = run_id
+        .strip_prefix(EvalKind::Run.prefix())
+        .unwrap_or(run_id);
     format!("outputitem_{hex}{case_index:x}")
 }
 

@@ -92,9 +92,7 @@ impl EvalStore for MemoryStore {
     async fn delete_eval_object(&self, kind: EvalKind, id: &str) -> StoreResult<bool> {
         let mut objects = self.eval_objects.lock().await;
         let before = objects.objects.len();
-        objects
-            .objects
-            .retain(|o| !(o.kind == kind && o.id == id));
+        objects.objects.retain(|o| !(o.kind == kind && o.id == id));
         let found = objects.objects.len() < before;
         if found {
             objects

@@ -85,7 +85,12 @@ fn list_query(raw: Option<String>, filters: &[&str]) -> Result<ListQuery, OpenAi
         order: ListOrder::Asc,
     };
     let mut status = None;
-    for pair in raw.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value)
             .ok_or_else(|| OpenAiError::invalid(key, "is not valid percent-encoded UTF-8"))?;
@@ -96,7 +101,9 @@ fn list_query(raw: Option<String>, filters: &[&str]) -> Result<ListQuery, OpenAi
                     .parse::<u32>()
                     .ok()
                     .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| OpenAiError::invalid("limit", "must be an integer from 1 to 100"))?;
+                    .ok_or_else(|| {
+                        OpenAiError::invalid("limit", "must be an integer from 1 to 100")
+                    })?;
             }
             "order" => {
                 page.order = match value.as_str() {
@@ -108,7 +115,10 @@ fn list_query(raw: Option<String>, filters: &[&str]) -> Result<ListQuery, OpenAi
             "order_by" if value == "created_at" => {}
             key if filters.contains(&key) => status = Some(value),
             other => {
-                return Err(OpenAiError::invalid(other, format!("unknown query parameter `{other}`")));
+                return Err(OpenAiError::invalid(
+                    other,
+                    format!("unknown query parameter `{other}`"),
+                ));
             }
         }
     }
@@ -167,9 +177,15 @@ fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
         .unwrap_or("localhost");
-    let scheme = match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("https") => "https",
         _ => "http",
     };
@@ -290,7 +306,10 @@ async fn get_output_item(
     ))
 }
 
-async fn create_file(State(state): State<AppState>, multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Answer {
+async fn create_file(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Answer {
     let mut multipart = multipart.map_err(|e| OpenAiError::invalid("", e.body_text()))?;
     let (mut purpose, mut file) = (None, None);
     let bad = |e: axum::extract::multipart::MultipartError| OpenAiError {
@@ -307,7 +326,10 @@ async fn create_file(State(state): State<AppState>, multipart: Result<Multipart,
                 let name = field.file_name().unwrap_or("upload.jsonl").to_owned();
                 let bytes = field.bytes().await.map_err(bad)?;
                 if bytes.len() > MAX_FILE_BYTES {
-                    return Err(OpenAiError::invalid("file", format!("files are at most {MAX_FILE_BYTES} bytes")));
+                    return Err(OpenAiError::invalid(
+                        "file",
+                        format!("files are at most {MAX_FILE_BYTES} bytes"),
+                    ));
                 }
                 let text = String::from_utf8(bytes.to_vec())
                     .map_err(|_| OpenAiError::invalid("file", "an evals file is UTF-8 JSONL"))?;
@@ -335,7 +357,11 @@ async fn file_content(
     Path(id): Path<String>,
 ) -> Result<Response, OpenAiError> {
     let content = state.evals.file_content(&id).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], content).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        content,
+    )
+        .into_response())
 }
 
 async fn delete_file(State(state): State<AppState>, Path(id): Path<String>) -> Answer {

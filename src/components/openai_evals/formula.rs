@@ -177,7 +177,11 @@ impl Parser {
         if let Ok(x) = token.parse::<f64>() {
             return Ok(Expr::Number(x));
         }
-        if token.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') {
+        if token
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+        {
             if self.peek() == Some("(") {
                 if !FUNCTIONS.contains(&token.as_str()) {
                     return Err(format!("unknown function `{token}`"));
@@ -203,11 +207,13 @@ mod tests {
 
     #[test]
     fn evaluates_weighted_formulas() {
-        let scores: BTreeMap<String, f64> =
-            [("a".to_owned(), 1.0), ("b_2".to_owned(), 0.5)].into();
+        let scores: BTreeMap<String, f64> = [("a".to_owned(), 1.0), ("b_2".to_owned(), 0.5)].into();
         let e = parse("0.5 * a + 0.5 * b_2").unwrap();
         assert_eq!(e.eval(&scores).unwrap(), 0.75);
-        assert_eq!(parse("min(a, b_2) - -1").unwrap().eval(&scores).unwrap(), 1.5);
+        assert_eq!(
+            parse("min(a, b_2) - -1").unwrap().eval(&scores).unwrap(),
+            1.5
+        );
         assert_eq!(parse("(a + b_2) / 2").unwrap().eval(&scores).unwrap(), 0.75);
         assert!(parse("a +").is_err());
         assert!(parse("system(a)").is_err());

@@ -33,10 +33,11 @@ pub(crate) fn resolve_model(
     default_provider: Option<&str>,
 ) -> Result<(String, String), String> {
     let try_with = |provider: &str, model: &str| {
-        let params: Map<String, Value> = json!({"provider": provider, "model": model, "prompt": "x"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let params: Map<String, Value> =
+            json!({"provider": provider, "model": model, "prompt": "x"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
         registry.generator("openai/chat", &params).map(|_| ())
     };
     let mut unknown = None;
@@ -122,7 +123,8 @@ fn chat_for(setup: &Setup<'_>, grader: &Grader) -> Result<Arc<dyn Generator>, St
         .enumerate()
         .map(|(i, m)| json!({"role": m.role, "content": format!("{{{{ input.m[{i}] }}}}")}))
         .collect();
-    messages.push(json!({"role": "system", "content": format!("{{{{ input.m[{}] }}}}", input.len())}));
+    messages
+        .push(json!({"role": "system", "content": format!("{{{{ input.m[{}] }}}}", input.len())}));
     let mut params = Map::new();
     params.insert("provider".into(), json!(provider));
     params.insert("model".into(), json!(model));
@@ -251,7 +253,10 @@ impl Node {
                     self.model_grade(&ns, request).await
                 }
                 GraderSpec::Python { pass_threshold, .. } => {
-                    let metric = self.python.as_ref().ok_or_else(|| fail(grader, "no sandbox"))?;
+                    let metric = self
+                        .python
+                        .as_ref()
+                        .ok_or_else(|| fail(grader, "no sandbox"))?;
                     let output = match sample.get("output_text") {
                         Some(text @ Value::String(_)) => text.clone(),
                         _ => sample.clone(),
@@ -308,9 +313,9 @@ impl Node {
         let chat = self.chat.as_ref().ok_or_else(|| fail(grader, "no model"))?;
         let (input, seed): (&[MessageSpec], Option<u64>) = match &grader.spec {
             GraderSpec::LabelModel { input, .. } => (input, None),
-            GraderSpec::ScoreModel { input, sampling, .. } => {
-                (input, sampling.get("seed").and_then(Value::as_u64))
-            }
+            GraderSpec::ScoreModel {
+                input, sampling, ..
+            } => (input, sampling.get("seed").and_then(Value::as_u64)),
             _ => return Err(fail(grader, "not a model grader")),
         };
         let mut rendered = input
@@ -374,7 +379,10 @@ impl Node {
                 if score < range.0 || score > range.1 {
                     return Err(fail(
                         grader,
-                        format!("score {score} is outside the range {}..{}", range.0, range.1),
+                        format!(
+                            "score {score} is outside the range {}..{}",
+                            range.0, range.1
+                        ),
                     ));
                 }
                 let threshold = pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD);
@@ -398,13 +406,21 @@ fn truncate(text: &str, max: usize) -> String {
 /// The label a model answered: the whole answer, a JSON `{"label"}` or `{"result"}`, or
 /// the one label the answer contains.
 fn read_label(answer: &str, labels: &[String]) -> Option<String> {
-    let trimmed = answer.trim().trim_matches(|c: char| c == '"' || c == '.' || c == '`');
+    let trimmed = answer
+        .trim()
+        .trim_matches(|c: char| c == '"' || c == '.' || c == '`');
     if let Some(label) = labels.iter().find(|l| l.eq_ignore_ascii_case(trimmed)) {
         return Some(label.clone());
     }
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(answer.trim()) {
-        let given = map.get("label").or_else(|| map.get("result")).and_then(Value::as_str)?;
-        return labels.iter().find(|l| l.eq_ignore_ascii_case(given)).cloned();
+        let given = map
+            .get("label")
+            .or_else(|| map.get("result"))
+            .and_then(Value::as_str)?;
+        return labels
+            .iter()
+            .find(|l| l.eq_ignore_ascii_case(given))
+            .cloned();
     }
     let lower = answer.to_lowercase();
     let mut found = labels.iter().filter(|l| lower.contains(&l.to_lowercase()));
@@ -421,7 +437,11 @@ fn read_score(answer: &str) -> Option<f64> {
         .and_then(|start| answer.rfind('}').map(|end| (start, end)))
         .and_then(|(start, end)| serde_json::from_str::<Value>(answer.get(start..=end)?).ok());
     if let Some(map) = json.as_ref().and_then(Value::as_object) {
-        if let Some(x) = map.get("result").or_else(|| map.get("score")).and_then(Value::as_f64) {
+        if let Some(x) = map
+            .get("result")
+            .or_else(|| map.get("score"))
+            .and_then(Value::as_f64)
+        {
             return Some(x).filter(|x| x.is_finite());
         }
     }
@@ -474,11 +494,23 @@ mod tests {
     #[test]
     fn labels_and_scores_are_read_leniently() {
         let labels = vec!["positive".to_owned(), "negative".to_owned()];
-        assert_eq!(read_label("Positive.", &labels).as_deref(), Some("positive"));
-        assert_eq!(read_label("{\"label\": \"negative\"}", &labels).as_deref(), Some("negative"));
-        assert_eq!(read_label("It is negative", &labels).as_deref(), Some("negative"));
+        assert_eq!(
+            read_label("Positive.", &labels).as_deref(),
+            Some("positive")
+        );
+        assert_eq!(
+            read_label("{\"label\": \"negative\"}", &labels).as_deref(),
+            Some("negative")
+        );
+        assert_eq!(
+            read_label("It is negative", &labels).as_deref(),
+            Some("negative")
+        );
         assert_eq!(read_label("positive or negative", &labels), None);
-        assert_eq!(read_score("{\"steps\": [\"ok\"], \"result\": 0.8}"), Some(0.8));
+        assert_eq!(
+            read_score("{\"steps\": [\"ok\"], \"result\": 0.8}"),
+            Some(0.8)
+        );
         assert_eq!(read_score("I give it 7"), Some(7.0));
         assert_eq!(read_score("none"), None);
     }

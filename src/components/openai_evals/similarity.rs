@@ -141,7 +141,8 @@ mod tests {
     #[test]
     fn identical_texts_score_one_and_disjoint_zero() {
         for metric in METRICS {
-            let same = similarity(metric, "the cat sat on the mat", "the cat sat on the mat").unwrap();
+            let same =
+                similarity(metric, "the cat sat on the mat", "the cat sat on the mat").unwrap();
             assert!(same > 0.99, "{metric}: {same}");
             let none = similarity(metric, "alpha beta", "gamma delta").unwrap();
             assert!(none < 0.5, "{metric}: {none}");
@@ -152,14 +153,25 @@ mod tests {
     #[test]
     fn rouge_and_gleu_match_their_references() {
         // rouge_score: rouge1 F of "the cat was found under the bed" vs "the cat was under the bed".
-        let r1 = similarity("rouge_1", "the cat was found under the bed", "the cat was under the bed").unwrap();
-        assert!(close(r1, 2.0 * (6.0 / 7.0) * 1.0 / (6.0 / 7.0 + 1.0)), "{r1}");
+        let r1 = similarity(
+            "rouge_1",
+            "the cat was found under the bed",
+            "the cat was under the bed",
+        )
+        .unwrap();
+        assert!(
+            close(r1, 2.0 * (6.0 / 7.0) * 1.0 / (6.0 / 7.0 + 1.0)),
+            "{r1}"
+        );
         // NLTK sentence_gleu: 1-4 grams of a 3-word hypothesis against itself plus one word.
         let g = similarity("gleu", "a b c", "a b c d").unwrap();
         assert!(close(g, 6.0 / 10.0), "{g}");
         // METEOR: all words matched in one chunk, recall 3/4.
         let m = similarity("meteor", "a b c", "a b c d").unwrap();
         let fmean = 1.0 * 0.75 / (0.9 * 1.0 + 0.1 * 0.75);
-        assert!(close(m, fmean * (1.0 - 0.5 * (1.0f64 / 3.0).powi(3))), "{m}");
+        assert!(
+            close(m, fmean * (1.0 - 0.5 * (1.0f64 / 3.0).powi(3))),
+            "{m}"
+        );
     }
 }

@@ -268,7 +268,10 @@ pub(crate) fn parse_grader(
         "score_model" => {
             let range = match map.get("range") {
                 None | Some(Value::Null) => (0.0, 1.0),
-                Some(v) => match v.as_array().map(|a| a.iter().map(Value::as_f64).collect::<Vec<_>>()) {
+                Some(v) => match v
+                    .as_array()
+                    .map(|a| a.iter().map(Value::as_f64).collect::<Vec<_>>())
+                {
                     Some(bounds) if bounds.len() == 2 => match (bounds[0], bounds[1]) {
                         (Some(lo), Some(hi)) if lo < hi && lo.is_finite() && hi.is_finite() => {
                             (lo, hi)
@@ -325,7 +328,10 @@ pub(crate) fn parse_grader(
                 Some(Value::Object(subs)) if subs.len() <= MAX_SUB_GRADERS => {
                     for (key, sub) in subs {
                         if sub.get("type").and_then(Value::as_str) == Some("multi") {
-                            r.error(&format!("graders.{key}"), "a multi grader cannot nest another");
+                            r.error(
+                                &format!("graders.{key}"),
+                                "a multi grader cannot nest another",
+                            );
                             continue;
                         }
                         let at = format!("{path}.graders.{key}");
@@ -348,7 +354,10 @@ pub(crate) fn parse_grader(
                     .map(|m| m.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 for name in names.iter().filter(|n| !known.contains(&n.as_str())) {
-                    r.error("calculate_output", format!("`{name}` names no grader of `graders`"));
+                    r.error(
+                        "calculate_output",
+                        format!("`{name}` names no grader of `graders`"),
+                    );
                 }
             }
             GraderSpec::Multi {
@@ -409,24 +418,42 @@ mod tests {
 
     #[test]
     fn every_problem_names_its_field() {
-        assert!(problems(json!({"type": "string_check", "name": "x", "input": "{{sample.output_text}}",
-                                "reference": "{{item.answer}}", "operation": "eq"})).is_empty());
-        assert_eq!(
-            problems(json!({"type": "string_check", "name": "x", "input": "{{ foo }}",
-                            "reference": 3, "operation": "regex"})),
-            ["testing_criteria[0].operation", "testing_criteria[0].input", "testing_criteria[0].reference"]
+        assert!(
+            problems(
+                json!({"type": "string_check", "name": "x", "input": "{{sample.output_text}}",
+                                "reference": "{{item.answer}}", "operation": "eq"})
+            )
+            .is_empty()
         );
         assert_eq!(
-            problems(json!({"type": "text_similarity", "name": "x", "input": "a", "reference": "b",
-                            "evaluation_metric": "cosine", "pass_threshold": 0.5})),
+            problems(
+                json!({"type": "string_check", "name": "x", "input": "{{ foo }}",
+                            "reference": 3, "operation": "regex"})
+            ),
+            [
+                "testing_criteria[0].operation",
+                "testing_criteria[0].input",
+                "testing_criteria[0].reference"
+            ]
+        );
+        assert_eq!(
+            problems(
+                json!({"type": "text_similarity", "name": "x", "input": "a", "reference": "b",
+                            "evaluation_metric": "cosine", "pass_threshold": 0.5})
+            ),
             ["testing_criteria[0].evaluation_metric"]
         );
         assert_eq!(
-            problems(json!({"type": "multi", "name": "m", "calculate_output": "a + b",
+            problems(
+                json!({"type": "multi", "name": "m", "calculate_output": "a + b",
                             "graders": {"a": {"type": "string_check", "name": "a", "input": "x",
-                                              "reference": "y", "operation": "eq"}}})),
+                                              "reference": "y", "operation": "eq"}}})
+            ),
             ["testing_criteria[0].calculate_output"]
         );
-        assert_eq!(problems(json!({"type": "wat", "name": "x"})), ["testing_criteria[0].type"]);
+        assert_eq!(
+            problems(json!({"type": "wat", "name": "x"})),
+            ["testing_criteria[0].type"]
+        );
     }
 }

@@ -75,7 +75,10 @@ pub(crate) fn check(template: &str, sample_allowed: bool) -> Result<(), String> 
 
 /// The value at a dotted path (`item.a.b`, `item.list.0`, `item.list[0]`).
 pub(crate) fn lookup<'v>(path: &str, ns: &Namespaces<'v>) -> Option<&'v Value> {
-    let mut parts = path.split('.').flat_map(|p| p.split(['[', ']'])).filter(|p| !p.is_empty());
+    let mut parts = path
+        .split('.')
+        .flat_map(|p| p.split(['[', ']']))
+        .filter(|p| !p.is_empty());
     let mut value = match parts.next()? {
         "item" => ns.item,
         "sample" => ns.sample?,
@@ -154,11 +157,18 @@ mod tests {
             sample: Some(&sample),
         };
         assert_eq!(
-            render("Q: {{item.q}} {{ item.n.a[1] }} {{item.x}} -> {{sample.output_text}} {x}", &ns)
-                .unwrap(),
+            render(
+                "Q: {{item.q}} {{ item.n.a[1] }} {{item.x}} -> {{sample.output_text}} {x}",
+                &ns
+            )
+            .unwrap(),
             "Q: 2+2 2 3 -> four {x}"
         );
-        assert!(render("{{item.missing}}", &ns).unwrap_err().contains("item.missing"));
+        assert!(
+            render("{{item.missing}}", &ns)
+                .unwrap_err()
+                .contains("item.missing")
+        );
         assert!(check("{{sample.output_text}}", false).is_err());
         assert!(check("{{ item.q }} {{sample.x}}", true).is_ok());
         assert!(check("{{ input.q }}", true).is_err());

@@ -16,8 +16,8 @@ pub(super) fn check_metadata(value: Option<&Value>, path: &str) -> Result<Value,
                 return Err(invalid(path, "at most 16 key-value pairs"));
             }
             for (k, v) in map {
-                let ok = k.chars().count() <= 64
-                    && v.as_str().is_some_and(|s| s.chars().count() <= 512);
+                let ok =
+                    k.chars().count() <= 64 && v.as_str().is_some_and(|s| s.chars().count() <= 512);
                 if !ok {
                     return Err(invalid(
                         format!("{path}.{k}"),
@@ -79,9 +79,14 @@ impl OpenAiEvals {
             .map(|c| {
                 let mut c = c.clone();
                 if let Some(obj) = c.as_object_mut() {
-                    let name = obj.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
-                    obj.entry("id")
-                        .or_insert_with(|| json!(format!("{name}-{}", uuid::Uuid::new_v4().simple())));
+                    let name = obj
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    obj.entry("id").or_insert_with(|| {
+                        json!(format!("{name}-{}", uuid::Uuid::new_v4().simple()))
+                    });
                 }
                 c
             })
@@ -145,7 +150,12 @@ impl OpenAiEvals {
                 let schema = config
                     .get("item_schema")
                     .filter(|s| s.is_object())
-                    .ok_or_else(|| invalid(format!("{path}.item_schema"), "must be a JSON Schema object"))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{path}.item_schema"),
+                            "must be a JSON Schema object",
+                        )
+                    })?;
                 if serde_json::to_vec(schema).map_or(usize::MAX, |b| b.len()) > 64 * 1024 {
                     return Err(invalid(format!("{path}.item_schema"), "at most 64 KiB"));
                 }
@@ -159,7 +169,10 @@ impl OpenAiEvals {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
                     Some(_) => {
-                        return Err(invalid(format!("{path}.include_sample_schema"), "must be a boolean"));
+                        return Err(invalid(
+                            format!("{path}.include_sample_schema"),
+                            "must be a boolean",
+                        ));
                     }
                 };
                 let mut properties = Map::new();
@@ -204,7 +217,10 @@ impl OpenAiEvals {
             return Err(invalid("", "the body must be a JSON object"));
         };
         if let Some(key) = map.keys().find(|k| *k != "name" && *k != "metadata") {
-            return Err(invalid(key.as_str(), "only name and metadata can be updated"));
+            return Err(invalid(
+                key.as_str(),
+                "only name and metadata can be updated",
+            ));
         }
         let mut body = object.body;
         if map.contains_key("name") {

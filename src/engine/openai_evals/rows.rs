@@ -18,7 +18,10 @@ pub(super) struct Row {
 
 fn row_of(value: Value, path: &str) -> Result<Row, EngineError> {
     let Value::Object(mut map) = value else {
-        return Err(invalid(path, "a row is an object `{\"item\": {...}, \"sample\"?: {...}}`"));
+        return Err(invalid(
+            path,
+            "a row is an object `{\"item\": {...}, \"sample\"?: {...}}`",
+        ));
     };
     let item = match map.remove("item") {
         Some(item @ Value::Object(_)) => item,

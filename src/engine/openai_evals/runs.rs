@@ -49,10 +49,9 @@ impl OpenAiEvals {
             ),
             Some("file_id") => {
                 let id = source.get("id").and_then(Value::as_str).unwrap_or("");
-                let content = self
-                    .file_content(id)
-                    .await
-                    .map_err(|_| invalid(format!("{path}.id"), format!("no file with id `{id}`")))?;
+                let content = self.file_content(id).await.map_err(|_| {
+                    invalid(format!("{path}.id"), format!("no file with id `{id}`"))
+                })?;
                 parse_jsonl(&content, &format!("{path}.id"))
             }
             Some("stored_completions" | "responses") => Err(invalid(
@@ -60,7 +59,10 @@ impl OpenAiEvals {
                 "Themis has no stored completions or responses: give the rows as \
                  `file_content` or an uploaded `file_id`",
             )),
-            _ => Err(invalid(format!("{path}.type"), "must be `file_content` or `file_id`")),
+            _ => Err(invalid(
+                format!("{path}.type"),
+                "must be `file_content` or `file_id`",
+            )),
         }
     }
 
@@ -87,7 +89,10 @@ impl OpenAiEvals {
                     .and_then(Value::as_array)
                     .filter(|t| !t.is_empty() && t.len() <= 64)
                     .ok_or_else(|| {
-                        invalid("data_source.input_messages.template", "must hold 1 to 64 messages")
+                        invalid(
+                            "data_source.input_messages.template",
+                            "must hold 1 to 64 messages",
+                        )
                     })?;
                 let mut parts = Vec::new();
                 for (i, m) in template.iter().enumerate() {
@@ -107,7 +112,10 @@ impl OpenAiEvals {
                         .map(|(_, c)| render(c, &ns))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| {
-                            invalid(format!("data_source.source.content[{r}]"), format!("input_messages: {e}"))
+                            invalid(
+                                format!("data_source.source.content[{r}]"),
+                                format!("input_messages: {e}"),
+                            )
                         })?;
                     messages.push(rendered);
                 }
@@ -126,11 +134,21 @@ impl OpenAiEvals {
                     let at = format!("data_source.source.content[{r}]");
                     let list = crate::components::openai_evals::lookup(reference, &ns)
                         .and_then(Value::as_array)
-                        .ok_or_else(|| invalid(at.clone(), format!("`{reference}` is not a list of messages")))?;
+                        .ok_or_else(|| {
+                            invalid(
+                                at.clone(),
+                                format!("`{reference}` is not a list of messages"),
+                            )
+                        })?;
                     let mut row_roles = Vec::new();
                     let mut row_messages = Vec::new();
                     for m in list {
-                        row_roles.push(m.get("role").and_then(Value::as_str).unwrap_or("user").to_owned());
+                        row_roles.push(
+                            m.get("role")
+                                .and_then(Value::as_str)
+                                .unwrap_or("user")
+                                .to_owned(),
+                        );
                         row_messages.push(
                             content_text(m.get("content").unwrap_or(&Value::Null))
                                 .map_err(|e| invalid(at.clone(), e))?,
@@ -214,7 +232,10 @@ impl OpenAiEvals {
 
         // The Themis run: one case per row under the eval run's id (so every eval run is
         // a run of its own), one judge per testing criterion.
-        let criteria = eval["testing_criteria"].as_array().cloned().unwrap_or_default();
+        let criteria = eval["testing_criteria"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut judge_ids: Vec<String> = Vec::new();
         let mut judges = Vec::new();
         for (i, criterion) in criteria.iter().enumerate() {
@@ -241,7 +262,8 @@ impl OpenAiEvals {
                     .enumerate()
                     .map(|(i, role)| json!({"role": role, "content": format!("{{{{ input.messages[{i}] }}}}")}))
                     .collect();
-                let mut params = json!({"provider": c.provider, "model": c.model, "messages": messages});
+                let mut params =
+                    json!({"provider": c.provider, "model": c.model, "messages": messages});
                 let mut extra = Map::new();
                 for (key, value) in &c.sampling {
                     if value.is_null() {
@@ -254,7 +276,10 @@ impl OpenAiEvals {
                         }
                         "seed" => {
                             seed = value.as_u64().ok_or_else(|| {
-                                invalid("data_source.sampling_params.seed", "must be a non-negative integer")
+                                invalid(
+                                    "data_source.sampling_params.seed",
+                                    "must be a non-negative integer",
+                                )
                             })?
                         }
                         "response_format" | "tools" => {
@@ -350,11 +375,17 @@ impl OpenAiEvals {
     }
 
     /// The eval run of `eval_id` named `run_id`.
-    pub(super) async fn run_object(&self, eval_id: &str, run_id: &str) -> Result<EvalObject, EngineError> {
+    pub(super) async fn run_object(
+        &self,
+        eval_id: &str,
+        run_id: &str,
+    ) -> Result<EvalObject, EngineError> {
         self.get(EvalKind::Eval, eval_id).await?;
         let run = self.get(EvalKind::Run, run_id).await?;
         if run.parent_id.as_deref() != Some(eval_id) {
-            return Err(EngineError::NotFound(format!("no eval run `{run_id}` in eval `{eval_id}`")));
+            return Err(EngineError::NotFound(format!(
+                "no eval run `{run_id}` in eval `{eval_id}`"
+            )));
         }
         Ok(run)
     }

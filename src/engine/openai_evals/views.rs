@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 use super::runs::themis_run_id;
 use super::{EngineError, Listing, OpenAiEvals, Page};
 use crate::model::{
-    CaseRecord, CaseStatus, EvalKind, EvalObject, ListOrder, RunRecord, RunStatus,
-    output_item_id, parse_output_item_id,
+    CaseRecord, CaseStatus, EvalKind, EvalObject, ListOrder, RunRecord, RunStatus, output_item_id,
+    parse_output_item_id,
 };
 
 use crate::store::CaseQuery;
@@ -117,11 +117,22 @@ impl OpenAiEvals {
     async fn fill_stats(&self, view: &mut Value, record: &RunRecord) -> Result<(), EngineError> {
         let judge_ids: Vec<String> = view["_themis"]["judge_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
-        let eval = self.get(EvalKind::Eval, view["eval_id"].as_str().unwrap_or("")).await;
+        let eval = self
+            .get(EvalKind::Eval, view["eval_id"].as_str().unwrap_or(""))
+            .await;
         let criteria = eval
-            .map(|e| e.body["testing_criteria"].as_array().cloned().unwrap_or_default())
+            .map(|e| {
+                e.body["testing_criteria"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .unwrap_or_default();
         let model = view["model"].as_str().unwrap_or("").to_owned();
         let (mut total, mut passed, mut failed, mut errored) = (0u64, 0u64, 0u64, 0u64);
@@ -216,7 +227,9 @@ impl OpenAiEvals {
                         limit: super::MAX_PAGE,
                         order: ListOrder::Asc,
                     };
-                    let (runs, more) = self.page(EvalKind::Run, Some(eval_id), Some(stale), &query).await?;
+                    let (runs, more) = self
+                        .page(EvalKind::Run, Some(eval_id), Some(stale), &query)
+                        .await?;
                     after = runs.last().map(|r| r.id.clone());
                     for run in runs {
                         self.run_view(run).await?;
@@ -227,7 +240,9 @@ impl OpenAiEvals {
                 }
             }
         }
-        let (runs, has_more) = self.page(EvalKind::Run, Some(eval_id), status, page).await?;
+        let (runs, has_more) = self
+            .page(EvalKind::Run, Some(eval_id), status, page)
+            .await?;
         let mut data = Vec::with_capacity(runs.len());
         for run in runs {
             data.push(self.run_view(run).await?);
@@ -235,18 +250,30 @@ impl OpenAiEvals {
         Ok(Listing { data, has_more })
     }
 
-    /// The rows of the Themis run's definition, by case index.
-    async fn inputs(&self, themis: &crate::model::RunId) -> Result<Vec<Value>, EngineError> {
-        let record = self
-            .engine
-            .store()
-            .get_run(themis)
-            .await?
-            .ok_or_else(|| EngineError::NotFound("the run of this eval run was deleted".into()))?;
-        Ok(record.definition["datasets"][0]["cases"]
-            .as_array()
-            .map(|cases| cases.iter().map(|c| c["input"].clone()).collect())
-            .unwrap_or_default())
+    /// The rows (case inputs) of the Themis run with index in `range`, by case index.
+    async fn inputs(
+        &self,
+        themis: &crate::model::RunId,
+        range: std::ops::Range<u64>,
+    ) -> Result<BTreeMap<u64, Value>, EngineError> {
+        let record =
+            self.engine.store().get_run(themis).await?.ok_or_else(|| {
+                EngineError::NotFound("the run of this eval run was deleted".into())
+            })?;
+        let Some(revision) = record.definition["datasets"][0]["revision"]
+            .as_str()
+            .and_then(|r| r.parse::<crate::model::Revision>().ok())
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let cases = self.engine.store().revision_cases(&revision, range).await?;
+        Ok(cases
+            .into_iter()
+            .filter_map(|c| {
+                let case: Value = serde_json::from_str(&c.json).ok()?;
+                Some((c.case_index, case["input"].clone()))
+            })
+            .collect())
     }
 
     fn item_view(
@@ -284,7 +311,11 @@ impl OpenAiEvals {
             .or_else(|| input["sample"]["output_text"].as_str().map(str::to_owned));
         let roles: Vec<String> = run.body["data_source"]["input_messages"]["template"]
             .as_array()
-            .map(|t| t.iter().map(|m| m["role"].as_str().unwrap_or("user").to_owned()).collect())
+            .map(|t| {
+                t.iter()
+                    .map(|m| m["role"].as_str().unwrap_or("user").to_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let sample_input: Vec<Value> = input["messages"]
             .as_array()
@@ -304,19 +335,29 @@ impl OpenAiEvals {
         sample.insert("input".into(), json!(sample_input));
         sample.insert(
             "output".into(),
-            json!(output_text.map(|t| vec![json!({"role": "assistant", "content": t})]).unwrap_or_default()),
+            json!(
+                output_text
+                    .map(|t| vec![json!({"role": "assistant", "content": t})])
+                    .unwrap_or_default()
+            ),
         );
         sample.insert(
             "usage".into(),
             json!({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                    "total_tokens": usage.prompt_tokens + usage.completion_tokens, "cached_tokens": 0}),
         );
-        sample.insert("finish_reason".into(), json!(candidate.and_then(|c| c.finish_reason.clone())));
+        sample.insert(
+            "finish_reason".into(),
+            json!(candidate.and_then(|c| c.finish_reason.clone())),
+        );
         sample.insert("model".into(), run.body["model"].clone());
         sample.insert("seed".into(), sampling["seed"].clone());
         sample.insert("temperature".into(), sampling["temperature"].clone());
         sample.insert("top_p".into(), sampling["top_p"].clone());
-        sample.insert("max_completion_tokens".into(), sampling["max_completion_tokens"].clone());
+        sample.insert(
+            "max_completion_tokens".into(),
+            sampling["max_completion_tokens"].clone(),
+        );
         sample.insert("error".into(), error.unwrap_or(Value::Null));
         json!({
             "object": "eval.run.output_item",
@@ -342,13 +383,17 @@ impl OpenAiEvals {
         let run = self.run_object(eval_id, run_id).await?;
         let themis = themis_run_id(&run)?;
         let criteria = self.criteria(eval_id).await?;
-        let inputs = self.inputs(&themis).await?;
         let limit = page.limit.clamp(1, super::MAX_PAGE) as usize;
         let after = match &page.after {
             None => None,
             Some(id) => match parse_output_item_id(id) {
                 Some((run, index)) if run == run_id => Some(index),
-                _ => return Err(super::invalid("after", format!("`{id}` is no output item of this run"))),
+                _ => {
+                    return Err(super::invalid(
+                        "after",
+                        format!("`{id}` is no output item of this run"),
+                    ));
+                }
             },
         };
         let matches = |r: &CaseRecord| status.is_none_or(|s| item_status(r) == s);
@@ -364,8 +409,7 @@ impl OpenAiEvals {
                         has_more = true;
                         return false;
                     }
-                    let input = inputs.get(record.key.case_index as usize).unwrap_or(&Value::Null);
-                    data.push(self.item_view(&run, input, record, &criteria));
+                    data.push(record.clone());
                     true
                 })
                 .await?;
@@ -380,12 +424,19 @@ impl OpenAiEvals {
                 })
                 .await?;
                 has_more = all.len() > limit;
-                for record in all.iter().rev().take(limit) {
-                    let input = inputs.get(record.key.case_index as usize).unwrap_or(&Value::Null);
-                    data.push(self.item_view(&run, input, record, &criteria));
-                }
+                data = all.into_iter().rev().take(limit).collect();
             }
         }
+        let low = data.iter().map(|r| r.key.case_index).min().unwrap_or(0);
+        let high = data.iter().map(|r| r.key.case_index + 1).max().unwrap_or(0);
+        let inputs = self.inputs(&themis, low..high).await?;
+        let data = data
+            .iter()
+            .map(|record| {
+                let input = inputs.get(&record.key.case_index).unwrap_or(&Value::Null);
+                self.item_view(&run, input, record, &criteria)
+            })
+            .collect();
         Ok(Listing { data, has_more })
     }
 
@@ -423,10 +474,12 @@ impl OpenAiEvals {
     }
 
     async fn criteria(&self, eval_id: &str) -> Result<Vec<Value>, EngineError> {
-        Ok(self.get(EvalKind::Eval, eval_id).await?.body["testing_criteria"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
+        Ok(
+            self.get(EvalKind::Eval, eval_id).await?.body["testing_criteria"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        )
     }
 
     pub async fn get_output_item(
@@ -436,7 +489,8 @@ impl OpenAiEvals {
         item_id: &str,
     ) -> Result<Value, EngineError> {
         let run = self.run_object(eval_id, run_id).await?;
-        let not_found = || EngineError::NotFound(format!("no output item `{item_id}` in run `{run_id}`"));
+        let not_found =
+            || EngineError::NotFound(format!("no output item `{item_id}` in run `{run_id}`"));
         let (owner, index) = parse_output_item_id(item_id).ok_or_else(not_found)?;
         if owner != run_id {
             return Err(not_found());
@@ -452,8 +506,8 @@ impl OpenAiEvals {
         .await?;
         let record = found.ok_or_else(not_found)?;
         let criteria = self.criteria(eval_id).await?;
-        let inputs = self.inputs(&themis).await?;
-        let input = inputs.get(index as usize).unwrap_or(&Value::Null);
+        let inputs = self.inputs(&themis, index..index + 1).await?;
+        let input = inputs.get(&index).unwrap_or(&Value::Null);
         Ok(self.item_view(&run, input, &record, &criteria))
     }
 }

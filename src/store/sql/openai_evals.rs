@@ -90,9 +90,8 @@ where
         with_content: bool,
     ) -> StoreResult<Option<EvalObject>> {
         let content = if with_content { "content" } else { "NULL" };
-        let sql = format!(
-            "SELECT {COLUMNS}, {content} FROM openai_objects WHERE kind = $1 AND id = $2"
-        );
+        let sql =
+            format!("SELECT {COLUMNS}, {content} FROM openai_objects WHERE kind = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(kind.as_str())
             .bind(id)
@@ -122,7 +121,11 @@ where
             sql.push_str(&format!(
                 " AND seq {compare} COALESCE((SELECT seq FROM openai_objects WHERE kind = $1 \
                  AND id = ${next}), {})",
-                if query.order == ListOrder::Asc { "0" } else { "9223372036854775807" }
+                if query.order == ListOrder::Asc {
+                    "0"
+                } else {
+                    "9223372036854775807"
+                }
             ));
             next += 1;
         }
