@@ -11,6 +11,7 @@ mod commit_summary;
 mod datasets;
 mod dialects;
 mod leases;
+mod openai_evals;
 mod reviews;
 mod runs;
 
