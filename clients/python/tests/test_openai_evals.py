@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -205,9 +206,21 @@ def test_list_paginate_update_cancel_delete(oai: openai.OpenAI, fake: FakeModel)
     assert len(first.data) == 2 and first.has_more
     ids = [r.id for r in oai.evals.runs.list(ev.id, limit=2)]  # auto-paginates
     assert ids == [r.id for r in runs]
-    for r in runs:
-        wait(oai, ev.id, r.id)
+    finished = [wait(oai, ev.id, r.id) for r in runs]
     assert len(oai.evals.runs.list(ev.id, status="completed").data) == 3
+
+    # Each eval run is a Themis run: its events stream, and two runs of one eval compare
+    # row by row on the same criteria.
+    themis = [r.report_url.rsplit("/", 1)[1] for r in finished]
+    assert len(set(themis)) == 3, "every eval run is a run of its own"
+    base = str(oai.base_url).removesuffix("/v1/").removesuffix("/v1")
+    headers = {"authorization": f"Bearer {KEY}"}
+    events = httpx.get(f"{base}/runs/{themis[0]}/events", headers=headers, timeout=30).text
+    assert "event: run_completed" in events
+    report = httpx.get(f"{base}/runs/{themis[1]}/compare", params={"baseline": themis[0]},
+                       headers=headers, timeout=30)
+    assert report.status_code == 200, report.text
+    assert report.json()["n_paired_cases"] == 3 and "exact" in report.json()["metrics"]
     assert oai.evals.runs.list(ev.id, status="failed").data == []
 
     slow = oai.evals.runs.create(ev.id, data_source={

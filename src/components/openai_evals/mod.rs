@@ -25,6 +25,8 @@ pub(super) fn register(registry: &mut Registry) {
     registry.register_composite_judge("openai_evals/grader", "1", |registry, p| {
         let default_provider = p.string("default_provider");
         let sandbox = p.string("sandbox");
+        // The eval run the judge grades for: it only keeps Themis run ids apart.
+        let _ = p.string("eval_run");
         let mut problems = Vec::new();
         let grader = p
             .value("grader")

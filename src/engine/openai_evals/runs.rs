@@ -230,8 +230,8 @@ impl OpenAiEvals {
         let metadata = super::evals::check_metadata(map.get("metadata"), "metadata")?;
         let id = EvalKind::Run.new_id();
 
-        // The Themis run: one case per row under the eval run's id (so every eval run is
-        // a run of its own), one judge per testing criterion.
+        // The Themis run: one case per row (named by its index) under the eval's id, one
+        // judge per testing criterion.
         let criteria = eval["testing_criteria"]
             .as_array()
             .cloned()
@@ -243,6 +243,9 @@ impl OpenAiEvals {
             let judge = judge_id(name, i, &judge_ids);
             let mut params = Map::new();
             params.insert("grader".into(), criterion.clone());
+            // Makes the Themis run this eval run's own: the cases are named after the
+            // eval, so runs of one eval pair up in comparisons.
+            params.insert("eval_run".into(), json!(id));
             if let Some(p) = &self.config.default_provider {
                 params.insert("default_provider".into(), json!(p));
             }
@@ -320,7 +323,7 @@ impl OpenAiEvals {
         let mut definition = json!({
             "generation": {"generator": generator, "reducer": "builtin/first"},
             "evaluation": {"parsers": [], "metrics": [], "judges": judges},
-            "datasets": [{"dataset_id": id, "cases": cases}],
+            "datasets": [{"dataset_id": eval_id, "cases": cases}],
             "seeds": [seed],
             "tags": ["openai-evals"],
             "metadata": {"openai_eval_id": eval_id, "openai_eval_run_id": id},
