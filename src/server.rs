@@ -143,6 +143,14 @@ pub async fn launch(
     if !sandboxes.is_empty() {
         tracing::info!(sandboxes = %sandboxes.listing(), pool = config.sandbox.pool_size, "code sandboxes");
     }
+    // OpenAI's python graders run in the first declared sandbox that runs Python.
+    if config.api.evals.sandbox.is_none() {
+        config.api.evals.sandbox = sandboxes.names().into_iter().find(|name| {
+            sandboxes
+                .languages(name)
+                .is_some_and(|l| l.iter().any(|l| l == "python"))
+        });
+    }
     let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     serve(config, registry, egress, listener, shutdown).await
 }

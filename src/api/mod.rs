@@ -12,6 +12,7 @@ mod events;
 mod export;
 mod health;
 mod metrics;
+mod openai_evals;
 mod openapi;
 mod results;
 mod retry;
@@ -49,6 +50,8 @@ pub(crate) struct AppState {
     pub ui: Arc<ui::UiAssets>,
     /// The operator's metrics, served at `GET /metrics` (event streams count here too).
     pub metrics: Arc<Metrics>,
+    /// The OpenAI Evals API (`/v1`) over the same engine.
+    pub evals: Arc<crate::engine::OpenAiEvals>,
 }
 
 /// Settings of the HTTP layer.
@@ -65,6 +68,8 @@ pub struct ApiConfig {
     pub upload_limits: UploadLimits,
     /// `GET /metrics` without a key even when keys are set (`--metrics-public`).
     pub metrics_public: bool,
+    /// The OpenAI Evals API's settings (`--default-provider`, the python graders' sandbox).
+    pub evals: crate::engine::EvalsConfig,
 }
 
 /// Default of [`ApiConfig::max_event_streams`].
@@ -79,6 +84,7 @@ impl Default for ApiConfig {
             cors_origins: CorsOrigins::None,
             upload_limits: UploadLimits::default(),
             metrics_public: false,
+            evals: crate::engine::EvalsConfig::default(),
         }
     }
 }
@@ -98,7 +104,12 @@ pub fn router_with_metrics(
     config: &ApiConfig,
     metrics: Arc<Metrics>,
 ) -> Router {
+    let evals = Arc::new(crate::engine::OpenAiEvals::new(
+        scheduler.engine().clone(),
+        config.evals.clone(),
+    ));
     let state = AppState {
+        evals,
         scheduler,
         api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
         // `Semaphore::new` panics above MAX_PERMITS: a huge flag means "no cap" in effect.
@@ -132,6 +143,7 @@ pub fn router_with_metrics(
             require_api_key,
         ));
     let routes = Router::new()
+        .nest("/v1", openai_evals::router(state.clone()))
         .merge(health::router())
         .merge(ui::router())
         .merge(public_metrics)

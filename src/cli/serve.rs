@@ -81,6 +81,10 @@ pub struct ServeArgs {
     pub trace_sample_ratio: Option<f64>,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    /// The declared provider that OpenAI Evals API model names without a `PROVIDER/`
+    /// prefix (`gpt-4o-mini`) are sent to.
+    #[arg(long, env = "THEMIS_DEFAULT_PROVIDER")]
+    pub default_provider: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     /// Networks (CIDRs or addresses, comma-separated) that provider, webhook and OTLP
@@ -204,6 +208,10 @@ impl ServeArgs {
                 // Parsed by `serve` (an entry can be invalid).
                 cors_origins: themis::api::CorsOrigins::None,
                 metrics_public: self.metrics_public,
+                evals: themis::engine::EvalsConfig {
+                    default_provider: self.default_provider.clone(),
+                    sandbox: None,
+                },
             },
             metrics: Default::default(),
             // Parsed by `serve` (a declaration can be invalid).

@@ -284,7 +284,7 @@ struct RougeL {
     field: Option<String>,
 }
 
-fn rouge_tokens(text: &str) -> Vec<String> {
+pub(super) fn rouge_tokens(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| !t.is_empty())

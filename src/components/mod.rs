@@ -16,6 +16,7 @@ mod metrics_code;
 mod metrics_json_schema;
 mod metrics_text;
 mod openai;
+pub(crate) mod openai_evals;
 mod params;
 mod parsers_extract;
 mod registry;

@@ -179,6 +179,7 @@ impl Registry {
         super::metrics_choice_math::register(&mut registry);
         super::metrics_json_schema::register(&mut registry);
         super::parsers_extract::register(&mut registry);
+        super::openai_evals::register(&mut registry);
         openai::register(&mut registry, outbound);
         // Known without a sandbox, so naming them is a clear error rather than unknown.
         super::metrics_code::register(&mut registry, Arc::new(Sandboxes::none()));

@@ -14,6 +14,7 @@ mod frames;
 mod heavy;
 mod hub;
 mod live;
+mod openai_evals;
 mod pipeline;
 mod removal;
 mod rerun;
@@ -46,6 +47,9 @@ pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
 pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
+pub use openai_evals::{
+    CreatedRun, EvalsConfig, Listing, MAX_FILE_BYTES, OpenAiEvals, Page as EvalsPage,
+};
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;
 pub use resolve::{RUN_ID_PREFIX, RunRef, resolve_run};

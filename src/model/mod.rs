@@ -15,6 +15,7 @@ mod event;
 #[cfg(test)]
 pub(crate) use event::sample_event;
 mod ids;
+mod openai_evals;
 mod pass_at_k;
 mod review;
 mod run;
@@ -29,6 +30,9 @@ pub use check::{FieldError, Problems};
 pub use dataset::*;
 pub use event::{EventBody, EventKind, NewEvent, RunEvent};
 pub use ids::*;
+pub use openai_evals::{
+    EvalKind, EvalObject, EvalObjectQuery, ListOrder, output_item_id, parse_output_item_id,
+};
 pub(crate) use pass_at_k::pass_at_k;
 pub use review::{NewReview, Review, ReviewScale, latest_per_reviewer};
 pub use run::*;

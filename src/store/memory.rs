@@ -27,6 +27,8 @@ pub struct MemoryStore {
     pub(super) datasets: Mutex<MemoryDatasets>,
     /// The last `review_id` given out (under the runs lock).
     pub(super) last_review_id: std::sync::atomic::AtomicU64,
+    /// Evals, eval runs and files of the OpenAI Evals API.
+    pub(super) eval_objects: Mutex<super::memory_openai_evals::MemoryEvalObjects>,
 }
 
 /// A cached response, its owner (the run that stored it) and the other runs that used it.

@@ -13,7 +13,9 @@ mod error;
 mod lock;
 mod memory;
 mod memory_datasets;
+mod memory_openai_evals;
 mod memory_reviews;
+mod openai_evals;
 mod postgres;
 mod reviews;
 mod sql;
@@ -38,6 +40,7 @@ pub use datasets::{
 };
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use openai_evals::EvalStore;
 pub use postgres::PostgresStore;
 pub use reviews::{ReviewQuery, ReviewStore};
 pub use sqlite::SqliteStore;
@@ -368,7 +371,7 @@ pub enum CancelOutcome {
 }
 
 #[async_trait]
-pub trait Store: DatasetStore + ReviewStore + Send + Sync + 'static {
+pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static {
     /// Inserts a queued run unless one with the same id exists (the id decides, atomically).
     async fn create_run(&self, run: NewRun) -> StoreResult<CreateOutcome>;
 

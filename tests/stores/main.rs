@@ -12,6 +12,7 @@ mod datasets;
 mod dialects;
 mod leases;
 mod migrations;
+mod openai_evals;
 mod reviews;
 mod runs;
 

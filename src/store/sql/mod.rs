@@ -8,6 +8,7 @@
 mod commit;
 mod datasets;
 mod events;
+mod openai_evals;
 mod packed;
 mod records;
 mod reviews;

@@ -119,8 +119,13 @@ fn document_enums_match_the_source() {
     let parts = Regex::new(r#"\(\s*StatusCode::\w+,\s*"(\w+)"\s*\)"#).unwrap();
     let mut codes = BTreeSet::new();
     let api_dir = format!("{}/src/api", env!("CARGO_MANIFEST_DIR"));
+    // Files directly under src/api: `src/api/openai_evals/` answers OpenAI's error body.
     for entry in std::fs::read_dir(&api_dir).expect("src/api") {
-        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
+        let source = std::fs::read_to_string(path).unwrap();
         for pattern in [&bad_request, &parts] {
             codes.extend(pattern.captures_iter(&source).map(|c| c[1].to_owned()));
         }
@@ -221,6 +226,10 @@ async fn every_documented_route_is_served() {
     other["generation"]["reducer"] = json!("builtin/first");
     let (other_id, _) = h.run(other).await;
     for (method, template) in ROUTES {
+        if template.starts_with("/v1/") {
+            // `openai_evals.rs` serves each of these with the objects they need.
+            continue;
+        }
         let method: Method = method.parse().unwrap();
         let uri = template
             .replace("{run_id}", &run_id)

@@ -4,6 +4,7 @@
 mod compare_datasets;
 mod document;
 mod errors;
+mod openai_evals;
 mod reviews;
 mod runs;
 
@@ -51,6 +52,28 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{run_id}/compare"),
     ("GET", "/runs/{run_id}/compare/cases"),
     ("GET", "/compare"),
+    // OpenAI's Evals API, served by `openai_evals.rs` (they need an eval, a run, a file).
+    ("POST", "/v1/evals"),
+    ("GET", "/v1/evals"),
+    ("GET", "/v1/evals/{eval_id}"),
+    ("POST", "/v1/evals/{eval_id}"),
+    ("POST", "/v1/evals/{eval_id}/runs"),
+    ("GET", "/v1/evals/{eval_id}/runs"),
+    ("GET", "/v1/evals/{eval_id}/runs/{eval_run_id}"),
+    ("POST", "/v1/evals/{eval_id}/runs/{eval_run_id}"),
+    ("POST", "/v1/evals/{eval_id}/runs/{eval_run_id}/cancel"),
+    ("GET", "/v1/evals/{eval_id}/runs/{eval_run_id}/output_items"),
+    (
+        "GET",
+        "/v1/evals/{eval_id}/runs/{eval_run_id}/output_items/{output_item_id}",
+    ),
+    ("POST", "/v1/files"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/files/{file_id}"),
+    ("GET", "/v1/files/{file_id}/content"),
+    ("DELETE", "/v1/files/{file_id}"),
+    ("DELETE", "/v1/evals/{eval_id}/runs/{eval_run_id}"),
+    ("DELETE", "/v1/evals/{eval_id}"),
     // Last: the other routes need the run.
     ("DELETE", "/runs/{run_id}"),
 ];
