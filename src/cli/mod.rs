@@ -3,6 +3,7 @@
 //! binary, not in the library: it is a program built on the library's exports.
 
 mod compare;
+mod config;
 mod datasets;
 mod definition;
 mod listen;
@@ -72,7 +73,7 @@ fn unreachable(server: &str, error: &reqwest::Error) -> String {
 pub async fn main(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(args).await,
-        Command::Serve(args) => serve::serve(*args).await,
+        Command::Serve(args) => serve::serve(*args).await.map_err(|e| e.to_string()),
         Command::Compare(args) => compare::compare(args).await,
         Command::Datasets(args) => datasets::datasets(args).await,
     };

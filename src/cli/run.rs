@@ -80,7 +80,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     // The CLI runs on the user's machine: the local egress policy, and the implicit
     // providers unless some are declared.
-    let declared = args.outbound.providers()?;
+    let declared = args.outbound.providers().map_err(|e| e.to_string())?;
     let outbound = themis::components::Outbound {
         providers: if declared.is_empty() {
             themis::components::implicit_providers()
@@ -89,9 +89,11 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         },
         ..themis::components::Outbound::local()
     };
-    outbound.validate()?;
+    outbound.validate().map_err(|e| e.to_string())?;
     let egress = outbound.egress.clone();
-    let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
+    let sandbox = args.sandbox.config().map_err(|e| e.to_string())?;
+    let sandboxes =
+        themis::sandbox::Sandboxes::build(&sandbox, egress.clone()).map_err(|e| e.to_string())?;
     let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     let parse = |body: &Value| {
         themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
@@ -118,14 +120,15 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         None => Arc::new(themis::store::MemoryStore::new()),
     };
     let mut config = EngineConfig::default();
-    if let Some(sealer) = super::serve::sealer_from_env()? {
+    if let Some(sealer) = super::config::sealer_from_env().map_err(|e| e.to_string())? {
         config.sealer = Arc::new(sealer);
     }
     // The run's own tracing and webhooks, as the service would (webhook secrets only
     // where `--webhook-secret` binds them, checked at submit); `--trace` records the
     // spans here instead.
     let telemetry = Arc::new(
-        Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?),
+        Telemetry::new(egress, None)
+            .with_webhook_secrets(args.outbound.webhook_secrets().map_err(|e| e.to_string())?),
     );
     let engine = Engine::instrumented(store.clone(), registry.clone(), config, telemetry.clone());
     let base = match args.file.parent() {

@@ -148,6 +148,10 @@ pub enum SandboxError {
     /// The backend failed for a reason retrying will not fix.
     #[error("sandbox failed: {0}")]
     Failed(String),
+    /// A declared sandbox cannot be set up (declared twice, a local sandbox without its
+    /// programs): refused at startup.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl SandboxError {
@@ -194,11 +198,14 @@ impl Sandboxes {
 
     /// Builds the declared sandboxes: remote ones send through `egress` as destinations
     /// the operator declared.
-    pub fn build(config: &SandboxConfig, egress: Arc<Egress>) -> Result<Self, String> {
+    pub fn build(config: &SandboxConfig, egress: Arc<Egress>) -> Result<Self, SandboxError> {
         let mut by_name: BTreeMap<String, Arc<dyn Sandbox>> = BTreeMap::new();
         for spec in &config.specs {
             if by_name.contains_key(&spec.name) {
-                return Err(format!("sandbox `{}` is declared twice", spec.name));
+                return Err(SandboxError::Setup(format!(
+                    "sandbox `{}` is declared twice",
+                    spec.name
+                )));
             }
             let sandbox: Arc<dyn Sandbox> = match &spec.kind {
                 SandboxKind::Local => Arc::new(local::Bubblewrap::new(
