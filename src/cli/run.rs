@@ -16,6 +16,7 @@ use themis::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
 use themis::store::{CaseQuery, CreateOutcome, Store};
 use themis::telemetry::{RecordingTracer, Telemetry};
 
+use super::error::{CliError, input};
 use super::serve::{OutboundArgs, SandboxArgs};
 use super::summary::{duration_ms, most_common_error, summary};
 
@@ -73,14 +74,14 @@ impl LifecycleSubscriber for CliSubscriber {
     }
 }
 
-pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
+pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let mut body = super::definition::read_definition(&args.file)?;
     if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
         map.insert("concurrency".into(), json!(n));
     }
     // The CLI runs on the user's machine: the local egress policy, and the implicit
     // providers unless some are declared.
-    let declared = args.outbound.providers().map_err(|e| e.to_string())?;
+    let declared = args.outbound.providers()?;
     let outbound = themis::components::Outbound {
         providers: if declared.is_empty() {
             themis::components::implicit_providers()
@@ -89,11 +90,9 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         },
         ..themis::components::Outbound::local()
     };
-    outbound.validate().map_err(|e| e.to_string())?;
+    outbound.validate()?;
     let egress = outbound.egress.clone();
-    let sandbox = args.sandbox.config().map_err(|e| e.to_string())?;
-    let sandboxes =
-        themis::sandbox::Sandboxes::build(&sandbox, egress.clone()).map_err(|e| e.to_string())?;
+    let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
     let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
     let parse = |body: &Value| {
         themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
@@ -114,21 +113,18 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             })
     });
     let store: Arc<dyn Store> = match &database {
-        Some(url) => themis::store::connect(url)
-            .await
-            .map_err(|e| e.to_string())?,
+        Some(url) => themis::store::connect(url).await?,
         None => Arc::new(themis::store::MemoryStore::new()),
     };
     let mut config = EngineConfig::default();
-    if let Some(sealer) = super::config::sealer_from_env().map_err(|e| e.to_string())? {
+    if let Some(sealer) = super::config::sealer_from_env()? {
         config.sealer = Arc::new(sealer);
     }
     // The run's own tracing and webhooks, as the service would (webhook secrets only
     // where `--webhook-secret` binds them, checked at submit); `--trace` records the
     // spans here instead.
     let telemetry = Arc::new(
-        Telemetry::new(egress, None)
-            .with_webhook_secrets(args.outbound.webhook_secrets().map_err(|e| e.to_string())?),
+        Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?),
     );
     let engine = Engine::instrumented(store.clone(), registry.clone(), config, telemetry.clone());
     let base = match args.file.parent() {
@@ -139,7 +135,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let request = parse(&body)?;
     let outcome = engine.submit(&request).await.map_err(|e| match e {
         themis::engine::EngineError::Invalid(errors) => invalid(&errors),
-        e => e.to_string(),
+        e => e.into(),
     })?;
     // Only a database keeps runs between invocations: say when this one was there.
     let reused = match &outcome {
@@ -185,10 +181,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             cancel.cancel();
         }
     });
-    let record = engine
-        .execute(&run_id, observers, control)
-        .await
-        .map_err(|e| e.to_string())?;
+    let record = engine.execute(&run_id, observers, control).await?;
     ctrl_c.abort();
     // Spans and webhook events of the run reach their destinations before we exit.
     telemetry
@@ -208,10 +201,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             ..CaseQuery::default()
         };
         loop {
-            let page = store
-                .case_records(&run_id, &query)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = store.case_records(&run_id, &query).await?;
             let Some(last) = page.last() else { break };
             query.after_index = Some(last.key.case_index);
             cases.extend(page);
@@ -280,12 +270,12 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
 }
 
 /// A definition's problems, one per line with its path.
-fn invalid(errors: &[themis::model::FieldError]) -> String {
+fn invalid(errors: &[themis::model::FieldError]) -> CliError {
     let lines: Vec<String> = errors
         .iter()
         .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
         .collect();
-    format!("invalid experiment:\n{}", lines.join("\n"))
+    input(format!("invalid experiment:\n{}", lines.join("\n")))
 }
 
 fn display_path(path: &str) -> &str {
