@@ -145,8 +145,9 @@ pub struct SandboxArgs {
     /// destinations. In the environment, separate entries with `;`.
     #[arg(long = "sandbox", env = "THEMIS_SANDBOXES", value_delimiter = ';')]
     pub sandboxes: Vec<String>,
-    /// Programs running at once across all sandboxes; more wait.
-    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE, value_parser = at_least(1))]
+    /// Programs running at once across all sandboxes (at most 1024); more wait.
+    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=themis::sandbox::MAX_POOL_SIZE as u64))]
     pub sandbox_pool: usize,
 }
 
@@ -254,6 +255,9 @@ mod tests {
             ("--max-outbound-requests", "0"),
             ("--max-case-bytes", "0"),
             ("--sandbox-pool", "0"),
+            ("--sandbox-pool", "1025"),
+            ("--trace-sample-ratio", "1.01"),
+            ("--otlp-protocol", "grpc"),
             ("--log-format", "yaml"),
         ] {
             let error = serve(&[flag, value]).expect_err(flag);

@@ -26,6 +26,8 @@ use crate::egress::Egress;
 
 /// Default executions at once across every sandbox of a server.
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Most programs running at once (the local sandbox runs each slot as its own user).
+pub const MAX_POOL_SIZE: usize = local::MAX_SLOTS;
 
 /// The limits of one execution. The operator sets them; a run may only lower the wall
 /// time.

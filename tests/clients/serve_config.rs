@@ -36,6 +36,11 @@ fn out_of_range_values_are_refused_naming_the_flag() {
             "http",
         ),
         (
+            &["--sandbox-pool", "2000"][..],
+            "'--sandbox-pool",
+            "is not in 1..=1024",
+        ),
+        (
             &["--max-running-runs", "0"][..],
             "'--max-running-runs",
             "is not in 1..",
@@ -100,6 +105,21 @@ fn a_setting_that_needs_the_environment_is_refused_before_serving() {
     let stderr = refused(&[], &[("THEMIS_SECRET_KEY", "abc")]);
     assert!(
         stderr.contains("error: THEMIS_SECRET_KEY: the secret key must be 32 bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_provider_limit_out_of_range_is_refused_not_clamped() {
+    let stderr = refused(
+        &[
+            "--provider",
+            "name=slow,base_url=http://127.0.0.1:9/v1,breaker_cooldown_ms=90000000",
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("error: --provider slow: breaker_cooldown_ms must be at most 86400000"),
         "{stderr}"
     );
 }

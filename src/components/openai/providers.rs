@@ -80,6 +80,9 @@ pub(super) fn normalize_base_url(raw: &str) -> Option<String> {
     Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// Longest breaker cooldown a declaration may set: a day.
+const MAX_BREAKER_COOLDOWN_MS: f64 = 86_400_000.0;
+
 fn invalid(message: String) -> DeclarationError {
     DeclarationError::Invalid(message)
 }
@@ -162,7 +165,12 @@ impl ProviderSpec {
             spec.limits.breaker_failures = n as u32;
         }
         if let Some(ms) = number("breaker_cooldown_ms", 1.0)? {
-            spec.limits.breaker_cooldown = Duration::from_millis(ms.min(86_400_000.0) as u64);
+            if ms > MAX_BREAKER_COOLDOWN_MS {
+                return Err(invalid(format!(
+                    "--provider {name}: breaker_cooldown_ms must be at most {MAX_BREAKER_COOLDOWN_MS} (a day)"
+                )));
+            }
+            spec.limits.breaker_cooldown = Duration::from_millis(ms as u64);
         }
         for key in fields.keys() {
             if !matches!(
