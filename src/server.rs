@@ -105,8 +105,10 @@ pub enum LaunchError {
     Resume(#[from] crate::engine::EngineError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Providers(#[from] crate::components::DeclarationError),
+    #[error(transparent)]
+    Sandboxes(#[from] crate::sandbox::SandboxError),
 }
 
 /// Opens the store, resumes unfinished runs and serves the API on `listener` until
@@ -132,14 +134,13 @@ pub async fn launch(
         max_requests: config.max_outbound_requests,
         meter: config.metrics.clone(),
     };
-    outbound.validate().map_err(LaunchError::Config)?;
+    outbound.validate()?;
     tracing::info!(
         providers = %outbound.listing(),
         max_outbound_requests = outbound.max_requests,
         "model providers"
     );
-    let sandboxes =
-        Sandboxes::build(&config.sandbox, egress.clone()).map_err(LaunchError::Config)?;
+    let sandboxes = Sandboxes::build(&config.sandbox, egress.clone())?;
     if !sandboxes.is_empty() {
         tracing::info!(sandboxes = %sandboxes.listing(), pool = config.sandbox.pool_size, "code sandboxes");
     }

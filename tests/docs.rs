@@ -340,6 +340,75 @@ fn the_cli_reference_matches_every_commands_help() {
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
 
+/// Each flag of `themis serve --help` with its variable and its default (when it has one).
+fn help_settings(args: &[&str]) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args(args)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("running themis");
+    let help = String::from_utf8(out.stdout).expect("help is UTF-8");
+    let flag = Regex::new(r"^\s+(?:-[a-zA-Z], )?(--[a-z][a-z0-9-]*)").expect("regex");
+    let env = Regex::new(r"\[env: ([A-Z0-9_]+)").expect("regex");
+    let default = Regex::new(r"\[default: (.*)\]").expect("regex");
+    let mut settings = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        if let Some(c) = flag.captures(line) {
+            current = Some(c[1].to_owned());
+            settings.insert(c[1].to_owned(), (None, None));
+        } else if let Some(entry) = current.as_ref().and_then(|f| settings.get_mut(f)) {
+            if let Some(c) = env.captures(line) {
+                entry.0 = Some(c[1].to_owned());
+            }
+            if let Some(c) = default.captures(line) {
+                entry.1 = Some(c[1].to_owned());
+            }
+        }
+    }
+    settings.remove("--help");
+    settings
+}
+
+/// The configuration table gives each flag once, with the variable `--help` names and,
+/// where clap has a default, that default first in its column (the defaults live in the
+/// library; this keeps the page in step with them).
+#[test]
+fn the_configuration_table_gives_each_flags_variable_and_default() {
+    let page = read(&root().join("docs/reference/configuration.md"));
+    let row = Regex::new(r"^\| `(--[a-z][a-z0-9-]*)` \| ([^|]*) \| ([^|]*) \|").expect("regex");
+    let mut documented: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for c in page.lines().filter_map(|line| row.captures(line)) {
+        let cells = (c[2].trim().to_owned(), c[3].trim().to_owned());
+        if documented.insert(c[1].to_owned(), cells).is_some() {
+            problems.push(format!("{} has two rows", &c[1]));
+        }
+    }
+    for (flag, (env, default)) in help_settings(&["serve"]) {
+        let Some((documented_env, documented_default)) = documented.get(&flag) else {
+            problems.push(format!("{flag} has no row"));
+            continue;
+        };
+        if let Some(env) = env
+            && *documented_env != format!("`{env}`")
+        {
+            problems.push(format!(
+                "{flag}: variable {documented_env}, --help says {env}"
+            ));
+        }
+        if let Some(default) = default
+            && !documented_default.starts_with(&format!("`{default}`"))
+        {
+            problems.push(format!(
+                "{flag}: default {documented_default}, --help says {default}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// The source file of the test a claims-table entry names: `bin::module::test` lives in
 /// `tests/bin/module.rs` (or `…/module/mod.rs`), `bin::test` in `tests/bin.rs` or
 /// `tests/bin/main.rs`.

@@ -326,3 +326,58 @@ fn the_reader_finds_paths_in_code_only() {
     let found: Vec<String> = imported_modules(&code).into_iter().collect();
     assert_eq!(found, ["components", "model", "observe", "store"]);
 }
+
+/// `Result<_, String>` (on one line, as `grep "Result<[^;]*, String>"` finds it) per file
+/// under `src/`.
+fn string_errors(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    let mut counts = std::collections::BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let found = text
+            .lines()
+            .filter(|line| {
+                line.match_indices("Result<").any(|(at, _)| {
+                    let rest = &line[at..];
+                    let rest = rest.split(';').next().unwrap_or(rest);
+                    rest.contains(", String>")
+                })
+            })
+            .count();
+        if found > 0 {
+            let name = file
+                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .to_owned();
+            counts.insert(name, found);
+        }
+    }
+    counts
+}
+
+/// Errors below HTTP are typed; a function returns a bare message only where it checks
+/// one value and its error is the text a person reads, and docs/design/errors.md lists
+/// each such file with its count.
+#[test]
+fn string_errors_are_only_the_documented_leaf_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = string_errors(&root.join("src"));
+    let doc = std::fs::read_to_string(root.join("docs/design/errors.md")).unwrap();
+    let documented: std::collections::BTreeMap<String, usize> = doc
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let file = cells.get(1)?.strip_prefix("`src/")?.strip_suffix('`')?;
+            let count = cells.get(2)?.parse().ok()?;
+            Some((format!("src/{file}"), count))
+        })
+        .collect();
+    assert_eq!(
+        found, documented,
+        "Result<_, String> per file (left: src/, right: docs/design/errors.md); give a new \
+         error a variant of its layer's error, or document a leaf check"
+    );
+}

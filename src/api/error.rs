@@ -222,7 +222,9 @@ impl From<EngineError> for ApiError {
                 runs,
             },
             EngineError::Store(e) => e.into(),
-            task @ EngineError::Task(_) => ApiError::Internal(cause_chain(&task)),
+            bug @ (EngineError::Task(_)
+            | EngineError::Unexecutable(_)
+            | EngineError::Panicked(_)) => ApiError::Internal(cause_chain(&bug)),
         }
     }
 }

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use super::error::{CliError, input};
+
 use themis::engine::{
     CompareReport, EngineError, RunRef, compare_runs, format_p_value, regressions, render_markdown,
     render_table, resolve_run,
@@ -46,8 +48,8 @@ pub struct CompareArgs {
     pub alpha: f64,
 }
 
-fn run_ref(raw: &str, what: &str) -> Result<RunRef, String> {
-    RunRef::parse(raw).map_err(|e| format!("{what}: {e}"))
+fn run_ref(raw: &str, what: &str) -> Result<RunRef, CliError> {
+    RunRef::parse(raw).map_err(|e| input(format!("{what}: {e}")))
 }
 
 /// The id or name as written (a name may hold any character; the URL escapes it).
@@ -64,10 +66,11 @@ async fn from_server(
     api_key: Option<&str>,
     baseline: &RunRef,
     candidate: &RunRef,
-) -> Result<(CompareReport, String), String> {
-    let mut url = reqwest::Url::parse(server).map_err(|e| format!("--server {server}: {e}"))?;
+) -> Result<(CompareReport, String), CliError> {
+    let mut url =
+        reqwest::Url::parse(server).map_err(|e| input(format!("--server {server}: {e}")))?;
     url.path_segments_mut()
-        .map_err(|()| format!("--server {server}: not a base URL"))?
+        .map_err(|()| input(format!("--server {server}: not a base URL")))?
         .pop_if_empty()
         .extend(["runs", &as_text(candidate), "compare"]);
     url.query_pairs_mut()
@@ -79,12 +82,12 @@ async fn from_server(
     let response = request
         .send()
         .await
-        .map_err(|e| super::unreachable(server, &e))?;
+        .map_err(|e| CliError::Server(super::unreachable(server, &e)))?;
     let status = response.status();
     let body = response
         .text()
         .await
-        .map_err(|e| format!("reading the answer of {server}: {e}"))?;
+        .map_err(|e| CliError::Server(format!("reading the answer of {server}: {e}")))?;
     if !status.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -104,10 +107,10 @@ async fn from_server(
                 message.push_str(&format!("\n  {run}"));
             }
         }
-        return Err(message);
+        return Err(CliError::Server(message));
     }
     let report = serde_json::from_str(&body)
-        .map_err(|e| format!("{server} sent an unexpected comparison: {e}"))?;
+        .map_err(|e| CliError::Server(format!("{server} sent an unexpected comparison: {e}")))?;
     Ok((report, body))
 }
 
@@ -115,47 +118,48 @@ async fn from_database(
     database: &str,
     baseline: &RunRef,
     candidate: &RunRef,
-) -> Result<(CompareReport, String), String> {
+) -> Result<(CompareReport, String), CliError> {
     let store = themis::store::connect(database)
         .await
-        .map_err(|e| format!("opening {database}: {e}"))?;
+        .map_err(|source| CliError::Open {
+            database: database.to_owned(),
+            source,
+        })?;
     let resolve = async |reference: &RunRef, what: &str| {
         resolve_run(store.as_ref(), reference)
             .await
             .map_err(|e| match e {
                 EngineError::AmbiguousName { ref runs, .. } => {
                     let ids: Vec<String> = runs.iter().map(|r| format!("  {r}")).collect();
-                    format!("{what}: {e}:\n{}", ids.join("\n"))
+                    input(format!("{what}: {e}:\n{}", ids.join("\n")))
                 }
-                e => format!("{what}: {e}"),
+                e => input(format!("{what}: {e}")),
             })
     };
     let baseline = resolve(baseline, "BASELINE").await?;
     let candidate = resolve(candidate, "CANDIDATE").await?;
-    let report = compare_runs(store.as_ref(), &baseline, &candidate)
-        .await
-        .map_err(|e| e.to_string())?;
-    let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+    let report = compare_runs(store.as_ref(), &baseline, &candidate).await?;
+    let json = serde_json::to_string(&report).map_err(CliError::Json)?;
     Ok((report, json))
 }
 
 /// Exit code: 0 compared (no regression), 1 regression with `--fail-on-regression`,
 /// 2 the comparison could not be made.
-pub async fn compare(args: CompareArgs) -> Result<ExitCode, String> {
+pub async fn compare(args: CompareArgs) -> Result<ExitCode, CliError> {
     let baseline = run_ref(&args.baseline, "BASELINE")?;
     let candidate = run_ref(&args.candidate, "CANDIDATE")?;
     if !(args.max_drop >= 0.0 && args.max_drop.is_finite()) {
-        return Err("--max-drop must be a number >= 0".into());
+        return Err(input("--max-drop must be a number >= 0"));
     }
     if !(args.alpha > 0.0 && args.alpha <= 1.0) {
-        return Err("--alpha must be in (0, 1]".into());
+        return Err(input("--alpha must be in (0, 1]"));
     }
     let (report, json) = match (&args.server, &args.database) {
         (Some(server), _) => {
             from_server(server, args.api_key.as_deref(), &baseline, &candidate).await?
         }
         (None, Some(database)) => from_database(database, &baseline, &candidate).await?,
-        (None, None) => return Err("give --server URL or --database URL".into()),
+        (None, None) => return Err(input("give --server URL or --database URL")),
     };
     match args.format {
         CompareFormat::Json => println!("{json}"),

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use super::error::{CliError, input};
+
 #[derive(Debug, Args)]
 pub struct DatasetsArgs {
     #[command(subcommand)]
@@ -71,7 +73,7 @@ pub fn in_cli_terms(path: &str, message: &str, name: impl Fn(&str) -> String) ->
 }
 
 /// What a file's extension says about its format: `(content type, is CSV)`.
-pub fn content_type(file: &Path) -> Result<(&'static str, bool), String> {
+pub fn content_type(file: &Path) -> Result<(&'static str, bool), CliError> {
     match file
         .extension()
         .and_then(|e| e.to_str())
@@ -80,37 +82,42 @@ pub fn content_type(file: &Path) -> Result<(&'static str, bool), String> {
     {
         Some("jsonl" | "ndjson") => Ok(("application/x-ndjson", false)),
         Some("csv") => Ok(("text/csv", true)),
-        _ => Err(format!(
+        _ => Err(input(format!(
             "{}: a dataset file ends in .jsonl, .ndjson or .csv",
             file.display()
-        )),
+        ))),
     }
 }
 
 /// The dataset id a file stands for when none is given: its name without extension.
-pub fn default_dataset_id(file: &Path) -> Result<String, String> {
+pub fn default_dataset_id(file: &Path) -> Result<String, CliError> {
     file.file_stem()
         .and_then(|s| s.to_str())
         .map(str::to_owned)
-        .ok_or_else(|| format!("{}: name the dataset with --dataset-id", file.display()))
+        .ok_or_else(|| {
+            input(format!(
+                "{}: name the dataset with --dataset-id",
+                file.display()
+            ))
+        })
 }
 
-pub async fn datasets(args: DatasetsArgs) -> Result<ExitCode, String> {
+pub async fn datasets(args: DatasetsArgs) -> Result<ExitCode, CliError> {
     match args.command {
         DatasetsCommand::Push(push) => push_file(push).await,
     }
 }
 
-async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
+async fn push_file(args: PushArgs) -> Result<ExitCode, CliError> {
     let (content_type, csv) = content_type(&args.file)?;
     let dataset_id = match args.dataset_id {
         Some(id) => id,
         None => default_dataset_id(&args.file)?,
     };
-    let mut url =
-        reqwest::Url::parse(&args.server).map_err(|e| format!("--server {}: {e}", args.server))?;
+    let mut url = reqwest::Url::parse(&args.server)
+        .map_err(|e| input(format!("--server {}: {e}", args.server)))?;
     url.path_segments_mut()
-        .map_err(|()| format!("--server {}: not a base URL", args.server))?
+        .map_err(|()| input(format!("--server {}: not a base URL", args.server)))?
         .pop_if_empty()
         .extend(["datasets", dataset_id.as_str()]);
     if csv {
@@ -129,7 +136,10 @@ async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
     }
     let file = tokio::fs::File::open(&args.file)
         .await
-        .map_err(|e| format!("opening {}: {e}", args.file.display()))?;
+        .map_err(|source| CliError::Io {
+            what: format!("opening {}", args.file.display()),
+            source,
+        })?;
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
     let mut request = reqwest::Client::new()
         .put(url)
@@ -141,9 +151,12 @@ async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
     let response = request
         .send()
         .await
-        .map_err(|e| super::unreachable(&args.server, &e))?;
+        .map_err(|e| CliError::Server(super::unreachable(&args.server, &e)))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| CliError::Server(format!("reading the answer of {}: {e}", args.server)))?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status.is_success() {
         let verb = if status == reqwest::StatusCode::CREATED {
@@ -170,5 +183,5 @@ async fn push_file(args: PushArgs) -> Result<ExitCode, String> {
         );
         message.push_str(&format!("\n  {path}: {text}"));
     }
-    Err(message)
+    Err(CliError::Server(message))
 }

@@ -10,14 +10,20 @@ use serde_json::{Map, Value, json};
 use themis::engine::{CsvMapping, Engine, EngineError, UploadFormat, UploadLimits};
 
 use super::datasets::{content_type, default_dataset_id, in_cli_terms};
+use super::error::{CliError, input};
 
 /// The definition in `file` (`-`: standard input, JSON).
-pub fn read_definition(file: &Path) -> Result<Value, String> {
+pub fn read_definition(file: &Path) -> Result<Value, CliError> {
     let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| format!("reading standard input: {e}"))?
+        std::io::read_to_string(std::io::stdin()).map_err(|source| CliError::Io {
+            what: "reading standard input".to_owned(),
+            source,
+        })?
     } else {
-        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
+        std::fs::read_to_string(file).map_err(|source| CliError::Io {
+            what: format!("reading {}", file.display()),
+            source,
+        })?
     };
     let yaml = file
         .extension()
@@ -25,10 +31,10 @@ pub fn read_definition(file: &Path) -> Result<Value, String> {
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
     if yaml {
         serde_yaml_ng::from_str(&text)
-            .map_err(|e| format!("{} is not valid YAML: {e}", file.display()))
+            .map_err(|e| input(format!("{} is not valid YAML: {e}", file.display())))
     } else {
         serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))
+            .map_err(|e| input(format!("{} is not valid JSON: {e}", file.display())))
     }
 }
 
@@ -58,7 +64,7 @@ pub async fn upload_file_datasets(
     engine: &Engine,
     definition: &mut Value,
     base: &Path,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let Some(datasets) = definition.get_mut("datasets").and_then(Value::as_array_mut) else {
         return Ok(());
     };
@@ -72,7 +78,7 @@ pub async fn upload_file_datasets(
         let at = format!("datasets[{i}]");
         let path = path
             .as_str()
-            .ok_or_else(|| format!("{at}.path: must be a string"))?;
+            .ok_or_else(|| input(format!("{at}.path: must be a string")))?;
         let file = base.join(path);
         let revision = upload(engine, map, &file, &at).await?;
         *dataset = json!({"dataset_id": revision.0, "revision": revision.1});
@@ -86,34 +92,37 @@ async fn upload(
     dataset: &Map<String, Value>,
     file: &Path,
     at: &str,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), CliError> {
     for key in dataset.keys() {
         if !["dataset_id", "path", "columns"].contains(&key.as_str()) {
-            return Err(format!(
+            return Err(input(format!(
                 "{at}.{key}: unknown field for a dataset file; expected dataset_id, path, columns"
-            ));
+            )));
         }
     }
     let dataset_id = match dataset.get("dataset_id") {
         Some(Value::String(id)) => id.clone(),
-        Some(_) => return Err(format!("{at}.dataset_id: must be a string")),
+        Some(_) => return Err(input(format!("{at}.dataset_id: must be a string"))),
         None => default_dataset_id(file)?,
     };
     let (_, csv) = content_type(file)?;
     let format = if csv {
         let columns = dataset.get("columns").cloned().unwrap_or(json!({}));
         let mapping: CsvMapping =
-            serde_json::from_value(columns).map_err(|e| format!("{at}.columns: {e}"))?;
+            serde_json::from_value(columns).map_err(|e| input(format!("{at}.columns: {e}")))?;
         UploadFormat::Csv(mapping)
     } else {
         if dataset.contains_key("columns") {
-            return Err(format!("{at}.columns: only CSV files have columns"));
+            return Err(input(format!("{at}.columns: only CSV files have columns")));
         }
         UploadFormat::Jsonl
     };
     let opened = tokio::fs::File::open(file)
         .await
-        .map_err(|e| format!("{at}.path: opening {}: {e}", file.display()))?;
+        .map_err(|source| CliError::Io {
+            what: format!("{at}.path: opening {}", file.display()),
+            source,
+        })?;
     let body = tokio_util::io::ReaderStream::new(opened);
     match engine
         .put_dataset(&dataset_id, &format, UploadLimits::default(), body)
@@ -129,12 +138,12 @@ async fn upload(
                     format!("  {path}: {message}")
                 })
                 .collect();
-            Err(format!(
+            Err(input(format!(
                 "{} is invalid:\n{}",
                 file.display(),
                 lines.join("\n")
-            ))
+            )))
         }
-        Err(e) => Err(format!("{}: {e}", file.display())),
+        Err(e) => Err(input(format!("{}: {e}", file.display()))),
     }
 }

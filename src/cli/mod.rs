@@ -3,8 +3,10 @@
 //! binary, not in the library: it is a program built on the library's exports.
 
 mod compare;
+mod config;
 mod datasets;
 mod definition;
+mod error;
 mod listen;
 mod log_writer;
 mod run;
@@ -14,6 +16,8 @@ mod summary;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use error::CliError;
 
 pub use run::RunArgs;
 pub use serve::ServeArgs;
@@ -72,12 +76,12 @@ fn unreachable(server: &str, error: &reqwest::Error) -> String {
 pub async fn main(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(args).await,
-        Command::Serve(args) => serve::serve(*args).await,
+        Command::Serve(args) => serve::serve(*args).await.map_err(CliError::from),
         Command::Compare(args) => compare::compare(args).await,
         Command::Datasets(args) => datasets::datasets(args).await,
     };
-    outcome.unwrap_or_else(|message| {
-        eprintln!("error: {message}");
+    outcome.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
         ExitCode::from(2)
     })
 }

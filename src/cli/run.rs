@@ -16,6 +16,7 @@ use themis::observe::{Instrumentation, LifecycleSubscriber, ObservationRequest};
 use themis::store::{CaseQuery, CreateOutcome, Store};
 use themis::telemetry::{RecordingTracer, Telemetry};
 
+use super::error::{CliError, input};
 use super::serve::{OutboundArgs, SandboxArgs};
 use super::summary::{duration_ms, most_common_error, summary};
 
@@ -73,7 +74,7 @@ impl LifecycleSubscriber for CliSubscriber {
     }
 }
 
-pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
+pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let mut body = super::definition::read_definition(&args.file)?;
     if let (Some(n), Some(map)) = (args.concurrency, body.as_object_mut()) {
         map.insert("concurrency".into(), json!(n));
@@ -112,13 +113,11 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             })
     });
     let store: Arc<dyn Store> = match &database {
-        Some(url) => themis::store::connect(url)
-            .await
-            .map_err(|e| e.to_string())?,
+        Some(url) => themis::store::connect(url).await?,
         None => Arc::new(themis::store::MemoryStore::new()),
     };
     let mut config = EngineConfig::default();
-    if let Some(sealer) = super::serve::sealer_from_env()? {
+    if let Some(sealer) = super::config::sealer_from_env()? {
         config.sealer = Arc::new(sealer);
     }
     // The run's own tracing and webhooks, as the service would (webhook secrets only
@@ -136,7 +135,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let request = parse(&body)?;
     let outcome = engine.submit(&request).await.map_err(|e| match e {
         themis::engine::EngineError::Invalid(errors) => invalid(&errors),
-        e => e.to_string(),
+        e => e.into(),
     })?;
     // Only a database keeps runs between invocations: say when this one was there.
     let reused = match &outcome {
@@ -182,10 +181,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             cancel.cancel();
         }
     });
-    let record = engine
-        .execute(&run_id, observers, control)
-        .await
-        .map_err(|e| e.to_string())?;
+    let record = engine.execute(&run_id, observers, control).await?;
     ctrl_c.abort();
     // Spans and webhook events of the run reach their destinations before we exit.
     telemetry
@@ -205,10 +201,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             ..CaseQuery::default()
         };
         loop {
-            let page = store
-                .case_records(&run_id, &query)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = store.case_records(&run_id, &query).await?;
             let Some(last) = page.last() else { break };
             query.after_index = Some(last.key.case_index);
             cases.extend(page);
@@ -277,12 +270,12 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, String> {
 }
 
 /// A definition's problems, one per line with its path.
-fn invalid(errors: &[themis::model::FieldError]) -> String {
+fn invalid(errors: &[themis::model::FieldError]) -> CliError {
     let lines: Vec<String> = errors
         .iter()
         .map(|e| format!("  {}: {}", display_path(&e.path), e.message))
         .collect();
-    format!("invalid experiment:\n{}", lines.join("\n"))
+    input(format!("invalid experiment:\n{}", lines.join("\n")))
 }
 
 fn display_path(path: &str) -> &str {

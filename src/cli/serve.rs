@@ -4,9 +4,12 @@ use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
 
+use themis::api::ApiConfig;
 use themis::engine::EngineConfig;
+use themis::server::ServerConfig;
+
+use super::config::{self as parse, ConfigError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -15,7 +18,7 @@ pub struct ServeArgs {
     pub addr: String,
     /// Database: a SQLite file (`sqlite://themis.db`, created and migrated on start), a
     /// shared Postgres database (`postgres://user:pass@host/db`) or `memory`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://themis.db")]
+    #[arg(long, env = "DATABASE_URL", default_value_t = ServerConfig::default().database_url)]
     pub database: String,
     /// Comma-separated bearer keys, each `KEY` or `NAME:KEY` (NAME: who reviews with
     /// it); when set, every endpoint but health needs one.
@@ -27,17 +30,17 @@ pub struct ServeArgs {
     )]
     pub api_keys: Vec<String>,
     /// Runs executing at once on this instance; more wait in the queue.
-    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = 4, value_parser = at_least(1))]
+    #[arg(long, env = "THEMIS_MAX_RUNNING_RUNS", default_value_t = ServerConfig::default().max_running_runs, value_parser = at_least(1))]
     pub max_running_runs: usize,
     /// Cases of one run executed at once unless the run sets `concurrency`.
-    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = 16,
+    #[arg(long, env = "THEMIS_DEFAULT_CONCURRENCY", default_value_t = EngineConfig::default().default_concurrency,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=themis::engine::MAX_CONCURRENCY))]
     pub default_concurrency: usize,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "THEMIS_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Most `GET /runs/{id}/events` streams open at once; more are answered `503`.
-    #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = themis::api::DEFAULT_MAX_EVENT_STREAMS)]
+    #[arg(long, env = "THEMIS_MAX_EVENT_STREAMS", default_value_t = ApiConfig::default().max_event_streams)]
     pub max_event_streams: usize,
     /// Serve `GET /metrics` without an API key even when keys are set (for a Prometheus
     /// that scrapes from a trusted network). Metrics hold counts, never run data.
@@ -53,31 +56,31 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// How often to look for queued runs and runs left by dead instances, in ms (at
     /// least 50).
-    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = 2_000, value_parser = RangedU64ValueParser::<u64>::new().range(50..))]
+    #[arg(long, env = "THEMIS_POLL_INTERVAL_MS", default_value_t = ServerConfig::default().poll_interval.as_millis() as u64, value_parser = RangedU64ValueParser::<u64>::new().range(50..))]
     pub poll_interval_ms: u64,
     /// Lease on claimed work, in ms (at least 300): a dead instance's cases are taken
     /// over this late.
-    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = 15_000, value_parser = RangedU64ValueParser::<u64>::new().range(300..))]
+    #[arg(long, env = "THEMIS_LEASE_MS", default_value_t = EngineConfig::default().lease.as_millis() as u64, value_parser = RangedU64ValueParser::<u64>::new().range(300..))]
     pub lease_ms: u64,
     /// This instance's name on its leases (default: random per process).
     #[arg(long, env = "THEMIS_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// OTLP/HTTP collector (`http://collector:4318`) for the spans of every run that
     /// configures no `tracing`; a run turns it off with `{"provider": "none"}`.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse::otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// Encoding for that collector: `http/protobuf` (default) or `http/json`.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
-    pub otlp_protocol: Option<String>,
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = parse::otlp_protocol)]
+    pub otlp_protocol: Option<themis::observe::OtlpProtocol>,
     /// Headers for that collector, `name=value,name2=value2` (sent only to it, never to
     /// an endpoint a run names itself).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true)]
     pub otlp_headers: Option<String>,
     /// `service.name` of exported spans (default `themis`).
-    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_parser = parse::service_name)]
     pub otel_service_name: Option<String>,
     /// Share of traces kept, 0 to 1 (default 1), unless a run sets `sample_ratio`.
-    #[arg(long, env = "THEMIS_TRACE_SAMPLE_RATIO")]
+    #[arg(long, env = "THEMIS_TRACE_SAMPLE_RATIO", value_parser = parse::sample_ratio)]
     pub trace_sample_ratio: Option<f64>,
     #[command(flatten)]
     pub outbound: OutboundArgs,
@@ -146,164 +149,10 @@ pub struct SandboxArgs {
     /// destinations. In the environment, separate entries with `;`.
     #[arg(long = "sandbox", env = "THEMIS_SANDBOXES", value_delimiter = ';')]
     pub sandboxes: Vec<String>,
-    /// Programs running at once across all sandboxes; more wait.
-    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE, value_parser = at_least(1))]
+    /// Programs running at once across all sandboxes (at most 1024); more wait.
+    #[arg(long, env = "THEMIS_SANDBOX_POOL", default_value_t = themis::sandbox::DEFAULT_POOL_SIZE,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=themis::sandbox::MAX_POOL_SIZE as u64))]
     pub sandbox_pool: usize,
-}
-
-impl SandboxArgs {
-    pub fn config(&self) -> Result<themis::sandbox::SandboxConfig, String> {
-        let specs = self
-            .sandboxes
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                themis::sandbox::SandboxSpec::parse(s).map_err(|e| format!("--sandbox {s}: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(themis::sandbox::SandboxConfig {
-            specs,
-            pool_size: self.sandbox_pool,
-            ..Default::default()
-        })
-    }
-}
-
-impl OutboundArgs {
-    /// The declared providers, keys read from their variables.
-    pub fn providers(&self) -> Result<Vec<themis::components::ProviderSpec>, String> {
-        self.providers
-            .iter()
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| themis::components::ProviderSpec::parse(p))
-            .collect()
-    }
-
-    /// The declared webhook secrets, values read from their variables.
-    pub fn webhook_secrets(&self) -> Result<themis::telemetry::WebhookSecrets, String> {
-        themis::telemetry::WebhookSecrets::parse(&self.webhook_secrets, |name| {
-            std::env::var(name).ok()
-        })
-        .map_err(|e| format!("--webhook-secret {e}"))
-    }
-}
-
-impl ServeArgs {
-    pub fn config(&self) -> themis::server::ServerConfig {
-        themis::server::ServerConfig {
-            database_url: self.database.clone(),
-            api: themis::api::ApiConfig {
-                upload_limits: themis::engine::UploadLimits {
-                    max_body_bytes: self.max_dataset_bytes,
-                    max_case_bytes: self.max_case_bytes,
-                },
-                api_keys: self
-                    .api_keys
-                    .iter()
-                    .map(|k| k.trim().to_owned())
-                    .filter(|k| !k.is_empty())
-                    .collect(),
-                max_body_bytes: self.max_body_bytes,
-                max_event_streams: self.max_event_streams,
-                // Parsed by `serve` (an entry can be invalid).
-                cors_origins: themis::api::CorsOrigins::None,
-                metrics_public: self.metrics_public,
-                evals: themis::engine::EvalsConfig {
-                    default_provider: self.default_provider.clone(),
-                    sandbox: None,
-                },
-            },
-            metrics: Default::default(),
-            // Parsed by `serve` (a declaration can be invalid).
-            sandbox: Default::default(),
-            max_running_runs: self.max_running_runs,
-            // Parsed by `serve` (reading flags can fail).
-            default_tracing: None,
-            // Parsed by `serve` (reading keys and CIDRs can fail).
-            providers: Vec::new(),
-            webhook_secrets: Default::default(),
-            allow_egress: Vec::new(),
-            // Set by `serve` from the open-file limit unless given.
-            max_outbound_requests: self
-                .max_outbound_requests
-                .unwrap_or(themis::components::DEFAULT_MAX_OUTBOUND_REQUESTS),
-            retention: self
-                .retention_days
-                .map(|days| std::time::Duration::from_secs(u64::from(days) * 86_400)),
-            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
-            engine: {
-                let defaults = EngineConfig::default();
-                EngineConfig {
-                    default_concurrency: self.default_concurrency,
-                    lease: std::time::Duration::from_millis(self.lease_ms),
-                    commit_window: std::time::Duration::from_millis(self.commit_window_ms),
-                    instance_id: self
-                        .instance_id
-                        .clone()
-                        .unwrap_or(defaults.instance_id.clone()),
-                    ..defaults
-                }
-            },
-        }
-    }
-
-    /// The default tracing config from the OTLP flags: `None` without `--otlp-endpoint`.
-    pub fn default_tracing(&self) -> Result<Option<themis::observe::TracingConfig>, String> {
-        let Some(endpoint) = self
-            .otlp_endpoint
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-        else {
-            return Ok(None);
-        };
-        let mut config = serde_json::Map::new();
-        config.insert("provider".into(), json!("otlp"));
-        config.insert("endpoint".into(), json!(endpoint));
-        if let Some(protocol) = &self.otlp_protocol {
-            config.insert("protocol".into(), json!(protocol));
-        }
-        if let Some(headers) = &self.otlp_headers {
-            let mut parsed = serde_json::Map::new();
-            for pair in headers.split(',').filter(|p| !p.trim().is_empty()) {
-                let (name, value) = pair
-                    .split_once('=')
-                    .ok_or("--otlp-headers: expected name=value pairs separated by commas")?;
-                parsed.insert(name.trim().to_owned(), json!(value.trim()));
-            }
-            config.insert("headers".into(), Value::Object(parsed));
-        }
-        if let Some(name) = &self.otel_service_name {
-            config.insert("service_name".into(), json!(name));
-        }
-        if let Some(ratio) = self.trace_sample_ratio {
-            config.insert("sample_ratio".into(), json!(ratio));
-        }
-        let mut problems = themis::model::Problems::default();
-        match themis::observe::parse_tracing(&Value::Object(config), "otlp", &mut problems) {
-            Some(config) if problems.is_empty() => Ok(Some(config)),
-            _ => Err(format!(
-                "invalid OTLP settings: {}",
-                problems
-                    .into_details()
-                    .iter()
-                    .map(|e| format!("{}: {}", e.path, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )),
-        }
-    }
-}
-
-/// The operator's sealing key (`THEMIS_SECRET_KEY`, 64 hex digits), read from the
-/// environment only (never a flag: command lines are visible to every local user).
-/// Without it, each process seals under a key of its own.
-pub(super) fn sealer_from_env() -> Result<Option<themis::model::Sealer>, String> {
-    match std::env::var("THEMIS_SECRET_KEY") {
-        Ok(key) if !key.trim().is_empty() => themis::model::Sealer::from_hex_key(&key)
-            .map(Some)
-            .map_err(|e| format!("THEMIS_SECRET_KEY: {e}")),
-        _ => Ok(None),
-    }
 }
 
 /// How the server writes its log.
@@ -323,10 +172,9 @@ fn at_least(min: u64) -> RangedU64ValueParser<usize> {
 
 /// The service's log subscriber, writing to stderr from a thread of its own (requests
 /// never wait on the log's reader); the guard writes what is queued when dropped.
-fn init_logging(format: LogFormat) -> Result<super::log_writer::LogFlush, String> {
+fn init_logging(format: LogFormat) -> std::io::Result<super::log_writer::LogFlush> {
     use std::io::IsTerminal;
-    let (writer, flush) = super::log_writer::QueuedStderr::start()
-        .map_err(|e| format!("starting the log writer: {e}"))?;
+    let (writer, flush) = super::log_writer::QueuedStderr::start()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
@@ -343,33 +191,41 @@ fn init_logging(format: LogFormat) -> Result<super::log_writer::LogFlush, String
     Ok(flush)
 }
 
-pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let _log_flush = init_logging(args.log_format)?;
+/// Why `themis serve` stopped before serving, or while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("starting the log writer: {0}")]
+    Log(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Launch(#[from] themis::server::LaunchError),
+}
+
+pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, ServeError> {
+    let _log_flush = init_logging(args.log_format).map_err(ServeError::Log)?;
     let open_files = super::listen::raise_open_file_limit();
-    let listener = super::listen::listen(&args.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    let mut config = args.config();
-    if args.max_outbound_requests.is_none() {
-        config.max_outbound_requests = themis::server::default_max_outbound_requests(open_files);
-    }
-    config.default_tracing = args.default_tracing()?;
-    config.providers = args.outbound.providers()?;
-    config.webhook_secrets = args.outbound.webhook_secrets()?;
-    config.sandbox = args.sandbox.config()?;
-    match sealer_from_env()? {
-        Some(sealer) => config.engine.sealer = std::sync::Arc::new(sealer),
-        None => tracing::info!(
+    // Every setting is checked before the port is taken.
+    let config = args.config(open_files)?;
+    if !config.engine.sealer.is_persistent() {
+        tracing::info!(
             "THEMIS_SECRET_KEY is not set: runs' own tracing headers are sealed under a key of this process, so a run resumed by another process exports without them"
-        ),
+        );
     }
-    config.allow_egress =
-        themis::egress::parse_allow(&args.allow_egress).map_err(|e| e.to_string())?;
-    config.api.cors_origins = themis::api::CorsOrigins::parse(&args.cors_origins)
-        .map_err(|e| format!("--cors-origins: {e}"))?;
-    themis::server::launch(config, listener, themis::server::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let listener =
+        super::listen::listen(&args.addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: args.addr.clone(),
+                source,
+            })?;
+    themis::server::launch(config, listener, themis::server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -403,6 +259,9 @@ mod tests {
             ("--max-outbound-requests", "0"),
             ("--max-case-bytes", "0"),
             ("--sandbox-pool", "0"),
+            ("--sandbox-pool", "1025"),
+            ("--trace-sample-ratio", "1.01"),
+            ("--otlp-protocol", "grpc"),
             ("--log-format", "yaml"),
         ] {
             let error = serve(&[flag, value]).expect_err(flag);
@@ -429,7 +288,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.log_format, LogFormat::Json);
-        let config = args.config();
+        let config = args.config(None).unwrap();
         assert_eq!(config.poll_interval.as_millis(), 50);
         assert_eq!(config.engine.lease.as_millis(), 300);
         assert_eq!(config.engine.commit_window.as_millis(), 1000);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use themis::model::{RunId, RunRecord};
-use themis::store::{CaseQuery, Store};
+use themis::store::{CaseQuery, Store, StoreError};
 
 /// Most failed records read to find the most common error: enough to name the cause of
 /// a broken provider or prompt without reading a huge run whole.
@@ -45,7 +45,7 @@ fn group_key(stage: &str, message: &str) -> String {
 pub async fn most_common_error(
     store: &dyn Store,
     run_id: &RunId,
-) -> Result<Option<CommonError>, String> {
+) -> Result<Option<CommonError>, StoreError> {
     // key -> (count, first index seen, stage, message)
     let mut groups: HashMap<String, (u64, u64, String, String)> = HashMap::new();
     let mut query = CaseQuery {
@@ -55,10 +55,7 @@ pub async fn most_common_error(
     };
     let mut read = 0;
     while read < MAX_FAILED_READ {
-        let page = store
-            .case_records(run_id, &query)
-            .await
-            .map_err(|e| e.to_string())?;
+        let page = store.case_records(run_id, &query).await?;
         let Some(last) = page.last() else { break };
         query.after_index = Some(last.key.case_index);
         for record in &page {

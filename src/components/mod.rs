@@ -64,6 +64,22 @@ impl ComponentError {
     }
 }
 
+/// A provider declaration the operator gave (`--provider`, `THEMIS_PROVIDERS`) that is
+/// refused at startup; each message names the provider or the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeclarationError {
+    /// An entry that does not parse, or a field out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The variable the key is read from (`key_env`) is unset or empty.
+    #[error("--provider {provider}: environment variable {var} (key_env) is not set")]
+    MissingKey { provider: String, var: String },
+    #[error("provider {0} is declared twice")]
+    Duplicate(String),
+    #[error("providers {first} and {second} have the same base_url")]
+    SameBaseUrl { first: String, second: String },
+}
+
 /// A note from a provider call that explains slowness: shown to users as run events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallNote {

@@ -115,6 +115,14 @@ pub enum EngineError {
     Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored run that can no longer be executed: its definition no longer parses or
+    /// its chain of derived runs is broken (data of another version, or a bug).
+    #[error("{0}")]
+    Unexecutable(String),
+    /// A component panicked on a case (a bug of the component); the message is the
+    /// panic's.
+    #[error("{0}")]
+    Panicked(String),
     /// Work handed to a blocking task did not finish (it panicked): a bug.
     #[error("a background computation failed: {0}")]
     Task(#[source] tokio::task::JoinError),

@@ -36,7 +36,7 @@ pub use openai_evals::{
 pub(crate) use pass_at_k::pass_at_k;
 pub use review::{NewReview, Review, ReviewScale, latest_per_reviewer};
 pub use run::*;
-pub use seal::{OpenError, Sealer};
+pub use seal::{InvalidKey, OpenError, Sealer};
 pub(crate) use stats::{Accumulator, AggregateState, ExactSum};
 pub use stats::{Aggregates, MetricAggregate, MetricSummary, Usage};
 pub(crate) use wire::{u64_from_json, u64_string};

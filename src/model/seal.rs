@@ -33,13 +33,13 @@ impl fmt::Debug for Sealer {
 
 impl Sealer {
     /// The operator's key: 64 hex digits (`openssl rand -hex 32`).
-    pub fn from_hex_key(hex_key: &str) -> Result<Self, String> {
+    pub fn from_hex_key(hex_key: &str) -> Result<Self, InvalidKey> {
         let bytes = hex::decode(hex_key.trim())
             .ok()
             .filter(|b| b.len() == 32)
-            .ok_or("the secret key must be 32 bytes written as 64 hex digits")?;
+            .ok_or(InvalidKey)?;
         Ok(Sealer {
-            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|e| e.to_string())?,
+            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| InvalidKey)?,
             persistent: true,
         })
     }
@@ -89,6 +89,11 @@ impl Sealer {
         String::from_utf8(plaintext).map_err(|_| OpenError)
     }
 }
+
+/// An operator key that is not 32 bytes in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the secret key must be 32 bytes written as 64 hex digits")]
+pub struct InvalidKey;
 
 /// A sealed value this key cannot open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

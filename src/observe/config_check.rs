@@ -15,7 +15,7 @@ use crate::model::check::{field, join, type_name};
 /// Most webhook subscribers one run may have.
 pub(super) const MAX_SUBSCRIBERS: usize = 16;
 /// Most `tracing.headers` entries.
-pub(super) const MAX_TRACING_HEADERS: usize = 32;
+pub const MAX_TRACING_HEADERS: usize = 32;
 /// Most entries in a subscriber's `events` list.
 pub(super) const MAX_SUBSCRIBER_EVENTS: usize = 64;
 
@@ -60,6 +60,38 @@ const RESERVED_HEADERS: [&str; 5] = [
     "host",
     "transfer-encoding",
 ];
+
+/// A collector header as `tracing.headers` (and `--otlp-headers`) accepts it: its
+/// lower-case name, or what is wrong with it. A leaf check whose message is shown as is;
+/// it never quotes the value (often a credential).
+pub fn tracing_header(name: &str, value: &str) -> Result<String, &'static str> {
+    if HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err("is not a valid HTTP header name");
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err("is set by the exporter");
+    }
+    if HeaderValue::from_str(value).is_err() {
+        return Err("is not a valid HTTP header value");
+    }
+    Ok(lower)
+}
+
+/// An OTLP collector URL as `tracing.endpoint` (and `--otlp-endpoint`) accepts it, or
+/// the message saying why not (a leaf check whose message is shown as is).
+pub fn otlp_endpoint(raw: &str) -> Result<String, String> {
+    let mut problems = Problems::default();
+    if let Some(url) = http_url(raw.trim(), "", &mut problems)
+        && url.fragment().is_some()
+    {
+        problems.push("", "must not have a fragment");
+    }
+    match problems.into_details().into_iter().next() {
+        Some(problem) => Err(problem.message),
+        None => Ok(raw.trim().to_owned()),
+    }
+}
 
 /// Validates `tracing`; `None` when it has errors (recorded in `problems`).
 pub fn parse_tracing(value: &Value, path: &str, problems: &mut Problems) -> Option<TracingConfig> {
@@ -157,25 +189,20 @@ pub fn parse_tracing(value: &Value, path: &str, problems: &mut Problems) -> Opti
             Some(headers) => {
                 for (name, value) in headers {
                     let header_path = join(&at, name);
-                    let lower = name.to_ascii_lowercase();
-                    if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        problems.push(header_path, "is not a valid HTTP header name");
+                    let Some(v) = value.as_str() else {
+                        // The name's problem first (an empty value is a valid one).
+                        let message = match tracing_header(name, "") {
+                            Err(message) => message.to_owned(),
+                            Ok(_) => format!("must be a string, got {}", type_name(value)),
+                        };
+                        problems.push(header_path, message);
                         continue;
-                    }
-                    if RESERVED_HEADERS.contains(&lower.as_str()) {
-                        problems.push(header_path, "is set by the exporter");
-                        continue;
-                    }
-                    // Messages never quote the value: it is often a credential.
-                    match value.as_str() {
-                        Some(v) if HeaderValue::from_str(v).is_ok() => {
+                    };
+                    match tracing_header(name, v) {
+                        Ok(lower) => {
                             config.headers.insert(lower, v.to_owned());
                         }
-                        Some(_) => problems.push(header_path, "is not a valid HTTP header value"),
-                        None => problems.push(
-                            header_path,
-                            format!("must be a string, got {}", type_name(value)),
-                        ),
+                        Err(message) => problems.push(header_path, message),
                     }
                 }
             }

@@ -17,7 +17,9 @@ mod subscriber;
 pub use config::{
     OtlpProtocol, SubscriberConfig, TracingConfig, TracingProviderKind, WebhookConfig,
 };
-pub use config_check::{parse_subscribers, parse_tracing};
+pub use config_check::{
+    MAX_TRACING_HEADERS, otlp_endpoint, parse_subscribers, parse_tracing, tracing_header,
+};
 pub use instrumentation::{
     Instrumentation, NoInstrumentation, ObservationRequest, TelemetryView, WebhookView,
 };

@@ -75,7 +75,7 @@ impl Bubblewrap {
         config: LocalConfig,
         limits: Limits,
         languages: Vec<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SandboxError> {
         let mut needed = vec![("bubblewrap", &config.bwrap)];
         if languages.iter().any(|l| l == "python") {
             needed.push(("python3", &config.python));
@@ -85,10 +85,10 @@ impl Bubblewrap {
         }
         for (what, path) in needed {
             if !path.is_file() {
-                return Err(format!(
+                return Err(SandboxError::Setup(format!(
                     "the local sandbox needs {what} at {} (Debian: apt-get install bubblewrap python3 gcc)",
                     path.display()
-                ));
+                )));
             }
         }
         // SAFETY: geteuid has no preconditions.

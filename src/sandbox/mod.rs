@@ -26,6 +26,8 @@ use crate::egress::Egress;
 
 /// Default executions at once across every sandbox of a server.
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Most programs running at once (the local sandbox runs each slot as its own user).
+pub const MAX_POOL_SIZE: usize = local::MAX_SLOTS;
 
 /// The limits of one execution. The operator sets them; a run may only lower the wall
 /// time.
@@ -148,6 +150,10 @@ pub enum SandboxError {
     /// The backend failed for a reason retrying will not fix.
     #[error("sandbox failed: {0}")]
     Failed(String),
+    /// A declared sandbox cannot be set up (declared twice, a local sandbox without its
+    /// programs): refused at startup.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl SandboxError {
@@ -194,11 +200,14 @@ impl Sandboxes {
 
     /// Builds the declared sandboxes: remote ones send through `egress` as destinations
     /// the operator declared.
-    pub fn build(config: &SandboxConfig, egress: Arc<Egress>) -> Result<Self, String> {
+    pub fn build(config: &SandboxConfig, egress: Arc<Egress>) -> Result<Self, SandboxError> {
         let mut by_name: BTreeMap<String, Arc<dyn Sandbox>> = BTreeMap::new();
         for spec in &config.specs {
             if by_name.contains_key(&spec.name) {
-                return Err(format!("sandbox `{}` is declared twice", spec.name));
+                return Err(SandboxError::Setup(format!(
+                    "sandbox `{}` is declared twice",
+                    spec.name
+                )));
             }
             let sandbox: Arc<dyn Sandbox> = match &spec.kind {
                 SandboxKind::Local => Arc::new(local::Bubblewrap::new(

@@ -38,11 +38,13 @@ impl Remote {
         base: &reqwest::Url,
         limits: Limits,
         egress: Arc<Egress>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SandboxError> {
         let (api, path) = match spec.kind {
             SandboxKind::Piston { .. } => (Api::Piston, "api/v2/execute"),
             SandboxKind::SandboxFusion { .. } => (Api::SandboxFusion, "run_code"),
-            SandboxKind::Local => return Err("not a remote sandbox".into()),
+            SandboxKind::Local => {
+                return Err(SandboxError::Setup("not a remote sandbox".into()));
+            }
         };
         let mut base = base.clone();
         if !base.path().ends_with('/') {
@@ -50,7 +52,7 @@ impl Remote {
         }
         let endpoint = base
             .join(path)
-            .map_err(|e| format!("sandbox `{}`: {e}", spec.name))?;
+            .map_err(|e| SandboxError::Setup(format!("sandbox `{}`: {e}", spec.name)))?;
         Ok(Remote {
             api,
             endpoint,

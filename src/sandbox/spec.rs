@@ -39,6 +39,8 @@ impl SandboxSpec {
         }
     }
 
+    /// Parses one `--sandbox` entry. A leaf parser of operator text: its error is the
+    /// message shown (the caller adds the flag and the entry).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "local" {

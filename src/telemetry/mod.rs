@@ -10,6 +10,7 @@
 //! webhooks, so two of them in one process are independent.
 
 mod config;
+mod error;
 mod log;
 mod metrics;
 mod otlp;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
+pub use error::TelemetryError;
 pub use metrics::Metrics;
 pub use recording::{RecordedSpan, RecordingTracer};
 pub use webhook_secrets::WebhookSecrets;

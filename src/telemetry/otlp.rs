@@ -28,6 +28,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, Hea
 use tokio_util::task::TaskTracker;
 
 use super::config::{DEFAULT_OTLP_ENDPOINT, DEFAULT_SERVICE_NAME, display_url, traces_url};
+use super::error::TelemetryError;
 use super::registry::SpanCounters;
 use crate::egress::Egress;
 use crate::observe::{
@@ -93,17 +94,20 @@ pub(super) fn otlp_tracer(
     traceparent: Option<&str>,
     egress: &Egress,
     declared: bool,
-) -> Result<OtlpTracer, String> {
+) -> Result<OtlpTracer, TelemetryError> {
     let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| "OTLP export needs a tokio runtime".to_owned())?;
-    let client = egress.client(declared).map_err(|e| e.to_string())?;
+        .map_err(|_| TelemetryError::NoRuntime("OTLP export"))?;
+    let client = egress.client(declared)?;
     let endpoint = traces_url(config.endpoint.as_deref().unwrap_or(DEFAULT_OTLP_ENDPOINT));
     // Literal IP hosts are never resolved, so the resolver cannot check them; the URL
     // never changes (no redirects), so one check covers every export.
     if let Ok(url) = reqwest::Url::parse(&endpoint) {
         egress
             .check_url(&url, declared)
-            .map_err(|e| format!("{}: {e}", display_url(&endpoint)))?;
+            .map_err(|source| TelemetryError::RefusedEndpoint {
+                endpoint: display_url(&endpoint),
+                source,
+            })?;
     }
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -115,9 +119,7 @@ pub(super) fn otlp_tracer(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) else {
-            return Err(format!(
-                "tracing header `{name}` is not a valid HTTP header"
-            ));
+            return Err(TelemetryError::InvalidHeader(name.clone()));
         };
         let mut value = value;
         value.set_sensitive(true);
@@ -137,7 +139,7 @@ pub(super) fn otlp_tracer(
         })
         .with_timeout(EXPORT_TIMEOUT)
         .build()
-        .map_err(|e| format!("building the OTLP exporter: {e}"))?;
+        .map_err(|e| TelemetryError::Exporter(Arc::new(e)))?;
     let ExportTo {
         counters,
         run,

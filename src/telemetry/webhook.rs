@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
 
+use super::error::TelemetryError;
 use super::registry::WebhookCounters;
 use super::webhook_secrets::WebhookSecrets;
-use crate::egress::Egress;
+use crate::egress::{Egress, EgressError};
 use crate::model::{RunEvent, RunId};
 use crate::observe::{LifecycleSubscriber, Meter, WebhookConfig};
 
@@ -113,12 +114,12 @@ pub(super) fn webhook_subscriber(
     tasks: &TaskTracker,
     meter: Arc<dyn Meter>,
     secrets: &WebhookSecrets,
-) -> Result<WebhookSubscriber, String> {
+) -> Result<WebhookSubscriber, TelemetryError> {
     let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
+        .map_err(|_| TelemetryError::NoRuntime("webhook delivery"))?;
     // A webhook URL is the run's choice: never a declared destination.
-    let client = egress.client(false).map_err(|e| e.to_string())?;
-    let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
+    let client = egress.client(false)?;
+    let url = reqwest::Url::parse(&config.url).map_err(|e| TelemetryError::Url(e.to_string()))?;
     // A secret that is no longer declared (or bound to this URL) since the run was
     // accepted fails deliveries rather than sending them unsigned.
     let secret = match &config.secret_env {
@@ -130,7 +131,7 @@ pub(super) fn webhook_subscriber(
     let (queue, received) = mpsc::channel(QUEUE);
     // Literal IP hosts are never resolved, so the resolver cannot check them: the URL
     // never changes (no redirects), so checking it once covers every delivery.
-    let refused = egress.check_url(&url, false).err().map(|e| e.to_string());
+    let refused = egress.check_url(&url, false).err();
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let delivery = Delivery {
         client: client.clone(),
@@ -156,8 +157,8 @@ struct Delivery {
     client: reqwest::Client,
     url: reqwest::Url,
     /// Why the egress policy refuses the URL's address, if it does.
-    refused: Option<String>,
-    secret: Result<Option<Vec<u8>>, String>,
+    refused: Option<EgressError>,
+    secret: Result<Option<Vec<u8>>, TelemetryError>,
     counters: Arc<WebhookCounters>,
     run_id: RunId,
     queued_bytes: Arc<AtomicUsize>,
@@ -204,15 +205,15 @@ impl Delivery {
                         error = %message,
                         "webhook delivery failed"
                     );
-                    self.counters.set_last_error(message);
+                    self.counters.set_last_error(message.to_string());
                 }
             }
         }
     }
 
-    async fn deliver(&self, event: &Queued) -> Result<(), String> {
+    async fn deliver(&self, event: &Queued) -> Result<(), TelemetryError> {
         if let Some(refused) = &self.refused {
-            return Err(refused.clone());
+            return Err(refused.clone().into());
         }
         let secret = self.secret.as_ref().map_err(Clone::clone)?;
         let body = &event.body;
@@ -236,10 +237,10 @@ impl Delivery {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
                     let status = response.status();
-                    let message = format!("HTTP {}", status.as_u16());
                     if !retryable(status) {
-                        return Err(format!("{message} (not retried)"));
+                        return Err(TelemetryError::Rejected(status.as_u16()));
                     }
+                    let message = format!("HTTP {}", status.as_u16());
                     let retry_after = response
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
@@ -251,7 +252,10 @@ impl Delivery {
                 Err(e) => (describe(e), backoff),
             };
             if attempt >= MAX_ATTEMPTS {
-                return Err(format!("{error} (after {attempt} attempts)"));
+                return Err(TelemetryError::Exhausted {
+                    last: error,
+                    attempts: attempt,
+                });
             }
             tokio::time::sleep(wait).await;
             attempt += 1;

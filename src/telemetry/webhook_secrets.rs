@@ -12,6 +12,7 @@ use std::fmt;
 
 use reqwest::Url;
 
+use super::error::TelemetryError;
 use crate::model::Problems;
 use crate::observe::{SECRET_ENV_PREFIX, SubscriberConfig};
 
@@ -39,6 +40,11 @@ impl fmt::Debug for WebhookSecrets {
     }
 }
 
+/// A declaration that does not parse, with the message naming its part.
+fn declaration(message: String) -> TelemetryError {
+    TelemetryError::Declaration(message)
+}
+
 impl WebhookSecrets {
     /// Parses `NAME=URL[,URL...]` specs, reading each NAME from `lookup` (the
     /// environment, in the server). The same name may be given more than once: its
@@ -46,31 +52,35 @@ impl WebhookSecrets {
     pub fn parse(
         specs: &[String],
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TelemetryError> {
         let mut secrets = WebhookSecrets::default();
         for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
             let (name, urls) = spec
                 .split_once('=')
-                .ok_or_else(|| format!("`{spec}`: expected NAME=URL[,URL...]"))?;
+                .ok_or_else(|| declaration(format!("`{spec}`: expected NAME=URL[,URL...]")))?;
             let name = name.trim();
             if !name.starts_with(SECRET_ENV_PREFIX) || name.len() == SECRET_ENV_PREFIX.len() {
-                return Err(format!(
+                return Err(declaration(format!(
                     "`{name}`: a webhook secret's variable must start with {SECRET_ENV_PREFIX}"
-                ));
+                )));
             }
             let value = lookup(name)
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+                .ok_or_else(|| TelemetryError::MissingSecret(name.to_owned()))?;
             let mut destinations = Vec::new();
             for raw in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                let url = Url::parse(raw).map_err(|e| format!("`{raw}`: {e}"))?;
+                let url = Url::parse(raw).map_err(|e| declaration(format!("`{raw}`: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(format!("`{raw}`: must be an http(s) URL with a host"));
+                    return Err(declaration(format!(
+                        "`{raw}`: must be an http(s) URL with a host"
+                    )));
                 }
                 destinations.push(url);
             }
             if destinations.is_empty() {
-                return Err(format!("`{name}`: bind it to at least one URL prefix"));
+                return Err(declaration(format!(
+                    "`{name}`: bind it to at least one URL prefix"
+                )));
             }
             let entry = secrets
                 .secrets
@@ -86,22 +96,23 @@ impl WebhookSecrets {
 
     /// The secret `name` for a delivery to `url`: only when it is declared and bound to
     /// a prefix of `url`.
-    pub fn for_destination(&self, name: &str, url: &Url) -> Result<&[u8], String> {
-        let secret = self.secrets.get(name).ok_or_else(|| {
-            format!("no webhook secret {name} is declared on this server (--webhook-secret)")
-        })?;
+    pub fn for_destination(&self, name: &str, url: &Url) -> Result<&[u8], TelemetryError> {
+        let secret = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| TelemetryError::UndeclaredSecret(name.to_owned()))?;
         if secret.destinations.iter().any(|d| is_under(url, d)) {
             Ok(&secret.value)
         } else {
-            Err(format!(
-                "webhook secret {name} is not bound to this URL; it signs only for: {}",
-                secret
+            Err(TelemetryError::UnboundSecret {
+                name: name.to_owned(),
+                prefixes: secret
                     .destinations
                     .iter()
                     .map(Url::as_str)
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+                    .join(", "),
+            })
         }
     }
 
@@ -117,7 +128,10 @@ impl WebhookSecrets {
                 continue; // reported where the URL was checked
             };
             if let Err(message) = self.for_destination(name, &url) {
-                problems.push(format!("subscribers[{index}].secret_env"), message);
+                problems.push(
+                    format!("subscribers[{index}].secret_env"),
+                    message.to_string(),
+                );
             }
         }
     }
@@ -190,7 +204,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn secrets(specs: &[&str]) -> Result<WebhookSecrets, String> {
+    fn secrets(specs: &[&str]) -> Result<WebhookSecrets, TelemetryError> {
         let specs: Vec<String> = specs.iter().map(|s| (*s).to_owned()).collect();
         WebhookSecrets::parse(&specs, |name| {
             (name == "THEMIS_WEBHOOK_CI").then(|| "s3cret".to_owned())
@@ -228,11 +242,15 @@ mod tests {
             let error = s
                 .for_destination("THEMIS_WEBHOOK_CI", &url(refused))
                 .unwrap_err();
-            assert!(error.contains("not bound"), "{refused}: {error}");
+            assert!(
+                error.to_string().contains("not bound"),
+                "{refused}: {error}"
+            );
         }
         assert!(
             s.for_destination("THEMIS_WEBHOOK_OTHER", &url("https://ci.example.com/hooks"))
                 .unwrap_err()
+                .to_string()
                 .contains("no webhook secret")
         );
     }
@@ -242,21 +260,25 @@ mod tests {
         assert!(
             secrets(&["PATH=https://h/"])
                 .unwrap_err()
+                .to_string()
                 .contains("THEMIS_WEBHOOK_")
         );
         assert!(
             secrets(&["THEMIS_WEBHOOK_UNSET=https://h/"])
                 .unwrap_err()
+                .to_string()
                 .contains("not set")
         );
         assert!(
             secrets(&["THEMIS_WEBHOOK_CI="])
                 .unwrap_err()
+                .to_string()
                 .contains("at least one")
         );
         assert!(
             secrets(&["THEMIS_WEBHOOK_CI=ftp://h/"])
                 .unwrap_err()
+                .to_string()
                 .contains("http(s)")
         );
         assert!(secrets(&["THEMIS_WEBHOOK_CI"]).is_err());

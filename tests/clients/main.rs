@@ -9,3 +9,4 @@ mod cli_datasets;
 mod cli_exit;
 mod feedback;
 mod python;
+mod serve_config;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::components::DeclarationError;
 use crate::egress::Egress;
 use crate::observe::{Meter, NoMeter};
 
@@ -79,6 +80,13 @@ pub(super) fn normalize_base_url(raw: &str) -> Option<String> {
     Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// Longest breaker cooldown a declaration may set: a day.
+const MAX_BREAKER_COOLDOWN_MS: f64 = 86_400_000.0;
+
+fn invalid(message: String) -> DeclarationError {
+    DeclarationError::Invalid(message)
+}
+
 fn is_name(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 64
@@ -89,22 +97,25 @@ fn is_name(text: &str) -> bool {
 
 impl ProviderSpec {
     /// A keyless provider with the default limits.
-    pub fn new(name: &str, base_url: &str) -> Result<Self, String> {
+    pub fn new(name: &str, base_url: &str) -> Result<Self, DeclarationError> {
         if !is_name(name) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "provider name `{name}`: use letters, digits, `-`, `_`, `.`"
-            ));
+            )));
         }
-        let url = reqwest::Url::parse(base_url.trim())
-            .map_err(|e| format!("provider {name}: base_url `{base_url}` is not a URL ({e})"))?;
+        let url = reqwest::Url::parse(base_url.trim()).map_err(|e| {
+            invalid(format!(
+                "provider {name}: base_url `{base_url}` is not a URL ({e})"
+            ))
+        })?;
         if !matches!(url.scheme(), "http" | "https")
             || !url.username().is_empty()
             || url.password().is_some()
             || url.query().is_some()
         {
-            return Err(format!(
+            return Err(invalid(format!(
                 "provider {name}: base_url must be an http(s) URL without credentials or query"
-            ));
+            )));
         }
         Ok(ProviderSpec {
             name: name.to_owned(),
@@ -123,26 +134,27 @@ impl ProviderSpec {
 
     /// Parses `name=..,base_url=..[,key_env=..][,requests_per_minute=..]...` and reads
     /// the key from `key_env` (which must be set).
-    pub fn parse(entry: &str) -> Result<Self, String> {
+    pub fn parse(entry: &str) -> Result<Self, DeclarationError> {
         let mut fields = std::collections::BTreeMap::new();
         for pair in entry.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("--provider: `{pair}` is not key=value"))?;
+                .ok_or_else(|| invalid(format!("--provider: `{pair}` is not key=value")))?;
             fields.insert(key.trim(), value.trim());
         }
         let field = |key: &str| fields.get(key).copied();
-        let name = field("name").ok_or("--provider: `name=` is required")?;
+        let name =
+            field("name").ok_or_else(|| invalid("--provider: `name=` is required".to_owned()))?;
         let base_url = field("base_url")
-            .ok_or_else(|| format!("--provider {name}: `base_url=` is required"))?;
+            .ok_or_else(|| invalid(format!("--provider {name}: `base_url=` is required")))?;
         let mut spec = ProviderSpec::new(name, base_url)?;
-        let number = |key: &str, min: f64| -> Result<Option<f64>, String> {
+        let number = |key: &str, min: f64| -> Result<Option<f64>, DeclarationError> {
             field(key)
                 .map(|v| match v.parse::<f64>() {
                     Ok(x) if x.is_finite() && x >= min => Ok(x),
-                    _ => Err(format!(
+                    _ => Err(invalid(format!(
                         "--provider {name}: {key} must be a number of at least {min}"
-                    )),
+                    ))),
                 })
                 .transpose()
         };
@@ -153,7 +165,12 @@ impl ProviderSpec {
             spec.limits.breaker_failures = n as u32;
         }
         if let Some(ms) = number("breaker_cooldown_ms", 1.0)? {
-            spec.limits.breaker_cooldown = Duration::from_millis(ms.min(86_400_000.0) as u64);
+            if ms > MAX_BREAKER_COOLDOWN_MS {
+                return Err(invalid(format!(
+                    "--provider {name}: breaker_cooldown_ms must be at most {MAX_BREAKER_COOLDOWN_MS} (a day)"
+                )));
+            }
+            spec.limits.breaker_cooldown = Duration::from_millis(ms as u64);
         }
         for key in fields.keys() {
             if !matches!(
@@ -167,15 +184,16 @@ impl ProviderSpec {
                     | "breaker_failures"
                     | "breaker_cooldown_ms"
             ) {
-                return Err(format!("--provider {name}: unknown field `{key}`"));
+                return Err(invalid(format!("--provider {name}: unknown field `{key}`")));
             }
         }
         if let Some(var) = field("key_env") {
             let key = std::env::var(var)
                 .ok()
                 .filter(|k| !k.trim().is_empty())
-                .ok_or_else(|| {
-                    format!("--provider {name}: environment variable {var} (key_env) is not set")
+                .ok_or_else(|| DeclarationError::MissingKey {
+                    provider: name.to_owned(),
+                    var: var.to_owned(),
                 })?;
             spec.key_env = Some(var.to_owned());
             spec.key = Some(ApiKey::new(key));
@@ -236,17 +254,17 @@ impl Outbound {
     }
 
     /// Checks the table: names and base URLs unique.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DeclarationError> {
         for (i, a) in self.providers.iter().enumerate() {
             for b in &self.providers[..i] {
                 if a.name == b.name {
-                    return Err(format!("provider {} is declared twice", a.name));
+                    return Err(DeclarationError::Duplicate(a.name.clone()));
                 }
                 if a.base_url == b.base_url {
-                    return Err(format!(
-                        "providers {} and {} have the same base_url",
-                        b.name, a.name
-                    ));
+                    return Err(DeclarationError::SameBaseUrl {
+                        first: b.name.clone(),
+                        second: a.name.clone(),
+                    });
                 }
             }
         }

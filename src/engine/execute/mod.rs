@@ -217,7 +217,8 @@ impl Engine {
 
         let plan = match &quarantine {
             Some(reason) => Err(reason.clone()),
-            None => self.plan(&record).await,
+            // The plan's error is the run's failure message.
+            None => self.plan(&record).await.map_err(|e| e.to_string()),
         };
         // The plan holds what it needs; the stored definition is not kept for the run.
         record.definition = Value::Null;

@@ -14,7 +14,7 @@ use crate::engine::definition::{
     Evaluators, Experiment, GenerationConfig, Pipeline, parse_evaluation, parse_experiment,
 };
 use crate::engine::retry::retry;
-use crate::engine::{Engine, generation_source};
+use crate::engine::{Engine, EngineError, generation_source};
 use crate::model::{Case, CaseKey, CaseRecord, CaseStatus, FieldError, RunId, RunKind, RunRecord};
 use crate::store::{CaseQuery, Chunk, Store, StoreError};
 
@@ -68,6 +68,10 @@ pub(super) struct WorkItem {
     pub(super) lost: CancellationToken,
 }
 
+fn unexecutable(message: impl Into<String>) -> EngineError {
+    EngineError::Unexecutable(message.into())
+}
+
 fn describe(errors: Vec<FieldError>) -> String {
     errors
         .iter()
@@ -79,7 +83,7 @@ fn describe(errors: Vec<FieldError>) -> String {
 impl Engine {
     /// The plan of `record`, read as stored (the typed definition is parsed here once
     /// per execution). A rejudge or retry also reads the runs its chain derives from.
-    pub(super) async fn plan(&self, record: &RunRecord) -> Result<Plan, String> {
+    pub(super) async fn plan(&self, record: &RunRecord) -> Result<Plan, EngineError> {
         let mut reuse = None;
         let mut current = record.clone();
         for _ in 0..MAX_CHAIN {
@@ -97,8 +101,8 @@ impl Engine {
                     });
                 }
                 RunKind::Rejudge => {
-                    let generations =
-                        generation_source(&current).ok_or("rejudge without a source run")?;
+                    let generations = generation_source(&current)
+                        .ok_or_else(|| unexecutable("rejudge without a source run"))?;
                     let evaluation = current
                         .definition
                         .get("evaluation")
@@ -106,7 +110,10 @@ impl Engine {
                         .unwrap_or(Value::Null);
                     let (_, evaluators, _) = parse_evaluation(&evaluation, self.registry())
                         .map_err(|e| {
-                            format!("stored evaluation no longer valid: {}", describe(e))
+                            unexecutable(format!(
+                                "stored evaluation no longer valid: {}",
+                                describe(e)
+                            ))
                         })?;
                     let experiment = self.root_experiment(&generations).await?;
                     return Ok(Plan {
@@ -122,30 +129,33 @@ impl Engine {
                     let parent = current
                         .parent_run_id
                         .clone()
-                        .ok_or("retry without a parent run")?;
+                        .ok_or_else(|| unexecutable("retry without a parent run"))?;
                     // Only the retried run's own records are reused.
                     reuse.get_or_insert(parent.clone());
                     current = self.load_run(&parent).await?;
                 }
             }
         }
-        Err("the chain of retries is too long".to_owned())
+        Err(unexecutable("the chain of retries is too long"))
     }
 
-    fn experiment_of(&self, record: &RunRecord) -> Result<(Experiment, Pipeline), String> {
-        let request = parse_experiment(&record.definition, self.registry())
-            .map_err(|e| format!("stored definition no longer valid: {}", describe(e)))?;
+    fn experiment_of(&self, record: &RunRecord) -> Result<(Experiment, Pipeline), EngineError> {
+        let request = parse_experiment(&record.definition, self.registry()).map_err(|e| {
+            unexecutable(format!(
+                "stored definition no longer valid: {}",
+                describe(e)
+            ))
+        })?;
         Ok((request.experiment, request.pipeline))
     }
 
-    async fn load_run(&self, run_id: &RunId) -> Result<RunRecord, String> {
+    async fn load_run(&self, run_id: &RunId) -> Result<RunRecord, EngineError> {
         let store = self.store();
         retry(self.config().store_patience, "loading a source run", || {
             store.get_run(run_id)
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("source run {run_id} not found"))
+        .await?
+        .ok_or_else(|| unexecutable(format!("source run {run_id} not found")))
     }
 
     /// The case at `case_index` of `run_id` as the experiment its chain starts from gave
@@ -154,17 +164,16 @@ impl Engine {
         &self,
         run_id: &RunId,
         case_index: u64,
-    ) -> Result<Option<Arc<Case>>, String> {
+    ) -> Result<Option<Arc<Case>>, EngineError> {
         let source = CaseSource::new(self.root_experiment(run_id).await?)?;
         let loaded = source
             .load(self.store().as_ref(), case_index..case_index + 1)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(loaded.into_iter().next().map(|(_, case)| case))
     }
 
     /// The experiment a chain of rejudges and retries starts from.
-    async fn root_experiment(&self, run_id: &RunId) -> Result<Experiment, String> {
+    async fn root_experiment(&self, run_id: &RunId) -> Result<Experiment, EngineError> {
         let mut current = self.load_run(run_id).await?;
         for _ in 0..MAX_CHAIN {
             let next = match current.kind {
@@ -172,10 +181,11 @@ impl Engine {
                 RunKind::Rejudge => generation_source(&current),
                 RunKind::Retry => current.parent_run_id.clone(),
             };
-            let next = next.ok_or_else(|| format!("run {} has no source", current.run_id))?;
+            let next =
+                next.ok_or_else(|| unexecutable(format!("run {} has no source", current.run_id)))?;
             current = self.load_run(&next).await?;
         }
-        Err("the chain of derived runs is too long".to_owned())
+        Err(unexecutable("the chain of derived runs is too long"))
     }
 }
 

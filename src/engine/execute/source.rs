@@ -6,6 +6,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::engine::EngineError;
 use crate::engine::definition::{DatasetCases, Experiment};
 use crate::model::{Case, CaseKey, Revision};
 use crate::store::{Store, StoreError};
@@ -36,7 +37,7 @@ fn corrupt(what: String) -> StoreError {
 impl CaseSource {
     /// The source of an experiment's cases; its stored datasets must be resolved (as
     /// every stored definition's are).
-    pub(super) fn new(experiment: Experiment) -> Result<Self, String> {
+    pub(super) fn new(experiment: Experiment) -> Result<Self, EngineError> {
         let mut datasets = Vec::with_capacity(experiment.datasets.len());
         let mut first = 0;
         for dataset in experiment.datasets {
@@ -50,10 +51,10 @@ impl CaseSource {
                     case_count: Some(count),
                 } => (count, Cases::Stored(revision)),
                 DatasetCases::Stored { .. } => {
-                    return Err(format!(
+                    return Err(EngineError::Unexecutable(format!(
                         "dataset {} names no resolved revision",
                         dataset.dataset_id
-                    ));
+                    )));
                 }
             };
             datasets.push(SourceDataset {

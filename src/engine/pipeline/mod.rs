@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::definition::{Evaluators, Pipeline};
 use crate::components::{CallContext, CallObserver, ResponseCache};
+use crate::engine::EngineError;
 use crate::model::{Case, CaseKey, CaseRecord, NewEvent, RunId, Stage};
 use crate::observe::{AttributeValue, Attributes, Observers, Span};
 use crate::store::CaseCommit;
@@ -95,13 +96,13 @@ impl CaseInput<'_> {
 const EVALUATION_STAGES: [Stage; 3] = [Stage::Parsing, Stage::Scoring, Stage::Judging];
 
 /// Awaits a stage, catching a panic in it (a component's bug must fail its case, not the
-/// run or the process). Returns the panic's message.
-async fn contained(stage: impl std::future::Future<Output = ()>) -> Result<(), String> {
+/// run or the process).
+async fn contained(stage: impl std::future::Future<Output = ()>) -> Result<(), EngineError> {
     use futures::FutureExt;
     std::panic::AssertUnwindSafe(stage)
         .catch_unwind()
         .await
-        .map_err(|payload| panic_message(payload.as_ref()))
+        .map_err(|payload| EngineError::Panicked(panic_message(payload.as_ref())))
 }
 
 /// The message a panic was raised with, when it has one.
@@ -123,17 +124,17 @@ pub(crate) async fn run_case(
 ) -> CaseCommit {
     let mut run = CaseRun::start(input);
     if let Err(message) = contained(run.generate(pipeline, generator_id, num_samples)).await {
-        run.panicked(&[Stage::Generation], message);
+        run.panicked(&[Stage::Generation], message.to_string());
     }
     if !run.failed()
         && let Err(message) = contained(run.reduce(pipeline, reducer_id)).await
     {
-        run.panicked(&[Stage::Reduction], message);
+        run.panicked(&[Stage::Reduction], message.to_string());
     }
     if !run.failed()
         && let Err(message) = contained(run.evaluate(&pipeline.evaluators)).await
     {
-        run.panicked(&EVALUATION_STAGES, message);
+        run.panicked(&EVALUATION_STAGES, message.to_string());
     }
     run.finish(&pipeline.evaluators)
 }
@@ -176,7 +177,7 @@ pub(crate) async fn rejudge_case(
     if !run.failed()
         && let Err(message) = contained(run.evaluate(evaluators)).await
     {
-        run.panicked(&EVALUATION_STAGES, message);
+        run.panicked(&EVALUATION_STAGES, message.to_string());
     }
     run.finish(evaluators)
 }
