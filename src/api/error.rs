@@ -210,7 +210,6 @@ impl From<EngineError> for ApiError {
             EngineError::MalformedJson(message) => {
                 ApiError::bad_request("malformed_json", "", message)
             }
-            EngineError::Internal(message) => ApiError::Internal(message),
             EngineError::Busy(message) => ApiError::TooManyRequests(message),
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
@@ -223,8 +222,9 @@ impl From<EngineError> for ApiError {
             },
             EngineError::Store(e) => e.into(),
             bug @ (EngineError::Task(_)
-            | EngineError::Unexecutable(_)
-            | EngineError::Panicked(_)) => ApiError::Internal(cause_chain(&bug)),
+            | EngineError::Unusable(_)
+            | EngineError::Panicked(_)
+            | EngineError::Spool(_)) => ApiError::Internal(cause_chain(&bug)),
         }
     }
 }
