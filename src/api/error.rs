@@ -460,4 +460,33 @@ mod tests {
         let response = ApiError::Internal(cause).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
+
+    /// A fault of the machine and the engine's bugs answer `500 internal` with a generic
+    /// message; the log keeps what happened.
+    #[test]
+    fn engine_faults_and_bugs_are_internal_with_their_cause() {
+        let disk = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+        for (error, logged) in [
+            (
+                EngineError::Spool(disk),
+                "spooling the cases failed: no space left",
+            ),
+            (
+                EngineError::Unusable("retry without a parent run".into()),
+                "retry without a parent run",
+            ),
+            (
+                EngineError::Panicked("index out of bounds".into()),
+                "index out of bounds",
+            ),
+        ] {
+            let api = ApiError::from(error);
+            assert_eq!(api.parts(), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+            assert_eq!(api.to_string(), "internal error");
+            let ApiError::Internal(cause) = api else {
+                panic!("not internal");
+            };
+            assert_eq!(cause, logged);
+        }
+    }
 }
