@@ -210,7 +210,6 @@ impl From<EngineError> for ApiError {
             EngineError::MalformedJson(message) => {
                 ApiError::bad_request("malformed_json", "", message)
             }
-            EngineError::Internal(message) => ApiError::Internal(message),
             EngineError::Busy(message) => ApiError::TooManyRequests(message),
             EngineError::InvalidReview(details) => ApiError::InvalidReview(details),
             EngineError::NotFound(message) => ApiError::NotFound(message),
@@ -223,8 +222,9 @@ impl From<EngineError> for ApiError {
             },
             EngineError::Store(e) => e.into(),
             bug @ (EngineError::Task(_)
-            | EngineError::Unexecutable(_)
-            | EngineError::Panicked(_)) => ApiError::Internal(cause_chain(&bug)),
+            | EngineError::Unusable(_)
+            | EngineError::Panicked(_)
+            | EngineError::Spool(_)) => ApiError::Internal(cause_chain(&bug)),
         }
     }
 }
@@ -459,5 +459,34 @@ mod tests {
         // The response says nothing of it.
         let response = ApiError::Internal(cause).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// A fault of the machine and the engine's bugs answer `500 internal` with a generic
+    /// message; the log keeps what happened.
+    #[test]
+    fn engine_faults_and_bugs_are_internal_with_their_cause() {
+        let disk = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+        for (error, logged) in [
+            (
+                EngineError::Spool(disk),
+                "spooling the cases failed: no space left",
+            ),
+            (
+                EngineError::Unusable("retry without a parent run".into()),
+                "retry without a parent run",
+            ),
+            (
+                EngineError::Panicked("index out of bounds".into()),
+                "index out of bounds",
+            ),
+        ] {
+            let api = ApiError::from(error);
+            assert_eq!(api.parts(), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+            assert_eq!(api.to_string(), "internal error");
+            let ApiError::Internal(cause) = api else {
+                panic!("not internal");
+            };
+            assert_eq!(cause, logged);
+        }
     }
 }

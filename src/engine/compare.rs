@@ -360,7 +360,7 @@ pub async fn compare_runs(
         paired_metrics(&metrics, &datasets, unpaired_baseline, unpaired_candidate)
     })
     .await
-    .map_err(|e| EngineError::Internal(format!("comparing failed: {e}")))?;
+    .map_err(EngineError::Task)?;
     let note = partial_note(&[&b, &c]);
     Ok(CompareReport {
         baseline: side(&b),

@@ -99,8 +99,6 @@ pub enum EngineError {
     /// The request body is not JSON.
     #[error("{0}")]
     MalformedJson(String),
-    #[error("{0}")]
-    Internal(String),
     /// A review's problems, each naming its field (`scores.<component id>`).
     #[error("the review is invalid")]
     InvalidReview(Vec<FieldError>),
@@ -115,14 +113,18 @@ pub enum EngineError {
     Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored run that can no longer be executed: its definition no longer parses or
-    /// its chain of derived runs is broken (data of another version, or a bug).
+    /// A stored run the engine can no longer use: its definition no longer parses or its
+    /// chain of derived runs is broken (data of another version, or a bug).
     #[error("{0}")]
-    Unexecutable(String),
+    Unusable(String),
     /// A component panicked on a case (a bug of the component); the message is the
     /// panic's.
     #[error("{0}")]
     Panicked(String),
+    /// Cases could not be spooled to a temporary file (disk full, no temporary
+    /// directory): a fault of this machine, not of the request.
+    #[error("spooling the cases failed: {0}")]
+    Spool(#[source] std::io::Error),
     /// Work handed to a blocking task did not finish (it panicked): a bug.
     #[error("a background computation failed: {0}")]
     Task(#[source] tokio::task::JoinError),

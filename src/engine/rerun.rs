@@ -84,7 +84,7 @@ async fn index_space_of(engine: &Engine, run: &RunRecord) -> Result<u64, EngineE
             .await?
             .ok_or(EngineError::RunNotFound(parent))?;
     }
-    Err(EngineError::Internal(format!(
+    Err(EngineError::Unusable(format!(
         "run {} does not lead back to an experiment",
         run.run_id
     )))

@@ -128,7 +128,7 @@ impl Engine {
             })?;
             current = parent_run(self, &parent).await?;
         }
-        Err(EngineError::Internal(
+        Err(EngineError::Unusable(
             "the chain of derived runs is too long".into(),
         ))
     }

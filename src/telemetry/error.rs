@@ -47,14 +47,8 @@ pub enum TelemetryError {
     /// The receiver answered with a status retrying will not change.
     #[error("HTTP {0} (not retried)")]
     Rejected(u16),
-    /// Every attempt failed on the network or with a retryable status.
+    /// Every attempt failed on the network or with a retryable status (transient: the
+    /// receiver was down or overloaded for the whole retry window).
     #[error("{last} (after {attempts} attempts)")]
     Exhausted { last: String, attempts: u32 },
-}
-
-impl TelemetryError {
-    /// Whether the same delivery may succeed later unchanged.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, TelemetryError::Exhausted { .. })
-    }
 }

@@ -34,7 +34,7 @@ impl From<UploadError> for EngineError {
             UploadError::Invalid(details) => EngineError::InvalidDataset(details),
             UploadError::TooLarge(_) => EngineError::TooLarge(error.to_string()),
             UploadError::Body(_) => EngineError::BadBody(error.to_string()),
-            UploadError::Spool(_) => EngineError::Internal(error.to_string()),
+            UploadError::Spool(e) => EngineError::Spool(e),
         }
     }
 }

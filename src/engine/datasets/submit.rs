@@ -25,17 +25,17 @@ struct Resolved {
 fn ingest_cases(cases: &[Case], path: &str) -> Result<Ingested, EngineError> {
     let mut problems = Problems::default();
     let name = path.to_owned();
-    let mut ingest = Ingest::new(move |index| format!("{name}[{index}]"))
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut ingest =
+        Ingest::new(move |index| format!("{name}[{index}]")).map_err(EngineError::Spool)?;
     for (index, case) in cases.iter().enumerate() {
         ingest
             .push_case(case, index as u64, &mut problems)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+            .map_err(EngineError::Spool)?;
     }
     match ingest.finish(&mut problems, path) {
         Ok(Some(ingested)) => Ok(ingested),
         Ok(None) => Err(EngineError::Invalid(problems.into_details())),
-        Err(e) => Err(EngineError::Internal(e.to_string())),
+        Err(e) => Err(EngineError::Spool(e)),
     }
 }
 
@@ -45,7 +45,7 @@ impl Engine {
     pub fn parse_body(&self, body: &[u8]) -> Result<(ExperimentRequest, Staged), EngineError> {
         let split = split_definition(body).map_err(|e| match e {
             SplitError::Json(e) => EngineError::MalformedJson(e.to_string()),
-            SplitError::Spool(e) => EngineError::Internal(e.to_string()),
+            SplitError::Spool(e) => EngineError::Spool(e),
         })?;
         let mut problems = split.problems;
         match parse_experiment(&split.value, self.registry()) {

@@ -68,8 +68,8 @@ pub(super) struct WorkItem {
     pub(super) lost: CancellationToken,
 }
 
-fn unexecutable(message: impl Into<String>) -> EngineError {
-    EngineError::Unexecutable(message.into())
+fn unusable(message: impl Into<String>) -> EngineError {
+    EngineError::Unusable(message.into())
 }
 
 fn describe(errors: Vec<FieldError>) -> String {
@@ -102,7 +102,7 @@ impl Engine {
                 }
                 RunKind::Rejudge => {
                     let generations = generation_source(&current)
-                        .ok_or_else(|| unexecutable("rejudge without a source run"))?;
+                        .ok_or_else(|| unusable("rejudge without a source run"))?;
                     let evaluation = current
                         .definition
                         .get("evaluation")
@@ -110,7 +110,7 @@ impl Engine {
                         .unwrap_or(Value::Null);
                     let (_, evaluators, _) = parse_evaluation(&evaluation, self.registry())
                         .map_err(|e| {
-                            unexecutable(format!(
+                            unusable(format!(
                                 "stored evaluation no longer valid: {}",
                                 describe(e)
                             ))
@@ -129,19 +129,19 @@ impl Engine {
                     let parent = current
                         .parent_run_id
                         .clone()
-                        .ok_or_else(|| unexecutable("retry without a parent run"))?;
+                        .ok_or_else(|| unusable("retry without a parent run"))?;
                     // Only the retried run's own records are reused.
                     reuse.get_or_insert(parent.clone());
                     current = self.load_run(&parent).await?;
                 }
             }
         }
-        Err(unexecutable("the chain of retries is too long"))
+        Err(unusable("the chain of retries is too long"))
     }
 
     fn experiment_of(&self, record: &RunRecord) -> Result<(Experiment, Pipeline), EngineError> {
         let request = parse_experiment(&record.definition, self.registry()).map_err(|e| {
-            unexecutable(format!(
+            unusable(format!(
                 "stored definition no longer valid: {}",
                 describe(e)
             ))
@@ -155,7 +155,7 @@ impl Engine {
             store.get_run(run_id)
         })
         .await?
-        .ok_or_else(|| unexecutable(format!("source run {run_id} not found")))
+        .ok_or_else(|| unusable(format!("source run {run_id} not found")))
     }
 
     /// The case at `case_index` of `run_id` as the experiment its chain starts from gave
@@ -182,10 +182,10 @@ impl Engine {
                 RunKind::Retry => current.parent_run_id.clone(),
             };
             let next =
-                next.ok_or_else(|| unexecutable(format!("run {} has no source", current.run_id)))?;
+                next.ok_or_else(|| unusable(format!("run {} has no source", current.run_id)))?;
             current = self.load_run(&next).await?;
         }
-        Err(unexecutable("the chain of derived runs is too long"))
+        Err(unusable("the chain of derived runs is too long"))
     }
 }
 

@@ -51,7 +51,7 @@ impl CaseSource {
                     case_count: Some(count),
                 } => (count, Cases::Stored(revision)),
                 DatasetCases::Stored { .. } => {
-                    return Err(EngineError::Unexecutable(format!(
+                    return Err(EngineError::Unusable(format!(
                         "dataset {} names no resolved revision",
                         dataset.dataset_id
                     )));
