@@ -326,7 +326,7 @@ impl OpenAiEvals {
                     .collect()
             })
             .unwrap_or_default();
-        let usage = candidate.map(|c| c.usage.clone()).unwrap_or_default();
+        let usage = candidate.map(|c| c.usage).unwrap_or_default();
         let error = record
             .error
             .as_ref()
