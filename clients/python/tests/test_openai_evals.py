@@ -339,3 +339,42 @@ def test_imported_history_is_served_and_compares_with_new_runs(tmp_path: Any) ->
                            headers={"authorization": f"Bearer {KEY}"}, timeout=30).json()
         assert report["n_paired_cases"] == 3, report
         assert report["metrics"]["exact"]["overall"]["wins"] == 1, report
+
+
+def test_score_model_multi_and_python_graders(fake: FakeModel) -> None:
+    flags = ["--api-keys", KEY, "--provider", f"name=fake,base_url={fake.base_url}",
+             "--default-provider", "fake", "--sandbox", "local"]
+    criteria = [
+        # The fake model answers the last word of the prompt: the row's own rating.
+        {"type": "score_model", "name": "rating", "model": "fake/grader", "range": [0, 10],
+         "pass_threshold": 5,
+         "input": [{"role": "user", "content": "Rate {{sample.output_text}}: {{item.rating}}"}]},
+        {"type": "multi", "name": "blend", "calculate_output": "(exact + close) / 2",
+         "pass_threshold": 0.75, "graders": {
+             "exact": CRITERIA[0],
+             "close": {k: v for k, v in CRITERIA[1].items() if k != "pass_threshold"}}},
+        {"type": "python", "name": "length", "pass_threshold": 1,
+         "source": "def grade(sample, item):\n"
+                   "    return 1.0 if len(sample['output_text']) == len(item['answer']) else 0.0\n"},
+    ]
+    rows = [
+        {"item": {"answer": "Paris", "rating": "8"}, "sample": {"output_text": "Paris"}},
+        {"item": {"answer": "Rome", "rating": "3"}, "sample": {"output_text": "Roma"}},
+        {"item": {"answer": "Madrid", "rating": "6"}, "sample": {"output_text": "Milan"}},
+    ]
+    with ThemisServer(*flags) as server:
+        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        ev = oai.evals.create(data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                              testing_criteria=criteria)
+        run = oai.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {
+            "type": "file_content", "content": rows}})
+        run = wait(oai, ev.id, run.id)
+        assert run.status == "completed", run.error
+        per = {r.testing_criteria: (r.passed, r.failed) for r in run.per_testing_criteria_results}
+        # rating: 8 and 6 pass at 5; blend: only Paris is exact and close (Roma/Rome is
+        # close but not exact: 0.5); length: Paris and Roma have the answer's length.
+        assert per == {"rating": (2, 1), "blend": (1, 2), "length": (2, 1)}, per
+        items = oai.evals.runs.output_items.list(run.id, eval_id=ev.id).data
+        scores = {r.name: r.score for r in items[0].results}
+        assert scores == {"rating": 8.0, "blend": 1.0, "length": 1.0}
+        assert [i.status for i in items] == ["pass", "fail", "fail"]
