@@ -7,6 +7,7 @@ mod config;
 mod datasets;
 mod definition;
 mod error;
+mod import;
 mod listen;
 mod log_writer;
 mod run;
@@ -43,6 +44,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Datasets on a server: `themis datasets push FILE --server URL`.
     Datasets(datasets::DatasetsArgs),
+    /// Bring history from elsewhere: `themis import openai-evals DIR`.
+    Import(import::ImportArgs),
 }
 
 /// A request to a server that failed before any answer, in plain words: "connection
@@ -79,6 +82,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::serve(*args).await.map_err(CliError::from),
         Command::Compare(args) => compare::compare(args).await,
         Command::Datasets(args) => datasets::datasets(args).await,
+        Command::Import(args) => import::import(args).await,
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("error: {error}");

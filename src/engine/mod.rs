@@ -48,7 +48,8 @@ pub use frames::{EncodedBatch, Frames};
 pub use heavy::RETRY_AFTER_SECS;
 pub use hub::{EventHub, LiveMessage, Subscription};
 pub use openai_evals::{
-    CreatedRun, EvalsConfig, Listing, MAX_FILE_BYTES, OpenAiEvals, Page as EvalsPage,
+    CreatedRun, EvalsConfig, Imported, Listing, MAX_FILE_BYTES, OpenAiEvals, Page as EvalsPage,
+    collect_exported,
 };
 pub use pipeline::candidate_seed;
 pub use rerun::retry_id;

@@ -31,14 +31,14 @@ class ThemisServer:
     """``themis serve`` on 127.0.0.1:0 with an in-memory database; stopped (SIGTERM,
     then SIGKILL) when the ``with`` block ends, whatever happened in it."""
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *flags: str, env: dict[str, str] | None = None, database: str = "memory") -> None:
         command = [
             themis_binary(),
             "serve",
             "--addr",
             "127.0.0.1:0",
             "--database",
-            "memory",
+            database,
             "--log-format",
             "json",
             *flags,

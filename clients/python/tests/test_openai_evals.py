@@ -268,3 +268,113 @@ def test_errors_have_openai_shapes(oai: openai.OpenAI) -> None:
     unauthorized = openai.OpenAI(base_url=str(oai.base_url), api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         unauthorized.evals.list()
+
+
+def exported_history() -> list[dict[str, Any]]:
+    """What ``client.evals.list()``, ``runs.list()`` and ``output_items.list()`` answered
+    at OpenAI before the shutdown, as ``model_dump()`` writes it."""
+    eval_id, run_id = "eval_" + "a1" * 16, "evalrun_" + "b2" * 16
+    evals = {"object": "list", "first_id": eval_id, "last_id": eval_id, "has_more": False,
+             "data": [{"object": "eval", "id": eval_id, "created_at": 1_761_000_000,
+                       "name": "capitals (OpenAI)", "metadata": {},
+                       "data_source_config": {"type": "custom", "schema": {
+                           "type": "object", "properties": {"item": SCHEMA}, "required": ["item"]}},
+                       "testing_criteria": [dict(c, id=f"{c['name']}-1") for c in CRITERIA]}]}
+    runs = {"object": "list", "has_more": False, "data": [{
+        "object": "eval.run", "id": run_id, "eval_id": eval_id, "created_at": 1_761_000_100,
+        "name": "october", "model": "gpt-4o-mini", "status": "completed", "metadata": {},
+        "data_source": {"type": "jsonl", "source": {"type": "file_id", "id": "file-x"}},
+        "report_url": "https://platform.openai.com/evaluations/x", "error": None,
+        "result_counts": {"total": 3, "passed": 1, "failed": 2, "errored": 0},
+        "per_model_usage": [], "per_testing_criteria_results": []}]}
+    answers = ["Paris", "Milan", "Seville"]
+    items = {"object": "list", "has_more": False, "data": [{
+        "object": "eval.run.output_item", "id": f"outputitem_{i}", "eval_id": eval_id,
+        "run_id": run_id, "created_at": 1_761_000_200, "datasource_item_id": i,
+        "datasource_item": row["item"], "status": "pass" if answers[i] == row["item"]["answer"] else "fail",
+        "results": [{"name": c["name"], "type": c["type"], "passed": answers[i] == row["item"]["answer"],
+                     "score": 1.0 if answers[i] == row["item"]["answer"] else 0.0, "sample": None}
+                    for c in CRITERIA],
+        "sample": {"output": [{"role": "assistant", "content": answers[i]}], "input": [],
+                   "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10,
+                             "cached_tokens": 0}},
+    } for i, row in enumerate(ROWS)]}
+    return [evals, runs, items]
+
+
+def test_imported_history_is_served_and_compares_with_new_runs(tmp_path: Any) -> None:
+    import subprocess
+
+    from support import themis_binary
+
+    export = tmp_path / "export"
+    (export / "runs").mkdir(parents=True)
+    evals, runs, items = exported_history()
+    (export / "evals.json").write_text(json.dumps(evals))
+    (export / "runs" / "october.json").write_text(json.dumps(runs))
+    (export / "runs" / "october_items.jsonl").write_text(json.dumps(items) + "\n")
+    database = f"sqlite://{tmp_path / 'themis.db'}"
+    for expected in ("imported 1 evals and 1 runs", "already there"):
+        done = subprocess.run([themis_binary(), "import", "openai-evals", str(export),
+                               "--database", database], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout, done.stdout
+    eval_id, run_id = evals["data"][0]["id"], runs["data"][0]["id"]
+    with ThemisServer("--api-keys", KEY, database=database) as server:
+        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        assert oai.evals.retrieve(eval_id).name == "capitals (OpenAI)"
+        old = oai.evals.runs.retrieve(run_id, eval_id=eval_id)
+        assert old.status == "completed" and old.result_counts.passed == 1
+        failed = oai.evals.runs.output_items.list(run_id, eval_id=eval_id, status="fail")
+        assert [i.datasource_item["answer"] for i in failed] == ["Rome", "Madrid"]
+        assert failed.data[0].sample.output[0].content == "Milan"
+        new = oai.evals.runs.create(eval_id, data_source={"type": "jsonl", "source": {
+            "type": "file_content", "content": ROWS}})
+        new = wait(oai, eval_id, new.id)
+        assert new.result_counts.passed == 2
+        # Last month's run is the baseline of this month's: row by row, Madrid improved.
+        base, old_run = server.url, old.report_url.rsplit("/", 1)[1]
+        report = httpx.get(f"{base}/runs/{new.report_url.rsplit('/', 1)[1]}/compare",
+                           params={"baseline": old_run},
+                           headers={"authorization": f"Bearer {KEY}"}, timeout=30).json()
+        assert report["n_paired_cases"] == 3, report
+        assert report["metrics"]["exact"]["overall"]["wins"] == 1, report
+
+
+def test_score_model_multi_and_python_graders(fake: FakeModel) -> None:
+    flags = ["--api-keys", KEY, "--provider", f"name=fake,base_url={fake.base_url}",
+             "--default-provider", "fake", "--sandbox", "local"]
+    criteria = [
+        # The fake model answers the last word of the prompt: the row's own rating.
+        {"type": "score_model", "name": "rating", "model": "fake/grader", "range": [0, 10],
+         "pass_threshold": 5,
+         "input": [{"role": "user", "content": "Rate {{sample.output_text}}: {{item.rating}}"}]},
+        {"type": "multi", "name": "blend", "calculate_output": "(exact + close) / 2",
+         "pass_threshold": 0.75, "graders": {
+             "exact": CRITERIA[0],
+             "close": {k: v for k, v in CRITERIA[1].items() if k != "pass_threshold"}}},
+        {"type": "python", "name": "length", "pass_threshold": 1,
+         "source": "def grade(sample, item):\n"
+                   "    return 1.0 if len(sample['output_text']) == len(item['answer']) else 0.0\n"},
+    ]
+    rows = [
+        {"item": {"answer": "Paris", "rating": "8"}, "sample": {"output_text": "Paris"}},
+        {"item": {"answer": "Rome", "rating": "3"}, "sample": {"output_text": "Roma"}},
+        {"item": {"answer": "Madrid", "rating": "6"}, "sample": {"output_text": "Milan"}},
+    ]
+    with ThemisServer(*flags) as server:
+        oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        ev = oai.evals.create(data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                              testing_criteria=criteria)
+        run = oai.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {
+            "type": "file_content", "content": rows}})
+        run = wait(oai, ev.id, run.id)
+        assert run.status == "completed", run.error
+        per = {r.testing_criteria: (r.passed, r.failed) for r in run.per_testing_criteria_results}
+        # rating: 8 and 6 pass at 5; blend: only Paris is exact and close (Roma/Rome is
+        # close but not exact: 0.5); length: Paris and Roma have the answer's length.
+        assert per == {"rating": (2, 1), "blend": (1, 2), "length": (2, 1)}, per
+        items = oai.evals.runs.output_items.list(run.id, eval_id=ev.id).data
+        scores = {r.name: r.score for r in items[0].results}
+        assert scores == {"rating": 8.0, "blend": 1.0, "length": 1.0}
+        assert [i.status for i in items] == ["pass", "fail", "fail"]

@@ -436,20 +436,18 @@ fn read_score(answer: &str) -> Option<f64> {
         .find('{')
         .and_then(|start| answer.rfind('}').map(|end| (start, end)))
         .and_then(|(start, end)| serde_json::from_str::<Value>(answer.get(start..=end)?).ok());
-    if let Some(map) = json.as_ref().and_then(Value::as_object) {
-        if let Some(x) = map
+    if let Some(map) = json.as_ref().and_then(Value::as_object)
+        && let Some(x) = map
             .get("result")
             .or_else(|| map.get("score"))
             .and_then(Value::as_f64)
-        {
-            return Some(x).filter(|x| x.is_finite());
-        }
+    {
+        return Some(x).filter(|x| x.is_finite());
     }
     answer
         .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
         .filter_map(|t| t.parse::<f64>().ok())
-        .filter(|x| x.is_finite())
-        .last()
+        .rfind(|x| x.is_finite())
 }
 
 pub(super) struct GraderJudge {

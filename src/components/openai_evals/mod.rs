@@ -22,6 +22,11 @@ pub(crate) use template::{Namespaces, content_text, lookup, render};
 
 pub(super) fn register(registry: &mut Registry) {
     registry.register_generator("openai_evals/sample", "1", |_| Arc::new(RowSample));
+    registry.register_judge("openai_evals/recorded", "1", |p| {
+        let name = p.required_string("name");
+        let _ = p.string("eval_run");
+        Arc::new(Recorded { name })
+    });
     registry.register_composite_judge("openai_evals/grader", "1", |registry, p| {
         let default_provider = p.string("default_provider");
         let sandbox = p.string("sandbox");
@@ -87,5 +92,36 @@ impl super::Judge for Unusable {
         _request: super::JudgeRequest<'_>,
     ) -> Result<super::Judgment, ComponentError> {
         Err(ComponentError::new("invalid grader"))
+    }
+}
+
+/// A result recorded by OpenAI (an imported run's `input.recorded[name]`), replayed as
+/// the judgment; a row recorded as errored stays errored.
+struct Recorded {
+    name: String,
+}
+
+#[async_trait]
+impl super::Judge for Recorded {
+    async fn judge(
+        &self,
+        request: super::JudgeRequest<'_>,
+    ) -> Result<super::Judgment, ComponentError> {
+        let input = &request.case.input;
+        let result = &input["recorded"][self.name.as_str()];
+        if input["errored"] == Value::Bool(true) || !result.is_object() {
+            return Err(ComponentError::new(format!(
+                "no result of `{}` was recorded for this row",
+                self.name
+            )));
+        }
+        let score = result["score"].as_f64().unwrap_or(0.0);
+        Ok(super::Judgment {
+            score,
+            passed: Some(result["passed"] == Value::Bool(true)),
+            rationale: None,
+            details: serde_json::json!({"result": result}),
+            usage: Usage::default(),
+        })
     }
 }

@@ -194,6 +194,17 @@ pub(crate) fn parse_grader(
     path: &str,
     problems: &mut Vec<FieldError>,
 ) -> Option<Grader> {
+    parse(value, path, problems, false)
+}
+
+/// `nested`: a `multi` grader's sub-grader, which passes no verdict of its own (so
+/// `text_similarity` needs no `pass_threshold` there).
+fn parse(
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<FieldError>,
+    nested: bool,
+) -> Option<Grader> {
     let Some(map) = value.as_object() else {
         problems.push(FieldError {
             path: path.to_owned(),
@@ -242,7 +253,7 @@ pub(crate) fn parse_grader(
                 );
             }
             let pass_threshold = r.number("pass_threshold");
-            if pass_threshold.is_none() {
+            if pass_threshold.is_none() && !nested {
                 r.error("pass_threshold", "is required for text_similarity");
             }
             GraderSpec::TextSimilarity {
@@ -335,7 +346,7 @@ pub(crate) fn parse_grader(
                             continue;
                         }
                         let at = format!("{path}.graders.{key}");
-                        if let Some(g) = parse_grader(sub, &at, r.problems) {
+                        if let Some(g) = parse(sub, &at, r.problems, true) {
                             graders.push((key.clone(), g));
                         }
                     }

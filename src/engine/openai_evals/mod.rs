@@ -5,6 +5,7 @@
 //! back from the Themis run's records.
 
 mod evals;
+mod import;
 mod rows;
 mod runs;
 mod views;
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 use super::{Engine, EngineError};
 use crate::model::{EvalKind, EvalObject, EvalObjectQuery, FieldError, ListOrder};
 
+pub use import::{Imported, collect_exported};
 pub use runs::CreatedRun;
 
 /// What the operator sets for the Evals API.

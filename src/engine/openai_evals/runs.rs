@@ -17,7 +17,7 @@ pub struct CreatedRun {
 
 /// The judge id of a criterion: its name when that is a plain, unique id, else
 /// `criterion_N`.
-fn judge_id(name: &str, index: usize, used: &[String]) -> String {
+pub(super) fn judge_id(name: &str, index: usize, used: &[String]) -> String {
     let plain = !name.is_empty()
         && name.len() <= 100
         && name

@@ -96,7 +96,14 @@ impl OpenAiEvals {
             view["error"] = json!({"code": "run_deleted", "message": "the Themis run of this eval run was deleted"});
             return Ok(public(view));
         };
-        self.fill_stats(&mut view, &record).await?;
+        // Polling an executing run reads its records only when more cases finished
+        // since the counts were last stored.
+        let finished = json!(record.progress.finished());
+        let fresh = view["_themis"]["counted"] != finished || record.status.is_terminal();
+        if fresh {
+            self.fill_stats(&mut view, &record).await?;
+            view["_themis"]["counted"] = finished;
+        }
         let status = status_of(record.status);
         view["status"] = json!(status);
         if let Some(error) = &record.error {
@@ -105,7 +112,7 @@ impl OpenAiEvals {
         if record.status.is_terminal() {
             view["_themis"]["final"] = json!(true);
         }
-        if record.status.is_terminal() || run.status.as_deref() != Some(status) {
+        if fresh || run.status.as_deref() != Some(status) {
             self.engine
                 .store()
                 .update_eval_object(EvalKind::Run, &run.id, Some(status), &view)
@@ -326,7 +333,7 @@ impl OpenAiEvals {
                     .collect()
             })
             .unwrap_or_default();
-        let usage = candidate.map(|c| c.usage.clone()).unwrap_or_default();
+        let usage = candidate.map(|c| c.usage).unwrap_or_default();
         let error = record
             .error
             .as_ref()
