@@ -271,16 +271,23 @@ async fn serve(
     }
     // Runs that stopped flush their spans and deliver their queued webhooks meanwhile.
     telemetry.wait_for_exports(SHUTDOWN_EXPORTS).await;
+    match tokio::time::timeout(SHUTDOWN_STORE, scheduler.engine().store().close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "closing the store failed"),
+        Err(_) => tracing::warn!("the store did not close within {SHUTDOWN_STORE:?}"),
+    }
     Ok(())
 }
 
-/// Graceful shutdown is bounded (10 s in all): open requests get this long to finish
+/// Graceful shutdown is bounded (12 s in all): open requests get this long to finish
 /// (event streams end at once)...
 const SHUTDOWN_HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// ...runs this long to record their finished cases and release their leases...
 const SHUTDOWN_RUNS: std::time::Duration = std::time::Duration::from_secs(5);
 /// ...and telemetry this long to flush spans and queued webhooks.
 const SHUTDOWN_EXPORTS: std::time::Duration = std::time::Duration::from_secs(3);
+/// ...and the store this long to fold its write-ahead log into the database.
+const SHUTDOWN_STORE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Hides a password in a database URL before it is logged.
 fn redact(url: &str) -> String {

@@ -64,4 +64,22 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
             .all(|r| r.cpu_per_case.is_some_and(f64::is_finite)),
         "every scenario reports the service's CPU per case:\n{table}"
     );
+    // Disk per case beside CPU per case: the engine-only SQLite run and the runs of
+    // uploaded datasets (their dataset rows included).
+    let on_disk: Vec<&support::Row> = report
+        .rows
+        .iter()
+        .filter(|r| {
+            r.setup.contains("uploaded cases")
+                || (r.scenario == "engine overhead" && r.setup.ends_with("SQLite"))
+        })
+        .collect();
+    assert_eq!(on_disk.len(), 3, "{table}");
+    assert!(
+        on_disk
+            .iter()
+            .all(|r| r.disk_per_case.is_some_and(|b| b.is_finite() && b > 0.0)),
+        "bytes on disk per case:\n{table}"
+    );
+    assert!(table.contains(" B on disk"), "{table}");
 }

@@ -49,6 +49,7 @@ pub(crate) async fn humaneval(
         ),
         result: format!("{:.0} executions/s", run.per_second),
         cpu_per_case: Some(run.cpu_per_case),
+        disk_per_case: None,
         target: "≥ 50 executions/s on 2 cores".into(),
         met: Some(run.per_second >= 50.0),
     }])

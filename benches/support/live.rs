@@ -71,6 +71,7 @@ pub(crate) async fn polling_and_fanout(
                 polling.p50_ms, polling.p99_ms, polling.per_second
             ),
             cpu_per_case: Some(polled.cpu_per_case),
+            disk_per_case: None,
             target: "p99 < 5 ms at ≥ 1,000 cases/s".into(),
             met: Some(polling.p99_ms < 5.0 && polled.per_second >= 1_000.0),
         },
@@ -85,6 +86,7 @@ pub(crate) async fn polling_and_fanout(
                 fanout.complete, fanout.p50_ms, fanout.p99_ms
             ),
             cpu_per_case: Some(fanout_cpu),
+            disk_per_case: None,
             target: "every client gets every event, in order; p99 < 250 ms at ≥ 500 events/s"
                 .into(),
             met: Some(

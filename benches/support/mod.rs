@@ -132,6 +132,8 @@ pub struct Row {
     pub result: String,
     /// The service's CPU time (user + system) per case, in µs.
     pub cpu_per_case: Option<f64>,
+    /// Bytes on disk per case of the run's database (SQLite rows), after the run.
+    pub disk_per_case: Option<f64>,
     pub target: String,
     /// `None` when the row has no target.
     pub met: Option<bool>,
@@ -148,7 +150,7 @@ impl Report {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut out = format!("Machine: {cores} cores, {}\n\n", std::env::consts::ARCH);
         out.push_str(
-            "| scenario | setup | result | server CPU per case | target | met |\n|---|---|---|---|---|---|\n",
+            "| scenario | setup | result | server CPU per case (disk per case) | target | met |\n|---|---|---|---|---|---|\n",
         );
         for row in &self.rows {
             let met = match row.met {
@@ -156,9 +158,12 @@ impl Report {
                 Some(false) => "**no**",
                 None => "-",
             };
-            let cpu = row
+            let mut cpu = row
                 .cpu_per_case
                 .map_or_else(|| "-".to_owned(), |us| format!("{us:.0} µs"));
+            if let Some(bytes) = row.disk_per_case {
+                cpu.push_str(&format!(", {bytes:.0} B on disk"));
+            }
             out.push_str(&format!(
                 "| {} | {} | {} | {cpu} | {} | {met} |\n",
                 row.scenario, row.setup, row.result, row.target
@@ -354,6 +359,17 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Bytes the SQLite database at `url` (`sqlite://path`) takes on disk, its write-ahead
+/// log included.
+pub(crate) fn sqlite_bytes(url: &str) -> u64 {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{path}{suffix}")).ok())
+        .map(|file| file.len())
+        .sum()
+}
+
 /// Where a scenario's services keep their data.
 pub(crate) struct Databases {
     dir: tempfile::TempDir,
@@ -367,13 +383,7 @@ impl Databases {
 
     /// Bytes the SQLite database `name` takes on disk, its write-ahead log included.
     fn sqlite_bytes(&self, name: &str) -> u64 {
-        ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| {
-                std::fs::metadata(self.dir.path().join(format!("{name}{suffix}"))).ok()
-            })
-            .map(|file| file.len())
-            .sum()
+        sqlite_bytes(&self.sqlite(name))
     }
 
     /// A fresh Postgres database, when the bench was given a server.
@@ -451,6 +461,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
                 setup: "-".into(),
                 result: format!("failed: {e}"),
                 cpu_per_case: None,
+                disk_per_case: None,
                 target: "-".into(),
                 met: Some(false),
             }),

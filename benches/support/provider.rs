@@ -112,6 +112,7 @@ pub(crate) async fn provider_backed(
                 sqlite.per_second / limit
             ),
             cpu_per_case: Some(sqlite.cpu_per_case),
+            disk_per_case: None,
             target: format!(
                 "≤ 150 µs CPU per case, ≤ 1.1 × the cache off ({:.0} µs)",
                 1.1 * uncached.cpu_per_case
@@ -129,6 +130,7 @@ pub(crate) async fn provider_backed(
                 uncached.per_second / limit
             ),
             cpu_per_case: Some(uncached.cpu_per_case),
+            disk_per_case: None,
             target: "-".into(),
             met: None,
         },
@@ -147,6 +149,7 @@ pub(crate) async fn provider_backed(
                 postgres.per_second / limit
             ),
             cpu_per_case: Some(postgres.cpu_per_case),
+            disk_per_case: None,
             target: format!(
                 "≤ 1.5 × SQLite's CPU per case ({:.0} µs)",
                 1.5 * sqlite.cpu_per_case
@@ -202,6 +205,7 @@ pub(crate) async fn latency_bound(
                 run.per_second
             ),
             cpu_per_case: Some(run.cpu_per_case),
+            disk_per_case: None,
             target: "≥ 0.95 of C/L".into(),
             met: Some(fraction >= 0.95),
         });

@@ -487,4 +487,11 @@ pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static 
 
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The service is stopping (its runs stopped): leave the database as small as it
+    /// is, nothing of it in logs to replay. SQLite copies its write-ahead log into the
+    /// database file and truncates it (up to 64 MiB were left beside the file).
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

@@ -132,6 +132,16 @@ impl Dialect for SqliteStore {
         self.begin().await
     }
 
+    /// In the writer's turn, so no commit appends meanwhile; a reader still open makes
+    /// the checkpoint stop short, harmlessly (the log stays, as it would have).
+    async fn close(&self) -> StoreResult<()> {
+        let _turn = self.write.lock().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
     }

@@ -390,3 +390,25 @@ async fn postgres_stores_event_payloads_uncompressed() {
     database.drop_database().await;
     assert_eq!(storage as u8, b'e', "external: out of line, uncompressed");
 }
+
+/// Closing folds the write-ahead log into the database: nothing of it is left beside
+/// the file (it was up to 64 MiB after a large run).
+#[tokio::test]
+async fn sqlite_close_leaves_no_write_ahead_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("close.db");
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    let run = run_id(54);
+    store.create_run(new_run(54, 1, 400)).await.unwrap();
+    start(&store, &run).await;
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = (0..400)
+        .map(|i| case_commit(&run, i, "a", Some(1.0)))
+        .collect();
+    store.commit(&batch).await.unwrap();
+    let wal = dir.path().join("close.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    store.close().await.unwrap();
+    assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+    assert_eq!(first_records(&store, &run).await.len(), 10);
+}

@@ -81,6 +81,11 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// See [`Store::close`](super::Store::close).
+    fn close(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// See [`Store::watch_commits`](super::Store::watch_commits).
     fn listen(&self) -> impl Future<Output = StoreResult<Option<mpsc::Receiver<RunId>>>> + Send {
         async { Ok(None) }

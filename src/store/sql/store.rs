@@ -496,4 +496,8 @@ where
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
+
+    async fn close(&self) -> StoreResult<()> {
+        Dialect::close(self).await
+    }
 }
