@@ -441,5 +441,5 @@ pub(super) fn themis_run_id(run: &EvalObject) -> Result<RunId, EngineError> {
     run.body["_themis"]["run_id"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| EngineError::Internal(format!("eval run {} has no Themis run", run.id)))
+        .ok_or_else(|| EngineError::Unusable(format!("eval run {} has no Themis run", run.id)))
 }
