@@ -14,6 +14,13 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Log lines queued for the writer thread before new ones are dropped (a few MiB).
 const QUEUED_LINES: usize = 16_384;
 
+/// How long the writer thread lets lines gather after the first before writing them
+/// together.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Bytes of gathered lines the writer keeps allocated between writes.
+const GATHERED_CAPACITY: usize = 64 * 1024;
+
 /// How long [`LogFlush`] waits for queued lines to reach stderr at exit.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
@@ -48,25 +55,37 @@ impl QueuedStderr {
 }
 
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
-    while let Ok(message) = lines.recv() {
-        // Locked per message, never while waiting: `main` prints a startup error with
+    let mut batch = Vec::new();
+    let mut flushes = Vec::new();
+    while let Ok(first) = lines.recv() {
+        // The lines logged meanwhile join this one: a burst of requests costs one wake-up
+        // of this thread and one write(2), and a request whose line finds the thread
+        // gathering hands it over without waking anybody.
+        std::thread::sleep(GATHER);
+        for message in std::iter::once(first).chain(lines.try_iter()) {
+            match message {
+                Message::Line(line) => batch.extend_from_slice(&line),
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
+        // Locked per batch, never while waiting: `main` prints a startup error with
         // `eprintln!` while this thread still waits for lines, and would block forever.
         let mut stderr = std::io::stderr().lock();
-        match message {
-            Message::Line(line) => {
-                let lost = dropped.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    let _ = writeln!(
-                        stderr,
-                        "({lost} log lines dropped: the log output was not read fast enough)"
-                    );
-                }
-                let _ = stderr.write_all(&line);
-            }
-            Message::Flush(done) => {
-                let _ = stderr.flush();
-                let _ = done.send(());
-            }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                stderr,
+                "({lost} log lines dropped: the log output was not read fast enough)"
+            );
+        }
+        let _ = stderr.write_all(&batch);
+        let _ = stderr.flush();
+        drop(stderr);
+        batch.clear();
+        // A burst's buffer is not kept for the rest of the process.
+        batch.shrink_to(GATHERED_CAPACITY);
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }

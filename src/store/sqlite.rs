@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -15,6 +16,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::StoreResult;
+use super::cache_keys::CacheKeys;
 use super::checkpoint::{self, Checkpointer};
 use super::lock::FileLock;
 use super::sql::{Dialect, Write};
@@ -28,6 +30,8 @@ pub struct SqliteStore {
     _lock: Option<FileLock>,
     /// WAL checkpoints beside the writer (none for in-memory databases).
     checkpointer: Option<Checkpointer>,
+    /// Every key the response cache holds (lookups of others skip the read).
+    cache_keys: Arc<CacheKeys>,
 }
 
 impl SqliteStore {
@@ -84,7 +88,9 @@ impl SqliteStore {
         )
         .execute(&pool)
         .await?;
+        let cache_keys = CacheKeys::load(&pool);
         Ok(SqliteStore {
+            cache_keys,
             pool,
             write: Mutex::new(()),
             _lock: lock,
@@ -115,6 +121,10 @@ impl Dialect for SqliteStore {
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn cache_keys(&self) -> Option<&CacheKeys> {
+        Some(&self.cache_keys)
     }
 
     async fn begin(&self) -> StoreResult<Write<'_, Self>> {

@@ -54,6 +54,12 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
 
     fn pool(&self) -> &Pool<Self::Db>;
 
+    /// The response cache's keys, when this process knows every one the database holds
+    /// (SQLite: one process); a lookup of any other key skips the read.
+    fn cache_keys(&self) -> Option<&crate::store::cache_keys::CacheKeys> {
+        None
+    }
+
     /// Starts a write of several statements, atomic together.
     fn begin(&self) -> impl Future<Output = StoreResult<Write<'_, Self>>> + Send;
 

@@ -430,6 +430,9 @@ where
     }
 
     async fn cache_lookup(&self, key: &str) -> StoreResult<Option<CachedResponse>> {
+        if self.cache_keys().is_some_and(|keys| !keys.may_hold(key)) {
+            return Ok(None);
+        }
         let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
             "SELECT value, run_id FROM response_cache WHERE key = $1",
         )
@@ -446,6 +449,9 @@ where
     }
 
     async fn cache_get(&self, key: &str, run_id: &RunId) -> StoreResult<Option<Json>> {
+        if self.cache_keys().is_some_and(|keys| !keys.may_hold(key)) {
+            return Ok(None);
+        }
         let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
             "SELECT value, run_id FROM response_cache WHERE key = $1",
         )
@@ -475,6 +481,9 @@ where
     async fn cache_put(&self, key: &str, value: &Json, run_id: &RunId) -> StoreResult<()> {
         let text = json_text(value)?;
         let mut write = self.begin_one().await?;
+        if let Some(keys) = self.cache_keys() {
+            keys.add([key]);
+        }
         sqlx::query(
             "INSERT INTO response_cache (key, value, created_at, run_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO NOTHING",

@@ -305,6 +305,9 @@ where
                 CacheWrite::Used { key } => uses.push(key.as_str()),
             }
         }
+        if let Some(keys) = self.dialect.cache_keys() {
+            keys.add(puts.iter().map(|(key, _)| *key));
+        }
         let now = Timestamp::now().as_millis();
         let mut rest = puts.as_slice();
         for size in shapes(rest.len(), D::MAX_PARAMS / 4) {
