@@ -13,7 +13,7 @@ use serde_json::Value;
 use themis::components::Registry;
 use themis::engine::{Engine, EngineConfig, EngineError, EvalsConfig, OpenAiEvals, RunControl};
 
-use super::error::{input, CliError};
+use super::error::{CliError, input};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
