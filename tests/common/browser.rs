@@ -108,8 +108,21 @@ impl Browser {
             .unwrap_or_else(|e| panic!("finding {css}: {e}"))
     }
 
+    /// The element's rendered text, read in one script: a live view may redraw the
+    /// element between a find and a separate read (a stale element reference).
     pub async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.expect("element text")
+        let selector = serde_json::to_string(css).expect("a selector is a string");
+        let script = format!(
+            "const e = document.querySelector({selector}); return e ? e.innerText.trim() : null"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Value::String(text) = self.eval(&script).await {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no element {css} within 15 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the dashboard has drawn the view of the current location (it marks
