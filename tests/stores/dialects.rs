@@ -251,29 +251,7 @@ async fn sqlite_migrates_an_event_per_row_log() {
     assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), written);
     assert_eq!(store.events_after(&run, 1, 1).await.unwrap(), written[1..2]);
     // The case recorded before the migration is still the run's, once.
-    let mut batch = CommitBatch::new(run.clone());
-    batch.cases = vec![
-        case_commit(&run, 0, "a", Some(0.0)),
-        case_commit(&run, 1, "a", Some(1.0)),
-    ];
-    let outcome = store.commit(&batch).await.unwrap();
-    assert_eq!(outcome.duplicates, 1);
-    let records = first_records(&store, &run).await;
-    assert_eq!(
-        records
-            .iter()
-            .map(|r| (r.key.case_index, r.scores[0].score))
-            .collect::<Vec<_>>(),
-        [(0, Some(1.0)), (1, Some(1.0))]
-    );
-    let seqs: Vec<u64> = store
-        .events_after(&run, 0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    the_migrated_case_stays_recorded_once(&store, &run, 5).await;
 }
 
 /// One column as the schema test compares it: `(type, not null, in the primary key)`.

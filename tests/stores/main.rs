@@ -129,6 +129,35 @@ async fn first_records(store: &dyn Store, run: &RunId) -> Vec<CaseRecord> {
         .unwrap()
 }
 
+/// After a migration, case 0 (score 1) recorded before it stays the run's, once: a
+/// commit of it again (score 0) with case 1 counts one duplicate and keeps the old
+/// record, and the event log ends at `last_seq`.
+async fn the_migrated_case_stays_recorded_once(store: &dyn Store, run: &RunId, last_seq: u64) {
+    let mut batch = CommitBatch::new(run.clone());
+    batch.cases = vec![
+        case_commit(run, 0, "a", Some(0.0)),
+        case_commit(run, 1, "a", Some(1.0)),
+    ];
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!(outcome.duplicates, 1);
+    let records = first_records(store, run).await;
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.key.case_index, r.scores[0].score))
+            .collect::<Vec<_>>(),
+        [(0, Some(1.0)), (1, Some(1.0))]
+    );
+    let seqs: Vec<u64> = store
+        .events_after(run, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=last_seq).collect::<Vec<_>>());
+}
+
 async fn start(store: &dyn Store, run: &RunId) {
     let mut batch = CommitBatch::new(run.clone());
     batch.status = status(RunStatus::Running);

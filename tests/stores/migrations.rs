@@ -71,29 +71,7 @@ async fn postgres_migrates_text_records_and_event_rows() {
         .unwrap();
     assert_eq!(store.events_after(&run, 0, 100).await.unwrap(), logged);
     assert_eq!(first_records(&store, &run).await, vec![old.clone()]);
-    let mut batch = CommitBatch::new(run.clone());
-    batch.cases = vec![
-        case_commit(&run, 0, "a", Some(0.0)),
-        case_commit(&run, 1, "a", Some(1.0)),
-    ];
-    let outcome = store.commit(&batch).await.unwrap();
-    assert_eq!(outcome.duplicates, 1);
-    let records = first_records(&store, &run).await;
-    assert_eq!(
-        records
-            .iter()
-            .map(|r| (r.key.case_index, r.scores[0].score))
-            .collect::<Vec<_>>(),
-        [(0, Some(1.0)), (1, Some(1.0))]
-    );
-    let seqs: Vec<u64> = store
-        .events_after(&run, 0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, [1, 2, 3, 4]);
+    the_migrated_case_stays_recorded_once(&store, &run, 4).await;
     drop(store);
     database.drop_database().await;
 }

@@ -60,27 +60,11 @@ impl OpenAiEvals {
         run: &crate::model::RunId,
         mut each: impl FnMut(&CaseRecord),
     ) -> Result<(), EngineError> {
-        let mut after = None;
-        loop {
-            let batch = self
-                .engine
-                .store()
-                .case_records(
-                    run,
-                    &CaseQuery {
-                        after_index: after,
-                        dataset_id: None,
-                        failed_only: false,
-                        limit: BATCH,
-                    },
-                )
-                .await?;
-            batch.iter().for_each(&mut each);
-            match batch.last() {
-                Some(last) if batch.len() == BATCH as usize => after = Some(last.key.case_index),
-                _ => return Ok(()),
-            }
-        }
+        self.each_record_from(run, None, |record| {
+            each(record);
+            true
+        })
+        .await
     }
 
     /// The run as the API shows it, with its live fields from the Themis run; a finished
