@@ -390,3 +390,125 @@ async fn v1_needs_a_key_when_the_server_has_keys() {
     assert_eq!(call(None).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(call(Some("sekrit")).await.status(), StatusCode::OK);
 }
+
+/// `curl` (what OpenAI's API reference shows beside each SDK) through the same flows on
+/// a real port: a file uploaded as multipart, an eval and a run from it, the run's pages
+/// and OpenAI's error bodies for a missing key, an unknown id and an invalid field.
+// Several threads: curl is waited for synchronously while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_drives_the_flows_and_reads_openai_error_bodies() {
+    let server = TestApp::new().api_keys(vec!["sekrit".into()]).serve().await;
+    let v1 = format!("{}/v1", server.base);
+    let curl = |args: &[&str]| -> (u16, Value) {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("running curl (Debian's curl package)");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let auth = "Authorization: Bearer sekrit";
+    let rows = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rows.path(), ROWS).unwrap();
+    let (status, file) = curl(&[
+        &format!("{v1}/files"),
+        "-H",
+        auth,
+        "-F",
+        "purpose=evals",
+        "-F",
+        &format!("file=@{}", rows.path().display()),
+    ]);
+    assert_eq!(status, 200, "{file}");
+    assert!(file["id"].as_str().unwrap().starts_with("file-"), "{file}");
+    let (status, eval) = curl(&[
+        &format!("{v1}/evals"),
+        "-H",
+        auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &eval_body().to_string(),
+    ]);
+    assert_eq!(status, 200, "{eval}");
+    let eval_id = eval["id"].as_str().unwrap();
+    let run_body = json!({"name": "from curl", "data_source": {"type": "jsonl",
+        "source": {"type": "file_id", "id": file["id"]}}});
+    let (status, run) = curl(&[
+        &format!("{v1}/evals/{eval_id}/runs"),
+        "-H",
+        auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &run_body.to_string(),
+    ]);
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, run) = curl(&[&format!("{v1}/evals/{eval_id}/runs/{run_id}"), "-H", auth]);
+        if run["status"] == "completed" {
+            assert_eq!(
+                run["result_counts"],
+                json!({"total": 2, "passed": 1, "failed": 1, "errored": 0})
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not complete: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, page) = curl(&[
+        &format!("{v1}/evals/{eval_id}/runs/{run_id}/output_items?status=fail&limit=1"),
+        "-H",
+        auth,
+    ]);
+    assert_eq!(status, 200);
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["data"][0]["status"], "fail", "{page}");
+    assert_eq!(page["has_more"], json!(false));
+
+    let error_of = |(status, body): (u16, Value)| {
+        let error = &body["error"];
+        assert!(
+            error["message"].is_string()
+                && error.get("type").is_some()
+                && error.get("param").is_some()
+                && error.get("code").is_some(),
+            "OpenAI's error body: {body}"
+        );
+        (status, error.clone())
+    };
+    let (status, error) = error_of(curl(&[&format!("{v1}/evals")]));
+    assert_eq!(
+        (status, error["code"].clone()),
+        (401, json!("invalid_api_key"))
+    );
+    let (status, _) = error_of(curl(&[&format!("{v1}/evals/eval_missing"), "-H", auth]));
+    assert_eq!(status, 404);
+    let mut bad = eval_body();
+    bad["testing_criteria"][0]["operation"] = json!("matches");
+    let (status, error) = error_of(curl(&[
+        &format!("{v1}/evals"),
+        "-H",
+        auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &bad.to_string(),
+    ]));
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["param"]
+            .as_str()
+            .unwrap_or("")
+            .contains("testing_criteria"),
+        "the param names the field: {error}"
+    );
+    server.stop().await;
+}
