@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub metrics: Arc<Metrics>,
     /// Where code metrics run programs (`--sandbox`, `--sandbox-pool`); none by default.
     pub sandbox: SandboxConfig,
+    /// The caps on every agent loop (`--agent-caps`).
+    pub agent_caps: crate::components::AgentCaps,
 }
 
 /// The outbound cap of an instance allowed `open_files` descriptors (`None`: unknown):
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             retention: None,
             metrics: Arc::new(Metrics::new()),
             sandbox: SandboxConfig::default(),
+            agent_caps: crate::components::AgentCaps::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn launch(
         egress: egress.clone(),
         max_requests: config.max_outbound_requests,
         meter: config.metrics.clone(),
+        agent_caps: config.agent_caps.clone(),
     };
     outbound.validate()?;
     tracing::info!(

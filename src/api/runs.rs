@@ -48,6 +48,9 @@ pub(super) struct RunView {
     pub progress: Progress,
     pub usage: Usage,
     pub aggregates: BTreeMap<String, MetricAggregate>,
+    /// How the agent loops of its cases ended, by outcome (agent runs only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_outcomes: BTreeMap<String, u64>,
     pub error: Option<String>,
     pub cancel_requested: bool,
     pub last_event_seq: u64,
@@ -103,6 +106,7 @@ impl RunView {
             status: record.status,
             progress: record.progress,
             usage: record.usage,
+            agent_outcomes: record.aggregates.agent_outcomes,
             aggregates: record.aggregates.metrics,
             error: record.error,
             cancel_requested: record.cancel_requested,

@@ -102,6 +102,7 @@ impl ServeArgs {
                 .retention_days
                 .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
             sandbox: self.sandbox.config()?,
+            agent_caps: self.agent_caps.clone().unwrap_or_default(),
             metrics: defaults.metrics,
         })
     }

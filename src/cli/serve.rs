@@ -84,6 +84,12 @@ pub struct ServeArgs {
     pub trace_sample_ratio: Option<f64>,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    /// Caps on every agent loop (`openai/agent`) of this instance, e.g.
+    /// `max_turns=50,max_tool_calls=200,token_limit=200000,time_limit_s=600,cost_limit_usd=2,max_tool_output_chars=16384`.
+    /// A run may ask for less, never more. Defaults: 100 turns, 500 tool calls, one
+    /// hour, 16,384 characters per tool result, no token or cost cap.
+    #[arg(long, env = "THEMIS_AGENT_CAPS", value_parser = themis::components::AgentCaps::parse)]
+    pub agent_caps: Option<themis::components::AgentCaps>,
     /// The declared provider that OpenAI Evals API model names without a `PROVIDER/`
     /// prefix (`gpt-4o-mini`) are sent to.
     #[arg(long, env = "THEMIS_DEFAULT_PROVIDER")]

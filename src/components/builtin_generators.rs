@@ -95,6 +95,7 @@ impl Generator for DemoGenerator {
                 completion_tokens: 1,
                 ..Usage::default()
             },
+            transcript: None,
         })
     }
 }
@@ -115,6 +116,7 @@ impl Generator for Echo {
             raw_text: Some(as_text(output)),
             finish_reason: Some("stop".to_owned()),
             usage: Usage::default(),
+            transcript: None,
         })
     }
 }

@@ -115,6 +115,7 @@ mod tests {
                 case: &case,
                 parsed: &parsed,
                 seed: 0,
+                transcript: None,
                 ctx: crate::components::CallContext::detached(),
             })
             .await

@@ -85,6 +85,7 @@ mod tests {
             usage: Default::default(),
             duration_ms: 0,
             error: None,
+            transcript: None,
         }
     }
 

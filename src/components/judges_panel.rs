@@ -239,6 +239,7 @@ mod tests {
             case: &case,
             parsed: &parsed,
             seed: 0,
+            transcript: None,
             ctx: CallContext::detached(),
         };
         // Scores 1, 0.5, 0: mean 0.5 (passes at 0.5); passed 1 of 3: majority fails.

@@ -5,6 +5,7 @@
 //! everywhere; generators and judges report [`Usage`] so provider-backed ones account
 //! for tokens and requests.
 
+pub(crate) mod agent;
 mod builtin_generators;
 mod builtin_judges;
 mod builtin_metrics;
@@ -27,9 +28,10 @@ mod text;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::model::{Candidate, Case, Usage};
+use crate::model::{Candidate, Case, Transcript, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
+pub use agent::AgentCaps;
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,
@@ -166,6 +168,8 @@ pub struct Generation {
     pub raw_text: Option<String>,
     pub finish_reason: Option<String>,
     pub usage: Usage,
+    /// An agent's turns (generators that call tools); `None` for one-call generators.
+    pub transcript: Option<Transcript>,
 }
 
 #[async_trait]
@@ -246,6 +250,17 @@ pub trait Metric: Send + Sync {
     async fn score_case(&self, parsed: &Value, case: &Case) -> Result<MetricScore, ComponentError> {
         self.score(parsed, case)
     }
+
+    /// The score with the agent transcript of the output, when it came from one. What
+    /// the engine calls; trajectory metrics override it, the rest keep the default.
+    async fn score_transcript(
+        &self,
+        parsed: &Value,
+        case: &Case,
+        _transcript: Option<&Transcript>,
+    ) -> Result<MetricScore, ComponentError> {
+        self.score_case(parsed, case).await
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -254,6 +269,8 @@ pub struct JudgeRequest<'a> {
     pub case: &'a Case,
     pub parsed: &'a Value,
     pub seed: u64,
+    /// The agent transcript of the output judged, when it came from one.
+    pub transcript: Option<&'a Transcript>,
     pub ctx: CallContext<'a>,
 }
 

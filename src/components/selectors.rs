@@ -98,7 +98,7 @@ impl BestOfN {
         }
         let score = match &self.scorer {
             Scorer::Metric(metric) => metric
-                .score_case(&value, request.case)
+                .score_transcript(&value, request.case, candidate.transcript.as_ref())
                 .await
                 .map(|s| s.score)
                 .map_err(|e| e.message)?,
@@ -109,6 +109,7 @@ impl BestOfN {
                         case: request.case,
                         parsed: &value,
                         seed: candidate.seed,
+                        transcript: candidate.transcript.as_ref(),
                         ctx: request.ctx,
                     })
                     .await
@@ -185,6 +186,7 @@ mod tests {
             usage: Default::default(),
             duration_ms: 0,
             error: None,
+            transcript: None,
         }
     }
 

@@ -90,6 +90,9 @@ pub struct Candidate {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An agent's turns and how its loop ended (`openai/agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<super::Transcript>,
 }
 
 /// The reducer's choice among the candidates.

@@ -21,6 +21,7 @@ mod review;
 mod run;
 mod seal;
 mod stats;
+mod transcript;
 mod wire;
 
 pub(crate) use bleu::*;
@@ -39,4 +40,5 @@ pub use run::*;
 pub use seal::{InvalidKey, OpenError, Sealer};
 pub(crate) use stats::{Accumulator, AggregateState, ExactSum};
 pub use stats::{Aggregates, MetricAggregate, MetricSummary, Usage};
+pub use transcript::{AgentOutcome, ToolCallRecord, ToolResultRecord, Transcript, Turn};
 pub(crate) use wire::{u64_from_json, u64_string};

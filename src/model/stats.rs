@@ -202,6 +202,10 @@ pub struct MetricSummary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Aggregates {
     pub metrics: BTreeMap<String, MetricAggregate>,
+    /// How agent loops ended, by outcome (`answered`, `max_turns`, ...): one count per
+    /// candidate with a transcript.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent_outcomes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +220,8 @@ pub struct MetricAggregate {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AggregateState {
     metrics: BTreeMap<String, MetricState>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    agent_outcomes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -228,6 +234,16 @@ impl AggregateState {
     /// Counts one finished case: each metric score and judge score it holds is an
     /// observation, each missing one (errored or skipped) a failure.
     pub(crate) fn observe(&mut self, record: &crate::model::CaseRecord) {
+        for transcript in record
+            .candidates
+            .iter()
+            .filter_map(|c| c.transcript.as_ref())
+        {
+            *self
+                .agent_outcomes
+                .entry(transcript.outcome.as_str().to_owned())
+                .or_default() += 1;
+        }
         let scores = record
             .scores
             .iter()
@@ -279,6 +295,7 @@ impl AggregateState {
                     (id.clone(), aggregate)
                 })
                 .collect(),
+            agent_outcomes: self.agent_outcomes.clone(),
         }
     }
 }

@@ -66,6 +66,7 @@ impl Generator for Samples {
             raw_text: None,
             finish_reason: Some("stop".into()),
             usage: Usage::default(),
+            transcript: None,
         })
     }
 }

@@ -32,6 +32,11 @@ pub enum Reply {
     Malformed,
     /// Waits, then replies.
     After(Duration, Box<Reply>),
+    /// 200 with one choice that calls these tools (`(name, arguments)`; several make
+    /// parallel calls), reporting `tokens` prompt and completion tokens. Call ids are
+    /// `call_{turn}_{j}`, `turn` counting the request's assistant messages, so a
+    /// scripted conversation has the same ids however often it is replayed.
+    ToolCalls(Vec<(&'static str, Value)>, u64),
 }
 
 impl Reply {
@@ -258,6 +263,32 @@ async fn chat(
             }
             response
         }
+        Reply::ToolCalls(calls, tokens) => {
+            {
+                let mut reported = state.reported.lock().unwrap();
+                reported.0 += tokens;
+                reported.1 += tokens;
+            }
+            let turn = turn(&body);
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(j, (name, arguments))| {
+                    json!({"id": format!("call_{turn}_{j}"), "type": "function",
+                           "function": {"name": name, "arguments": arguments.to_string()}})
+                })
+                .collect();
+            axum::Json(json!({
+                "id": format!("chatcmpl-{index}"),
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                             "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
+                "usage": {"prompt_tokens": tokens, "completion_tokens": tokens,
+                          "total_tokens": 2 * tokens}
+            }))
+            .into_response()
+        }
         Reply::Raw(response) => response,
         Reply::Malformed => (StatusCode::OK, "<html>definitely not json").into_response(),
         Reply::After(..) => unreachable!(),
@@ -294,6 +325,31 @@ fn completion_response(
                   "total_tokens": prompt + completion}
     }))
     .into_response()
+}
+
+/// How many assistant messages a request carries: the turn of an agent loop it is.
+pub fn turn(body: &Value) -> usize {
+    body["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count())
+}
+
+/// The `tool` messages of a request: (tool_call_id, content).
+pub fn tool_messages(body: &Value) -> Vec<(String, String)> {
+    body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| {
+                    (
+                        m["tool_call_id"].as_str().unwrap_or("").to_owned(),
+                        m["content"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The text of the last user message of a request.

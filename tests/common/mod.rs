@@ -72,6 +72,7 @@ impl Generator for CountingGenerator {
                 completion_tokens: 1,
                 ..Usage::default()
             },
+            transcript: None,
         })
     }
 }

@@ -24,6 +24,7 @@ impl Generator for FailFlagged {
             raw_text: None,
             finish_reason: None,
             usage: Usage::default(),
+            transcript: None,
         })
     }
 }

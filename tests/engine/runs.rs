@@ -669,6 +669,7 @@ impl themis::components::Generator for BusyGenerator {
             raw_text: None,
             finish_reason: None,
             usage: themis::model::Usage::default(),
+            transcript: None,
         })
     }
 }

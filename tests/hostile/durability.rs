@@ -117,6 +117,7 @@ impl Generator for PanickyGenerator {
             raw_text: None,
             finish_reason: None,
             usage: Usage::default(),
+            transcript: None,
         })
     }
 }

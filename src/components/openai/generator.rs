@@ -8,9 +8,10 @@ use std::sync::LazyLock;
 use std::sync::Arc;
 
 use super::Shared;
-use super::client::{CallError, ClientConfig, Message};
+use super::client::{CallError, ClientConfig, FunctionCall, Message, ToolCall};
 use super::template::Templates;
 use super::{read_client, read_template, truncate};
+use crate::components::agent::{at_path, check_conversation};
 use crate::components::{ComponentError, GenerateRequest, Generation, Generator, Params};
 use crate::model::{Case, Usage};
 
@@ -34,24 +35,38 @@ enum Output {
 }
 
 pub(super) struct ChatGenerator {
-    client: ClientConfig,
+    pub(super) client: ClientConfig,
     templates: Templates,
     /// Role and template index of each message.
     messages: Vec<(String, usize)>,
+    /// Where the case's conversation is, under `input` (`conversation`).
+    conversation: Option<Vec<String>>,
     output: Output,
     supports_n: bool,
 }
 
 impl ChatGenerator {
     pub(super) fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
-        let client = read_client(p, "openai/chat", shared);
+        Self::from_params_as(p, "openai/chat", shared)
+    }
+
+    /// The params of `openai/chat`, read for `component` (which may add its own).
+    pub(super) fn from_params_as(
+        p: &mut Params<'_>,
+        component: &'static str,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let client = read_client(p, component, shared);
         let mut templates = Templates::new();
         let mut messages = Vec::new();
+        let conversation = read_conversation(p);
         let prompt = p.string("prompt");
         let list = p.value("messages");
         match (prompt, list) {
             (Some(_), Some(_)) => p.error("prompt", "give either prompt or messages, not both"),
-            (None, None) => p.error("prompt", "is required (or messages)"),
+            // The case's conversation alone is enough.
+            (None, None) if conversation.is_some() => {}
+            (None, None) => p.error("prompt", "is required (or messages, or conversation)"),
             (Some(prompt), None) => {
                 let index = read_template(p, &mut templates, "prompt", &prompt, &VARIABLES);
                 messages.push(("user".to_owned(), index));
@@ -79,13 +94,18 @@ impl ChatGenerator {
             client,
             templates,
             messages,
+            conversation,
             output,
             supports_n: p.bool("supports_n", true),
         }
     }
 
-    /// The messages for a case.
-    async fn render(&self, dataset_id: &str, case: &Case) -> Result<Vec<Message>, ComponentError> {
+    /// The messages for a case: the definition's own, then the case's conversation.
+    pub(super) async fn render(
+        &self,
+        dataset_id: &str,
+        case: &Case,
+    ) -> Result<Vec<Message>, ComponentError> {
         let case_id = Value::String(case.case_id.clone());
         let dataset = Value::String(dataset_id.to_owned());
         let vars = [
@@ -105,15 +125,56 @@ impl ChatGenerator {
                 };
                 ComponentError::new(format!("openai/chat: rendering {which} failed: {e}"))
             })?;
-            messages.push(Message {
-                role: role.clone(),
-                content,
-            });
+            messages.push(Message::new(role.clone(), content));
+        }
+        if let Some(path) = &self.conversation {
+            messages.extend(self.conversation(path, case)?);
         }
         Ok(messages)
     }
 
-    fn generation(
+    /// The case's conversation at `input.{path}`, checked (cases from uploads and inline
+    /// datasets were checked already when they hold it at `input.messages`).
+    fn conversation(&self, path: &[String], case: &Case) -> Result<Vec<Message>, ComponentError> {
+        let at = format!("input.{}", path.join("."));
+        let value = at_path(&case.input, path).ok_or_else(|| {
+            ComponentError::new(format!(
+                "{}: case `{}` has no conversation at {at}",
+                self.client.component, case.case_id
+            ))
+        })?;
+        let mut first = None;
+        let checked = check_conversation(value, &mut |where_, message| {
+            first.get_or_insert(format!("{at}{where_}: {message}"));
+        });
+        let Some(checked) = checked else {
+            return Err(ComponentError::new(format!(
+                "{}: case `{}`: {}",
+                self.client.component,
+                case.case_id,
+                first.unwrap_or_default()
+            )));
+        };
+        Ok(checked
+            .into_iter()
+            .map(|m| Message {
+                role: m.role,
+                content: m.content,
+                tool_calls: m
+                    .tool_calls
+                    .into_iter()
+                    .map(|(id, name, arguments)| ToolCall {
+                        id,
+                        kind: "function",
+                        function: FunctionCall { name, arguments },
+                    })
+                    .collect(),
+                tool_call_id: m.tool_call_id,
+            })
+            .collect())
+    }
+
+    pub(super) fn generation(
         &self,
         content: String,
         finish_reason: Option<String>,
@@ -133,6 +194,7 @@ impl ChatGenerator {
             raw_text: Some(content),
             finish_reason,
             usage,
+            transcript: None,
         })
     }
 
@@ -197,6 +259,24 @@ struct Fallback {
     spent: Usage,
     /// Whether that request proved the endpoint does not support `n`.
     decided: bool,
+}
+
+/// `conversation`: where the case's conversation is, `input.messages` or another field
+/// under `input`.
+fn read_conversation(p: &mut Params<'_>) -> Option<Vec<String>> {
+    let path = p.string("conversation")?;
+    let segments: Vec<String> = path
+        .strip_prefix("input.")
+        .map(|rest| rest.split('.').map(str::to_owned).collect())
+        .unwrap_or_default();
+    if segments.is_empty() || segments.iter().any(String::is_empty) {
+        p.error(
+            "conversation",
+            "must name a field of the case's input, e.g. \"input.messages\"",
+        );
+        return None;
+    }
+    Some(segments)
 }
 
 /// One `{role, content}` entry of `messages`.

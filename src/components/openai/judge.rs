@@ -143,14 +143,11 @@ impl LlmJudge {
             System::Template(index) => render(*index, "system").await?,
         };
         Ok(vec![
-            Message {
-                role: "system".into(),
-                content: system,
-            },
-            Message {
-                role: "user".into(),
-                content: lay_out(&render(self.rubric, "rubric").await?, &self.missing, &pairs),
-            },
+            Message::new("system", system),
+            Message::new(
+                "user",
+                lay_out(&render(self.rubric, "rubric").await?, &self.missing, &pairs),
+            ),
         ])
     }
 

@@ -14,6 +14,7 @@
 //!
 //! Both components share the endpoint and sampling params read by [`read_client`].
 
+mod agent;
 mod client;
 mod generator;
 mod judge;
@@ -38,14 +39,23 @@ use shared::Shared;
 
 /// The components that send requests to model providers: all of them share the
 /// instance's outbound cap.
-pub const PROVIDER_COMPONENTS: [&str; 3] = ["openai/chat", "openai/judge", "openai/pairwise"];
+pub const PROVIDER_COMPONENTS: [&str; 4] = [
+    "openai/chat",
+    "openai/agent",
+    "openai/judge",
+    "openai/pairwise",
+];
 
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     let shared = Arc::new(Shared::new(outbound));
     let for_judge = shared.clone();
     let for_pairwise = shared.clone();
+    let for_agent = shared.clone();
     registry.register_generator("openai/chat", "1", move |p| {
         Arc::new(generator::ChatGenerator::from_params(p, &shared))
+    });
+    registry.register_generator("openai/agent", "1", move |p| {
+        Arc::new(agent::AgentGenerator::from_params(p, &for_agent))
     });
     // Version 2: the prompt shows input, expected output and output unless the rubric
     // places them itself.

@@ -167,16 +167,13 @@ impl Judge for Pairwise {
         let input = prompt_text(&case.input);
         let prompt = |a: &str, b: &str| {
             vec![
-                Message {
-                    role: "system".into(),
-                    content: SYSTEM.into(),
-                },
-                Message {
-                    role: "user".into(),
-                    content: format!(
+                Message::new("system", SYSTEM),
+                Message::new(
+                    "user",
+                    format!(
                         "{criteria}\n\n## Input\n{input}\n\n## Response A\n{a}\n\n## Response B\n{b}"
                     ),
-                },
+                ),
             ]
         };
         // Output first, then reference first.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::components::DeclarationError;
+use crate::components::{AgentCaps, DeclarationError};
 use crate::egress::Egress;
 use crate::observe::{Meter, NoMeter};
 
@@ -240,6 +240,8 @@ pub struct Outbound {
     pub max_requests: usize,
     /// Requests, latency, retries, breaker state, tokens and cost, by endpoint.
     pub meter: Arc<dyn Meter>,
+    /// The operator's caps on agent loops (`openai/agent`).
+    pub agent_caps: AgentCaps,
 }
 
 impl Outbound {
@@ -250,6 +252,7 @@ impl Outbound {
             egress: Arc::new(Egress::local()),
             max_requests: DEFAULT_MAX_OUTBOUND_REQUESTS,
             meter: NoMeter::shared(),
+            agent_caps: AgentCaps::default(),
         }
     }
 

@@ -78,6 +78,7 @@ impl Generator for RowSample {
             output,
             finish_reason: None,
             usage: Usage::default(),
+            transcript: None,
         })
     }
 }

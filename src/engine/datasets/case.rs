@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::components::agent::{CONVERSATION_FIELD, check_conversation};
 use crate::model::Case;
 use crate::model::Problems;
 use crate::model::check::{id_problem, type_name};
@@ -71,7 +72,10 @@ pub(crate) fn check_case(
             problems.report(|| (at("input"), "is required".to_owned()));
             None
         }
-        Some(input) => Some(input),
+        Some(input) => {
+            check_agent_fields(&input, problems, at);
+            Some(input)
+        }
     };
     Some(Case {
         case_id: case_id?,
@@ -79,6 +83,25 @@ pub(crate) fn check_case(
         expected_output: map.remove("expected_output").unwrap_or(Value::Null),
         metadata: map.remove("metadata").unwrap_or(Value::Null),
     })
+}
+
+/// The fields of `input` agents read by convention: a conversation at `input.messages`
+/// (checked message by message, so a malformed one is refused here rather than failing
+/// its case later) and mock tool results at `input.tool_results` (an object by name).
+fn check_agent_fields(input: &Value, problems: &mut Problems, at: &dyn Fn(&str) -> String) {
+    if let Some(messages) = input.get(CONVERSATION_FIELD) {
+        check_conversation(messages, &mut |path, message| {
+            problems.report(|| (at(&format!("input.{CONVERSATION_FIELD}{path}")), message));
+        });
+    }
+    if input.get("tool_results").is_some_and(|r| !r.is_object()) {
+        problems.report(|| {
+            (
+                at("input.tool_results"),
+                "must be an object: each mock function's result by name".to_owned(),
+            )
+        });
+    }
 }
 
 /// The canonical JSON of a case: what its revision hashes and what the store keeps.
@@ -123,6 +146,29 @@ mod tests {
             .map(|e| format!("{}: {}", e.path, e.message))
             .collect();
         (case, details)
+    }
+
+    #[test]
+    fn malformed_conversations_and_tool_results_are_refused_naming_the_message() {
+        let (case, problems) = check(json!({
+            "case_id": "c", "input": {
+                "messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}],
+                "tool_results": [1]
+            }
+        }));
+        assert!(case.is_some());
+        assert_eq!(
+            problems,
+            [
+                "line 3.input.messages[1].role: must be one of system, developer, user, assistant, tool",
+                "line 3.input.tool_results: must be an object: each mock function's result by name"
+            ]
+        );
+        let (_, problems) = check(json!({"case_id": "c", "input": {"messages": "hi"}}));
+        assert_eq!(
+            problems,
+            ["line 3.input.messages: must be a list of {role, content} messages"]
+        );
     }
 
     #[test]

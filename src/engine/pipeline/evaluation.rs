@@ -66,13 +66,21 @@ impl CaseRun<'_> {
         }
         let parsed = value;
         let case = self.input.case;
+        // The transcript of the chosen candidate (an agent's): metrics and judges see it.
+        let transcript = self
+            .record
+            .candidates
+            .iter()
+            .find(|c| c.candidate_id == candidate_id)
+            .and_then(|c| c.transcript.clone());
+        let transcript = transcript.as_ref();
 
         let metric_ids = component_list(evaluators.metrics.iter().map(|(id, _)| id));
         let stage = self.open_stage(Stage::Scoring, &metric_ids);
         observers.notify(|s| s.before_score(&parsed, self.ctx()));
         let mut score_error = None;
         for (metric_id, metric) in &evaluators.metrics {
-            let record = match metric.score_case(&parsed, case).await {
+            let record = match metric.score_transcript(&parsed, case, transcript).await {
                 Ok(score) => {
                     self.event(EventKind::ScoreCompleted {
                         case: key.clone(),
@@ -140,6 +148,7 @@ impl CaseRun<'_> {
                 case,
                 parsed: &parsed,
                 seed: key.seed,
+                transcript,
                 ctx: self.input.call_context(&stage.0),
             };
             let record = match judge.judge(request).await {
@@ -213,7 +222,7 @@ async fn pass_at_k_scores(
             }
         }
         pass.metric
-            .score_case(&value, case)
+            .score_transcript(&value, case, candidate.transcript.as_ref())
             .await
             .is_ok_and(|s| s.score >= pass.threshold)
     }))

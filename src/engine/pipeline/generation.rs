@@ -62,6 +62,7 @@ impl CaseRun<'_> {
                         usage: generation.usage,
                         duration_ms,
                         error: None,
+                        transcript: generation.transcript,
                     }
                 }
                 Err(error) => {
@@ -81,6 +82,7 @@ impl CaseRun<'_> {
                         usage: Usage::default(),
                         duration_ms,
                         error: Some(error.message),
+                        transcript: None,
                     }
                 }
             };

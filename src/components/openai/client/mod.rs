@@ -77,11 +77,45 @@ pub(super) struct ClientConfig {
     pub completion_estimate: u64,
 }
 
-/// A chat message as sent.
+/// A chat message as sent. The tool fields are left out unless set, so plain messages
+/// (and the cache keys of requests made of them) are as they always were.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(super) struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant message's tool calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    pub(super) fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A tool call as the chat-completions API spells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct FunctionCall {
+    pub name: String,
+    /// JSON text, as the model wrote it.
+    pub arguments: String,
 }
 
 /// One returned choice.
@@ -89,6 +123,8 @@ pub(super) struct Message {
 pub(super) struct Choice {
     pub content: String,
     pub finish_reason: Option<String>,
+    /// The tool calls the model asked for (empty for a plain answer).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A successful call.
@@ -136,6 +172,8 @@ struct RequestBody<'a> {
     params: &'a Map<String, Value>,
     model: &'a str,
     messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Value]>,
     seed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     n: Option<u32>,
@@ -179,11 +217,18 @@ impl ClientConfig {
             .clone()
     }
 
-    fn request_body<'a>(&'a self, messages: &'a [Message], seed: u64, n: u32) -> RequestBody<'a> {
+    fn request_body<'a>(
+        &'a self,
+        messages: &'a [Message],
+        tools: Option<&'a [Value]>,
+        seed: u64,
+        n: u32,
+    ) -> RequestBody<'a> {
         RequestBody {
             params: &self.body,
             model: &self.model,
             messages,
+            tools,
             seed: wire_seed(seed),
             n: (n > 1).then_some(n),
         }
@@ -225,7 +270,22 @@ impl ClientConfig {
         seed: u64,
         n: u32,
     ) -> Result<Completion, CallError> {
-        let body = self.request_body(messages, seed, n);
+        self.complete_with_tools(ctx, endpoint, messages, None, seed, n)
+            .await
+    }
+
+    /// [`ClientConfig::complete`] offering the model `tools` (chat-completions `tools`
+    /// entries): the same cache and stack, the tools part of the request and its key.
+    pub(super) async fn complete_with_tools(
+        &self,
+        ctx: CallContext<'_>,
+        endpoint: &Endpoint,
+        messages: &[Message],
+        tools: Option<&[Value]>,
+        seed: u64,
+        n: u32,
+    ) -> Result<Completion, CallError> {
+        let body = self.request_body(messages, tools, seed, n);
         // Only a run with a response cache needs the body as a `Value` (for its key).
         let key = match ctx.cache {
             Some(_) => Some(cache_key(
@@ -301,7 +361,14 @@ impl ClientConfig {
 fn estimate_tokens(messages: &[Message], completion: u64) -> f64 {
     let chars: usize = messages
         .iter()
-        .map(|m| m.content.chars().count() + 16)
+        .map(|m| {
+            m.content.chars().count()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.function.arguments.len() + c.function.name.len())
+                    .sum::<usize>()
+                + 16
+        })
         .sum();
     (chars / 4 + 1) as f64 + completion as f64
 }
@@ -330,14 +397,12 @@ mod tests {
         let mut params = Map::new();
         params.insert("temperature".into(), json!(0.7));
         params.insert("response_format".into(), json!({"type": "json_object"}));
-        let messages = [Message {
-            role: "user".into(),
-            content: "say \"4\"\n".into(),
-        }];
+        let messages = [Message::new("user", "say \"4\"\n")];
         let body = |n| RequestBody {
             params: &params,
             model: "m",
             messages: &messages,
+            tools: None,
             seed: wire_seed(u64::MAX),
             n,
         };

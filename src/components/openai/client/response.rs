@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Choice;
 use super::http::Attempt;
+use super::{Choice, FunctionCall, ToolCall};
 use crate::components::openai::limits::{Health, Signal};
 use crate::components::openai::redact::redact_key;
 use crate::components::openai::truncate;
@@ -213,12 +213,17 @@ fn parse_usual(body: &str) -> Option<Parsed> {
     }
     let mut indexed = Vec::with_capacity(wire.choices.len());
     for (position, choice) in wire.choices.into_iter().enumerate() {
-        let content = choice.message?.content?;
+        let message = choice.message?;
+        if message.tool_calls.is_some() {
+            return None;
+        }
+        let content = message.content?;
         indexed.push((
             choice.index.unwrap_or(position as u64),
             Choice {
                 content: content.0.into_owned(),
                 finish_reason: choice.finish_reason.map(|r| r.0.into_owned()),
+                tool_calls: Vec::new(),
             },
         ));
     }
@@ -266,6 +271,9 @@ mod wire {
     pub(super) struct Message<'a> {
         #[serde(default, borrow)]
         pub content: Option<Text<'a>>,
+        /// Present and not null: tool calls, left to the general path.
+        #[serde(default)]
+        pub tool_calls: Option<IgnoredAny>,
     }
 
     /// A string borrowed from the body when it has no escapes (a bare `Cow` field
@@ -294,12 +302,26 @@ pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
         .ok_or("has no `choices` array")?;
     let mut indexed = Vec::with_capacity(choices.len());
     for (position, choice) in choices.iter().enumerate() {
-        let content = choice
+        let tool_calls = match choice
+            .get("message")
+            .and_then(|m| m.get("tool_calls"))
+            .filter(|c| !c.is_null())
+        {
+            Some(calls) => parse_tool_calls(calls)
+                .ok_or_else(|| format!("has malformed tool_calls in choice {position}"))?,
+            None => Vec::new(),
+        };
+        let text = choice
             .get("message")
             .and_then(|m| m.get("content"))
             .or_else(|| choice.get("text"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("has no text content in choice {position}"))?;
+            .and_then(Value::as_str);
+        // A message that calls tools may have no text.
+        let content = match text {
+            Some(text) => text,
+            None if !tool_calls.is_empty() => "",
+            None => return Err(format!("has no text content in choice {position}")),
+        };
         let index = choice
             .get("index")
             .and_then(Value::as_u64)
@@ -308,6 +330,7 @@ pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
             index,
             Choice {
                 content: content.to_owned(),
+                tool_calls,
                 finish_reason: choice
                     .get("finish_reason")
                     .and_then(Value::as_str)
@@ -327,6 +350,35 @@ pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
         prompt_tokens: tokens("prompt_tokens"),
         completion_tokens: tokens("completion_tokens"),
     })
+}
+
+/// `message.tool_calls`: `[{id, type: "function", function: {name, arguments}}]`.
+/// Arguments given as an object (some servers do) are kept as its JSON text; a call
+/// without an id gets one from its position, so tool results can answer it.
+fn parse_tool_calls(calls: &Value) -> Option<Vec<ToolCall>> {
+    calls
+        .as_array()?
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let function = call.get("function")?;
+            let name = function.get("name")?.as_str()?.to_owned();
+            let arguments = match function.get("arguments") {
+                None | Some(Value::Null) => "{}".to_owned(),
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+            };
+            let id = call
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("call_{i}"), str::to_owned);
+            Some(ToolCall {
+                id,
+                kind: "function",
+                function: FunctionCall { name, arguments },
+            })
+        })
+        .collect()
 }
 
 /// Removes the API key, and what a provider may echo of it, from text that may quote it.
