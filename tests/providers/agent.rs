@@ -58,7 +58,7 @@ fn agent_experiment(fake: &FakeProvider, params: Value) -> Value {
 
 /// Calls both tools at once on the first turn, answers from their results on the next.
 fn weather_script(body: &Value, _: usize) -> Reply {
-    if turn(body) == 1 {
+    if tool_messages(body).is_empty() {
         Reply::ToolCalls(
             vec![
                 ("get_weather", json!({"city": "Paris"})),
@@ -357,4 +357,101 @@ async fn every_tool_call_has_an_execute_tool_span_beside_the_model_calls() {
         ));
         assert_eq!(span.status, Some(SpanStatus::Ok));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_conversations_are_checked_on_upload_and_transcripts_come_back_everywhere() {
+    let fake = FakeProvider::replying(weather_script).await;
+    let server = crate::common::TestServer::start("memory", Registry::builtin()).await;
+    let case = |messages: Value| {
+        json!({"case_id": "paris", "input": {"messages": messages,
+               "tool_results": {"get_weather": "sunny", "get_time": {"hour": 12}}},
+               "expected_output": "sunny at 12"})
+        .to_string()
+            + "\n"
+    };
+    // A malformed message: 422 naming the line and the message, nothing stored.
+    let bad = case(json!([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "x"}]));
+    let (status, error) = server
+        .put(
+            "/datasets/weather",
+            "application/x-ndjson",
+            format!("{bad}"),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(
+        error["error"]["details"][0]["path"],
+        "line 1.input.messages[1].tool_call_id"
+    );
+    let good = case(json!([{"role": "user", "content": "Weather and time in Paris?"}]));
+    let (status, created) = server
+        .put("/datasets/weather", "application/x-ndjson", good)
+        .await;
+    assert_eq!(status, 201, "{created}");
+
+    let mut body = agent_experiment(&fake, json!({}));
+    body["datasets"] = json!([{"dataset_id": "weather"}]);
+    let (status, run) = server.post("/runs", &body).await;
+    assert!(status == 201 || status == 202, "{status} {run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let finished = server.wait_finished(&run_id).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["agent_outcomes"], json!({"answered": 1}));
+
+    let (_, results) = server.get(&format!("/runs/{run_id}/results")).await;
+    let transcript = &results["results"][0]["candidates"][0]["transcript"];
+    assert_eq!(transcript["outcome"], "answered", "{results}");
+    assert_eq!(
+        transcript["turns"][0]["tool_calls"][0]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        transcript["turns"][0]["tool_results"][1]["content"],
+        "{\"hour\":12}"
+    );
+    let (_, case) = server.get(&format!("/runs/{run_id}/cases/0")).await;
+    assert_eq!(
+        &case["record"]["candidates"][0]["transcript"], transcript,
+        "{case}"
+    );
+    let export = reqwest::get(server.url(&format!("/runs/{run_id}/results?format=jsonl")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert_eq!(&line["candidates"][0]["transcript"], transcript);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn openai_chat_sends_the_cases_conversation_after_its_own_messages() {
+    let fake = FakeProvider::fixed("sunny at 12", Duration::ZERO).await;
+    let mut body = agent_experiment(&fake, json!({}));
+    let params = &mut body["generation"]["generator"]["params"];
+    params.as_object_mut().unwrap().remove("functions");
+    body["generation"]["generator"]["name"] = json!("openai/chat");
+    let history = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "user", "content": "And the time?"}
+    ]);
+    body["datasets"][0]["cases"][0]["input"]["messages"] = history.clone();
+    let outcome = run(&engine(), &body).await;
+    assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
+    let sent = &fake.bodies()[0];
+    let mut expected = vec![json!({"role": "system", "content": "You answer with tools."})];
+    for mut message in history.as_array().unwrap().clone() {
+        if message["content"].is_null() {
+            message["content"] = json!("");
+        }
+        expected.push(message);
+    }
+    assert_eq!(sent["messages"], Value::Array(expected));
+    assert!(sent.get("tools").is_none());
+    assert!(outcome.records[0].candidates[0].transcript.is_none());
 }
