@@ -16,6 +16,7 @@ mod metrics_choice_math;
 mod metrics_code;
 mod metrics_json_schema;
 mod metrics_text;
+mod metrics_trajectory;
 mod openai;
 pub(crate) mod openai_evals;
 mod params;

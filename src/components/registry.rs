@@ -178,6 +178,7 @@ impl Registry {
         super::metrics_text::register(&mut registry);
         super::metrics_choice_math::register(&mut registry);
         super::metrics_json_schema::register(&mut registry);
+        super::metrics_trajectory::register(&mut registry);
         super::parsers_extract::register(&mut registry);
         super::openai_evals::register(&mut registry);
         openai::register(&mut registry, outbound);

@@ -455,3 +455,76 @@ async fn openai_chat_sends_the_cases_conversation_after_its_own_messages() {
     assert!(sent.get("tools").is_none());
     assert!(outcome.records[0].candidates[0].transcript.is_none());
 }
+
+#[tokio::test]
+async fn trajectory_metrics_score_the_run_and_a_rejudge_reads_stored_transcripts() {
+    let fake = FakeProvider::replying(weather_script).await;
+    let engine = engine();
+    let mut body = agent_experiment(&fake, json!({}));
+    body["evaluation"]["metrics"] = json!([
+        "builtin/exact_match",
+        {"name": "builtin/tool_call_match", "params": {"mode": "unordered",
+         "expected": [{"name": "get_time"}, {"name": "get_weather", "arguments": {"city": "Paris"}}]}},
+        "builtin/tool_calls"
+    ]);
+    let first = run(&engine, &body).await;
+    let metrics = &first.run.aggregates.metrics;
+    assert_eq!(metrics["builtin/tool_call_match"].overall.mean, Some(1.0));
+    assert_eq!(metrics["builtin/tool_calls"].overall.mean, Some(2.0));
+    assert_eq!(fake.hits(), 2);
+
+    // A rejudge: other expectations and a judge reading {{ transcript }}; the agent's
+    // model and tools are not called again.
+    let judge = FakeProvider::replying(|body, _| {
+        let prompt = user_text(body);
+        let verdict =
+            if prompt.contains("tool call get_weather") && prompt.contains("tool get_time") {
+                "PASS"
+            } else {
+                "FAIL"
+            };
+        Reply::text(verdict, 1)
+    })
+    .await;
+    let evaluation = json!({
+        "metrics": [{"name": "builtin/tool_call_match",
+                     "params": {"mode": "strict", "expected": [{"name": "get_weather"}]}}],
+        "judges": [{"name": "openai/judge", "params": merge(json!({
+            "base_url": judge.base_url, "model": "judge", "pass_fail": true,
+            "rubric": "Did the agent use the tools well?\n{{ transcript }}"}), &fast())}]
+    });
+    let (evaluation, _, runtime) =
+        themis::engine::parse_evaluation(&evaluation, engine.registry()).unwrap();
+    let rejudge = engine
+        .submit_rejudge(&first.run.run_id, &evaluation, &runtime)
+        .await
+        .unwrap()
+        .into_record()
+        .run_id;
+    let rejudged = engine
+        .execute(&rejudge, Observers::default(), RunControl::default())
+        .await
+        .unwrap();
+    assert_eq!(rejudged.status, RunStatus::Completed);
+    assert_eq!(fake.hits(), 2, "no model call of the agent");
+    assert_eq!(
+        rejudged.aggregates.metrics["builtin/tool_call_match"]
+            .overall
+            .mean,
+        Some(0.0),
+        "two calls made, one expected: strict fails"
+    );
+    assert_eq!(
+        rejudged.aggregates.metrics["openai/judge"].overall.mean,
+        Some(1.0)
+    );
+    let prompt = user_text(&judge.bodies()[0]);
+    assert!(prompt.contains("assistant: sunny at 12"), "{prompt}");
+    // The stored transcript stays with the rejudged record.
+    let query = CaseQuery {
+        limit: 10,
+        ..CaseQuery::default()
+    };
+    let records = engine.store().case_records(&rejudge, &query).await.unwrap();
+    assert!(records[0].candidates[0].transcript.is_some());
+}

@@ -198,13 +198,14 @@ impl<F: Fn(&str) -> bool> serde::Serialize for Vars<'_, F> {
 }
 
 /// Variables the judges' templates (rubric, system, criteria) can use.
-pub(super) const JUDGE_VARIABLES: [&str; 6] = [
+pub(super) const JUDGE_VARIABLES: [&str; 7] = [
     "input",
     "expected_output",
     "output",
     "case_id",
     "dataset_id",
     "metadata",
+    "transcript",
 ];
 
 /// A judge request's fields as template variables, named as in [`JUDGE_VARIABLES`].
@@ -212,6 +213,8 @@ pub(super) struct JudgeVars<'a> {
     request: &'a JudgeRequest<'a>,
     case_id: Value,
     dataset_id: Value,
+    /// An agent's transcript as readable text (`null` for outputs of other generators).
+    transcript: Value,
 }
 
 impl<'a> JudgeVars<'a> {
@@ -220,10 +223,13 @@ impl<'a> JudgeVars<'a> {
             request,
             case_id: Value::String(request.case.case_id.clone()),
             dataset_id: Value::String(request.dataset_id.to_owned()),
+            transcript: request
+                .transcript
+                .map_or(Value::Null, |t| Value::String(t.render())),
         }
     }
 
-    pub(super) fn pairs(&self) -> [(&'static str, &Value); 6] {
+    pub(super) fn pairs(&self) -> [(&'static str, &Value); 7] {
         let case = self.request.case;
         [
             ("input", &case.input),
@@ -232,6 +238,7 @@ impl<'a> JudgeVars<'a> {
             ("case_id", &self.case_id),
             ("dataset_id", &self.dataset_id),
             ("metadata", &case.metadata),
+            ("transcript", &self.transcript),
         ]
     }
 }
