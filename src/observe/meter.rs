@@ -76,6 +76,11 @@ pub trait Meter: Send + Sync + std::fmt::Debug + 'static {
     fn provider_usage(&self, _endpoint: &str, _usage: &Usage) {}
     /// The shared circuit breaker of `endpoint` changed state.
     fn breaker_state(&self, _endpoint: &str, _state: BreakerState) {}
+    /// An agent loop ended: `answered` or the limit it hit (`max_turns`, ...).
+    fn agent_outcome(&self, _outcome: &'static str) {}
+    /// A tool call of an agent loop ran: `source` is `functions`, a declared MCP server,
+    /// or `unknown` (no tool of that name); `is_error`: it answered with an error.
+    fn agent_tool_call(&self, _source: &str, _is_error: bool) {}
     /// An event stream opened (`+1`) or closed (`-1`).
     fn sse_clients(&self, _delta: i64) {}
     /// A webhook delivery ended: delivered, or failed for good.

@@ -51,6 +51,12 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentToolLabels {
+    source: String,
+    outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric of the service, and the registry that encodes them.
@@ -72,6 +78,8 @@ pub struct Metrics {
     cost_usd: Family<EndpointLabel, Counter<f64, AtomicU64>>,
     sse_clients: Gauge,
     webhook_deliveries: Family<OutcomeLabel, Counter>,
+    agent_outcomes: Family<OutcomeLabel, Counter>,
+    agent_tool_calls: Family<AgentToolLabels, Counter>,
 }
 
 fn case_buckets() -> Histogram {
@@ -117,6 +125,8 @@ impl Metrics {
             cost_usd: Family::default(),
             sse_clients: Gauge::default(),
             webhook_deliveries: Family::default(),
+            agent_outcomes: Family::default(),
+            agent_tool_calls: Family::default(),
             registry: Registry::default(),
         };
         // Each metric under its name and `# HELP` text.
@@ -158,6 +168,10 @@ impl Metrics {
                 "Open GET /runs/{id}/events streams";
             webhook_deliveries: "webhook_deliveries",
                 "Webhook deliveries that ended, by outcome (delivered, failed)";
+            agent_outcomes: "agent_loops",
+                "Agent loops (openai/agent) that ended, by outcome (answered, max_turns, max_tool_calls, token_limit, time_limit, cost_limit)";
+            agent_tool_calls: "agent_tool_calls",
+                "Tool calls of agent loops, by source (functions, a declared MCP server, unknown) and outcome (ok, error)";
         }
         Metrics {
             registry,
@@ -187,6 +201,21 @@ fn seconds(d: Duration) -> f64 {
 }
 
 impl Meter for Metrics {
+    fn agent_outcome(&self, outcome: &'static str) {
+        self.agent_outcomes
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    fn agent_tool_call(&self, source: &str, is_error: bool) {
+        self.agent_tool_calls
+            .get_or_create(&AgentToolLabels {
+                source: source.to_owned(),
+                outcome: if is_error { "error" } else { "ok" },
+            })
+            .inc();
+    }
+
     fn case_recorded(&self, record: &CaseRecord) {
         let status = match record.status {
             CaseStatus::Completed => "completed",

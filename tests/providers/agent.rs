@@ -528,3 +528,36 @@ async fn trajectory_metrics_score_the_run_and_a_rejudge_reads_stored_transcripts
     let records = engine.store().case_records(&rejudge, &query).await.unwrap();
     assert!(records[0].candidates[0].transcript.is_some());
 }
+
+#[tokio::test]
+async fn metrics_count_loop_outcomes_and_tool_calls_by_source() {
+    let fake = FakeProvider::replying(|body, _| {
+        if turn(body) < 3 {
+            Reply::ToolCalls(vec![("get_weather", json!({})), ("nope", json!({}))], 1)
+        } else {
+            Reply::text("done", 1)
+        }
+    })
+    .await;
+    let metrics = Arc::new(themis::telemetry::Metrics::new());
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(Registry::builtin_with(Outbound {
+            meter: metrics.clone(),
+            ..Outbound::local()
+        })),
+        EngineConfig::default(),
+    );
+    // The conversation holds one assistant message: turns 1 and 2 call tools, and
+    // max_turns 2 ends the loop there.
+    let outcome = run(&engine, &agent_experiment(&fake, json!({"max_turns": 2}))).await;
+    assert!(outcome.failed().is_empty());
+    let text = metrics.encode();
+    for line in [
+        "themis_agent_loops_total{outcome=\"max_turns\"} 1",
+        "themis_agent_tool_calls_total{source=\"functions\",outcome=\"ok\"} 1",
+        "themis_agent_tool_calls_total{source=\"unknown\",outcome=\"error\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+}

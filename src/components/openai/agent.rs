@@ -26,10 +26,12 @@ use crate::components::{
     CallContext, ComponentError, GenerateRequest, Generation, Generator, Params,
 };
 use crate::model::{AgentOutcome, ToolCallRecord, ToolResultRecord, Transcript, Turn, Usage};
-use crate::observe::{AttributeValue, Attributes, SpanStatus};
+use crate::observe::{AttributeValue, Attributes, Meter, SpanStatus};
 
 pub(super) struct AgentGenerator {
     chat: ChatGenerator,
+    /// The operator's metrics: loop outcomes and tool calls.
+    meter: Arc<dyn Meter>,
     functions: Arc<Vec<ToolSpec>>,
     tools_allow: Option<Vec<String>>,
     limits: Limits,
@@ -43,6 +45,7 @@ impl AgentGenerator {
         read_mcp_servers(p, &[]);
         let tools_allow = p.string_list("tools_allow");
         AgentGenerator {
+            meter: shared.outbound.meter.clone(),
             chat,
             functions: Arc::new(functions),
             tools_allow,
@@ -272,6 +275,10 @@ impl Generator for AgentGenerator {
                 tool_call_id: None,
             });
             for (call, (result, duration_ms)) in choice.tool_calls.iter().zip(results) {
+                self.meter.agent_tool_call(
+                    result.source.as_deref().unwrap_or("unknown"),
+                    result.output.is_error,
+                );
                 messages.push(Message {
                     role: "tool".to_owned(),
                     content: result.output.text.clone(),
@@ -289,6 +296,7 @@ impl Generator for AgentGenerator {
             }
             progress.turns.push(turn);
         };
+        self.meter.agent_outcome(outcome.as_str());
         let last = progress.turns.last();
         let content = last.map(|t| t.content.clone()).unwrap_or_default();
         let finish_reason = last.and_then(|t| t.finish_reason.clone());
