@@ -32,6 +32,10 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/run.js", include_bytes!("../../ui/js/run.js")),
     ("js/results.js", include_bytes!("../../ui/js/results.js")),
     ("js/case.js", include_bytes!("../../ui/js/case.js")),
+    (
+        "js/transcript.js",
+        include_bytes!("../../ui/js/transcript.js"),
+    ),
     ("js/compare.js", include_bytes!("../../ui/js/compare.js")),
     ("js/review.js", include_bytes!("../../ui/js/review.js")),
     (

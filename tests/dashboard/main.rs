@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agent;
 mod pages;
 mod review;
 mod service;

@@ -51,7 +51,7 @@ fn experiment(n: usize, wrong_rate: f64, delay_ms: u64, concurrency: u64) -> Val
 }
 
 impl Service {
-    async fn wait_finished(&self, run_id: &str) -> Value {
+    pub(super) async fn wait_finished(&self, run_id: &str) -> Value {
         for _ in 0..1_200 {
             let (_, run) = self.get_any(&format!("/runs/{run_id}")).await;
             if ["completed", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))

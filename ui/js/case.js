@@ -5,6 +5,7 @@
 import {call, runPath} from './api.js';
 import {badge, fill, h, jsonBlock, section, table} from './dom.js';
 import {count, duration, num, shortId} from './format.js';
+import {transcriptView} from './transcript.js';
 
 export async function caseView(main, {params: [runId, index], signal}) {
   const caseIndex = Number(index);
@@ -61,6 +62,7 @@ function candidates(list) {
       h('dt', {}, 'Tokens'), h('dd', {}, `${count(c.usage?.prompt_tokens)} + ${count(c.usage?.completion_tokens)}`)),
     c.error ? h('p', {class: 'error'}, c.error) : null,
     jsonBlock(c.output, 3000),
+    c.transcript ? transcriptView(c.transcript) : null,
     c.raw_text && c.raw_text !== c.output ? h('details', {}, h('summary', {}, 'Raw text'), jsonBlock(c.raw_text, 10_000)) : null));
 }
 

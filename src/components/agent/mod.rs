@@ -6,10 +6,10 @@
 mod conversation;
 mod functions;
 mod limits;
-mod tools;
+pub(crate) mod tools;
 
 pub(crate) use conversation::{CONVERSATION_FIELD, at_path, check_conversation};
 pub(crate) use functions::{MockFunctions, read_functions};
 pub use limits::AgentCaps;
 pub(crate) use limits::{Limits, read_limits};
-pub(crate) use tools::{ToolError, ToolOutput, ToolResult, ToolSource, ToolSpec, Toolbox};
+pub(crate) use tools::{ToolResult, ToolSource, ToolSpec, Toolbox};

@@ -326,7 +326,7 @@ impl Generator for AgentGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::agent::{ToolError, ToolOutput};
+    use crate::components::agent::tools::{ToolError, ToolOutput};
     use crate::components::openai::client::FunctionCall;
 
     /// Each call waits until all of them have started: it only returns if they run
