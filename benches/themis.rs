@@ -3,7 +3,7 @@
 //! `cargo bench -- --quick` runs the tiny configuration; `--postgres URL` (or
 //! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows; `--only NAME` (repeatable) runs
 //! the scenarios whose name contains NAME (`latency`, `overhead`, `polling`, `store`,
-//! `memory`, `code`).
+//! `memory`, `code`, `agent`).
 
 mod support;
 

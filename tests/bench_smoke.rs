@@ -23,6 +23,7 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
         "SSE fan-out",
         "store comparison",
         "code execution",
+        "agent",
     ] {
         assert!(
             table.contains(&format!("| {scenario} |")),

@@ -10,12 +10,13 @@
 //! Scenarios, one file each: `provider.rs` (provider-backed CPU per case, latency-bound
 //! throughput), `engine.rs` (engine-only overhead, memory, store comparison), `live.rs`
 //! (polling and SSE fan-out while a run executes), `code.rs` (programs in the local
-//! sandbox).
+//! sandbox), `agent.rs` (CPU per model call of an agent loop).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod agent;
 mod code;
 mod engine;
 mod live;
@@ -437,6 +438,11 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         eprintln!("bench: store comparison ...");
         let rows = engine::compare_stores(config, &client, &mut databases).await;
         scenarios.push(("store comparison", rows));
+    }
+    if wanted("agent") {
+        eprintln!("bench: agent ...");
+        let rows = agent::per_model_call(config, &client, &databases).await;
+        scenarios.push(("agent", rows));
     }
     if wanted("code execution") {
         eprintln!("bench: code execution ...");
