@@ -112,14 +112,18 @@ impl ToolCallMatch {
         if let Some(expected) = &self.expected {
             return Ok(expected.clone());
         }
-        let value = match &case.expected_output {
-            list @ Value::Array(_) => Some(list),
-            other => select(other, &self.field),
+        // `metadata.x` reads the case's metadata; any other path its expected output.
+        let value = match self.field.strip_prefix("metadata.") {
+            Some(path) => select(&case.metadata, path),
+            None => match &case.expected_output {
+                list @ Value::Array(_) => Some(list),
+                other => select(other, &self.field),
+            },
         };
         let value = value.ok_or_else(|| {
             ComponentError::new(format!(
-                "builtin/tool_call_match: the case's expected_output has no `{}` list of \
-                 {{name, arguments}} (nor is it one)",
+                "builtin/tool_call_match: the case has no `{}` list of {{name, arguments}} \
+                 (in expected_output, or expected_output is not one)",
                 self.field
             ))
         })?;
@@ -360,6 +364,21 @@ mod tests {
             score(json!({}), json!([{"name": "weather"}]), &fewer).await,
             Some(1.0)
         );
+        // From the metadata.
+        let mut in_metadata = case(json!("42"));
+        in_metadata.metadata = json!({"calls": [{"name": "weather"}]});
+        let registry = Registry::builtin();
+        let metric = registry
+            .metric(
+                "builtin/tool_call_match",
+                json!({"field": "metadata.calls"}).as_object().unwrap(),
+            )
+            .unwrap()
+            .component;
+        let scored = metric
+            .score_transcript(&Value::Null, &in_metadata, Some(&transcript(&fewer)))
+            .await;
+        assert_eq!(scored.unwrap().score, 1.0);
         // No expectation in the case: a score error.
         assert_eq!(score(json!({}), json!("text"), &same).await, None);
     }
