@@ -115,6 +115,11 @@ impl CallObserver for IgnoreNotes {
 pub trait ResponseCache: Send + Sync {
     async fn get(&self, key: &str) -> Option<Value>;
     async fn put(&self, key: &str, value: &Value);
+    /// Stores a response at once rather than with the case's record: an agent's turns
+    /// before its answer, so a case interrupted by a crash replays them when re-run.
+    async fn put_now(&self, key: &str, value: &Value) {
+        self.put(key, value).await;
+    }
 }
 
 /// What a component call can reach besides its input: the response cache (absent when

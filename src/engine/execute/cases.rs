@@ -90,6 +90,14 @@ impl ResponseCache for CaseCache {
             Err(e) => tracing::warn!(error = %e, "not caching a provider response"),
         }
     }
+
+    /// Written at once: an agent's intermediate turn outlives a crash of its case.
+    async fn put_now(&self, key: &str, value: &Value) {
+        if let Err(e) = self.store.cache_put(key, value, &self.run_id).await {
+            tracing::warn!(error = %e, "response cache write failed; kept for the case's commit");
+            self.put(key, value).await;
+        }
+    }
 }
 
 /// What a case task owns a share of (tasks outlive any borrow of the execution).
