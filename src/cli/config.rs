@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis::api::{ApiConfig, CorsOrigins};
+use themis::components::mcp::McpServerSpec;
 use themis::components::{DeclarationError, ProviderSpec};
 use themis::egress::EgressError;
 use themis::engine::{EngineConfig, UploadLimits};
@@ -29,6 +30,9 @@ pub enum ConfigError {
     /// A `--provider` entry (its message names the flag and the provider).
     #[error(transparent)]
     Provider(#[from] DeclarationError),
+    /// An `--mcp-server` entry (its message names the flag and the server).
+    #[error(transparent)]
+    McpServer(DeclarationError),
     #[error("--webhook-secret {0}")]
     WebhookSecret(#[source] TelemetryError),
     /// A `--sandbox` entry that does not parse: the parser's message for the entry.
@@ -93,6 +97,7 @@ impl ServeArgs {
             engine,
             default_tracing: self.default_tracing()?,
             providers: self.outbound.providers()?,
+            mcp_servers: self.outbound.mcp_servers()?,
             webhook_secrets: self.outbound.webhook_secrets()?,
             allow_egress: themis::egress::parse_allow(&self.allow_egress)?,
             max_outbound_requests: self
@@ -156,6 +161,16 @@ impl OutboundArgs {
             .filter(|p| !p.trim().is_empty())
             .map(|p| ProviderSpec::parse(p))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// The declared MCP servers, header values read from their variables.
+    pub fn mcp_servers(&self) -> Result<Vec<McpServerSpec>, ConfigError> {
+        self.mcp_servers
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| McpServerSpec::parse(s, |var| std::env::var(var).ok()))
+            .collect::<Result<_, _>>()
+            .map_err(ConfigError::McpServer)
     }
 
     /// The declared webhook secrets, values read from their variables.

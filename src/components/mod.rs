@@ -11,6 +11,7 @@ mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
 mod judges_panel;
+pub mod mcp;
 mod metrics_choice_math;
 mod metrics_code;
 mod metrics_json_schema;
@@ -64,8 +65,9 @@ impl ComponentError {
     }
 }
 
-/// A provider declaration the operator gave (`--provider`, `THEMIS_PROVIDERS`) that is
-/// refused at startup; each message names the provider or the entry.
+/// A provider or MCP server declaration the operator gave (`--provider`,
+/// `THEMIS_PROVIDERS`, `--mcp-server`, `THEMIS_MCP_SERVERS`) that is refused at startup;
+/// each message names the flag and the provider, server or entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeclarationError {
     /// An entry that does not parse, or a field out of range.
@@ -74,6 +76,13 @@ pub enum DeclarationError {
     /// The variable the key is read from (`key_env`) is unset or empty.
     #[error("--provider {provider}: environment variable {var} (key_env) is not set")]
     MissingKey { provider: String, var: String },
+    /// The variable an MCP server's header is read from is unset or empty.
+    #[error("--mcp-server {server}: environment variable {var} (header {header}) is not set")]
+    MissingHeader {
+        server: String,
+        header: String,
+        var: String,
+    },
     #[error("provider {0} is declared twice")]
     Duplicate(String),
     #[error("providers {first} and {second} have the same base_url")]

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::model::{CaseRecord, CaseStatus, RunStatus, Usage};
-use crate::observe::{BreakerState, Meter, ProviderOutcome};
+use crate::observe::{BreakerState, Meter, ProviderOutcome, ToolCallOutcome};
 
 /// The `Content-Type` of the Prometheus text format (0.0.4).
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -47,6 +47,17 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolCallLabels {
+    server: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -72,6 +83,8 @@ pub struct Metrics {
     cost_usd: Family<EndpointLabel, Counter<f64, AtomicU64>>,
     sse_clients: Gauge,
     webhook_deliveries: Family<OutcomeLabel, Counter>,
+    mcp_tool_calls: Family<ToolCallLabels, Counter>,
+    mcp_tool_seconds: Histograms<ServerLabel>,
 }
 
 fn case_buckets() -> Histogram {
@@ -117,6 +130,8 @@ impl Metrics {
             cost_usd: Family::default(),
             sse_clients: Gauge::default(),
             webhook_deliveries: Family::default(),
+            mcp_tool_calls: Family::default(),
+            mcp_tool_seconds: Family::new_with_constructor(provider_buckets as fn() -> Histogram),
             registry: Registry::default(),
         };
         // Each metric under its name and `# HELP` text.
@@ -158,6 +173,10 @@ impl Metrics {
                 "Open GET /runs/{id}/events streams";
             webhook_deliveries: "webhook_deliveries",
                 "Webhook deliveries that ended, by outcome (delivered, failed)";
+            mcp_tool_calls: "mcp_tool_calls",
+                "Tool calls to declared MCP servers, by server and outcome (success, tool_error, server_error, timeout, unreachable)";
+            mcp_tool_seconds: "mcp_tool_call_duration_seconds",
+                "Latency of MCP tool calls, by server";
         }
         Metrics {
             registry,
@@ -284,6 +303,20 @@ impl Meter for Metrics {
         self.webhook_deliveries
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    fn mcp_tool_call(&self, server: &str, outcome: ToolCallOutcome, elapsed: Duration) {
+        self.mcp_tool_calls
+            .get_or_create(&ToolCallLabels {
+                server: server.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.mcp_tool_seconds
+            .get_or_create(&ServerLabel {
+                server: server.to_owned(),
+            })
+            .observe(seconds(elapsed));
     }
 }
 

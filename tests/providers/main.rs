@@ -11,6 +11,7 @@ mod concurrency;
 mod judges;
 mod keys;
 mod limits;
+mod mcp;
 mod requests;
 mod retries;
 mod verdicts;

@@ -1,0 +1,321 @@
+//! Operator-declared MCP servers against the MCP reference server
+//! (`@modelcontextprotocol/server-everything`, Streamable HTTP) on a real port: tool
+//! listing, calls, tool errors, timeouts, the output cap, bounded concurrency, headers
+//! from the environment, the egress policy, undeclared names, reconnects and metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use themis::components::mcp::{McpError, McpServerSpec, McpServers};
+use themis::egress::Egress;
+use themis::telemetry::Metrics;
+
+use crate::common::mcp::{Everything, HeaderProxy};
+
+fn spec(name: &str, url: &str, extra: &str) -> McpServerSpec {
+    McpServerSpec::parse(&format!("name={name},url={url}{extra}"), |_| None).unwrap()
+}
+
+fn servers(specs: Vec<McpServerSpec>) -> McpServers {
+    McpServers::local(specs).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_the_reference_servers_tools_once_per_session() {
+    let everything = Everything::start();
+    let servers = servers(vec![spec("everything", &everything.url, "")]);
+    let server = servers.get("everything").unwrap();
+    let tools = server.list_tools().await.unwrap();
+    let echo = tools
+        .iter()
+        .find(|t| t.name == "echo")
+        .unwrap_or_else(|| panic!("no echo in {tools:?}"));
+    assert_eq!(echo.description, "Echoes back the input string");
+    assert_eq!(echo.input_schema["type"], "object");
+    assert_eq!(echo.input_schema["properties"]["message"]["type"], "string");
+    assert!(tools.iter().any(|t| t.name == "get-sum"), "{tools:?}");
+    // The list is cached for the session.
+    let again = server.list_tools().await.unwrap();
+    assert!(Arc::ptr_eq(&tools, &again), "listed twice in one session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_echo_and_get_sum() {
+    let everything = Everything::start();
+    let servers = servers(vec![spec("everything", &everything.url, "")]);
+    let server = servers.get("everything").unwrap();
+    let echoed = server
+        .call_tool("echo", json!({"message": "hello tools"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed.text, "Echo: hello tools");
+    assert!(!echoed.is_error);
+    let sum = server
+        .call_tool("get-sum", json!({"a": 2, "b": 40}))
+        .await
+        .unwrap();
+    assert!(!sum.is_error);
+    assert!(sum.text.contains("42"), "{}", sum.text);
+    // Arguments must be an object.
+    assert!(matches!(
+        server.call_tool("echo", json!("bare")).await,
+        Err(McpError::Arguments { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_errors_and_unknown_tools_come_back_as_errors_for_the_model() {
+    let everything = Everything::start();
+    let servers = servers(vec![spec("everything", &everything.url, "")]);
+    let server = servers.get("everything").unwrap();
+    // Invalid arguments and unknown tools are tool results with `isError` (as the
+    // reference server answers them), so the model reads them.
+    let invalid = server
+        .call_tool("get-sum", json!({"a": "two", "b": 3}))
+        .await
+        .unwrap();
+    assert!(invalid.is_error, "{invalid:?}");
+    assert!(invalid.text.contains("expected number"), "{}", invalid.text);
+    let unknown = server.call_tool("no-such-tool", json!({})).await.unwrap();
+    assert!(unknown.is_error, "{unknown:?}");
+    assert!(
+        unknown.text.contains("Tool no-such-tool not found"),
+        "{}",
+        unknown.text
+    );
+    // The session survives both.
+    let echoed = server.call_tool("echo", json!({"message": "ok"})).await;
+    assert_eq!(echoed.unwrap().text, "Echo: ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_tool_times_out_and_the_session_goes_on() {
+    let everything = Everything::start();
+    let servers = servers(vec![spec("everything", &everything.url, ",timeout_ms=700")]);
+    let server = servers.get("everything").unwrap();
+    // Opens the session first, so the timeout below is the call's.
+    server.list_tools().await.unwrap();
+    let started = std::time::Instant::now();
+    let slow = server
+        .call_tool(
+            "trigger-long-running-operation",
+            json!({"duration": 20, "steps": 2}),
+        )
+        .await;
+    assert!(
+        matches!(
+            slow,
+            Err(McpError::Timeout {
+                timeout_ms: 700,
+                ..
+            })
+        ),
+        "{slow:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "not cut short");
+    let echoed = server.call_tool("echo", json!({"message": "after"})).await;
+    assert_eq!(echoed.unwrap().text, "Echo: after");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_is_capped_and_images_are_summarised() {
+    let everything = Everything::start();
+    let servers = servers(vec![spec(
+        "everything",
+        &everything.url,
+        ",max_output_bytes=100",
+    )]);
+    let server = servers.get("everything").unwrap();
+    let long = "x".repeat(5_000);
+    let echoed = server
+        .call_tool("echo", json!({"message": long}))
+        .await
+        .unwrap();
+    let (kept, note) = echoed.text.split_once('\n').expect("a truncation note");
+    assert_eq!(kept.len(), 100);
+    assert_eq!(note, "[truncated: 4906 of 5006 bytes]");
+    let image = server.call_tool("get-tiny-image", json!({})).await.unwrap();
+    assert!(image.text.contains("[image: image/png"), "{}", image.text);
+    assert!(image.text.len() <= 200, "base64 kept: {}", image.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_beyond_the_servers_concurrency_wait_for_a_slot() {
+    let everything = Everything::start();
+    // One call at a time: a second 1 s call waits for the first and then runs past the
+    // 1.6 s timeout; with two slots both finish.
+    for (slots, both_finish) in [(1, false), (2, true)] {
+        let servers = servers(vec![spec(
+            "everything",
+            &everything.url,
+            &format!(",max_concurrency={slots},timeout_ms=1600"),
+        )]);
+        let server = servers.get("everything").unwrap();
+        server.list_tools().await.unwrap();
+        let call = || {
+            server.call_tool(
+                "trigger-long-running-operation",
+                json!({"duration": 1, "steps": 1}),
+            )
+        };
+        let (a, b) = tokio::join!(call(), call());
+        let finished = [&a, &b].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(finished == 2, both_finish, "{slots} slots: {a:?} {b:?}");
+        if !both_finish {
+            assert_eq!(finished, 1, "{a:?} {b:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_are_read_from_the_environment_and_sent_only_to_their_server() {
+    let everything = Everything::start();
+    let with_header = HeaderProxy::start(&everything.url).await;
+    let without = HeaderProxy::start(&everything.url).await;
+    let environment: HashMap<&str, &str> =
+        HashMap::from([("MCP_TOKEN", "tok-5f1e2d3c4b5a69788796a5b4")]);
+    let declared = McpServerSpec::parse(
+        &format!(
+            "name=secured,url={},header=X-Api-Key:MCP_TOKEN",
+            with_header.url
+        ),
+        |var| environment.get(var).map(|v| (*v).to_owned()),
+    )
+    .unwrap();
+    assert!(!format!("{declared:?}").contains("tok-5f1e"));
+    let servers = servers(vec![declared, spec("open", &without.url, "")]);
+    let secured = servers.get("secured").unwrap();
+    secured.list_tools().await.unwrap();
+    // A server echoing the secret back never shows it.
+    let echoed = secured
+        .call_tool("echo", json!({"message": "tok-5f1e2d3c4b5a69788796a5b4"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed.text, "Echo: [redacted]");
+    servers
+        .get("open")
+        .unwrap()
+        .call_tool("echo", json!({"message": "hi"}))
+        .await
+        .unwrap();
+    let sent = with_header.values("x-api-key");
+    assert!(sent.len() >= 3, "initialize, list and call: {sent:?}");
+    assert!(
+        sent.iter()
+            .all(|v| v.as_deref() == Some("tok-5f1e2d3c4b5a69788796a5b4")),
+        "{sent:?}"
+    );
+    let elsewhere = without.values("x-api-key");
+    assert!(!elsewhere.is_empty());
+    assert!(elsewhere.iter().all(Option::is_none), "{elsewhere:?}");
+}
+
+#[tokio::test]
+async fn the_egress_policy_refuses_forbidden_destinations() {
+    let metrics = Arc::new(Metrics::new());
+    let servers = McpServers::new(
+        vec![spec("metadata", "http://169.254.169.254/mcp", "")],
+        Arc::new(Egress::local()),
+        metrics.clone(),
+    )
+    .unwrap();
+    let server = servers.get("metadata").unwrap();
+    let listed = server.list_tools().await;
+    assert!(
+        matches!(&listed, Err(McpError::Egress { server, .. }) if server == "metadata"),
+        "{listed:?}"
+    );
+    let called = server.call_tool("echo", json!({"message": "x"})).await;
+    let message = called.unwrap_err().to_string();
+    assert!(
+        message.contains("egress policy refuses 169.254.169.254"),
+        "{message}"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("themis_mcp_tool_calls_total{server=\"metadata\",outcome=\"unreachable\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn undeclared_server_names_are_refused_listing_the_declared_ones() {
+    let servers = servers(vec![
+        spec("everything", "http://127.0.0.1:9/mcp", ""),
+        spec("search", "http://127.0.0.1:10/mcp", ""),
+    ]);
+    assert_eq!(servers.names(), ["everything", "search"]);
+    servers.check(&["search"]).unwrap();
+    let refused = servers.check(&["search", "shell"]).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "unknown MCP server `shell`; declared: everything (http://127.0.0.1:9/mcp); search (http://127.0.0.1:10/mcp)"
+    );
+    assert!(matches!(
+        servers.get("shell"),
+        Err(McpError::UnknownServer { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_lost_to_a_server_restart_is_opened_again() {
+    let everything = Everything::start();
+    let port = everything.port;
+    let servers = servers(vec![spec(
+        "everything",
+        &everything.url,
+        ",timeout_ms=5000",
+    )]);
+    let server = servers.get("everything").unwrap();
+    let before = server.list_tools().await.unwrap();
+    everything.stop();
+    // The call that finds the server gone fails (it may have run: it is not sent again)
+    // and drops the session; the next call opens a new one.
+    let down = server.call_tool("echo", json!({"message": "down"})).await;
+    let message = down.unwrap_err().to_string();
+    assert!(message.contains("Connection refused"), "{message}");
+    let _restarted = Everything::start_on(port);
+    let back = server.call_tool("echo", json!({"message": "back"})).await;
+    assert_eq!(back.unwrap().text, "Echo: back");
+    let after = server.list_tools().await.unwrap();
+    assert!(!Arc::ptr_eq(&before, &after), "the new session lists again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_are_counted_by_server_and_outcome() {
+    let everything = Everything::start();
+    let metrics = Arc::new(Metrics::new());
+    let servers = McpServers::new(
+        vec![spec("everything", &everything.url, ",timeout_ms=800")],
+        Arc::new(Egress::local()),
+        metrics.clone(),
+    )
+    .unwrap();
+    let server = servers.get("everything").unwrap();
+    server
+        .call_tool("echo", json!({"message": "a"}))
+        .await
+        .unwrap();
+    server
+        .call_tool("echo", json!({"message": "b"}))
+        .await
+        .unwrap();
+    let _ = server
+        .call_tool(
+            "trigger-long-running-operation",
+            json!({"duration": 20, "steps": 2}),
+        )
+        .await;
+    let text = metrics.encode();
+    for line in [
+        "themis_mcp_tool_calls_total{server=\"everything\",outcome=\"success\"} 2",
+        "themis_mcp_tool_calls_total{server=\"everything\",outcome=\"timeout\"} 1",
+        "themis_mcp_tool_call_duration_seconds_count{server=\"everything\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
