@@ -165,12 +165,24 @@ impl OutboundArgs {
 
     /// The declared MCP servers, header values read from their variables.
     pub fn mcp_servers(&self) -> Result<Vec<McpServerSpec>, ConfigError> {
-        self.mcp_servers
+        let specs: Vec<McpServerSpec> = self
+            .mcp_servers
             .iter()
             .filter(|s| !s.trim().is_empty())
             .map(|s| McpServerSpec::parse(s, |var| std::env::var(var).ok()))
             .collect::<Result<_, _>>()
-            .map_err(ConfigError::McpServer)
+            .map_err(ConfigError::McpServer)?;
+        // Checked here as well as by the server, so a duplicate is refused before the
+        // port is taken.
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(ConfigError::McpServer(DeclarationError::Invalid(format!(
+                    "--mcp-server {} is declared twice",
+                    spec.name
+                ))));
+            }
+        }
+        Ok(specs)
     }
 
     /// The declared webhook secrets, values read from their variables.

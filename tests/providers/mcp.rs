@@ -319,3 +319,106 @@ async fn tool_calls_are_counted_by_server_and_outcome() {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
 }
+
+/// What `themis serve` with `flags` and `env` wrote to stderr until it served (then it
+/// is killed) or exited, and whether it served.
+fn startup(flags: &[&str], env: &[(&str, &str)]) -> (bool, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_themis"));
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--database", "memory"])
+        .args(["--log-format", "json"])
+        .args(flags)
+        .env_remove("THEMIS_MCP_SERVERS")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start themis serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = Vec::new();
+    let mut served = false;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        served = line.contains("themis is serving");
+        lines.push(line);
+        if served {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (served, lines)
+}
+
+#[test]
+fn declarations_are_checked_at_startup_naming_the_flag() {
+    for (flags, env, why) in [
+        (
+            &["--mcp-server", "name=tools"][..],
+            &[][..],
+            "--mcp-server tools: `url=` is required",
+        ),
+        (
+            &[],
+            &[(
+                "THEMIS_MCP_SERVERS",
+                "name=a,url=http://127.0.0.1:9/mcp; name=a,url=http://127.0.0.1:10/mcp",
+            )][..],
+            "--mcp-server a is declared twice",
+        ),
+        (
+            &[
+                "--mcp-server",
+                "name=tools,url=http://127.0.0.1:9/mcp,header=Authorization:THEMIS_TEST_UNSET_MCP",
+            ][..],
+            &[][..],
+            "--mcp-server tools: environment variable THEMIS_TEST_UNSET_MCP (header Authorization) is not set",
+        ),
+        (
+            &[
+                "--mcp-server",
+                "name=tools,url=http://127.0.0.1:9/mcp,header=Authorization:MCP_TOKEN",
+            ][..],
+            &[("MCP_TOKEN", "line one s3cret\nline two")][..],
+            "--mcp-server tools: the value of MCP_TOKEN (header Authorization) is not a valid header value",
+        ),
+    ] {
+        let (served, lines) = startup(flags, env);
+        let stderr = lines.join("\n");
+        assert!(!served, "{flags:?} {env:?} served:\n{stderr}");
+        assert!(stderr.contains(why), "{flags:?} {env:?}:\n{stderr}");
+        assert!(
+            !stderr.contains("s3cret"),
+            "a header value was shown:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_startup_log_lists_the_servers_never_their_header_values() {
+    let (served, lines) = startup(
+        &[],
+        &[
+            (
+                "THEMIS_MCP_SERVERS",
+                "name=search,url=http://127.0.0.1:9/mcp,header=Authorization:MCP_TOKEN;name=calc,url=http://127.0.0.1:10/mcp",
+            ),
+            ("MCP_TOKEN", "Bearer s3cret-0123456789abcdef"),
+        ],
+    );
+    let stderr = lines.join("\n");
+    assert!(served, "{stderr}");
+    let listing = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|log| log["fields"]["message"] == "MCP servers")
+        .unwrap_or_else(|| panic!("no MCP servers line:\n{stderr}"));
+    assert_eq!(
+        listing["fields"]["mcp_servers"],
+        "calc (http://127.0.0.1:10/mcp); search (http://127.0.0.1:9/mcp, header authorization from MCP_TOKEN)"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

@@ -84,7 +84,8 @@ impl McpServer {
     pub async fn list_tools(&self) -> Result<Arc<[McpTool]>, McpError> {
         let deadline = Instant::now() + self.spec.timeout;
         // A session that dropped since it was opened is replaced once.
-        for attempt in 0..2 {
+        let mut retried = false;
+        loop {
             let session = self.session(deadline).await?;
             let listed = session
                 .tools
@@ -98,14 +99,14 @@ impl McpServer {
                 Ok(tools) => return Ok(tools.clone()),
                 Err(error @ McpError::Transport { .. }) => {
                     self.drop_session(&session).await;
-                    if attempt == 1 {
+                    if retried {
                         return Err(error);
                     }
+                    retried = true;
                 }
                 Err(error) => return Err(error),
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// Calls tool `name` with `arguments` (a JSON object, or `null` for none). A tool's
