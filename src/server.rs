@@ -35,7 +35,9 @@ pub struct ServerConfig {
     /// Providers the operator declared (`--provider`); with none, a loopback-bound
     /// server uses the implicit ones ([`crate::components::implicit_providers`]).
     pub providers: Vec<ProviderSpec>,
-    /// MCP servers whose tools runs may offer (`--mcp-server`); none by default.
+    /// MCP servers whose tools runs may offer (`--mcp-server`); none by default. With
+    /// [`launch_with_registry`], the registry's own servers apply instead
+    /// ([`Registry::with_mcp_servers`]).
     pub mcp_servers: Vec<McpServerSpec>,
     /// Webhook signing secrets, each bound to the URLs it may sign for
     /// (`--webhook-secret`).
