@@ -9,8 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig};
-use crate::components::mcp::{McpServerSpec, McpServers};
-use crate::components::{Outbound, ProviderSpec, Registry};
+use crate::components::{McpServerSpec, McpServers, Outbound, ProviderSpec, Registry};
 use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis::api::{ApiConfig, CorsOrigins};
-use themis::components::mcp::McpServerSpec;
-use themis::components::{DeclarationError, ProviderSpec};
+use themis::components::{DeclarationError, McpServerSpec, ProviderSpec};
 use themis::egress::EgressError;
 use themis::engine::{EngineConfig, UploadLimits};
 use themis::model::{InvalidKey, Sealer};

@@ -93,7 +93,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     outbound.validate()?;
     let egress = outbound.egress.clone();
     let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
-    let mcp_servers = themis::components::mcp::McpServers::new(
+    let mcp_servers = themis::components::McpServers::new(
         args.outbound.mcp_servers()?,
         egress.clone(),
         themis::observe::NoMeter::shared(),

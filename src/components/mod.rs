@@ -11,7 +11,7 @@ mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
 mod judges_panel;
-pub mod mcp;
+mod mcp;
 mod metrics_choice_math;
 mod metrics_code;
 mod metrics_json_schema;
@@ -31,6 +31,12 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
+pub use mcp::{
+    DEFAULT_MAX_CONCURRENCY as DEFAULT_MCP_MAX_CONCURRENCY,
+    DEFAULT_MAX_OUTPUT_BYTES as DEFAULT_MCP_MAX_OUTPUT_BYTES,
+    DEFAULT_TIMEOUT as DEFAULT_MCP_TIMEOUT, HeaderSecret, McpError, McpHeader, McpServer,
+    McpServerSpec, McpServers, McpTool, McpToolOutput,
+};
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,

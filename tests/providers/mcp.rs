@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use themis::components::mcp::{McpError, McpServerSpec, McpServers};
+use themis::components::{McpError, McpServerSpec, McpServers};
 use themis::egress::Egress;
 use themis::telemetry::Metrics;
 
@@ -276,8 +276,15 @@ async fn a_session_lost_to_a_server_restart_is_opened_again() {
     // The call that finds the server gone fails (it may have run: it is not sent again)
     // and drops the session; the next call opens a new one.
     let down = server.call_tool("echo", json!({"message": "down"})).await;
-    let message = down.unwrap_err().to_string();
-    assert!(message.contains("Connection refused"), "{message}");
+    // A broken session (a pooled connection reset), or none (connection refused) when
+    // the SDK saw its event stream end first.
+    assert!(
+        matches!(
+            down,
+            Err(McpError::Transport { .. } | McpError::Connect { .. })
+        ),
+        "{down:?}"
+    );
     let _restarted = Everything::start_on(port);
     let back = server.call_tool("echo", json!({"message": "back"})).await;
     assert_eq!(back.unwrap().text, "Echo: back");
