@@ -144,20 +144,20 @@ async fn output_is_capped_and_images_are_summarised() {
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_beyond_the_servers_concurrency_wait_for_a_slot() {
     let everything = Everything::start();
-    // One call at a time: a second 1 s call waits for the first and then runs past the
-    // 1.6 s timeout; with two slots both finish.
+    // One call at a time: a second 2 s call waits for the first and then runs past the
+    // 3.2 s timeout; with two slots both finish.
     for (slots, both_finish) in [(1, false), (2, true)] {
         let servers = servers(vec![spec(
             "everything",
             &everything.url,
-            &format!(",max_concurrency={slots},timeout_ms=1600"),
+            &format!(",max_concurrency={slots},timeout_ms=3200"),
         )]);
         let server = servers.get("everything").unwrap();
         server.list_tools().await.unwrap();
         let call = || {
             server.call_tool(
                 "trigger-long-running-operation",
-                json!({"duration": 1, "steps": 1}),
+                json!({"duration": 2, "steps": 1}),
             )
         };
         let (a, b) = tokio::join!(call(), call());
@@ -297,7 +297,7 @@ async fn tool_calls_are_counted_by_server_and_outcome() {
     let everything = Everything::start();
     let metrics = Arc::new(Metrics::new());
     let servers = McpServers::new(
-        vec![spec("everything", &everything.url, ",timeout_ms=800")],
+        vec![spec("everything", &everything.url, ",timeout_ms=3000")],
         Arc::new(Egress::local()),
         metrics.clone(),
     )
