@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig};
-use crate::components::{Outbound, ProviderSpec, Registry};
+use crate::components::{McpServerSpec, McpServers, Outbound, ProviderSpec, Registry};
 use crate::egress::{Egress, EgressPolicy};
 use crate::engine::{Engine, EngineConfig, Scheduler};
 use crate::observe::TracingConfig;
@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// Providers the operator declared (`--provider`); with none, a loopback-bound
     /// server uses the implicit ones ([`crate::components::implicit_providers`]).
     pub providers: Vec<ProviderSpec>,
+    /// MCP servers whose tools runs may offer (`--mcp-server`); none by default. With
+    /// [`launch_with_registry`], the registry's own servers apply instead
+    /// ([`Registry::with_mcp_servers`]).
+    pub mcp_servers: Vec<McpServerSpec>,
     /// Webhook signing secrets, each bound to the URLs it may sign for
     /// (`--webhook-secret`).
     pub webhook_secrets: WebhookSecrets,
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             default_tracing: None,
             providers: Vec::new(),
+            mcp_servers: Vec::new(),
             webhook_secrets: WebhookSecrets::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
@@ -108,6 +113,7 @@ pub enum LaunchError {
     Resume(#[from] crate::engine::EngineError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// A provider or MCP server declaration.
     #[error(transparent)]
     Providers(#[from] crate::components::DeclarationError),
     #[error(transparent)]
@@ -156,7 +162,19 @@ pub async fn launch(
                 .is_some_and(|l| l.iter().any(|l| l == "python"))
         });
     }
-    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
+    let mcp_servers = McpServers::new(
+        config.mcp_servers.clone(),
+        egress.clone(),
+        config.metrics.clone(),
+    )?;
+    if !mcp_servers.is_empty() {
+        tracing::info!(mcp_servers = %mcp_servers.listing(), "MCP servers");
+    }
+    let registry = Arc::new(
+        Registry::builtin_with(outbound)
+            .with_sandboxes(Arc::new(sandboxes))
+            .with_mcp_servers(Arc::new(mcp_servers)),
+    );
     serve(config, registry, egress, listener, shutdown).await
 }
 

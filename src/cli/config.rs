@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis::api::{ApiConfig, CorsOrigins};
-use themis::components::{DeclarationError, ProviderSpec};
+use themis::components::{DeclarationError, McpServerSpec, ProviderSpec};
 use themis::egress::EgressError;
 use themis::engine::{EngineConfig, UploadLimits};
 use themis::model::{InvalidKey, Sealer};
@@ -29,6 +29,9 @@ pub enum ConfigError {
     /// A `--provider` entry (its message names the flag and the provider).
     #[error(transparent)]
     Provider(#[from] DeclarationError),
+    /// An `--mcp-server` entry (its message names the flag and the server).
+    #[error(transparent)]
+    McpServer(DeclarationError),
     #[error("--webhook-secret {0}")]
     WebhookSecret(#[source] TelemetryError),
     /// A `--sandbox` entry that does not parse: the parser's message for the entry.
@@ -93,6 +96,7 @@ impl ServeArgs {
             engine,
             default_tracing: self.default_tracing()?,
             providers: self.outbound.providers()?,
+            mcp_servers: self.outbound.mcp_servers()?,
             webhook_secrets: self.outbound.webhook_secrets()?,
             allow_egress: themis::egress::parse_allow(&self.allow_egress)?,
             max_outbound_requests: self
@@ -157,6 +161,28 @@ impl OutboundArgs {
             .filter(|p| !p.trim().is_empty())
             .map(|p| ProviderSpec::parse(p))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// The declared MCP servers, header values read from their variables.
+    pub fn mcp_servers(&self) -> Result<Vec<McpServerSpec>, ConfigError> {
+        let specs: Vec<McpServerSpec> = self
+            .mcp_servers
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| McpServerSpec::parse(s, |var| std::env::var(var).ok()))
+            .collect::<Result<_, _>>()
+            .map_err(ConfigError::McpServer)?;
+        // Checked here as well as by the server, so a duplicate is refused before the
+        // port is taken.
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(ConfigError::McpServer(DeclarationError::Invalid(format!(
+                    "--mcp-server {} is declared twice",
+                    spec.name
+                ))));
+            }
+        }
+        Ok(specs)
     }
 
     /// The declared webhook secrets, values read from their variables.

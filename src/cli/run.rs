@@ -93,7 +93,16 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     outbound.validate()?;
     let egress = outbound.egress.clone();
     let sandboxes = themis::sandbox::Sandboxes::build(&args.sandbox.config()?, egress.clone())?;
-    let registry = Arc::new(Registry::builtin_with(outbound).with_sandboxes(Arc::new(sandboxes)));
+    let mcp_servers = themis::components::McpServers::new(
+        args.outbound.mcp_servers()?,
+        egress.clone(),
+        themis::observe::NoMeter::shared(),
+    )?;
+    let registry = Arc::new(
+        Registry::builtin_with(outbound)
+            .with_sandboxes(Arc::new(sandboxes))
+            .with_mcp_servers(Arc::new(mcp_servers)),
+    );
     let parse = |body: &Value| {
         themis::engine::parse_experiment(body, &registry).map_err(|errors| invalid(&errors))
     };

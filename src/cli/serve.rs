@@ -144,6 +144,13 @@ pub struct OutboundArgs {
         value_delimiter = ';'
     )]
     pub webhook_secrets: Vec<String>,
+    /// An MCP server (Streamable HTTP) whose tools runs may offer to models, repeatable:
+    /// `name=search,url=https://tools.example.com/mcp` plus optional
+    /// `header=Header-Name:ENV_VAR` (repeatable; the value is read from that variable at
+    /// startup and sent only to that URL), `timeout_ms`, `max_concurrency`,
+    /// `max_output_bytes`. In the environment, separate entries with `;`.
+    #[arg(long = "mcp-server", env = "THEMIS_MCP_SERVERS", value_delimiter = ';')]
+    pub mcp_servers: Vec<String>,
 }
 
 /// Where code metrics run programs (`themis serve` and `themis run`).

@@ -12,6 +12,7 @@ mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
 mod judges_panel;
+mod mcp;
 mod metrics_choice_math;
 mod metrics_code;
 mod metrics_json_schema;
@@ -33,6 +34,12 @@ use crate::model::{Candidate, Case, Transcript, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use agent::AgentCaps;
+pub use mcp::{
+    DEFAULT_MAX_CONCURRENCY as DEFAULT_MCP_MAX_CONCURRENCY,
+    DEFAULT_MAX_OUTPUT_BYTES as DEFAULT_MCP_MAX_OUTPUT_BYTES,
+    DEFAULT_TIMEOUT as DEFAULT_MCP_TIMEOUT, HeaderSecret, McpError, McpHeader, McpServer,
+    McpServerSpec, McpServers, McpTool, McpToolOutput,
+};
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,
@@ -67,8 +74,9 @@ impl ComponentError {
     }
 }
 
-/// A provider declaration the operator gave (`--provider`, `THEMIS_PROVIDERS`) that is
-/// refused at startup; each message names the provider or the entry.
+/// A provider or MCP server declaration the operator gave (`--provider`,
+/// `THEMIS_PROVIDERS`, `--mcp-server`, `THEMIS_MCP_SERVERS`) that is refused at startup;
+/// each message names the flag and the provider, server or entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeclarationError {
     /// An entry that does not parse, or a field out of range.
@@ -77,6 +85,13 @@ pub enum DeclarationError {
     /// The variable the key is read from (`key_env`) is unset or empty.
     #[error("--provider {provider}: environment variable {var} (key_env) is not set")]
     MissingKey { provider: String, var: String },
+    /// The variable an MCP server's header is read from is unset or empty.
+    #[error("--mcp-server {server}: environment variable {var} (header {header}) is not set")]
+    MissingHeader {
+        server: String,
+        header: String,
+        var: String,
+    },
     #[error("provider {0} is declared twice")]
     Duplicate(String),
     #[error("providers {first} and {second} have the same base_url")]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::mcp::McpServers;
 use super::openai::Outbound;
 use super::params::Params;
 use super::{
@@ -106,6 +107,8 @@ pub struct Registry {
     parsers: Table<dyn Parser>,
     metrics: Table<dyn Metric>,
     judges: Table<dyn Judge>,
+    /// The operator's MCP servers, for components that offer their tools.
+    mcp_servers: Arc<McpServers>,
 }
 
 macro_rules! kind_methods {
@@ -154,6 +157,7 @@ impl Registry {
             parsers: Table::new(ComponentKind::Parser),
             metrics: Table::new(ComponentKind::Metric),
             judges: Table::new(ComponentKind::Judge),
+            mcp_servers: Arc::new(McpServers::none()),
         }
     }
 
@@ -192,6 +196,18 @@ impl Registry {
     pub fn with_sandboxes(mut self, sandboxes: Arc<Sandboxes>) -> Self {
         super::metrics_code::register(&mut self, sandboxes);
         self
+    }
+
+    /// The operator's MCP servers ([`McpServers`]); none unless given.
+    pub fn with_mcp_servers(mut self, servers: Arc<McpServers>) -> Self {
+        self.mcp_servers = servers;
+        self
+    }
+
+    /// The MCP servers components may call (factories read them through the `&Registry`
+    /// of [`Registry::register_composite_generator`] and its kin).
+    pub fn mcp_servers(&self) -> &Arc<McpServers> {
+        &self.mcp_servers
     }
 
     kind_methods!(

@@ -4,8 +4,8 @@
 //! `telemetry`) and hands it down; whoever has none gets [`NoMeter`].
 //!
 //! Labels stay bounded: endpoints are named by the operator's provider declarations
-//! (every undeclared base URL is [`UNDECLARED_ENDPOINT`]), never by run ids or any string
-//! a request carries.
+//! (every undeclared base URL is [`UNDECLARED_ENDPOINT`]) and MCP servers by theirs,
+//! never by run ids or any string a request carries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,33 @@ impl ProviderOutcome {
     }
 }
 
+/// How a tool call to an MCP server ended, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolCallOutcome {
+    /// The tool answered.
+    Success,
+    /// The tool answered with an error (MCP's `isError`).
+    ToolError,
+    /// The server answered with a JSON-RPC error (unknown tool, invalid arguments).
+    ServerError,
+    /// No answer within the server's timeout.
+    Timeout,
+    /// No session: connection refused, egress refused, the session broke.
+    Unreachable,
+}
+
+impl ToolCallOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ToolCallOutcome::Success => "success",
+            ToolCallOutcome::ToolError => "tool_error",
+            ToolCallOutcome::ServerError => "server_error",
+            ToolCallOutcome::Timeout => "timeout",
+            ToolCallOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// A circuit breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -85,6 +112,8 @@ pub trait Meter: Send + Sync + std::fmt::Debug + 'static {
     fn sse_clients(&self, _delta: i64) {}
     /// A webhook delivery ended: delivered, or failed for good.
     fn webhook_delivery(&self, _delivered: bool) {}
+    /// One tool call to the declared MCP server `server`.
+    fn mcp_tool_call(&self, _server: &str, _outcome: ToolCallOutcome, _elapsed: Duration) {}
 }
 
 /// Records nothing.

@@ -23,7 +23,7 @@ pub use config_check::{
 pub use instrumentation::{
     Instrumentation, NoInstrumentation, ObservationRequest, TelemetryView, WebhookView,
 };
-pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome};
+pub use meter::{BreakerState, Meter, NoMeter, ProviderOutcome, ToolCallOutcome};
 
 pub(crate) use config::{SECRET_ENV_PREFIX, redact_runtime};
 pub(crate) use meter::UNDECLARED_ENDPOINT;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::model::{CaseRecord, CaseStatus, RunStatus, Usage};
-use crate::observe::{BreakerState, Meter, ProviderOutcome};
+use crate::observe::{BreakerState, Meter, ProviderOutcome, ToolCallOutcome};
 
 /// The `Content-Type` of the Prometheus text format (0.0.4).
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -44,6 +44,17 @@ struct RequestLabels {
 struct TokenLabels {
     endpoint: String,
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolCallLabels {
+    server: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +91,8 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabel, Counter>,
     agent_outcomes: Family<OutcomeLabel, Counter>,
     agent_tool_calls: Family<AgentToolLabels, Counter>,
+    mcp_tool_calls: Family<ToolCallLabels, Counter>,
+    mcp_tool_seconds: Histograms<ServerLabel>,
 }
 
 fn case_buckets() -> Histogram {
@@ -127,6 +140,8 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             agent_outcomes: Family::default(),
             agent_tool_calls: Family::default(),
+            mcp_tool_calls: Family::default(),
+            mcp_tool_seconds: Family::new_with_constructor(provider_buckets as fn() -> Histogram),
             registry: Registry::default(),
         };
         // Each metric under its name and `# HELP` text.
@@ -172,6 +187,10 @@ impl Metrics {
                 "Agent loops (openai/agent) that ended, by outcome (answered, max_turns, max_tool_calls, token_limit, time_limit, cost_limit)";
             agent_tool_calls: "agent_tool_calls",
                 "Tool calls of agent loops, by source (functions, a declared MCP server, unknown) and outcome (ok, error)";
+            mcp_tool_calls: "mcp_tool_calls",
+                "Tool calls to declared MCP servers, by server and outcome (success, tool_error, server_error, timeout, unreachable)";
+            mcp_tool_seconds: "mcp_tool_call_duration_seconds",
+                "Latency of MCP tool calls, by server";
         }
         Metrics {
             registry,
@@ -313,6 +332,20 @@ impl Meter for Metrics {
         self.webhook_deliveries
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    fn mcp_tool_call(&self, server: &str, outcome: ToolCallOutcome, elapsed: Duration) {
+        self.mcp_tool_calls
+            .get_or_create(&ToolCallLabels {
+                server: server.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.mcp_tool_seconds
+            .get_or_create(&ServerLabel {
+                server: server.to_owned(),
+            })
+            .observe(seconds(elapsed));
     }
 }
 

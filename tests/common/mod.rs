@@ -5,6 +5,7 @@ pub mod app;
 pub mod browser;
 pub mod code;
 pub mod fake_provider;
+pub mod mcp;
 pub mod otlp;
 pub mod stream_proxy;
 pub mod webhook;

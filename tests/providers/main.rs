@@ -12,6 +12,7 @@ mod concurrency;
 mod judges;
 mod keys;
 mod limits;
+mod mcp;
 mod requests;
 mod retries;
 mod verdicts;

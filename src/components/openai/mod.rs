@@ -35,6 +35,7 @@ pub use providers::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
     implicit_providers,
 };
+pub(crate) use redact::redact_key;
 use shared::Shared;
 
 /// The components that send requests to model providers: all of them share the
