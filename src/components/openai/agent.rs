@@ -20,8 +20,10 @@ use super::Shared;
 use super::client::{ClientConfig, Message, ToolCall};
 use super::generator::ChatGenerator;
 use crate::components::agent::{
-    Limits, MockFunctions, ToolResult, ToolSource, ToolSpec, Toolbox, read_functions, read_limits,
+    Limits, McpSource, MockFunctions, ToolResult, ToolSource, ToolSpec, Toolbox, read_functions,
+    read_limits,
 };
+use crate::components::mcp::{McpServer, McpServers};
 use crate::components::{
     CallContext, ComponentError, GenerateRequest, Generation, Generator, Params,
 };
@@ -30,6 +32,8 @@ use crate::observe::{AttributeValue, Attributes, Meter, SpanStatus};
 
 pub(super) struct AgentGenerator {
     chat: ChatGenerator,
+    /// The declared MCP servers the run named (`mcp_servers`), in its order.
+    servers: Vec<Arc<McpServer>>,
     /// The operator's metrics: loop outcomes and tool calls.
     meter: Arc<dyn Meter>,
     functions: Arc<Vec<ToolSpec>>,
@@ -38,13 +42,18 @@ pub(super) struct AgentGenerator {
 }
 
 impl AgentGenerator {
-    pub(super) fn from_params(p: &mut Params<'_>, shared: &Arc<Shared>) -> Self {
+    pub(super) fn from_params(
+        p: &mut Params<'_>,
+        shared: &Arc<Shared>,
+        declared: &McpServers,
+    ) -> Self {
         let chat = ChatGenerator::from_params_as(p, "openai/agent", shared);
         let functions = read_functions(p);
         let limits = read_limits(p, &shared.outbound.agent_caps, chat.client.price.is_some());
-        read_mcp_servers(p, &[]);
+        let servers = read_mcp_servers(p, declared);
         let tools_allow = p.string_list("tools_allow");
         AgentGenerator {
+            servers,
             meter: shared.outbound.meter.clone(),
             chat,
             functions: Arc::new(functions),
@@ -55,7 +64,11 @@ impl AgentGenerator {
 
     /// The tool sources of one case.
     fn sources(&self, request: &GenerateRequest<'_>) -> Vec<Arc<dyn ToolSource>> {
-        let mut sources: Vec<Arc<dyn ToolSource>> = Vec::new();
+        let mut sources: Vec<Arc<dyn ToolSource>> = self
+            .servers
+            .iter()
+            .map(|server| Arc::new(McpSource(server.clone())) as Arc<dyn ToolSource>)
+            .collect();
         if !self.functions.is_empty() {
             sources.push(Arc::new(MockFunctions {
                 specs: self.functions.clone(),
@@ -78,27 +91,22 @@ impl AgentGenerator {
     }
 }
 
-/// `mcp_servers`: names of servers the operator declared.
-fn read_mcp_servers(p: &mut Params<'_>, declared: &[String]) -> Vec<String> {
+/// `mcp_servers`: names of servers the operator declared (a 422 lists them otherwise).
+fn read_mcp_servers(p: &mut Params<'_>, declared: &McpServers) -> Vec<Arc<McpServer>> {
     let Some(names) = p.string_list("mcp_servers") else {
         return Vec::new();
     };
+    let mut servers: Vec<Arc<McpServer>> = Vec::with_capacity(names.len());
     for name in &names {
-        if !declared.contains(name) {
-            p.error(
-                "mcp_servers",
-                format!(
-                    "unknown MCP server `{name}`; declared servers: {}",
-                    if declared.is_empty() {
-                        "none (the operator declares them with --mcp-server)".to_owned()
-                    } else {
-                        declared.join(", ")
-                    }
-                ),
-            );
+        match declared.get(name) {
+            Ok(server) if servers.iter().any(|s| Arc::ptr_eq(s, server)) => {
+                p.error("mcp_servers", format!("`{name}` is named twice"));
+            }
+            Ok(server) => servers.push(server.clone()),
+            Err(e) => p.error("mcp_servers", e.to_string()),
         }
     }
-    names
+    servers
 }
 
 /// The state of one loop.

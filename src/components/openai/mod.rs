@@ -55,8 +55,13 @@ pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
     registry.register_generator("openai/chat", "1", move |p| {
         Arc::new(generator::ChatGenerator::from_params(p, &shared))
     });
-    registry.register_generator("openai/agent", "1", move |p| {
-        Arc::new(agent::AgentGenerator::from_params(p, &for_agent))
+    // Composite: the agent offers the tools of the registry's MCP servers.
+    registry.register_composite_generator("openai/agent", "1", move |registry, p| {
+        Arc::new(agent::AgentGenerator::from_params(
+            p,
+            &for_agent,
+            registry.mcp_servers(),
+        ))
     });
     // Version 2: the prompt shows input, expected output and output unless the rubric
     // places them itself.
