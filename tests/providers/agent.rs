@@ -373,11 +373,7 @@ async fn over_http_conversations_are_checked_on_upload_and_transcripts_come_back
     // A malformed message: 422 naming the line and the message, nothing stored.
     let bad = case(json!([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "x"}]));
     let (status, error) = server
-        .put(
-            "/datasets/weather",
-            "application/x-ndjson",
-            format!("{bad}"),
-        )
+        .put("/datasets/weather", "application/x-ndjson", bad)
         .await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(
