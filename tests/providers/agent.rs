@@ -333,8 +333,39 @@ async fn every_tool_call_has_an_execute_tool_span_beside_the_model_calls() {
     .await;
     assert!(outcome.failed().is_empty());
     let spans = tracer.spans();
-    let model_calls = spans.iter().filter(|s| s.name == "provider_call").count();
-    assert_eq!(model_calls, 2);
+    // One `chat` span per model call under the generation span, the HTTP request under it.
+    let chats: Vec<_> = spans.iter().filter(|s| s.name == "chat").collect();
+    assert_eq!(chats.len(), 2);
+    for chat in &chats {
+        let parent = spans.iter().find(|s| Some(s.id) == chat.parent).unwrap();
+        assert_eq!(parent.name, "generation");
+        let attribute = |name: &str| {
+            chat.attributes
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            attribute("gen_ai.operation.name"),
+            Some(AttributeValue::from("chat"))
+        );
+        assert_eq!(
+            attribute("gen_ai.request.model"),
+            Some(AttributeValue::from("agent"))
+        );
+        let tokens = chat
+            .added
+            .iter()
+            .find(|(k, _)| k == "gen_ai.usage.input_tokens")
+            .map(|(_, v)| v.clone());
+        assert_eq!(tokens, Some(AttributeValue::from(5u64)));
+    }
+    let calls: Vec<_> = spans.iter().filter(|s| s.name == "provider_call").collect();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        let parent = spans.iter().find(|s| Some(s.id) == call.parent).unwrap();
+        assert_eq!(parent.name, "chat");
+    }
     let tools: Vec<_> = spans.iter().filter(|s| s.name == "execute_tool").collect();
     assert_eq!(tools.len(), 2);
     for span in tools {

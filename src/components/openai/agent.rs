@@ -188,6 +188,51 @@ async fn run_tool(toolbox: &Toolbox, call: &ToolCall, ctx: CallContext<'_>) -> (
     (result, elapsed)
 }
 
+/// The span of one model call of the loop (when the call has a parent span).
+struct ModelCallSpan<'a> {
+    tracer: &'a dyn crate::observe::TracingProvider,
+    span: Option<crate::observe::Span>,
+}
+
+impl<'a> ModelCallSpan<'a> {
+    fn start(ctx: CallContext<'a>, client: &ClientConfig, turn: usize) -> Self {
+        let tracer = ctx.tracer;
+        let span = ctx.parent_span.map(|parent| {
+            let attributes: Attributes = if tracer.is_recording() {
+                vec![
+                    ("gen_ai.operation.name", "chat".into()),
+                    ("gen_ai.request.model", client.model.as_str().into()),
+                    ("themis.turn", AttributeValue::from(turn as u64)),
+                ]
+            } else {
+                Attributes::new()
+            };
+            tracer.start_span("chat", attributes, Some(parent))
+        });
+        ModelCallSpan { tracer, span }
+    }
+
+    fn end(self, outcome: Result<&Usage, &str>) {
+        let Some(span) = self.span else {
+            return;
+        };
+        match outcome {
+            Ok(usage) => {
+                for (key, value) in [
+                    ("gen_ai.usage.input_tokens", usage.prompt_tokens),
+                    ("gen_ai.usage.output_tokens", usage.completion_tokens),
+                    ("themis.requests", usage.requests),
+                ] {
+                    self.tracer
+                        .set_attribute(&span, key, AttributeValue::from(value));
+                }
+                self.tracer.end_span(span, SpanStatus::Ok, None);
+            }
+            Err(message) => self.tracer.end_span(span, SpanStatus::Error, Some(message)),
+        }
+    }
+}
+
 /// Runs a turn's tool calls concurrently (the model asked for them together).
 async fn run_tools(
     toolbox: &Toolbox,
@@ -231,18 +276,28 @@ impl Generator for AgentGenerator {
                 break AgentOutcome::TimeLimit;
             };
             let started = Instant::now();
-            let call = client.complete_with_tools(
-                request.ctx,
-                &endpoint,
-                &messages,
-                tools,
-                request.seed,
-                1,
-            );
+            // One `chat` span per model call (answered from the cache or not), the
+            // provider's attempts under it.
+            let span = ModelCallSpan::start(request.ctx, client, progress.turns.len());
+            let ctx = CallContext {
+                parent_span: span.span.as_ref().or(request.ctx.parent_span),
+                ..request.ctx
+            };
+            let call =
+                client.complete_with_tools(ctx, &endpoint, &messages, tools, request.seed, 1);
             let completion = match tokio::time::timeout(left, call).await {
-                Err(_) => break AgentOutcome::TimeLimit,
-                Ok(Err(error)) => return Err(error.into()),
-                Ok(Ok(completion)) => completion,
+                Err(_) => {
+                    span.end(Err("time_limit_s reached"));
+                    break AgentOutcome::TimeLimit;
+                }
+                Ok(Err(error)) => {
+                    span.end(Err(&error.message));
+                    return Err(error.into());
+                }
+                Ok(Ok(completion)) => {
+                    span.end(Ok(&completion.usage));
+                    completion
+                }
             };
             progress.usage.add(&completion.usage);
             let choice = completion
