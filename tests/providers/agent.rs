@@ -1,7 +1,8 @@
 //! `openai/agent` against the fake provider scripted to call tools: conversations from
-//! the case, mock functions answering from the case, parallel calls, tool errors, each
-//! limit as a typed outcome, transcripts in the record, the cache replaying turns, and
-//! spans per tool call.
+//! the case (checked at submission), mock functions answering from the case, parallel
+//! calls, tool errors, each limit as a typed outcome and the operator's caps;
+//! `openai/chat` sending a conversation. The helpers here serve `agent_records` and
+//! `agent_mcp` too.
 
 use super::*;
 use crate::common::fake_provider::{tool_messages, turn};
@@ -9,7 +10,7 @@ use themis::engine::EngineError;
 use themis::model::{AgentOutcome, FieldError};
 
 /// The field errors of a refused definition.
-fn refused(engine: &Engine, body: &Value) -> Vec<FieldError> {
+pub(super) fn refused(engine: &Engine, body: &Value) -> Vec<FieldError> {
     match engine.parse(body) {
         Err(EngineError::Invalid(errors)) => errors,
         Err(other) => panic!("{other}"),
@@ -19,7 +20,7 @@ fn refused(engine: &Engine, body: &Value) -> Vec<FieldError> {
 
 /// An agent experiment on `fake` with `params` merged into the generator's; one case
 /// asking for the weather, whose mock function results are given.
-fn agent_experiment(fake: &FakeProvider, params: Value) -> Value {
+pub(super) fn agent_experiment(fake: &FakeProvider, params: Value) -> Value {
     let generator = merge(
         merge(
             json!({
@@ -57,7 +58,7 @@ fn agent_experiment(fake: &FakeProvider, params: Value) -> Value {
 }
 
 /// Calls both tools at once on the first turn, answers from their results on the next.
-fn weather_script(body: &Value, _: usize) -> Reply {
+pub(super) fn weather_script(body: &Value, _: usize) -> Reply {
     if tool_messages(body).is_empty() {
         Reply::ToolCalls(
             vec![
@@ -165,7 +166,7 @@ async fn tool_errors_and_unknown_tools_go_back_to_the_model() {
 }
 
 /// The fake never stops calling a tool.
-async fn relentless(tokens: u64, calls: usize) -> FakeProvider {
+pub(super) async fn relentless(tokens: u64, calls: usize) -> FakeProvider {
     FakeProvider::replying(move |_, _| {
         Reply::ToolCalls(
             vec![("get_weather", json!({"city": "Oslo"})); calls],
@@ -277,183 +278,6 @@ async fn malformed_conversations_are_refused_naming_the_case_and_message() {
 }
 
 #[tokio::test]
-async fn a_rerun_replays_every_cached_turn_at_no_cost() {
-    let fake = FakeProvider::replying(weather_script).await;
-    let engine = engine();
-    let first = run(&engine, &agent_experiment(&fake, json!({}))).await;
-    assert_eq!(first.run.usage.requests, 2);
-    // Another metric: another run, the same requests.
-    let mut body = agent_experiment(&fake, json!({}));
-    body["evaluation"]["metrics"] = json!(["builtin/contains"]);
-    let again = run(&engine, &body).await;
-    assert_eq!(fake.hits(), 2, "no request the second time");
-    assert_eq!(again.run.usage.requests, 0);
-    // The same turns, each answered from the cache (nothing sent, nothing paid).
-    let turns = |outcome: &super::Outcome| -> Vec<themis::model::Turn> {
-        let transcript = outcome.records[0].candidates[0].transcript.clone().unwrap();
-        transcript
-            .turns
-            .into_iter()
-            .map(|t| themis::model::Turn {
-                latency_ms: 0,
-                tool_results: t
-                    .tool_results
-                    .into_iter()
-                    .map(|r| themis::model::ToolResultRecord {
-                        duration_ms: 0,
-                        ..r
-                    })
-                    .collect(),
-                ..t
-            })
-            .collect()
-    };
-    let expected: Vec<_> = turns(&first)
-        .into_iter()
-        .map(|t| themis::model::Turn {
-            usage: Usage {
-                requests: 0,
-                ..t.usage
-            },
-            ..t
-        })
-        .collect();
-    assert_eq!(turns(&again), expected);
-}
-
-#[tokio::test]
-async fn every_tool_call_has_an_execute_tool_span_beside_the_model_calls() {
-    let fake = FakeProvider::replying(weather_script).await;
-    let tracer = Arc::new(RecordingTracer::new());
-    let outcome = run_with(
-        &engine(),
-        &agent_experiment(&fake, json!({})),
-        Observers::new(Vec::new(), tracer.clone()),
-    )
-    .await;
-    assert!(outcome.failed().is_empty());
-    let spans = tracer.spans();
-    // One `chat` span per model call under the generation span, the HTTP request under it.
-    let chats: Vec<_> = spans.iter().filter(|s| s.name == "chat").collect();
-    assert_eq!(chats.len(), 2);
-    for chat in &chats {
-        let parent = spans.iter().find(|s| Some(s.id) == chat.parent).unwrap();
-        assert_eq!(parent.name, "generation");
-        let attribute = |name: &str| {
-            chat.attributes
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(
-            attribute("gen_ai.operation.name"),
-            Some(AttributeValue::from("chat"))
-        );
-        assert_eq!(
-            attribute("gen_ai.request.model"),
-            Some(AttributeValue::from("agent"))
-        );
-        let tokens = chat
-            .added
-            .iter()
-            .find(|(k, _)| k == "gen_ai.usage.input_tokens")
-            .map(|(_, v)| v.clone());
-        assert_eq!(tokens, Some(AttributeValue::from(5u64)));
-    }
-    let calls: Vec<_> = spans.iter().filter(|s| s.name == "provider_call").collect();
-    assert_eq!(calls.len(), 2);
-    for call in calls {
-        let parent = spans.iter().find(|s| Some(s.id) == call.parent).unwrap();
-        assert_eq!(parent.name, "chat");
-    }
-    let tools: Vec<_> = spans.iter().filter(|s| s.name == "execute_tool").collect();
-    assert_eq!(tools.len(), 2);
-    for span in tools {
-        let parent = spans.iter().find(|s| Some(s.id) == span.parent).unwrap();
-        assert_eq!(parent.name, "generation");
-        let attribute = |name: &str| {
-            span.attributes
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(
-            attribute("gen_ai.operation.name"),
-            Some(AttributeValue::from("execute_tool"))
-        );
-        assert!(attribute("gen_ai.tool.call.id").is_some());
-        assert!(matches!(
-            attribute("gen_ai.tool.name"),
-            Some(AttributeValue::String(name)) if name == "get_weather" || name == "get_time"
-        ));
-        assert_eq!(span.status, Some(SpanStatus::Ok));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn over_http_conversations_are_checked_on_upload_and_transcripts_come_back_everywhere() {
-    let fake = FakeProvider::replying(weather_script).await;
-    let server = crate::common::TestServer::start("memory", Registry::builtin()).await;
-    let case = |messages: Value| {
-        json!({"case_id": "paris", "input": {"messages": messages,
-               "tool_results": {"get_weather": "sunny", "get_time": {"hour": 12}}},
-               "expected_output": "sunny at 12"})
-        .to_string()
-            + "\n"
-    };
-    // A malformed message: 422 naming the line and the message, nothing stored.
-    let bad = case(json!([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "x"}]));
-    let (status, error) = server
-        .put("/datasets/weather", "application/x-ndjson", bad)
-        .await;
-    assert_eq!(status, 422, "{error}");
-    assert_eq!(
-        error["error"]["details"][0]["path"],
-        "line 1.input.messages[1].tool_call_id"
-    );
-    let good = case(json!([{"role": "user", "content": "Weather and time in Paris?"}]));
-    let (status, created) = server
-        .put("/datasets/weather", "application/x-ndjson", good)
-        .await;
-    assert_eq!(status, 201, "{created}");
-
-    let mut body = agent_experiment(&fake, json!({}));
-    body["datasets"] = json!([{"dataset_id": "weather"}]);
-    let (status, run) = server.post("/runs", &body).await;
-    assert!(status == 201 || status == 202, "{status} {run}");
-    let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let finished = server.wait_finished(&run_id).await;
-    assert_eq!(finished["status"], "completed", "{finished}");
-    assert_eq!(finished["agent_outcomes"], json!({"answered": 1}));
-
-    let (_, results) = server.get(&format!("/runs/{run_id}/results")).await;
-    let transcript = &results["results"][0]["candidates"][0]["transcript"];
-    assert_eq!(transcript["outcome"], "answered", "{results}");
-    assert_eq!(
-        transcript["turns"][0]["tool_calls"][0]["name"],
-        "get_weather"
-    );
-    assert_eq!(
-        transcript["turns"][0]["tool_results"][1]["content"],
-        "{\"hour\":12}"
-    );
-    let (_, case) = server.get(&format!("/runs/{run_id}/cases/0")).await;
-    assert_eq!(
-        &case["record"]["candidates"][0]["transcript"], transcript,
-        "{case}"
-    );
-    let export = reqwest::get(server.url(&format!("/runs/{run_id}/results?format=jsonl")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
-    assert_eq!(&line["candidates"][0]["transcript"], transcript);
-    server.stop().await;
-}
-
-#[tokio::test]
 async fn openai_chat_sends_the_cases_conversation_after_its_own_messages() {
     let fake = FakeProvider::fixed("sunny at 12", Duration::ZERO).await;
     let mut body = agent_experiment(&fake, json!({}));
@@ -481,234 +305,4 @@ async fn openai_chat_sends_the_cases_conversation_after_its_own_messages() {
     assert_eq!(sent["messages"], Value::Array(expected));
     assert!(sent.get("tools").is_none());
     assert!(outcome.records[0].candidates[0].transcript.is_none());
-}
-
-#[tokio::test]
-async fn trajectory_metrics_score_the_run_and_a_rejudge_reads_stored_transcripts() {
-    let fake = FakeProvider::replying(weather_script).await;
-    let engine = engine();
-    let mut body = agent_experiment(&fake, json!({}));
-    body["evaluation"]["metrics"] = json!([
-        "builtin/exact_match",
-        {"name": "builtin/tool_call_match", "params": {"mode": "unordered",
-         "expected": [{"name": "get_time"}, {"name": "get_weather", "arguments": {"city": "Paris"}}]}},
-        "builtin/tool_calls"
-    ]);
-    let first = run(&engine, &body).await;
-    let metrics = &first.run.aggregates.metrics;
-    assert_eq!(metrics["builtin/tool_call_match"].overall.mean, Some(1.0));
-    assert_eq!(metrics["builtin/tool_calls"].overall.mean, Some(2.0));
-    assert_eq!(fake.hits(), 2);
-
-    // A rejudge: other expectations and a judge reading {{ transcript }}; the agent's
-    // model and tools are not called again.
-    let judge = FakeProvider::replying(|body, _| {
-        let prompt = user_text(body);
-        let verdict =
-            if prompt.contains("tool call get_weather") && prompt.contains("tool get_time") {
-                "PASS"
-            } else {
-                "FAIL"
-            };
-        Reply::text(verdict, 1)
-    })
-    .await;
-    let evaluation = json!({
-        "metrics": [{"name": "builtin/tool_call_match",
-                     "params": {"mode": "strict", "expected": [{"name": "get_weather"}]}}],
-        "judges": [{"name": "openai/judge", "params": merge(json!({
-            "base_url": judge.base_url, "model": "judge", "pass_fail": true,
-            "rubric": "Did the agent use the tools well?\n{{ transcript }}"}), &fast())}]
-    });
-    let (evaluation, _, runtime) =
-        themis::engine::parse_evaluation(&evaluation, engine.registry()).unwrap();
-    let rejudge = engine
-        .submit_rejudge(&first.run.run_id, &evaluation, &runtime)
-        .await
-        .unwrap()
-        .into_record()
-        .run_id;
-    let rejudged = engine
-        .execute(&rejudge, Observers::default(), RunControl::default())
-        .await
-        .unwrap();
-    assert_eq!(rejudged.status, RunStatus::Completed);
-    assert_eq!(fake.hits(), 2, "no model call of the agent");
-    assert_eq!(
-        rejudged.aggregates.metrics["builtin/tool_call_match"]
-            .overall
-            .mean,
-        Some(0.0),
-        "two calls made, one expected: strict fails"
-    );
-    assert_eq!(
-        rejudged.aggregates.metrics["openai/judge"].overall.mean,
-        Some(1.0)
-    );
-    let prompt = user_text(&judge.bodies()[0]);
-    assert!(prompt.contains("assistant: sunny at 12"), "{prompt}");
-    // The stored transcript stays with the rejudged record.
-    let query = CaseQuery {
-        limit: 10,
-        ..CaseQuery::default()
-    };
-    let records = engine.store().case_records(&rejudge, &query).await.unwrap();
-    assert!(records[0].candidates[0].transcript.is_some());
-}
-
-#[tokio::test]
-async fn metrics_count_loop_outcomes_and_tool_calls_by_source() {
-    let fake = FakeProvider::replying(|body, _| {
-        if turn(body) < 3 {
-            Reply::ToolCalls(vec![("get_weather", json!({})), ("nope", json!({}))], 1)
-        } else {
-            Reply::text("done", 1)
-        }
-    })
-    .await;
-    let metrics = Arc::new(themis::telemetry::Metrics::new());
-    let engine = Engine::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(Registry::builtin_with(Outbound {
-            meter: metrics.clone(),
-            ..Outbound::local()
-        })),
-        EngineConfig::default(),
-    );
-    // The conversation holds one assistant message: turns 1 and 2 call tools, and
-    // max_turns 2 ends the loop there.
-    let outcome = run(&engine, &agent_experiment(&fake, json!({"max_turns": 2}))).await;
-    assert!(outcome.failed().is_empty());
-    let text = metrics.encode();
-    for line in [
-        "themis_agent_loops_total{outcome=\"max_turns\"} 1",
-        "themis_agent_tool_calls_total{source=\"functions\",outcome=\"ok\"} 1",
-        "themis_agent_tool_calls_total{source=\"unknown\",outcome=\"error\"} 1",
-    ] {
-        assert!(text.contains(line), "{line} missing in\n{text}");
-    }
-}
-
-/// An engine whose registry declares the reference server as `everything`.
-fn engine_with_everything(everything: &crate::common::mcp::Everything) -> Engine {
-    let spec = themis::components::McpServerSpec::parse(
-        &format!("name=everything,url={}", everything.url),
-        |_| None,
-    )
-    .unwrap();
-    let servers = themis::components::McpServers::local(vec![spec]).unwrap();
-    Engine::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(Registry::builtin().with_mcp_servers(Arc::new(servers))),
-        EngineConfig::default(),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_agent_calls_the_mcp_reference_servers_tools_end_to_end() {
-    let everything = crate::common::mcp::Everything::start();
-    let engine = engine_with_everything(&everything);
-    // Turn 1: get-sum and echo at once, plus a tool the narrowed list does not offer;
-    // turn 2: the answer, from what the server said.
-    let fake = FakeProvider::replying(|body, _| {
-        let results = tool_messages(body);
-        if results.is_empty() {
-            Reply::ToolCalls(
-                vec![
-                    ("get-sum", json!({"a": 2, "b": 40})),
-                    ("echo", json!({"message": "hi"})),
-                    ("get-tiny-image", json!({})),
-                ],
-                3,
-            )
-        } else {
-            // "The sum of 2 and 40 is 42.": the last number.
-            let text = &results[0].1;
-            let sum = text
-                .split(|c: char| !c.is_ascii_digit())
-                .rfind(|part| !part.is_empty())
-                .unwrap_or("");
-            Reply::text(sum, 3)
-        }
-    })
-    .await;
-    let mut body = agent_experiment(
-        &fake,
-        json!({"mcp_servers": ["everything"], "tools_allow": ["get-sum", "echo"]}),
-    );
-    body["generation"]["generator"]["params"]
-        .as_object_mut()
-        .unwrap()
-        .remove("functions");
-    body["datasets"][0]["cases"][0]["expected_output"] = json!("42");
-    body["evaluation"]["metrics"] = json!(["builtin/exact_match",
-        {"name": "builtin/tool_call_match", "params": {"mode": "superset",
-         "expected": [{"name": "get-sum", "arguments": {"a": 2, "b": 40}}]}}]);
-    let outcome = run(&engine, &body).await;
-    assert!(outcome.failed().is_empty(), "{:?}", outcome.records);
-    // Only the allowed tools were offered, with the server's schemas.
-    let bodies = fake.bodies();
-    let offered: Vec<&str> = bodies[0]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(offered.len(), 2, "{offered:?}");
-    assert!(offered.contains(&"get-sum") && offered.contains(&"echo"));
-    assert!(bodies[0]["tools"][0]["function"]["parameters"].is_object());
-    let transcript = outcome.records[0].candidates[0]
-        .transcript
-        .as_ref()
-        .unwrap();
-    let results = &transcript.turns[0].tool_results;
-    assert!(results[0].content.contains("42"), "{results:?}");
-    assert_eq!(results[0].source.as_deref(), Some("everything"));
-    assert_eq!(results[1].content, "Echo: hi");
-    assert!(results[2].is_error, "not offered: {results:?}");
-    assert!(
-        results[2]
-            .content
-            .starts_with("unknown tool `get-tiny-image`")
-    );
-    assert_eq!(outcome.records[0].candidates[0].output, json!("42"));
-    let metrics = &outcome.run.aggregates.metrics;
-    assert_eq!(metrics["builtin/exact_match"].overall.mean, Some(1.0));
-    assert_eq!(metrics["builtin/tool_call_match"].overall.mean, Some(1.0));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_names_declared_mcp_servers_only() {
-    let everything = crate::common::mcp::Everything::start();
-    let engine = engine_with_everything(&everything);
-    let fake = relentless(1, 1).await;
-    let body = agent_experiment(&fake, json!({"mcp_servers": ["everything", "search"]}));
-    let errors = refused(&engine, &body);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].path, "generation.generator.params.mcp_servers");
-    assert!(
-        errors[0].message.contains("unknown MCP server `search`")
-            && errors[0].message.contains("everything"),
-        "{errors:?}"
-    );
-}
-
-#[tokio::test]
-async fn the_agent_example_is_a_valid_definition_where_everything_is_declared() {
-    let spec = themis::components::McpServerSpec::parse(
-        "name=everything,url=http://127.0.0.1:3001/mcp",
-        |_| None,
-    )
-    .unwrap();
-    let servers = themis::components::McpServers::local(vec![spec]).unwrap();
-    let registry = Registry::builtin().with_mcp_servers(Arc::new(servers));
-    let example: Value = serde_json::from_str(include_str!("../../examples/agent.json")).unwrap();
-    if let Err(errors) = themis::engine::parse_experiment(&example, &registry) {
-        panic!("examples/agent.json: {errors:?}");
-    }
-    // Without the declaration, the example is refused naming the server.
-    let Err(errors) = themis::engine::parse_experiment(&example, &Registry::builtin()) else {
-        panic!("accepted without the server");
-    };
-    assert_eq!(errors[0].path, "generation.generator.params.mcp_servers");
 }

@@ -6,6 +6,8 @@
 mod common;
 
 mod agent;
+mod agent_mcp;
+mod agent_records;
 mod budgets;
 mod cache;
 mod concurrency;
