@@ -88,8 +88,13 @@ pub(crate) fn check_case(
 /// The fields of `input` agents read by convention: a conversation at `input.messages`
 /// (checked message by message, so a malformed one is refused here rather than failing
 /// its case later) and mock tool results at `input.tool_results` (an object by name).
+/// Only a list of objects is taken for a conversation: datasets made for other uses
+/// (OpenAI eval items, say) may hold anything else under that name.
 fn check_agent_fields(input: &Value, problems: &mut Problems, at: &dyn Fn(&str) -> String) {
-    if let Some(messages) = input.get(CONVERSATION_FIELD) {
+    if let Some(messages) = input
+        .get(CONVERSATION_FIELD)
+        .filter(|m| m.as_array().is_some_and(|l| l.iter().all(Value::is_object)))
+    {
         check_conversation(messages, &mut |path, message| {
             problems.report(|| (at(&format!("input.{CONVERSATION_FIELD}{path}")), message));
         });
@@ -164,11 +169,15 @@ mod tests {
                 "line 3.input.tool_results: must be an object: each mock function's result by name"
             ]
         );
-        let (_, problems) = check(json!({"case_id": "c", "input": {"messages": "hi"}}));
-        assert_eq!(
-            problems,
-            ["line 3.input.messages: must be a list of {role, content} messages"]
-        );
+        // Anything but a list of objects is other data under the same name.
+        for other in [
+            json!("hi"),
+            json!(["a", "b"]),
+            json!([{"role": "user", "content": "x"}, 1]),
+        ] {
+            let (_, problems) = check(json!({"case_id": "c", "input": {"messages": other}}));
+            assert!(problems.is_empty(), "{problems:?}");
+        }
     }
 
     #[test]
