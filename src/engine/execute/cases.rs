@@ -149,8 +149,7 @@ impl CaseTasks {
     /// neither an item nor a finished case.
     pub(super) async fn next(&mut self) -> Option<CaseOutcome> {
         loop {
-            let limit = self.slots.limit();
-            self.slots.note(self.running.len(), !self.items_done);
+            let limit = self.slots.note(self.running.len(), !self.items_done);
             let room = !self.items_done && self.running.len() < limit;
             let full = !self.items_done && !room;
             tokio::select! {

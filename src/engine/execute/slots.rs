@@ -4,8 +4,7 @@
 //! asking for more while cases wait and giving back what it cannot use, so the cases in
 //! flight across all instances never exceed the run's `concurrency`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -21,14 +20,20 @@ const REBALANCE: Duration = Duration::from_millis(200);
 
 /// The slots one execution may fill, and what it needs of them.
 pub(crate) struct Slots {
-    limit: AtomicUsize,
-    running: AtomicUsize,
-    /// Cases may still come (the claimer has not run out of chunks).
-    hungry: AtomicBool,
+    state: Mutex<State>,
     /// The limit changed: the case loop looks again.
     changed: Notify,
     /// The case loop's needs changed: the keeper asks again.
     needs: Notify,
+}
+
+/// Read and written together: the keeper never lowers the limit below what the case
+/// loop may fill on a limit it read before (its report and its read are one step).
+struct State {
+    limit: usize,
+    running: usize,
+    /// Cases may still come (the claimer has not run out of chunks).
+    hungry: bool,
 }
 
 impl Slots {
@@ -39,32 +44,53 @@ impl Slots {
 
     fn with_limit(limit: usize) -> Self {
         Slots {
-            limit: AtomicUsize::new(limit),
-            running: AtomicUsize::new(0),
-            hungry: AtomicBool::new(true),
+            state: Mutex::new(State {
+                limit,
+                running: 0,
+                hungry: true,
+            }),
             changed: Notify::new(),
             needs: Notify::new(),
         }
     }
 
-    pub(crate) fn limit(&self) -> usize {
-        self.limit.load(Ordering::Acquire)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set_limit(&self, limit: usize) {
-        if self.limit.swap(limit, Ordering::AcqRel) != limit {
+        let old = std::mem::replace(&mut self.state().limit, limit);
+        if old != limit {
             // One waiter (the case loop): a permit is kept if it is not waiting yet.
             self.changed.notify_one();
         }
     }
 
-    /// The case loop reports what it runs and whether more may come.
-    pub(crate) fn note(&self, running: usize, hungry: bool) {
-        self.running.store(running, Ordering::Release);
-        let was = self.hungry.swap(hungry, Ordering::AcqRel);
+    /// The case loop reports what it runs and whether more may come, and learns how
+    /// many it may run.
+    pub(crate) fn note(&self, running: usize, hungry: bool) -> usize {
+        let mut state = self.state();
+        state.running = running;
+        let was = std::mem::replace(&mut state.hungry, hungry);
+        let limit = state.limit;
+        drop(state);
         // Out of work and well under its share: what it holds could serve others.
-        if was != hungry || (!hungry && running < self.limit() / 2) {
+        if was != hungry || (!hungry && running < limit / 2) {
             self.needs.notify_one();
+        }
+        limit
+    }
+
+    /// What to ask the store for: `(want, in_use)`. Out of work, the limit comes down to
+    /// what runs (no case starts any more); otherwise the case loop may fill the limit
+    /// in force until the answer arrives, so all of it counts as in use.
+    fn needs(&self, concurrency: usize) -> (usize, usize) {
+        let mut state = self.state();
+        if !state.hungry {
+            state.limit = state.limit.min(state.running);
+            (state.running, state.running)
+        } else {
+            (concurrency, state.running.max(state.limit))
         }
     }
 
@@ -91,25 +117,44 @@ pub(crate) fn keep_share(
         let slots = slots.clone();
         async move {
             let renew = lease / 3;
-            let mut granted_at = Instant::now();
+            // The grant in force was asked for then: by the store's clock it lasts at
+            // least `lease` from a moment after this one.
+            let mut asked_at = Instant::now();
             loop {
-                let running = slots.running.load(Ordering::Acquire);
-                let want = if slots.hungry.load(Ordering::Acquire) {
-                    concurrency
-                } else {
-                    running
-                };
+                let (want, in_use) = slots.needs(concurrency);
                 let request = ShareRequest {
                     pool: &pool,
                     holder: &holder,
                     capacity: concurrency as u64,
                     want: want as u64,
-                    in_use: running as u64,
+                    in_use: in_use as u64,
                     lease,
                 };
-                let wait = match store.lease_share(&request).await {
+                let sent_at = Instant::now();
+                let call = store.lease_share(&request);
+                tokio::pin!(call);
+                // A renewal this late (a store overloaded or out of reach): the grant may
+                // run out before it comes and go to others, so no case starts until it
+                // does. Cases in flight go on: the fence is on starting them.
+                let answer = tokio::select! {
+                    answer = &mut call => answer,
+                    () = tokio::time::sleep_until(asked_at + lease * 2 / 3) => {
+                        slots.set_limit(0);
+                        tracing::warn!(pool, "the run's share of its concurrency is not renewed in time; starting no case until it is");
+                        call.await
+                    }
+                };
+                let wait = match answer {
                     Ok(grant) => {
-                        granted_at = Instant::now();
+                        asked_at = sent_at;
+                        if grant.held < in_use as u64 {
+                            tracing::warn!(
+                                pool,
+                                held = grant.held,
+                                in_use,
+                                "the run's share ran out before it was renewed: others may have taken slots this instance still fills"
+                            );
+                        }
                         slots.set_limit(grant.usable() as usize);
                         if grant.held != grant.target {
                             REBALANCE
@@ -118,9 +163,7 @@ pub(crate) fn keep_share(
                         }
                     }
                     Err(e) => {
-                        // The grant may have run out meanwhile and gone to others: start
-                        // nothing new until the store answers again.
-                        if granted_at.elapsed() >= renew * 2 {
+                        if asked_at.elapsed() >= lease * 2 / 3 {
                             slots.set_limit(0);
                         }
                         tracing::warn!(error = %e, "renewing the run's share of its concurrency failed");
