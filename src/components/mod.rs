@@ -10,6 +10,7 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod cluster;
 mod judges_panel;
 mod metrics_choice_math;
 mod metrics_code;
@@ -30,6 +31,8 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
+pub use cluster::Cluster;
+pub(crate) use cluster::ClusterLink;
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,

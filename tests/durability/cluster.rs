@@ -128,3 +128,56 @@ async fn killing_two_of_eight_instances_keeps_the_limits_and_loses_no_case() {
     stop(instances);
     database.drop_database().await;
 }
+
+/// The most arrivals within any `window`.
+fn most_within(arrivals: &[std::time::Instant], window: Duration) -> usize {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort();
+    let mut most = 0;
+    let mut first = 0;
+    for (last, at) in sorted.iter().enumerate() {
+        while *at - sorted[first] > window {
+            first += 1;
+        }
+        most = most.max(last + 1 - first);
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_providers_limits_hold_for_four_instances_together() {
+    let database = TestDatabase::create().await;
+    // A second per request: 10 a second would be 10 in flight, so 8 at once binds too.
+    let fake = FakeProvider::fixed("ok", Duration::from_secs(1)).await;
+    // 600 a minute: 10 a second, a burst of 10; 8 at once.
+    let provider = format!(
+        "name=fake,base_url={},max_concurrency=8,requests_per_minute=600",
+        fake.base_url
+    );
+    let instances = spawn_instances(&database, &provider, 4);
+    let client = reqwest::Client::new();
+
+    let total = 150;
+    let run_id = post_run(&client, &instances[0].1, &chat_run(total, 64)).await;
+    assert_completed_once(&client, &instances[2].1, &run_id, total as u64).await;
+    let most = fake.max_in_flight();
+    assert!(
+        most <= 8,
+        "{most} requests in flight at once (max_concurrency 8)"
+    );
+    // Any 3 s: the burst, 3 s of refill, and what the instances hold reserved unspent
+    // (a block of a quarter second's budget each). Each instance on its own would send
+    // up to 8 a second: 96 in 3 s together.
+    let arrivals = fake.arrivals();
+    let busiest = most_within(&arrivals, Duration::from_secs(3));
+    assert!(busiest <= 10 + 30 + 4 * 3, "{busiest} requests within 3 s");
+    let first = arrivals.iter().min().unwrap();
+    let last = arrivals.iter().max().unwrap();
+    assert!(
+        *last - *first >= Duration::from_secs(12),
+        "{total} requests in {:?} at 10 a second",
+        *last - *first
+    );
+    stop(instances);
+    database.drop_database().await;
+}

@@ -225,9 +225,14 @@ impl Breaker {
 /// (AIMD): starts at min(8, max), grows by one per window of successes (1/limit per
 /// success) and halves on a 429, at most once per window (a window ends at the first
 /// decrease; permits taken before it do not decrease again).
+///
+/// On a database several instances share, the limit is also bounded by this instance's
+/// share of it ([`ConcurrencyLimiter::set_share`]), leased from the database.
 pub(super) struct ConcurrencyLimiter {
     state: Mutex<Concurrency>,
     released: Notify,
+    /// A caller started waiting: the keeper of the share asks for more.
+    pub(super) wants: Notify,
 }
 
 struct Concurrency {
@@ -237,6 +242,10 @@ struct Concurrency {
     limit: f64,
     in_flight: usize,
     epoch: u64,
+    /// This instance's share of the limit, when instances share it.
+    share: Option<usize>,
+    /// Callers waiting for a permit.
+    waiting: usize,
 }
 
 /// What a finished request tells the adaptive limit.
@@ -277,9 +286,22 @@ impl Default for ConcurrencyLimiter {
                 limit: f64::MAX,
                 in_flight: 0,
                 epoch: 0,
+                share: None,
+                waiting: 0,
             }),
             released: Notify::new(),
+            wants: Notify::new(),
         }
+    }
+}
+
+/// A caller waiting for a permit, counted out when it gives up (its future dropped).
+struct Waiting<'a>(&'a ConcurrencyLimiter);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.waiting = state.waiting.saturating_sub(1);
     }
 }
 
@@ -321,14 +343,21 @@ impl ConcurrencyLimiter {
     }
 
     pub(super) async fn acquire(&self) -> Permit<'_> {
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             // Created before checking, so a release in between is not missed.
             let released = self.released.notified();
             {
                 let mut state = lock(&self.state);
                 let allowed = (state.limit.floor() as usize).max(1);
-                if !state.enabled || state.in_flight < allowed {
+                let allowed = state.share.map_or(allowed, |share| allowed.min(share));
+                if (!state.enabled && state.share.is_none()) || state.in_flight < allowed {
                     state.in_flight += 1;
+                    if let Some(counted) = waiting.take() {
+                        // Counted out here, under the lock its drop would take.
+                        state.waiting -= 1;
+                        std::mem::forget(counted);
+                    }
                     return Permit {
                         limiter: self,
                         epoch: state.epoch,
@@ -336,9 +365,35 @@ impl ConcurrencyLimiter {
                         counted: true,
                     };
                 }
+                if waiting.is_none() {
+                    state.waiting += 1;
+                    waiting = Some(Waiting(self));
+                    self.wants.notify_one();
+                }
             }
             released.await;
         }
+    }
+
+    /// Bounds the permits to `share` (this instance's part of a limit instances share).
+    pub(super) fn set_share(&self, share: usize) {
+        let old = lock(&self.state).share.replace(share);
+        if old.is_none_or(|old| old < share) {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// What to ask the other instances for: `(want, in_use)`. While callers wait, all of
+    /// `max`; else what is in flight. Permits may be taken up to the share in force
+    /// until the answer comes: all of it counts as in use.
+    pub(super) fn share_needs(&self, max: usize) -> (usize, usize) {
+        let state = lock(&self.state);
+        let want = if state.waiting > 0 {
+            max
+        } else {
+            state.in_flight
+        };
+        (want, state.in_flight.max(state.share.unwrap_or(0)))
     }
 
     fn release(&self, permit: &mut Permit<'_>) {
