@@ -181,7 +181,7 @@ async fn serve(
     if store.shared_by_instances() {
         // Declared providers' limits hold for every instance on the database together.
         registry.join_cluster(crate::components::Cluster {
-            store: store.clone(),
+            limits: Arc::new(crate::engine::StoreLimits::new(store.clone())),
             holder: config.engine.instance_id.clone(),
             lease: config.engine.lease,
         });

@@ -31,8 +31,8 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
-pub use cluster::Cluster;
 pub(crate) use cluster::ClusterLink;
+pub use cluster::{Cluster, SharedLimits};
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,

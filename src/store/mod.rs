@@ -36,7 +36,7 @@ use crate::model::{
     RunRecord, RunStatus, Timestamp,
 };
 
-pub use cluster::{BudgetRequest, ShareGrant, ShareRequest};
+pub use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 pub use connect::connect;
 pub(crate) use datasets::MAX_NAMED_RUNS;
 pub use datasets::{

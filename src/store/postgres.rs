@@ -13,9 +13,9 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use tokio::sync::mpsc;
 
 use super::StoreResult;
-use super::cluster::{BudgetRequest, ShareGrant, ShareRequest};
 use super::sql::{Dialect, Write};
 use crate::model::RunId;
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 
 /// The channel commits notify on; the payload is `{run_id} {origin}`.
 const CHANNEL: &str = "themis_events";

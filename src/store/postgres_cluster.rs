@@ -8,8 +8,9 @@ use std::time::Duration;
 use sqlx::{PgPool, Row};
 
 use super::StoreResult;
-use super::cluster::{BudgetRequest, ShareGrant, ShareRequest, fair_shares, next_grant};
+use super::cluster::{fair_shares, next_grant};
 use super::sql::to_i64;
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 
 pub(super) async fn lease_share(
     pool: &PgPool,

@@ -22,9 +22,9 @@ use std::time::Duration;
 use sqlx::{Database, Decode, Encode, IntoArguments, Pool, QueryBuilder, Type};
 use tokio::sync::mpsc;
 
-use super::cluster::{BudgetRequest, ShareGrant, ShareRequest};
 use super::{StoreError, StoreResult};
 use crate::model::RunId;
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 
 pub(super) use write::Write;
 

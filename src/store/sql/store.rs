@@ -18,8 +18,8 @@ use crate::model::{
     AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
     Timestamp,
 };
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 use crate::store::apply::CancelStep;
-use crate::store::cluster::{BudgetRequest, ShareGrant, ShareRequest};
 use crate::store::{
     CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
     CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,

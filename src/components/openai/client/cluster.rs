@@ -1,9 +1,9 @@
 //! A declared provider's limits shared by every instance on one database: this
 //! instance's share of `max_concurrency` (leased, renewed and rebalanced by a keeper
-//! task, see [`Store::lease_share`](crate::store::Store::lease_share)) bounds its
-//! concurrency limiter, and `requests_per_minute` / `tokens_per_minute` are reserved from
-//! a bucket in the database in blocks ([`Store::reserve_budget`](crate::store::Store::reserve_budget)),
-//! spent here call by call: one round trip per block, never one per request.
+//! task through [`SharedLimits::lease_share`](crate::components::SharedLimits)) bounds
+//! its concurrency limiter, and `requests_per_minute` / `tokens_per_minute` are reserved
+//! from a bucket in the database in blocks, spent here call by call: one round trip per
+//! block, never one per request.
 
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::endpoint::Endpoint;
 use crate::components::Cluster;
-use crate::store::{BudgetRequest, ShareRequest};
+use crate::model::{BudgetRequest, ShareRequest};
 
 /// How soon the keeper asks again while its grant differs from its fair share.
 const REBALANCE: Duration = Duration::from_millis(200);
@@ -135,14 +135,13 @@ impl ClusterBudget {
             burst: self.burst,
             amount: reserve,
         };
-        let wait = match self.cluster.store.reserve_budget(&request).await {
-            Ok(wait) => wait,
-            Err(e) => {
-                // Paced by this instance's own limiter alone until the store is back.
-                tracing::warn!(pool = %self.pool, error = %e, "reserving shared rate budget failed");
-                Duration::ZERO
-            }
-        };
+        // Unreachable: paced by this instance's own limiter alone until it is back.
+        let wait = self
+            .cluster
+            .limits
+            .reserve_budget(&request)
+            .await
+            .unwrap_or_default();
         let now = Instant::now();
         let mut prepaid = self.prepaid();
         prepaid.units = kept + block - amount;
@@ -166,7 +165,7 @@ pub(in crate::components::openai) fn keep_concurrency_share(
         let mut asked_at = Instant::now();
         loop {
             let Some(held) = endpoint.upgrade() else {
-                let _ = cluster.store.release_share(&pool, &cluster.holder).await;
+                cluster.limits.release_share(&pool, &cluster.holder).await;
                 return;
             };
             let limiter = &held.concurrency;
@@ -180,7 +179,7 @@ pub(in crate::components::openai) fn keep_concurrency_share(
                 lease: cluster.lease,
             };
             let sent_at = Instant::now();
-            let call = cluster.store.lease_share(&request);
+            let call = cluster.limits.lease_share(&request);
             tokio::pin!(call);
             // Not renewed in time: the share may go to others, so no request starts
             // until the answer comes.
@@ -192,7 +191,7 @@ pub(in crate::components::openai) fn keep_concurrency_share(
                 }
             };
             let wait = match answer {
-                Ok(grant) => {
+                Some(grant) => {
                     asked_at = sent_at;
                     limiter.set_share(grant.usable() as usize);
                     if grant.held != grant.target {
@@ -201,10 +200,7 @@ pub(in crate::components::openai) fn keep_concurrency_share(
                         renew
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(pool, error = %e, "renewing the provider's concurrency share failed");
-                    REBALANCE
-                }
+                None => REBALANCE,
             };
             let asked = Instant::now();
             tokio::select! {
