@@ -505,6 +505,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_share_bounds_the_permits_and_waiters_ask_for_more() {
+        let limiter = std::sync::Arc::new(ConcurrencyLimiter::default());
+        limiter.configure(false, Some(8));
+        // Before the first grant: nothing.
+        limiter.set_share(0);
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _a = limiter.acquire().await;
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(1), limiter.wants.notified())
+            .await
+            .expect("the keeper is told a caller waits");
+        assert_eq!(limiter.share_needs(8), (8, 0), "it wants all of max");
+        // A share of 1: one permit, which counts as in use while the share stands.
+        limiter.set_share(1);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        let held = limiter.acquire().await;
+        assert_eq!(limiter.share_needs(8), (1, 1));
+        let blocked = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _b = limiter.acquire().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!blocked.is_finished(), "the share binds below max_concurrency");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(1), blocked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(limiter.share_needs(8), (0, 1), "idle: it wants nothing more");
+    }
+
+    #[tokio::test]
     async fn limiter_blocks_at_the_limit() {
         let limiter = std::sync::Arc::new(ConcurrencyLimiter::default());
         limiter.configure(false, Some(2));
