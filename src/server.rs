@@ -196,6 +196,14 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
     let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
+    if store.shared_by_instances() {
+        // Declared providers' limits hold for every instance on the database together.
+        registry.join_cluster(crate::components::Cluster {
+            limits: Arc::new(crate::engine::StoreLimits::new(store.clone())),
+            holder: config.engine.instance_id.clone(),
+            lease: config.engine.lease,
+        });
+    }
     // The one telemetry of this server: runs' spans and webhooks go out through the
     // listener's egress policy, and `GET /runs/{id}` reports its counters.
     let telemetry = Arc::new(

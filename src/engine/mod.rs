@@ -24,6 +24,7 @@ mod retry;
 mod reviews;
 mod run_id;
 mod scheduler;
+mod shared_limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub use rerun::retry_id;
 pub use resolve::{RUN_ID_PREFIX, RunRef, resolve_run};
 pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
+pub use shared_limits::StoreLimits;
 
 // For the API and the server only.
 pub(crate) use agreement::Agreement;

@@ -15,6 +15,7 @@ mod event;
 #[cfg(test)]
 pub(crate) use event::sample_event;
 mod ids;
+mod limits;
 mod openai_evals;
 mod pass_at_k;
 mod review;
@@ -30,6 +31,7 @@ pub use check::{FieldError, Problems};
 pub use dataset::*;
 pub use event::{EventBody, EventKind, NewEvent, RunEvent};
 pub use ids::*;
+pub use limits::{BudgetRequest, ShareGrant, ShareRequest};
 pub use openai_evals::{
     EvalKind, EvalObject, EvalObjectQuery, ListOrder, output_item_id, parse_output_item_id,
 };

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cluster;
 mod crash;
 mod lifecycle;
 mod multinode;

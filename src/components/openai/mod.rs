@@ -42,7 +42,7 @@ use shared::Shared;
 pub const PROVIDER_COMPONENTS: [&str; 3] = ["openai/chat", "openai/judge", "openai/pairwise"];
 
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
-    let shared = Arc::new(Shared::new(outbound));
+    let shared = Arc::new(Shared::new(outbound).with_cluster(registry.cluster_link()));
     let for_judge = shared.clone();
     let for_pairwise = shared.clone();
     registry.register_generator("openai/chat", "1", move |p| {

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use super::leases::LeaseSet;
 use super::plan::{Evaluate, Plan, Work, WorkItem};
 use super::recorder::{CaseNotes, ChunkCommit, RecorderMsg};
+use super::slots::Slots;
 use super::stop::FailureGuard;
 use crate::components::ResponseCache;
 use crate::engine::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
@@ -28,6 +29,8 @@ pub(super) struct Shared<'a> {
     /// The response cache, unless the run turned it off.
     pub(super) cache: Option<Arc<dyn Store>>,
     pub(super) concurrency: usize,
+    /// The run's slots this execution may fill now (its share of `concurrency`).
+    pub(super) slots: &'a Arc<Slots>,
     /// The chunks this execution holds, renewed by its heartbeat.
     pub(super) leases: &'a Arc<LeaseSet>,
 }
@@ -114,7 +117,7 @@ pub(super) struct CaseTasks {
     items: mpsc::Receiver<Result<WorkItem, StoreError>>,
     items_done: bool,
     running: JoinSet<CaseOutcome>,
-    concurrency: usize,
+    slots: Arc<Slots>,
 }
 
 impl CaseTasks {
@@ -137,7 +140,7 @@ impl CaseTasks {
             items,
             items_done: false,
             running: JoinSet::new(),
-            concurrency: shared.concurrency.max(1),
+            slots: Arc::clone(shared.slots),
         }
     }
 
@@ -146,9 +149,13 @@ impl CaseTasks {
     /// neither an item nor a finished case.
     pub(super) async fn next(&mut self) -> Option<CaseOutcome> {
         loop {
-            let room = !self.items_done && self.running.len() < self.concurrency;
+            let limit = self.slots.note(self.running.len(), !self.items_done);
+            let room = !self.items_done && self.running.len() < limit;
+            let full = !self.items_done && !room;
             tokio::select! {
                 biased;
+                // Slots were granted (or taken back): look again.
+                () = self.slots.changed(), if full => {}
                 item = self.items.recv(), if room => match item {
                     None => self.items_done = true,
                     Some(Err(e)) => return Some(Err(e)),

@@ -13,6 +13,7 @@ mod claimer;
 mod leases;
 mod plan;
 mod recorder;
+mod slots;
 mod source;
 mod stop;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::cases::Shared;
 use self::leases::{LeaseSet, heartbeat};
+use self::slots::{Slots, keep_share, share_pool};
 use self::stop::{FailureGuard, Stop};
 use super::definition::RuntimeOptions;
 use super::retry::retry;
@@ -215,6 +217,21 @@ impl Engine {
             leases.clone(),
         );
 
+        // The run's concurrency: all of it here, or this instance's share of it when
+        // other instances may execute the run too.
+        let (slots, share) = if store.shared_by_instances() {
+            let (slots, keeper) = keep_share(
+                store.clone(),
+                run_id,
+                config.instance_id.clone(),
+                concurrency,
+                config.lease,
+            );
+            (slots, Some(keeper))
+        } else {
+            (Slots::fixed(concurrency), None)
+        };
+
         let plan = match &quarantine {
             Some(reason) => Err(reason.clone()),
             // The plan's error is the run's failure message.
@@ -240,6 +257,7 @@ impl Engine {
                     failures: &failures,
                     cache,
                     concurrency,
+                    slots: &slots,
                     leases: &leases,
                 };
                 let plan = Arc::new(plan);
@@ -249,6 +267,15 @@ impl Engine {
             }
         };
         drop(heartbeat);
+        if share.is_some() {
+            drop(share);
+            // Its cases ended: the slots go back to the instances still working on the
+            // run now, not when the lease runs out.
+            let pool = share_pool(run_id);
+            if let Err(e) = store.release_share(&pool, &config.instance_id).await {
+                tracing::warn!(error = %e, "giving back the run's concurrency share failed");
+            }
+        }
         // Only this run's leases: other runs of this instance keep theirs.
         if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::Failed(_))
             && let Err(e) = retry(patience, "releasing leases", || {

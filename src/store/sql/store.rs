@@ -18,6 +18,7 @@ use crate::model::{
     AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
     Timestamp,
 };
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 use crate::store::apply::CancelStep;
 use crate::store::{
     CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
@@ -499,6 +500,22 @@ where
 
     async fn watch_commits(&self) -> StoreResult<Option<mpsc::Receiver<RunId>>> {
         self.listen().await
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        Dialect::shared_by_instances(self)
+    }
+
+    async fn lease_share(&self, request: &ShareRequest<'_>) -> StoreResult<ShareGrant> {
+        Dialect::lease_share(self, request).await
+    }
+
+    async fn release_share(&self, pool: &str, holder: &str) -> StoreResult<()> {
+        Dialect::release_share(self, pool, holder).await
+    }
+
+    async fn reserve_budget(&self, request: &BudgetRequest<'_>) -> StoreResult<Duration> {
+        Dialect::reserve_budget(self, request).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

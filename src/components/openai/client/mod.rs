@@ -20,6 +20,7 @@
 //! - [`http`]: one HTTP request and what came back.
 //! - [`response`]: an answer judged (retry or not, what to quote) and parsed.
 
+mod cluster;
 mod endpoint;
 mod http;
 mod response;
