@@ -32,17 +32,14 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
-<<<<<<< HEAD
+pub(crate) use cluster::ClusterLink;
+pub use cluster::{Cluster, SharedLimits};
 pub use mcp::{
     DEFAULT_MAX_CONCURRENCY as DEFAULT_MCP_MAX_CONCURRENCY,
     DEFAULT_MAX_OUTPUT_BYTES as DEFAULT_MCP_MAX_OUTPUT_BYTES,
     DEFAULT_TIMEOUT as DEFAULT_MCP_TIMEOUT, HeaderSecret, McpError, McpHeader, McpServer,
     McpServerSpec, McpServers, McpTool, McpToolOutput,
 };
-=======
-pub(crate) use cluster::ClusterLink;
-pub use cluster::{Cluster, SharedLimits};
->>>>>>> cluster
 pub use openai::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
     ProviderSpec, implicit_providers,

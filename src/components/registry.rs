@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::mcp::McpServers;
 use super::cluster::{Cluster, ClusterLink};
+use super::mcp::McpServers;
 use super::openai::Outbound;
 use super::params::Params;
 use super::{

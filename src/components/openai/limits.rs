@@ -535,13 +535,20 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!blocked.is_finished(), "the share binds below max_concurrency");
+        assert!(
+            !blocked.is_finished(),
+            "the share binds below max_concurrency"
+        );
         drop(held);
         tokio::time::timeout(Duration::from_secs(1), blocked)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(limiter.share_needs(8), (0, 1), "idle: it wants nothing more");
+        assert_eq!(
+            limiter.share_needs(8),
+            (0, 1),
+            "idle: it wants nothing more"
+        );
     }
 
     #[tokio::test]
