@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Providers the operator declared (`--provider`); with none, a loopback-bound
     /// server uses the implicit ones ([`crate::components::implicit_providers`]).
     pub providers: Vec<ProviderSpec>,
+    /// What provider calls cost (`--prices` over the bundled table).
+    pub prices: Arc<crate::components::PriceTable>,
     /// Webhook signing secrets, each bound to the URLs it may sign for
     /// (`--webhook-secret`).
     pub webhook_secrets: WebhookSecrets,
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             default_tracing: None,
             providers: Vec::new(),
+            prices: Arc::default(),
             webhook_secrets: WebhookSecrets::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
@@ -133,6 +136,7 @@ pub async fn launch(
         egress: egress.clone(),
         max_requests: config.max_outbound_requests,
         meter: config.metrics.clone(),
+        prices: config.prices.clone(),
     };
     outbound.validate()?;
     tracing::info!(

@@ -88,6 +88,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         } else {
             declared
         },
+        prices: args.outbound.prices()?,
         ..themis::components::Outbound::local()
     };
     outbound.validate()?;

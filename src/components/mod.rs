@@ -10,6 +10,7 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod estimate;
 mod judges_panel;
 mod metrics_choice_math;
 mod metrics_code;
@@ -30,9 +31,10 @@ use serde_json::Value;
 use crate::model::{Candidate, Case, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
+pub use estimate::{Estimate, EstimateRequest};
 pub use openai::{
-    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
-    ProviderSpec, implicit_providers,
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, FoundPrice, ModelPrice, OperatorLimits, Outbound,
+    PROVIDER_COMPONENTS, PriceTable, ProviderSpec, implicit_providers,
 };
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
@@ -180,6 +182,12 @@ pub trait Generator: Send + Sync {
     ) -> Vec<Result<Generation, ComponentError>> {
         futures::future::join_all(requests.iter().map(|r| self.generate(*r))).await
     }
+
+    /// What one sample of a case may cost, before it is asked for; `None` for
+    /// generators that call no model provider.
+    async fn estimate(&self, _request: EstimateRequest<'_>) -> Option<Estimate> {
+        None
+    }
 }
 
 /// The reducer's pick among candidates: the index of the chosen candidate.
@@ -269,4 +277,10 @@ pub struct Judgment {
 #[async_trait]
 pub trait Judge: Send + Sync {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError>;
+
+    /// What judging a case may cost (all its samples), before it is asked for; `None`
+    /// for judges that call no model provider.
+    async fn estimate(&self, _request: EstimateRequest<'_>) -> Option<Estimate> {
+        None
+    }
 }

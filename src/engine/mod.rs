@@ -24,6 +24,7 @@ mod retry;
 mod reviews;
 mod run_id;
 mod scheduler;
+mod spend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +40,9 @@ pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
-    Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag, parse_evaluation,
-    parse_experiment,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_BUDGET_USD, MAX_CONCURRENCY, PassAtK,
+    PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag,
+    parse_evaluation, parse_experiment,
 };
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
@@ -56,6 +57,7 @@ pub use rerun::retry_id;
 pub use resolve::{RUN_ID_PREFIX, RunRef, resolve_run};
 pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
+pub use spend::CaseEstimate;
 
 // For the API and the server only.
 pub(crate) use agreement::Agreement;
@@ -167,6 +169,9 @@ pub struct EngineConfig {
     /// Bootstrap intervals and comparisons computed at once on this instance; more are
     /// refused as busy (`429`) until one ends.
     pub max_heavy_reads: usize,
+    /// The operator's cap on what one run may spend, in USD (`--max-run-budget-usd`):
+    /// a run's `budget_usd` cannot exceed it, and a run without one gets it.
+    pub max_run_budget_usd: Option<f64>,
 }
 
 impl Default for EngineConfig {
@@ -188,6 +193,7 @@ impl Default for EngineConfig {
             sealer: Arc::new(Sealer::ephemeral()),
             outbound_cap: None,
             max_heavy_reads: heavy::default_limit(),
+            max_run_budget_usd: None,
         }
     }
 }

@@ -32,6 +32,15 @@ impl RunState {
         Ok(())
     }
 
+    /// Reserves against the run's budget (see [`crate::store::Store::reserve_spend`]).
+    pub(super) fn reserve(&mut self, amount: f64, budget: f64) -> crate::model::Reservation {
+        let reservation = self.aggregates.spend_mut().reserve(amount, budget);
+        if reservation.granted {
+            self.touch();
+        }
+        reservation
+    }
+
     /// Counts a newly inserted case in progress, usage and aggregates.
     pub(super) fn count_case(&mut self, case: &CaseRecord) {
         match case.status {
@@ -66,6 +75,8 @@ impl RunState {
         }
         if change.status.is_terminal() {
             record.finished_at = Some(change.at);
+            // Nothing is in flight any more.
+            self.aggregates.spend_mut().reserved_usd = 0.0;
         }
     }
 
@@ -79,6 +90,11 @@ impl RunState {
         kept: &[&CaseCommit],
         batch: &CommitBatch,
     ) -> (u64, Vec<RunEvent>) {
+        // Every case of the batch ends its reservation, kept or not.
+        let reserved: f64 = batch.cases.iter().map(|case| case.reserved_usd).sum();
+        if reserved > 0.0 {
+            self.aggregates.spend_mut().release(reserved);
+        }
         let first = self.record.last_seq + 1;
         let case_events: usize = kept.iter().map(|case| case.events.len()).sum();
         self.record.last_seq += case_events as u64;

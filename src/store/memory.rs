@@ -251,6 +251,20 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation> {
+        let mut runs = self.runs.lock().await;
+        let run = runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        run.state.ensure_open()?;
+        Ok(run.state.reserve(amount, budget))
+    }
+
     async fn recorded_case_indices(
         &self,
         run_id: &RunId,

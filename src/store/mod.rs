@@ -186,6 +186,9 @@ pub struct CaseCommit {
     /// `record` and `events` as JSON, when encoded before the commit
     /// ([`CaseCommit::encode`]); a SQL store encodes what is missing itself.
     pub encoded: Option<Box<EncodedCase>>,
+    /// What the case reserved against the run's budget before it started: released
+    /// by the commit that records it.
+    pub reserved_usd: f64,
 }
 
 /// A case commit's JSON, encoded where the case ran: case tasks run on every core,
@@ -206,6 +209,7 @@ impl CaseCommit {
             events,
             cache: Vec::new(),
             encoded: None,
+            reserved_usd: 0.0,
         }
     }
 
@@ -399,6 +403,16 @@ pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static 
     async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome>;
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
+
+    /// Reserves `amount` USD of `budget` for a case about to start, in the run's row
+    /// (under its lock: instances sharing the run see one account). Refused when the
+    /// run's spend, its reservations and `amount` would pass `budget`.
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation>;
 
     /// `case_index` of the recorded cases of the run within `range`, ascending.
     async fn recorded_case_indices(

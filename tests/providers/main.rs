@@ -13,6 +13,7 @@ mod keys;
 mod limits;
 mod requests;
 mod retries;
+mod spend;
 mod verdicts;
 
 use common::fake_provider::{FakeProvider, Reply, user_text};
