@@ -172,14 +172,26 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
     crate::telemetry::parse_traceparent(raw).map(|_| raw.to_owned())
 }
 
+/// `POST /runs?dry_run=true`: validate and estimate, store nothing.
+#[derive(Debug, Deserialize)]
+struct CreateRunQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn create_run(
     State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CreateRunQuery>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let engine = state.scheduler.engine();
     let (mut request, staged) = engine.parse_body(&body)?;
     drop(body);
+    if query.dry_run {
+        let estimate = engine.dry_run(&request, staged).await?;
+        return Ok(Json(estimate).into_response());
+    }
     request.runtime.traceparent = traceparent(&headers);
     let outcome = engine.submit_staged(&request, staged).await?;
     if !outcome.record().status.is_terminal() {

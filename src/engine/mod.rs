@@ -9,6 +9,7 @@ mod compare_render;
 mod concurrency;
 mod datasets;
 mod definition;
+mod dry_run;
 mod execute;
 mod frames;
 mod heavy;
@@ -44,6 +45,7 @@ pub use definition::{
     PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag,
     parse_evaluation, parse_experiment,
 };
+pub use dry_run::{DryRun, MAX_EXACT_CASES};
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
 pub use heavy::RETRY_AFTER_SECS;
