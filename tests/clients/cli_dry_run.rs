@@ -34,7 +34,12 @@ async fn the_cli_dry_run_prints_the_estimate_and_calls_nothing() {
     let provider = format!("name=fake,base_url={}", fake.base_url);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_themis"))
         .args(["run", file.to_str().unwrap(), "--dry-run", "--json"])
-        .args(["--provider", &provider, "--prices", prices.to_str().unwrap()])
+        .args([
+            "--provider",
+            &provider,
+            "--prices",
+            prices.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -46,5 +51,8 @@ async fn the_cli_dry_run_prints_the_estimate_and_calls_nothing() {
     assert_eq!(estimate["total"]["cost_high_usd"], 0.06);
     assert_eq!(estimate["total"]["cost_low_usd"], 0.0);
     assert_eq!(fake.hits(), 0);
-    assert!(!database.exists(), "the dry run opened the definition's database");
+    assert!(
+        !database.exists(),
+        "the dry run opened the definition's database"
+    );
 }
