@@ -5,6 +5,7 @@ mod agreement;
 mod bootstrap;
 mod compare;
 mod compare_cases;
+mod compare_cost;
 mod compare_render;
 mod concurrency;
 mod datasets;
@@ -36,6 +37,7 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
+pub use compare_cost::{CostComparison, CostDelta};
 pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
 pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};

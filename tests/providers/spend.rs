@@ -267,3 +267,36 @@ async fn a_budget_must_be_a_positive_number() {
         assert_eq!(errors[0].path, "budget_usd", "{errors:?}");
     }
 }
+
+#[tokio::test]
+async fn a_comparison_puts_the_cost_delta_beside_the_score_delta() {
+    let fake = FakeProvider::replying(|body, _| with_cached_tokens(body)).await;
+    let engine = priced_engine(&fake, TABLE);
+    let baseline = run(&engine, &judged_experiment(&fake, false)).await;
+    // The same cases with a cheaper generator price of the run's own.
+    let mut body = judged_experiment(&fake, false);
+    body["generation"]["generator"]["params"]["price"] =
+        json!({"prompt_per_1k": 0.001, "completion_per_1k": 0.002});
+    // Without the response cache, which would answer every request for free.
+    body["cache"] = json!(false);
+    let candidate = run(&engine, &body).await;
+    let report = themis::engine::compare_runs(
+        engine.store().as_ref(),
+        &baseline.run.run_id,
+        &candidate.run.run_id,
+    )
+    .await
+    .unwrap();
+    // Generation: 2 cases at $0.012 against 2 at $0.0012; judging the same.
+    let cost = &report.cost;
+    assert_eq!(
+        (cost.total.baseline_usd, cost.total.candidate_usd),
+        (0.0264, 0.0048)
+    );
+    assert_eq!(cost.total.delta_usd, -0.0216);
+    assert_eq!(cost.generation.delta_usd, -0.0216);
+    assert_eq!(cost.judging.delta_usd, 0.0);
+    assert_eq!(cost.by_dataset["d"].delta_usd, -0.0216);
+    let table = themis::engine::render_table(&report);
+    assert!(table.contains("delta -0.021600 USD"), "{table}");
+}
