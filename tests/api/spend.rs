@@ -179,6 +179,21 @@ async fn a_run_out_of_budget_says_so_and_a_retry_with_more_finishes_it() {
         .await
         .unwrap();
     assert!(events.contains("budget_exhausted"), "{events}");
+    let csv = app
+        .client
+        .get(app.url(&format!("/runs/{id}/results?format=csv")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(",generation_usd,judging_usd,cost_usd"),
+        "{csv}"
+    );
+    assert!(lines[1].ends_with(",0.20001,0,0.20001"), "{csv}");
 
     let (status, retry) = app
         .post(&format!("/runs/{id}/retry"), &json!({"budget_usd": 1.0}))
