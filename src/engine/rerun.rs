@@ -39,8 +39,8 @@ impl Engine {
     }
 
     /// [`Engine::submit_retry`] under a new `budget_usd` (the parent's runtime options
-    /// otherwise): how a run stopped by its budget continues. The retry's spend counts
-    /// the reused cases' cost, so the budget is the total allowed, not what is added.
+    /// otherwise): how a run stopped by its budget continues. The budget bounds what
+    /// the retry pays itself: the cases it reuses were paid by the run retried.
     pub async fn submit_retry_with_budget(
         &self,
         source: &RunId,

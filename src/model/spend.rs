@@ -78,6 +78,10 @@ pub struct Spend {
     /// they started and released when they are recorded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reserved_usd: f64,
+    /// Of `cost_usd`, what the cases a retry reused cost: paid by the run retried, not
+    /// counted against this run's budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reused_usd: f64,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -89,7 +93,7 @@ fn is_zero(x: &f64) -> bool {
 pub struct Reservation {
     /// The amount was reserved: the case may start.
     pub granted: bool,
-    /// What the run's recorded cases cost.
+    /// What the run's recorded cases cost it (reused cases aside).
     pub spent_usd: f64,
     /// Reserved for cases in flight, this reservation included when granted.
     pub reserved_usd: f64,
@@ -105,7 +109,7 @@ impl Spend {
     /// `amount` together stay within it.
     pub fn reserve(&mut self, amount: f64, budget: f64) -> Reservation {
         self.budget_usd = Some(budget);
-        let spent = self.total.cost_usd;
+        let spent = self.paid_usd();
         let granted = spent + self.reserved_usd + amount <= budget;
         if granted {
             self.reserved_usd = nano(self.reserved_usd + amount);
@@ -115,6 +119,16 @@ impl Spend {
             spent_usd: spent,
             reserved_usd: self.reserved_usd,
         }
+    }
+
+    /// What this run paid itself: its spend without the cases reused from another run.
+    pub fn paid_usd(&self) -> f64 {
+        nano((self.total.cost_usd - self.reused_usd).max(0.0))
+    }
+
+    /// Counts a reused case's cost apart (it was observed with the others too).
+    pub fn observe_reused(&mut self, record: &CaseRecord) {
+        self.reused_usd = nano(self.reused_usd + record.usage.cost_usd);
     }
 
     /// Releases reservations of cases that were recorded (or abandoned).

@@ -4,8 +4,8 @@
 //! the inserted case records and sequenced events, and saves the row back.
 
 use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, EventKind, NewEvent, RunEvent, RunId, RunRecord,
-    RunStatus, Timestamp,
+    AggregateState, CaseStatus, EventKind, NewEvent, RunEvent, RunId, RunRecord, RunStatus,
+    Timestamp,
 };
 
 use std::collections::HashSet;
@@ -42,13 +42,17 @@ impl RunState {
     }
 
     /// Counts a newly inserted case in progress, usage and aggregates.
-    pub(super) fn count_case(&mut self, case: &CaseRecord) {
+    pub(super) fn count_case(&mut self, commit: &CaseCommit) {
+        let case = &commit.record;
         match case.status {
             CaseStatus::Completed => self.record.progress.completed += 1,
             CaseStatus::Failed => self.record.progress.failed += 1,
         }
         self.record.usage.add(&case.usage);
         self.aggregates.observe(case);
+        if commit.reused {
+            self.aggregates.spend_mut().observe_reused(case);
+        }
     }
 
     /// Gives events the next sequence numbers of the run.

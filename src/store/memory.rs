@@ -203,7 +203,7 @@ impl Store for MemoryStore {
                 duplicates += 1;
                 continue;
             }
-            run.state.count_case(&case.record);
+            run.state.count_case(case);
             run.cases.insert(index, case.record.clone());
             kept.push(case);
             kept_cases.push(position);

@@ -189,6 +189,9 @@ pub struct CaseCommit {
     /// What the case reserved against the run's budget before it started: released
     /// by the commit that records it.
     pub reserved_usd: f64,
+    /// A retry's record reused from the run it retries: its cost was paid there, and
+    /// does not count against this run's budget.
+    pub reused: bool,
 }
 
 /// A case commit's JSON, encoded where the case ran: case tasks run on every core,
@@ -210,6 +213,7 @@ impl CaseCommit {
             cache: Vec::new(),
             encoded: None,
             reserved_usd: 0.0,
+            reused: false,
         }
     }
 

@@ -196,12 +196,14 @@ async fn a_run_out_of_budget_says_so_and_a_retry_with_more_finishes_it() {
     assert!(lines[1].ends_with(",0.20001,0,0.20001"), "{csv}");
 
     let (status, retry) = app
-        .post(&format!("/runs/{id}/retry"), &json!({"budget_usd": 1.0}))
+        // Enough for the one case left: the two reused ones were paid by the run retried.
+        .post(&format!("/runs/{id}/retry"), &json!({"budget_usd": 0.25}))
         .await;
     assert_eq!(status, 202, "{retry}");
     let retried = app.wait_finished(retry["run_id"].as_str().unwrap()).await;
     assert_eq!(retried["status"], "completed", "{retried}");
     assert_eq!(retried["spend"]["cost_usd"], 0.60003);
+    assert_eq!(retried["spend"]["reused_usd"], 0.40002);
     assert_eq!(fake.hits(), 3, "the two recorded cases were not paid again");
     let (status, _) = app
         .post(&format!("/runs/{id}/retry"), &json!({"budget_usd": "lots"}))

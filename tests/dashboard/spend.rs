@@ -96,7 +96,7 @@ async fn the_dashboard_shows_spend_budget_and_cost_deltas() {
     assert_eq!(budget, "$0.20 of $0.25", "{budget}");
     assert_eq!(browser.text("#run-price-source").await, "operator");
     let why = browser.text("#run-budget-exhausted").await;
-    assert!(why.contains("larger budget_usd"), "{why}");
+    assert!(why.contains("budget_usd for the rest"), "{why}");
     let split = browser.text("#spend-table").await;
     assert!(
         split.contains("All datasets") && split.contains("$0.20"),

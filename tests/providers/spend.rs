@@ -195,10 +195,10 @@ async fn a_budget_stops_the_run_at_the_case_that_would_pass_it_and_a_retry_conti
     let last = outcome.events.last().unwrap();
     assert_eq!(last.event_type(), "run_failed");
 
-    // A retry with a larger budget runs the seven cases never started; the three
-    // recorded ones are reused, not paid again.
+    // A retry with a budget for the rest runs the seven cases never started ($0.70007);
+    // the three recorded ones are reused, not paid again, and not counted against it.
     let retry = engine
-        .submit_retry_with_budget(&outcome.run.run_id, None, Some(1.5))
+        .submit_retry_with_budget(&outcome.run.run_id, None, Some(0.75))
         .await
         .unwrap()
         .into_record()
@@ -211,6 +211,7 @@ async fn a_budget_stops_the_run_at_the_case_that_would_pass_it_and_a_retry_conti
     assert_eq!(retried.progress.completed, 10);
     assert_eq!(fake.hits(), 10, "every case was paid for once");
     assert_eq!(retried.aggregates.spend.total.cost_usd, 1.0001);
+    assert_eq!(retried.aggregates.spend.reused_usd, 0.30003);
 }
 
 #[tokio::test]

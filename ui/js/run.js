@@ -311,7 +311,7 @@ function renderUsage(el, run) {
       h('tr', {}, h('td', {}, dataset), ...split(part).map((c) => h('td', {class: 'num'}, c)))),
   ] : [];
   const exhausted = run.error?.startsWith('budget exhausted')
-    ? h('p', {class: 'error', id: 'run-budget-exhausted'}, 'Stopped by its budget: retry it with a larger budget_usd to run the cases not started.')
+    ? h('p', {class: 'error', id: 'run-budget-exhausted'}, 'Stopped by its budget: retry it with a budget_usd for the rest to run the cases not started.')
     : null;
   fill(el, facts, exhausted,
     rows.length ? table(['Dataset', 'Generation', 'Judging', 'Total'], rows, {id: 'spend-table'}) : null);

@@ -85,7 +85,7 @@ impl BudgetGuard {
             Some((reservation, next)) => format!(
                 "budget exhausted: ${:.6} spent and ${:.6} reserved for cases in flight of the \
                  ${} budget; the next case may cost up to ${next:.6}, so no more cases were \
-                 started (retry the run with a larger budget_usd to continue)",
+                 started (retry the run with a budget_usd for the rest to continue)",
                 reservation.spent_usd, reservation.reserved_usd, self.budget_usd
             ),
             None => format!("budget exhausted: ${} budget", self.budget_usd),

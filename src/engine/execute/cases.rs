@@ -194,7 +194,8 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
                 run_id: env.run_id.clone(),
                 ..record
             };
-            let commit = CaseCommit::new(record, Vec::new());
+            let mut commit = CaseCommit::new(record, Vec::new());
+            commit.reused = true;
             return Ok(Some(ChunkCommit {
                 chunk_index: item.chunk_index,
                 commit,
