@@ -301,3 +301,29 @@ async fn a_comparison_puts_the_cost_delta_beside_the_score_delta() {
     let table = themis::engine::render_table(&report);
     assert!(table.contains("delta -0.021600 USD"), "{table}");
 }
+
+#[tokio::test]
+async fn a_dry_run_counts_pairwise_orders_and_panel_members() {
+    let fake = FakeProvider::replying(|body, _| with_cached_tokens(body)).await;
+    let engine = priced_engine(&fake, TABLE);
+    let mut body = experiment(&fake, json!({"max_tokens": 10}), cases(3));
+    let judge = |model: &str| {
+        json!({"name": "openai/judge", "id": format!("judge-{model}"), "params": {
+            "base_url": fake.base_url, "model": model, "rubric": "Right?", "max_tokens": 5}})
+    };
+    body["evaluation"]["judges"] = json!([
+        {"name": "openai/pairwise", "params": {"base_url": fake.base_url, "model": "judge", "max_tokens": 5}},
+        {"name": "builtin/panel", "params": {"judges": [judge("a"), judge("b")]}}
+    ]);
+    let request = engine.parse(&body).expect("valid");
+    let estimate = engine.dry_run(&request, Vec::new()).await.unwrap();
+    // Three cases: the pairwise judge asks twice each, the panel's two members once.
+    assert_eq!(estimate.judges["openai/pairwise"].calls, 6);
+    assert_eq!(estimate.judges["builtin/panel"].calls, 6);
+    assert_eq!(estimate.judging.calls, 12);
+    assert_eq!(estimate.judging.completion_tokens, 12 * 5);
+    // Each judge sees the generator's 10-token allowance as the output.
+    assert!(estimate.judges["openai/pairwise"].prompt_tokens > 6 * 10);
+    assert_eq!(estimate.generation.calls, 3);
+    assert_eq!(fake.hits(), 0);
+}
