@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// [`launch_with_registry`], the registry's own servers apply instead
     /// ([`Registry::with_mcp_servers`]).
     pub mcp_servers: Vec<McpServerSpec>,
+    /// What provider calls cost (`--prices` over the bundled table).
+    pub prices: Arc<crate::components::PriceTable>,
     /// Webhook signing secrets, each bound to the URLs it may sign for
     /// (`--webhook-secret`).
     pub webhook_secrets: WebhookSecrets,
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             default_tracing: None,
             providers: Vec::new(),
             mcp_servers: Vec::new(),
+            prices: Arc::default(),
             webhook_secrets: WebhookSecrets::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
@@ -139,6 +142,7 @@ pub async fn launch(
         egress: egress.clone(),
         max_requests: config.max_outbound_requests,
         meter: config.metrics.clone(),
+        prices: config.prices.clone(),
     };
     outbound.validate()?;
     tracing::info!(

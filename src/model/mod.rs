@@ -21,6 +21,7 @@ mod pass_at_k;
 mod review;
 mod run;
 mod seal;
+mod spend;
 mod stats;
 mod wire;
 
@@ -39,6 +40,7 @@ pub(crate) use pass_at_k::pass_at_k;
 pub use review::{NewReview, Review, ReviewScale, latest_per_reviewer};
 pub use run::*;
 pub use seal::{InvalidKey, OpenError, Sealer};
+pub use spend::{Reservation, Spend, SpendPart};
 pub(crate) use stats::{Accumulator, AggregateState, ExactSum};
-pub use stats::{Aggregates, MetricAggregate, MetricSummary, Usage};
+pub use stats::{Aggregates, MetricAggregate, MetricSummary, PriceSource, Usage};
 pub(crate) use wire::{u64_from_json, u64_string};

@@ -189,6 +189,12 @@ pub struct CaseCommit {
     /// `record` and `events` as JSON, when encoded before the commit
     /// ([`CaseCommit::encode`]); a SQL store encodes what is missing itself.
     pub encoded: Option<Box<EncodedCase>>,
+    /// What the case reserved against the run's budget before it started: released
+    /// by the commit that records it.
+    pub reserved_usd: f64,
+    /// A retry's record reused from the run it retries: its cost was paid there, and
+    /// does not count against this run's budget.
+    pub reused: bool,
 }
 
 /// A case commit's JSON, encoded where the case ran: case tasks run on every core,
@@ -209,6 +215,8 @@ impl CaseCommit {
             events,
             cache: Vec::new(),
             encoded: None,
+            reserved_usd: 0.0,
+            reused: false,
         }
     }
 
@@ -402,6 +410,16 @@ pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static 
     async fn commit(&self, batch: &CommitBatch) -> StoreResult<CommitOutcome>;
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
+
+    /// Reserves `amount` USD of `budget` for a case about to start, in the run's row
+    /// (under its lock: instances sharing the run see one account). Refused when the
+    /// run's spend, its reservations and `amount` would pass `budget`.
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation>;
 
     /// `case_index` of the recorded cases of the run within `range`, ascending.
     async fn recorded_case_indices(

@@ -7,3 +7,4 @@ mod common;
 mod pages;
 mod review;
 mod service;
+mod spend;

@@ -20,16 +20,19 @@ mod judge;
 mod limits;
 mod pairwise;
 mod params;
+mod prices;
 mod providers;
 mod redact;
 mod shared;
 mod template;
+mod tokens;
 mod verdict;
 
 use std::sync::Arc;
 
 use super::Registry;
 use params::{read_client, read_template};
+pub use prices::{FoundPrice, ModelPrice, PriceTable};
 pub use providers::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
     implicit_providers,

@@ -240,6 +240,8 @@ pub struct Outbound {
     pub max_requests: usize,
     /// Requests, latency, retries, breaker state, tokens and cost, by endpoint.
     pub meter: Arc<dyn Meter>,
+    /// What calls cost: the operator's table over the bundled one.
+    pub prices: Arc<super::PriceTable>,
 }
 
 impl Outbound {
@@ -250,11 +252,14 @@ impl Outbound {
             egress: Arc::new(Egress::local()),
             max_requests: DEFAULT_MAX_OUTBOUND_REQUESTS,
             meter: NoMeter::shared(),
+            prices: Arc::default(),
         }
     }
 
-    /// Checks the table: names and base URLs unique.
+    /// Checks the table: names and base URLs unique, every provider the price table
+    /// names declared.
     pub fn validate(&self) -> Result<(), DeclarationError> {
+        self.prices.check_providers(&self.providers)?;
         for (i, a) in self.providers.iter().enumerate() {
             for b in &self.providers[..i] {
                 if a.name == b.name {

@@ -232,6 +232,23 @@ where
         })
     }
 
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation> {
+        let mut write = self.begin().await?;
+        let mut state = write.load_state(run_id).await?;
+        state.ensure_open()?;
+        let reservation = state.reserve(amount, budget);
+        if reservation.granted {
+            write.save_state(&state).await?;
+        }
+        write.commit().await?;
+        Ok(reservation)
+    }
+
     async fn recorded_case_indices(
         &self,
         run_id: &RunId,

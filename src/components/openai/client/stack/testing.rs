@@ -59,6 +59,7 @@ impl Fixture {
             egress: Arc::new(Egress::local()),
             max_requests: 8,
             meter: meter.clone(),
+            prices: Arc::default(),
         }));
         let client = read_client(&mut Params::new(&params), "openai/test", &shared);
         let endpoint = client.endpoint();
