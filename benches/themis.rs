@@ -3,7 +3,8 @@
 //! `cargo bench -- --quick` runs the tiny configuration; `--postgres URL` (or
 //! `THEMIS_BENCH_POSTGRES_URL`) adds the Postgres rows; `--only NAME` (repeatable) runs
 //! the scenarios whose name contains NAME (`latency`, `overhead`, `polling`, `store`,
-//! `memory`, `code`, `agent`).
+//! `memory`, `code`, `agent`). `--only scaleout` (with `--postgres`) runs N = 1, 2, 4, 8
+//! instances on one Postgres, which no plain `cargo bench` does.
 
 mod support;
 

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// [`launch_with_registry`], the registry's own servers apply instead
     /// ([`Registry::with_mcp_servers`]).
     pub mcp_servers: Vec<McpServerSpec>,
+    /// What provider calls cost (`--prices` over the bundled table).
+    pub prices: Arc<crate::components::PriceTable>,
     /// Webhook signing secrets, each bound to the URLs it may sign for
     /// (`--webhook-secret`).
     pub webhook_secrets: WebhookSecrets,
@@ -94,6 +96,7 @@ impl Default for ServerConfig {
             default_tracing: None,
             providers: Vec::new(),
             mcp_servers: Vec::new(),
+            prices: Arc::default(),
             webhook_secrets: WebhookSecrets::default(),
             allow_egress: Vec::new(),
             max_outbound_requests: crate::components::DEFAULT_MAX_OUTBOUND_REQUESTS,
@@ -143,6 +146,7 @@ pub async fn launch(
         max_requests: config.max_outbound_requests,
         meter: config.metrics.clone(),
         agent_caps: config.agent_caps.clone(),
+        prices: config.prices.clone(),
     };
     outbound.validate()?;
     tracing::info!(
@@ -200,6 +204,14 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), LaunchError> {
     let store: Arc<dyn Store> = store::connect(&config.database_url).await?;
+    if store.shared_by_instances() {
+        // Declared providers' limits hold for every instance on the database together.
+        registry.join_cluster(crate::components::Cluster {
+            limits: Arc::new(crate::engine::StoreLimits::new(store.clone())),
+            holder: config.engine.instance_id.clone(),
+            lease: config.engine.lease,
+        });
+    }
     // The one telemetry of this server: runs' spans and webhooks go out through the
     // listener's egress policy, and `GET /runs/{id}` reports its counters.
     let telemetry = Arc::new(

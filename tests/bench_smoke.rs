@@ -84,3 +84,25 @@ async fn every_benchmark_scenario_runs_in_a_tiny_configuration() {
     );
     assert!(table.contains(" B on disk"), "{table}");
 }
+
+/// The opt-in scale-out row (`--only scaleout`), at toy sizes: 1 and 2 instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaleout_benchmark_runs_in_a_tiny_configuration() {
+    let mut config = support::BenchConfig::tiny();
+    config.postgres_url = Some(common::postgres_base_url());
+    config.only = vec!["scaleout".into()];
+    let report = support::run(&config).await.unwrap();
+    let table = report.markdown();
+    println!("{table}");
+    let rows: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|row| row.scenario == "scaleout")
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows.iter().all(|row| row.result.contains("× one instance")),
+        "{table}"
+    );
+    assert!(rows[1].setup.starts_with("N=2"), "{table}");
+}

@@ -23,6 +23,7 @@ mod live;
 mod memory;
 mod process;
 mod provider;
+mod scaleout;
 
 use process::Service;
 
@@ -62,6 +63,12 @@ pub struct BenchConfig {
     /// Cases of the code-execution run and the sandbox pool it runs on.
     pub code_cases: usize,
     pub code_pool: usize,
+    /// Scale-out (opt-in, `--only scaleout`): instance counts, provider latency, the
+    /// run's concurrency per instance, and cases as whole waves of that concurrency.
+    pub scaleout_instances: Vec<usize>,
+    pub scaleout_latency: Duration,
+    pub scaleout_per_instance: usize,
+    pub scaleout_waves: usize,
 }
 
 impl BenchConfig {
@@ -93,6 +100,10 @@ impl BenchConfig {
             // A thousand fresh sandboxes; the pool is the machine's cores, twice over.
             code_cases: 1_000,
             code_pool: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            scaleout_instances: vec![1, 2, 4, 8],
+            scaleout_latency: Duration::from_secs(1),
+            scaleout_per_instance: 256,
+            scaleout_waves: 10,
         }
     }
 
@@ -121,6 +132,10 @@ impl BenchConfig {
             only: Vec::new(),
             code_cases: 20,
             code_pool: 2,
+            scaleout_instances: vec![1, 2],
+            scaleout_latency: Duration::from_millis(20),
+            scaleout_per_instance: 4,
+            scaleout_waves: 3,
         }
     }
 }
@@ -448,6 +463,12 @@ pub async fn run(config: &BenchConfig) -> Result<Report, String> {
         eprintln!("bench: code execution ...");
         let rows = code::humaneval(config, &client, &databases).await;
         scenarios.push(("code execution", rows));
+    }
+    // Minutes and many processes: only when asked for by name.
+    if config.only.iter().any(|o| o == "scaleout") {
+        eprintln!("bench: scaleout ...");
+        let rows = scaleout::scaleout(config, &client, &mut databases).await;
+        scenarios.push(("scaleout", rows));
     }
     if let Some(scratch) = &mut databases.scratch {
         scratch.drop_all().await;

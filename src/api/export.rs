@@ -21,7 +21,8 @@ const EXPORT_PAGE: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ExportFormat {
-    /// One row per case: key, status, one column per metric/judge, output text, error.
+    /// One row per case: key, status, one column per metric/judge, output text, error,
+    /// the case's cost (generation, judging, total).
     Csv,
     /// One whole case record (as `GET /runs/{id}/results` returns it) per line.
     Jsonl,
@@ -113,6 +114,14 @@ fn csv_line(
             .unwrap_or_default(),
     ]
     .map(text_cell);
+    // The case's cost, generation apart from judging (numbers we format).
+    let spend = crate::model::SpendPart::of_case(record);
+    let costs = [
+        spend.generation.cost_usd,
+        spend.judging.cost_usd,
+        spend.cost_usd,
+    ]
+    .map(|usd| usd.to_string());
     let human = reviews.into_iter().flat_map(|r| {
         r.components
             .iter()
@@ -132,7 +141,12 @@ fn csv_line(
     });
     csv_row(
         out,
-        fixed.into_iter().chain(scored).chain(tail).chain(human),
+        fixed
+            .into_iter()
+            .chain(scored)
+            .chain(tail)
+            .chain(costs)
+            .chain(human),
     );
 }
 
@@ -171,7 +185,16 @@ async fn next_chunk(mut c: Cursor) -> Option<(Result<Bytes, std::io::Error>, Cur
             .iter()
             .map(|s| (*s).to_owned())
             .chain(c.metrics.iter().cloned().map(text_cell))
-            .chain(["output".to_owned(), "error".to_owned()])
+            .chain(
+                [
+                    "output",
+                    "error",
+                    "generation_usd",
+                    "judging_usd",
+                    "cost_usd",
+                ]
+                .map(str::to_owned),
+            )
             .chain(c.reviews.iter().flat_map(|r| {
                 r.components
                     .iter()

@@ -15,7 +15,8 @@ use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
 use crate::engine::{ConcurrencyLimit, check_run_name, check_tag, parse_evaluation};
 use crate::model::{
-    MetricAggregate, Progress, RunId, RunKind, RunLabels, RunRecord, RunStatus, Timestamp, Usage,
+    MetricAggregate, Progress, RunId, RunKind, RunLabels, RunRecord, RunStatus, Spend, Timestamp,
+    Usage,
 };
 use crate::observe::{TelemetryView, redact_runtime};
 use crate::store::{CancelOutcome, CreateOutcome, RunCursor, RunQuery};
@@ -47,6 +48,8 @@ pub(super) struct RunView {
     pub status: RunStatus,
     pub progress: Progress,
     pub usage: Usage,
+    /// Cost split into generation and judging, overall and by dataset, and the budget.
+    pub spend: SpendView,
     pub aggregates: BTreeMap<String, MetricAggregate>,
     /// How the agent loops of its cases ended, by outcome (agent runs only).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -71,6 +74,13 @@ pub(super) struct RunView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencyLimit>,
     pub links: Links,
+}
+
+/// A run's spend as the API shows it.
+#[derive(Debug, Serialize)]
+pub(super) struct SpendView {
+    #[serde(flatten)]
+    pub spend: Spend,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +117,9 @@ impl RunView {
             progress: record.progress,
             usage: record.usage,
             agent_outcomes: record.aggregates.agent_outcomes,
+            spend: SpendView {
+                spend: record.aggregates.spend,
+            },
             aggregates: record.aggregates.metrics,
             error: record.error,
             cancel_requested: record.cancel_requested,
@@ -163,14 +176,26 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
     crate::telemetry::parse_traceparent(raw).map(|_| raw.to_owned())
 }
 
+/// `POST /runs?dry_run=true`: validate and estimate, store nothing.
+#[derive(Debug, Deserialize)]
+struct CreateRunQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn create_run(
     State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CreateRunQuery>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let engine = state.scheduler.engine();
     let (mut request, staged) = engine.parse_body(&body)?;
     drop(body);
+    if query.dry_run {
+        let estimate = engine.dry_run(&request, staged).await?;
+        return Ok(Json(estimate).into_response());
+    }
     request.runtime.traceparent = traceparent(&headers);
     let outcome = engine.submit_staged(&request, staged).await?;
     if !outcome.record().status.is_terminal() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use themis::api::{ApiConfig, CorsOrigins};
-use themis::components::{DeclarationError, McpServerSpec, ProviderSpec};
+use themis::components::{DeclarationError, McpServerSpec, PriceTable, ProviderSpec};
 use themis::egress::EgressError;
 use themis::engine::{EngineConfig, UploadLimits};
 use themis::model::{InvalidKey, Sealer};
@@ -60,6 +60,7 @@ impl ServeArgs {
             default_concurrency: self.default_concurrency,
             lease: Duration::from_millis(self.lease_ms),
             commit_window: Duration::from_millis(self.commit_window_ms),
+            max_run_budget_usd: self.max_run_budget_usd,
             ..defaults.engine
         };
         if let Some(id) = &self.instance_id {
@@ -97,6 +98,7 @@ impl ServeArgs {
             default_tracing: self.default_tracing()?,
             providers: self.outbound.providers()?,
             mcp_servers: self.outbound.mcp_servers()?,
+            prices: self.outbound.prices()?,
             webhook_secrets: self.outbound.webhook_secrets()?,
             allow_egress: themis::egress::parse_allow(&self.allow_egress)?,
             max_outbound_requests: self
@@ -185,6 +187,14 @@ impl OutboundArgs {
         Ok(specs)
     }
 
+    /// The price table: the operator's file over the bundled one.
+    pub fn prices(&self) -> Result<Arc<PriceTable>, ConfigError> {
+        Ok(Arc::new(match &self.prices {
+            Some(path) => PriceTable::load(path)?,
+            None => PriceTable::default(),
+        }))
+    }
+
     /// The declared webhook secrets, values read from their variables.
     pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
         WebhookSecrets::parse(&self.webhook_secrets, |name| std::env::var(name).ok())
@@ -261,6 +271,17 @@ pub(super) fn sample_ratio(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
         _ => Err("must be a number from 0 to 1".to_owned()),
+    }
+}
+
+/// `--max-run-budget-usd`: a positive number of USD, as a run's `budget_usd`.
+pub(super) fn budget_usd(raw: &str) -> Result<f64, String> {
+    let most = themis::engine::MAX_BUDGET_USD;
+    match raw.trim().parse::<f64>() {
+        Ok(usd) if usd > 0.0 && usd <= most => Ok(usd),
+        _ => Err(format!(
+            "must be a number of USD above 0 and at most {most}"
+        )),
     }
 }
 

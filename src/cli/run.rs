@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Also print span names and statuses and every lifecycle event.
     #[arg(long)]
     pub trace: bool,
+    /// Validate the experiment and print the estimate of its model calls, tokens and
+    /// cost (JSON with `--json`) without running it, storing it or calling any model.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Cases executed at once (overrides the definition's `concurrency`).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -88,6 +92,7 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         } else {
             declared
         },
+        prices: args.outbound.prices()?,
         ..themis::components::Outbound::local()
     };
     outbound.validate()?;
@@ -108,6 +113,29 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     // Checked before dataset files are read: they go into the store the definition chooses.
     let probe = parse(&super::definition::without_files(&body))?;
+    let base = match args.file.parent() {
+        Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if args.dry_run {
+        // Dataset files are read into a store of this process only: nothing is kept.
+        let engine = Engine::new(
+            Arc::new(themis::store::MemoryStore::new()),
+            registry.clone(),
+            EngineConfig::default(),
+        );
+        super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
+        let request = parse(&body)?;
+        let estimate = engine
+            .dry_run(&request, Vec::new())
+            .await
+            .map_err(|e| match e {
+                themis::engine::EngineError::Invalid(errors) => invalid(&errors),
+                e => e.into(),
+            })?;
+        print_estimate(&estimate, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
     let database = args.database.clone().or_else(|| {
         probe
             .runtime
@@ -136,10 +164,6 @@ pub(super) async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         Telemetry::new(egress, None).with_webhook_secrets(args.outbound.webhook_secrets()?),
     );
     let engine = Engine::instrumented(store.clone(), registry.clone(), config, telemetry.clone());
-    let base = match args.file.parent() {
-        Some(dir) if args.file.as_os_str() != "-" => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
     super::definition::upload_file_datasets(&engine, &mut body, &base).await?;
     let request = parse(&body)?;
     let outcome = engine.submit(&request).await.map_err(|e| match e {
@@ -289,4 +313,36 @@ fn invalid(errors: &[themis::model::FieldError]) -> CliError {
 
 fn display_path(path: &str) -> &str {
     if path.is_empty() { "(document)" } else { path }
+}
+
+/// A dry run's estimate: its JSON, or a few lines for a person.
+fn print_estimate(estimate: &themis::engine::DryRun, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(estimate).unwrap_or_default()
+        );
+        return;
+    }
+    let total = &estimate.total;
+    println!(
+        "valid: {} cases ({} per seed × {} seeds), {} model calls ({} generation, {} judging)",
+        estimate.cases,
+        estimate.cases / estimate.seeds.max(1),
+        estimate.seeds,
+        total.calls,
+        estimate.generation.calls,
+        estimate.judging.calls
+    );
+    println!(
+        "tokens: {} prompt, up to {} completion",
+        total.prompt_tokens, total.completion_tokens
+    );
+    println!(
+        "cost: ${:.4} to ${:.4}",
+        total.cost_low_usd, total.cost_high_usd
+    );
+    for assumption in &estimate.assumptions {
+        println!("  - {assumption}");
+    }
 }

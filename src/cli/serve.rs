@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// 16,384.
     #[arg(long, env = "THEMIS_MAX_OUTBOUND_REQUESTS", value_parser = at_least(1))]
     pub max_outbound_requests: Option<usize>,
+    /// The most one run may spend, in USD: a run's `budget_usd` is capped at it, and a
+    /// run without one gets it (the run stops starting cases before passing it).
+    #[arg(long, env = "THEMIS_MAX_RUN_BUDGET_USD", value_parser = parse::budget_usd)]
+    pub max_run_budget_usd: Option<f64>,
     /// Largest dataset upload (`PUT /datasets/{id}`), in bytes; uploads are streamed.
     #[arg(long, env = "THEMIS_MAX_DATASET_BYTES", default_value_t = themis::engine::UploadLimits::default().max_body_bytes)]
     pub max_dataset_bytes: u64,
@@ -134,6 +138,12 @@ pub struct OutboundArgs {
     /// separate entries with `;`.
     #[arg(long = "provider", env = "THEMIS_PROVIDERS", value_delimiter = ';')]
     pub providers: Vec<String>,
+    /// The operator's price table (TOML, or JSON when the name ends in `.json`): USD per
+    /// 1M input, cached input and output tokens and the batch discount, per declared
+    /// provider (or base URL) and model. It takes precedence over the bundled table of
+    /// well-known hosted models; a run's own `price` param over both.
+    #[arg(long = "prices", env = "THEMIS_PRICES")]
+    pub prices: Option<std::path::PathBuf>,
     /// A webhook signing secret and the URL prefixes it may sign for, repeatable:
     /// `THEMIS_WEBHOOK_CI=https://ci.example.com/hooks/`. The value is read from that
     /// variable at startup; a run's webhook may name it (`secret_env`) only for a URL

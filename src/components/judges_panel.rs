@@ -156,6 +156,20 @@ struct Panel {
 
 #[async_trait]
 impl Judge for Panel {
+    /// Every member's estimate: they all judge every case.
+    async fn estimate(
+        &self,
+        request: crate::components::EstimateRequest<'_>,
+    ) -> Option<crate::components::Estimate> {
+        let mut total: Option<crate::components::Estimate> = None;
+        for (_, judge) in &self.members {
+            if let Some(estimate) = judge.estimate(request).await {
+                total.get_or_insert_with(Default::default).add(&estimate);
+            }
+        }
+        total
+    }
+
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
         let verdicts =
             futures::future::join_all(self.members.iter().map(|(_, judge)| judge.judge(request)))

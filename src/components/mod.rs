@@ -11,6 +11,8 @@ mod builtin_judges;
 mod builtin_metrics;
 mod builtin_parsers;
 mod builtin_reducers;
+mod cluster;
+mod estimate;
 mod judges_panel;
 mod mcp;
 mod metrics_choice_math;
@@ -34,6 +36,9 @@ use crate::model::{Candidate, Case, Transcript, Usage};
 use crate::observe::{NoopTracer, Span, TracingProvider};
 
 pub use agent::AgentCaps;
+pub(crate) use cluster::ClusterLink;
+pub use cluster::{Cluster, SharedLimits};
+pub use estimate::{Estimate, EstimateRequest};
 pub use mcp::{
     DEFAULT_MAX_CONCURRENCY as DEFAULT_MCP_MAX_CONCURRENCY,
     DEFAULT_MAX_OUTPUT_BYTES as DEFAULT_MCP_MAX_OUTPUT_BYTES,
@@ -41,8 +46,8 @@ pub use mcp::{
     McpServerSpec, McpServers, McpTool, McpToolOutput,
 };
 pub use openai::{
-    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, PROVIDER_COMPONENTS,
-    ProviderSpec, implicit_providers,
+    ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, FoundPrice, ModelPrice, OperatorLimits, Outbound,
+    PROVIDER_COMPONENTS, PriceTable, ProviderSpec, implicit_providers,
 };
 pub(crate) use params::MAX_FLOAT;
 pub use params::Params;
@@ -205,6 +210,12 @@ pub trait Generator: Send + Sync {
     ) -> Vec<Result<Generation, ComponentError>> {
         futures::future::join_all(requests.iter().map(|r| self.generate(*r))).await
     }
+
+    /// What one sample of a case may cost, before it is asked for; `None` for
+    /// generators that call no model provider.
+    async fn estimate(&self, _request: EstimateRequest<'_>) -> Option<Estimate> {
+        None
+    }
 }
 
 /// The reducer's pick among candidates: the index of the chosen candidate.
@@ -307,4 +318,10 @@ pub struct Judgment {
 #[async_trait]
 pub trait Judge: Send + Sync {
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError>;
+
+    /// What judging a case may cost (all its samples), before it is asked for; `None`
+    /// for judges that call no model provider.
+    async fn estimate(&self, _request: EstimateRequest<'_>) -> Option<Estimate> {
+        None
+    }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::cluster::{Cluster, ClusterLink};
 use super::mcp::McpServers;
 use super::openai::Outbound;
 use super::params::Params;
@@ -109,6 +110,8 @@ pub struct Registry {
     judges: Table<dyn Judge>,
     /// The operator's MCP servers, for components that offer their tools.
     mcp_servers: Arc<McpServers>,
+    /// The instances declared providers' limits are shared with, once known.
+    cluster: ClusterLink,
 }
 
 macro_rules! kind_methods {
@@ -158,7 +161,19 @@ impl Registry {
             metrics: Table::new(ComponentKind::Metric),
             judges: Table::new(ComponentKind::Judge),
             mcp_servers: Arc::new(McpServers::none()),
+            cluster: ClusterLink::default(),
         }
+    }
+
+    /// Shares declared providers' limits (`max_concurrency`, `requests_per_minute`,
+    /// `tokens_per_minute`) with the other instances on `cluster`'s store, from now on;
+    /// a second call changes nothing.
+    pub fn join_cluster(&self, cluster: Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub(crate) fn cluster_link(&self) -> ClusterLink {
+        self.cluster.clone()
     }
 
     /// All `builtin/...` components and the `openai/...` providers, with the

@@ -109,6 +109,10 @@ pub struct CompareReport {
     /// Metrics and judges only one run has (not compared).
     pub only_in_baseline: Vec<String>,
     pub only_in_candidate: Vec<String>,
+    /// What each run spent and the difference (candidate minus baseline), beside the
+    /// score deltas: a better score may cost more.
+    #[serde(default)]
+    pub cost: super::compare_cost::CostComparison,
     pub methods: Methods,
 }
 
@@ -373,6 +377,7 @@ pub async fn compare_runs(
         metrics: report_metrics,
         only_in_baseline: only_b,
         only_in_candidate: only_c,
+        cost: super::compare_cost::CostComparison::of(&b, &c),
         methods: Methods::default(),
     })
 }

@@ -107,6 +107,9 @@ fn footer(report: &CompareReport) -> String {
     if let Some(note) = &report.note {
         let _ = write!(text, " Partial: {note}.");
     }
+    if let Some(cost) = report.cost.sentence() {
+        let _ = write!(text, " {cost}");
+    }
     text
 }
 

@@ -5,10 +5,12 @@ mod agreement;
 mod bootstrap;
 mod compare;
 mod compare_cases;
+mod compare_cost;
 mod compare_render;
 mod concurrency;
 mod datasets;
 mod definition;
+mod dry_run;
 mod execute;
 mod frames;
 mod heavy;
@@ -24,6 +26,8 @@ mod retry;
 mod reviews;
 mod run_id;
 mod scheduler;
+mod shared_limits;
+mod spend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,15 +38,17 @@ pub use crate::stats::{PairedStats, PairedTest};
 pub use compare::{
     CompareReport, Comparison, Methods, MetricComparison, NotComparable, RunSide, compare_runs,
 };
+pub use compare_cost::{CostComparison, CostDelta};
 pub use compare_render::{Regression, format_p_value, regressions, render_markdown, render_table};
 pub use concurrency::ConcurrencyLimit;
 pub use datasets::{CsvMapping, UploadFormat, UploadLimits};
 pub use definition::{
     CandidatePolicy, ComponentRef, Dataset, DatasetCases, EvaluationConfig, Evaluators, Experiment,
-    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_CONCURRENCY, PassAtK, PassAtKConfig,
-    Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag, parse_evaluation,
-    parse_experiment,
+    ExperimentRequest, FailurePolicy, GenerationConfig, MAX_BUDGET_USD, MAX_CONCURRENCY, PassAtK,
+    PassAtKConfig, Pipeline, RuntimeOptions, StorageConfig, check_run_name, check_tag,
+    parse_evaluation, parse_experiment,
 };
+pub use dry_run::{DryRun, MAX_EXACT_CASES};
 pub use execute::RunControl;
 pub use frames::{EncodedBatch, Frames};
 pub use heavy::RETRY_AFTER_SECS;
@@ -56,6 +62,8 @@ pub use rerun::retry_id;
 pub use resolve::{RUN_ID_PREFIX, RunRef, resolve_run};
 pub use run_id::{rejudge_id, run_id};
 pub use scheduler::Scheduler;
+pub use shared_limits::StoreLimits;
+pub use spend::CaseEstimate;
 
 // For the API and the server only.
 pub(crate) use agreement::Agreement;
@@ -167,6 +175,9 @@ pub struct EngineConfig {
     /// Bootstrap intervals and comparisons computed at once on this instance; more are
     /// refused as busy (`429`) until one ends.
     pub max_heavy_reads: usize,
+    /// The operator's cap on what one run may spend, in USD (`--max-run-budget-usd`):
+    /// a run's `budget_usd` cannot exceed it, and a run without one gets it.
+    pub max_run_budget_usd: Option<f64>,
 }
 
 impl Default for EngineConfig {
@@ -188,6 +199,7 @@ impl Default for EngineConfig {
             sealer: Arc::new(Sealer::ephemeral()),
             outbound_cap: None,
             max_heavy_reads: heavy::default_limit(),
+            max_run_budget_usd: None,
         }
     }
 }

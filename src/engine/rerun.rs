@@ -35,6 +35,18 @@ impl Engine {
         source: &RunId,
         runtime: Option<&RuntimeOptions>,
     ) -> Result<CreateOutcome, EngineError> {
+        self.submit_retry_with_budget(source, runtime, None).await
+    }
+
+    /// [`Engine::submit_retry`] under a new `budget_usd` (the parent's runtime options
+    /// otherwise): how a run stopped by its budget continues. The budget bounds what
+    /// the retry pays itself: the cases it reuses were paid by the run retried.
+    pub async fn submit_retry_with_budget(
+        &self,
+        source: &RunId,
+        runtime: Option<&RuntimeOptions>,
+        budget_usd: Option<f64>,
+    ) -> Result<CreateOutcome, EngineError> {
         let parent = self
             .store()
             .get_run(source)
@@ -46,10 +58,13 @@ impl Engine {
                 parent.status.as_str()
             )));
         }
-        let runtime = match runtime {
+        let mut runtime = match runtime {
             Some(runtime) => serde_json::to_value(runtime).unwrap_or_default(),
             None => parent.runtime.clone(),
         };
+        if let (Some(usd), Some(map)) = (budget_usd, runtime.as_object_mut()) {
+            map.insert("budget_usd".into(), usd.into());
+        }
         let index_space = index_space_of(self, &parent).await?;
         let run = NewRun {
             run_id: retry_id(source),

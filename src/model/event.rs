@@ -241,6 +241,15 @@ pub enum EventKind {
         effective: u64,
         reason: String,
     },
+    /// The next case's worst-case cost would pass the run's budget: the run starts no
+    /// more cases, lets those in flight finish, then fails with this as its reason.
+    BudgetExhausted {
+        budget_usd: f64,
+        spent_usd: f64,
+        reserved_usd: f64,
+        /// The worst-case cost of the case that was refused.
+        next_case_usd: f64,
+    },
 }
 
 impl EventKind {
@@ -267,6 +276,7 @@ impl EventKind {
             EventKind::ProviderRetry { .. } => "provider_retry",
             EventKind::ProviderRateLimited { .. } => "provider_rate_limited",
             EventKind::ConcurrencyLimited { .. } => "concurrency_limited",
+            EventKind::BudgetExhausted { .. } => "budget_exhausted",
         }
     }
 

@@ -8,16 +8,37 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Where the price of a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceSource {
+    /// The run's own `price` param.
+    Run,
+    /// The operator's price table (`--prices`).
+    Operator,
+    /// The bundled table of well-known hosted models.
+    Default,
+    /// Calls priced from more than one source (a sum).
+    Mixed,
+}
+
 /// Token and request accounting for provider calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those the provider answered from its prompt cache (absent
+    /// when zero).
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub cached_prompt_tokens: u64,
     /// Spend in USD for providers with a configured price, in whole nano-dollars (absent
     /// when zero).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cost_usd: f64,
+    /// Where the price came from (absent when no price applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_source: Option<PriceSource>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -29,6 +50,12 @@ impl Usage {
         self.requests += other.requests;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
+        self.cached_prompt_tokens += other.cached_prompt_tokens;
+        self.price_source = match (self.price_source, other.price_source) {
+            (None, x) | (x, None) => x,
+            (Some(a), Some(b)) if a == b => Some(a),
+            _ => Some(PriceSource::Mixed),
+        };
         // Costs are whole nano-dollars: rounding each sum back to that grid makes the
         // total independent of the order cases finish in.
         self.cost_usd = ((self.cost_usd + other.cost_usd) * 1e9).round() / 1e9;
@@ -206,6 +233,10 @@ pub struct Aggregates {
     /// candidate with a transcript.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agent_outcomes: BTreeMap<String, u64>,
+    /// Cost split into generation and judging, overall and by dataset (runs stored
+    /// before spend was kept count only the cases recorded since).
+    #[serde(default)]
+    pub spend: super::Spend,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +253,8 @@ pub(crate) struct AggregateState {
     metrics: BTreeMap<String, MetricState>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     agent_outcomes: BTreeMap<String, u64>,
+    #[serde(default)]
+    spend: super::Spend,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -244,6 +277,7 @@ impl AggregateState {
                 .entry(transcript.outcome.as_str().to_owned())
                 .or_default() += 1;
         }
+        self.spend.observe(record);
         let scores = record
             .scores
             .iter()
@@ -278,6 +312,11 @@ impl AggregateState {
         }
     }
 
+    /// What the run spent and reserved.
+    pub(crate) fn spend_mut(&mut self) -> &mut super::Spend {
+        &mut self.spend
+    }
+
     pub(crate) fn summary(&self) -> Aggregates {
         Aggregates {
             metrics: self
@@ -296,6 +335,7 @@ impl AggregateState {
                 })
                 .collect(),
             agent_outcomes: self.agent_outcomes.clone(),
+            spend: self.spend.clone(),
         }
     }
 }

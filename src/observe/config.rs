@@ -119,7 +119,7 @@ pub struct WebhookConfig {
 }
 
 /// Every event type a subscriber may filter on (`EventKind::event_type`).
-pub(super) const EVENT_TYPES: [&str; 21] = [
+pub(super) const EVENT_TYPES: [&str; 22] = [
     "run_started",
     "run_completed",
     "run_failed",
@@ -141,6 +141,7 @@ pub(super) const EVENT_TYPES: [&str; 21] = [
     "provider_retry",
     "provider_rate_limited",
     "concurrency_limited",
+    "budget_exhausted",
 ];
 
 /// Webhook secrets come only from environment variables with this prefix, so a request

@@ -4,8 +4,8 @@
 //! the inserted case records and sequenced events, and saves the row back.
 
 use crate::model::{
-    AggregateState, CaseRecord, CaseStatus, EventKind, NewEvent, RunEvent, RunId, RunRecord,
-    RunStatus, Timestamp,
+    AggregateState, CaseStatus, EventKind, NewEvent, RunEvent, RunId, RunRecord, RunStatus,
+    Timestamp,
 };
 
 use std::collections::HashSet;
@@ -32,14 +32,27 @@ impl RunState {
         Ok(())
     }
 
+    /// Reserves against the run's budget (see [`crate::store::Store::reserve_spend`]).
+    pub(super) fn reserve(&mut self, amount: f64, budget: f64) -> crate::model::Reservation {
+        let reservation = self.aggregates.spend_mut().reserve(amount, budget);
+        if reservation.granted {
+            self.touch();
+        }
+        reservation
+    }
+
     /// Counts a newly inserted case in progress, usage and aggregates.
-    pub(super) fn count_case(&mut self, case: &CaseRecord) {
+    pub(super) fn count_case(&mut self, commit: &CaseCommit) {
+        let case = &commit.record;
         match case.status {
             CaseStatus::Completed => self.record.progress.completed += 1,
             CaseStatus::Failed => self.record.progress.failed += 1,
         }
         self.record.usage.add(&case.usage);
         self.aggregates.observe(case);
+        if commit.reused {
+            self.aggregates.spend_mut().observe_reused(case);
+        }
     }
 
     /// Gives events the next sequence numbers of the run.
@@ -66,6 +79,8 @@ impl RunState {
         }
         if change.status.is_terminal() {
             record.finished_at = Some(change.at);
+            // Nothing is in flight any more.
+            self.aggregates.spend_mut().reserved_usd = 0.0;
         }
     }
 
@@ -79,6 +94,11 @@ impl RunState {
         kept: &[&CaseCommit],
         batch: &CommitBatch,
     ) -> (u64, Vec<RunEvent>) {
+        // Every case of the batch ends its reservation, kept or not.
+        let reserved: f64 = batch.cases.iter().map(|case| case.reserved_usd).sum();
+        if reserved > 0.0 {
+            self.aggregates.spend_mut().release(reserved);
+        }
         let first = self.record.last_seq + 1;
         let case_events: usize = kept.iter().map(|case| case.events.len()).sum();
         self.record.last_seq += case_events as u64;

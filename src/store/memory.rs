@@ -203,7 +203,7 @@ impl Store for MemoryStore {
                 duplicates += 1;
                 continue;
             }
-            run.state.count_case(&case.record);
+            run.state.count_case(case);
             run.cases.insert(index, case.record.clone());
             kept.push(case);
             kept_cases.push(position);
@@ -249,6 +249,20 @@ impl Store for MemoryStore {
             }
         };
         Ok(outcome)
+    }
+
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation> {
+        let mut runs = self.runs.lock().await;
+        let run = runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+        run.state.ensure_open()?;
+        Ok(run.state.reserve(amount, budget))
     }
 
     async fn recorded_case_indices(

@@ -8,6 +8,7 @@
 mod apply;
 mod cache_keys;
 mod checkpoint;
+mod cluster;
 mod connect;
 mod datasets;
 mod error;
@@ -18,6 +19,7 @@ mod memory_openai_evals;
 mod memory_reviews;
 mod openai_evals;
 mod postgres;
+mod postgres_cluster;
 mod reviews;
 mod sql;
 mod sqlite;
@@ -34,6 +36,7 @@ use crate::model::{
     RunRecord, RunStatus, Timestamp,
 };
 
+pub use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 pub use connect::connect;
 pub(crate) use datasets::MAX_NAMED_RUNS;
 pub use datasets::{
@@ -186,6 +189,12 @@ pub struct CaseCommit {
     /// `record` and `events` as JSON, when encoded before the commit
     /// ([`CaseCommit::encode`]); a SQL store encodes what is missing itself.
     pub encoded: Option<Box<EncodedCase>>,
+    /// What the case reserved against the run's budget before it started: released
+    /// by the commit that records it.
+    pub reserved_usd: f64,
+    /// A retry's record reused from the run it retries: its cost was paid there, and
+    /// does not count against this run's budget.
+    pub reused: bool,
 }
 
 /// A case commit's JSON, encoded where the case ran: case tasks run on every core,
@@ -206,6 +215,8 @@ impl CaseCommit {
             events,
             cache: Vec::new(),
             encoded: None,
+            reserved_usd: 0.0,
+            reused: false,
         }
     }
 
@@ -400,6 +411,16 @@ pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static 
 
     async fn request_cancel(&self, run_id: &RunId) -> StoreResult<CancelOutcome>;
 
+    /// Reserves `amount` USD of `budget` for a case about to start, in the run's row
+    /// (under its lock: instances sharing the run see one account). Refused when the
+    /// run's spend, its reservations and `amount` would pass `budget`.
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation>;
+
     /// `case_index` of the recorded cases of the run within `range`, ascending.
     async fn recorded_case_indices(
         &self,
@@ -484,6 +505,34 @@ pub trait Store: DatasetStore + ReviewStore + EvalStore + Send + Sync + 'static 
     /// (`None` when nobody else can write to this store). Wakes event streams at once.
     async fn watch_commits(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<RunId>>> {
         Ok(None)
+    }
+
+    /// Whether other processes execute runs on this store's data (Postgres): limits
+    /// meant for all of them are then drawn from the store ([`Store::lease_share`],
+    /// [`Store::reserve_budget`]) rather than kept by each process.
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
+
+    /// Leases `request.holder` its share of a pool's capacity until `request.lease` from
+    /// now (by the store's clock), replacing its previous grant: the grants of all live
+    /// holders together never exceed the capacity, a grant never drops below what its
+    /// holder has in use (while it holds that much), and a grant that is not renewed runs
+    /// out, its units free for the others. One process (memory, SQLite) holds it all.
+    async fn lease_share(&self, request: &ShareRequest<'_>) -> StoreResult<ShareGrant> {
+        Ok(ShareGrant::whole(request.capacity))
+    }
+
+    /// Gives `holder`'s share of `pool` back at once.
+    async fn release_share(&self, _pool: &str, _holder: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Takes `request.amount` from a rate budget every process shares and returns how
+    /// long to wait before spending it (a negative amount gives unused budget back). One
+    /// process has no such budget: its own limiters are all there is (zero).
+    async fn reserve_budget(&self, _request: &BudgetRequest<'_>) -> StoreResult<Duration> {
+        Ok(Duration::ZERO)
     }
 
     /// Cheap reachability check for readiness probes.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::StoreResult;
 use super::sql::{Dialect, Write};
 use crate::model::RunId;
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 
 /// The channel commits notify on; the payload is `{run_id} {origin}`.
 const CHANNEL: &str = "themis_events";
@@ -86,6 +87,22 @@ impl Dialect for PostgresStore {
     /// One array parameter, whatever the number of values.
     fn push_in(query: &mut QueryBuilder<Postgres>, values: &[i64]) {
         query.push(" = ANY(").push_bind(values.to_vec()).push(")");
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        true
+    }
+
+    async fn lease_share(&self, request: &ShareRequest<'_>) -> StoreResult<ShareGrant> {
+        super::postgres_cluster::lease_share(&self.pool, request).await
+    }
+
+    async fn release_share(&self, pool: &str, holder: &str) -> StoreResult<()> {
+        super::postgres_cluster::release_share(&self.pool, pool, holder).await
+    }
+
+    async fn reserve_budget(&self, request: &BudgetRequest<'_>) -> StoreResult<Duration> {
+        super::postgres_cluster::reserve_budget(&self.pool, request).await
     }
 
     /// Delivered when the transaction commits, to every listening instance.

@@ -87,6 +87,7 @@ pub struct Metrics {
     breaker_state: Family<EndpointLabel, Gauge>,
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Family<EndpointLabel, Counter<f64, AtomicU64>>,
+    case_cost_usd: Family<StageLabel, Counter<f64, AtomicU64>>,
     sse_clients: Gauge,
     webhook_deliveries: Family<OutcomeLabel, Counter>,
     agent_outcomes: Family<OutcomeLabel, Counter>,
@@ -136,6 +137,7 @@ impl Metrics {
             breaker_state: Family::default(),
             tokens: Family::default(),
             cost_usd: Family::default(),
+            case_cost_usd: Family::default(),
             sse_clients: Gauge::default(),
             webhook_deliveries: Family::default(),
             agent_outcomes: Family::default(),
@@ -179,6 +181,8 @@ impl Metrics {
                 "Tokens of provider answers (cache hits excluded), by endpoint and kind (prompt, completion)";
             cost_usd: "provider_cost_usd",
                 "Spend on providers with a configured price, in USD, by endpoint";
+            case_cost_usd: "case_cost_usd",
+                "Cost of the cases this instance recorded, in USD, by stage (generation, judging)";
             sse_clients: "sse_clients",
                 "Open GET /runs/{id}/events streams";
             webhook_deliveries: "webhook_deliveries",
@@ -249,6 +253,17 @@ impl Meter for Metrics {
                     stage: stage.stage.as_str(),
                 })
                 .observe(stage.duration_ms as f64 / 1e3);
+        }
+        let spend = crate::model::SpendPart::of_case(record);
+        for (stage, usage) in [
+            ("generation", &spend.generation),
+            ("judging", &spend.judging),
+        ] {
+            if usage.cost_usd > 0.0 {
+                self.case_cost_usd
+                    .get_or_create(&StageLabel { stage })
+                    .inc_by(usage.cost_usd);
+            }
         }
     }
 

@@ -173,10 +173,10 @@ async fn paired_statistics_regressions_exports_and_errors() {
     assert_eq!(lines.len(), 21, "{csv}");
     assert_eq!(
         lines[0],
-        "case_index,dataset_id,case_id,seed,status,builtin/exact_match,output,error"
+        "case_index,dataset_id,case_id,seed,status,builtin/exact_match,output,error,generation_usd,judging_usd,cost_usd"
     );
-    assert_eq!(lines[1], "0,a,c0,1,completed,0,wrong,");
-    assert_eq!(lines[20], "19,b,c19,1,completed,1,x,");
+    assert_eq!(lines[1], "0,a,c0,1,completed,0,wrong,,0,0,0");
+    assert_eq!(lines[20], "19,b,c19,1,completed,1,x,,0,0,0");
     let (_, _, csv_again) =
         get_text(&server, &format!("/runs/{candidate}/results?format=csv")).await;
     assert_eq!(csv, csv_again);
@@ -551,13 +551,13 @@ async fn csv_exports_neutralise_formulas() {
     assert_eq!(
         &lines[1..],
         [
-            "0,'=ds,'=c0,1,completed,0,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",",
-            "1,'=ds,'+c1,1,completed,0,'+1+1,",
-            "2,'=ds,'-c2,1,completed,0,'-2+3,",
-            "3,'=ds,'@c3,1,completed,0,'@SUM(A1),",
+            "0,'=ds,'=c0,1,completed,0,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",,0,0,0",
+            "1,'=ds,'+c1,1,completed,0,'+1+1,,0,0,0",
+            "2,'=ds,'-c2,1,completed,0,'-2+3,,0,0,0",
+            "3,'=ds,'@c3,1,completed,0,'@SUM(A1),,0,0,0",
             // exact_match trims whitespace: "\tx" matches "x".
-            "4,'=ds,c4,1,completed,1,'\tx,",
-            "5,'=ds,c5,1,completed,0,plain,",
+            "4,'=ds,c4,1,completed,1,'\tx,,0,0,0",
+            "5,'=ds,c5,1,completed,0,plain,,0,0,0",
         ]
     );
     // The JSON Lines export is data, not a sheet: left as it is.

@@ -14,4 +14,5 @@ mod openapi;
 mod representation;
 mod reviews;
 mod snapshots;
+mod spend;
 mod status_polling;

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod cli_datasets;
+mod cli_dry_run;
 mod cli_exit;
 mod feedback;
 mod python;

@@ -191,6 +191,11 @@ impl FakeProvider {
     }
 
     /// The most requests it had in flight at once.
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
@@ -221,6 +226,9 @@ async fn chat(
     requests.fetch_add(1, Ordering::SeqCst);
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted out however the request ends: a client that dies mid-request (a killed
+    // instance) drops this handler at its next await.
+    let counted = InFlight(&state.in_flight);
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
     }
@@ -229,7 +237,7 @@ async fn chat(
         tokio::time::sleep(delay).await;
         reply = *next;
     }
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    drop(counted);
     match reply {
         Reply::Answer(contents) => {
             // Deterministic token counts the test can add up: characters.
@@ -360,4 +368,13 @@ pub fn user_text(body: &Value) -> String {
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_owned()
+}
+
+/// One request in flight, counted until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }

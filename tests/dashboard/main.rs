@@ -8,3 +8,4 @@ mod agent;
 mod pages;
 mod review;
 mod service;
+mod spend;

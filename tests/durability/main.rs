@@ -5,6 +5,7 @@
 mod common;
 
 mod agent;
+mod cluster;
 mod crash;
 mod lifecycle;
 mod multinode;

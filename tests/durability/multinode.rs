@@ -224,3 +224,72 @@ async fn concurrent_identical_posts_on_two_instances_create_one_run() {
     let _ = (a.wait(), b.wait());
     database.drop_database().await;
 }
+
+/// Two instances executing one budgeted run on Postgres draw on one account: together
+/// they stop where the budget runs out, and every case either paid for was recorded.
+#[tokio::test]
+async fn two_instances_sharing_a_budgeted_run_stay_within_its_budget() {
+    use common::fake_provider::{FakeProvider, Reply};
+    // 10 prompt and 100 completion tokens an answer: $0.01001 a case at the prices below.
+    let fake = FakeProvider::start_with(Duration::from_millis(30), |_, _| {
+        Reply::Raw(axum::response::IntoResponse::into_response(axum::Json(
+            json!({
+                "choices": [{"index": 0, "message": {"content": "0"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 100}
+            }),
+        )))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(
+        &prices,
+        json!({"price": [{"provider": "fake", "model": "m",
+                          "input_per_1m": 1.0, "output_per_1m": 100.0}]})
+        .to_string(),
+    )
+    .unwrap();
+    let provider = format!("name=fake,base_url={}", fake.base_url);
+    let flags = [
+        "--provider",
+        &provider,
+        "--prices",
+        prices.to_str().unwrap(),
+        "--poll-interval-ms",
+        "100",
+    ];
+    let database = TestDatabase::create().await;
+    let (_a, base_a) = spawn_server(&database.url, &flags);
+    let (_b, _base_b) = spawn_server(&database.url, &flags);
+    let client = reqwest::Client::new();
+    let mut body = experiment(300, 0, 8);
+    body["generation"]["generator"] = json!({"name": "openai/chat", "params": {
+        "provider": "fake", "model": "m", "max_tokens": 100, "prompt": "{{ input.question }}"}});
+    body["budget_usd"] = json!(1.0);
+    let run_id = post_run(&client, &base_a, &body).await;
+    let run = wait_finished(&client, &base_a, &run_id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget exhausted"),
+        "{run}"
+    );
+    let completed = run["progress"]["completed"].as_u64().unwrap();
+    let spent = run["spend"]["cost_usd"].as_f64().unwrap();
+    // The worst case of a case ($0.01 and its prompt) is a hair under what it costs, so
+    // spend may pass the budget by at most that error over the cases it allowed.
+    assert!(spent <= 1.0 + 0.0001, "spent {spent}");
+    assert!(
+        (90..=100).contains(&completed),
+        "{completed} cases recorded"
+    );
+    assert_eq!(
+        fake.hits() as u64,
+        completed,
+        "every case paid for was recorded"
+    );
+    assert_eq!(run["spend"].get("reserved_usd"), None, "{run}");
+    database.drop_database().await;
+}

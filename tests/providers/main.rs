@@ -17,6 +17,7 @@ mod limits;
 mod mcp;
 mod requests;
 mod retries;
+mod spend;
 mod verdicts;
 
 use common::fake_provider::{FakeProvider, Reply, user_text};

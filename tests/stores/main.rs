@@ -7,6 +7,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod budgets;
+mod cluster;
 mod commit_summary;
 mod datasets;
 mod dialects;

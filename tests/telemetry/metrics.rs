@@ -182,6 +182,13 @@ async fn metrics_count_cases_stages_providers_and_streams() {
     // 5 answers × (3 prompt × $1 + 3 completion × $2) per 1,000 tokens.
     let cost = sample(&text, "themis_provider_cost_usd_total{endpoint=\"fake\"}").unwrap();
     assert!((cost - 0.045).abs() < 1e-9, "cost {cost}");
+    // The same spend by stage, counted as the cases are recorded: all generation.
+    let generation = sample(&text, "themis_case_cost_usd_total{stage=\"generation\"}").unwrap();
+    assert!((generation - 0.045).abs() < 1e-9, "generation {generation}");
+    assert_eq!(
+        sample(&text, "themis_case_cost_usd_total{stage=\"judging\"}"),
+        None
+    );
     expect("themis_sse_clients", 0.0);
     expect("themis_runs_executing", 0.0);
     expect("themis_runs_queued", 0.0);
@@ -270,7 +277,7 @@ fn check_dashboard_and_readme(exposed: &str) {
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|rest| rest.split(' ').next())
         .collect();
-    assert_eq!(families.len(), 16, "{exposed}");
+    assert_eq!(families.len(), 17, "{exposed}");
     let root = env!("CARGO_MANIFEST_DIR");
     let dashboard =
         std::fs::read_to_string(format!("{root}/deploy/grafana/dashboards/themis.json"))

@@ -3,7 +3,7 @@
 
 import {ApiError, call, runPath, withQuery} from './api.js';
 import {fill, h, jsonBlock, section, table} from './dom.js';
-import {count, num, pValue, shortId} from './format.js';
+import {cost, count, num, pValue, shortId} from './format.js';
 import {renderCompareCharts} from './compare_charts.js';
 
 const CASES_PAGE = 10;
@@ -55,6 +55,7 @@ export async function compareView(main, {query, signal, navigate}) {
   fill(body,
     report.note ? h('p', {class: 'note'}, report.note) : null,
     h('p', {}, `${count(report.n_paired_cases)} paired cases; ${count(report.unpaired_baseline)} only in the baseline, ${count(report.unpaired_candidate)} only in the candidate.`),
+    costLine(report.cost),
     table(['Metric / judge', 'Dataset', 'n', 'Baseline', 'Candidate', 'Δ', 'Δ 95% CI', 'p', 'Test', 'W / L / T'], rows, {id: 'compare-table'}),
     section('Charts', charts),
     report.only_in_baseline.length ? h('p', {class: 'small'}, `Only in the baseline: ${report.only_in_baseline.join(', ')}`) : null,
@@ -93,4 +94,14 @@ function changedCase(c, baseline, candidate) {
         c.baseline.error ? h('p', {class: 'error'}, c.baseline.error) : null, jsonBlock(c.baseline.parsed ?? c.baseline.output, 1500)),
       h('div', {}, h('h4', {}, h('a', {href: `#/runs/${candidate}/cases/${c.candidate.case_index}`}, 'Candidate')),
         c.candidate.error ? h('p', {class: 'error'}, c.candidate.error) : null, jsonBlock(c.candidate.parsed ?? c.candidate.output, 1500))));
+}
+
+// What each run spent and the difference, beside the score deltas (nothing when
+// neither run spent).
+function costLine(c) {
+  if (!c || !(c.baseline_usd > 0 || c.candidate_usd > 0)) return null;
+  const delta = (d) => `${d < 0 ? '−' : '+'}$${Math.abs(d).toFixed(4)}`;
+  return h('p', {id: 'compare-cost'},
+    `Cost: ${cost(c.candidate_usd)} (candidate) vs ${cost(c.baseline_usd)} (baseline), ${delta(c.delta_usd)}`
+    + ` (generation ${delta(c.generation.delta_usd)}, judging ${delta(c.judging.delta_usd)}).`);
 }

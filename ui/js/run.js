@@ -292,11 +292,29 @@ function renderAggregates(el, run) {
 
 function renderUsage(el, run) {
   const usage = run.usage ?? {};
-  fill(el, h('dl', {class: 'facts inline'},
+  const spend = run.spend ?? {};
+  const facts = h('dl', {class: 'facts inline'},
     h('dt', {}, 'Requests'), h('dd', {}, count(usage.requests)),
     h('dt', {}, 'Prompt tokens'), h('dd', {}, count(usage.prompt_tokens)),
     h('dt', {}, 'Completion tokens'), h('dd', {}, count(usage.completion_tokens)),
-    h('dt', {}, 'Cost'), h('dd', {}, cost(usage.cost_usd))));
+    h('dt', {}, 'Cost'), h('dd', {id: 'run-cost'}, cost(usage.cost_usd)),
+    usage.price_source ? [h('dt', {}, 'Priced by'), h('dd', {id: 'run-price-source'}, usage.price_source)] : null,
+    spend.budget_usd ? [
+      h('dt', {}, 'Budget'), h('dd', {id: 'run-budget'}, `${cost(spend.cost_usd) === '–' ? '$0' : cost(spend.cost_usd)} of ${cost(spend.budget_usd)}`
+        + (spend.reserved_usd ? ` (${cost(spend.reserved_usd)} reserved for cases in flight)` : '')),
+    ] : null);
+  // Generation apart from judging, overall and per dataset, once anything was priced.
+  const split = (part) => [cost(part?.generation?.cost_usd), cost(part?.judging?.cost_usd), cost(part?.cost_usd)];
+  const rows = spend.cost_usd > 0 ? [
+    h('tr', {}, h('th', {scope: 'row'}, 'All datasets'), ...split(spend).map((c) => h('td', {class: 'num'}, c))),
+    ...Object.entries(spend.by_dataset ?? {}).map(([dataset, part]) =>
+      h('tr', {}, h('td', {}, dataset), ...split(part).map((c) => h('td', {class: 'num'}, c)))),
+  ] : [];
+  const exhausted = run.error?.startsWith('budget exhausted')
+    ? h('p', {class: 'error', id: 'run-budget-exhausted'}, 'Stopped by its budget: retry it with a budget_usd for the rest to run the cases not started.')
+    : null;
+  fill(el, facts, exhausted,
+    rows.length ? table(['Dataset', 'Generation', 'Judging', 'Total'], rows, {id: 'spend-table'}) : null);
 }
 
 async function renderChildren(el, runId, signal) {

@@ -12,7 +12,9 @@ use super::client::{CallError, ClientConfig, FunctionCall, Message, ToolCall};
 use super::template::Templates;
 use super::{read_client, read_template, truncate};
 use crate::components::agent::{at_path, check_conversation};
-use crate::components::{ComponentError, GenerateRequest, Generation, Generator, Params};
+use crate::components::{
+    ComponentError, Estimate, EstimateRequest, GenerateRequest, Generation, Generator, Params,
+};
 use crate::model::{Case, Usage};
 
 /// Variables a generator template can use.
@@ -345,6 +347,16 @@ fn parse_json_output(content: &str) -> Option<Value> {
 
 #[async_trait]
 impl Generator for ChatGenerator {
+    /// One request of the rendered messages (a case whose templates do not render is
+    /// estimated at nothing: it fails before calling anything).
+    async fn estimate(&self, request: EstimateRequest<'_>) -> Option<Estimate> {
+        let messages = self
+            .render(request.dataset_id, request.case)
+            .await
+            .unwrap_or_default();
+        Some(self.client.estimate(&messages, 0, 1, 1))
+    }
+
     async fn generate(&self, request: GenerateRequest<'_>) -> Result<Generation, ComponentError> {
         let messages = self.render(request.dataset_id, request.case).await?;
         let endpoint = self.client.endpoint();

@@ -16,7 +16,9 @@ use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, prompt_text};
 use super::verdict::parse_verdict;
 use super::{read_client, read_template, truncate};
 use crate::components::builtin_generators::mix;
-use crate::components::{ComponentError, Judge, JudgeRequest, Judgment, Params};
+use crate::components::{
+    CallContext, ComponentError, Estimate, EstimateRequest, Judge, JudgeRequest, Judgment, Params,
+};
 use crate::model::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -249,6 +251,32 @@ fn default_system(mode: Mode) -> String {
 
 #[async_trait]
 impl Judge for LlmJudge {
+    /// Its samples' requests: the prompt rendered without the output, plus the output's
+    /// allowance. A rubric that reads fields of the output cannot render without it:
+    /// then the case's input and expected output stand for the rubric.
+    async fn estimate(&self, request: EstimateRequest<'_>) -> Option<Estimate> {
+        let judged = JudgeRequest {
+            dataset_id: request.dataset_id,
+            case: request.case,
+            parsed: &Value::Null,
+            seed: 0,
+            transcript: None,
+            ctx: CallContext::detached(),
+        };
+        let messages = match self.messages(&judged).await {
+            Ok(messages) => messages,
+            Err(_) => vec![Message::new(
+                "user",
+                format!("{}\n{}", request.case.input, request.case.expected_output),
+            )],
+        };
+        let samples = u64::from(self.samples);
+        Some(
+            self.client
+                .estimate(&messages, request.output_tokens, samples, 1),
+        )
+    }
+
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
         let messages = self.messages(&request).await?;
         let endpoint = self.client.endpoint();

@@ -225,9 +225,14 @@ impl Breaker {
 /// (AIMD): starts at min(8, max), grows by one per window of successes (1/limit per
 /// success) and halves on a 429, at most once per window (a window ends at the first
 /// decrease; permits taken before it do not decrease again).
+///
+/// On a database several instances share, the limit is also bounded by this instance's
+/// share of it ([`ConcurrencyLimiter::set_share`]), leased from the database.
 pub(super) struct ConcurrencyLimiter {
     state: Mutex<Concurrency>,
     released: Notify,
+    /// A caller started waiting: the keeper of the share asks for more.
+    pub(super) wants: Notify,
 }
 
 struct Concurrency {
@@ -237,6 +242,10 @@ struct Concurrency {
     limit: f64,
     in_flight: usize,
     epoch: u64,
+    /// This instance's share of the limit, when instances share it.
+    share: Option<usize>,
+    /// Callers waiting for a permit.
+    waiting: usize,
 }
 
 /// What a finished request tells the adaptive limit.
@@ -277,9 +286,22 @@ impl Default for ConcurrencyLimiter {
                 limit: f64::MAX,
                 in_flight: 0,
                 epoch: 0,
+                share: None,
+                waiting: 0,
             }),
             released: Notify::new(),
+            wants: Notify::new(),
         }
+    }
+}
+
+/// A caller waiting for a permit, counted out when it gives up (its future dropped).
+struct Waiting<'a>(&'a ConcurrencyLimiter);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.waiting = state.waiting.saturating_sub(1);
     }
 }
 
@@ -321,14 +343,21 @@ impl ConcurrencyLimiter {
     }
 
     pub(super) async fn acquire(&self) -> Permit<'_> {
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             // Created before checking, so a release in between is not missed.
             let released = self.released.notified();
             {
                 let mut state = lock(&self.state);
                 let allowed = (state.limit.floor() as usize).max(1);
-                if !state.enabled || state.in_flight < allowed {
+                let allowed = state.share.map_or(allowed, |share| allowed.min(share));
+                if (!state.enabled && state.share.is_none()) || state.in_flight < allowed {
                     state.in_flight += 1;
+                    if let Some(counted) = waiting.take() {
+                        // Counted out here, under the lock its drop would take.
+                        state.waiting -= 1;
+                        std::mem::forget(counted);
+                    }
                     return Permit {
                         limiter: self,
                         epoch: state.epoch,
@@ -336,9 +365,35 @@ impl ConcurrencyLimiter {
                         counted: true,
                     };
                 }
+                if waiting.is_none() {
+                    state.waiting += 1;
+                    waiting = Some(Waiting(self));
+                    self.wants.notify_one();
+                }
             }
             released.await;
         }
+    }
+
+    /// Bounds the permits to `share` (this instance's part of a limit instances share).
+    pub(super) fn set_share(&self, share: usize) {
+        let old = lock(&self.state).share.replace(share);
+        if old.is_none_or(|old| old < share) {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// What to ask the other instances for: `(want, in_use)`. While callers wait, all of
+    /// `max`; else what is in flight. Permits may be taken up to the share in force
+    /// until the answer comes: all of it counts as in use.
+    pub(super) fn share_needs(&self, max: usize) -> (usize, usize) {
+        let state = lock(&self.state);
+        let want = if state.waiting > 0 {
+            max
+        } else {
+            state.in_flight
+        };
+        (want, state.in_flight.max(state.share.unwrap_or(0)))
     }
 
     fn release(&self, permit: &mut Permit<'_>) {
@@ -447,6 +502,53 @@ mod tests {
             permit.signal(Signal::Success);
         }
         assert_eq!(limiter.limit(), 12.0, "never above max_concurrency");
+    }
+
+    #[tokio::test]
+    async fn a_share_bounds_the_permits_and_waiters_ask_for_more() {
+        let limiter = std::sync::Arc::new(ConcurrencyLimiter::default());
+        limiter.configure(false, Some(8));
+        // Before the first grant: nothing.
+        limiter.set_share(0);
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _a = limiter.acquire().await;
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(1), limiter.wants.notified())
+            .await
+            .expect("the keeper is told a caller waits");
+        assert_eq!(limiter.share_needs(8), (8, 0), "it wants all of max");
+        // A share of 1: one permit, which counts as in use while the share stands.
+        limiter.set_share(1);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        let held = limiter.acquire().await;
+        assert_eq!(limiter.share_needs(8), (1, 1));
+        let blocked = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _b = limiter.acquire().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !blocked.is_finished(),
+            "the share binds below max_concurrency"
+        );
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(1), blocked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            limiter.share_needs(8),
+            (0, 1),
+            "idle: it wants nothing more"
+        );
     }
 
     #[tokio::test]

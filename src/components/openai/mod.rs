@@ -21,16 +21,19 @@ mod judge;
 mod limits;
 mod pairwise;
 mod params;
+mod prices;
 mod providers;
 mod redact;
 mod shared;
 mod template;
+mod tokens;
 mod verdict;
 
 use std::sync::Arc;
 
 use super::Registry;
 use params::{read_client, read_template};
+pub use prices::{FoundPrice, ModelPrice, PriceTable};
 pub use providers::{
     ApiKey, DEFAULT_MAX_OUTBOUND_REQUESTS, OperatorLimits, Outbound, ProviderSpec,
     implicit_providers,
@@ -48,7 +51,7 @@ pub const PROVIDER_COMPONENTS: [&str; 4] = [
 ];
 
 pub(super) fn register(registry: &mut Registry, outbound: Outbound) {
-    let shared = Arc::new(Shared::new(outbound));
+    let shared = Arc::new(Shared::new(outbound).with_cluster(registry.cluster_link()));
     let for_judge = shared.clone();
     let for_pairwise = shared.clone();
     let for_agent = shared.clone();

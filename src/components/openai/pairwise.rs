@@ -19,7 +19,9 @@ use super::template::{JUDGE_VARIABLES, JudgeVars, Templates, prompt_text};
 use super::verdict::outermost_braces;
 use super::{read_client, read_template, truncate};
 use crate::components::text::select;
-use crate::components::{ComponentError, Judge, JudgeRequest, Judgment, Params};
+use crate::components::{
+    CallContext, ComponentError, Estimate, EstimateRequest, Judge, JudgeRequest, Judgment, Params,
+};
 use crate::model::Usage;
 
 const DEFAULT_CRITERIA: &str = "Which response answers the input better: more correct, \
@@ -133,6 +135,49 @@ fn winner_word(word: &str) -> Option<&'static str> {
 
 #[async_trait]
 impl Judge for Pairwise {
+    /// Its two requests (both orders): the prompt without the output, plus the output's
+    /// allowance.
+    async fn estimate(&self, request: EstimateRequest<'_>) -> Option<Estimate> {
+        let case = request.case;
+        let whole = json!({
+            "input": case.input,
+            "expected_output": case.expected_output,
+            "metadata": case.metadata,
+        });
+        let reference = select(&whole, &self.reference)
+            .map(prompt_text)
+            .unwrap_or_default();
+        let judged = JudgeRequest {
+            dataset_id: request.dataset_id,
+            case,
+            parsed: &Value::Null,
+            seed: 0,
+            transcript: None,
+            ctx: CallContext::detached(),
+        };
+        let criteria = match self.criteria {
+            None => DEFAULT_CRITERIA.to_owned(),
+            Some(index) => {
+                let vars = JudgeVars::new(&judged);
+                self.templates
+                    .render(index, &vars.pairs())
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        let messages = [
+            Message::new("system", SYSTEM),
+            Message::new(
+                "user",
+                format!(
+                    "{criteria}\n\n## Input\n{}\n\n## Response A\n\n\n## Response B\n{reference}",
+                    prompt_text(&case.input)
+                ),
+            ),
+        ];
+        Some(self.client.estimate(&messages, request.output_tokens, 2, 1))
+    }
+
     async fn judge(&self, request: JudgeRequest<'_>) -> Result<Judgment, ComponentError> {
         let case = request.case;
         let whole = json!({

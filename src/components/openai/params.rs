@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::client::{ClientConfig, Endpoint, Price, RetryPolicy, RunLimits};
+use super::client::{ClientConfig, Endpoint, RetryPolicy, RunLimits};
+use super::prices::{FoundPrice, ModelPrice};
 use super::providers::{ProviderSpec, normalize_base_url};
 use super::shared::Shared;
 use super::template::Templates;
 use crate::components::Params;
+use crate::model::PriceSource;
 
 /// Request-body keys the component sets itself: `extra_body` may not override them.
 const RESERVED_BODY_KEYS: [&str; 9] = [
@@ -138,6 +140,14 @@ pub(super) fn read_client(
     let url =
         reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| e.to_string());
     let stack = shared.stack(provider.as_deref());
+    // The run's own price, else the operator's (or the bundled) price of the model.
+    let price = read_price(p).or_else(|| {
+        shared.outbound.prices.lookup(
+            provider.as_deref(),
+            &normalize_base_url(&base_url).unwrap_or_else(|| base_url.clone()),
+            &model,
+        )
+    });
     ClientConfig {
         component,
         url,
@@ -156,7 +166,7 @@ pub(super) fn read_client(
             max_backoff,
             max_identical_failures: p.u64_in("max_identical_failures", 3, 1, 100) as u32,
         },
-        price: read_price(p),
+        price,
         body,
         completion_estimate: max_tokens.unwrap_or(256),
     }
@@ -273,7 +283,7 @@ fn read_stop(p: &mut Params<'_>) -> Option<Value> {
 const MAX_PRICE: f64 = 1e6;
 
 /// `price`: `{"prompt_per_1k": x, "completion_per_1k": y}` in USD.
-fn read_price(p: &mut Params<'_>) -> Option<Price> {
+fn read_price(p: &mut Params<'_>) -> Option<FoundPrice> {
     let value = p.value("price")?;
     let Some(map) = value.as_object() else {
         p.error(
@@ -303,9 +313,14 @@ fn read_price(p: &mut Params<'_>) -> Option<Price> {
             );
         }
     }
-    Some(Price {
-        prompt_per_1k: prompt?,
-        completion_per_1k: completion?,
+    Some(FoundPrice {
+        price: ModelPrice {
+            input_per_1m: prompt? * 1000.0,
+            cached_input_per_1m: None,
+            output_per_1m: completion? * 1000.0,
+            batch_discount: 0.0,
+        },
+        source: PriceSource::Run,
     })
 }
 

@@ -242,6 +242,8 @@ pub struct Outbound {
     pub meter: Arc<dyn Meter>,
     /// The operator's caps on agent loops (`openai/agent`).
     pub agent_caps: AgentCaps,
+    /// What calls cost: the operator's table over the bundled one.
+    pub prices: Arc<super::PriceTable>,
 }
 
 impl Outbound {
@@ -253,11 +255,14 @@ impl Outbound {
             max_requests: DEFAULT_MAX_OUTBOUND_REQUESTS,
             meter: NoMeter::shared(),
             agent_caps: AgentCaps::default(),
+            prices: Arc::default(),
         }
     }
 
-    /// Checks the table: names and base URLs unique.
+    /// Checks the table: names and base URLs unique, every provider the price table
+    /// names declared.
     pub fn validate(&self) -> Result<(), DeclarationError> {
+        self.prices.check_providers(&self.providers)?;
         for (i, a) in self.providers.iter().enumerate() {
             for b in &self.providers[..i] {
                 if a.name == b.name {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::client::{Endpoint, OutboundCapLayer, ProviderService, compose};
 use super::providers::{OperatorLimits, Outbound, ProviderSpec};
+use crate::components::ClusterLink;
 
 /// Undeclared endpoints beyond this many are forgotten once no component uses them, so
 /// runs naming ever new base URLs or models cannot grow the table without bound.
@@ -23,6 +24,8 @@ pub(super) struct Shared {
     stacks: HashMap<String, ProviderService>,
     /// The call stack of undeclared endpoints.
     undeclared: ProviderService,
+    /// The instances declared providers' limits are shared with, once known.
+    cluster: ClusterLink,
 }
 
 impl Shared {
@@ -42,7 +45,14 @@ impl Shared {
             providers,
             outbound,
             endpoints: Mutex::default(),
+            cluster: ClusterLink::default(),
         }
+    }
+
+    /// Declared providers' endpoints created from now on share their limits with the
+    /// instances `cluster` names, once it is set.
+    pub(super) fn with_cluster(self, cluster: ClusterLink) -> Self {
+        Shared { cluster, ..self }
     }
 
     /// The call stack of `provider` (`None`: an undeclared endpoint).
@@ -83,6 +93,15 @@ impl Shared {
         }
         let limits = provider.map_or_else(OperatorLimits::default, |p| p.limits.clone());
         let endpoint = Arc::new(Endpoint::operator(&limits));
+        // Only a declared provider's limits are the operator's to share: an undeclared
+        // endpoint's are defaults, per instance.
+        if let (Some(provider), Some(cluster)) = (provider, self.cluster.get()) {
+            endpoint.join(
+                cluster,
+                &format!("provider/{}/{model}", provider.name),
+                &limits,
+            );
+        }
         endpoints.insert(key, endpoint.clone());
         endpoint
     }

@@ -9,6 +9,9 @@ use crate::engine::definition::{
     Dataset, DatasetCases, Experiment, ExperimentRequest, MAX_WORK_ITEMS, parse_experiment,
 };
 use crate::engine::{Engine, EngineError, run_id};
+use std::collections::BTreeMap;
+
+use crate::engine::dry_run::{DryRun, Tally};
 use crate::model::{Case, DatasetUse, Problems, RunKind, Timestamp};
 use crate::store::{CreateOutcome, NewRun};
 
@@ -107,6 +110,55 @@ impl Engine {
         Ok(self.store().create_run(run).await?)
     }
 
+    /// Validates `request` as [`Engine::submit_staged`] would and estimates what
+    /// executing it would call and cost: nothing is stored, no model is called.
+    pub async fn dry_run(
+        &self,
+        request: &ExperimentRequest,
+        staged: Staged,
+    ) -> Result<DryRun, EngineError> {
+        self.check_observation(&request.runtime)?;
+        let resolved = self.resolve_datasets(&request.experiment, staged).await?;
+        let mut tally = Tally::new(request);
+        let mut counts = BTreeMap::new();
+        let mut spooled = resolved.to_store;
+        for dataset in &resolved.experiment.datasets {
+            let id = &dataset.dataset_id;
+            let count = dataset.case_count().unwrap_or(0);
+            *counts.entry(id.clone()).or_insert(0) += count;
+            if let Some(at) = spooled.iter().position(|(d, _)| d == id) {
+                let (_, mut ingested) = spooled.swap_remove(at);
+                while tally.wants_more() {
+                    let batch = ingested.cases.read_batch(64).map_err(EngineError::Spool)?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for stored in batch {
+                        if tally.wants_more() {
+                            tally.add(id, &case_of(&stored.json)?).await;
+                        }
+                    }
+                }
+            } else if let DatasetCases::Stored {
+                revision: Some(revision),
+                ..
+            } = &dataset.cases
+            {
+                let mut next = 0;
+                while tally.wants_more() && next < count {
+                    let end = (next + 64).min(count);
+                    for stored in self.store().revision_cases(revision, next..end).await? {
+                        if tally.wants_more() {
+                            tally.add(id, &case_of(&stored.json)?).await;
+                        }
+                    }
+                    next = end;
+                }
+            }
+        }
+        Ok(tally.finish(counts))
+    }
+
     /// Every dataset as a stored revision with its case count.
     async fn resolve_datasets(
         &self,
@@ -202,4 +254,13 @@ impl Engine {
             to_store,
         })
     }
+}
+
+/// A stored case's canonical JSON, read back.
+fn case_of(json: &str) -> Result<Case, EngineError> {
+    serde_json::from_str(json).map_err(|e| {
+        EngineError::Store(crate::store::StoreError::Corrupt(format!(
+            "a stored case does not parse: {e}"
+        )))
+    })
 }

@@ -15,6 +15,7 @@ mod types;
 use serde_json::Value;
 
 pub use labels::{check_run_name, check_tag};
+pub use runtime::MAX_BUDGET_USD;
 use types::MAX_ID_BYTES;
 pub(super) use types::MAX_WORK_ITEMS;
 pub use types::{
@@ -53,13 +54,14 @@ impl<'r> Checker<'r> {
 const LOGICAL_FIELDS: [&str; 4] = ["generation", "evaluation", "datasets", "seeds"];
 /// What a person calls the run; like runtime fields, not part of the id.
 const LABEL_FIELDS: [&str; 3] = ["name", "tags", "metadata"];
-const RUNTIME_FIELDS: [&str; 6] = [
+const RUNTIME_FIELDS: [&str; 7] = [
     "storage",
     "subscribers",
     "tracing",
     "concurrency",
     "cache",
     "failure_policy",
+    "budget_usd",
 ];
 
 /// Parses and validates an experiment request: every problem is reported at once.

@@ -7,6 +7,9 @@ use super::Checker;
 use super::types::{FailurePolicy, MAX_CONCURRENCY, RuntimeOptions, StorageConfig};
 use crate::observe::{parse_subscribers, parse_tracing};
 
+/// The largest budget a run may give itself, in USD.
+pub const MAX_BUDGET_USD: f64 = 1e9;
+
 impl Checker<'_> {
     pub(super) fn runtime(&mut self, map: &Map<String, Value>) -> RuntimeOptions {
         let mut runtime = RuntimeOptions::default();
@@ -52,6 +55,15 @@ impl Checker<'_> {
                     max_ratio,
                     min_cases,
                 });
+            }
+        }
+        if let Some(value) = map.get("budget_usd").filter(|v| !v.is_null()) {
+            match value.as_f64() {
+                Some(usd) if usd > 0.0 && usd <= MAX_BUDGET_USD => runtime.budget_usd = Some(usd),
+                _ => self.problems.push(
+                    "budget_usd",
+                    format!("must be a number of USD above 0 and at most {MAX_BUDGET_USD}"),
+                ),
             }
         }
         if let Some(value) = map.get("cache").filter(|v| !v.is_null()) {

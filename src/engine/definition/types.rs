@@ -208,6 +208,10 @@ pub struct RuntimeOptions {
     /// Stop the run (as `failed`) when too many cases fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<FailurePolicy>,
+    /// Stop starting cases (and fail the run) once the next case's worst-case cost
+    /// would take the run's spend past this many USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 /// Fails a run early once `failed / finished > max_ratio` with at least `min_cases`

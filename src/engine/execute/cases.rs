@@ -9,13 +9,16 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::budget::BudgetGuard;
 use super::leases::LeaseSet;
 use super::plan::{Evaluate, Plan, Work, WorkItem};
 use super::recorder::{CaseNotes, ChunkCommit, RecorderMsg};
+use super::slots::Slots;
 use super::stop::FailureGuard;
 use crate::components::ResponseCache;
 use crate::engine::pipeline::{CaseInput, panic_message, panicked_case, rejudge_case, run_case};
-use crate::model::{CaseRecord, RunId, Stage};
+use crate::engine::spend::estimate_case;
+use crate::model::{Case, CaseRecord, RunId, Stage};
 use crate::observe::{Observers, Span};
 use crate::store::{CacheWrite, CachedResponse, CaseCommit, Store, StoreError};
 
@@ -28,8 +31,12 @@ pub(super) struct Shared<'a> {
     /// The response cache, unless the run turned it off.
     pub(super) cache: Option<Arc<dyn Store>>,
     pub(super) concurrency: usize,
+    /// The run's slots this execution may fill now (its share of `concurrency`).
+    pub(super) slots: &'a Arc<Slots>,
     /// The chunks this execution holds, renewed by its heartbeat.
     pub(super) leases: &'a Arc<LeaseSet>,
+    /// The run's budget, when it has one.
+    pub(super) budget: Option<&'a Arc<BudgetGuard>>,
 }
 
 /// One case's view of the response cache backed by the run's store. Lookups only read;
@@ -109,6 +116,7 @@ struct CaseEnv {
     plan: Arc<Plan>,
     /// Where provider notes go (the recorder).
     notes: mpsc::Sender<RecorderMsg>,
+    budget: Option<Arc<BudgetGuard>>,
 }
 
 /// A finished case; `None` for a case abandoned because its chunk's lease was lost.
@@ -122,7 +130,7 @@ pub(super) struct CaseTasks {
     items: mpsc::Receiver<Result<WorkItem, StoreError>>,
     items_done: bool,
     running: JoinSet<CaseOutcome>,
-    concurrency: usize,
+    slots: Arc<Slots>,
 }
 
 impl CaseTasks {
@@ -139,13 +147,14 @@ impl CaseTasks {
             cache: shared.cache.clone(),
             plan: Arc::clone(plan),
             notes: notes.clone(),
+            budget: shared.budget.cloned(),
         };
         CaseTasks {
             env: Arc::new(env),
             items,
             items_done: false,
             running: JoinSet::new(),
-            concurrency: shared.concurrency.max(1),
+            slots: Arc::clone(shared.slots),
         }
     }
 
@@ -154,9 +163,20 @@ impl CaseTasks {
     /// neither an item nor a finished case.
     pub(super) async fn next(&mut self) -> Option<CaseOutcome> {
         loop {
-            let room = !self.items_done && self.running.len() < self.concurrency;
+            let limit = self.slots.note(self.running.len(), !self.items_done);
+            // A run out of budget starts nothing more; the cases in flight finish.
+            let exhausted = self
+                .env
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.exhausted.is_cancelled());
+            let room = !self.items_done && !exhausted && self.running.len() < limit;
+            // Held back by the slots alone: wait for more to be granted.
+            let full = !self.items_done && !exhausted && self.running.len() >= limit;
             tokio::select! {
                 biased;
+                // Slots were granted (or taken back): look again.
+                () = self.slots.changed(), if full => {}
                 item = self.items.recv(), if room => match item {
                     None => self.items_done = true,
                     Some(Err(e)) => return Some(Err(e)),
@@ -190,7 +210,8 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
                 run_id: env.run_id.clone(),
                 ..record
             };
-            let commit = CaseCommit::new(record, Vec::new());
+            let mut commit = CaseCommit::new(record, Vec::new());
+            commit.reused = true;
             return Ok(Some(ChunkCommit {
                 chunk_index: item.chunk_index,
                 commit,
@@ -198,6 +219,18 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
         }
         Work::Execute(case) => (case, None),
         Work::Rejudge { case, source } => (case, Some(source)),
+    };
+    // Before anything is called: the case's worst-case cost, reserved against the budget.
+    let reserved_usd = match &env.budget {
+        Some(budget) => {
+            let amount = worst_case(&env.plan, &item.key.dataset_id, &case, source.as_ref()).await;
+            if !budget.reserve(amount).await? {
+                // Not started: the case stays unrecorded, for a retry to run.
+                return Ok(None);
+            }
+            amount
+        }
+        None => 0.0,
     };
     let notes = CaseNotes {
         key: item.key.clone(),
@@ -268,9 +301,47 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
     }
+    commit.reserved_usd = reserved_usd;
     Ok(Some(ChunkCommit {
         chunk_index: item.chunk_index,
         // Here, on this case's task, rather than in the commit that waits for the writer.
         commit: commit.encode()?,
     }))
+}
+
+/// The most a case may cost: its generator's samples and its judges (a rejudge: the
+/// judges of the stored output).
+async fn worst_case(
+    plan: &Plan,
+    dataset_id: &str,
+    case: &Case,
+    source: Option<&CaseRecord>,
+) -> f64 {
+    let estimate = match &plan.evaluate {
+        Evaluate::Experiment {
+            generation,
+            pipeline,
+        } => {
+            let generator = (
+                pipeline.generator.as_ref(),
+                generation.candidate_policy.num_samples,
+            );
+            estimate_case(
+                Some(generator),
+                &pipeline.evaluators.judges,
+                dataset_id,
+                case,
+                "",
+            )
+            .await
+        }
+        Evaluate::Rejudge { evaluators, .. } => {
+            let output = source
+                .and_then(|s| s.reduced.as_ref())
+                .map(|r| r.output.to_string())
+                .unwrap_or_default();
+            estimate_case(None, &evaluators.judges, dataset_id, case, &output).await
+        }
+    };
+    estimate.worst_case_usd()
 }

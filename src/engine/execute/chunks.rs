@@ -130,6 +130,9 @@ impl Engine {
                 () = cancel.cancelled() => break Stop::Cancelled,
                 () = shared.failures.tripped.cancelled() => break Stop::Failed(shared.failures.reason()),
                 next = cases.next() => match next {
+                    None if shared.budget.is_some_and(|b| b.exhausted.is_cancelled()) => {
+                        break Stop::Budget;
+                    }
                     None => break Stop::Finished,
                     Some(Err(e)) => break stop_on_store_error(e),
                     // The chunk's lease was lost: its work belongs to another instance.

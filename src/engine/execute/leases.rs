@@ -63,6 +63,12 @@ impl LeaseSet {
 /// whichever way (return, error, panic) the execution ends.
 pub(crate) struct AbortOnDrop(JoinHandle<()>);
 
+impl AbortOnDrop {
+    pub(crate) fn new(task: JoinHandle<()>) -> Self {
+        AbortOnDrop(task)
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();

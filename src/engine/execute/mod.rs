@@ -7,12 +7,14 @@
 //! finished cases in batches, the [`leases`] heartbeat keeps claimed chunks ours. The
 //! [`cases`] stream runs the pipeline per case; [`stop`] says why the loop ended.
 
+mod budget;
 mod cases;
 mod chunks;
 mod claimer;
 mod leases;
 mod plan;
 mod recorder;
+mod slots;
 mod source;
 mod stop;
 
@@ -21,8 +23,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use self::budget::BudgetGuard;
 use self::cases::Shared;
 use self::leases::{LeaseSet, heartbeat};
+use self::slots::{Slots, keep_share, share_pool};
 use self::stop::{FailureGuard, Stop};
 use super::definition::RuntimeOptions;
 use super::retry::retry;
@@ -215,6 +219,21 @@ impl Engine {
             leases.clone(),
         );
 
+        // The run's concurrency: all of it here, or this instance's share of it when
+        // other instances may execute the run too.
+        let (slots, share) = if store.shared_by_instances() {
+            let (slots, keeper) = keep_share(
+                store.clone(),
+                run_id,
+                config.instance_id.clone(),
+                concurrency,
+                config.lease,
+            );
+            (slots, Some(keeper))
+        } else {
+            (Slots::fixed(concurrency), None)
+        };
+
         let plan = match &quarantine {
             Some(reason) => Err(reason.clone()),
             // The plan's error is the run's failure message.
@@ -225,6 +244,7 @@ impl Engine {
         if quarantine.is_some() {
             tracing::error!(run_id = %run_id, interrupted, "quarantining a run that keeps taking its process down");
         }
+        let mut budget = None;
         let stop = match plan {
             Err(message) => Stop::Failed(message),
             Ok(plan) => {
@@ -233,6 +253,8 @@ impl Engine {
                     policy: runtime.failure_policy,
                     ..FailureGuard::default()
                 };
+                budget = BudgetGuard::budget_of(runtime, config.max_run_budget_usd)
+                    .map(|usd| Arc::new(BudgetGuard::new(usd, store.clone(), run_id.clone())));
                 let shared = Shared {
                     run_id,
                     observers: &observers,
@@ -240,7 +262,9 @@ impl Engine {
                     failures: &failures,
                     cache,
                     concurrency,
+                    slots: &slots,
                     leases: &leases,
+                    budget: budget.as_ref(),
                 };
                 let plan = Arc::new(plan);
                 let (stop, last) = self.run_cases(&shared, &plan, &control).await;
@@ -249,17 +273,47 @@ impl Engine {
             }
         };
         drop(heartbeat);
+        if share.is_some() {
+            drop(share);
+            // Its cases ended: the slots go back to the instances still working on the
+            // run now, not when the lease runs out.
+            let pool = share_pool(run_id);
+            if let Err(e) = store.release_share(&pool, &config.instance_id).await {
+                tracing::warn!(error = %e, "giving back the run's concurrency share failed");
+            }
+        }
         // Only this run's leases: other runs of this instance keep theirs.
-        if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::Failed(_))
-            && let Err(e) = retry(patience, "releasing leases", || {
-                store.release_leases(run_id, &config.instance_id)
-            })
-            .await
+        if matches!(
+            stop,
+            Stop::Interrupted | Stop::Cancelled | Stop::Failed(_) | Stop::Budget
+        ) && let Err(e) = retry(patience, "releasing leases", || {
+            store.release_leases(run_id, &config.instance_id)
+        })
+        .await
         {
             tracing::warn!(error = %e, "releasing chunk leases failed");
         }
 
+        let mut finish = CommitBatch::new(run_id.clone());
+        if let (Stop::Budget, Some(budget)) = (&stop, &budget) {
+            // Cases other instances started under the budget are let finish too.
+            self.await_reservations(run_id).await;
+            finish.events.push(NewEvent::now(budget.event()));
+        }
         let (status, kind, error) = match stop {
+            Stop::Budget => {
+                let message = budget
+                    .as_ref()
+                    .map_or_else(|| "budget exhausted".to_owned(), |budget| budget.reason());
+                (
+                    RunStatus::Failed,
+                    EventKind::RunFailed {
+                        error_message: message.clone(),
+                        progress,
+                    },
+                    Some(message),
+                )
+            }
             Stop::Interrupted => {
                 end_run_span(
                     tracer.as_ref(),
@@ -289,7 +343,6 @@ impl Engine {
                 Some(message),
             ),
         };
-        let mut finish = CommitBatch::new(run_id.clone());
         finish.expect_status = Some(status_now);
         finish.events.push(NewEvent::now(kind));
         finish.status = Some(StatusChange {
@@ -308,6 +361,20 @@ impl Engine {
         match finished {
             Ok(_) | Err(StoreError::RunFinished { .. }) => self.current(run_id).await,
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until no case of the run holds a reservation (every instance sharing it has
+    /// recorded what it started), at most a lease: a reservation of an instance that
+    /// died is never released, and its chunks' cases stay unrecorded.
+    async fn await_reservations(&self, run_id: &RunId) {
+        let deadline = tokio::time::Instant::now() + self.config().lease;
+        while tokio::time::Instant::now() < deadline {
+            match self.store().get_run_summary(run_id).await {
+                Ok(Some(run)) if run.aggregates.spend.reserved_usd > 0.0 => {}
+                _ => return,
+            }
+            tokio::time::sleep(self.config().lease / 10).await;
         }
     }
 

@@ -47,6 +47,8 @@ pub(super) enum Stop {
     /// The service is shutting down: the run stays `running` and resumes on next start.
     Interrupted,
     Failed(String),
+    /// The next case would pass the run's budget: no more were started.
+    Budget,
 }
 
 /// How an execution stops on a store error it could not ride out: a transient one (the

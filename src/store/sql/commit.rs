@@ -82,7 +82,7 @@ where
     let mut duplicates = 0;
     for (position, case, row) in cases {
         if inserted.remove(&row.index) {
-            state.count_case(&case.record);
+            state.count_case(case);
             kept.push(case);
             kept_cases.push(position);
         } else {

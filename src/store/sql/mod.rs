@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{StoreError, StoreResult};
 use crate::model::RunId;
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 
 pub(super) use write::Write;
 
@@ -95,6 +96,38 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// See [`Store::watch_commits`](super::Store::watch_commits).
     fn listen(&self) -> impl Future<Output = StoreResult<Option<mpsc::Receiver<RunId>>>> + Send {
         async { Ok(None) }
+    }
+
+    /// See [`Store::shared_by_instances`](super::Store::shared_by_instances).
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
+
+    /// See [`Store::lease_share`](super::Store::lease_share): one process holds it all.
+    fn lease_share(
+        &self,
+        request: &ShareRequest<'_>,
+    ) -> impl Future<Output = StoreResult<ShareGrant>> + Send {
+        let grant = ShareGrant::whole(request.capacity);
+        async move { Ok(grant) }
+    }
+
+    /// See [`Store::release_share`](super::Store::release_share).
+    fn release_share(
+        &self,
+        _pool: &str,
+        _holder: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// See [`Store::reserve_budget`](super::Store::reserve_budget): the process's own
+    /// limiters are the only ones.
+    fn reserve_budget(
+        &self,
+        _request: &BudgetRequest<'_>,
+    ) -> impl Future<Output = StoreResult<Duration>> + Send {
+        async { Ok(Duration::ZERO) }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::model::{
     AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
     Timestamp,
 };
+use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 use crate::store::apply::CancelStep;
 use crate::store::{
     CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
@@ -229,6 +230,23 @@ where
             CancelStep::Requested => CancelOutcome::Requested(record),
             CancelStep::Cancelled(events) => CancelOutcome::Cancelled(record, events),
         })
+    }
+
+    async fn reserve_spend(
+        &self,
+        run_id: &RunId,
+        amount: f64,
+        budget: f64,
+    ) -> StoreResult<crate::model::Reservation> {
+        let mut write = self.begin().await?;
+        let mut state = write.load_state(run_id).await?;
+        state.ensure_open()?;
+        let reservation = state.reserve(amount, budget);
+        if reservation.granted {
+            write.save_state(&state).await?;
+        }
+        write.commit().await?;
+        Ok(reservation)
     }
 
     async fn recorded_case_indices(
@@ -499,6 +517,22 @@ where
 
     async fn watch_commits(&self) -> StoreResult<Option<mpsc::Receiver<RunId>>> {
         self.listen().await
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        Dialect::shared_by_instances(self)
+    }
+
+    async fn lease_share(&self, request: &ShareRequest<'_>) -> StoreResult<ShareGrant> {
+        Dialect::lease_share(self, request).await
+    }
+
+    async fn release_share(&self, pool: &str, holder: &str) -> StoreResult<()> {
+        Dialect::release_share(self, pool, holder).await
+    }
+
+    async fn reserve_budget(&self, request: &BudgetRequest<'_>) -> StoreResult<Duration> {
+        Dialect::reserve_budget(self, request).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

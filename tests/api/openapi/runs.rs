@@ -626,3 +626,28 @@ async fn richer_run_responses(h: Harness) {
     assert_eq!(page["runs"].as_array().unwrap().len(), 1);
     assert!(page["next_cursor"].is_null());
 }
+
+#[tokio::test]
+async fn dry_run_responses_match_the_schemas() {
+    let h = Harness::new();
+    let mut body = example("observe.json");
+    body["budget_usd"] = json!(2.5);
+    body["evaluation"]["judges"] = json!([{"name": "openai/judge", "params": {
+        "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o-mini", "rubric": "Right?",
+        "price": {"prompt_per_1k": 0.001, "completion_per_1k": 0.002}}}]);
+    let reply = h.post("/runs?dry_run=true", body.clone()).await;
+    let estimate = h.check(Method::POST, "/runs", &reply, StatusCode::OK);
+    assert_eq!(estimate["valid"], true);
+    assert!(
+        estimate["judging"]["calls"].as_u64().unwrap() > 0,
+        "{estimate}"
+    );
+    body["budget_usd"] = json!("lots");
+    let reply = h.post("/runs?dry_run=true", body).await;
+    h.check(
+        Method::POST,
+        "/runs",
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+}

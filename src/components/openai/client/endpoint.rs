@@ -2,8 +2,11 @@
 //! (configured from the operator's limits) or one run's own (from its params).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::cluster::{ClusterBudget, ClusterBudgets, keep_concurrency_share};
+use crate::components::Cluster;
 use crate::components::openai::limits::{
     Admission, Breaker, ConcurrencyLimiter, Health, RateLimiter,
 };
@@ -31,6 +34,8 @@ pub(in crate::components::openai) struct Endpoint {
     pub(super) concurrency: ConcurrencyLimiter,
     /// The endpoint rejected or ignored `n`: samples are asked for one by one.
     n_unsupported: AtomicBool,
+    /// The rate budgets every instance shares, when they do.
+    budgets: OnceLock<ClusterBudgets>,
 }
 
 impl Endpoint {
@@ -57,6 +62,33 @@ impl Endpoint {
             .concurrency
             .configure(limits.adaptive_concurrency, limits.max_concurrency);
         endpoint
+    }
+
+    /// Shares the operator's `limits` of this endpoint with the other instances on
+    /// `cluster`'s store, under the pool names starting `pool` (the provider and model).
+    pub(crate) fn join(self: &Arc<Self>, cluster: &Cluster, pool: &str, limits: &OperatorLimits) {
+        if let Some(max) = limits.max_concurrency {
+            self.concurrency.set_share(0);
+            keep_concurrency_share(
+                Arc::downgrade(self),
+                cluster.clone(),
+                format!("{pool}/concurrency"),
+                max,
+            );
+        }
+        let budget = |per_minute: Option<f64>, kind: &str| {
+            per_minute
+                .map(|rate| ClusterBudget::new(cluster.clone(), format!("{pool}/{kind}"), rate))
+        };
+        let _ = self.budgets.set(ClusterBudgets {
+            requests: budget(limits.requests_per_minute, "requests"),
+            tokens: budget(limits.tokens_per_minute, "tokens"),
+        });
+    }
+
+    /// The rate budgets every instance shares, when they do.
+    pub(super) fn budgets(&self) -> Option<&ClusterBudgets> {
+        self.budgets.get()
     }
 
     pub(crate) fn supports_n(&self) -> bool {

@@ -20,6 +20,7 @@
 //! - [`http`]: one HTTP request and what came back.
 //! - [`response`]: an answer judged (retry or not, what to quote) and parsed.
 
+mod cluster;
 mod endpoint;
 mod http;
 mod response;
@@ -34,20 +35,14 @@ use sha2::{Digest, Sha256};
 use tower::Service;
 
 use super::Shared;
+use super::prices::FoundPrice;
 use super::providers::ProviderSpec;
-use crate::components::{CallContext, ComponentError};
+use crate::components::{CallContext, ComponentError, Estimate};
 use crate::model::Usage;
 pub(super) use endpoint::{Endpoint, RunLimits};
 use response::parse_response;
 use stack::{Call, Sent};
 pub(super) use stack::{OutboundCapLayer, ProviderService, RetryPolicy, compose};
-
-/// USD per 1,000 tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Price {
-    pub prompt_per_1k: f64,
-    pub completion_per_1k: f64,
-}
 
 /// Everything a component needs to call its endpoint.
 #[derive(Clone)]
@@ -70,7 +65,8 @@ pub(super) struct ClientConfig {
     pub stack: ProviderService,
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    pub price: Option<Price>,
+    /// The price of this endpoint's model, and where it came from.
+    pub price: Option<FoundPrice>,
     /// Sampling params and `extra_body`, sent with every request.
     pub body: Map<String, Value>,
     /// Completion tokens assumed per choice before the answer says (for `tokens_per_minute`).
@@ -244,18 +240,52 @@ impl ClientConfig {
         }
     }
 
-    fn usage(&self, requests: u64, prompt_tokens: u64, completion_tokens: u64) -> Usage {
-        let cost = self.price.map_or(0.0, |price| {
-            round_cost(
-                prompt_tokens as f64 / 1000.0 * price.prompt_per_1k
-                    + completion_tokens as f64 / 1000.0 * price.completion_per_1k,
-            )
+    pub(super) fn usage(&self, requests: u64, parsed: &response::Parsed) -> Usage {
+        let (prompt, cached, completion) = (
+            parsed.prompt_tokens,
+            parsed.cached_tokens.min(parsed.prompt_tokens),
+            parsed.completion_tokens,
+        );
+        let cost = self.price.map_or(0.0, |found| {
+            round_cost(found.price.cost(prompt, cached, completion, false))
         });
         Usage {
             requests,
-            prompt_tokens,
-            completion_tokens,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: cached,
             cost_usd: cost,
+            price_source: self.price.map(|found| found.source),
+        }
+    }
+
+    /// What `calls` requests of `messages` asking for `choices` each may cost, the
+    /// prompt `extra_prompt` tokens longer than `messages` (an output not known yet).
+    pub(super) fn estimate(
+        &self,
+        messages: &[Message],
+        extra_prompt: u64,
+        calls: u64,
+        choices: u64,
+    ) -> Estimate {
+        let (counted, exact) = super::tokens::count_prompt(&self.model, messages);
+        let prompt = counted + extra_prompt;
+        let completion = self.completion_estimate * choices;
+        let (low, high) = match self.price {
+            Some(found) => {
+                let low = found.price.cost(prompt, 0, 0, false);
+                (low, low + found.price.cost(0, 0, completion, false))
+            }
+            None => (0.0, 0.0),
+        };
+        Estimate {
+            calls,
+            prompt_tokens: prompt * calls,
+            completion_tokens: completion * calls,
+            cost_low_usd: low * calls as f64,
+            cost_high_usd: high * calls as f64,
+            unpriced_calls: if self.price.is_none() { calls } else { 0 },
+            approximate_calls: if exact { 0 } else { calls },
         }
     }
 
@@ -304,7 +334,8 @@ impl ClientConfig {
                         // Nothing was sent and nothing paid.
                         requests: 0,
                         cost_usd: 0.0,
-                        ..self.usage(0, parsed.prompt_tokens, parsed.completion_tokens)
+                        price_source: None,
+                        ..self.usage(0, &parsed)
                     };
                     return Ok(Completion {
                         choices: parsed.choices,
@@ -330,7 +361,7 @@ impl ClientConfig {
             parsed,
             requests,
         } = self.stack.clone().call(call).await?;
-        let usage = self.usage(requests, parsed.prompt_tokens, parsed.completion_tokens);
+        let usage = self.usage(requests, &parsed);
         if parsed.choices.len() < n as usize {
             let mut error = self.fail(format_args!(
                 "asked for {n} choices (`n`), got {}",

@@ -189,6 +189,9 @@ pub(in crate::components::openai) struct Parsed {
     pub choices: Vec<Choice>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those the provider served from its prompt cache
+    /// (`usage.prompt_tokens_details.cached_tokens`), billed at the cached input price.
+    pub cached_tokens: u64,
 }
 
 /// Parses a response body: [`parse_response`] on its JSON, with a fast path for the usual
@@ -233,6 +236,10 @@ fn parse_usual(body: &str) -> Option<Parsed> {
         choices: indexed.into_iter().map(|(_, choice)| choice).collect(),
         prompt_tokens: usage.prompt_tokens.unwrap_or(0),
         completion_tokens: usage.completion_tokens.unwrap_or(0),
+        cached_tokens: usage
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
     })
 }
 
@@ -287,6 +294,14 @@ mod wire {
         pub prompt_tokens: Option<u64>,
         #[serde(default)]
         pub completion_tokens: Option<u64>,
+        #[serde(default)]
+        pub prompt_tokens_details: Option<Details>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub(super) struct Details {
+        #[serde(default)]
+        pub cached_tokens: Option<u64>,
     }
 }
 
@@ -349,6 +364,10 @@ pub(super) fn parse_response(raw: &Value) -> Result<Parsed, String> {
         choices: indexed.into_iter().map(|(_, choice)| choice).collect(),
         prompt_tokens: tokens("prompt_tokens"),
         completion_tokens: tokens("completion_tokens"),
+        cached_tokens: raw
+            .pointer("/usage/prompt_tokens_details/cached_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 

@@ -58,7 +58,7 @@ impl<'a, S: AttemptService<'a>> Service<Call<'a>> for Metrics<S> {
                 .map_or(ProviderOutcome::NoAnswer, ProviderOutcome::of_status);
             meter.provider_request(&label, kind, sent.elapsed());
             if let Ok((_, parsed)) = &outcome.result {
-                let usage = client.usage(1, parsed.prompt_tokens, parsed.completion_tokens);
+                let usage = client.usage(1, parsed);
                 meter.provider_usage(&label, &usage);
             }
             Ok(outcome)

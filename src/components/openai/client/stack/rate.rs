@@ -50,6 +50,12 @@ impl<'a, S: AttemptService<'a>> Service<Call<'a>> for RateLimit<S> {
                 .map(|l| l.requests.reserve(1.0).max(l.tokens.reserve(estimate)))
                 .max()
                 .unwrap_or_default();
+            // The budgets every instance shares, reserved in parallel with the others.
+            let shared = call.endpoint.budgets();
+            let wait = match shared {
+                Some(budgets) => wait.max(budgets.reserve(estimate).await),
+                None => wait,
+            };
             if wait > NOTE_WAIT {
                 call.ctx.observer.note(CallNote::RateLimited {
                     provider: call.client.provider(),
@@ -74,6 +80,9 @@ impl<'a, S: AttemptService<'a>> Service<Call<'a>> for RateLimit<S> {
             if let Some(delta) = refund {
                 for limit in limits {
                     limit.tokens.adjust(delta);
+                }
+                if let Some(budgets) = shared {
+                    budgets.adjust_tokens(delta);
                 }
             }
             outcome

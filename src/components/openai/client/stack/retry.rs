@@ -115,7 +115,10 @@ impl<S> Retry<S> {
                 Ok(outcome) => outcome,
                 Err(refused) => {
                     let mut error = client.fail(refused);
-                    error.usage = client.usage(requests, 0, 0);
+                    error.usage = crate::model::Usage {
+                        requests,
+                        ..Default::default()
+                    };
                     return Err(error);
                 }
             };
@@ -134,7 +137,10 @@ impl<S> Retry<S> {
                 let mut error = client.fail(detail);
                 error.status = failure.status;
                 error.body = failure.body.clone();
-                error.usage = client.usage(requests, 0, 0);
+                error.usage = crate::model::Usage {
+                    requests,
+                    ..Default::default()
+                };
                 error
             };
             if !failure.retryable {

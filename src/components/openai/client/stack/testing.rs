@@ -60,6 +60,7 @@ impl Fixture {
             max_requests: 8,
             meter: meter.clone(),
             agent_caps: Default::default(),
+            prices: Arc::default(),
         }));
         let client = read_client(&mut Params::new(&params), "openai/test", &shared);
         let endpoint = client.endpoint();
