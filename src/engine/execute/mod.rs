@@ -248,7 +248,7 @@ impl Engine {
                 stop
             }
         };
-        drop(heartbeat);
+        heartbeat.stop().await;
         // Only this run's leases: other runs of this instance keep theirs.
         if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::Failed(_))
             && let Err(e) = retry(patience, "releasing leases", || {
