@@ -17,7 +17,9 @@ pub(crate) fn digest(key: &str) -> i64 {
     let bytes: [u8; 8] = match key.get(..16) {
         Some(head) if head.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
             // 16 lowercase hex digits always parse.
-            u64::from_str_radix(head, 16).unwrap_or_default().to_be_bytes()
+            u64::from_str_radix(head, 16)
+                .unwrap_or_default()
+                .to_be_bytes()
         }
         _ => {
             let hash = Sha256::digest(key.as_bytes());

@@ -232,6 +232,9 @@ async fn cached_responses_survive_a_restart_and_the_deletion_of_their_owner() {
     let paid = execute(&engine, &experiment(&base_url, "builtin/exact_match")).await;
     assert_eq!(requests.load(Ordering::SeqCst), 20);
     assert_eq!(paid.usage.requests, 20);
+    // Nothing of the execution (its heartbeat, claimer, cancel watcher) holds the store
+    // any more: the file is free to open again at once.
+    assert_eq!(Arc::strong_count(engine.store()), 1);
     drop(engine);
 
     let engine = engine_on(&path).await;
@@ -291,5 +294,8 @@ async fn a_cached_response_is_stored_with_its_case_or_not_at_all() {
     assert_eq!(lookup(&store, &refused).await, None);
     // Once the stored keys are read back, a lookup of one still reads it.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(lookup(&store, &kept).await.map(|(value, _)| value), Some(json!({"v": 1})));
+    assert_eq!(
+        lookup(&store, &kept).await.map(|(value, _)| value),
+        Some(json!({"v": 1}))
+    );
 }
