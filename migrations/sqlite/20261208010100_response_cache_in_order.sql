@@ -10,7 +10,7 @@
 -- with one digest are a miss for the second, never a wrong response. Every stored key is
 -- such a hash: rows whose key is not are dropped here.
 CREATE TABLE response_cache_in_order (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY NOT NULL,
     digest     INTEGER NOT NULL,
     key        TEXT NOT NULL,
     value      TEXT NOT NULL,
