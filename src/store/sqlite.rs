@@ -151,9 +151,18 @@ impl Dialect for SqliteStore {
     /// the checkpoint stop short, harmlessly (the log stays, as it would have).
     async fn close(&self) -> StoreResult<()> {
         let _turn = self.write.lock().await;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        // A checkpoint of the background checkpointer in progress makes this one answer
+        // "busy" at once (no wait): try again until it is over.
+        for _ in 0..100 {
+            let (busy, _, _) =
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(&self.pool)
+                    .await?;
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
