@@ -131,7 +131,9 @@ impl CallObserver for IgnoreNotes {
 #[async_trait]
 pub trait ResponseCache: Send + Sync {
     async fn get(&self, key: &str) -> Option<Value>;
-    async fn put(&self, key: &str, value: &Value);
+    /// Stores `response`, a provider's JSON response as received (text: it is stored
+    /// as text, so it is not parsed and serialised again on its way).
+    async fn put(&self, key: &str, response: &str);
 }
 
 /// What a component call can reach besides its input: the response cache (absent when

@@ -22,6 +22,11 @@ use super::lock::FileLock;
 use super::sql::{Dialect, Write};
 use crate::model::Timestamp;
 
+/// How long opening waits for the database's lock: long enough for a child process
+/// started meanwhile to drop its inherited copy ([`FileLock::for_database_within`]), short
+/// beside a start refused because another process holds the file.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// The writer's turn.
@@ -62,7 +67,7 @@ impl SqliteStore {
         let lock = if in_memory {
             None
         } else {
-            Some(FileLock::for_database(options.get_filename())?)
+            Some(FileLock::for_database_within(options.get_filename(), LOCK_PATIENCE).await?)
         };
         // An in-memory database exists per connection: keep exactly one.
         let pool = SqlitePoolOptions::new()
@@ -146,9 +151,18 @@ impl Dialect for SqliteStore {
     /// the checkpoint stop short, harmlessly (the log stays, as it would have).
     async fn close(&self) -> StoreResult<()> {
         let _turn = self.write.lock().await;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        // A checkpoint of the background checkpointer in progress makes this one answer
+        // "busy" at once (no wait): try again until it is over.
+        for _ in 0..100 {
+            let (busy, _, _) =
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(&self.pool)
+                    .await?;
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 

@@ -88,14 +88,11 @@ impl ResponseCache for CaseCache {
         }
     }
 
-    async fn put(&self, key: &str, value: &Value) {
-        match serde_json::to_string(value) {
-            Ok(value) => self.writes().push(CacheWrite::Put {
-                key: key.to_owned(),
-                value,
-            }),
-            Err(e) => tracing::warn!(error = %e, "not caching a provider response"),
-        }
+    async fn put(&self, key: &str, response: &str) {
+        self.writes().push(CacheWrite::Put {
+            key: key.to_owned(),
+            value: response.to_owned(),
+        });
     }
 }
 

@@ -497,14 +497,14 @@ where
             let id = id.as_str();
             sqlx::query(
                 "DELETE FROM response_cache WHERE run_id = $1 AND NOT EXISTS \
-                 (SELECT 1 FROM response_cache_users u WHERE u.key = response_cache.key AND u.run_id <> $1)",
+                 (SELECT 1 FROM response_cache_users u WHERE u.digest = response_cache.digest AND u.run_id <> $1)",
             )
             .bind(id)
             .execute(write.conn())
             .await?;
             sqlx::query(
                 "UPDATE response_cache SET run_id = (SELECT MIN(u.run_id) FROM response_cache_users u \
-                 WHERE u.key = response_cache.key AND u.run_id <> $1) WHERE run_id = $1",
+                 WHERE u.digest = response_cache.digest AND u.run_id <> $1) WHERE run_id = $1",
             )
             .bind(id)
             .execute(write.conn())

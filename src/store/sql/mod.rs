@@ -5,6 +5,7 @@
 //! Statements use `$N` placeholders (both databases read them) or a `QueryBuilder`, and
 //! the same Rust types: i64 numbers, text, JSON documents as text, and bools.
 
+mod cache;
 mod commit;
 mod datasets;
 mod events;

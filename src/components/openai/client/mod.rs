@@ -314,11 +314,8 @@ impl ClientConfig {
         if let Some(cache) = ctx.cache
             && let Some(key) = &key
         {
-            // The body parsed once already, so this cannot fail; a cache miss is harmless.
-            match serde_json::from_str::<Value>(&raw) {
-                Ok(raw) => cache.put(key, &raw).await,
-                Err(e) => tracing::warn!(key, "not caching a provider response: {e}"),
-            }
+            // Stored as received: the stack parsed it already (it is JSON).
+            cache.put(key, &raw).await;
         }
         Ok(Completion {
             choices: parsed.choices,
