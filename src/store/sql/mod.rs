@@ -60,6 +60,13 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         None
     }
 
+    /// Whether another write waits for the writer's turn (SQLite's single writer): a
+    /// long series of writes of its own (an upload's cases) commits early and lets it
+    /// go first. Postgres writes side by side: never.
+    fn writers_waiting(&self) -> bool {
+        false
+    }
+
     /// Starts a write of several statements, atomic together.
     fn begin(&self) -> impl Future<Output = StoreResult<Write<'_, Self>>> + Send;
 
