@@ -131,6 +131,15 @@ impl Dialect for SqliteStore {
         Some(&self.cache_keys)
     }
 
+    async fn after_bulk_commit(&self) -> StoreResult<()> {
+        if self.checkpointer.is_some() {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn writers_waiting(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0
     }

@@ -265,6 +265,7 @@ where
                     commit_ms = committing.elapsed().as_millis() as u64,
                     "upload chunk committed"
                 );
+                self.after_bulk_commit().await?;
                 if done {
                     break;
                 }
