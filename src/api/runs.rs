@@ -353,13 +353,33 @@ struct GetRunQuery {
 /// that live outside it. One exception, by design: the `duration_ms` of a running run is
 /// the clock at request time, not state; it is left out of the digest so polling a
 /// running run still gets 304 while nothing happened (its `started_at` is in the body).
-fn encode_view(mut view: RunView) -> Result<(Encoded, Option<u64>), ApiError> {
+fn encode_view(mut view: RunView) -> Result<Encoded, ApiError> {
     let live_duration = if view.finished_at.is_none() {
         view.duration_ms.take()
     } else {
         None
     };
-    Ok((Encoded::new(&view, live_duration.is_some())?, live_duration))
+    Encoded::new(&view, live_duration.is_some())
+}
+
+/// [`encode_view`] for a view that may hold a definition and runtime options (user
+/// keys after `duration_ms`): the body is serialised again with its duration.
+fn encode_full_view(mut view: RunView) -> Result<Encoded, ApiError> {
+    let live_duration = if view.finished_at.is_none() {
+        view.duration_ms.take()
+    } else {
+        None
+    };
+    let encoded = Encoded::new(&view, false)?;
+    match live_duration {
+        Some(duration) => {
+            view.duration_ms = Some(duration);
+            let body = serde_json::to_vec(&view)
+                .map_err(|e| ApiError::Internal(format!("serialising run: {e}")))?;
+            Ok(encoded.with_body(body))
+        }
+        None => Ok(encoded),
+    }
 }
 
 async fn get_run(
@@ -407,8 +427,11 @@ async fn get_run(
                 engine.instrumentation().report(&run_id),
                 engine.concurrency_limit(&run_id),
                 |record, telemetry, concurrency| {
-                    let view = RunView::with_counters(record.clone(), telemetry, concurrency);
-                    Ok(encode_view(view)?.0)
+                    encode_view(RunView::with_counters(
+                        record.clone(),
+                        telemetry,
+                        concurrency,
+                    ))
                 },
                 |run_id| engine.live_summary(run_id).is_some(),
             )?;
@@ -432,7 +455,7 @@ async fn get_run(
                 // covers them.
                 engine.add_bootstrap(&mut record).await?;
             }
-            encode_view(RunView::new(record, &state))?
+            (encode_full_view(RunView::new(record, &state))?, None)
         }
     };
     let no_cache = HeaderValue::from_static("no-cache");

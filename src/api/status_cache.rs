@@ -36,6 +36,8 @@ const NULL_DURATION: &[u8] = b"\"duration_ms\":null";
 
 impl Encoded {
     /// Encodes `view`, whose `duration_ms` is `None` when the run is running (`running`).
+    /// Only the view of a summary (no definition, no runtime options) may be running
+    /// here: every field after its `duration_ms` has fixed keys.
     pub(super) fn new<V: serde::Serialize>(view: &V, running: bool) -> Result<Self, ApiError> {
         let stable = serde_json::to_vec(view)
             .map_err(|e| ApiError::Internal(format!("serialising run: {e}")))?;
@@ -58,6 +60,17 @@ impl Encoded {
             stable: Bytes::from(stable),
             live_duration,
         })
+    }
+
+    /// The same tag with `body` as the body as it is: for a view with fields after
+    /// `duration_ms` that a user's keys may repeat (`include=definition`), where no
+    /// occurrence of the key is known to be the view's own.
+    pub(super) fn with_body(self, body: Vec<u8>) -> Self {
+        Encoded {
+            tag: self.tag,
+            stable: Bytes::from(body),
+            live_duration: None,
+        }
     }
 
     /// The body, with `duration_ms` for a running run.

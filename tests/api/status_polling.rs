@@ -90,7 +90,8 @@ async fn an_unchanged_running_run_keeps_its_etag_and_its_duration_follows_the_cl
                                      "params": {"delay_ms": 600_000}}},
         "evaluation": {"metrics": ["builtin/exact_match"]},
         "datasets": [{"dataset_id": "d", "cases": [
-            {"case_id": "only", "input": {"question": "2+2"}, "expected_output": "4"}]}],
+            {"case_id": "only", "input": {"question": "2+2", "duration_ms": null},
+             "expected_output": "4"}]}],
         "seeds": [1],
         "concurrency": 1,
         "metadata": {"duration_ms": null}
@@ -141,6 +142,12 @@ async fn an_unchanged_running_run_keeps_its_etag_and_its_duration_follows_the_cl
     same["duration_ms"] = first.1["duration_ms"].clone();
     assert_eq!(same, first.1);
     assert!(second["metadata"]["duration_ms"].is_null(), "{second}");
+    // With the definition (user keys after `duration_ms`: serialised whole), too.
+    let (status, full) = server
+        .get(&format!("/runs/{run_id}?include=definition"))
+        .await;
+    assert_eq!(status, 200, "{full}");
+    assert!(full["duration_ms"].as_u64().is_some(), "{full}");
     // 304 to the current tag (the run's row may still be touched now and then: the
     // tag read just before counts).
     let mut answered = Vec::new();
