@@ -62,6 +62,22 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         None
     }
 
+    /// Whether another write waits for the writer's turn (SQLite's single writer): a
+    /// long series of writes of its own (an upload's cases) commits early and lets it
+    /// go first. Postgres writes side by side: never.
+    fn writers_waiting(&self) -> bool {
+        false
+    }
+
+    /// After each transaction of a long series of writes (an upload's cases), outside
+    /// the writer's turn: SQLite folds the log into the database file now, so that the
+    /// next transaction starts the log afresh. Otherwise the log outgrows the writer's
+    /// own checkpoint threshold and commits start checkpointing, each one's `fsync`
+    /// behind the turn (hundreds of milliseconds while a large upload is written).
+    fn after_bulk_commit(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Starts a write of several statements, atomic together.
     fn begin(&self) -> impl Future<Output = StoreResult<Write<'_, Self>>> + Send;
 

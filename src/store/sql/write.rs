@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, Type};
@@ -16,13 +17,18 @@ use crate::store::apply::RunState;
 use crate::store::cache_digest::digest;
 use crate::store::{CacheWrite, CaseCommit, StoreError, StoreResult};
 
+/// Writes holding SQLite's writer at least this long are logged at DEBUG (target
+/// `themis::store::writer`): what other writes waited behind.
+const SLOW_HOLD: Duration = Duration::from_millis(20);
+
 /// A write in progress: a transaction, or a pooled connection for one statement that is
 /// atomic by itself. Dropped without [`Write::commit`], a transaction rolls back.
 pub(crate) struct Write<'a, D: Dialect> {
     dialect: &'a D,
     conn: Held<D::Db>,
-    /// SQLite's writer turn (one writer at a time), held until the write ends.
-    _turn: Option<MutexGuard<'a, ()>>,
+    /// SQLite's writer turn (one writer at a time), held until the write ends, and
+    /// since when.
+    turn: Option<(MutexGuard<'a, ()>, Instant)>,
 }
 
 enum Held<DB: Database> {
@@ -50,7 +56,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         Write {
             dialect,
             conn: Held::Transaction(tx),
-            _turn: turn,
+            turn: turn.map(|turn| (turn, Instant::now())),
         }
     }
 
@@ -58,7 +64,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         Write {
             dialect,
             conn: Held::Single(conn),
-            _turn: None,
+            turn: None,
         }
     }
 
@@ -73,7 +79,19 @@ impl<'a, D: Dialect> Write<'a, D> {
     /// writer turn.
     pub(crate) async fn commit(self) -> StoreResult<()> {
         if let Held::Transaction(tx) = self.conn {
+            let committing = Instant::now();
             tx.commit().await?;
+            if let Some((_, since)) = &self.turn {
+                let held = since.elapsed();
+                if held >= SLOW_HOLD {
+                    tracing::debug!(
+                        target: "themis::store::writer",
+                        held_ms = held.as_millis() as u64,
+                        commit_ms = committing.elapsed().as_millis() as u64,
+                        "a write held the writer"
+                    );
+                }
+            }
         }
         Ok(())
     }
