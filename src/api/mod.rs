@@ -18,6 +18,7 @@ mod results;
 mod retry;
 mod reviews;
 mod runs;
+mod status_cache;
 mod ui;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OpenAI Evals API (`/v1`) over the same engine.
     pub evals: Arc<crate::engine::OpenAiEvals>,
+    /// `GET /runs/{id}` of the runs executing here, encoded.
+    pub status_cache: Arc<status_cache::StatusCache>,
 }
 
 /// Settings of the HTTP layer.
@@ -121,6 +124,7 @@ pub fn router_with_metrics(
         upload_limits: config.upload_limits,
         ui: Arc::new(ui::UiAssets::new(!config.api_keys.is_empty())),
         metrics,
+        status_cache: Arc::default(),
     };
     let (public_metrics, protected_metrics) = if config.metrics_public {
         (metrics::router(), Router::new())
@@ -161,18 +165,29 @@ pub fn router_with_metrics(
     routes
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
-        })
-        // The access log below writes the one line per request (5xx included).
-        .on_response(())
-        .on_failure(()))
-        .layer(middleware::from_fn(access_log::log_request))
+        // The request's span gives what is logged while it is handled its request id
+        // (method and path are the access line's: formatting them into every span cost
+        // each request).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", request_id)
+                })
+                // The access log below writes the one line per request (5xx included).
+                .on_request(())
+                .on_response(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn_with_state(
+            access_log::AccessLog::start(),
+            access_log::log_request,
+        ))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

@@ -9,10 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Digest;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonBytes};
+use super::status_cache::Encoded;
 use crate::engine::{ConcurrencyLimit, check_run_name, check_tag, parse_evaluation};
 use crate::model::{
     MetricAggregate, Progress, RunId, RunKind, RunLabels, RunRecord, RunStatus, Spend, Timestamp,
@@ -97,6 +97,15 @@ impl RunView {
         let engine = state.scheduler.engine();
         let telemetry = engine.instrumentation().report(&record.run_id);
         let concurrency = engine.concurrency_limit(&record.run_id);
+        Self::with_counters(record, telemetry, concurrency)
+    }
+
+    /// The view of `record` with these telemetry counters and concurrency limit.
+    fn with_counters(
+        record: RunRecord,
+        telemetry: Option<TelemetryView>,
+        concurrency: Option<ConcurrencyLimit>,
+    ) -> Self {
         let base = format!("/runs/{}", record.run_id);
         let duration_ms = match (record.started_at, record.finished_at) {
             (Some(start), Some(end)) => Some(end.millis_since(start)),
@@ -373,26 +382,33 @@ struct GetRunQuery {
 /// that live outside it. One exception, by design: the `duration_ms` of a running run is
 /// the clock at request time, not state; it is left out of the digest so polling a
 /// running run still gets 304 while nothing happened (its `started_at` is in the body).
-fn tagged_body(mut view: RunView) -> Result<(String, Vec<u8>), ApiError> {
-    let serialise = |view: &RunView| {
-        serde_json::to_vec(view).map_err(|e| ApiError::Internal(format!("serialising run: {e}")))
-    };
+fn encode_view(mut view: RunView) -> Result<Encoded, ApiError> {
     let live_duration = if view.finished_at.is_none() {
         view.duration_ms.take()
     } else {
         None
     };
-    let stable = serialise(&view)?;
-    let digest = sha2::Sha256::digest(&stable);
-    let tag = format!("W/\"{}\"", hex::encode(&digest[..16]));
-    let body = match live_duration {
+    Encoded::new(&view, live_duration.is_some())
+}
+
+/// [`encode_view`] for a view that may hold a definition and runtime options (user
+/// keys after `duration_ms`): the body is serialised again with its duration.
+fn encode_full_view(mut view: RunView) -> Result<Encoded, ApiError> {
+    let live_duration = if view.finished_at.is_none() {
+        view.duration_ms.take()
+    } else {
+        None
+    };
+    let encoded = Encoded::new(&view, false)?;
+    match live_duration {
         Some(duration) => {
             view.duration_ms = Some(duration);
-            serialise(&view)?
+            let body = serde_json::to_vec(&view)
+                .map_err(|e| ApiError::Internal(format!("serialising run: {e}")))?;
+            Ok(encoded.with_body(body))
         }
-        None => stable,
-    };
-    Ok((tag, body))
+        None => Ok(encoded),
+    }
 }
 
 async fn get_run(
@@ -425,43 +441,68 @@ async fn get_run(
         }
     };
     let engine = state.scheduler.engine();
-    let store = engine.store();
     // A run executing here is answered from the engine's summary of it, without a
-    // database round trip (status polling is most of a dashboard's requests).
+    // database round trip (status polling is most of a dashboard's requests), and its
+    // encoding is kept until the summary or its counters change. A run executing
+    // elsewhere (another instance on the same Postgres) or not at all is read from the
+    // store at every request.
     let live = (!with_definition && !bootstrap)
         .then(|| engine.live_summary(&run_id))
         .flatten();
-    let mut record = match live {
-        Some(summary) => Some(RunRecord::clone(&summary)),
-        None if with_definition => store.get_run(&run_id).await?,
-        None => store.get_run_summary(&run_id).await?,
-    }
-    .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
-    if bootstrap {
-        // The intervals are part of the body, so the body's digest (the ETag) covers them.
-        state.scheduler.engine().add_bootstrap(&mut record).await?;
-    }
-    let (tag, body) = tagged_body(RunView::new(record, &state))?;
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|candidate| candidate.trim() == tag || candidate.trim() == "*")
-        });
-    let tag_value = HeaderValue::from_str(&tag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (encoded, live_duration) = match live {
+        Some(summary) => {
+            let encoded = state.status_cache.get_or_encode(
+                &summary,
+                engine.instrumentation().report(&run_id),
+                engine.concurrency_limit(&run_id),
+                |record, telemetry, concurrency| {
+                    encode_view(RunView::with_counters(
+                        record.clone(),
+                        telemetry,
+                        concurrency,
+                    ))
+                },
+                |run_id| engine.live_summary(run_id).is_some(),
+            )?;
+            let duration = match (summary.started_at, summary.finished_at) {
+                (Some(start), None) => Some(Timestamp::now().millis_since(start)),
+                _ => None,
+            };
+            (encoded, duration)
+        }
+        None => {
+            state.status_cache.forget(&run_id);
+            let store = engine.store();
+            let mut record = if with_definition {
+                store.get_run(&run_id).await?
+            } else {
+                store.get_run_summary(&run_id).await?
+            }
+            .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
+            if bootstrap {
+                // The intervals are part of the body, so the body's digest (the ETag)
+                // covers them.
+                engine.add_bootstrap(&mut record).await?;
+            }
+            (encode_full_view(RunView::new(record, &state))?, None)
+        }
+    };
     let no_cache = HeaderValue::from_static("no-cache");
-    if matches {
+    if encoded.matches(headers.get(header::IF_NONE_MATCH)) {
         return Ok((
             StatusCode::NOT_MODIFIED,
-            [(header::ETAG, tag_value), (header::CACHE_CONTROL, no_cache)],
+            [
+                (header::ETAG, encoded.tag),
+                (header::CACHE_CONTROL, no_cache),
+            ],
         )
             .into_response());
     }
     let json = HeaderValue::from_static("application/json");
+    let body = encoded.body(live_duration);
     Ok((
         [
-            (header::ETAG, tag_value),
+            (header::ETAG, encoded.tag),
             (header::CACHE_CONTROL, no_cache),
             (header::CONTENT_TYPE, json),
         ],

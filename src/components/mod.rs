@@ -134,11 +134,13 @@ impl CallObserver for IgnoreNotes {
 #[async_trait]
 pub trait ResponseCache: Send + Sync {
     async fn get(&self, key: &str) -> Option<Value>;
-    async fn put(&self, key: &str, value: &Value);
+    /// Stores `response`, a provider's JSON response as received (text: it is stored
+    /// as text, so it is not parsed and serialised again on its way).
+    async fn put(&self, key: &str, response: &str);
     /// Stores a response at once rather than with the case's record: an agent's turns
     /// before its answer, so a case interrupted by a crash replays them when re-run.
-    async fn put_now(&self, key: &str, value: &Value) {
-        self.put(key, value).await;
+    async fn put_now(&self, key: &str, response: &str) {
+        self.put(key, response).await;
     }
 }
 

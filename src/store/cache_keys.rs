@@ -9,17 +9,19 @@
 //! finds nothing). Until the keys stored before the process started are read (in the
 //! background, after the store opens), every lookup reads.
 //!
-//! Memory: one 64-bit fingerprint per key, ~16 bytes with the set's overhead; two keys
-//! with one fingerprint only cost a read.
+//! Memory: one 64-bit digest per key ([`digest`], what the table indexes), ~16 bytes with
+//! the set's overhead; two keys with one digest only cost a read.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::TryStreamExt;
 use sqlx::SqlitePool;
 
-/// Fingerprints are already uniformly spread: the set uses them as they are.
+use super::cache_digest::digest;
+
+/// Digests are already uniformly spread: the set uses them as they are.
 #[derive(Default)]
 struct Identity(u64);
 
@@ -55,9 +57,7 @@ pub(crate) struct CacheKeys {
 }
 
 fn fingerprint(key: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    u64::from_ne_bytes(digest(key).to_ne_bytes())
 }
 
 impl CacheKeys {
@@ -76,10 +76,11 @@ impl CacheKeys {
         tokio::spawn(async move {
             let read = async {
                 let mut set = Fingerprints::default();
+                // The digests' index holds them all: the table itself is not read.
                 let mut rows =
-                    sqlx::query_scalar::<_, String>("SELECT key FROM response_cache").fetch(&pool);
-                while let Some(key) = rows.try_next().await? {
-                    set.insert(fingerprint(&key));
+                    sqlx::query_scalar::<_, i64>("SELECT digest FROM response_cache").fetch(&pool);
+                while let Some(digest) = rows.try_next().await? {
+                    set.insert(u64::from_ne_bytes(digest.to_ne_bytes()));
                 }
                 Ok::<_, sqlx::Error>(set)
             };
@@ -153,14 +154,17 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE response_cache (key TEXT PRIMARY KEY)")
+        sqlx::query("CREATE TABLE response_cache (digest INTEGER PRIMARY KEY)")
             .execute(&pool)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO response_cache (key) VALUES ('k1'), ('k2')")
-            .execute(&pool)
-            .await
-            .unwrap();
+        for key in ["k1", "k2"] {
+            sqlx::query("INSERT INTO response_cache (digest) VALUES ($1)")
+                .bind(digest(key))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         let keys = CacheKeys::load(&pool);
         for _ in 0..200 {
             if matches!(&*keys.lock(), State::Ready(_)) {

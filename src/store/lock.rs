@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
@@ -15,11 +16,30 @@ pub(super) struct FileLock {
 }
 
 impl FileLock {
-    /// Locks `<database>.lock` next to the database file, or explains who holds it.
-    pub(super) fn for_database(database: &Path) -> Result<FileLock, StoreError> {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+    /// Locks `<database>.lock` next to the database file, trying again for up to
+    /// `patience` while the lock is held, or explains who holds it. A child process this
+    /// one starts (a `fork`, then an `exec`) holds a copy of every descriptor until its
+    /// `exec` closes it, the lock's included: a store reopened in that instant, its
+    /// previous self just dropped, found its own file "in use".
+    pub(super) async fn for_database_within(
+        database: &Path,
+        patience: Duration,
+    ) -> Result<FileLock, StoreError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(lock) = Self::try_for_database(database)? {
+                return Ok(lock);
+            }
+            if Instant::now() >= deadline {
+                return Err(held_by_another(database));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The lock, or `None` while another descriptor holds it.
+    fn try_for_database(database: &Path) -> Result<Option<FileLock>, StoreError> {
+        let path = lock_path(database);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -28,17 +48,24 @@ impl FileLock {
             .map_err(|e| {
                 StoreError::Locked(format!("cannot open lock file {}: {e}", path.display()))
             })?;
-        if !try_lock_exclusive(&file) {
-            return Err(StoreError::Locked(format!(
-                "the SQLite database {} is in use by another process (it holds {}); \
-                 SQLite serves one process: stop the other one, or use Postgres to run \
-                 several instances",
-                database.display(),
-                path.display()
-            )));
-        }
-        Ok(FileLock { _file: file })
+        Ok(try_lock_exclusive(&file).then_some(FileLock { _file: file }))
     }
+}
+
+fn lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn held_by_another(database: &Path) -> StoreError {
+    StoreError::Locked(format!(
+        "the SQLite database {} is in use by another process (it holds {}); \
+         SQLite serves one process: stop the other one, or use Postgres to run \
+         several instances",
+        database.display(),
+        lock_path(database).display()
+    ))
 }
 
 /// `flock(LOCK_EX | LOCK_NB)` on Unix: an advisory lock every Themis process checks.
@@ -50,15 +77,41 @@ fn try_lock_exclusive(file: &File) -> bool {
 mod tests {
     use super::*;
 
+    fn for_database(database: &Path) -> Result<FileLock, StoreError> {
+        FileLock::try_for_database(database)?.ok_or_else(|| held_by_another(database))
+    }
+
     #[test]
     fn a_second_lock_on_the_same_database_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
-        let first = FileLock::for_database(&db).unwrap();
+        let first = for_database(&db).unwrap();
         assert!(dir.path().join("x.db.lock").exists());
-        let second = FileLock::for_database(&db).unwrap_err().to_string();
+        let second = for_database(&db).unwrap_err().to_string();
         assert!(second.contains("in use by another process"), "{second}");
         drop(first);
-        FileLock::for_database(&db).unwrap();
+        for_database(&db).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_released_within_the_patience_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let first = for_database(&db).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(first);
+        });
+        let held = FileLock::for_database_within(&db, Duration::from_secs(5))
+            .await
+            .expect("taken once released");
+        release.join().unwrap();
+        // Held for longer than the patience: refused.
+        let refused = FileLock::for_database_within(&db, Duration::from_millis(50))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("in use by another process"), "{refused}");
+        drop(held);
     }
 }

@@ -6,6 +6,7 @@
 //! usage and aggregates are updated in the same transaction as the records they count.
 
 mod apply;
+mod cache_digest;
 mod cache_keys;
 mod checkpoint;
 mod cluster;

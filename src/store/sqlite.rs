@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -22,10 +23,17 @@ use super::lock::FileLock;
 use super::sql::{Dialect, Write};
 use crate::model::Timestamp;
 
+/// How long opening waits for the database's lock: long enough for a child process
+/// started meanwhile to drop its inherited copy ([`FileLock::for_database_within`]), short
+/// beside a start refused because another process holds the file.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// The writer's turn.
     write: Mutex<()>,
+    /// Writes waiting for the turn.
+    waiting: AtomicUsize,
     /// Held for the store's lifetime (none for in-memory databases).
     _lock: Option<FileLock>,
     /// WAL checkpoints beside the writer (none for in-memory databases).
@@ -62,7 +70,7 @@ impl SqliteStore {
         let lock = if in_memory {
             None
         } else {
-            Some(FileLock::for_database(options.get_filename())?)
+            Some(FileLock::for_database_within(options.get_filename(), LOCK_PATIENCE).await?)
         };
         // An in-memory database exists per connection: keep exactly one.
         let pool = SqlitePoolOptions::new()
@@ -93,6 +101,7 @@ impl SqliteStore {
             cache_keys,
             pool,
             write: Mutex::new(()),
+            waiting: AtomicUsize::new(0),
             _lock: lock,
             checkpointer: (!in_memory).then(|| Checkpointer::start(options)),
         })
@@ -127,8 +136,32 @@ impl Dialect for SqliteStore {
         Some(&self.cache_keys)
     }
 
+    async fn after_bulk_commit(&self) -> StoreResult<()> {
+        if self.checkpointer.is_some() {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn writers_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
     async fn begin(&self) -> StoreResult<Write<'_, Self>> {
-        let turn = self.write.lock().await;
+        let asked = std::time::Instant::now();
+        let turn = match self.write.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                let _waiting = Waiting::count(&self.waiting);
+                self.write.lock().await
+            }
+        };
+        let waited = asked.elapsed();
+        if waited >= Duration::from_millis(50) {
+            tracing::debug!(target: "themis::store::writer", waited_ms = waited.as_millis() as u64, "a write waited for the writer");
+        }
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.wrote();
         }
@@ -146,9 +179,18 @@ impl Dialect for SqliteStore {
     /// the checkpoint stop short, harmlessly (the log stays, as it would have).
     async fn close(&self) -> StoreResult<()> {
         let _turn = self.write.lock().await;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        // A checkpoint of the background checkpointer in progress makes this one answer
+        // "busy" at once (no wait): try again until it is over.
+        for _ in 0..100 {
+            let (busy, _, _) =
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(&self.pool)
+                    .await?;
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
@@ -173,5 +215,114 @@ impl Dialect for SqliteStore {
             separated.push_bind(*value);
         }
         query.push(")");
+    }
+}
+
+/// Counts a write waiting for the writer's turn while it lives (a cancelled wait too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::SqliteStore;
+    use crate::model::{DatasetRevision, Revision, StoredCase, Timestamp};
+    use crate::store::sql::Dialect;
+    use crate::store::{CaseBatches, DatasetStore, StoreResult};
+
+    /// Serves batches of cases; before the third it waits for `other` (a write that
+    /// asked for the writer while the second was stored) to be done.
+    struct Source {
+        served: u64,
+        other_asked: Option<oneshot::Sender<()>>,
+        other_done: Option<oneshot::Receiver<()>>,
+        store: std::sync::Arc<SqliteStore>,
+    }
+
+    const PER_BATCH: u64 = 10;
+
+    #[async_trait::async_trait]
+    impl CaseBatches for Source {
+        async fn next_batch(&mut self) -> StoreResult<Vec<StoredCase>> {
+            match self.served {
+                1 => {
+                    if let Some(asked) = self.other_asked.take() {
+                        let _ = asked.send(());
+                    }
+                    while !self.store.writers_waiting() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                2 => {
+                    if let Some(done) = self.other_done.take() {
+                        tokio::time::timeout(Duration::from_secs(20), done)
+                            .await
+                            .expect("the other write waited behind the upload's transaction")
+                            .expect("the other write ended");
+                    }
+                }
+                4 => return Ok(Vec::new()),
+                _ => {}
+            }
+            let first = self.served * PER_BATCH;
+            self.served += 1;
+            Ok((first..first + PER_BATCH)
+                .map(|i| StoredCase {
+                    case_index: i,
+                    case_id: format!("c{i}"),
+                    json: format!("{{\"case_id\":\"c{i}\",\"input\":{i}}}"),
+                })
+                .collect())
+        }
+    }
+
+    /// An upload's transaction commits as soon as another write waits for the writer,
+    /// rather than at the end of its time budget: the other write goes between two of
+    /// its batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_lets_a_waiting_write_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        let (asked_tx, asked_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                asked_rx.await.unwrap();
+                let write = store.begin().await.unwrap();
+                write.commit().await.unwrap();
+                let _ = done_tx.send(());
+            })
+        };
+        let mut source = Source {
+            served: 0,
+            other_asked: Some(asked_tx),
+            other_done: Some(done_rx),
+            store: store.clone(),
+        };
+        let revision = DatasetRevision {
+            dataset_id: "d".into(),
+            revision: Revision::from_digest(&[7; 32]),
+            case_count: 4 * PER_BATCH,
+            bytes: 1,
+            created_at: Timestamp::from_millis(1),
+        };
+        store.put_revision(revision, &mut source).await.unwrap();
+        other.await.unwrap();
     }
 }

@@ -232,6 +232,9 @@ async fn cached_responses_survive_a_restart_and_the_deletion_of_their_owner() {
     let paid = execute(&engine, &experiment(&base_url, "builtin/exact_match")).await;
     assert_eq!(requests.load(Ordering::SeqCst), 20);
     assert_eq!(paid.usage.requests, 20);
+    // Nothing of the execution (its heartbeat, claimer, cancel watcher) holds the store
+    // any more: the file is free to open again at once.
+    assert_eq!(Arc::strong_count(engine.store()), 1);
     drop(engine);
 
     let engine = engine_on(&path).await;
@@ -258,4 +261,41 @@ async fn cached_responses_survive_a_restart_and_the_deletion_of_their_owner() {
         "the responses the second run used outlive the run that stored them"
     );
     assert_eq!(again.usage.requests, 0);
+}
+
+/// On SQLite: a response committed with its case is found after the store is reopened
+/// (its key read back into the set of stored keys); one whose case's commit was refused
+/// was never stored, before or after the reopen.
+#[tokio::test]
+async fn a_cached_response_is_stored_with_its_case_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    let kept = format!("{:064x}", 1);
+    let refused = format!("{:064x}", 2);
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let run = create(&store, 1).await;
+        commit(
+            &store,
+            &run,
+            vec![case(&run, 0, vec![put(&kept, json!({"v": 1}))])],
+        )
+        .await;
+        finish(&store, &run).await;
+        let mut late = CommitBatch::new(run.clone());
+        late.cases = vec![case(&run, 1, vec![put(&refused, json!({"v": 2}))])];
+        assert!(store.commit(&late).await.is_err(), "the run is finished");
+        assert_eq!(lookup(&store, &refused).await, None);
+        store.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let owner = Some(run_id(1).as_str().to_owned());
+    assert_eq!(lookup(&store, &kept).await, Some((json!({"v": 1}), owner)));
+    assert_eq!(lookup(&store, &refused).await, None);
+    // Once the stored keys are read back, a lookup of one still reads it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        lookup(&store, &kept).await.map(|(value, _)| value),
+        Some(json!({"v": 1}))
+    );
 }

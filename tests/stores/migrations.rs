@@ -151,3 +151,133 @@ impl themis::store::CaseBatches for NoCases {
         Err(StoreError::Input("the cases were stored already".into()))
     }
 }
+
+/// What the response cache held before its entries were filed by digest: an entry owned
+/// by `owner`, used by `user` too, and an entry from before runs could be deleted.
+const OWNED_KEY: &str = "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b";
+const UNOWNED_KEY: &str = "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35";
+
+/// Writes the cache entries above, and their two runs, in the schema before digests (a
+/// macro: the same statements on either database's pool).
+macro_rules! old_cache_entries {
+    ($pool:expr, $owner:expr, $user:expr) => {{
+        let (pool, owner, user): (_, &RunId, &RunId) = ($pool, $owner, $user);
+        for run in [owner, user] {
+            sqlx::query(
+                "INSERT INTO runs (run_id, kind, status, definition, runtime, total, usage, \
+                 aggregates, aggregate_state, created_at, updated_at, finished_at, index_space, \
+                 last_seq) VALUES ($1, 'experiment', 'completed', '{}', '{}', 0, $2, \
+                 '{\"metrics\":{}}', '{\"metrics\":{}}', 1, 1, 1, 0, 0)",
+            )
+            .bind(run.as_str())
+            .bind(serde_json::to_string(&Usage::default()).unwrap())
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO response_cache (key, value, created_at, run_id) VALUES \
+             ($1, '{\"choices\":[\"owned\"]}', 1, $2), ($3, '{\"choices\":[\"unowned\"]}', 2, NULL)",
+        )
+        .bind(OWNED_KEY)
+        .bind(owner.as_str())
+        .bind(UNOWNED_KEY)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO response_cache_users (key, run_id) VALUES ($1, $2)")
+            .bind(OWNED_KEY)
+            .bind(user.as_str())
+            .execute(pool)
+            .await
+            .unwrap();
+    }};
+}
+
+/// The migrated entries answer their keys with their owners, and deleting the owner of
+/// a response another run used keeps it for that run.
+async fn the_migrated_cache_is_kept(store: &dyn Store, owner: &RunId, user: &RunId) {
+    let found = |value: &str, owner: Option<&RunId>| {
+        Some(themis::store::CachedResponse {
+            value: json!({"choices": [value]}),
+            owner: owner.map(|run| run.as_str().to_owned()),
+        })
+    };
+    assert_eq!(
+        store.cache_lookup(OWNED_KEY).await.unwrap(),
+        found("owned", Some(owner))
+    );
+    assert_eq!(
+        store.cache_lookup(UNOWNED_KEY).await.unwrap(),
+        found("unowned", None)
+    );
+    assert_eq!(
+        store.delete_run(owner, false).await.unwrap(),
+        DeleteRun::Deleted(vec![owner.clone()])
+    );
+    assert_eq!(
+        store.cache_lookup(OWNED_KEY).await.unwrap(),
+        found("owned", Some(user))
+    );
+    assert_eq!(
+        store.delete_run(user, false).await.unwrap(),
+        DeleteRun::Deleted(vec![user.clone()])
+    );
+    assert_eq!(store.cache_lookup(OWNED_KEY).await.unwrap(), None);
+    assert_eq!(
+        store.cache_lookup(UNOWNED_KEY).await.unwrap(),
+        found("unowned", None)
+    );
+}
+
+/// A SQLite response cache keyed by the key's text is migrated to entries filed by
+/// digest: what it held is found, owned and kept as before.
+#[tokio::test]
+async fn sqlite_migrates_the_response_cache_to_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("./migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261208010100)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let (owner, user) = (run_id(70), run_id(71));
+    old_cache_entries!(&pool, &owner, &user);
+    pool.close().await;
+
+    let store = themis::store::SqliteStore::open(&path).await.unwrap();
+    the_migrated_cache_is_kept(&store, &owner, &user).await;
+}
+
+/// The same on Postgres.
+#[tokio::test]
+async fn postgres_migrates_the_response_cache_to_digests() {
+    let database = common::TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut before = sqlx::migrate!("./migrations/postgres");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261208010100)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let (owner, user) = (run_id(72), run_id(73));
+    old_cache_entries!(&pool, &owner, &user);
+    pool.close().await;
+
+    let store = themis::store::PostgresStore::connect(&database.url)
+        .await
+        .unwrap();
+    the_migrated_cache_is_kept(&store, &owner, &user).await;
+    drop(store);
+    database.drop_database().await;
+}

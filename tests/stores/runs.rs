@@ -497,6 +497,36 @@ async fn response_cache_keeps_the_first_value(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// Keys are request hashes; a store may file them under a shorter digest (SQL stores
+/// index the first 64 bits), but a lookup answers only the key it was asked for: another
+/// key sharing the digest is a miss, never that key's response.
+async fn response_cache_answers_only_the_key_asked(store: Arc<dyn Store>) {
+    let run = run_id(42);
+    store.create_run(new_run(42, 1, 1)).await.unwrap();
+    let stored = format!("0123456789abcdef{}", "0".repeat(48));
+    let sharing = format!("0123456789abcdef{}", "1".repeat(48));
+    store
+        .cache_put(&stored, &json!({"choices": ["stored"]}), &run)
+        .await
+        .unwrap();
+    assert_eq!(store.cache_get(&sharing, &run).await.unwrap(), None);
+    assert_eq!(store.cache_lookup(&sharing).await.unwrap(), None);
+    store
+        .cache_put(&sharing, &json!({"choices": ["sharing"]}), &run)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cache_get(&stored, &run).await.unwrap(),
+        Some(json!({"choices": ["stored"]}))
+    );
+    // What a store answers for the second key (its response, or a miss where it could not
+    // be filed) is never the first key's.
+    assert_ne!(
+        store.cache_get(&sharing, &run).await.unwrap(),
+        Some(json!({"choices": ["stored"]}))
+    );
+}
+
 /// The log is read in order across many commits, from any point, page by page.
 async fn events_are_read_across_many_commits(store: Arc<dyn Store>) {
     let run = run_id(60);
@@ -642,5 +672,6 @@ contract!(
     case_records_page_and_filter,
     a_deleted_run_leaves_no_records_or_events,
     response_cache_keeps_the_first_value,
+    response_cache_answers_only_the_key_asked,
     events_are_read_across_many_commits,
 );

@@ -56,6 +56,42 @@ fn the_text_log_through_a_pipe_has_no_colour_codes() {
     );
 }
 
+/// The text log redirected to a file (`themis serve 2>themis.log`) holds no ANSI
+/// escape sequences either.
+#[test]
+fn the_text_log_in_a_file_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("themis.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_themis"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--database", "memory"])
+        .args(["--log-format", "text"])
+        .env_remove("THEMIS_API_KEYS")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start themis serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("themis is serving") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("themis is serving"), "{text}");
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape sequences in a log file: {text:?}"
+    );
+}
+
 /// A log nobody reads (a stalled shipper, a pipe left full) never stalls the service:
 /// every request writes an access line, far more than a pipe holds, and every one is
 /// answered. Writing the lines on the request's thread blocked it once the pipe filled.

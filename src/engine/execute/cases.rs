@@ -88,21 +88,25 @@ impl ResponseCache for CaseCache {
         }
     }
 
-    async fn put(&self, key: &str, value: &Value) {
-        match serde_json::to_string(value) {
-            Ok(value) => self.writes().push(CacheWrite::Put {
-                key: key.to_owned(),
-                value,
-            }),
-            Err(e) => tracing::warn!(error = %e, "not caching a provider response"),
-        }
+    async fn put(&self, key: &str, response: &str) {
+        self.writes().push(CacheWrite::Put {
+            key: key.to_owned(),
+            value: response.to_owned(),
+        });
     }
 
     /// Written at once: an agent's intermediate turn outlives a crash of its case.
-    async fn put_now(&self, key: &str, value: &Value) {
-        if let Err(e) = self.store.cache_put(key, value, &self.run_id).await {
+    async fn put_now(&self, key: &str, response: &str) {
+        let written = match serde_json::from_str::<Value>(response) {
+            Ok(value) => self.store.cache_put(key, &value, &self.run_id).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "not caching a provider response");
+                return;
+            }
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "response cache write failed; kept for the case's commit");
-            self.put(key, value).await;
+            self.put(key, response).await;
         }
     }
 }

@@ -150,6 +150,11 @@ impl Engine {
         watcher.abort();
         claimer.abort();
         cases.shutdown().await;
+        // Both hold the store: once this pass returns nothing of it may (an aborted task
+        // lives on until the runtime next gets to it; a SQLite store still held keeps
+        // its file locked against the next open).
+        let _ = watcher.await;
+        let _ = claimer.await;
         drop(tx);
         match recorder.await {
             Ok(Ok(progress)) => (stop, progress),

@@ -67,6 +67,14 @@ impl AbortOnDrop {
     pub(crate) fn new(task: JoinHandle<()>) -> Self {
         AbortOnDrop(task)
     }
+
+    /// Aborts the task and waits until it is gone (with what it holds, the store).
+    pub(crate) async fn stop(mut self) {
+        self.0.abort();
+        // Not the handle itself: `Drop` owns it. Awaiting a finished task is immediate.
+        let handle = &mut self.0;
+        let _ = handle.await;
+    }
 }
 
 impl Drop for AbortOnDrop {

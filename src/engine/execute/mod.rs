@@ -272,9 +272,9 @@ impl Engine {
                 stop
             }
         };
-        drop(heartbeat);
-        if share.is_some() {
-            drop(share);
+        heartbeat.stop().await;
+        if let Some(share) = share {
+            share.stop().await;
             // Its cases ended: the slots go back to the instances still working on the
             // run now, not when the lease runs out.
             let pool = share_pool(run_id);

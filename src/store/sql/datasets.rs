@@ -72,7 +72,7 @@ fn parse_run_id(raw: &str) -> StoreResult<RunId> {
 const CASE_PARAMS: usize = 4;
 
 /// How long one transaction of an upload's cases may hold the writer before it commits
-/// and lets other writes in.
+/// and lets other writes in (it commits sooner when another write waits).
 const CHUNK_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl<D> Write<'_, D>
@@ -246,8 +246,9 @@ where
                 write.insert_revision_cases(content_id, &pending).await?;
                 next += pending.len() as i64;
                 pending.clear();
-                // More of the spool into the same transaction while it is young.
-                while !done && held.elapsed() < CHUNK_HOLD {
+                // More of the spool into the same transaction while it is young and no
+                // other write waits (a `POST /runs` waits one batch, not a whole chunk).
+                while !done && held.elapsed() < CHUNK_HOLD && !self.writers_waiting() {
                     let more = cases.next_batch().await?;
                     if more.is_empty() {
                         break;
@@ -255,7 +256,16 @@ where
                     next += more.len() as i64;
                     write.insert_revision_cases(content_id, &more).await?;
                 }
+                let committing = std::time::Instant::now();
                 write.commit().await?;
+                tracing::debug!(
+                    target: "themis::store::writer",
+                    cases = next,
+                    held_ms = held.elapsed().as_millis() as u64,
+                    commit_ms = committing.elapsed().as_millis() as u64,
+                    "upload chunk committed"
+                );
+                self.after_bulk_commit().await?;
                 if done {
                     break;
                 }
@@ -497,14 +507,14 @@ where
             let id = id.as_str();
             sqlx::query(
                 "DELETE FROM response_cache WHERE run_id = $1 AND NOT EXISTS \
-                 (SELECT 1 FROM response_cache_users u WHERE u.key = response_cache.key AND u.run_id <> $1)",
+                 (SELECT 1 FROM response_cache_users u WHERE u.digest = response_cache.digest AND u.run_id <> $1)",
             )
             .bind(id)
             .execute(write.conn())
             .await?;
             sqlx::query(
                 "UPDATE response_cache SET run_id = (SELECT MIN(u.run_id) FROM response_cache_users u \
-                 WHERE u.key = response_cache.key AND u.run_id <> $1) WHERE run_id = $1",
+                 WHERE u.digest = response_cache.digest AND u.run_id <> $1) WHERE run_id = $1",
             )
             .bind(id)
             .execute(write.conn())

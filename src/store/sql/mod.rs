@@ -5,6 +5,7 @@
 //! Statements use `$N` placeholders (both databases read them) or a `QueryBuilder`, and
 //! the same Rust types: i64 numbers, text, JSON documents as text, and bools.
 
+mod cache;
 mod commit;
 mod datasets;
 mod events;
@@ -59,6 +60,22 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// (SQLite: one process); a lookup of any other key skips the read.
     fn cache_keys(&self) -> Option<&crate::store::cache_keys::CacheKeys> {
         None
+    }
+
+    /// Whether another write waits for the writer's turn (SQLite's single writer): a
+    /// long series of writes of its own (an upload's cases) commits early and lets it
+    /// go first. Postgres writes side by side: never.
+    fn writers_waiting(&self) -> bool {
+        false
+    }
+
+    /// After each transaction of a long series of writes (an upload's cases), outside
+    /// the writer's turn: SQLite folds the log into the database file now, so that the
+    /// next transaction starts the log afresh. Otherwise the log outgrows the writer's
+    /// own checkpoint threshold and commits start checkpointing, each one's `fsync`
+    /// behind the turn (hundreds of milliseconds while a large upload is written).
+    fn after_bulk_commit(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
     }
 
     /// Starts a write of several statements, atomic together.

@@ -13,13 +13,14 @@ use tokio::sync::mpsc;
 use super::rows::{FullRunRow, RunRow, SUMMARY_COLUMNS};
 use super::write::PreparedCase;
 use super::{Conn, Dialect, Row, Value, from_json, json_text, to_i64, to_u64};
-use super::{commit, events, packed, records};
+use super::{cache, commit, events, packed, records};
 use crate::model::{
     AggregateState, CaseRecord, CaseStatus, RunEvent, RunId, RunLabels, RunRecord, RunStatus,
     Timestamp,
 };
 use crate::model::{BudgetRequest, ShareGrant, ShareRequest};
 use crate::store::apply::CancelStep;
+use crate::store::cache_digest::digest;
 use crate::store::{
     CachedResponse, CancelOutcome, CaseQuery, Chunk, ChunkStatus, CommitBatch, CommitOutcome,
     CreateOutcome, NewRun, RunQuery, Store, StoreError, StoreResult, chunk_count,
@@ -451,13 +452,7 @@ where
         if self.cache_keys().is_some_and(|keys| !keys.may_hold(key)) {
             return Ok(None);
         }
-        let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
-            "SELECT value, run_id FROM response_cache WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(self.pool())
-        .await?
-        else {
+        let Some((value, owner)) = cache::cached(self, key).await? else {
             return Ok(None);
         };
         Ok(Some(CachedResponse {
@@ -470,13 +465,7 @@ where
         if self.cache_keys().is_some_and(|keys| !keys.may_hold(key)) {
             return Ok(None);
         }
-        let Some((value, owner)) = sqlx::query_as::<_, (String, Option<String>)>(
-            "SELECT value, run_id FROM response_cache WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(self.pool())
-        .await?
-        else {
+        let Some((value, owner)) = cache::cached(self, key).await? else {
             return Ok(None);
         };
         // Another run's response: noted, so deleting that run keeps it. (A response from
@@ -484,10 +473,10 @@ where
         if owner.is_some_and(|owner| owner != run_id.as_str()) {
             let mut write = self.begin_one().await?;
             sqlx::query(
-                "INSERT INTO response_cache_users (key, run_id) VALUES ($1, $2) \
-                 ON CONFLICT (key, run_id) DO NOTHING",
+                "INSERT INTO response_cache_users (digest, run_id) VALUES ($1, $2) \
+                 ON CONFLICT (digest, run_id) DO NOTHING",
             )
-            .bind(key)
+            .bind(digest(key))
             .bind(run_id.as_str())
             .execute(write.conn())
             .await?;
@@ -503,9 +492,10 @@ where
             keys.add([key]);
         }
         sqlx::query(
-            "INSERT INTO response_cache (key, value, created_at, run_id) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO response_cache (digest, key, value, created_at, run_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING",
         )
+        .bind(digest(key))
         .bind(key)
         .bind(text)
         .bind(Timestamp::now().as_millis())

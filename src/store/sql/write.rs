@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{ColumnIndex, Database, Encode, Executor, QueryBuilder, Transaction, Type};
@@ -13,15 +14,21 @@ use super::rows::{SUMMARY_COLUMNS, StateRow};
 use super::{Conn, Dialect, Row, Value, json_text, to_i64, to_u64};
 use crate::model::{RunEvent, RunId, Timestamp};
 use crate::store::apply::RunState;
+use crate::store::cache_digest::digest;
 use crate::store::{CacheWrite, CaseCommit, StoreError, StoreResult};
+
+/// Writes holding SQLite's writer at least this long are logged at DEBUG (target
+/// `themis::store::writer`): what other writes waited behind.
+const SLOW_HOLD: Duration = Duration::from_millis(20);
 
 /// A write in progress: a transaction, or a pooled connection for one statement that is
 /// atomic by itself. Dropped without [`Write::commit`], a transaction rolls back.
 pub(crate) struct Write<'a, D: Dialect> {
     dialect: &'a D,
     conn: Held<D::Db>,
-    /// SQLite's writer turn (one writer at a time), held until the write ends.
-    _turn: Option<MutexGuard<'a, ()>>,
+    /// SQLite's writer turn (one writer at a time), held until the write ends, and
+    /// since when.
+    turn: Option<(MutexGuard<'a, ()>, Instant)>,
 }
 
 enum Held<DB: Database> {
@@ -49,7 +56,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         Write {
             dialect,
             conn: Held::Transaction(tx),
-            _turn: turn,
+            turn: turn.map(|turn| (turn, Instant::now())),
         }
     }
 
@@ -57,7 +64,7 @@ impl<'a, D: Dialect> Write<'a, D> {
         Write {
             dialect,
             conn: Held::Single(conn),
-            _turn: None,
+            turn: None,
         }
     }
 
@@ -72,7 +79,19 @@ impl<'a, D: Dialect> Write<'a, D> {
     /// writer turn.
     pub(crate) async fn commit(self) -> StoreResult<()> {
         if let Held::Transaction(tx) = self.conn {
+            let committing = Instant::now();
             tx.commit().await?;
+            if let Some((_, since)) = &self.turn {
+                let held = since.elapsed();
+                if held >= SLOW_HOLD {
+                    tracing::debug!(
+                        target: "themis::store::writer",
+                        held_ms = held.as_millis() as u64,
+                        commit_ms = committing.elapsed().as_millis() as u64,
+                        "a write held the writer"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -291,7 +310,8 @@ where
     }
 
     /// The response-cache writes of `cases`: responses stored (a key stored before keeps
-    /// its response and owner) and uses of other runs' responses noted.
+    /// its response and owner) and uses of other runs' responses noted. Entries append
+    /// in the order they are stored; only the index of their digests takes random pages.
     pub(super) async fn insert_cache_writes(
         &mut self,
         run_id: &RunId,
@@ -301,28 +321,31 @@ where
         let mut uses = Vec::new();
         for write in cases.iter().flat_map(|case| &case.cache) {
             match write {
-                CacheWrite::Put { key, value } => puts.push((key.as_str(), value.as_str())),
-                CacheWrite::Used { key } => uses.push(key.as_str()),
+                CacheWrite::Put { key, value } => {
+                    puts.push((digest(key), key.as_str(), value.as_str()));
+                }
+                CacheWrite::Used { key } => uses.push(digest(key)),
             }
         }
         if let Some(keys) = self.dialect.cache_keys() {
-            keys.add(puts.iter().map(|(key, _)| *key));
+            keys.add(puts.iter().map(|(_, key, _)| *key));
         }
         let now = Timestamp::now().as_millis();
         let mut rest = puts.as_slice();
-        for size in shapes(rest.len(), D::MAX_PARAMS / 4) {
+        for size in shapes(rest.len(), D::MAX_PARAMS / 5) {
             let (chunk, next) = rest.split_at(size);
             rest = next;
             let mut builder = QueryBuilder::<D::Db>::new(
-                "INSERT INTO response_cache (key, value, created_at, run_id) ",
+                "INSERT INTO response_cache (digest, key, value, created_at, run_id) ",
             );
-            builder.push_values(chunk, |mut b, (key, value)| {
-                b.push_bind(*key)
+            builder.push_values(chunk, |mut b, (digest, key, value)| {
+                b.push_bind(*digest)
+                    .push_bind(*key)
                     .push_bind(*value)
                     .push_bind(now)
                     .push_bind(run_id.as_str());
             });
-            builder.push(" ON CONFLICT (key) DO NOTHING");
+            builder.push(" ON CONFLICT (digest) DO NOTHING");
             builder.build().execute(self.conn()).await?;
         }
         let mut rest = uses.as_slice();
@@ -330,11 +353,11 @@ where
             let (chunk, next) = rest.split_at(size);
             rest = next;
             let mut builder =
-                QueryBuilder::<D::Db>::new("INSERT INTO response_cache_users (key, run_id) ");
-            builder.push_values(chunk, |mut b, key| {
-                b.push_bind(*key).push_bind(run_id.as_str());
+                QueryBuilder::<D::Db>::new("INSERT INTO response_cache_users (digest, run_id) ");
+            builder.push_values(chunk, |mut b, digest| {
+                b.push_bind(*digest).push_bind(run_id.as_str());
             });
-            builder.push(" ON CONFLICT (key, run_id) DO NOTHING");
+            builder.push(" ON CONFLICT (digest, run_id) DO NOTHING");
             builder.build().execute(self.conn()).await?;
         }
         Ok(())

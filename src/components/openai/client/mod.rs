@@ -374,14 +374,13 @@ impl ClientConfig {
         if let Some(cache) = ctx.cache
             && let Some(key) = &key
         {
-            // The body parsed once already, so this cannot fail; a cache miss is harmless.
-            // A turn that calls tools is one step of a loop that may run long: written
-            // at once, so a crash before the loop ends does not cost it again.
-            let intermediate = parsed.choices.iter().any(|c| !c.tool_calls.is_empty());
-            match serde_json::from_str::<Value>(&raw) {
-                Ok(raw) if intermediate => cache.put_now(key, &raw).await,
-                Ok(raw) => cache.put(key, &raw).await,
-                Err(e) => tracing::warn!(key, "not caching a provider response: {e}"),
+            // Stored as received: the stack parsed it already (it is JSON). A turn that
+            // calls tools is one step of a loop that may run long: written at once, so
+            // a crash before the loop ends does not cost it again.
+            if parsed.choices.iter().any(|c| !c.tool_calls.is_empty()) {
+                cache.put_now(key, &raw).await;
+            } else {
+                cache.put(key, &raw).await;
             }
         }
         Ok(Completion {
