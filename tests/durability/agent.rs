@@ -47,6 +47,9 @@ async fn an_agent_case_interrupted_by_kill_9_replays_its_cached_turn_after_a_res
         assert!(Instant::now() < deadline, "turn 2 never asked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A turn's response is written with the next case commit, or on its own within
+    // 100 ms when none comes (one case here): past that, a crash keeps it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     first.kill().unwrap(); // SIGKILL, turn 2 in flight
     first.wait().unwrap();
     stall.store(false, Ordering::SeqCst);

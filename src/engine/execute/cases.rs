@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::budget::BudgetGuard;
+use super::eager_cache::EagerCacheWrites;
 use super::leases::LeaseSet;
 use super::plan::{Evaluate, Plan, Work, WorkItem};
 use super::recorder::{CaseNotes, ChunkCommit, RecorderMsg};
@@ -47,6 +48,8 @@ struct CaseCache {
     store: Arc<dyn Store>,
     run_id: RunId,
     writes: Mutex<Vec<CacheWrite>>,
+    /// Where responses that should outlive a crash of this case go.
+    eager: Arc<EagerCacheWrites>,
 }
 
 impl CaseCache {
@@ -95,19 +98,10 @@ impl ResponseCache for CaseCache {
         });
     }
 
-    /// Written at once: an agent's intermediate turn outlives a crash of its case.
+    /// Written with the next case commit of the execution (or on its own soon after):
+    /// an agent's intermediate turn outlives a crash of its case.
     async fn put_now(&self, key: &str, response: &str) {
-        let written = match serde_json::from_str::<Value>(response) {
-            Ok(value) => self.store.cache_put(key, &value, &self.run_id).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "not caching a provider response");
-                return;
-            }
-        };
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "response cache write failed; kept for the case's commit");
-            self.put(key, response).await;
-        }
+        self.eager.push(key, response);
     }
 }
 
@@ -117,6 +111,8 @@ struct CaseEnv {
     observers: Observers,
     run_span: Arc<Span>,
     cache: Option<Arc<dyn Store>>,
+    /// Responses waiting for a case commit to carry them (with `cache` only).
+    eager: Option<Arc<EagerCacheWrites>>,
     plan: Arc<Plan>,
     /// Where provider notes go (the recorder).
     notes: mpsc::Sender<RecorderMsg>,
@@ -149,6 +145,10 @@ impl CaseTasks {
             observers: shared.observers.clone(),
             run_span: Arc::clone(shared.run_span),
             cache: shared.cache.clone(),
+            eager: shared
+                .cache
+                .as_ref()
+                .map(|store| EagerCacheWrites::new(store, shared.run_id.clone())),
             plan: Arc::clone(plan),
             notes: notes.clone(),
             budget: shared.budget.cloned(),
@@ -240,11 +240,16 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
         key: item.key.clone(),
         tx: env.notes.clone(),
     };
-    let cache = env.cache.as_ref().map(|store| CaseCache {
-        store: Arc::clone(store),
-        run_id: env.run_id.clone(),
-        writes: Mutex::default(),
-    });
+    let cache = env
+        .cache
+        .as_ref()
+        .zip(env.eager.as_ref())
+        .map(|(store, eager)| CaseCache {
+            store: Arc::clone(store),
+            run_id: env.run_id.clone(),
+            writes: Mutex::default(),
+            eager: Arc::clone(eager),
+        });
     let input = CaseInput {
         run_id: &env.run_id,
         key: item.key,
@@ -304,6 +309,8 @@ async fn run_item(env: Arc<CaseEnv>, item: WorkItem) -> CaseOutcome {
             .writes
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        // Any case's commit carries what the execution's agents stored along the way.
+        commit.cache.extend(cache.eager.take());
     }
     commit.reserved_usd = reserved_usd;
     Ok(Some(ChunkCommit {

@@ -11,6 +11,7 @@ mod budget;
 mod cases;
 mod chunks;
 mod claimer;
+mod eager_cache;
 mod leases;
 mod plan;
 mod recorder;
