@@ -103,6 +103,16 @@ pub enum DeclarationError {
     SameBaseUrl { first: String, second: String },
 }
 
+/// Whether `text` may name an operator's declaration (a provider, an MCP server): at
+/// most 64 letters, digits, `-`, `_` or `.`, so it is safe in flags, labels and logs.
+pub(crate) fn is_declared_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// A note from a provider call that explains slowness: shown to users as run events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallNote {

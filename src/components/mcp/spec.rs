@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::components::DeclarationError;
+use crate::components::{DeclarationError, is_declared_name};
 
 /// Default time a tool call (waiting for a slot included) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,14 +83,6 @@ fn invalid(message: String) -> DeclarationError {
     DeclarationError::Invalid(message)
 }
 
-fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 /// Headers the MCP transport sets itself, and hop-by-hop headers.
 const RESERVED_HEADERS: [&str; 8] = [
     "accept",
@@ -106,7 +98,7 @@ const RESERVED_HEADERS: [&str; 8] = [
 impl McpServerSpec {
     /// A server without headers, with the default limits.
     pub fn new(name: &str, url: &str) -> Result<Self, DeclarationError> {
-        if !is_name(name) {
+        if !is_declared_name(name) {
             return Err(invalid(format!(
                 "--mcp-server: name `{name}`: use letters, digits, `-`, `_`, `.` (at most 64)"
             )));

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::components::{AgentCaps, DeclarationError};
+use crate::components::{AgentCaps, DeclarationError, is_declared_name};
 use crate::egress::Egress;
 use crate::observe::{Meter, NoMeter};
 
@@ -87,18 +87,10 @@ fn invalid(message: String) -> DeclarationError {
     DeclarationError::Invalid(message)
 }
 
-fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 impl ProviderSpec {
     /// A keyless provider with the default limits.
     pub fn new(name: &str, base_url: &str) -> Result<Self, DeclarationError> {
-        if !is_name(name) {
+        if !is_declared_name(name) {
             return Err(invalid(format!(
                 "provider name `{name}`: use letters, digits, `-`, `_`, `.`"
             )));

@@ -83,7 +83,10 @@ impl EagerCacheWrites {
                 }
             };
             if let Err(e) = written {
-                tracing::warn!(error = %e, "response cache write failed");
+                tracing::warn!(error = %e, "response cache write failed; kept for a case commit");
+                // Not re-armed: the next case commit of the run (its own case's, at the
+                // latest) carries it.
+                self.pending().push(CacheWrite::Put { key, value });
             }
         }
     }
